@@ -1,0 +1,72 @@
+//! Settings: every one a flag and an environment variable (`mallbots --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Which part of the system a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Everything in one process.
+    All,
+    /// The GraphQL gateway alone.
+    Gateway,
+    /// The stores module alone.
+    Stores,
+}
+
+impl Part {
+    pub fn runs_gateway(self) -> bool {
+        matches!(self, Part::All | Part::Gateway)
+    }
+    pub fn runs_stores(self) -> bool {
+        matches!(self, Part::All | Part::Stores)
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct Settings {
+    /// Address the gateway listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL (postgres://...). Unset: SQLite files in --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where the embedded mode keeps its SQLite files (one per module).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// RabbitMQ URL (amqp://...). Unset: the in-process broker.
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+
+    /// Prefix of every exchange and queue name on RabbitMQ.
+    #[arg(long, env = "AMQP_PREFIX", default_value = "")]
+    pub amqp_prefix: String,
+
+    /// Declare durable queues as quorum queues (clustered RabbitMQ).
+    #[arg(long, env = "AMQP_QUORUM_QUEUES", default_value_t = false)]
+    pub amqp_quorum_queues: bool,
+
+    /// How long a mutation waits for its command's reply, in milliseconds.
+    #[arg(long, env = "COMMAND_TIMEOUT_MS", default_value_t = 5000)]
+    pub command_timeout_ms: u64,
+
+    /// Largest accepted HTTP request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Skip creating/updating tables at start (run `mallbots migrate` instead).
+    #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
+    pub no_migrate: bool,
+}
+
+impl Settings {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}

@@ -1,0 +1,66 @@
+//! Errors as clients see them: the domain's words and an `extensions.code`;
+//! internal details are logged, never sent.
+
+use async_graphql::ErrorExtensions;
+use mallbots_contracts::{CommandReply, ErrorCode, ReplyError};
+use mallbots_platform::commands::SendError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::BadUserInput, message)
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(err: ApiError) -> Self {
+        async_graphql::Error::new(err.message).extend_with(|_, e| e.set("code", err.code.as_str()))
+    }
+}
+
+impl From<ReplyError> for ApiError {
+    fn from(err: ReplyError) -> Self {
+        ApiError::new(err.code, err.message)
+    }
+}
+
+/// Logs what went wrong and gives the client only "internal error".
+pub fn internal(err: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %err, "internal error");
+    ApiError::new(ErrorCode::Internal, "internal error")
+}
+
+impl From<SendError> for ApiError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Timeout(after) => ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the command was not answered within {} ms",
+                    after.as_millis()
+                ),
+            ),
+            other => internal(other),
+        }
+    }
+}
+
+/// The accepted reply's result, or the rejection as an API error.
+pub fn accepted(reply: CommandReply) -> Result<(serde_json::Value, Option<i64>), ApiError> {
+    match reply {
+        CommandReply::Accepted { result, position } => Ok((result, position)),
+        CommandReply::Rejected(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,56 @@
+//! The GraphQL schema: one root per operation type, merged from each
+//! module's part. Kept apart from the HTTP transport (crate::http).
+
+mod errors;
+mod pagination;
+mod stores;
+
+use async_graphql::{MergedObject, MergedSubscription, Schema};
+use uuid::Uuid;
+
+pub use errors::{ApiError, internal};
+
+#[derive(MergedObject, Default)]
+pub struct Query(stores::StoresQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(stores::StoresMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(stores::StoresSubscription);
+
+pub type MallSchema = Schema<Query, Mutation, Subscription>;
+
+/// One request's context, from HTTP headers or the websocket's
+/// `connection_init`: threaded into every resolver and onto every command.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub correlation_id: Uuid,
+    /// The bearer token as sent; verified once identity lands (API.md).
+    pub authorization: Option<String>,
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        RequestContext {
+            correlation_id: Uuid::now_v7(),
+            authorization: None,
+        }
+    }
+}
+
+pub fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(16)
+    .limit_complexity(2000)
+    .limit_recursive_depth(32)
+}
+
+/// The schema's SDL, as checked in at schema/schema.graphql.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

@@ -1,0 +1,42 @@
+//! Relay connections over keyset pages: the cursor is the last item's id.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{OutputType, Result};
+use uuid::Uuid;
+
+use super::ApiError;
+
+pub const DEFAULT_PAGE: i32 = 20;
+pub const MAX_PAGE: i32 = 100;
+
+pub fn first(first: Option<i32>) -> Result<u64, ApiError> {
+    let n = first.unwrap_or(DEFAULT_PAGE);
+    if !(0..=MAX_PAGE).contains(&n) {
+        return Err(ApiError::bad_input(format!(
+            "first must be between 0 and {MAX_PAGE}"
+        )));
+    }
+    Ok(n as u64)
+}
+
+pub fn after(after: Option<String>) -> Result<Option<Uuid>, ApiError> {
+    after
+        .map(|c| {
+            Uuid::parse_str(&c).map_err(|_| ApiError::bad_input("after is not a valid cursor"))
+        })
+        .transpose()
+}
+
+pub fn connection<T: OutputType>(
+    items: Vec<(Uuid, T)>,
+    has_previous: bool,
+    has_next: bool,
+) -> Connection<String, T, EmptyFields, EmptyFields> {
+    let mut connection = Connection::new(has_previous, has_next);
+    connection.edges.extend(
+        items
+            .into_iter()
+            .map(|(id, node)| Edge::new(id.to_string(), node)),
+    );
+    connection
+}

@@ -1,0 +1,554 @@
+//! The stores part of the API: queries from the stores read model, mutations
+//! as commands over the broker, and `catalogChanged` from the live feed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Subscription};
+use futures_util::Stream;
+use mallbots_contracts::stores as msg;
+use mallbots_contracts::{ErrorCode, Message};
+use mallbots_platform::Envelope;
+use mallbots_stores::{ProductRecord, StoreRecord};
+use rust_decimal::Decimal;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::errors::accepted;
+use super::{ApiError, RequestContext, internal, pagination};
+use crate::app::AppState;
+use crate::metrics::Metrics;
+
+fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
+    ctx.data::<AppState>().map_err(|e| internal(e.message))
+}
+
+fn parse_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::bad_input(format!("{field} is not a valid id")))
+}
+
+/// The token a query presents (header `consistency-token`) to read its writes.
+fn consistency_token(position: Option<i64>) -> String {
+    format!("stores:{}", position.unwrap_or(0))
+}
+
+/// Sends a stores command and returns the reply's result and position.
+async fn send<M: Message>(
+    ctx: &Context<'_>,
+    command: M,
+) -> Result<(serde_json::Value, Option<i64>), ApiError> {
+    let app = state(ctx)?;
+    let correlation = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id);
+    app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
+    let reply = app.bus.send(&command, correlation).await.inspect_err(|_| {
+        app.metrics
+            .commands_timed_out
+            .fetch_add(1, Ordering::Relaxed);
+    })?;
+    accepted(reply)
+}
+
+pub struct Store(StoreRecord);
+
+#[Object]
+impl Store {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn location(&self) -> &str {
+        &self.0.location
+    }
+    /// Whether the store takes orders in the mall.
+    async fn participating(&self) -> bool {
+        self.0.participating
+    }
+    /// The store's products, in the order they were added.
+    async fn catalog(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Product, EmptyFields, EmptyFields>> {
+        Ok(catalog_page(ctx, self.0.id, first, after).await?)
+    }
+}
+
+pub struct Product(ProductRecord);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn store_id(&self) -> ID {
+        ID(self.0.store_id.to_string())
+    }
+    async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
+        let app = state(ctx)?;
+        Ok(app
+            .stores
+            .store(self.0.store_id)
+            .await
+            .map_err(internal)?
+            .map(Store))
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn price(&self) -> Decimal {
+        self.0.price
+    }
+}
+
+async fn catalog_page(
+    ctx: &Context<'_>,
+    store_id: Uuid,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Product, EmptyFields, EmptyFields>, ApiError> {
+    let app = state(ctx)?;
+    let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+    let page = app
+        .stores
+        .catalog(store_id, n, after)
+        .await
+        .map_err(internal)?;
+    let items = page.items.into_iter().map(|p| (p.id, Product(p))).collect();
+    Ok(pagination::connection(
+        items,
+        after.is_some(),
+        page.has_next,
+    ))
+}
+
+#[derive(Default)]
+pub struct StoresQuery;
+
+#[Object]
+impl StoresQuery {
+    async fn store(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Store>> {
+        let id = parse_id(&id, "id")?;
+        Ok(state(ctx)?
+            .stores
+            .store(id)
+            .await
+            .map_err(internal)?
+            .map(Store))
+    }
+
+    /// The mall's stores, optionally only those (not) participating.
+    async fn stores(
+        &self,
+        ctx: &Context<'_>,
+        participating: Option<bool>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Store, EmptyFields, EmptyFields>> {
+        let app = state(ctx)?;
+        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let page = app
+            .stores
+            .stores(participating, n, after)
+            .await
+            .map_err(internal)?;
+        let items = page.items.into_iter().map(|s| (s.id, Store(s))).collect();
+        Ok(pagination::connection(
+            items,
+            after.is_some(),
+            page.has_next,
+        ))
+    }
+
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
+        let id = parse_id(&id, "id")?;
+        Ok(state(ctx)?
+            .stores
+            .product(id)
+            .await
+            .map_err(internal)?
+            .map(Product))
+    }
+
+    /// A store's products.
+    async fn catalog(
+        &self,
+        ctx: &Context<'_>,
+        store_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Product, EmptyFields, EmptyFields>> {
+        let store_id = parse_id(&store_id, "storeId")?;
+        Ok(catalog_page(ctx, store_id, first, after).await?)
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateStoreInput {
+    pub name: String,
+    pub location: String,
+}
+
+#[derive(InputObject)]
+pub struct AddProductInput {
+    pub store_id: ID,
+    pub name: String,
+    #[graphql(default)]
+    pub description: String,
+    #[graphql(default)]
+    pub sku: String,
+    pub price: Decimal,
+}
+
+/// The result of a store mutation.
+pub struct StorePayload {
+    id: Uuid,
+    token: String,
+}
+
+#[Object]
+impl StorePayload {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+    /// The store as it is now.
+    async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
+        Ok(state(ctx)?
+            .stores
+            .store(self.id)
+            .await
+            .map_err(internal)?
+            .map(Store))
+    }
+    /// Send as header `consistency-token` to read this write.
+    async fn consistency_token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// The result of a product mutation.
+pub struct ProductPayload {
+    id: Uuid,
+    store_id: Option<Uuid>,
+    token: String,
+}
+
+#[Object]
+impl ProductPayload {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+    async fn store_id(&self) -> Option<ID> {
+        self.store_id.map(|id| ID(id.to_string()))
+    }
+    /// The product as it is now (null once removed).
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        Ok(state(ctx)?
+            .stores
+            .product(self.id)
+            .await
+            .map_err(internal)?
+            .map(Product))
+    }
+    /// Send as header `consistency-token` to read this write.
+    async fn consistency_token(&self) -> &str {
+        &self.token
+    }
+}
+
+async fn store_command<M: Message>(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: M,
+) -> Result<StorePayload> {
+    let (_, position) = send(ctx, command).await?;
+    Ok(StorePayload {
+        id,
+        token: consistency_token(position),
+    })
+}
+
+async fn product_command<M: Message>(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: M,
+) -> Result<ProductPayload> {
+    let (result, position) = send(ctx, command).await?;
+    let store_id = result
+        .get("storeId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
+    Ok(ProductPayload {
+        id,
+        store_id,
+        token: consistency_token(position),
+    })
+}
+
+#[derive(Default)]
+pub struct StoresMutation;
+
+#[Object]
+impl StoresMutation {
+    async fn create_store(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateStoreInput,
+    ) -> Result<StorePayload> {
+        let store_id = Uuid::now_v7();
+        let command = msg::CreateStore {
+            store_id,
+            name: input.name,
+            location: input.location,
+        };
+        store_command(ctx, store_id, command).await
+    }
+
+    async fn enable_participation(&self, ctx: &Context<'_>, store_id: ID) -> Result<StorePayload> {
+        let store_id = parse_id(&store_id, "storeId")?;
+        store_command(ctx, store_id, msg::EnableParticipation { store_id }).await
+    }
+
+    async fn disable_participation(&self, ctx: &Context<'_>, store_id: ID) -> Result<StorePayload> {
+        let store_id = parse_id(&store_id, "storeId")?;
+        store_command(ctx, store_id, msg::DisableParticipation { store_id }).await
+    }
+
+    async fn rebrand_store(
+        &self,
+        ctx: &Context<'_>,
+        store_id: ID,
+        name: String,
+    ) -> Result<StorePayload> {
+        let store_id = parse_id(&store_id, "storeId")?;
+        store_command(ctx, store_id, msg::RebrandStore { store_id, name }).await
+    }
+
+    async fn add_product(
+        &self,
+        ctx: &Context<'_>,
+        input: AddProductInput,
+    ) -> Result<ProductPayload> {
+        let store_id = parse_id(&input.store_id, "storeId")?;
+        let product_id = Uuid::now_v7();
+        let command = msg::AddProduct {
+            product_id,
+            store_id,
+            name: input.name,
+            description: input.description,
+            sku: input.sku,
+            price: input.price,
+        };
+        product_command(ctx, product_id, command).await
+    }
+
+    async fn rebrand_product(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        name: String,
+        description: String,
+    ) -> Result<ProductPayload> {
+        let product_id = parse_id(&product_id, "productId")?;
+        let command = msg::RebrandProduct {
+            product_id,
+            name,
+            description,
+        };
+        product_command(ctx, product_id, command).await
+    }
+
+    async fn increase_product_price(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        delta: Decimal,
+    ) -> Result<ProductPayload> {
+        let product_id = parse_id(&product_id, "productId")?;
+        product_command(
+            ctx,
+            product_id,
+            msg::IncreaseProductPrice { product_id, delta },
+        )
+        .await
+    }
+
+    async fn decrease_product_price(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        delta: Decimal,
+    ) -> Result<ProductPayload> {
+        let product_id = parse_id(&product_id, "productId")?;
+        product_command(
+            ctx,
+            product_id,
+            msg::DecreaseProductPrice { product_id, delta },
+        )
+        .await
+    }
+
+    async fn remove_product(&self, ctx: &Context<'_>, product_id: ID) -> Result<ProductPayload> {
+        let product_id = parse_id(&product_id, "productId")?;
+        product_command(ctx, product_id, msg::RemoveProduct { product_id }).await
+    }
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CatalogChangeKind {
+    Added,
+    Rebranded,
+    PriceIncreased,
+    PriceDecreased,
+    Removed,
+}
+
+/// A change to a store's catalog, with the product as it is after it.
+pub struct CatalogChange {
+    cursor: String,
+    kind: CatalogChangeKind,
+    product: ProductRecord,
+}
+
+#[Object]
+impl CatalogChange {
+    /// The change's position in the stores event log.
+    async fn cursor(&self) -> &str {
+        &self.cursor
+    }
+    async fn kind(&self) -> CatalogChangeKind {
+        self.kind
+    }
+    async fn product(&self) -> Product {
+        Product(self.product.clone())
+    }
+}
+
+fn record(view: msg::ProductView) -> ProductRecord {
+    ProductRecord {
+        id: view.product_id,
+        store_id: view.store_id,
+        name: view.name,
+        description: view.description,
+        sku: view.sku,
+        price: view.price,
+        created_at: view.occurred_at,
+        updated_at: view.occurred_at,
+    }
+}
+
+/// The catalog change an event is, when it is one of `store_id`'s.
+fn catalog_change(envelope: &Envelope, store_id: Uuid) -> Option<CatalogChange> {
+    use CatalogChangeKind::*;
+    let (kind, view) = match envelope.message_type.as_str() {
+        msg::ProductAdded::TYPE => (Added, envelope.decode::<msg::ProductAdded>().ok()?.0),
+        msg::ProductRebranded::TYPE => (
+            Rebranded,
+            envelope.decode::<msg::ProductRebranded>().ok()?.0,
+        ),
+        msg::ProductPriceIncreased::TYPE => (
+            PriceIncreased,
+            envelope
+                .decode::<msg::ProductPriceIncreased>()
+                .ok()?
+                .product,
+        ),
+        msg::ProductPriceDecreased::TYPE => (
+            PriceDecreased,
+            envelope
+                .decode::<msg::ProductPriceDecreased>()
+                .ok()?
+                .product,
+        ),
+        msg::ProductRemoved::TYPE => (Removed, envelope.decode::<msg::ProductRemoved>().ok()?.0),
+        _ => return None,
+    };
+    if view.store_id != store_id {
+        return None;
+    }
+    Some(CatalogChange {
+        cursor: envelope
+            .headers
+            .get("x-position")
+            .cloned()
+            .unwrap_or_default(),
+        kind,
+        product: record(view),
+    })
+}
+
+/// Counts a subscription as active for as long as it lives.
+struct Active(Arc<Metrics>);
+
+impl Active {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.subscriptions_active.fetch_add(1, Ordering::Relaxed);
+        Active(metrics)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct StoresSubscription;
+
+#[Subscription]
+impl StoresSubscription {
+    /// Every product added, rebranded, repriced or removed in the store.
+    async fn catalog_changed(
+        &self,
+        ctx: &Context<'_>,
+        store_id: ID,
+    ) -> Result<impl Stream<Item = Result<CatalogChange>> + use<>> {
+        let store_id = parse_id(&store_id, "storeId")?;
+        let app = state(ctx)?;
+        // Subscribed here, before the first poll: nothing published after the
+        // subscription is acknowledged can be missed.
+        let receiver = app.live.subscribe();
+        let active = Active::new(app.metrics.clone());
+        Ok(futures_util::stream::unfold(
+            (receiver, active, false),
+            move |(mut receiver, active, closed)| async move {
+                if closed {
+                    return None;
+                }
+                loop {
+                    match receiver.recv().await {
+                        Ok(envelope) => {
+                            if let Some(change) = catalog_change(&envelope, store_id) {
+                                return Some((Ok(change), (receiver, active, false)));
+                            }
+                        }
+                        Err(RecvError::Lagged(missed)) => {
+                            active
+                                .0
+                                .subscriptions_closed_slow
+                                .fetch_add(1, Ordering::Relaxed);
+                            let err = ApiError::new(
+                                ErrorCode::RateLimited,
+                                format!(
+                                    "the subscription fell {missed} events behind and was closed; subscribe again"
+                                ),
+                            );
+                            return Some((Err(err.into()), (receiver, active, true)));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            },
+        ))
+    }
+}

@@ -1,0 +1,263 @@
+//! The HTTP face: GraphQL over HTTP (per the GraphQL-over-HTTP spec), the
+//! websocket endpoint (graphql-transport-ws and legacy graphql-ws), the
+//! playground, the SDL, health, readiness and metrics.
+
+use std::sync::atomic::Ordering;
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, ServerError};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::graphql::{MallSchema, RequestContext};
+use crate::playground;
+
+#[derive(Clone)]
+struct Http {
+    app: AppState,
+    schema: MallSchema,
+}
+
+pub fn router(app: AppState) -> Router {
+    let schema = crate::graphql::builder().data(app.clone()).finish();
+    let max_body = app.settings.max_body_bytes;
+    Router::new()
+        .route("/", get(playground::page))
+        .route("/graphiql/{name}", get(playground::asset))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/schema.graphql", get(sdl))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::cors::CorsLayer::permissive())
+        .with_state(Http { app, schema })
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+/// The request's context from its headers.
+fn request_context(headers: &HeaderMap) -> RequestContext {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    RequestContext {
+        correlation_id: text("x-request-id")
+            .and_then(|v| Uuid::parse_str(v).ok())
+            .unwrap_or_else(Uuid::now_v7),
+        authorization: text("authorization").map(str::to_owned),
+    }
+}
+
+/// Whether the client asked for `application/graphql-response+json`.
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(GRAPHQL_RESPONSE))
+}
+
+/// A response made of request errors only (no execution happened).
+fn error_response(status: StatusCode, message: &str, graphql_response: bool) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message }] });
+    let kind = if graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        JSON
+    };
+    (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
+}
+
+async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Request) -> Response {
+    http.app
+        .metrics
+        .graphql_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let graphql_response = wants_graphql_response(headers);
+    let response = http
+        .schema
+        .execute(request.data(request_context(headers)))
+        .await;
+    // Parse and validation errors carry no path and stop execution (no data):
+    // under graphql-response+json they are a 400; under plain JSON a 200.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response
+            .errors
+            .iter()
+            .all(|e: &ServerError| e.path.is_empty());
+    let status = if request_error && graphql_response {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let kind = if graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        JSON
+    };
+    match serde_json::to_string(&response) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, kind)], body).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serialize a GraphQL response");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                graphql_response,
+            )
+        }
+    }
+}
+
+async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
+    let graphql_response = wants_graphql_response(&headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with(JSON) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+            graphql_response,
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a GraphQL request: {err}"),
+                graphql_response,
+            );
+        }
+    };
+    execute(&http, &headers, request).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    operation_name: Option<String>,
+}
+
+/// The operation a document would run, when it can be told.
+fn operation_type(query: &str, name: Option<&str>) -> Option<OperationType> {
+    let doc = async_graphql::parser::parse_query(query).ok()?;
+    let operations = doc.operations;
+    match (operations, name) {
+        (async_graphql::parser::types::DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (async_graphql::parser::types::DocumentOperations::Multiple(ops), Some(name)) => ops
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, op)| op.node.ty),
+        _ => None,
+    }
+}
+
+async fn graphql_get(
+    State(http): State<Http>,
+    headers: HeaderMap,
+    Query(params): Query<GetParams>,
+) -> Response {
+    let graphql_response = wants_graphql_response(&headers);
+    let Some(query) = params.query else {
+        return error_response(StatusCode::BAD_REQUEST, "missing query", graphql_response);
+    };
+    if operation_type(&query, params.operation_name.as_deref()) == Some(OperationType::Mutation) {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mutations are sent with POST",
+            graphql_response,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables {
+        match serde_json::from_str(&variables) {
+            Ok(vars) => request = request.variables(vars),
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "variables is not a JSON object",
+                    graphql_response,
+                );
+            }
+        }
+    }
+    execute(&http, &headers, request).await
+}
+
+async fn graphql_ws(
+    State(http): State<Http>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let from_headers = request_context(&headers);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, http.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    // `{"authorization": "Bearer ..."}` in connection_init wins
+                    // over the upgrade request's header.
+                    let mut context = from_headers;
+                    if let Some(auth) = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                    {
+                        context.authorization = Some(auth.to_owned());
+                    }
+                    let mut data = Data::default();
+                    data.insert(context);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn sdl(State(http): State<Http>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        http.schema.sdl(),
+    )
+}
+
+async fn ready(State(http): State<Http>) -> Response {
+    if let Err(err) = http.app.broker.check().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("broker: {err}")).into_response();
+    }
+    for db in &http.app.databases {
+        if let Err(err) = mallbots_platform::db::ping(db).await {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {err}")).into_response();
+        }
+    }
+    "ready".into_response()
+}
+
+async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        http.app.metrics.render(),
+    )
+}

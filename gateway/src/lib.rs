@@ -1,0 +1,13 @@
+//! The MallBots GraphQL gateway, and the wiring that runs the whole system
+//! (or one part of it) as the `mallbots` binary.
+
+pub mod app;
+pub mod config;
+pub mod graphql;
+mod http;
+pub mod live;
+mod metrics;
+mod playground;
+
+pub use app::{Running, start};
+pub use config::{Part, Settings};

@@ -1,0 +1,80 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mallbots_gateway::{Part, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// MallBots: an event-driven shopping mall behind a GraphQL gateway.
+///
+/// With no configuration everything runs in one process on SQLite files and
+/// an in-process broker; set DATABASE_URL and AMQP_URL for PostgreSQL and
+/// RabbitMQ. Logging follows RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(name = "mallbots", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the system, or one part of it (default: all).
+    Run {
+        #[arg(value_enum, default_value = "all")]
+        part: Part,
+    },
+    /// Create or update every module's tables, then exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), then exit.
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { part: Part::All }) {
+        Command::Schema => {
+            print!("{}", mallbots_gateway::graphql::sdl());
+            Ok(())
+        }
+        Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
+        Command::Run { part } => {
+            let running = mallbots_gateway::start(cli.settings, part)
+                .await
+                .context("cannot start")?;
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,31 @@
+//! Every module's tables. Each module has its own schema (PostgreSQL) or its
+//! own file (SQLite), so each has its own [`MigratorTrait`] whose history is
+//! kept beside its tables; the platform's tables (outbox, inbox, event store)
+//! are part of every module's migrator.
+
+use sea_orm_migration::prelude::*;
+
+mod platform;
+mod stores_read_model;
+
+pub use sea_orm_migration;
+
+/// The platform's tables alone: for testing the platform itself.
+pub struct PlatformMigrator;
+
+impl MigratorTrait for PlatformMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(platform::Migration)]
+    }
+}
+
+pub struct StoresMigrator;
+
+impl MigratorTrait for StoresMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(platform::Migration),
+            Box::new(stores_read_model::Migration),
+        ]
+    }
+}

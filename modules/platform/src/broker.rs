@@ -1,0 +1,209 @@
+//! The broker abstraction. Two implementations keep the same guarantees (one
+//! shared test suite runs against both): [`crate::memory::MemoryBroker`] and
+//! [`crate::rabbit::RabbitBroker`].
+//!
+//! Semantics: at-least-once. A delivery stays owned by the broker until it is
+//! settled; one dropped unsettled (consumer crash, shutdown) is delivered again.
+
+use async_trait::async_trait;
+
+use crate::{BrokerError, WireMessage};
+
+/// Where a message is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exchange {
+    /// Topic exchange of integration events, routing key `<module>.<Aggregate>.<Event>`.
+    Events,
+    /// Topic exchange of commands, routing key `<module>.<Command>`.
+    Commands,
+    /// Straight to the queue named by the routing key (replies).
+    Queue,
+    /// The dead-letter exchange: everything lands in [`DEAD_LETTER_QUEUE`].
+    DeadLetter,
+}
+
+/// The queue every dead letter ends in, with its reason in a header.
+pub const DEAD_LETTER_QUEUE: &str = "mallbots.dead-letter";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub exchange: Exchange,
+    /// Topic pattern: `*` matches one word, `#` zero or more.
+    pub pattern: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct QueueSpec {
+    pub name: String,
+    pub bindings: Vec<Binding>,
+    /// Durable queues outlive their consumers (messages wait for them); the
+    /// others (reply queues, per-connection feeds) go away with their consumer.
+    pub durable: bool,
+    /// Deliveries handed out before earlier ones are settled.
+    pub prefetch: u16,
+}
+
+impl QueueSpec {
+    pub fn durable(name: impl Into<String>) -> Self {
+        QueueSpec {
+            name: name.into(),
+            bindings: Vec::new(),
+            durable: true,
+            prefetch: 32,
+        }
+    }
+
+    /// A queue that lives only as long as its consumer.
+    pub fn transient(name: impl Into<String>) -> Self {
+        QueueSpec {
+            durable: false,
+            ..QueueSpec::durable(name)
+        }
+    }
+
+    pub fn bind(mut self, exchange: Exchange, pattern: impl Into<String>) -> Self {
+        self.bindings.push(Binding {
+            exchange,
+            pattern: pattern.into(),
+        });
+        self
+    }
+
+    pub fn dead_letters() -> Self {
+        QueueSpec::durable(DEAD_LETTER_QUEUE)
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: remove it.
+    Ack,
+    /// Not done: deliver it again.
+    Requeue,
+}
+
+#[async_trait]
+pub trait Acker: Send {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), BrokerError>;
+}
+
+pub struct Delivery {
+    pub message: WireMessage,
+    pub routing_key: String,
+    /// True when the broker delivered it before (and it was not acked).
+    pub redelivered: bool,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub fn new(
+        message: WireMessage,
+        routing_key: String,
+        redelivered: bool,
+        acker: Box<dyn Acker>,
+    ) -> Self {
+        Delivery {
+            message,
+            routing_key,
+            redelivered,
+            acker,
+        }
+    }
+
+    pub async fn ack(self) -> Result<(), BrokerError> {
+        self.acker.settle(Settle::Ack).await
+    }
+
+    pub async fn requeue(self) -> Result<(), BrokerError> {
+        self.acker.settle(Settle::Requeue).await
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("routing_key", &self.routing_key)
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next delivery; `None` once the subscription can deliver no more.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Declares the queue and its bindings (idempotent), so messages routed to
+    /// it are kept even before anyone consumes.
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), BrokerError>;
+
+    /// Declares the queue and starts consuming it.
+    async fn consume(&self, spec: &QueueSpec) -> Result<Box<dyn Subscription>, BrokerError>;
+
+    /// Publishes and returns once the broker has taken responsibility for the
+    /// message (publisher confirm).
+    async fn publish(
+        &self,
+        exchange: Exchange,
+        routing_key: &str,
+        message: WireMessage,
+    ) -> Result<(), BrokerError>;
+
+    /// Publishes in order and returns once every message is confirmed.
+    async fn publish_all(
+        &self,
+        messages: Vec<(Exchange, String, WireMessage)>,
+    ) -> Result<(), BrokerError> {
+        for (exchange, key, message) in messages {
+            self.publish(exchange, &key, message).await?;
+        }
+        Ok(())
+    }
+
+    /// Reachable and usable (readiness).
+    async fn check(&self) -> Result<(), BrokerError>;
+}
+
+/// Topic matching as RabbitMQ does it: words split on `.`, `*` is exactly one
+/// word, `#` is zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((&"#", rest)) => (0..=k.len()).any(|skip| go(rest, &k[skip..])),
+            Some((&word, rest)) => match k.split_first() {
+                Some((&kw, krest)) => (word == "*" || word == kw) && go(rest, krest),
+                None => false,
+            },
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        assert!(topic_matches("stores.#", "stores.Store.StoreCreated"));
+        assert!(topic_matches("stores.#", "stores"));
+        assert!(topic_matches("stores.*", "stores.CreateStore"));
+        assert!(!topic_matches("stores.*", "stores.Store.StoreCreated"));
+        assert!(topic_matches("*.Product.*", "stores.Product.ProductAdded"));
+        assert!(!topic_matches("*.Product.*", "stores.Store.StoreCreated"));
+        assert!(topic_matches("#", "anything.at.all"));
+        assert!(topic_matches(
+            "#.ProductAdded",
+            "stores.Product.ProductAdded"
+        ));
+        assert!(!topic_matches("baskets.#", "stores.Product.ProductAdded"));
+    }
+}

@@ -1,0 +1,278 @@
+//! Commands over the broker.
+//!
+//! Module side, [`CommandProcessor`]: inbox check, the handler, and the reply
+//! all in one transaction; the reply leaves through the outbox, so a client
+//! hears "accepted" only for a change that committed.
+//!
+//! Client side, [`CommandBus`]: publishes a command with a `reply_to` queue of
+//! its own and waits, bounded, for the reply caused by it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::consumer::{HandleError, Handler};
+use crate::outbox::Outbox;
+use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
+
+/// What a command handler produced.
+#[derive(Clone, Debug, Default)]
+pub struct Accepted {
+    pub result: serde_json::Value,
+    /// The module's event-log position of the change, when it made one.
+    pub position: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The domain said no: the reply carries this, nothing else is kept.
+    #[error("{}", .0.message)]
+    Rejected(ReplyError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+}
+
+impl CommandError {
+    pub fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        CommandError::Rejected(ReplyError {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+#[async_trait]
+pub trait CommandHandler: Send + Sync + 'static {
+    /// Handles one command inside `txn`: whatever it writes (events, read
+    /// model, outbox) commits together with the reply, or not at all.
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        command: &Envelope,
+    ) -> Result<Accepted, CommandError>;
+}
+
+/// Tries before a command that keeps losing optimistic-concurrency races fails.
+const CONFLICT_RETRIES: usize = 10;
+
+pub struct CommandProcessor {
+    /// The inbox's name for this consumer.
+    name: String,
+    db: DatabaseConnection,
+    outbox: Outbox,
+    handler: Arc<dyn CommandHandler>,
+}
+
+impl CommandProcessor {
+    pub fn new(
+        name: impl Into<String>,
+        db: DatabaseConnection,
+        outbox: Outbox,
+        handler: Arc<dyn CommandHandler>,
+    ) -> Self {
+        CommandProcessor {
+            name: name.into(),
+            db,
+            outbox,
+            handler,
+        }
+    }
+
+    async fn reply(
+        &self,
+        txn: &DatabaseTransaction,
+        command: &Envelope,
+        reply: CommandReply,
+    ) -> Result<(), PlatformError> {
+        if let Some(queue) = &command.reply_to {
+            let envelope = command.caused(&reply)?;
+            self.outbox
+                .enqueue(txn, Exchange::Queue, queue, &envelope)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the command as handled and replies with `error`, in a
+    /// transaction of its own (the handler's was rolled back).
+    async fn reject(&self, command: &Envelope, error: ReplyError) -> Result<(), PlatformError> {
+        let txn = self.db.begin().await?;
+        if inbox::record(&txn, &self.name, command.id).await? {
+            self.reply(&txn, command, CommandReply::Rejected(error))
+                .await?;
+        }
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(())
+    }
+}
+
+fn transient(err: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(err.to_string())
+}
+
+#[async_trait]
+impl Handler for CommandProcessor {
+    async fn handle(&self, command: &Envelope) -> Result<(), HandleError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let txn = self.db.begin().await.map_err(transient)?;
+            if !inbox::record(&txn, &self.name, command.id)
+                .await
+                .map_err(transient)?
+            {
+                // A redelivery of a command already handled (and replied to).
+                txn.rollback().await.map_err(transient)?;
+                return Ok(());
+            }
+            match self.handler.handle(&txn, &self.outbox, command).await {
+                Ok(accepted) => {
+                    let reply = CommandReply::Accepted {
+                        result: accepted.result,
+                        position: accepted.position,
+                    };
+                    self.reply(&txn, command, reply).await.map_err(transient)?;
+                    txn.commit().await.map_err(transient)?;
+                    self.outbox.wake();
+                    return Ok(());
+                }
+                Err(CommandError::Rejected(error)) => {
+                    txn.rollback().await.map_err(transient)?;
+                    return self.reject(command, error).await.map_err(transient);
+                }
+                Err(CommandError::Platform(PlatformError::Concurrency { .. })) => {
+                    txn.rollback().await.map_err(transient)?;
+                    continue;
+                }
+                Err(CommandError::Platform(PlatformError::Decode { what, reason })) => {
+                    txn.rollback().await.map_err(transient)?;
+                    let message = format!("malformed {what}: {reason}");
+                    let error = ReplyError {
+                        code: ErrorCode::BadUserInput,
+                        message: message.clone(),
+                    };
+                    self.reject(command, error).await.map_err(transient)?;
+                    return Err(HandleError::Permanent(message));
+                }
+                Err(CommandError::Platform(err)) => {
+                    txn.rollback().await.map_err(transient)?;
+                    return Err(transient(err));
+                }
+            }
+        }
+        Err(HandleError::Transient(format!(
+            "{} kept conflicting with concurrent changes",
+            command.message_type
+        )))
+    }
+}
+
+/// Why a command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+}
+
+type Pending = Arc<Mutex<HashMap<Uuid, oneshot::Sender<CommandReply>>>>;
+
+/// Sends commands and waits for their replies.
+#[derive(Clone)]
+pub struct CommandBus {
+    broker: Arc<dyn Broker>,
+    reply_queue: String,
+    pending: Pending,
+    timeout: Duration,
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<CommandReply>>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CommandBus {
+    /// Opens this process's reply queue and starts listening on it.
+    pub async fn start(
+        broker: Arc<dyn Broker>,
+        timeout: Duration,
+        mut shutdown: Shutdown,
+    ) -> Result<Self, BrokerError> {
+        let reply_queue = format!("replies.{}", Uuid::new_v4().simple());
+        let mut subscription = broker.consume(&QueueSpec::transient(&reply_queue)).await?;
+        let pending: Pending = Arc::default();
+        let listener = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                let delivery = tokio::select! {
+                    d = subscription.next() => d,
+                    _ = shutdown.wait() => return,
+                };
+                let Some(delivery) = delivery else { return };
+                match delivery.message.decode() {
+                    Ok(envelope) => match envelope.decode::<CommandReply>() {
+                        Ok(reply) => {
+                            if let Some(waiter) = lock(&listener).remove(&envelope.causation_id) {
+                                let _ = waiter.send(reply);
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
+                    },
+                    Err(reason) => tracing::warn!(%reason, "undecodable reply dropped"),
+                }
+                // A reply nobody waits for any more (timed out) is simply dropped.
+                let _ = delivery.ack().await;
+            }
+        });
+        Ok(CommandBus {
+            broker,
+            reply_queue,
+            pending,
+            timeout,
+        })
+    }
+
+    /// Sends `command` (as part of `correlation_id`'s request) and waits for its reply.
+    pub async fn send<M: Message>(
+        &self,
+        command: &M,
+        correlation_id: Option<Uuid>,
+    ) -> Result<CommandReply, SendError> {
+        let mut envelope = Envelope::new(command)?;
+        if let Some(correlation_id) = correlation_id {
+            envelope.correlation_id = correlation_id;
+        }
+        envelope.reply_to = Some(self.reply_queue.clone());
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(envelope.id, tx);
+        let sent = self
+            .broker
+            .publish(Exchange::Commands, M::TYPE, envelope.to_wire())
+            .await;
+        if let Err(err) = sent {
+            lock(&self.pending).remove(&envelope.id);
+            return Err(err.into());
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => {
+                lock(&self.pending).remove(&envelope.id);
+                Err(SendError::Timeout(self.timeout))
+            }
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for CommandError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        CommandError::Platform(PlatformError::Database(err))
+    }
+}

@@ -1,0 +1,139 @@
+//! At-least-once consumption: each delivery is acked only after its handler
+//! succeeded (its transaction committed). A transient failure is retried a
+//! bounded number of times; an undecodable message or a permanent failure goes
+//! to the dead-letter queue with its reason, and the consumer keeps going.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Retrying cannot help (bad payload, unknown type): dead-letter it.
+    #[error("{0}")]
+    Permanent(String),
+    /// Might work later (database busy, broker down): retry, then dead-letter.
+    #[error("{0}")]
+    Transient(String),
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError>;
+}
+
+/// Attempts before a transiently failing message is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Starts consuming `spec` with `handler` until `shutdown`. The queue exists
+/// (and receives) once this returns.
+pub async fn spawn(
+    broker: Arc<dyn Broker>,
+    spec: QueueSpec,
+    handler: Arc<dyn Handler>,
+    mut shutdown: Shutdown,
+) -> Result<JoinHandle<()>, BrokerError> {
+    let mut subscription = broker.consume(&spec).await?;
+    Ok(tokio::spawn(async move {
+        let mut attempts: HashMap<String, u32> = HashMap::new();
+        loop {
+            // Only the wait for the next delivery is interrupted by shutdown: a
+            // delivery being handled is finished and settled first.
+            let delivery = tokio::select! {
+                d = subscription.next() => d,
+                _ = shutdown.wait() => return,
+            };
+            let Some(delivery) = delivery else {
+                tracing::error!(queue = %spec.name, "subscription ended");
+                return;
+            };
+            if let Err(err) = process(
+                broker.as_ref(),
+                &spec.name,
+                handler.as_ref(),
+                delivery,
+                &mut attempts,
+            )
+            .await
+            {
+                tracing::warn!(queue = %spec.name, error = %err, "could not settle a delivery");
+            }
+        }
+    }))
+}
+
+async fn process(
+    broker: &dyn Broker,
+    queue: &str,
+    handler: &dyn Handler,
+    delivery: Delivery,
+    attempts: &mut HashMap<String, u32>,
+) -> Result<(), BrokerError> {
+    let envelope = match delivery.message.decode() {
+        Ok(envelope) => envelope,
+        Err(reason) => {
+            tracing::warn!(queue, %reason, "undecodable message dead-lettered");
+            return dead_letter(broker, queue, delivery, &reason).await;
+        }
+    };
+    let key = envelope.id.to_string();
+    match handler.handle(&envelope).await {
+        Ok(()) => {
+            attempts.remove(&key);
+            delivery.ack().await
+        }
+        Err(HandleError::Permanent(reason)) => {
+            attempts.remove(&key);
+            tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
+            dead_letter(broker, queue, delivery, &reason).await
+        }
+        Err(HandleError::Transient(reason)) => {
+            let n = attempts.entry(key.clone()).or_insert(0);
+            *n += 1;
+            if *n >= MAX_ATTEMPTS {
+                attempts.remove(&key);
+                let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
+                tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
+                dead_letter(broker, queue, delivery, &reason).await
+            } else {
+                let backoff = Duration::from_millis(50 * 2u64.pow(*n));
+                tracing::warn!(queue, %reason, attempt = *n, "handler failed; will retry");
+                tokio::time::sleep(backoff).await;
+                delivery.requeue().await
+            }
+        }
+    }
+}
+
+/// Moves a delivery to the dead-letter queue with its reason; when that
+/// publish fails the delivery is requeued instead, never dropped.
+async fn dead_letter(
+    broker: &dyn Broker,
+    queue: &str,
+    delivery: Delivery,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    let mut message = delivery.message.clone();
+    message
+        .headers
+        .insert(HEADER_DEAD_LETTER_REASON.to_owned(), reason.to_owned());
+    message
+        .headers
+        .insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue.to_owned());
+    match broker
+        .publish(Exchange::DeadLetter, &delivery.routing_key, message)
+        .await
+    {
+        Ok(()) => delivery.ack().await,
+        Err(err) => {
+            delivery.requeue().await?;
+            Err(err)
+        }
+    }
+}

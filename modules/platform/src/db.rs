@@ -1,0 +1,91 @@
+//! Connecting a module to its own data: a PostgreSQL schema named after the
+//! module, or an SQLite file of its own in the data directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+
+use crate::PlatformError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// One SQLite file per module in this directory (the embedded default).
+    Sqlite { dir: PathBuf },
+    /// One schema per module in this PostgreSQL database.
+    Postgres { url: String },
+}
+
+impl DatabaseConfig {
+    /// From `DATABASE_URL` when set (postgres://...), else SQLite files in `data_dir`.
+    pub fn from_url_or_dir(url: Option<&str>, data_dir: &Path) -> Result<Self, PlatformError> {
+        match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(DatabaseConfig::Postgres {
+                    url: url.to_owned(),
+                })
+            }
+            Some(other) => Err(PlatformError::Unexpected(format!(
+                "DATABASE_URL must be a postgres:// URL (got {:?}); leave it unset for SQLite",
+                other.split(':').next().unwrap_or_default()
+            ))),
+            None => Ok(DatabaseConfig::Sqlite {
+                dir: data_dir.to_owned(),
+            }),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DatabaseConfig::Postgres { .. })
+    }
+
+    /// The connection pool of `module`, whose tables live apart from every
+    /// other module's.
+    pub async fn connect(&self, module: &str) -> Result<DatabaseConnection, PlatformError> {
+        if !module.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            return Err(PlatformError::Unexpected(format!(
+                "bad module name {module:?}"
+            )));
+        }
+        match self {
+            DatabaseConfig::Postgres { url } => {
+                let admin = Database::connect(url.as_str()).await?;
+                admin
+                    .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{module}\""))
+                    .await?;
+                admin.close().await?;
+                let mut options = ConnectOptions::new(url.as_str());
+                options
+                    .max_connections(10)
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .set_schema_search_path(module)
+                    .sqlx_logging(false);
+                Ok(Database::connect(options).await?)
+            }
+            DatabaseConfig::Sqlite { dir } => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    PlatformError::Unexpected(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                let file = dir.join(format!("{module}.db"));
+                let mut options =
+                    ConnectOptions::new(format!("sqlite://{}?mode=rwc", file.display()));
+                // One connection: SQLite has one writer anyway, and a single
+                // connection cannot deadlock upgrading a read to a write.
+                options
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .sqlx_logging(false);
+                let db = Database::connect(options).await?;
+                db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+                    .await?;
+                Ok(db)
+            }
+        }
+    }
+}
+
+/// A cheap round trip, for readiness.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), PlatformError> {
+    Ok(db.ping().await?)
+}

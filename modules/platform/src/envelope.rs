@@ -1,0 +1,232 @@
+//! The message envelope and its wire form.
+//!
+//! On RabbitMQ the envelope's fields travel as AMQP properties (`message_id`,
+//! `type`, `timestamp`, `correlation_id`, `reply_to`) and headers (schema
+//! version, causation id, precise timestamp); the body is the JSON payload.
+//! The in-process broker carries the same [`WireMessage`], so both brokers
+//! decode (and reject) exactly the same messages.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use mallbots_contracts::Message;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::PlatformError;
+
+pub const HEADER_SCHEMA_VERSION: &str = "x-schema-version";
+pub const HEADER_CAUSATION_ID: &str = "x-causation-id";
+pub const HEADER_TIMESTAMP: &str = "x-timestamp";
+/// Set on a dead-lettered message: why it was dead-lettered.
+pub const HEADER_DEAD_LETTER_REASON: &str = "x-dead-letter-reason";
+/// Set on a dead-lettered message: the queue it was taken from.
+pub const HEADER_DEAD_LETTER_QUEUE: &str = "x-dead-letter-queue";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub message_type: String,
+    pub schema_version: u16,
+    pub timestamp: DateTime<Utc>,
+    /// The id shared by every message one client request caused.
+    pub correlation_id: Uuid,
+    /// The id of the message that caused this one (itself for a first message).
+    pub causation_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Anything else worth carrying (identity, positions, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// A first message: it starts its own correlation chain.
+    pub fn new<M: Message>(message: &M) -> Result<Self, PlatformError> {
+        let id = Uuid::now_v7();
+        Ok(Envelope {
+            id,
+            message_type: M::TYPE.to_owned(),
+            schema_version: M::VERSION,
+            timestamp: Utc::now(),
+            correlation_id: id,
+            causation_id: id,
+            reply_to: None,
+            headers: BTreeMap::new(),
+            payload: serde_json::to_value(message).map_err(|e| PlatformError::Decode {
+                what: M::TYPE.to_owned(),
+                reason: e.to_string(),
+            })?,
+        })
+    }
+
+    /// A message caused by `self`: same correlation, causation is `self`.
+    pub fn caused<M: Message>(&self, message: &M) -> Result<Self, PlatformError> {
+        let mut next = Envelope::new(message)?;
+        next.correlation_id = self.correlation_id;
+        next.causation_id = self.id;
+        Ok(next)
+    }
+
+    /// The payload as `M`, checking the type name and schema version.
+    pub fn decode<M: Message>(&self) -> Result<M, PlatformError> {
+        let fail = |reason: String| PlatformError::Decode {
+            what: M::TYPE.to_owned(),
+            reason,
+        };
+        if self.message_type != M::TYPE {
+            return Err(fail(format!("message type is {}", self.message_type)));
+        }
+        if self.schema_version != M::VERSION {
+            return Err(fail(format!(
+                "schema version {} is not the supported {}",
+                self.schema_version,
+                M::VERSION
+            )));
+        }
+        serde_json::from_value(self.payload.clone()).map_err(|e| fail(e.to_string()))
+    }
+
+    pub fn to_wire(&self) -> WireMessage {
+        let mut headers = self.headers.clone();
+        headers.insert(
+            HEADER_SCHEMA_VERSION.to_owned(),
+            self.schema_version.to_string(),
+        );
+        headers.insert(
+            HEADER_CAUSATION_ID.to_owned(),
+            self.causation_id.to_string(),
+        );
+        headers.insert(HEADER_TIMESTAMP.to_owned(), self.timestamp.to_rfc3339());
+        WireMessage {
+            message_id: Some(self.id.to_string()),
+            message_type: Some(self.message_type.clone()),
+            timestamp: u64::try_from(self.timestamp.timestamp()).ok(),
+            correlation_id: Some(self.correlation_id.to_string()),
+            reply_to: self.reply_to.clone(),
+            headers,
+            // Serializing a `Value` cannot fail.
+            body: serde_json::to_vec(&self.payload).unwrap_or_default(),
+        }
+    }
+}
+
+/// A message as a broker carries it. Anything can arrive on a queue, so every
+/// field is optional here and [`WireMessage::decode`] says what is wrong.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WireMessage {
+    pub message_id: Option<String>,
+    pub message_type: Option<String>,
+    /// Seconds since the epoch (AMQP's precision).
+    pub timestamp: Option<u64>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl WireMessage {
+    pub fn decode(&self) -> Result<Envelope, String> {
+        let uuid = |name: &str, value: Option<&String>| -> Result<Uuid, String> {
+            let value = value.ok_or_else(|| format!("missing {name}"))?;
+            Uuid::parse_str(value).map_err(|_| format!("{name} {value:?} is not a UUID"))
+        };
+        let id = uuid("message id", self.message_id.as_ref())?;
+        let message_type = self
+            .message_type
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or("missing message type")?;
+        let correlation_id = uuid("correlation id", self.correlation_id.as_ref())?;
+        let causation_id = uuid("causation id", self.headers.get(HEADER_CAUSATION_ID))?;
+        let schema_version = self
+            .headers
+            .get(HEADER_SCHEMA_VERSION)
+            .ok_or("missing schema version")?
+            .parse::<u16>()
+            .map_err(|_| "schema version is not a number")?;
+        let timestamp = match self.headers.get(HEADER_TIMESTAMP) {
+            Some(t) => DateTime::parse_from_rfc3339(t)
+                .map_err(|_| format!("timestamp {t:?} is not RFC 3339"))?
+                .with_timezone(&Utc),
+            None => self
+                .timestamp
+                .and_then(|s| DateTime::from_timestamp(i64::try_from(s).ok()?, 0))
+                .ok_or("missing timestamp")?,
+        };
+        let payload: serde_json::Value = serde_json::from_slice(&self.body)
+            .map_err(|e| format!("the body is not valid JSON: {e}"))?;
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                ![HEADER_SCHEMA_VERSION, HEADER_CAUSATION_ID, HEADER_TIMESTAMP]
+                    .contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Envelope {
+            id,
+            message_type,
+            schema_version,
+            timestamp,
+            correlation_id,
+            causation_id,
+            reply_to: self.reply_to.clone(),
+            headers,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Ping {
+        n: u32,
+    }
+    impl Message for Ping {
+        const TYPE: &'static str = "test.Ping";
+    }
+
+    #[test]
+    fn an_envelope_survives_its_wire_form() {
+        let mut env = Envelope::new(&Ping { n: 7 }).unwrap();
+        env.reply_to = Some("replies".into());
+        env.headers.insert("x-position".into(), "12".into());
+        let back = env.to_wire().decode().unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.decode::<Ping>().unwrap(), Ping { n: 7 });
+    }
+
+    #[test]
+    fn a_caused_message_keeps_the_correlation() {
+        let first = Envelope::new(&Ping { n: 1 }).unwrap();
+        let next = first.caused(&Ping { n: 2 }).unwrap();
+        assert_eq!(next.correlation_id, first.correlation_id);
+        assert_eq!(next.causation_id, first.id);
+        assert_ne!(next.id, first.id);
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_its_reason() {
+        let mut wire = Envelope::new(&Ping { n: 1 }).unwrap().to_wire();
+        wire.body = b"{not json".to_vec();
+        assert!(wire.decode().unwrap_err().contains("not valid JSON"));
+        let bare = WireMessage {
+            body: b"hello".to_vec(),
+            ..WireMessage::default()
+        };
+        assert_eq!(bare.decode().unwrap_err(), "missing message id");
+    }
+
+    #[test]
+    fn a_wrong_version_is_a_decode_error() {
+        let mut env = Envelope::new(&Ping { n: 1 }).unwrap();
+        env.schema_version = 2;
+        assert!(env.decode::<Ping>().is_err());
+    }
+}

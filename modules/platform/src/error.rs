@@ -1,0 +1,33 @@
+use thiserror::Error;
+
+/// Errors of the broker implementations.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("the broker refused the message: {0}")]
+    Nacked(String),
+    #[error("unexpected broker error: {0}")]
+    Unexpected(String),
+}
+
+impl From<lapin::Error> for BrokerError {
+    fn from(err: lapin::Error) -> Self {
+        BrokerError::Unavailable(err.to_string())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PlatformError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// Someone else appended to the stream first; reload and retry.
+    #[error("concurrent change to {stream_id}: expected version {expected}")]
+    Concurrency { stream_id: String, expected: i64 },
+    #[error("cannot decode {what}: {reason}")]
+    Decode { what: String, reason: String },
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+}

@@ -1,0 +1,224 @@
+//! The event store: each aggregate is a stream of events with consecutive
+//! versions. Appending names the version it expects; a unique index on
+//! (stream, version) turns a concurrent append into
+//! [`PlatformError::Concurrency`] instead of a lost or overwritten event.
+//! Every `SNAPSHOT_EVERY` events the state is snapshotted, so loading reads
+//! the snapshot and the events after it.
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect, SqlErr};
+use uuid::Uuid;
+
+use crate::PlatformError;
+use crate::aggregate::{Aggregate, DomainEvent, Versioned};
+
+pub const SNAPSHOT_EVERY: i64 = 50;
+
+mod events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub position: i64,
+        pub stream_id: String,
+        pub stream_type: String,
+        pub version: i64,
+        pub event_type: String,
+        pub schema_version: i32,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub correlation_id: String,
+        pub causation_id: String,
+        pub recorded_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod snapshots {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "snapshots")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub stream_id: String,
+        pub stream_type: String,
+        pub version: i64,
+        #[sea_orm(column_type = "Text")]
+        pub state: String,
+        pub taken_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Who caused the events being appended (from the command's envelope).
+#[derive(Clone, Copy, Debug)]
+pub struct Cause {
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent<E> {
+    /// Global order across every stream of the module.
+    pub position: i64,
+    pub stream_id: String,
+    pub version: i64,
+    pub event: E,
+    pub recorded_at: DateTime<Utc>,
+}
+
+fn decode_error(what: &str, err: serde_json::Error) -> PlatformError {
+    PlatformError::Decode {
+        what: what.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+/// Loads an aggregate: its latest snapshot plus the events after it.
+pub async fn load<A: Aggregate, C: ConnectionTrait>(
+    conn: &C,
+    stream_id: &str,
+) -> Result<Versioned<A>, PlatformError> {
+    let mut current = Versioned::<A>::default();
+    if let Some(snap) = snapshots::Entity::find_by_id(stream_id.to_owned())
+        .one(conn)
+        .await?
+    {
+        current.state =
+            serde_json::from_str(&snap.state).map_err(|e| decode_error(A::STREAM_TYPE, e))?;
+        current.version = snap.version;
+    }
+    let rows = events::Entity::find()
+        .filter(events::Column::StreamId.eq(stream_id))
+        .filter(events::Column::Version.gt(current.version))
+        .order_by_asc(events::Column::Version)
+        .all(conn)
+        .await?;
+    for row in rows {
+        let event: A::Event =
+            serde_json::from_str(&row.payload).map_err(|e| decode_error(&row.event_type, e))?;
+        current.state.apply(&event);
+        current.version = row.version;
+    }
+    Ok(current)
+}
+
+/// Appends `events` to a stream that must be at `current.version`.
+pub async fn append<A: Aggregate, C: ConnectionTrait>(
+    conn: &C,
+    stream_id: &str,
+    current: &Versioned<A>,
+    events: &[A::Event],
+    cause: Cause,
+) -> Result<Vec<StoredEvent<A::Event>>, PlatformError> {
+    let conflict = || PlatformError::Concurrency {
+        stream_id: stream_id.to_owned(),
+        expected: current.version,
+    };
+    let latest: Option<i64> = events::Entity::find()
+        .select_only()
+        .column_as(events::Column::Version.max(), "v")
+        .filter(events::Column::StreamId.eq(stream_id))
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten();
+    if latest.unwrap_or(0) != current.version {
+        return Err(conflict());
+    }
+    let now = Utc::now();
+    let mut stored = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let version = current.version + 1 + i as i64;
+        let payload =
+            serde_json::to_string(event).map_err(|e| decode_error(event.event_type(), e))?;
+        let row = events::ActiveModel {
+            stream_id: Set(stream_id.to_owned()),
+            stream_type: Set(A::STREAM_TYPE.to_owned()),
+            version: Set(version),
+            event_type: Set(event.event_type().to_owned()),
+            schema_version: Set(1),
+            payload: Set(payload),
+            correlation_id: Set(cause.correlation_id.to_string()),
+            causation_id: Set(cause.causation_id.to_string()),
+            recorded_at: Set(now),
+            ..Default::default()
+        }
+        .insert(conn)
+        .await
+        .map_err(|err| match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => conflict(),
+            _ => PlatformError::Database(err),
+        })?;
+        stored.push(StoredEvent {
+            position: row.position,
+            stream_id: stream_id.to_owned(),
+            version,
+            event: event.clone(),
+            recorded_at: now,
+        });
+    }
+    let new_version = current.version + events.len() as i64;
+    if new_version / SNAPSHOT_EVERY > current.version / SNAPSHOT_EVERY {
+        save_snapshot::<A, C>(conn, stream_id, &current.applied(events), new_version).await?;
+    }
+    Ok(stored)
+}
+
+async fn save_snapshot<A: Aggregate, C: ConnectionTrait>(
+    conn: &C,
+    stream_id: &str,
+    state: &A,
+    version: i64,
+) -> Result<(), PlatformError> {
+    let json = serde_json::to_string(state).map_err(|e| decode_error(A::STREAM_TYPE, e))?;
+    let row = snapshots::ActiveModel {
+        stream_id: Set(stream_id.to_owned()),
+        stream_type: Set(A::STREAM_TYPE.to_owned()),
+        version: Set(version),
+        state: Set(json),
+        taken_at: Set(Utc::now()),
+    };
+    snapshots::Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(snapshots::Column::StreamId)
+                .update_columns([
+                    snapshots::Column::Version,
+                    snapshots::Column::State,
+                    snapshots::Column::TakenAt,
+                ])
+                .to_owned(),
+        )
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The version a stream's snapshot holds (0 when none): for tests and tooling.
+pub async fn snapshot_version<C: ConnectionTrait>(
+    conn: &C,
+    stream_id: &str,
+) -> Result<i64, PlatformError> {
+    Ok(snapshots::Entity::find_by_id(stream_id.to_owned())
+        .one(conn)
+        .await?
+        .map_or(0, |s| s.version))
+}
+
+/// How many events are stored (for tests and tooling).
+pub async fn count<C: ConnectionTrait>(conn: &C) -> Result<u64, PlatformError> {
+    Ok(events::Entity::find().count(conn).await?)
+}

@@ -1,0 +1,47 @@
+//! The inbox: a consumer records each message id in the transaction that
+//! handles it, so a redelivered message is recognised and changes nothing.
+
+use chrono::Utc;
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, TryInsertResult};
+use uuid::Uuid;
+
+use crate::PlatformError;
+
+mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Records `message_id` for `consumer`; false when it was recorded before
+/// (the message is a redelivery and must be skipped).
+pub async fn record<C: ConnectionTrait>(
+    txn: &C,
+    consumer: &str,
+    message_id: Uuid,
+) -> Result<bool, PlatformError> {
+    let row = entity::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        message_id: Set(message_id.to_string()),
+        received_at: Set(Utc::now()),
+    };
+    let result = entity::Entity::insert(row)
+        .on_conflict_do_nothing_on([entity::Column::Consumer, entity::Column::MessageId])
+        .exec_without_returning(txn)
+        .await?;
+    Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
+}

@@ -1,0 +1,32 @@
+//! The event-driven toolkit every MallBots module stands on.
+//!
+//! - [`envelope`]: the message envelope and its wire form (AMQP properties + headers);
+//! - [`broker`]: the broker abstraction, with [`memory`] (in-process, the embedded
+//!   default) and [`rabbit`] (RabbitMQ through lapin) implementations;
+//! - [`consumer`]: at-least-once consumption with bounded retries and dead letters;
+//! - [`outbox`] and [`inbox`]: publish exactly what a transaction committed, and
+//!   make redelivery harmless;
+//! - [`event_store`] and [`aggregate`]: event-sourced aggregates with optimistic
+//!   concurrency and snapshots;
+//! - [`commands`]: the command pipeline (inbox, handler, outbox, reply) and the
+//!   requester the gateway uses to send a command and wait for its reply;
+//! - [`db`]: connecting a module to its own database (schema or SQLite file).
+
+pub mod aggregate;
+pub mod broker;
+pub mod commands;
+pub mod consumer;
+pub mod db;
+pub mod envelope;
+mod error;
+pub mod event_store;
+pub mod inbox;
+pub mod memory;
+pub mod outbox;
+pub mod rabbit;
+pub mod shutdown;
+
+pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};
+pub use envelope::{Envelope, WireMessage};
+pub use error::{BrokerError, PlatformError};
+pub use shutdown::Shutdown;

@@ -1,0 +1,236 @@
+//! The in-process broker: the embedded default. Same routing (topic patterns,
+//! direct-to-queue, dead letters) and the same at-least-once rules as
+//! RabbitMQ, but held in memory: messages live as long as the process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle, topic_matches};
+use crate::{Broker, BrokerError, Delivery, Exchange, QueueSpec, Subscription, WireMessage};
+
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Arc<Queue>>,
+    bindings: Vec<(Exchange, String, String)>,
+}
+
+struct Queue {
+    durable: bool,
+    messages: Mutex<VecDeque<Queued>>,
+    arrived: Notify,
+}
+
+struct Queued {
+    message: WireMessage,
+    routing_key: String,
+    redelivered: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them half-updated (each
+    // critical section is one push/pop), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Queue {
+    fn push_back(&self, q: Queued) {
+        lock(&self.messages).push_back(q);
+        self.arrived.notify_waiters();
+        self.arrived.notify_one();
+    }
+
+    fn push_front(&self, q: Queued) {
+        lock(&self.messages).push_front(q);
+        self.arrived.notify_waiters();
+        self.arrived.notify_one();
+    }
+}
+
+impl MemoryBroker {
+    pub fn new() -> Self {
+        let broker = MemoryBroker::default();
+        broker.ensure_queue(&QueueSpec::dead_letters());
+        broker
+    }
+
+    fn ensure_queue(&self, spec: &QueueSpec) -> Arc<Queue> {
+        let mut state = lock(&self.state);
+        let queue = state
+            .queues
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                Arc::new(Queue {
+                    durable: spec.durable,
+                    messages: Mutex::new(VecDeque::new()),
+                    arrived: Notify::new(),
+                })
+            })
+            .clone();
+        for b in &spec.bindings {
+            let binding = (b.exchange, b.pattern.clone(), spec.name.clone());
+            if !state.bindings.contains(&binding) {
+                state.bindings.push(binding);
+            }
+        }
+        queue
+    }
+
+    fn remove_queue(&self, name: &str) {
+        let mut state = lock(&self.state);
+        state.queues.remove(name);
+        state.bindings.retain(|(_, _, q)| q != name);
+    }
+
+    /// Messages waiting in a queue (not counting those delivered and unsettled).
+    pub fn queue_len(&self, name: &str) -> usize {
+        let queue = lock(&self.state).queues.get(name).cloned();
+        queue.map_or(0, |q| lock(&q.messages).len())
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
+        self.ensure_queue(spec);
+        Ok(())
+    }
+
+    async fn consume(&self, spec: &QueueSpec) -> Result<Box<dyn Subscription>, BrokerError> {
+        let queue = self.ensure_queue(spec);
+        Ok(Box::new(MemorySubscription {
+            broker: self.clone(),
+            name: spec.name.clone(),
+            queue,
+        }))
+    }
+
+    async fn publish(
+        &self,
+        exchange: Exchange,
+        routing_key: &str,
+        message: WireMessage,
+    ) -> Result<(), BrokerError> {
+        let targets: Vec<Arc<Queue>> = {
+            let state = lock(&self.state);
+            match exchange {
+                Exchange::Queue => state.queues.get(routing_key).cloned().into_iter().collect(),
+                Exchange::DeadLetter => state
+                    .queues
+                    .get(DEAD_LETTER_QUEUE)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                Exchange::Events | Exchange::Commands => {
+                    let mut names: Vec<&String> = state
+                        .bindings
+                        .iter()
+                        .filter(|(e, p, _)| *e == exchange && topic_matches(p, routing_key))
+                        .map(|(_, _, q)| q)
+                        .collect();
+                    names.dedup();
+                    names
+                        .into_iter()
+                        .filter_map(|n| state.queues.get(n).cloned())
+                        .collect()
+                }
+            }
+        };
+        // Like AMQP without `mandatory`: a message no queue is bound for is dropped.
+        for queue in targets {
+            queue.push_back(Queued {
+                message: message.clone(),
+                routing_key: routing_key.to_owned(),
+                redelivered: false,
+            });
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+struct MemorySubscription {
+    broker: MemoryBroker,
+    name: String,
+    queue: Arc<Queue>,
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        if !self.queue.durable {
+            self.broker.remove_queue(&self.name);
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            let arrived = self.queue.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let next = lock(&self.queue.messages).pop_front();
+            if let Some(q) = next {
+                let acker = MemoryAcker {
+                    queue: self.queue.clone(),
+                    pending: Some((q.message.clone(), q.routing_key.clone())),
+                };
+                return Some(Delivery::new(
+                    q.message,
+                    q.routing_key,
+                    q.redelivered,
+                    Box::new(acker),
+                ));
+            }
+            arrived.await;
+        }
+    }
+}
+
+struct MemoryAcker {
+    queue: Arc<Queue>,
+    /// Some until settled; a delivery dropped unsettled goes back to the queue.
+    pending: Option<(WireMessage, String)>,
+}
+
+impl MemoryAcker {
+    fn requeue(&mut self) {
+        if let Some((message, routing_key)) = self.pending.take() {
+            self.queue.push_front(Queued {
+                message,
+                routing_key,
+                redelivered: true,
+            });
+        }
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        self.requeue();
+    }
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn settle(mut self: Box<Self>, how: Settle) -> Result<(), BrokerError> {
+        match how {
+            Settle::Ack => {
+                self.pending = None;
+            }
+            Settle::Requeue => self.requeue(),
+        }
+        Ok(())
+    }
+}

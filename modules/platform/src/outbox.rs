@@ -1,0 +1,178 @@
+//! The transactional outbox: a module writes its outgoing messages in the same
+//! transaction as its state change; the relay publishes them afterwards, in
+//! order, with publisher confirms, and marks them sent. Nothing is published
+//! that was not committed, and nothing committed is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect};
+use tokio::sync::Notify;
+
+use crate::{Broker, Envelope, Exchange, PlatformError, Shutdown};
+
+mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub exchange: String,
+        pub routing_key: String,
+        #[sea_orm(column_type = "Text")]
+        pub envelope: String,
+        pub created_at: DateTimeUtc,
+        pub sent_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A module's outbox: where its transactions put what they send.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+fn exchange_name(exchange: Exchange) -> &'static str {
+    match exchange {
+        Exchange::Events => "events",
+        Exchange::Commands => "commands",
+        Exchange::Queue => "queue",
+        Exchange::DeadLetter => "dead-letter",
+    }
+}
+
+fn parse_exchange(name: &str) -> Option<Exchange> {
+    Some(match name {
+        "events" => Exchange::Events,
+        "commands" => Exchange::Commands,
+        "queue" => Exchange::Queue,
+        "dead-letter" => Exchange::DeadLetter,
+        _ => return None,
+    })
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Outbox::default()
+    }
+
+    /// Adds a message to send once `txn` commits.
+    pub async fn enqueue<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        exchange: Exchange,
+        routing_key: &str,
+        envelope: &Envelope,
+    ) -> Result<(), PlatformError> {
+        let json = serde_json::to_string(envelope).map_err(|e| PlatformError::Decode {
+            what: envelope.message_type.clone(),
+            reason: e.to_string(),
+        })?;
+        entity::ActiveModel {
+            exchange: Set(exchange_name(exchange).to_owned()),
+            routing_key: Set(routing_key.to_owned()),
+            envelope: Set(json),
+            created_at: Set(Utc::now()),
+            sent_at: Set(None),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Tells the relay there is something new (call after commit).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes what is committed and unsent, until `shutdown`.
+    pub async fn relay(
+        &self,
+        db: DatabaseConnection,
+        broker: Arc<dyn Broker>,
+        mut shutdown: Shutdown,
+    ) {
+        const IDLE_POLL: Duration = Duration::from_secs(1);
+        let mut failures = 0u32;
+        loop {
+            if shutdown.is_triggered() {
+                return;
+            }
+            match relay_batch(&db, broker.as_ref()).await {
+                Ok(0) => {
+                    failures = 0;
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                Ok(_) => failures = 0,
+                Err(err) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(error = %err, ?backoff, "outbox relay failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+const BATCH: u64 = 256;
+
+/// Publishes one batch in id order; returns how many were sent.
+async fn relay_batch(db: &DatabaseConnection, broker: &dyn Broker) -> Result<usize, PlatformError> {
+    let rows = entity::Entity::find()
+        .filter(entity::Column::SentAt.is_null())
+        .order_by_asc(entity::Column::Id)
+        .limit(BATCH)
+        .all(db)
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        ids.push(row.id);
+        let exchange = parse_exchange(&row.exchange);
+        let envelope = serde_json::from_str::<Envelope>(&row.envelope);
+        match (exchange, envelope) {
+            (Some(exchange), Ok(envelope)) => {
+                messages.push((exchange, row.routing_key.clone(), envelope.to_wire()))
+            }
+            // Only this code writes the outbox, so this is a bug, not bad input:
+            // say so loudly and do not block the messages behind it.
+            _ => tracing::error!(id = row.id, "unreadable outbox row skipped"),
+        }
+    }
+    broker.publish_all(messages).await?;
+    entity::Entity::update_many()
+        .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
+        .filter(entity::Column::Id.is_in(ids))
+        .exec(db)
+        .await?;
+    Ok(rows.len())
+}
+
+/// Unsent messages (for tests and readiness).
+pub async fn pending(db: &DatabaseConnection) -> Result<u64, PlatformError> {
+    Ok(entity::Entity::find()
+        .filter(entity::Column::SentAt.is_null())
+        .count(db)
+        .await?)
+}

@@ -1,0 +1,118 @@
+//! Validated values: parse, don't validate. Holding one means it is valid.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::StoresError;
+
+const MAX_NAME: usize = 100;
+const MAX_TEXT: usize = 2000;
+
+fn non_blank(
+    raw: &str,
+    blank: StoresError,
+    field: &'static str,
+    max: usize,
+) -> Result<String, StoresError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(blank);
+    }
+    if trimmed.chars().count() > max {
+        return Err(StoresError::TooLong { field, max });
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreName(String);
+
+impl StoreName {
+    pub fn parse(raw: &str) -> Result<Self, StoresError> {
+        non_blank(raw, StoresError::BlankStoreName, "store name", MAX_NAME).map(StoreName)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreLocation(String);
+
+impl StoreLocation {
+    pub fn parse(raw: &str) -> Result<Self, StoresError> {
+        non_blank(raw, StoresError::BlankLocation, "store location", MAX_NAME).map(StoreLocation)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductName(String);
+
+impl ProductName {
+    pub fn parse(raw: &str) -> Result<Self, StoresError> {
+        non_blank(raw, StoresError::BlankProductName, "product name", MAX_NAME).map(ProductName)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Free text that may be empty (a description, a SKU), bounded in length.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text(String);
+
+impl Text {
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self, StoresError> {
+        let trimmed = raw.trim();
+        if trimmed.chars().count() > MAX_TEXT {
+            return Err(StoresError::TooLong {
+                field,
+                max: MAX_TEXT,
+            });
+        }
+        Ok(Text(trimmed.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn money(raw: Decimal, non_positive: StoresError) -> Result<Decimal, StoresError> {
+    if raw <= Decimal::ZERO {
+        return Err(non_positive);
+    }
+    let normalized = raw.normalize();
+    if normalized.scale() > 2 {
+        return Err(StoresError::TooPrecise);
+    }
+    Ok(normalized)
+}
+
+/// A price: exact, greater than zero, in cents at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Serialize, Deserialize)]
+pub struct Price(Decimal);
+
+impl Price {
+    pub fn parse(raw: Decimal) -> Result<Self, StoresError> {
+        money(raw, StoresError::NonPositivePrice).map(Price)
+    }
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+/// A price change: exact, greater than zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceDelta(Decimal);
+
+impl PriceDelta {
+    pub fn parse(raw: Decimal) -> Result<Self, StoresError> {
+        money(raw, StoresError::NonPositiveDelta).map(PriceDelta)
+    }
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}

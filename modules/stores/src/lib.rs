@@ -1,0 +1,14 @@
+//! The stores bounded context: stores and their products, event sourced.
+//!
+//! Its public face is its commands and events (in `mallbots-contracts`), its
+//! queries ([`StoresQueries`]) and [`start`], which runs the module.
+
+pub mod application;
+pub mod domain;
+mod infrastructure;
+
+pub use application::queries::{Page, ProductRecord, StoreRecord, StoresQueries};
+pub use infrastructure::{ModuleError, migrate, start};
+
+/// The module's name: its database schema (or file) and queue prefix.
+pub const MODULE: &str = "stores";

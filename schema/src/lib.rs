@@ -1,0 +1,30 @@
+//! The contracts between MallBots modules and the gateway: every integration
+//! message (event, command, reply) that crosses the broker, with its type name
+//! and schema version. Modules depend on these, never on each other.
+
+pub mod reply;
+pub mod stores;
+
+pub use reply::{CommandReply, ErrorCode, ReplyError};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A message that crosses the broker.
+///
+/// `TYPE` is the AMQP `type` property. For events it is also the routing key
+/// (`<module>.<Aggregate>.<Event>`); for commands it is `<module>.<Command>`.
+pub trait Message: Serialize + DeserializeOwned + Send + Sync {
+    const TYPE: &'static str;
+    /// Bumped on a breaking change of the payload; consumers check it.
+    const VERSION: u16 = 1;
+}
+
+/// Declares a message struct's type name (and optionally its version).
+macro_rules! message {
+    ($ty:ty, $name:literal) => {
+        impl $crate::Message for $ty {
+            const TYPE: &'static str = $name;
+        }
+    };
+}
+pub(crate) use message;

@@ -1,0 +1,57 @@
+use serde::{Deserialize, Serialize};
+
+/// What a module answers to a command, sent to the command's `reply_to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommandReply {
+    Accepted {
+        /// Command-specific result (ids of what was created, ...).
+        #[serde(default)]
+        result: serde_json::Value,
+        /// Where the change landed in the module's event log: a read model that
+        /// has applied this position shows the change (read-your-writes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<i64>,
+    },
+    Rejected(ReplyError),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplyError {
+    pub code: ErrorCode,
+    /// In the domain's words; never internal details.
+    pub message: String,
+}
+
+/// The error codes of the public API (API.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BadUserInput,
+    NotFound,
+    Conflict,
+    Unauthenticated,
+    Forbidden,
+    Timeout,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl crate::Message for CommandReply {
+    const TYPE: &'static str = "mallbots.CommandReply";
+}
