@@ -35,6 +35,8 @@ pub struct AppState {
 pub struct Running {
     /// Where the gateway listens (when this process runs it).
     pub addr: Option<SocketAddr>,
+    /// The broker this process uses (tools and tests publish on it).
+    pub broker: Arc<dyn Broker>,
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -143,6 +145,7 @@ pub async fn start(settings: Settings, part: Part) -> anyhow::Result<Running> {
     }
     Ok(Running {
         addr,
+        broker,
         trigger,
         tasks,
     })

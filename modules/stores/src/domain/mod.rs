@@ -9,3 +9,6 @@ pub use error::{Refusal, StoresError};
 pub use product::{NewProduct, Product, ProductEvent};
 pub use store::{Store, StoreEvent};
 pub use values::{Price, PriceDelta, ProductName, StoreLocation, StoreName, Text};
+
+#[cfg(test)]
+mod tests;

@@ -84,11 +84,13 @@ fn money(raw: Decimal, non_positive: StoresError) -> Result<Decimal, StoresError
     if raw <= Decimal::ZERO {
         return Err(non_positive);
     }
-    let normalized = raw.normalize();
-    if normalized.scale() > 2 {
+    let mut cents = raw.normalize();
+    if cents.scale() > 2 {
         return Err(StoresError::TooPrecise);
     }
-    Ok(normalized)
+    // Money is shown in cents everywhere: "40.00", not "40".
+    cents.rescale(2);
+    Ok(cents)
 }
 
 /// A price: exact, greater than zero, in cents at most.

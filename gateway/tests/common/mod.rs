@@ -1,0 +1,274 @@
+//! `spawn_app()`: the real system on port 0, embedded (SQLite + in-process
+//! broker) or on the real PostgreSQL and RabbitMQ that scripts/test starts.
+//! Each app gets its own database and its own broker name prefix, so tests
+//! run in parallel without seeing each other. Clients speak only GraphQL over
+//! HTTP and websocket.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use mallbots_gateway::{Part, Running, Settings};
+use mallbots_platform::Broker;
+use mallbots_platform::db::DatabaseConfig;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Real,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub settings: Settings,
+    pub running: Option<Running>,
+    pub http: reqwest::Client,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: the real-service tests need it; run them with scripts/test")
+    })
+}
+
+/// Settings for a fresh, isolated system on `backend`.
+pub async fn settings(backend: Backend) -> Settings {
+    let id = Uuid::new_v4().simple().to_string();
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: None,
+        data_dir: std::env::temp_dir().join(format!("mallbots-test-{id}")),
+        amqp_url: None,
+        amqp_prefix: String::new(),
+        amqp_quorum_queues: false,
+        command_timeout_ms: 10_000,
+        max_body_bytes: 64 * 1024,
+        no_migrate: false,
+    };
+    if backend == Backend::Real {
+        let admin_url = required_env("TEST_DATABASE_URL");
+        let admin = Database::connect(admin_url.as_str())
+            .await
+            .expect("PostgreSQL (TEST_DATABASE_URL) is unreachable");
+        let name = format!("mallbots_test_{id}");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let base = admin_url.rsplit_once('/').expect("URL has a path").0;
+        settings.database_url = Some(format!("{base}/{name}"));
+        settings.amqp_url = Some(required_env("TEST_AMQP_URL"));
+        settings.amqp_prefix = format!("test-{id}.");
+    }
+    settings
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    start_with(settings(backend).await).await
+}
+
+pub async fn start_with(settings: Settings) -> TestApp {
+    let running = mallbots_gateway::start(settings.clone(), Part::All)
+        .await
+        .expect("the system starts");
+    let addr = running.addr.expect("the gateway listens");
+    TestApp {
+        base: format!("http://{addr}"),
+        settings,
+        running: Some(running),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn broker(&self) -> Arc<dyn Broker> {
+        self.running.as_ref().expect("running").broker.clone()
+    }
+
+    /// The stores module's own database, for checks no API exposes (what was stored).
+    pub async fn stores_db(&self) -> DatabaseConnection {
+        let config = DatabaseConfig::from_url_or_dir(
+            self.settings.database_url.as_deref(),
+            &self.settings.data_dir,
+        )
+        .unwrap();
+        config.connect("stores").await.unwrap()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// POSTs a GraphQL request and returns the JSON response (any status).
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        response.json().await.expect("a JSON response")
+    }
+
+    /// Like [`graphql`], asserting there are no errors; returns `data`.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let response = self.graphql(query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response}"
+        );
+        response["data"].clone()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings.data_dir.clone()
+    }
+
+    /// Waits until the gateway counts at least `n` live subscriptions.
+    pub async fn wait_for_subscriptions(&self, n: i64) {
+        wait_until("the subscription to be registered", || async {
+            let text = self
+                .http
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let active: i64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("mallbots_subscriptions_active "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (active >= n).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn subscribe(&self, protocol: &str, query: &str, variables: Value) -> WsClient {
+        WsClient::connect(&self.base, protocol, query, variables).await
+    }
+}
+
+/// Polls `check` until it yields a value, failing the test at the deadline.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A websocket GraphQL client speaking `graphql-transport-ws` or `graphql-ws`.
+pub struct WsClient {
+    ws: Ws,
+    protocol: String,
+}
+
+impl WsClient {
+    async fn connect(base: &str, protocol: &str, query: &str, variables: Value) -> Self {
+        let url = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        let mut client = WsClient {
+            ws,
+            protocol: protocol.to_owned(),
+        };
+        client
+            .send(json!({ "type": "connection_init", "payload": {} }))
+            .await;
+        let ack = client.next_message().await;
+        assert_eq!(ack["type"], "connection_ack", "got {ack}");
+        let start = if protocol == "graphql-ws" {
+            "start"
+        } else {
+            "subscribe"
+        };
+        client
+            .send(json!({ "type": start, "id": "1", "payload": { "query": query, "variables": variables } }))
+            .await;
+        client
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.ws
+            .send(WsMessage::Text(message.to_string().into()))
+            .await
+            .expect("websocket send");
+    }
+
+    async fn next_message(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a websocket message before the deadline")
+                .expect("the websocket stays open")
+                .expect("a websocket frame");
+            match frame {
+                WsMessage::Text(text) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON message");
+                    // Keep-alives of the legacy protocol carry nothing.
+                    if value["type"] == "ka" {
+                        continue;
+                    }
+                    return value;
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                other => panic!("unexpected websocket frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next pushed result's `data` (fails on an error or the deadline).
+    pub async fn next_data(&mut self) -> Value {
+        let message = self.next_message().await;
+        let data_type = if self.protocol == "graphql-ws" {
+            "data"
+        } else {
+            "next"
+        };
+        assert_eq!(message["type"], data_type, "got {message}");
+        assert!(
+            message["payload"].get("errors").is_none(),
+            "pushed errors: {message}"
+        );
+        message["payload"]["data"].clone()
+    }
+}

@@ -1,0 +1,236 @@
+//! The transport: GraphQL over HTTP per the spec, both websocket
+//! subprotocols, the playground and the operational endpoints.
+
+mod common;
+
+use common::{Backend, spawn_app};
+use serde_json::{Value, json};
+
+#[test]
+fn the_checked_in_schema_matches_the_code() {
+    let checked_in = include_str!("../../schema/schema.graphql");
+    assert_eq!(
+        checked_in,
+        mallbots_gateway::graphql::sdl(),
+        "schema/schema.graphql is stale: regenerate it with `mallbots schema > schema/schema.graphql`"
+    );
+}
+
+#[tokio::test]
+async fn graphql_over_http_follows_the_spec() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let url = format!("{}/graphql", app.base);
+    let post = |body: String, content_type: &'static str, accept: &'static str| {
+        app.http
+            .post(&url)
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(body)
+            .send()
+    };
+
+    // Not JSON at all.
+    let r = post("{nope".into(), "application/json", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a GraphQL request")
+    );
+
+    // Not JSON content.
+    let r = post("query=x".into(), "text/plain", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    // A parse error: 200 under application/json, 400 under graphql-response+json.
+    let bad = json!({ "query": "{ stores { " }).to_string();
+    let r = post(bad.clone(), "application/json", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(bad, "application/json", "application/graphql-response+json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+
+    // A validation error (unknown field), same rule.
+    let invalid = json!({ "query": "{ nothing }" }).to_string();
+    let r = post(
+        invalid,
+        "application/json",
+        "application/graphql-response+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing")
+    );
+
+    // A domain error is an execution error: 200 with data null and a code.
+    let blank =
+        json!({ "query": "mutation { createStore(input: {name: \"\", location: \"x\"}) { id } }" })
+            .to_string();
+    let r = post(
+        blank,
+        "application/json",
+        "application/graphql-response+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Too large a body.
+    let huge = json!({ "query": format!("{{ stores {{ edges {{ cursor }} }} }} #{}", "x".repeat(100_000)) }).to_string();
+    let r = post(huge, "application/json", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // GET runs queries, refuses mutations.
+    let r = app
+        .http
+        .get(&url)
+        .query(&[("query", "{ stores { edges { cursor } } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["stores"]["edges"], json!([]));
+    let r = app
+        .http
+        .get(&url)
+        .query(&[(
+            "query",
+            "mutation { createStore(input: {name: \"x\", location: \"y\"}) { id } }",
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+
+    // Bad ids and page sizes are user errors, not crashes.
+    let body = app.graphql("{ store(id: \"42\") { id } }", json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let body = app
+        .graphql("{ stores(first: -1) { edges { cursor } } }", json!({}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["message"],
+        "first must be between 0 and 100"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pagination_returns_every_store_once() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let mut created = Vec::new();
+    for n in 0..7 {
+        let data = app
+            .data(
+                "mutation($n: String!) { createStore(input: {name: $n, location: \"L\"}) { id } }",
+                json!({ "n": format!("Store {n}") }),
+            )
+            .await;
+        created.push(data["createStore"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = app
+            .data(
+                "query($after: String) { stores(first: 3, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage } } }",
+                json!({ "after": after }),
+            )
+            .await;
+        let edges = data["stores"]["edges"].as_array().unwrap().clone();
+        for e in &edges {
+            seen.push(e["node"]["id"].as_str().unwrap().to_owned());
+        }
+        if data["stores"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = edges.last().unwrap()["cursor"].clone();
+    }
+    assert_eq!(seen, created);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_legacy_websocket_protocol_works_too() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let store = app
+        .data(
+            "mutation { createStore(input: {name: \"Legacy\", location: \"L\"}) { id } }",
+            json!({}),
+        )
+        .await["createStore"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = app
+        .subscribe(
+            "graphql-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { kind product { name } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+    app.data(
+        "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Old news\", price: \"1\"}) { id } }",
+        json!({ "s": store }),
+    )
+    .await;
+    let pushed = ws.next_data().await;
+    assert_eq!(
+        pushed["catalogChanged"],
+        json!({ "kind": "ADDED", "product": { "name": "Old news" } })
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn playground_sdl_health_readiness_and_metrics_are_served() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
+    let page = get("/").await.unwrap().text().await.unwrap();
+    assert!(page.contains("/graphiql/graphiql.min.js"), "{page}");
+    assert!(page.contains("/graphql/ws"));
+    for asset in [
+        "graphiql.min.js",
+        "graphiql.min.css",
+        "react.production.min.js",
+        "react-dom.production.min.js",
+    ] {
+        let r = get(&format!("/graphiql/{asset}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(r.bytes().await.unwrap().len() > 1000, "{asset} is empty");
+    }
+    let sdl = get("/schema.graphql").await.unwrap().text().await.unwrap();
+    assert_eq!(sdl, mallbots_gateway::graphql::sdl());
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("mallbots_subscriptions_active 0"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

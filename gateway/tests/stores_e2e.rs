@@ -1,0 +1,418 @@
+//! The stores module end to end, through the GraphQL API only, on both the
+//! embedded mode and the real PostgreSQL + RabbitMQ.
+
+mod common;
+
+use common::{Backend, spawn_app, wait_until};
+use mallbots_contracts::Message;
+use mallbots_contracts::stores as msg;
+use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use mallbots_platform::{Envelope, Exchange, QueueSpec, WireMessage};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const CREATE_STORE: &str = "mutation($name: String!, $location: String!) {
+  createStore(input: {name: $name, location: $location}) { id consistencyToken }
+}";
+
+const ADD_PRODUCT: &str = "mutation($storeId: ID!, $name: String!, $price: Decimal!) {
+  addProduct(input: {storeId: $storeId, name: $name, description: \"a book\", sku: \"B-1\", price: $price}) {
+    id storeId consistencyToken product { name price }
+  }
+}";
+
+async fn create_store(app: &common::TestApp, name: &str) -> String {
+    let data = app
+        .data(
+            CREATE_STORE,
+            json!({ "name": name, "location": "Upper level" }),
+        )
+        .await;
+    data["createStore"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn add_product(app: &common::TestApp, store: &str, name: &str, price: &str) -> String {
+    let data = app
+        .data(
+            ADD_PRODUCT,
+            json!({ "storeId": store, "name": name, "price": price }),
+        )
+        .await;
+    data["addProduct"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn catalog_is_pushed_and_listed(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = create_store(&app, "Waldorf Books").await;
+    let enabled = app
+        .data(
+            "mutation($id: ID!) { enableParticipation(storeId: $id) { id store { participating } } }",
+            json!({ "id": store }),
+        )
+        .await;
+    assert_eq!(
+        enabled["enableParticipation"]["store"]["participating"],
+        true
+    );
+
+    let mut subscription = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { id storeId name description sku price } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+
+    // A product of another store must not reach this subscription.
+    let other = create_store(&app, "Other Store").await;
+    add_product(&app, &other, "Elsewhere", "1.00").await;
+    let product = add_product(&app, &store, "The Rust Book", "39.99").await;
+
+    let pushed = subscription.next_data().await["catalogChanged"].clone();
+    assert_eq!(pushed["kind"], "ADDED");
+    assert_eq!(
+        pushed["product"],
+        json!({ "id": product, "storeId": store, "name": "The Rust Book",
+                "description": "a book", "sku": "B-1", "price": "39.99" })
+    );
+    assert!(pushed["cursor"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+
+    let repriced = app
+        .data(
+            "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { product { price } } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(
+        repriced["increaseProductPrice"]["product"]["price"],
+        "40.00"
+    );
+    let pushed = subscription.next_data().await["catalogChanged"].clone();
+    assert_eq!(pushed["kind"], "PRICE_INCREASED");
+    assert_eq!(pushed["product"]["price"], "40.00");
+
+    let catalog = app
+        .data(
+            "query($s: ID!) { catalog(storeId: $s) { edges { node { id name price store { name } } } pageInfo { hasNextPage } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    assert_eq!(
+        catalog["catalog"],
+        json!({ "edges": [{ "node": { "id": product, "name": "The Rust Book", "price": "40.00",
+                                      "store": { "name": "Waldorf Books" } } }],
+                "pageInfo": { "hasNextPage": false } })
+    );
+    let participating = app
+        .data(
+            "{ stores(participating: true) { edges { node { id name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        participating["stores"]["edges"],
+        json!([{ "node": { "id": store, "name": "Waldorf Books" } }])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_is_pushed_and_listed_embedded() {
+    catalog_is_pushed_and_listed(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn catalog_is_pushed_and_listed_real() {
+    catalog_is_pushed_and_listed(Backend::Real).await;
+}
+
+async fn blank_store_name_is_refused_and_leaves_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    // Everything the stores module publishes, from before the mutation on.
+    let spec = QueueSpec::transient(format!("probe.{}", Uuid::new_v4().simple()))
+        .bind(Exchange::Events, msg::EVENTS);
+    let mut published = app.broker().consume(&spec).await.unwrap();
+
+    let response = app
+        .graphql(
+            CREATE_STORE,
+            json!({ "name": "", "location": "Upper level" }),
+        )
+        .await;
+    assert_eq!(response["data"], Value::Null);
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the store name cannot be blank"
+    );
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+
+    let db = app.stores_db().await;
+    assert_eq!(mallbots_platform::event_store::count(&db).await.unwrap(), 0);
+    let stores = app
+        .data("{ stores { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(stores["stores"]["edges"], json!([]));
+
+    // The first event published is the next valid store's: nothing came before it.
+    let valid = create_store(&app, "Valid").await;
+    let first = published.next().await.unwrap();
+    let envelope = first.message.decode().unwrap();
+    assert_eq!(envelope.message_type, msg::StoreCreated::TYPE);
+    assert_eq!(
+        envelope
+            .decode::<msg::StoreCreated>()
+            .unwrap()
+            .0
+            .store_id
+            .to_string(),
+        valid
+    );
+    first.ack().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn blank_store_name_is_refused_and_leaves_nothing_embedded() {
+    blank_store_name_is_refused_and_leaves_nothing(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn blank_store_name_is_refused_and_leaves_nothing_real() {
+    blank_store_name_is_refused_and_leaves_nothing(Backend::Real).await;
+}
+
+async fn undecodable_commands_are_dead_lettered(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let broker = app.broker();
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+
+    // Not an envelope at all.
+    let garbage = WireMessage {
+        body: b"\x00\xffnot json".to_vec(),
+        ..WireMessage::default()
+    };
+    broker
+        .publish(Exchange::Commands, msg::CreateStore::TYPE, garbage)
+        .await
+        .unwrap();
+    // A proper envelope whose payload is not a CreateStore.
+    let mut wrong = Envelope::new(&msg::EnableParticipation {
+        store_id: Uuid::new_v4(),
+    })
+    .unwrap();
+    wrong.message_type = msg::CreateStore::TYPE.to_owned();
+    broker
+        .publish(Exchange::Commands, msg::CreateStore::TYPE, wrong.to_wire())
+        .await
+        .unwrap();
+
+    let first = dead.next().await.unwrap();
+    assert_eq!(
+        first.message.headers[HEADER_DEAD_LETTER_REASON],
+        "missing message id"
+    );
+    assert_eq!(
+        first.message.headers[HEADER_DEAD_LETTER_QUEUE],
+        "stores.commands"
+    );
+    assert_eq!(first.message.body, b"\x00\xffnot json");
+    first.ack().await.unwrap();
+    let second = dead.next().await.unwrap();
+    let reason = &second.message.headers[HEADER_DEAD_LETTER_REASON];
+    assert!(
+        reason.starts_with("malformed stores.CreateStore"),
+        "{reason}"
+    );
+    assert_eq!(second.message.decode().unwrap().id, wrong.id);
+    second.ack().await.unwrap();
+
+    // The consumer kept going.
+    let store = create_store(&app, "Still Working").await;
+    let found = app
+        .data(
+            "query($id: ID!) { store(id: $id) { name } }",
+            json!({ "id": store }),
+        )
+        .await;
+    assert_eq!(found["store"]["name"], "Still Working");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn undecodable_commands_are_dead_lettered_embedded() {
+    undecodable_commands_are_dead_lettered(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn undecodable_commands_are_dead_lettered_real() {
+    undecodable_commands_are_dead_lettered(Backend::Real).await;
+}
+
+async fn a_redelivered_command_changes_the_model_once(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = create_store(&app, "Twice").await;
+    let product = add_product(&app, &store, "Pen", "2.00").await;
+    let product_id = Uuid::parse_str(&product).unwrap();
+
+    let increase = Envelope::new(&msg::IncreaseProductPrice {
+        product_id,
+        delta: "1.00".parse().unwrap(),
+    })
+    .unwrap();
+    let broker = app.broker();
+    for _ in 0..2 {
+        broker
+            .publish(
+                Exchange::Commands,
+                msg::IncreaseProductPrice::TYPE,
+                increase.to_wire(),
+            )
+            .await
+            .unwrap();
+    }
+    // Commands of one queue are handled in order: once the rebrand sent after
+    // them shows, both copies of the increase have been handled.
+    let rebrand = Envelope::new(&msg::RebrandProduct {
+        product_id,
+        name: "Pen (blue)".into(),
+        description: String::new(),
+    })
+    .unwrap();
+    broker
+        .publish(
+            Exchange::Commands,
+            msg::RebrandProduct::TYPE,
+            rebrand.to_wire(),
+        )
+        .await
+        .unwrap();
+    let price = wait_until("the rebrand to show", || async {
+        let data = app
+            .data(
+                "query($id: ID!) { product(id: $id) { name price } }",
+                json!({ "id": product }),
+            )
+            .await;
+        (data["product"]["name"] == "Pen (blue)").then(|| data["product"]["price"].clone())
+    })
+    .await;
+    assert_eq!(price, "3.00");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_command_changes_the_model_once_embedded() {
+    a_redelivered_command_changes_the_model_once(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_command_changes_the_model_once_real() {
+    a_redelivered_command_changes_the_model_once(Backend::Real).await;
+}
+
+/// RabbitMQ keeps what is published while the module is down; the in-process
+/// broker lives and dies with its process, so this is a real-broker test.
+#[tokio::test]
+async fn a_command_sent_while_the_module_is_down_is_handled_when_it_is_back() {
+    let settings = common::settings(Backend::Real).await;
+    let mut app = common::start_with(settings.clone()).await;
+    let store = create_store(&app, "Later").await;
+    app.stop().await;
+
+    let config = mallbots_platform::rabbit::RabbitConfig {
+        url: settings.amqp_url.clone().unwrap(),
+        prefix: settings.amqp_prefix.clone(),
+        quorum_queues: false,
+    };
+    let broker = mallbots_platform::rabbit::RabbitBroker::connect(config)
+        .await
+        .unwrap();
+    let command = Envelope::new(&msg::EnableParticipation {
+        store_id: Uuid::parse_str(&store).unwrap(),
+    })
+    .unwrap();
+    use mallbots_platform::Broker;
+    broker
+        .publish(
+            Exchange::Commands,
+            msg::EnableParticipation::TYPE,
+            command.to_wire(),
+        )
+        .await
+        .unwrap();
+
+    let mut app = common::start_with(settings).await;
+    wait_until("the command to be handled", || async {
+        let data = app
+            .data(
+                "query($id: ID!) { store(id: $id) { participating } }",
+                json!({ "id": store }),
+            )
+            .await;
+        (data["store"]["participating"] == true).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn domain_errors_have_codes() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let store = create_store(&app, "Codes").await;
+    let product = add_product(&app, &store, "Mug", "5.00").await;
+    let cases = [
+        (
+            "mutation { addProduct(input: {storeId: \"not-an-id\", name: \"x\", price: \"1\"}) { id } }".to_owned(),
+            "storeId is not a valid id",
+            "BAD_USER_INPUT",
+        ),
+        (
+            format!("mutation {{ addProduct(input: {{storeId: \"{}\", name: \"x\", price: \"1\"}}) {{ id }} }}", Uuid::now_v7()),
+            "the store was not found",
+            "NOT_FOUND",
+        ),
+        (
+            format!("mutation {{ addProduct(input: {{storeId: \"{store}\", name: \"x\", price: \"-1\"}}) {{ id }} }}"),
+            "the product price must be greater than zero",
+            "BAD_USER_INPUT",
+        ),
+        (
+            format!("mutation {{ decreaseProductPrice(productId: \"{product}\", delta: \"5.00\") {{ id }} }}"),
+            "a price decrease cannot take the price to zero or below",
+            "BAD_USER_INPUT",
+        ),
+        (
+            format!("mutation {{ enableParticipation(storeId: \"{}\") {{ id }} }}", Uuid::now_v7()),
+            "the store was not found",
+            "NOT_FOUND",
+        ),
+    ];
+    for (query, message, code) in cases {
+        let response = app.graphql(&query, json!({})).await;
+        assert_eq!(response["errors"][0]["message"], message, "{query}");
+        assert_eq!(response["errors"][0]["extensions"]["code"], code, "{query}");
+    }
+    let removed = app
+        .data(
+            "mutation($p: ID!) { removeProduct(productId: $p) { id product { id } } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(removed["removeProduct"]["product"], Value::Null);
+    let again = app
+        .graphql(
+            "mutation($p: ID!) { removeProduct(productId: $p) { id } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(
+        again["errors"][0]["message"],
+        "the product has been removed"
+    );
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
+    app.stop().await;
+}

@@ -1,0 +1,227 @@
+//! One suite, both brokers: the in-process broker and RabbitMQ must keep the
+//! same guarantees. RabbitMQ is the real server scripts/test starts
+//! (TEST_AMQP_URL); each test uses its own name prefix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mallbots_contracts::Message;
+use mallbots_platform::consumer::{self, HandleError, Handler};
+use mallbots_platform::envelope::HEADER_DEAD_LETTER_REASON;
+use mallbots_platform::memory::MemoryBroker;
+use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
+use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec, Shutdown, WireMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Counted {
+    aggregate: u32,
+    n: u32,
+}
+impl Message for Counted {
+    const TYPE: &'static str = "test.Thing.Counted";
+}
+
+async fn rabbit() -> Arc<dyn Broker> {
+    let url = std::env::var("TEST_AMQP_URL")
+        .expect("TEST_AMQP_URL is not set: run the tests with scripts/test");
+    let config = RabbitConfig {
+        url,
+        prefix: format!("suite-{}.", Uuid::new_v4().simple()),
+        quorum_queues: false,
+    };
+    Arc::new(
+        RabbitBroker::connect(config)
+            .await
+            .expect("RabbitMQ is reachable"),
+    )
+}
+
+fn memory() -> Arc<dyn Broker> {
+    Arc::new(MemoryBroker::new())
+}
+
+fn message(aggregate: u32, n: u32) -> WireMessage {
+    Envelope::new(&Counted { aggregate, n }).unwrap().to_wire()
+}
+
+async fn next(sub: &mut Box<dyn mallbots_platform::Subscription>) -> mallbots_platform::Delivery {
+    tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("a delivery before the deadline")
+        .expect("the subscription is open")
+}
+
+fn counted(d: &mallbots_platform::Delivery) -> Counted {
+    d.message.decode().unwrap().decode::<Counted>().unwrap()
+}
+
+async fn published_messages_reach_bound_queues_in_order(broker: Arc<dyn Broker>) {
+    let spec = QueueSpec::durable("suite.ordered").bind(Exchange::Events, "test.Thing.*");
+    let mut sub = broker.consume(&spec).await.unwrap();
+    let batch = (0..50)
+        .map(|n| {
+            (
+                Exchange::Events,
+                Counted::TYPE.to_owned(),
+                message(n % 3, n),
+            )
+        })
+        .collect();
+    broker.publish_all(batch).await.unwrap();
+    broker
+        .publish(Exchange::Events, "other.Thing.Counted", message(9, 99))
+        .await
+        .unwrap();
+    for n in 0..50 {
+        let d = next(&mut sub).await;
+        assert_eq!(
+            counted(&d),
+            Counted {
+                aggregate: n % 3,
+                n
+            }
+        );
+        assert_eq!(d.routing_key, Counted::TYPE);
+        d.ack().await.unwrap();
+    }
+}
+
+async fn a_requeued_message_is_delivered_again(broker: Arc<dyn Broker>) {
+    let spec = QueueSpec::durable("suite.requeue").bind(Exchange::Events, "test.#");
+    let mut sub = broker.consume(&spec).await.unwrap();
+    broker
+        .publish(Exchange::Events, Counted::TYPE, message(1, 1))
+        .await
+        .unwrap();
+    let first = next(&mut sub).await;
+    assert!(!first.redelivered);
+    first.requeue().await.unwrap();
+    let again = next(&mut sub).await;
+    assert!(again.redelivered);
+    assert_eq!(counted(&again), Counted { aggregate: 1, n: 1 });
+    again.ack().await.unwrap();
+}
+
+async fn nothing_is_lost_while_no_consumer_runs(broker: Arc<dyn Broker>) {
+    let spec = QueueSpec::durable("suite.later").bind(Exchange::Events, "test.#");
+    broker.declare(&spec).await.unwrap();
+    for n in 0..5 {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, n))
+            .await
+            .unwrap();
+    }
+    let mut sub = broker.consume(&spec).await.unwrap();
+    for n in 0..5 {
+        let d = next(&mut sub).await;
+        assert_eq!(counted(&d).n, n);
+        d.ack().await.unwrap();
+    }
+}
+
+async fn replies_reach_a_queue_by_name(broker: Arc<dyn Broker>) {
+    let name = format!("suite.replies.{}", Uuid::new_v4().simple());
+    let mut sub = broker.consume(&QueueSpec::transient(&name)).await.unwrap();
+    broker
+        .publish(Exchange::Queue, &name, message(7, 7))
+        .await
+        .unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(counted(&d), Counted { aggregate: 7, n: 7 });
+    d.ack().await.unwrap();
+}
+
+/// Fails `Counted` with n == 1 permanently and n == 2 always transiently.
+struct Picky(mpsc::UnboundedSender<u32>);
+
+#[async_trait]
+impl Handler for Picky {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        let c: Counted = envelope
+            .decode()
+            .map_err(|e| HandleError::Permanent(e.to_string()))?;
+        match c.n {
+            1 => Err(HandleError::Permanent("one is not allowed".into())),
+            2 => Err(HandleError::Transient("two never works".into())),
+            n => {
+                let _ = self.0.send(n);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: Arc<dyn Broker>) {
+    let (_trigger, shutdown) = Shutdown::new();
+    let (tx, mut handled) = mpsc::unbounded_channel();
+    let spec = QueueSpec::durable("suite.picky").bind(Exchange::Events, "test.#");
+    consumer::spawn(broker.clone(), spec, Arc::new(Picky(tx)), shutdown)
+        .await
+        .unwrap();
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    let garbage = WireMessage {
+        body: b"garbage".to_vec(),
+        ..WireMessage::default()
+    };
+    broker
+        .publish(Exchange::Events, Counted::TYPE, garbage)
+        .await
+        .unwrap();
+    for n in [1, 2, 3] {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, n))
+            .await
+            .unwrap();
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut dead).await;
+        reasons.push(d.message.headers[HEADER_DEAD_LETTER_REASON].clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(reasons[0], "missing message id");
+    assert_eq!(reasons[1], "one is not allowed");
+    assert!(
+        reasons[2].starts_with("gave up after 5 attempts: two never works"),
+        "{reasons:?}"
+    );
+    let n = tokio::time::timeout(DEADLINE, handled.recv())
+        .await
+        .unwrap();
+    assert_eq!(n, Some(3));
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::memory()).await;
+                }
+            )*
+        }
+        mod on_rabbitmq {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::rabbit().await).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    published_messages_reach_bound_queues_in_order,
+    a_requeued_message_is_delivered_again,
+    nothing_is_lost_while_no_consumer_runs,
+    replies_reach_a_queue_by_name,
+    failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on,
+);

@@ -1,0 +1,238 @@
+//! The event store, inbox and outbox, on SQLite and on the real PostgreSQL
+//! (TEST_DATABASE_URL, a fresh database per test).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mallbots_contracts::Message;
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::db::DatabaseConfig;
+use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
+use mallbots_platform::memory::MemoryBroker;
+use mallbots_platform::outbox::{self, Outbox};
+use mallbots_platform::{Broker, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Counter {
+    total: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Added(i64);
+
+impl DomainEvent for Added {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+}
+
+impl Aggregate for Counter {
+    const STREAM_TYPE: &'static str = "Counter";
+    type Event = Added;
+    fn apply(&mut self, event: &Added) {
+        self.total += event.0;
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Note(u32);
+impl Message for Note {
+    const TYPE: &'static str = "test.Note.Noted";
+}
+
+#[derive(Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+async fn database(db: Db) -> DatabaseConnection {
+    let id = Uuid::new_v4().simple().to_string();
+    let config = match db {
+        Db::Sqlite => DatabaseConfig::Sqlite {
+            dir: std::env::temp_dir().join(format!("mallbots-platform-{id}")),
+        },
+        Db::Postgres => {
+            let admin_url = std::env::var("TEST_DATABASE_URL")
+                .expect("TEST_DATABASE_URL is not set: run the tests with scripts/test");
+            let admin = Database::connect(admin_url.as_str()).await.unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE platform_{id}"))
+                .await
+                .unwrap();
+            let base = admin_url.rsplit_once('/').unwrap().0;
+            DatabaseConfig::Postgres {
+                url: format!("{base}/platform_{id}"),
+            }
+        }
+    };
+    let conn = config.connect("platform").await.unwrap();
+    PlatformMigrator::up(&conn, None).await.unwrap();
+    conn
+}
+
+fn cause() -> Cause {
+    let id = Uuid::new_v4();
+    Cause {
+        correlation_id: id,
+        causation_id: id,
+    }
+}
+
+async fn events_fold_back_into_the_aggregate(db: Db) {
+    let conn = database(db).await;
+    let current = event_store::load::<Counter, _>(&conn, "c-1").await.unwrap();
+    assert!(!current.exists());
+    let stored = event_store::append(&conn, "c-1", &current, &[Added(2), Added(3)], cause())
+        .await
+        .unwrap();
+    assert_eq!(stored.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
+    assert!(stored[1].position > stored[0].position);
+    let loaded = event_store::load::<Counter, _>(&conn, "c-1").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (5, 2));
+}
+
+async fn a_stale_append_is_a_conflict_not_an_overwrite(db: Db) {
+    let conn = database(db).await;
+    let stale = event_store::load::<Counter, _>(&conn, "c-2").await.unwrap();
+    event_store::append(&conn, "c-2", &stale, &[Added(1)], cause())
+        .await
+        .unwrap();
+    let err = event_store::append(&conn, "c-2", &stale, &[Added(10)], cause())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PlatformError::Concurrency { expected: 0, .. }),
+        "{err}"
+    );
+    let loaded = event_store::load::<Counter, _>(&conn, "c-2").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (1, 1));
+}
+
+async fn long_streams_are_snapshotted(db: Db) {
+    let conn = database(db).await;
+    for _ in 0..(SNAPSHOT_EVERY + 5) {
+        let current = event_store::load::<Counter, _>(&conn, "c-3").await.unwrap();
+        event_store::append(&conn, "c-3", &current, &[Added(1)], cause())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        event_store::snapshot_version(&conn, "c-3").await.unwrap(),
+        SNAPSHOT_EVERY
+    );
+    let loaded = event_store::load::<Counter, _>(&conn, "c-3").await.unwrap();
+    assert_eq!(loaded.state.total, SNAPSHOT_EVERY + 5);
+    assert_eq!(loaded.version, SNAPSHOT_EVERY + 5);
+}
+
+async fn the_inbox_recognises_a_redelivery(db: Db) {
+    let conn = database(db).await;
+    let id = Uuid::new_v4();
+    assert!(inbox::record(&conn, "consumer-a", id).await.unwrap());
+    assert!(!inbox::record(&conn, "consumer-a", id).await.unwrap());
+    assert!(inbox::record(&conn, "consumer-b", id).await.unwrap());
+    // Rolled back: not recorded.
+    let other = Uuid::new_v4();
+    let txn = conn.begin().await.unwrap();
+    assert!(inbox::record(&txn, "consumer-a", other).await.unwrap());
+    txn.rollback().await.unwrap();
+    assert!(inbox::record(&conn, "consumer-a", other).await.unwrap());
+}
+
+async fn the_outbox_publishes_only_what_committed(db: Db) {
+    let conn = database(db).await;
+    let broker = Arc::new(MemoryBroker::new());
+    let spec = QueueSpec::durable("outbox.probe").bind(Exchange::Events, "test.#");
+    let mut sub = broker.consume(&spec).await.unwrap();
+    let outbox = Outbox::new();
+
+    let rolled_back = conn.begin().await.unwrap();
+    let lost = Envelope::new(&Note(0)).unwrap();
+    outbox
+        .enqueue(&rolled_back, Exchange::Events, Note::TYPE, &lost)
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+
+    let txn = conn.begin().await.unwrap();
+    let mut sent = Vec::new();
+    for n in 1..=3 {
+        let envelope = Envelope::new(&Note(n)).unwrap();
+        outbox
+            .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
+            .await
+            .unwrap();
+        sent.push(envelope);
+    }
+    txn.commit().await.unwrap();
+
+    let (trigger, shutdown) = Shutdown::new();
+    let relay = {
+        let (outbox, conn, broker) = (
+            outbox.clone(),
+            conn.clone(),
+            broker.clone() as Arc<dyn Broker>,
+        );
+        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
+    };
+    outbox.wake();
+    for envelope in &sent {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&d.message.decode().unwrap(), envelope);
+        d.ack().await.unwrap();
+    }
+    // Marked sent once confirmed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while outbox::pending(&conn).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox rows never marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trigger.trigger();
+    relay.await.unwrap();
+    assert_eq!(
+        broker.queue_len("outbox.probe"),
+        0,
+        "nothing else was published"
+    );
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    events_fold_back_into_the_aggregate,
+    a_stale_append_is_a_conflict_not_an_overwrite,
+    long_streams_are_snapshotted,
+    the_inbox_recognises_a_redelivery,
+    the_outbox_publishes_only_what_committed,
+);
