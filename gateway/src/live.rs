@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mallbots_platform::{Broker, BrokerError, Envelope, Exchange, QueueSpec, Shutdown};
+use mallbots_platform::{Broker, BrokerError, Envelope, Exchange, QueueSpec, Shutdown, consumer};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -24,33 +24,20 @@ impl LiveFeed {
     pub async fn start(
         broker: Arc<dyn Broker>,
         metrics: Arc<Metrics>,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) -> Result<Self, BrokerError> {
         let (sender, _) = broadcast::channel(BUFFER);
         let spec = QueueSpec::transient(format!("gateway.live.{}", Uuid::new_v4().simple()))
             .bind(Exchange::Events, "stores.Product.*");
-        let mut subscription = broker.consume(&spec).await?;
         let feed = LiveFeed {
             sender: sender.clone(),
         };
-        tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    d = subscription.next() => d,
-                    _ = shutdown.wait() => return,
-                };
-                let Some(delivery) = delivery else { return };
-                match delivery.message.decode() {
-                    Ok(envelope) => {
-                        metrics.live_events.fetch_add(1, Ordering::Relaxed);
-                        // No receivers is fine: nobody is subscribed right now.
-                        let _ = sender.send(Arc::new(envelope));
-                    }
-                    Err(reason) => tracing::warn!(%reason, "undecodable live event dropped"),
-                }
-                let _ = delivery.ack().await;
-            }
-        });
+        consumer::listen(broker.as_ref(), spec, shutdown, move |envelope| {
+            metrics.live_events.fetch_add(1, Ordering::Relaxed);
+            // No receivers is fine: nobody is subscribed right now.
+            let _ = sender.send(Arc::new(envelope));
+        })
+        .await?;
         Ok(feed)
     }
 

@@ -416,3 +416,26 @@ async fn domain_errors_have_codes() {
     assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
     app.stop().await;
 }
+
+/// With no stores module running, a mutation is answered with TIMEOUT once
+/// its bounded wait is over; the gateway itself stays up.
+#[tokio::test]
+async fn a_command_nobody_answers_times_out() {
+    let mut settings = common::settings(Backend::Real).await;
+    settings.command_timeout_ms = 300;
+    let mut app = common::start_part(settings, mallbots_gateway::Part::Gateway).await;
+    let response = app
+        .graphql(
+            CREATE_STORE,
+            json!({ "name": "Nobody", "location": "Home" }),
+        )
+        .await;
+    assert_eq!(response["errors"][0]["extensions"]["code"], "TIMEOUT");
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the command was not answered within 300 ms"
+    );
+    let stores = app.data("{ stores { edges { cursor } } }", json!({})).await;
+    assert_eq!(stores["stores"]["edges"], json!([]));
+    app.stop().await;
+}

@@ -10,6 +10,7 @@ use futures_util::Stream;
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{ErrorCode, Message};
 use mallbots_platform::Envelope;
+use mallbots_platform::envelope::HEADER_POSITION;
 use mallbots_stores::{ProductRecord, StoreRecord};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast::error::RecvError;
@@ -478,7 +479,7 @@ fn catalog_change(envelope: &Envelope, store_id: Uuid) -> Option<CatalogChange> 
     Some(CatalogChange {
         cursor: envelope
             .headers
-            .get("x-position")
+            .get(HEADER_POSITION)
             .cloned()
             .unwrap_or_default(),
         kind,

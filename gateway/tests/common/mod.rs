@@ -78,7 +78,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn start_with(settings: Settings) -> TestApp {
-    let running = mallbots_gateway::start(settings.clone(), Part::All)
+    start_part(settings, Part::All).await
+}
+
+pub async fn start_part(settings: Settings, part: Part) -> TestApp {
+    let running = mallbots_gateway::start(settings.clone(), part)
         .await
         .expect("the system starts");
     let addr = running.addr.expect("the gateway listens");

@@ -17,7 +17,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::consumer::{HandleError, Handler};
+use crate::consumer::{self, HandleError, Handler};
 use crate::outbox::Outbox;
 use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
 
@@ -204,34 +204,26 @@ impl CommandBus {
     pub async fn start(
         broker: Arc<dyn Broker>,
         timeout: Duration,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) -> Result<Self, BrokerError> {
         let reply_queue = format!("replies.{}", Uuid::new_v4().simple());
-        let mut subscription = broker.consume(&QueueSpec::transient(&reply_queue)).await?;
         let pending: Pending = Arc::default();
-        let listener = pending.clone();
-        tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    d = subscription.next() => d,
-                    _ = shutdown.wait() => return,
-                };
-                let Some(delivery) = delivery else { return };
-                match delivery.message.decode() {
-                    Ok(envelope) => match envelope.decode::<CommandReply>() {
-                        Ok(reply) => {
-                            if let Some(waiter) = lock(&listener).remove(&envelope.causation_id) {
-                                let _ = waiter.send(reply);
-                            }
-                        }
-                        Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
-                    },
-                    Err(reason) => tracing::warn!(%reason, "undecodable reply dropped"),
+        let waiting = pending.clone();
+        consumer::listen(
+            broker.as_ref(),
+            QueueSpec::transient(&reply_queue),
+            shutdown,
+            move |envelope| match envelope.decode::<CommandReply>() {
+                // A reply nobody waits for any more (timed out) is dropped.
+                Ok(reply) => {
+                    if let Some(waiter) = lock(&waiting).remove(&envelope.causation_id) {
+                        let _ = waiter.send(reply);
+                    }
                 }
-                // A reply nobody waits for any more (timed out) is simply dropped.
-                let _ = delivery.ack().await;
-            }
-        });
+                Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
+            },
+        )
+        .await?;
         Ok(CommandBus {
             broker,
             reply_queue,

@@ -137,3 +137,31 @@ async fn dead_letter(
         }
     }
 }
+
+/// Consumes `spec` best-effort, for feeds a late reader can do without (replies
+/// nobody waits for any more, live pushes): each delivery is handed to
+/// `on_message` and acked; an undecodable one is logged and dropped.
+pub async fn listen(
+    broker: &dyn Broker,
+    spec: QueueSpec,
+    mut shutdown: Shutdown,
+    mut on_message: impl FnMut(Envelope) + Send + 'static,
+) -> Result<JoinHandle<()>, BrokerError> {
+    let mut subscription = broker.consume(&spec).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let delivery = tokio::select! {
+                d = subscription.next() => d,
+                _ = shutdown.wait() => return,
+            };
+            let Some(delivery) = delivery else { return };
+            match delivery.message.decode() {
+                Ok(envelope) => on_message(envelope),
+                Err(reason) => {
+                    tracing::warn!(queue = %spec.name, %reason, "undecodable message dropped")
+                }
+            }
+            let _ = delivery.ack().await;
+        }
+    }))
+}
