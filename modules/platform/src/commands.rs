@@ -245,10 +245,9 @@ impl CommandBus {
         envelope.reply_to = Some(self.reply_queue.clone());
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(envelope.id, tx);
-        let sent = self
-            .broker
-            .publish(Exchange::Commands, M::TYPE, envelope.to_wire())
-            .await;
+        let mut wire = envelope.to_wire();
+        wire.ttl_ms = u64::try_from(self.timeout.as_millis()).ok();
+        let sent = self.broker.publish(Exchange::Commands, M::TYPE, wire).await;
         if let Err(err) = sent {
             lock(&self.pending).remove(&envelope.id);
             return Err(err.into());

@@ -120,6 +120,8 @@ async fn dead_letter(
     reason: &str,
 ) -> Result<(), BrokerError> {
     let mut message = delivery.message.clone();
+    // A dead letter stays until someone looks at it.
+    message.ttl_ms = None;
     message
         .headers
         .insert(HEADER_DEAD_LETTER_REASON.to_owned(), reason.to_owned());

@@ -108,6 +108,7 @@ impl Envelope {
             correlation_id: Some(self.correlation_id.to_string()),
             reply_to: self.reply_to.clone(),
             headers,
+            ttl_ms: None,
             // Serializing a `Value` cannot fail.
             body: serde_json::to_vec(&self.payload).unwrap_or_default(),
         }
@@ -125,6 +126,10 @@ pub struct WireMessage {
     pub correlation_id: Option<String>,
     pub reply_to: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// Dropped to the dead-letter queue, unconsumed, this long after publishing
+    /// (AMQP per-message TTL). Commands carry their sender's timeout here, so
+    /// one the sender gave up on is not applied later.
+    pub ttl_ms: Option<u64>,
     pub body: Vec<u8>,
 }
 

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle, topic_matches};
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use crate::{Broker, BrokerError, Delivery, Exchange, QueueSpec, Subscription, WireMessage};
 
 #[derive(Clone, Default)]
@@ -32,6 +34,8 @@ struct Queued {
     message: WireMessage,
     routing_key: String,
     redelivered: bool,
+    /// From the message's TTL: past it, the message is dead-lettered, not delivered.
+    expires_at: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +93,20 @@ impl MemoryBroker {
         state.bindings.retain(|(_, _, q)| q != name);
     }
 
+    /// Moves an expired message to the dead-letter queue, as RabbitMQ does for
+    /// a queue with a dead-letter exchange.
+    fn expire(&self, queue: &str, mut expired: Queued) {
+        let dead = lock(&self.state).queues.get(DEAD_LETTER_QUEUE).cloned();
+        if let Some(dead) = dead {
+            let headers = &mut expired.message.headers;
+            headers.insert(HEADER_DEAD_LETTER_REASON.to_owned(), "expired".to_owned());
+            headers.insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue.to_owned());
+            expired.message.ttl_ms = None;
+            expired.expires_at = None;
+            dead.push_back(expired);
+        }
+    }
+
     /// Messages waiting in a queue (not counting those delivered and unsettled).
     pub fn queue_len(&self, name: &str) -> usize {
         let queue = lock(&self.state).queues.get(name).cloned();
@@ -143,12 +161,16 @@ impl Broker for MemoryBroker {
                 }
             }
         };
+        let expires_at = message
+            .ttl_ms
+            .map(|ms| Instant::now() + std::time::Duration::from_millis(ms));
         // Like AMQP without `mandatory`: a message no queue is bound for is dropped.
         for queue in targets {
             queue.push_back(Queued {
                 message: message.clone(),
                 routing_key: routing_key.to_owned(),
                 redelivered: false,
+                expires_at,
             });
         }
         Ok(())
@@ -182,9 +204,13 @@ impl Subscription for MemorySubscription {
             arrived.as_mut().enable();
             let next = lock(&self.queue.messages).pop_front();
             if let Some(q) = next {
+                if q.expires_at.is_some_and(|at| at <= Instant::now()) {
+                    self.broker.expire(&self.name, q);
+                    continue;
+                }
                 let acker = MemoryAcker {
                     queue: self.queue.clone(),
-                    pending: Some((q.message.clone(), q.routing_key.clone())),
+                    pending: Some((q.message.clone(), q.routing_key.clone(), q.expires_at)),
                 };
                 return Some(Delivery::new(
                     q.message,
@@ -201,16 +227,17 @@ impl Subscription for MemorySubscription {
 struct MemoryAcker {
     queue: Arc<Queue>,
     /// Some until settled; a delivery dropped unsettled goes back to the queue.
-    pending: Option<(WireMessage, String)>,
+    pending: Option<(WireMessage, String, Option<Instant>)>,
 }
 
 impl MemoryAcker {
     fn requeue(&mut self) {
-        if let Some((message, routing_key)) = self.pending.take() {
+        if let Some((message, routing_key, expires_at)) = self.pending.take() {
             self.queue.push_front(Queued {
                 message,
                 routing_key,
                 redelivered: true,
+                expires_at,
             });
         }
     }

@@ -14,6 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle};
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use crate::{Broker, BrokerError, Delivery, Exchange, QueueSpec, Subscription, WireMessage};
 
 #[derive(Clone, Debug)]
@@ -171,6 +172,9 @@ impl RabbitBroker {
         if let Some(c) = &message.correlation_id {
             props = props.with_correlation_id(c.as_str().into());
         }
+        if let Some(ttl) = message.ttl_ms {
+            props = props.with_expiration(ttl.to_string().as_str().into());
+        }
         if let Some(r) = &message.reply_to {
             props = props.with_reply_to(self.queue_name(r).as_str().into());
         }
@@ -308,6 +312,20 @@ impl RabbitSubscription {
                 headers.insert(k.as_str().to_owned(), value);
             }
         }
+        // RabbitMQ dead-letters expired and rejected messages by itself, with
+        // its own headers: say it in ours too.
+        if !headers.contains_key(HEADER_DEAD_LETTER_REASON)
+            && let Some(reason) = headers.get("x-first-death-reason").cloned()
+        {
+            headers.insert(HEADER_DEAD_LETTER_REASON.to_owned(), reason);
+            if let Some(queue) = headers.get("x-first-death-queue").cloned() {
+                let queue = queue
+                    .strip_prefix(self.prefix.as_str())
+                    .unwrap_or(&queue)
+                    .to_owned();
+                headers.insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue);
+            }
+        }
         WireMessage {
             message_id: text(props.message_id()),
             message_type: text(props.kind()),
@@ -319,6 +337,7 @@ impl RabbitSubscription {
                     .unwrap_or(r)
             }),
             headers,
+            ttl_ms: text(props.expiration()).and_then(|t| t.parse().ok()),
             body: delivery.data.clone(),
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mallbots_contracts::Message;
 use mallbots_platform::consumer::{self, HandleError, Handler};
-use mallbots_platform::envelope::HEADER_DEAD_LETTER_REASON;
+use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec, Shutdown, WireMessage};
@@ -197,6 +197,45 @@ async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: 
     assert_eq!(n, Some(3));
 }
 
+async fn an_expired_message_is_dead_lettered_not_delivered(broker: Arc<dyn Broker>) {
+    let spec = QueueSpec::durable("suite.expiring").bind(Exchange::Commands, "test.*");
+    broker.declare(&spec).await.unwrap();
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    let mut expiring = message(0, 1);
+    expiring.ttl_ms = Some(0);
+    let id = expiring.message_id.clone();
+    broker
+        .publish(Exchange::Commands, "test.Expire", expiring)
+        .await
+        .unwrap();
+    let mut live = broker.consume(&spec).await.unwrap();
+    let (delivered, mut got) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(d) = live.next().await {
+            let _ = delivered.send(d.message.message_id.clone());
+            let _ = d.ack().await;
+        }
+    });
+    let d = next(&mut dead).await;
+    assert_eq!(d.message.message_id, id);
+    assert_eq!(d.message.headers[HEADER_DEAD_LETTER_REASON], "expired");
+    assert_eq!(
+        d.message.headers[HEADER_DEAD_LETTER_QUEUE],
+        "suite.expiring"
+    );
+    d.ack().await.unwrap();
+    // A fresh message on the same queue is delivered, and it is the first.
+    broker
+        .publish(Exchange::Commands, "test.Fresh", message(0, 2))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(DEADLINE, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, id);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
@@ -224,4 +263,5 @@ suite!(
     nothing_is_lost_while_no_consumer_runs,
     replies_reach_a_queue_by_name,
     failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on,
+    an_expired_message_is_dead_lettered_not_delivered,
 );
