@@ -17,7 +17,7 @@ static GRAPHIQL_CSS: &[u8] = asset!("graphiql.min.css");
 static REACT_JS: &[u8] = asset!("react.production.min.js");
 static REACT_DOM_JS: &[u8] = asset!("react-dom.production.min.js");
 
-const PAGE: &str = r#"<!doctype html>
+const PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -37,12 +37,23 @@ const PAGE: &str = r#"<!doctype html>
       url: "/graphql",
       subscriptionUrl: scheme + "//" + location.host + "/graphql/ws",
     });
+    const defaultQuery = [
+      "# Welcome to MallBots. Run an operation with the play button.",
+      "mutation CreateStore {",
+      "  createStore(input: {name: \"Waldorf Books\", location: \"Upper level\"}) { id }",
+      "}",
+      "",
+      "query Stores {",
+      "  stores { edges { node { id name location participating } } }",
+      "}",
+      "",
+    ].join("\n");
     ReactDOM.createRoot(document.getElementById("graphiql"))
-      .render(React.createElement(GraphiQL, { fetcher, defaultEditorToolsVisibility: true }));
+      .render(React.createElement(GraphiQL, { fetcher, defaultQuery, defaultEditorToolsVisibility: true }));
   </script>
 </body>
 </html>
-"#;
+"##;
 
 const UNAVAILABLE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MallBots</title></head>
