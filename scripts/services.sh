@@ -64,6 +64,10 @@ start_postgres() {
   done
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" || die "PostgreSQL is not accepting connections"
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$MALLBOTS_PG_PORT/postgres"
+  # Each test makes a database of its own; drop those earlier runs left.
+  local psql=("$bin/psql" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" -U postgres -d postgres -At)
+  "${psql[@]}" -c "SELECT datname FROM pg_database WHERE datname LIKE 'mallbots\_test\_%' OR datname LIKE 'platform\_%'" |
+    while read -r db; do "${psql[@]}" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
 
 rabbit_up() { rabbitmqctl -q await_startup >/dev/null 2>&1; }
