@@ -10,6 +10,7 @@ use futures_util::Stream;
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{ErrorCode, Message};
 use mallbots_platform::Envelope;
+use mallbots_platform::commands::SendError;
 use mallbots_platform::envelope::HEADER_POSITION;
 use mallbots_stores::{ProductRecord, StoreRecord};
 use rust_decimal::Decimal;
@@ -42,11 +43,17 @@ async fn send<M: Message>(
     let app = state(ctx)?;
     let correlation = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id);
     app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
-    let reply = app.bus.send(&command, correlation).await.inspect_err(|_| {
-        app.metrics
-            .commands_timed_out
-            .fetch_add(1, Ordering::Relaxed);
-    })?;
+    let reply = app
+        .bus
+        .send(&command, correlation)
+        .await
+        .inspect_err(|err| {
+            if matches!(err, SendError::Timeout(_)) {
+                app.metrics
+                    .commands_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
     accepted(reply)
 }
 

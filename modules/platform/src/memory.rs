@@ -45,16 +45,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queue {
-    fn push_back(&self, q: Queued) {
-        lock(&self.messages).push_back(q);
+    /// Adds a message and wakes the consumers waiting on this queue. A
+    /// consumer enables its wake-up before it looks at the queue, so waking
+    /// the current waiters is enough: none can miss the message.
+    fn push(&self, q: Queued, at_front: bool) {
+        {
+            let mut messages = lock(&self.messages);
+            if at_front {
+                messages.push_front(q);
+            } else {
+                messages.push_back(q);
+            }
+        }
         self.arrived.notify_waiters();
-        self.arrived.notify_one();
-    }
-
-    fn push_front(&self, q: Queued) {
-        lock(&self.messages).push_front(q);
-        self.arrived.notify_waiters();
-        self.arrived.notify_one();
     }
 }
 
@@ -103,7 +106,7 @@ impl MemoryBroker {
             headers.insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue.to_owned());
             expired.message.ttl_ms = None;
             expired.expires_at = None;
-            dead.push_back(expired);
+            dead.push(expired, false);
         }
     }
 
@@ -166,12 +169,13 @@ impl Broker for MemoryBroker {
             .map(|ms| Instant::now() + std::time::Duration::from_millis(ms));
         // Like AMQP without `mandatory`: a message no queue is bound for is dropped.
         for queue in targets {
-            queue.push_back(Queued {
+            let queued = Queued {
                 message: message.clone(),
                 routing_key: routing_key.to_owned(),
                 redelivered: false,
                 expires_at,
-            });
+            };
+            queue.push(queued, false);
         }
         Ok(())
     }
@@ -233,12 +237,13 @@ struct MemoryAcker {
 impl MemoryAcker {
     fn requeue(&mut self) {
         if let Some((message, routing_key, expires_at)) = self.pending.take() {
-            self.queue.push_front(Queued {
+            let queued = Queued {
                 message,
                 routing_key,
                 redelivered: true,
                 expires_at,
-            });
+            };
+            self.queue.push(queued, true);
         }
     }
 }
