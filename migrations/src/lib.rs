@@ -1,21 +1,30 @@
 //! Every module's tables. Each module has its own schema (PostgreSQL) or its
 //! own file (SQLite), so each has its own [`MigratorTrait`] whose history is
-//! kept beside its tables; the platform's tables (outbox, inbox, event store)
-//! are part of every module's migrator.
+//! kept beside its tables; the platform's tables (outbox, inbox, event store,
+//! views, sagas) are part of every module's migrator.
 
 use sea_orm_migration::prelude::*;
 
+mod documents;
 mod platform;
 mod stores_read_model;
 
 pub use sea_orm_migration;
 
-/// The platform's tables alone: for testing the platform itself.
+fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(platform::Migration),
+        Box::new(documents::Migration),
+    ]
+}
+
+/// The platform's tables alone: for testing the platform itself, and for every
+/// module whose read side is documents (views) only.
 pub struct PlatformMigrator;
 
 impl MigratorTrait for PlatformMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(platform::Migration)]
+        platform_migrations()
     }
 }
 
@@ -23,9 +32,11 @@ pub struct StoresMigrator;
 
 impl MigratorTrait for StoresMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        // In the order they were written: history is checked against it.
         vec![
             Box::new(platform::Migration),
             Box::new(stores_read_model::Migration),
+            Box::new(documents::Migration),
         ]
     }
 }

@@ -2,6 +2,12 @@
 //! message (event, command, reply) that crosses the broker, with its type name
 //! and schema version. Modules depend on these, never on each other.
 
+pub mod baskets;
+pub mod common;
+pub mod customers;
+pub mod depot;
+pub mod ordering;
+pub mod payments;
 pub mod reply;
 pub mod stores;
 
@@ -28,3 +34,16 @@ macro_rules! message {
     };
 }
 pub(crate) use message;
+
+/// Declares events that each carry an aggregate's full view (event-carried
+/// state transfer): `Name = "routing.key"`, one newtype per event.
+macro_rules! view_events {
+    ($view:ty, $($name:ident = $key:literal),+ $(,)?) => {
+        $(
+            #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+            pub struct $name(pub $view);
+            $crate::message!($name, $key);
+        )+
+    };
+}
+pub(crate) use view_events;

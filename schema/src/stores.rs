@@ -161,3 +161,59 @@ message!(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProductRemoved(pub ProductView);
 message!(ProductRemoved, "stores.Product.ProductRemoved");
+
+/// What a stores event means to a module that caches stores and products
+/// (baskets, depot).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CatalogUpdate {
+    Store(StoreView),
+    Product(ProductView),
+    ProductRemoved(ProductView),
+}
+
+impl CatalogUpdate {
+    /// `None` when the message is not a stores event.
+    pub fn from_message(
+        message_type: &str,
+        version: u16,
+        payload: &serde_json::Value,
+    ) -> Option<Result<Self, String>> {
+        fn parse<M: crate::Message>(
+            version: u16,
+            payload: &serde_json::Value,
+        ) -> Result<M, String> {
+            if version != M::VERSION {
+                return Err(format!(
+                    "{} schema version {version} is not the supported {}",
+                    M::TYPE,
+                    M::VERSION
+                ));
+            }
+            M::deserialize(payload).map_err(|e| format!("{}: {e}", M::TYPE))
+        }
+        use crate::Message;
+        let (v, p) = (version, payload);
+        Some(match message_type {
+            StoreCreated::TYPE => parse::<StoreCreated>(v, p).map(|m| Self::Store(m.0)),
+            StoreParticipationEnabled::TYPE => {
+                parse::<StoreParticipationEnabled>(v, p).map(|m| Self::Store(m.0))
+            }
+            StoreParticipationDisabled::TYPE => {
+                parse::<StoreParticipationDisabled>(v, p).map(|m| Self::Store(m.0))
+            }
+            StoreRebranded::TYPE => parse::<StoreRebranded>(v, p).map(|m| Self::Store(m.0)),
+            ProductAdded::TYPE => parse::<ProductAdded>(v, p).map(|m| Self::Product(m.0)),
+            ProductRebranded::TYPE => parse::<ProductRebranded>(v, p).map(|m| Self::Product(m.0)),
+            ProductPriceIncreased::TYPE => {
+                parse::<ProductPriceIncreased>(v, p).map(|m| Self::Product(m.product))
+            }
+            ProductPriceDecreased::TYPE => {
+                parse::<ProductPriceDecreased>(v, p).map(|m| Self::Product(m.product))
+            }
+            ProductRemoved::TYPE => {
+                parse::<ProductRemoved>(v, p).map(|m| Self::ProductRemoved(m.0))
+            }
+            _ => return None,
+        })
+    }
+}

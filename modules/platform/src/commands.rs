@@ -47,6 +47,18 @@ impl CommandError {
     }
 }
 
+/// A domain's refusal: its message (the domain's words) and the API's error
+/// class. Any such error becomes a rejected reply.
+pub trait DomainError: std::fmt::Display {
+    fn code(&self) -> ErrorCode;
+}
+
+impl<E: DomainError> From<E> for CommandError {
+    fn from(err: E) -> Self {
+        CommandError::rejected(err.code(), err.to_string())
+    }
+}
+
 #[async_trait]
 pub trait CommandHandler: Send + Sync + 'static {
     /// Handles one command inside `txn`: whatever it writes (events, read
@@ -103,6 +115,10 @@ impl CommandProcessor {
     /// Records the command as handled and replies with `error`, in a
     /// transaction of its own (the handler's was rolled back).
     async fn reject(&self, command: &Envelope, error: ReplyError) -> Result<(), PlatformError> {
+        if command.reply_to.is_none() {
+            // An event the module reacts to, not a command: nobody to tell.
+            tracing::warn!(consumer = %self.name, message_type = %command.message_type, reason = %error.message, "reaction refused");
+        }
         let txn = self.db.begin().await?;
         if inbox::record(&txn, &self.name, command.id).await? {
             self.reply(&txn, command, CommandReply::Rejected(error))

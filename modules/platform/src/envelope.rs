@@ -46,29 +46,41 @@ pub struct Envelope {
 impl Envelope {
     /// A first message: it starts its own correlation chain.
     pub fn new<M: Message>(message: &M) -> Result<Self, PlatformError> {
+        Ok(Envelope::first(Outgoing::of(message)?))
+    }
+
+    /// A first message, already serialized.
+    pub fn first(message: Outgoing) -> Self {
         let id = Uuid::now_v7();
-        Ok(Envelope {
+        Envelope {
             id,
-            message_type: M::TYPE.to_owned(),
-            schema_version: M::VERSION,
+            message_type: message.message_type.to_owned(),
+            schema_version: message.version,
             timestamp: Utc::now(),
             correlation_id: id,
             causation_id: id,
             reply_to: None,
             headers: BTreeMap::new(),
-            payload: serde_json::to_value(message).map_err(|e| PlatformError::Decode {
-                what: M::TYPE.to_owned(),
-                reason: e.to_string(),
-            })?,
-        })
+            payload: message.payload,
+        }
     }
 
     /// A message caused by `self`: same correlation, causation is `self`.
     pub fn caused<M: Message>(&self, message: &M) -> Result<Self, PlatformError> {
-        let mut next = Envelope::new(message)?;
+        Ok(self.caused_outgoing(Outgoing::of(message)?))
+    }
+
+    /// Like [`Envelope::caused`], for a message already serialized.
+    pub fn caused_outgoing(&self, message: Outgoing) -> Self {
+        let mut next = Envelope::first(message);
         next.correlation_id = self.correlation_id;
         next.causation_id = self.id;
-        Ok(next)
+        next
+    }
+
+    /// The event-log position an integration event was stored at.
+    pub fn position(&self) -> Option<i64> {
+        self.headers.get(HEADER_POSITION)?.parse().ok()
     }
 
     /// The payload as `M`, checking the type name and schema version.
@@ -112,6 +124,33 @@ impl Envelope {
             // Serializing a `Value` cannot fail.
             body: serde_json::to_vec(&self.payload).unwrap_or_default(),
         }
+    }
+}
+
+/// A message serialized but not yet enveloped: what domain code hands the
+/// platform to send (an integration event, a saga's command).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub message_type: &'static str,
+    pub version: u16,
+    pub payload: serde_json::Value,
+}
+
+impl Outgoing {
+    /// `Some` of a just-serialized message (for `announce`-style returns).
+    pub fn of_some(message: Result<Self, PlatformError>) -> Result<Option<Self>, PlatformError> {
+        message.map(Some)
+    }
+
+    pub fn of<M: Message>(message: &M) -> Result<Self, PlatformError> {
+        Ok(Outgoing {
+            message_type: M::TYPE,
+            version: M::VERSION,
+            payload: serde_json::to_value(message).map_err(|e| PlatformError::Decode {
+                what: M::TYPE.to_owned(),
+                reason: e.to_string(),
+            })?,
+        })
     }
 }
 

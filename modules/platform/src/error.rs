@@ -31,3 +31,13 @@ pub enum PlatformError {
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
+
+impl PlatformError {
+    /// A message of a type the consumer does not handle.
+    pub fn unknown_message(message_type: &str) -> Self {
+        PlatformError::Decode {
+            what: "message".into(),
+            reason: format!("unknown message type {message_type}"),
+        }
+    }
+}

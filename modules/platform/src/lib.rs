@@ -10,10 +10,14 @@
 //!   concurrency and snapshots;
 //! - [`commands`]: the command pipeline (inbox, handler, outbox, reply) and the
 //!   requester the gateway uses to send a command and wait for its reply;
+//! - [`pipeline`]: one command on one event-sourced aggregate, recorded;
+//! - [`saga`]: orchestrated sagas with compensations;
+//! - [`views`]: document read models and caches;
 //! - [`db`]: connecting a module to its own database (schema or SQLite file).
 
 pub mod aggregate;
 pub mod broker;
+pub mod catalog_cache;
 pub mod commands;
 pub mod consumer;
 pub mod db;
@@ -22,11 +26,15 @@ mod error;
 pub mod event_store;
 pub mod inbox;
 pub mod memory;
+pub mod module;
 pub mod outbox;
+pub mod pipeline;
 pub mod rabbit;
+pub mod saga;
 pub mod shutdown;
+pub mod views;
 
 pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};
-pub use envelope::{Envelope, WireMessage};
+pub use envelope::{Envelope, Outgoing, WireMessage};
 pub use error::{BrokerError, PlatformError};
 pub use shutdown::Shutdown;

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use mallbots_contracts::stores::COMMANDS;
 use mallbots_migrations::StoresMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::commands::CommandProcessor;
-use mallbots_platform::outbox::Outbox;
-use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, consumer};
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
@@ -39,14 +37,6 @@ pub async fn start(
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, ModuleError> {
-    let outbox = Outbox::new();
-    let relay = {
-        let (outbox, db, broker, shutdown) =
-            (outbox.clone(), db.clone(), broker.clone(), shutdown.clone());
-        tokio::spawn(async move { outbox.relay(db, broker, shutdown).await })
-    };
-    let processor = CommandProcessor::new(COMMAND_QUEUE, db, outbox, Arc::new(StoresHandler));
-    let spec = QueueSpec::durable(COMMAND_QUEUE).bind(Exchange::Commands, COMMANDS);
-    let commands = consumer::spawn(broker, spec, Arc::new(processor), shutdown).await?;
-    Ok(vec![relay, commands])
+    let queue = QueueSpec::durable(COMMAND_QUEUE).bind(Exchange::Commands, COMMANDS);
+    Ok(module::run(db, broker, queue, Arc::new(StoresHandler), shutdown).await?)
 }

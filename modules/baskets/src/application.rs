@@ -1,0 +1,145 @@
+//! Command handling, the catalog cache, and the module's queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mallbots_contracts::Message;
+use mallbots_contracts::baskets::{self as msg, BasketStatus, BasketView};
+use mallbots_contracts::common;
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::pipeline::{Recorded, execute};
+use mallbots_platform::views::{self, Row};
+use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::{Basket, BasketEvent};
+
+const VIEW: &str = "basket";
+
+fn view(id: Uuid, b: &Basket, at: DateTime<Utc>) -> BasketView {
+    BasketView {
+        basket_id: id,
+        customer_id: b.customer_id,
+        items: b.items.clone(),
+        total: common::total(&b.items),
+        status: b.status.unwrap_or(BasketStatus::Open),
+        payment_id: b.payment_id,
+        order_id: b.order_id,
+        occurred_at: at,
+    }
+}
+
+impl Recorded for Basket {
+    fn result(id: Uuid, state: &Self) -> serde_json::Value {
+        json!({ "basketId": id, "orderId": state.order_id })
+    }
+
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &BasketEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError> {
+        let v = view(id, state, at);
+        Outgoing::of_some(match event {
+            BasketEvent::BasketStarted { .. } => Outgoing::of(&msg::BasketStarted(v)),
+            BasketEvent::BasketItemAdded { .. } => Outgoing::of(&msg::BasketItemAdded(v)),
+            BasketEvent::BasketItemRemoved { .. } => Outgoing::of(&msg::BasketItemRemoved(v)),
+            BasketEvent::BasketCanceled => Outgoing::of(&msg::BasketCanceled(v)),
+            BasketEvent::BasketCheckedOut { .. } => Outgoing::of(&msg::BasketCheckedOut(v)),
+        })
+    }
+
+    async fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> Result<(), PlatformError> {
+        let body = view(id, state, at);
+        let row = Row {
+            kind: VIEW,
+            id,
+            ref_id: Some(state.customer_id),
+            status: Some(body.status.as_str()),
+            body: &body,
+            position,
+        };
+        views::put(txn, row).await.map(drop)
+    }
+}
+
+pub(crate) struct BasketsHandler;
+
+#[async_trait]
+impl CommandHandler for BasketsHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        command: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        let (t, o, c) = (txn, outbox, command);
+        match command.message_type.as_str() {
+            msg::StartBasket::TYPE => {
+                let m: msg::StartBasket = c.decode()?;
+                execute::<Basket, _>(t, o, c, m.basket_id, |b| b.start(m.customer_id)).await
+            }
+            msg::AddItem::TYPE => {
+                let m: msg::AddItem = c.decode()?;
+                let product = catalog_cache::product(t, m.product_id).await?;
+                let store = match &product {
+                    Some(p) => catalog_cache::store(t, p.store_id).await?,
+                    None => None,
+                };
+                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.add_item(product.as_ref(), store.as_ref(), m.quantity)
+                })
+                .await
+            }
+            msg::RemoveItem::TYPE => {
+                let m: msg::RemoveItem = c.decode()?;
+                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.remove_item(m.product_id, m.quantity)
+                })
+                .await
+            }
+            msg::CancelBasket::TYPE => {
+                let m: msg::CancelBasket = c.decode()?;
+                execute::<Basket, _>(t, o, c, m.basket_id, Basket::cancel).await
+            }
+            msg::CheckoutBasket::TYPE => {
+                let m: msg::CheckoutBasket = c.decode()?;
+                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.checkout(m.payment_id, m.order_id)
+                })
+                .await
+            }
+            other => {
+                if catalog_cache::apply(t, c).await? {
+                    return Ok(Accepted::default());
+                }
+                Err(PlatformError::unknown_message(other).into())
+            }
+        }
+    }
+}
+
+/// The baskets read side.
+#[derive(Clone)]
+pub struct BasketsQueries {
+    db: DatabaseConnection,
+}
+
+impl BasketsQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        BasketsQueries { db }
+    }
+
+    pub async fn basket(&self, id: Uuid) -> Result<Option<BasketView>, PlatformError> {
+        views::get(&self.db, VIEW, id).await
+    }
+}

@@ -1,0 +1,364 @@
+//! The pure domain: the Basket aggregate. No I/O, no async.
+
+use mallbots_contracts::ErrorCode;
+use mallbots_contracts::baskets::BasketStatus;
+use mallbots_contracts::common::LineItem;
+use mallbots_contracts::stores::{ProductView, StoreView};
+use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::commands::DomainError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Most of one product a basket line may hold.
+pub const MAX_QUANTITY: i32 = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BasketsError {
+    #[error("the basket was not found")]
+    NotFound,
+    #[error("the basket already exists")]
+    AlreadyStarted,
+    #[error("the basket is {0}; only open baskets change")]
+    NotOpen(&'static str),
+    #[error("the quantity must be greater than zero")]
+    NonPositiveQuantity,
+    #[error("a basket holds at most {MAX_QUANTITY} of one product")]
+    TooMany,
+    #[error("product not found")]
+    ProductNotFound,
+    #[error("the store {0} is not taking orders")]
+    StoreNotParticipating(String),
+    #[error("the product is not in the basket")]
+    NotInBasket,
+    #[error("the basket holds only {0} of that product")]
+    RemovingMoreThanHeld(i32),
+    #[error("an empty basket cannot be checked out")]
+    Empty,
+    #[error("a checkout needs a payment")]
+    NoPayment,
+}
+
+impl DomainError for BasketsError {
+    fn code(&self) -> ErrorCode {
+        use BasketsError::*;
+        match self {
+            NotFound | ProductNotFound => ErrorCode::NotFound,
+            AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) => ErrorCode::Conflict,
+            NonPositiveQuantity
+            | TooMany
+            | NotInBasket
+            | RemovingMoreThanHeld(_)
+            | Empty
+            | NoPayment => ErrorCode::BadUserInput,
+        }
+    }
+}
+
+/// `Default`: a basket not started yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Basket {
+    pub customer_id: Uuid,
+    pub items: Vec<LineItem>,
+    pub status: Option<BasketStatus>,
+    pub payment_id: Option<Uuid>,
+    pub order_id: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BasketEvent {
+    BasketStarted {
+        customer_id: Uuid,
+    },
+    /// `item.quantity` more of the product, at the item's copied price.
+    BasketItemAdded {
+        item: LineItem,
+    },
+    BasketItemRemoved {
+        product_id: Uuid,
+        quantity: i32,
+    },
+    BasketCanceled,
+    BasketCheckedOut {
+        payment_id: Uuid,
+        order_id: Uuid,
+    },
+}
+
+impl DomainEvent for BasketEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            BasketEvent::BasketStarted { .. } => "BasketStarted",
+            BasketEvent::BasketItemAdded { .. } => "BasketItemAdded",
+            BasketEvent::BasketItemRemoved { .. } => "BasketItemRemoved",
+            BasketEvent::BasketCanceled => "BasketCanceled",
+            BasketEvent::BasketCheckedOut { .. } => "BasketCheckedOut",
+        }
+    }
+}
+
+impl Aggregate for Basket {
+    const STREAM_TYPE: &'static str = "Basket";
+    type Event = BasketEvent;
+
+    fn apply(&mut self, event: &BasketEvent) {
+        match event {
+            BasketEvent::BasketStarted { customer_id } => {
+                self.customer_id = *customer_id;
+                self.status = Some(BasketStatus::Open);
+            }
+            BasketEvent::BasketItemAdded { item } => {
+                match self
+                    .items
+                    .iter_mut()
+                    .find(|i| i.product_id == item.product_id)
+                {
+                    // The latest copy of names and price wins for the whole line.
+                    Some(line) => {
+                        let quantity = line.quantity + item.quantity;
+                        *line = LineItem {
+                            quantity,
+                            ..item.clone()
+                        };
+                    }
+                    None => self.items.push(item.clone()),
+                }
+            }
+            BasketEvent::BasketItemRemoved {
+                product_id,
+                quantity,
+            } => {
+                if let Some(line) = self.items.iter_mut().find(|i| i.product_id == *product_id) {
+                    line.quantity -= quantity;
+                }
+                self.items.retain(|i| i.quantity > 0);
+            }
+            BasketEvent::BasketCanceled => self.status = Some(BasketStatus::Canceled),
+            BasketEvent::BasketCheckedOut {
+                payment_id,
+                order_id,
+            } => {
+                self.status = Some(BasketStatus::CheckedOut);
+                self.payment_id = Some(*payment_id);
+                self.order_id = Some(*order_id);
+            }
+        }
+    }
+}
+
+type Decision = Result<Vec<BasketEvent>, BasketsError>;
+
+fn quantity(quantity: i32) -> Result<i32, BasketsError> {
+    if quantity <= 0 {
+        return Err(BasketsError::NonPositiveQuantity);
+    }
+    if quantity > MAX_QUANTITY {
+        return Err(BasketsError::TooMany);
+    }
+    Ok(quantity)
+}
+
+impl Basket {
+    fn open(&self) -> Result<&Self, BasketsError> {
+        match self.status {
+            None => Err(BasketsError::NotFound),
+            Some(BasketStatus::Open) => Ok(self),
+            Some(other) => Err(BasketsError::NotOpen(other.as_str())),
+        }
+    }
+
+    fn held(&self, product_id: Uuid) -> i32 {
+        self.items
+            .iter()
+            .find(|i| i.product_id == product_id)
+            .map_or(0, |i| i.quantity)
+    }
+
+    pub fn start(&self, customer_id: Uuid) -> Decision {
+        if self.status.is_some() {
+            return Err(BasketsError::AlreadyStarted);
+        }
+        Ok(vec![BasketEvent::BasketStarted { customer_id }])
+    }
+
+    /// Adds `n` of a product, as this module's cache knows it (`None`: unknown).
+    pub fn add_item(
+        &self,
+        product: Option<&ProductView>,
+        store: Option<&StoreView>,
+        n: i32,
+    ) -> Decision {
+        self.open()?;
+        let n = quantity(n)?;
+        let (Some(product), Some(store)) = (product, store) else {
+            return Err(BasketsError::ProductNotFound);
+        };
+        if !store.participating {
+            return Err(BasketsError::StoreNotParticipating(store.name.clone()));
+        }
+        if self.held(product.product_id) + n > MAX_QUANTITY {
+            return Err(BasketsError::TooMany);
+        }
+        Ok(vec![BasketEvent::BasketItemAdded {
+            item: LineItem {
+                store_id: store.store_id,
+                store_name: store.name.clone(),
+                product_id: product.product_id,
+                product_name: product.name.clone(),
+                price: product.price,
+                quantity: n,
+            },
+        }])
+    }
+
+    pub fn remove_item(&self, product_id: Uuid, n: i32) -> Decision {
+        self.open()?;
+        let n = quantity(n)?;
+        match self.held(product_id) {
+            0 => Err(BasketsError::NotInBasket),
+            held if held < n => Err(BasketsError::RemovingMoreThanHeld(held)),
+            _ => Ok(vec![BasketEvent::BasketItemRemoved {
+                product_id,
+                quantity: n,
+            }]),
+        }
+    }
+
+    pub fn cancel(&self) -> Decision {
+        self.open()?;
+        Ok(vec![BasketEvent::BasketCanceled])
+    }
+
+    pub fn checkout(&self, payment_id: Uuid, order_id: Uuid) -> Decision {
+        self.open()?;
+        if self.items.is_empty() {
+            return Err(BasketsError::Empty);
+        }
+        if payment_id.is_nil() {
+            return Err(BasketsError::NoPayment);
+        }
+        Ok(vec![BasketEvent::BasketCheckedOut {
+            payment_id,
+            order_id,
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn given(events: &[BasketEvent]) -> Basket {
+        let mut b = Basket::default();
+        for e in events {
+            b.apply(e);
+        }
+        b
+    }
+
+    fn started() -> BasketEvent {
+        BasketEvent::BasketStarted {
+            customer_id: Uuid::nil(),
+        }
+    }
+
+    fn catalog(participating: bool) -> (ProductView, StoreView) {
+        let store_id = Uuid::now_v7();
+        let product = ProductView {
+            product_id: Uuid::now_v7(),
+            store_id,
+            name: "Pen".into(),
+            description: String::new(),
+            sku: "P-1".into(),
+            price: Decimal::new(250, 2),
+            occurred_at: Utc::now(),
+        };
+        let store = StoreView {
+            store_id,
+            name: "Waldorf Books".into(),
+            location: "Upper level".into(),
+            participating,
+            occurred_at: Utc::now(),
+        };
+        (product, store)
+    }
+
+    #[test]
+    fn adding_copies_names_and_price_and_merges_lines() {
+        let (p, s) = catalog(true);
+        let mut b = given(&[started()]);
+        for _ in 0..2 {
+            for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
+                b.apply(&e);
+            }
+        }
+        assert_eq!(b.items.len(), 1);
+        assert_eq!(b.items[0].quantity, 4);
+        assert_eq!(b.items[0].store_name, "Waldorf Books");
+        assert_eq!(b.items[0].total(), Decimal::new(1000, 2));
+    }
+
+    #[test]
+    fn unknown_products_and_bad_quantities_are_refused() {
+        let (p, s) = catalog(true);
+        let b = given(&[started()]);
+        assert_eq!(
+            b.add_item(None, None, 1),
+            Err(BasketsError::ProductNotFound)
+        );
+        assert_eq!(
+            b.add_item(Some(&p), Some(&s), 0),
+            Err(BasketsError::NonPositiveQuantity)
+        );
+        assert_eq!(
+            b.add_item(Some(&p), Some(&s), -3),
+            Err(BasketsError::NonPositiveQuantity)
+        );
+        let (p, s) = catalog(false);
+        assert!(matches!(
+            b.add_item(Some(&p), Some(&s), 1),
+            Err(BasketsError::StoreNotParticipating(_))
+        ));
+    }
+
+    #[test]
+    fn only_open_non_empty_baskets_check_out() {
+        let b = given(&[started()]);
+        assert_eq!(
+            b.checkout(Uuid::now_v7(), Uuid::now_v7()),
+            Err(BasketsError::Empty)
+        );
+        let canceled = given(&[started(), BasketEvent::BasketCanceled]);
+        assert_eq!(canceled.cancel(), Err(BasketsError::NotOpen("canceled")));
+        let (p, s) = catalog(true);
+        assert_eq!(
+            canceled.add_item(Some(&p), Some(&s), 1),
+            Err(BasketsError::NotOpen("canceled"))
+        );
+        assert_eq!(Basket::default().cancel(), Err(BasketsError::NotFound));
+    }
+
+    #[test]
+    fn removing_never_goes_below_zero() {
+        let (p, s) = catalog(true);
+        let mut b = given(&[started()]);
+        for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
+            b.apply(&e);
+        }
+        assert_eq!(
+            b.remove_item(p.product_id, 3),
+            Err(BasketsError::RemovingMoreThanHeld(2))
+        );
+        for e in b.remove_item(p.product_id, 2).unwrap() {
+            b.apply(&e);
+        }
+        assert!(b.items.is_empty());
+        assert_eq!(
+            b.remove_item(p.product_id, 1),
+            Err(BasketsError::NotInBasket)
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! Wiring: tables and the module's queue.
+
+use std::sync::Arc;
+
+use mallbots_contracts::baskets::COMMANDS;
+use mallbots_contracts::stores;
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinHandle;
+
+use crate::application::BasketsHandler;
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    PlatformMigrator::up(db, None).await
+}
+
+/// Runs the module until `shutdown`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    // Its commands, and the stores' events its catalog cache is kept from,
+    // on one queue: a product added before an AddItem is known to it.
+    let queue = QueueSpec::durable("baskets.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, stores::EVENTS);
+    module::run(db, broker, queue, Arc::new(BasketsHandler), shutdown).await
+}

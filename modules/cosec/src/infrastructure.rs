@@ -1,0 +1,36 @@
+//! Wiring: tables and the saga's queue.
+
+use std::sync::Arc;
+
+use mallbots_contracts::Message;
+use mallbots_contracts::ordering::OrderCreated;
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::saga::SagaEngine;
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinHandle;
+
+use crate::application::CosecHandler;
+
+/// The saga's durable queue: created orders arrive here, and so do the
+/// replies to its commands (it is their `reply_to`), so a restart loses none.
+pub(crate) const QUEUE: &str = "cosec.saga";
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    PlatformMigrator::up(db, None).await
+}
+
+/// Runs the saga until `shutdown`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    let queue = QueueSpec::durable(QUEUE).bind(Exchange::Events, OrderCreated::TYPE);
+    let handler = CosecHandler {
+        engine: SagaEngine::new(QUEUE),
+    };
+    module::run(db, broker, queue, Arc::new(handler), shutdown).await
+}

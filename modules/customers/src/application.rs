@@ -1,0 +1,130 @@
+//! Command handling (each command one decision of the domain, recorded by the
+//! platform's pipeline) and the module's queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mallbots_contracts::Message;
+use mallbots_contracts::customers::{self as msg, CustomerView};
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::pipeline::{Recorded, execute};
+use mallbots_platform::views::{self, Row};
+use mallbots_platform::{Envelope, Outgoing, PlatformError};
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::{Customer, CustomerEvent};
+
+const VIEW: &str = "customer";
+
+fn view(id: Uuid, c: &Customer, at: DateTime<Utc>) -> CustomerView {
+    CustomerView {
+        customer_id: id,
+        name: c.name.clone(),
+        sms_number: c.sms_number.clone(),
+        enabled: c.enabled,
+        occurred_at: at,
+    }
+}
+
+impl Recorded for Customer {
+    fn result(id: Uuid, _: &Self) -> serde_json::Value {
+        json!({ "customerId": id })
+    }
+
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &CustomerEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError> {
+        let v = view(id, state, at);
+        Outgoing::of_some(match event {
+            CustomerEvent::CustomerRegistered { .. } => Outgoing::of(&msg::CustomerRegistered(v)),
+            CustomerEvent::CustomerSmsChanged { .. } => Outgoing::of(&msg::CustomerSmsChanged(v)),
+            CustomerEvent::CustomerEnabled => Outgoing::of(&msg::CustomerEnabled(v)),
+            CustomerEvent::CustomerDisabled => Outgoing::of(&msg::CustomerDisabled(v)),
+            CustomerEvent::CustomerAuthorized => Outgoing::of(&msg::CustomerAuthorized(v)),
+        })
+    }
+
+    async fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> Result<(), PlatformError> {
+        let body = view(id, state, at);
+        let status = if state.enabled { "enabled" } else { "disabled" };
+        let row = Row {
+            kind: VIEW,
+            id,
+            ref_id: None,
+            status: Some(status),
+            body: &body,
+            position,
+        };
+        views::put(txn, row).await.map(drop)
+    }
+}
+
+pub(crate) struct CustomersHandler;
+
+#[async_trait]
+impl CommandHandler for CustomersHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        command: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        let (t, o, c) = (txn, outbox, command);
+        match command.message_type.as_str() {
+            msg::RegisterCustomer::TYPE => {
+                let m: msg::RegisterCustomer = c.decode()?;
+                execute::<Customer, _>(t, o, c, m.customer_id, |x| {
+                    x.register(&m.name, &m.sms_number)
+                })
+                .await
+            }
+            msg::ChangeSmsNumber::TYPE => {
+                let m: msg::ChangeSmsNumber = c.decode()?;
+                execute::<Customer, _>(t, o, c, m.customer_id, |x| {
+                    x.change_sms_number(&m.sms_number)
+                })
+                .await
+            }
+            msg::EnableCustomer::TYPE => {
+                let m: msg::EnableCustomer = c.decode()?;
+                execute::<Customer, _>(t, o, c, m.customer_id, Customer::enable).await
+            }
+            msg::DisableCustomer::TYPE => {
+                let m: msg::DisableCustomer = c.decode()?;
+                execute::<Customer, _>(t, o, c, m.customer_id, Customer::disable).await
+            }
+            msg::AuthorizeCustomer::TYPE => {
+                let m: msg::AuthorizeCustomer = c.decode()?;
+                execute::<Customer, _>(t, o, c, m.customer_id, Customer::authorize).await
+            }
+            other => Err(PlatformError::unknown_message(other).into()),
+        }
+    }
+}
+
+/// The customers read side.
+#[derive(Clone)]
+pub struct CustomersQueries {
+    db: DatabaseConnection,
+}
+
+impl CustomersQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        CustomersQueries { db }
+    }
+
+    pub async fn customer(&self, id: Uuid) -> Result<Option<CustomerView>, PlatformError> {
+        views::get(&self.db, VIEW, id).await
+    }
+}

@@ -1,0 +1,185 @@
+//! Command handling, the catalog cache, and the module's queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mallbots_contracts::Message;
+use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
+use mallbots_contracts::ordering::OrderCanceled;
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::pipeline::{Recorded, execute};
+use mallbots_platform::views::{self, Page, Row};
+use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::{MallMap, ShoppingList, ShoppingListEvent};
+
+const VIEW: &str = "shopping_list";
+
+fn view(id: Uuid, l: &ShoppingList, at: DateTime<Utc>) -> ShoppingListView {
+    ShoppingListView {
+        shopping_list_id: id,
+        order_id: l.order_id,
+        stops: l.stops.clone(),
+        status: l.status.unwrap_or(ShoppingListStatus::Pending),
+        bot_id: l.bot_id,
+        occurred_at: at,
+    }
+}
+
+impl Recorded for ShoppingList {
+    fn result(id: Uuid, state: &Self) -> serde_json::Value {
+        json!({ "shoppingListId": id, "orderId": state.order_id })
+    }
+
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &ShoppingListEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError> {
+        use ShoppingListEvent::*;
+        let v = view(id, state, at);
+        Outgoing::of_some(match event {
+            ShoppingListCreated { .. } => Outgoing::of(&msg::ShoppingListCreated(v)),
+            ShoppingListCanceled => Outgoing::of(&msg::ShoppingListCanceled(v)),
+            ShoppingListInitiated => Outgoing::of(&msg::ShoppingListInitiated(v)),
+            ShoppingListAssigned { .. } => Outgoing::of(&msg::ShoppingListAssigned(v)),
+            ShoppingListCompleted => Outgoing::of(&msg::ShoppingListCompleted(v)),
+        })
+    }
+
+    async fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> Result<(), PlatformError> {
+        let body = view(id, state, at);
+        let row = Row {
+            kind: VIEW,
+            id,
+            ref_id: Some(state.order_id),
+            status: Some(body.status.as_str()),
+            body: &body,
+            position,
+        };
+        views::put(txn, row).await.map(drop)
+    }
+}
+
+/// The cached stores and products `items` mention.
+async fn mall_map<C: ConnectionTrait>(
+    conn: &C,
+    items: &[mallbots_contracts::common::LineItem],
+) -> Result<MallMap, PlatformError> {
+    let mut map = MallMap::default();
+    for item in items {
+        if let Some(store) = catalog_cache::store(conn, item.store_id).await? {
+            map.stores.insert(store.store_id, store);
+        }
+        if let Some(product) = catalog_cache::product(conn, item.product_id).await? {
+            map.products.insert(product.product_id, product);
+        }
+    }
+    Ok(map)
+}
+
+pub(crate) struct DepotHandler;
+
+#[async_trait]
+impl CommandHandler for DepotHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        message: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        let (t, o, c) = (txn, outbox, message);
+        match message.message_type.as_str() {
+            msg::CreateShoppingList::TYPE => {
+                let m: msg::CreateShoppingList = c.decode()?;
+                let map = mall_map(t, &m.items).await?;
+                let id = Uuid::now_v7();
+                execute::<ShoppingList, _>(t, o, c, id, |l| l.create(m.order_id, &m.items, &map))
+                    .await
+            }
+            msg::CancelShoppingList::TYPE => {
+                let m: msg::CancelShoppingList = c.decode()?;
+                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, ShoppingList::cancel).await
+            }
+            msg::InitiateShopping::TYPE => {
+                let m: msg::InitiateShopping = c.decode()?;
+                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, ShoppingList::initiate)
+                    .await
+            }
+            msg::AssignShoppingList::TYPE => {
+                let m: msg::AssignShoppingList = c.decode()?;
+                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, |l| l.assign(m.bot_id))
+                    .await
+            }
+            msg::CompleteShoppingList::TYPE => {
+                let m: msg::CompleteShoppingList = c.decode()?;
+                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, ShoppingList::complete)
+                    .await
+            }
+            // A canceled order's list is canceled too, unless a bot has it.
+            OrderCanceled::TYPE => {
+                let order = c.decode::<OrderCanceled>()?.0;
+                let lists: Vec<ShoppingListView> = views::by_ref(t, VIEW, order.order_id).await?;
+                let mut accepted = Accepted::default();
+                for list in lists {
+                    accepted = execute::<ShoppingList, _>(
+                        t,
+                        o,
+                        c,
+                        list.shopping_list_id,
+                        ShoppingList::cancel,
+                    )
+                    .await?;
+                }
+                Ok(accepted)
+            }
+            other => {
+                if catalog_cache::apply(t, c).await? {
+                    return Ok(Accepted::default());
+                }
+                Err(PlatformError::unknown_message(other).into())
+            }
+        }
+    }
+}
+
+/// The depot read side.
+#[derive(Clone)]
+pub struct DepotQueries {
+    db: DatabaseConnection,
+}
+
+impl DepotQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        DepotQueries { db }
+    }
+
+    pub async fn shopping_list(&self, id: Uuid) -> Result<Option<ShoppingListView>, PlatformError> {
+        views::get(&self.db, VIEW, id).await
+    }
+
+    /// Lists (with `status`, when given) in creation order.
+    pub async fn shopping_lists(
+        &self,
+        status: Option<ShoppingListStatus>,
+        first: u64,
+        after: Option<Uuid>,
+    ) -> Result<Page<ShoppingListView>, PlatformError> {
+        views::page(&self.db, VIEW, status.map(|s| s.as_str()), first, after).await
+    }
+
+    /// The lists made for `order_id` (one, unless it was recreated).
+    pub async fn of_order(&self, order_id: Uuid) -> Result<Vec<ShoppingListView>, PlatformError> {
+        views::by_ref(&self.db, VIEW, order_id).await
+    }
+}

@@ -1,0 +1,270 @@
+//! The pure domain: the ShoppingList aggregate. No I/O, no async.
+
+use std::collections::HashMap;
+
+use mallbots_contracts::ErrorCode;
+use mallbots_contracts::common::LineItem;
+use mallbots_contracts::depot::{ShoppingListStatus, Stop, StopItem};
+use mallbots_contracts::stores::{ProductView, StoreView};
+use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::commands::DomainError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DepotError {
+    #[error("the shopping list was not found")]
+    NotFound,
+    #[error("the shopping list already exists")]
+    AlreadyExists,
+    #[error("a shopping list needs at least one item")]
+    NoItems,
+    #[error("the store {0} was not found")]
+    StoreNotFound(Uuid),
+    #[error("the shopping list is {0} and cannot be {1}")]
+    WrongStatus(&'static str, &'static str),
+    #[error("a bot id is required")]
+    NoBot,
+}
+
+impl DomainError for DepotError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DepotError::NotFound | DepotError::StoreNotFound(_) => ErrorCode::NotFound,
+            DepotError::NoItems | DepotError::NoBot => ErrorCode::BadUserInput,
+            DepotError::AlreadyExists | DepotError::WrongStatus(..) => ErrorCode::Conflict,
+        }
+    }
+}
+
+/// What depot knows of the mall, from its cache.
+#[derive(Default)]
+pub struct MallMap {
+    pub stores: HashMap<Uuid, StoreView>,
+    pub products: HashMap<Uuid, ProductView>,
+}
+
+/// The stops for `items`: one per store, in the order the stores first
+/// appear. Names come from the cache; a product gone from the catalog since
+/// it was bought keeps the name it was bought under.
+pub fn plan(items: &[LineItem], map: &MallMap) -> Result<Vec<Stop>, DepotError> {
+    let mut stops: Vec<Stop> = Vec::new();
+    for item in items {
+        let store = map
+            .stores
+            .get(&item.store_id)
+            .ok_or(DepotError::StoreNotFound(item.store_id))?;
+        let product_name = map
+            .products
+            .get(&item.product_id)
+            .map_or_else(|| item.product_name.clone(), |p| p.name.clone());
+        let line = StopItem {
+            product_id: item.product_id,
+            product_name,
+            quantity: item.quantity,
+        };
+        match stops.iter_mut().find(|s| s.store_id == store.store_id) {
+            Some(stop) => stop.items.push(line),
+            None => stops.push(Stop {
+                store_id: store.store_id,
+                store_name: store.name.clone(),
+                location: store.location.clone(),
+                items: vec![line],
+            }),
+        }
+    }
+    Ok(stops)
+}
+
+/// `Default`: a list not created yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShoppingList {
+    pub order_id: Uuid,
+    pub stops: Vec<Stop>,
+    pub status: Option<ShoppingListStatus>,
+    pub bot_id: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ShoppingListEvent {
+    ShoppingListCreated { order_id: Uuid, stops: Vec<Stop> },
+    ShoppingListCanceled,
+    ShoppingListInitiated,
+    ShoppingListAssigned { bot_id: Uuid },
+    ShoppingListCompleted,
+}
+
+impl DomainEvent for ShoppingListEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            ShoppingListEvent::ShoppingListCreated { .. } => "ShoppingListCreated",
+            ShoppingListEvent::ShoppingListCanceled => "ShoppingListCanceled",
+            ShoppingListEvent::ShoppingListInitiated => "ShoppingListInitiated",
+            ShoppingListEvent::ShoppingListAssigned { .. } => "ShoppingListAssigned",
+            ShoppingListEvent::ShoppingListCompleted => "ShoppingListCompleted",
+        }
+    }
+}
+
+impl Aggregate for ShoppingList {
+    const STREAM_TYPE: &'static str = "ShoppingList";
+    type Event = ShoppingListEvent;
+
+    fn apply(&mut self, event: &ShoppingListEvent) {
+        use ShoppingListStatus::*;
+        match event {
+            ShoppingListEvent::ShoppingListCreated { order_id, stops } => {
+                self.order_id = *order_id;
+                self.stops = stops.clone();
+                self.status = Some(Pending);
+            }
+            ShoppingListEvent::ShoppingListCanceled => self.status = Some(Canceled),
+            ShoppingListEvent::ShoppingListInitiated => self.status = Some(Available),
+            ShoppingListEvent::ShoppingListAssigned { bot_id } => {
+                self.status = Some(Assigned);
+                self.bot_id = Some(*bot_id);
+            }
+            ShoppingListEvent::ShoppingListCompleted => self.status = Some(Completed),
+        }
+    }
+}
+
+type Decision = Result<Vec<ShoppingListEvent>, DepotError>;
+
+impl ShoppingList {
+    fn expect(
+        &self,
+        allowed: &[ShoppingListStatus],
+        becoming: &'static str,
+    ) -> Result<(), DepotError> {
+        match self.status {
+            None => Err(DepotError::NotFound),
+            Some(s) if allowed.contains(&s) => Ok(()),
+            Some(s) => Err(DepotError::WrongStatus(s.as_str(), becoming)),
+        }
+    }
+
+    pub fn create(&self, order_id: Uuid, items: &[LineItem], map: &MallMap) -> Decision {
+        if self.status.is_some() {
+            return Err(DepotError::AlreadyExists);
+        }
+        if items.is_empty() {
+            return Err(DepotError::NoItems);
+        }
+        Ok(vec![ShoppingListEvent::ShoppingListCreated {
+            order_id,
+            stops: plan(items, map)?,
+        }])
+    }
+
+    pub fn cancel(&self) -> Decision {
+        use ShoppingListStatus::*;
+        self.expect(&[Pending, Available], "canceled")?;
+        Ok(vec![ShoppingListEvent::ShoppingListCanceled])
+    }
+
+    pub fn initiate(&self) -> Decision {
+        self.expect(&[ShoppingListStatus::Pending], "initiated")?;
+        Ok(vec![ShoppingListEvent::ShoppingListInitiated])
+    }
+
+    pub fn assign(&self, bot_id: Uuid) -> Decision {
+        if bot_id.is_nil() {
+            return Err(DepotError::NoBot);
+        }
+        self.expect(&[ShoppingListStatus::Available], "assigned")?;
+        Ok(vec![ShoppingListEvent::ShoppingListAssigned { bot_id }])
+    }
+
+    pub fn complete(&self) -> Decision {
+        use ShoppingListStatus::*;
+        self.expect(&[Assigned, Active], "completed")?;
+        Ok(vec![ShoppingListEvent::ShoppingListCompleted])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn store(name: &str) -> StoreView {
+        StoreView {
+            store_id: Uuid::now_v7(),
+            name: name.into(),
+            location: format!("{name} corner"),
+            participating: true,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    fn item(store: &StoreView, product: &str) -> LineItem {
+        LineItem {
+            store_id: store.store_id,
+            store_name: store.name.clone(),
+            product_id: Uuid::now_v7(),
+            product_name: product.into(),
+            price: Decimal::ONE,
+            quantity: 2,
+        }
+    }
+
+    #[test]
+    fn stops_are_grouped_by_store_in_first_seen_order() {
+        let (a, b) = (store("A"), store("B"));
+        let items = [item(&a, "x"), item(&b, "y"), item(&a, "z")];
+        let map = MallMap {
+            stores: [(a.store_id, a.clone()), (b.store_id, b.clone())].into(),
+            products: HashMap::new(),
+        };
+        let stops = plan(&items, &map).unwrap();
+        assert_eq!(stops.len(), 2);
+        assert_eq!(stops[0].location, "A corner");
+        let names: Vec<_> = stops[0]
+            .items
+            .iter()
+            .map(|i| i.product_name.as_str())
+            .collect();
+        assert_eq!(names, ["x", "z"]);
+        let unknown = store("C");
+        assert_eq!(
+            plan(&[item(&unknown, "w")], &map),
+            Err(DepotError::StoreNotFound(unknown.store_id))
+        );
+    }
+
+    #[test]
+    fn a_list_goes_pending_available_assigned_completed() {
+        let a = store("A");
+        let map = MallMap {
+            stores: [(a.store_id, a.clone())].into(),
+            products: HashMap::new(),
+        };
+        let mut list = ShoppingList::default();
+        let steps: [fn(&ShoppingList) -> Decision; 3] = [
+            ShoppingList::initiate,
+            |l| l.assign(Uuid::now_v7()),
+            ShoppingList::complete,
+        ];
+        for e in list.create(Uuid::nil(), &[item(&a, "x")], &map).unwrap() {
+            list.apply(&e);
+        }
+        assert_eq!(
+            list.complete(),
+            Err(DepotError::WrongStatus("pending", "completed"))
+        );
+        for step in steps {
+            for e in step(&list).unwrap() {
+                list.apply(&e);
+            }
+        }
+        assert_eq!(list.status, Some(ShoppingListStatus::Completed));
+        assert_eq!(
+            list.cancel(),
+            Err(DepotError::WrongStatus("completed", "canceled"))
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! Wiring: tables and the module's queue.
+
+use std::sync::Arc;
+
+use mallbots_contracts::Message;
+use mallbots_contracts::depot::COMMANDS;
+use mallbots_contracts::ordering::OrderCanceled;
+use mallbots_contracts::stores;
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinHandle;
+
+use crate::application::DepotHandler;
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    PlatformMigrator::up(db, None).await
+}
+
+/// Runs the module until `shutdown`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    // Its commands, the stores' events its cache is kept from, and canceled
+    // orders, on one queue.
+    let queue = QueueSpec::durable("depot.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, stores::EVENTS)
+        .bind(Exchange::Events, OrderCanceled::TYPE);
+    module::run(db, broker, queue, Arc::new(DepotHandler), shutdown).await
+}

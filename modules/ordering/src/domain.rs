@@ -1,0 +1,242 @@
+//! The pure domain: the Order aggregate and its life cycle. No I/O, no async.
+
+use chrono::{DateTime, Utc};
+use mallbots_contracts::ErrorCode;
+use mallbots_contracts::common::LineItem;
+use mallbots_contracts::ordering::OrderStatus;
+use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::commands::DomainError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrderingError {
+    #[error("the order was not found")]
+    NotFound,
+    #[error("the order already exists")]
+    AlreadyExists,
+    #[error("an order needs at least one item")]
+    NoItems,
+    #[error("the order is {0} and cannot be {1}")]
+    WrongStatus(&'static str, &'static str),
+}
+
+impl DomainError for OrderingError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            OrderingError::NotFound => ErrorCode::NotFound,
+            OrderingError::NoItems => ErrorCode::BadUserInput,
+            OrderingError::AlreadyExists | OrderingError::WrongStatus(..) => ErrorCode::Conflict,
+        }
+    }
+}
+
+/// `Default`: an order not created yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub customer_id: Uuid,
+    pub payment_id: Uuid,
+    pub basket_id: Uuid,
+    pub shopping_list_id: Option<Uuid>,
+    pub items: Vec<LineItem>,
+    pub status: Option<OrderStatus>,
+    pub rejection: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What a checkout orders.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub customer_id: Uuid,
+    pub payment_id: Uuid,
+    pub basket_id: Uuid,
+    pub items: Vec<LineItem>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    OrderCreated(NewOrder),
+    OrderRejected { reason: String },
+    OrderApproved { shopping_list_id: Uuid },
+    OrderStarted,
+    OrderReadied,
+    OrderCompleted,
+    OrderCanceled,
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderCreated(_) => "OrderCreated",
+            OrderEvent::OrderRejected { .. } => "OrderRejected",
+            OrderEvent::OrderApproved { .. } => "OrderApproved",
+            OrderEvent::OrderStarted => "OrderStarted",
+            OrderEvent::OrderReadied => "OrderReadied",
+            OrderEvent::OrderCompleted => "OrderCompleted",
+            OrderEvent::OrderCanceled => "OrderCanceled",
+        }
+    }
+}
+
+impl Aggregate for Order {
+    const STREAM_TYPE: &'static str = "Order";
+    type Event = OrderEvent;
+
+    fn apply(&mut self, event: &OrderEvent) {
+        use OrderStatus::*;
+        match event {
+            OrderEvent::OrderCreated(new) => {
+                self.customer_id = new.customer_id;
+                self.payment_id = new.payment_id;
+                self.basket_id = new.basket_id;
+                self.items = new.items.clone();
+                self.created_at = Some(new.created_at);
+                self.status = Some(Pending);
+            }
+            OrderEvent::OrderRejected { reason } => {
+                self.status = Some(Rejected);
+                self.rejection = Some(reason.clone());
+            }
+            OrderEvent::OrderApproved { shopping_list_id } => {
+                self.status = Some(Approved);
+                self.shopping_list_id = Some(*shopping_list_id);
+            }
+            OrderEvent::OrderStarted => self.status = Some(InProgress),
+            OrderEvent::OrderReadied => self.status = Some(Ready),
+            OrderEvent::OrderCompleted => self.status = Some(Completed),
+            OrderEvent::OrderCanceled => self.status = Some(Canceled),
+        }
+    }
+}
+
+type Decision = Result<Vec<OrderEvent>, OrderingError>;
+
+impl Order {
+    /// Passes when the order is in one of `allowed`, for becoming `becoming`.
+    fn expect(&self, allowed: &[OrderStatus], becoming: &'static str) -> Result<(), OrderingError> {
+        match self.status {
+            None => Err(OrderingError::NotFound),
+            Some(s) if allowed.contains(&s) => Ok(()),
+            Some(s) => Err(OrderingError::WrongStatus(s.as_str(), becoming)),
+        }
+    }
+
+    pub fn create(&self, new: NewOrder) -> Decision {
+        if self.status.is_some() {
+            return Err(OrderingError::AlreadyExists);
+        }
+        if new.items.is_empty() {
+            return Err(OrderingError::NoItems);
+        }
+        Ok(vec![OrderEvent::OrderCreated(new)])
+    }
+
+    pub fn reject(&self, reason: &str) -> Decision {
+        self.expect(&[OrderStatus::Pending], "rejected")?;
+        Ok(vec![OrderEvent::OrderRejected {
+            reason: reason.to_owned(),
+        }])
+    }
+
+    pub fn approve(&self, shopping_list_id: Uuid) -> Decision {
+        self.expect(&[OrderStatus::Pending], "approved")?;
+        Ok(vec![OrderEvent::OrderApproved { shopping_list_id }])
+    }
+
+    /// A bot took the shopping list.
+    pub fn start(&self) -> Decision {
+        self.expect(&[OrderStatus::Approved], "in progress")?;
+        Ok(vec![OrderEvent::OrderStarted])
+    }
+
+    /// The shopping list was completed: everything is picked up.
+    pub fn ready(&self) -> Decision {
+        use OrderStatus::*;
+        self.expect(&[Approved, InProgress], "ready")?;
+        Ok(vec![OrderEvent::OrderReadied])
+    }
+
+    /// The invoice was paid.
+    pub fn complete(&self) -> Decision {
+        self.expect(&[OrderStatus::Ready], "completed")?;
+        Ok(vec![OrderEvent::OrderCompleted])
+    }
+
+    /// Allowed until the order is ready.
+    pub fn cancel(&self) -> Decision {
+        use OrderStatus::*;
+        self.expect(&[Pending, Approved, InProgress], "canceled")?;
+        Ok(vec![OrderEvent::OrderCanceled])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn created() -> Order {
+        let new = NewOrder {
+            customer_id: Uuid::now_v7(),
+            payment_id: Uuid::now_v7(),
+            basket_id: Uuid::now_v7(),
+            items: vec![LineItem {
+                store_id: Uuid::now_v7(),
+                store_name: "S".into(),
+                product_id: Uuid::now_v7(),
+                product_name: "P".into(),
+                price: Decimal::ONE,
+                quantity: 1,
+            }],
+            created_at: Utc::now(),
+        };
+        let mut o = Order::default();
+        for e in o.create(new).unwrap() {
+            o.apply(&e);
+        }
+        o
+    }
+
+    fn after(mut o: Order, decision: Decision) -> Order {
+        for e in decision.unwrap() {
+            o.apply(&e);
+        }
+        o
+    }
+
+    #[test]
+    fn an_order_walks_its_life_cycle() {
+        let o = created();
+        let o = after(o.clone(), o.approve(Uuid::now_v7()));
+        let o = after(o.clone(), o.start());
+        let o = after(o.clone(), o.ready());
+        assert_eq!(
+            o.cancel(),
+            Err(OrderingError::WrongStatus("ready", "canceled"))
+        );
+        let o = after(o.clone(), o.complete());
+        assert_eq!(o.status, Some(OrderStatus::Completed));
+    }
+
+    #[test]
+    fn a_rejected_order_stays_rejected() {
+        let o = created();
+        let o = after(o.clone(), o.reject("the customer is disabled"));
+        assert_eq!(o.rejection.as_deref(), Some("the customer is disabled"));
+        assert_eq!(
+            o.approve(Uuid::nil()),
+            Err(OrderingError::WrongStatus("rejected", "approved"))
+        );
+        assert_eq!(Order::default().cancel(), Err(OrderingError::NotFound));
+    }
+
+    #[test]
+    fn a_pending_order_can_be_canceled_but_not_completed() {
+        let o = created();
+        assert!(o.complete().is_err());
+        assert_eq!(o.cancel(), Ok(vec![OrderEvent::OrderCanceled]));
+    }
+}

@@ -1,0 +1,37 @@
+//! Wiring: tables and the module's queue.
+
+use std::sync::Arc;
+
+use mallbots_contracts::Message;
+use mallbots_contracts::baskets::BasketCheckedOut;
+use mallbots_contracts::depot::{ShoppingListAssigned, ShoppingListCompleted};
+use mallbots_contracts::ordering::COMMANDS;
+use mallbots_contracts::payments::InvoicePaid;
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinHandle;
+
+use crate::application::OrderingHandler;
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    PlatformMigrator::up(db, None).await
+}
+
+/// Runs the module until `shutdown`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    // Its commands and the events that move an order, on one queue.
+    let queue = QueueSpec::durable("ordering.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, BasketCheckedOut::TYPE)
+        .bind(Exchange::Events, ShoppingListAssigned::TYPE)
+        .bind(Exchange::Events, ShoppingListCompleted::TYPE)
+        .bind(Exchange::Events, InvoicePaid::TYPE);
+    module::run(db, broker, queue, Arc::new(OrderingHandler), shutdown).await
+}

@@ -1,0 +1,200 @@
+//! Command handling, the reaction to ready orders, and the module's queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mallbots_contracts::Message;
+use mallbots_contracts::ordering::OrderReadied;
+use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::pipeline::{Recorded, execute};
+use mallbots_platform::views::{self, Row};
+use mallbots_platform::{Envelope, Outgoing, PlatformError};
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::{Invoice, InvoiceEvent, Payment, PaymentEvent};
+
+const PAYMENT: &str = "payment";
+const INVOICE: &str = "invoice";
+
+fn payment_view(id: Uuid, p: &Payment, at: DateTime<Utc>) -> PaymentView {
+    PaymentView {
+        payment_id: id,
+        customer_id: p.customer_id,
+        amount: p.amount,
+        confirmed: p.confirmed,
+        occurred_at: at,
+    }
+}
+
+fn invoice_view(id: Uuid, i: &Invoice, at: DateTime<Utc>) -> InvoiceView {
+    InvoiceView {
+        invoice_id: id,
+        order_id: i.order_id.unwrap_or_default(),
+        amount: i.amount,
+        status: i.status.unwrap_or(InvoiceStatus::Pending),
+        occurred_at: at,
+    }
+}
+
+impl Recorded for Payment {
+    fn result(id: Uuid, _: &Self) -> serde_json::Value {
+        json!({ "paymentId": id })
+    }
+
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &PaymentEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError> {
+        let v = payment_view(id, state, at);
+        Outgoing::of_some(match event {
+            PaymentEvent::PaymentAuthorized { .. } => Outgoing::of(&msg::PaymentAuthorized(v)),
+            PaymentEvent::PaymentConfirmed => Outgoing::of(&msg::PaymentConfirmed(v)),
+        })
+    }
+
+    async fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> Result<(), PlatformError> {
+        let body = payment_view(id, state, at);
+        let row = Row {
+            kind: PAYMENT,
+            id,
+            ref_id: Some(state.customer_id),
+            status: None,
+            body: &body,
+            position,
+        };
+        views::put(txn, row).await.map(drop)
+    }
+}
+
+impl Recorded for Invoice {
+    fn result(id: Uuid, state: &Self) -> serde_json::Value {
+        json!({ "invoiceId": id, "orderId": state.order_id })
+    }
+
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &InvoiceEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError> {
+        let v = invoice_view(id, state, at);
+        Outgoing::of_some(match event {
+            InvoiceEvent::InvoiceCreated { .. } => Outgoing::of(&msg::InvoiceCreated(v)),
+            InvoiceEvent::InvoiceAdjusted { .. } => Outgoing::of(&msg::InvoiceAdjusted(v)),
+            InvoiceEvent::InvoicePaid => Outgoing::of(&msg::InvoicePaid(v)),
+            InvoiceEvent::InvoiceCanceled => Outgoing::of(&msg::InvoiceCanceled(v)),
+        })
+    }
+
+    async fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> Result<(), PlatformError> {
+        let body = invoice_view(id, state, at);
+        let row = Row {
+            kind: INVOICE,
+            id,
+            ref_id: state.order_id,
+            status: Some(body.status.as_str()),
+            body: &body,
+            position,
+        };
+        views::put(txn, row).await.map(drop)
+    }
+}
+
+pub(crate) struct PaymentsHandler;
+
+#[async_trait]
+impl CommandHandler for PaymentsHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        command: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        let (t, o, c) = (txn, outbox, command);
+        match command.message_type.as_str() {
+            msg::AuthorizePayment::TYPE => {
+                let m: msg::AuthorizePayment = c.decode()?;
+                execute::<Payment, _>(t, o, c, m.payment_id, |p| {
+                    p.authorize(m.customer_id, m.amount)
+                })
+                .await
+            }
+            msg::ConfirmPayment::TYPE => {
+                let m: msg::ConfirmPayment = c.decode()?;
+                execute::<Payment, _>(t, o, c, m.payment_id, |p| {
+                    p.confirm(m.customer_id, m.amount)
+                })
+                .await
+            }
+            msg::AdjustInvoice::TYPE => {
+                let m: msg::AdjustInvoice = c.decode()?;
+                execute::<Invoice, _>(t, o, c, m.invoice_id, |i| i.adjust(m.amount)).await
+            }
+            msg::PayInvoice::TYPE => {
+                let m: msg::PayInvoice = c.decode()?;
+                execute::<Invoice, _>(t, o, c, m.invoice_id, Invoice::pay).await
+            }
+            msg::CancelInvoice::TYPE => {
+                let m: msg::CancelInvoice = c.decode()?;
+                execute::<Invoice, _>(t, o, c, m.invoice_id, Invoice::cancel).await
+            }
+            // A ready order is invoiced (CreateInvoice); redelivery is absorbed
+            // by the inbox, so one order gets one invoice.
+            OrderReadied::TYPE => {
+                let order = c.decode::<OrderReadied>()?.0;
+                let invoice_id = Uuid::now_v7();
+                execute::<Invoice, _>(t, o, c, invoice_id, |i| {
+                    i.create(order.order_id, order.total)
+                })
+                .await
+            }
+            other => Err(PlatformError::unknown_message(other).into()),
+        }
+    }
+}
+
+/// The payments read side.
+#[derive(Clone)]
+pub struct PaymentsQueries {
+    db: DatabaseConnection,
+}
+
+impl PaymentsQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        PaymentsQueries { db }
+    }
+
+    pub async fn payment(&self, id: Uuid) -> Result<Option<PaymentView>, PlatformError> {
+        views::get(&self.db, PAYMENT, id).await
+    }
+
+    pub async fn invoice(&self, id: Uuid) -> Result<Option<InvoiceView>, PlatformError> {
+        views::get(&self.db, INVOICE, id).await
+    }
+
+    /// The invoice of `order_id`, once the order is ready.
+    pub async fn invoice_of_order(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<InvoiceView>, PlatformError> {
+        let invoices: Vec<InvoiceView> = views::by_ref(&self.db, INVOICE, order_id).await?;
+        Ok(invoices.into_iter().next())
+    }
+}

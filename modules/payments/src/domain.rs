@@ -1,0 +1,291 @@
+//! The pure domain: payments and invoices. No I/O, no async.
+
+use mallbots_contracts::ErrorCode;
+use mallbots_contracts::payments::InvoiceStatus;
+use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::commands::DomainError;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentsError {
+    #[error("the amount must be greater than zero")]
+    NonPositiveAmount,
+    #[error("an amount cannot have more than 2 decimal places")]
+    TooPrecise,
+    #[error("the payment already exists")]
+    PaymentExists,
+    #[error("the payment was not found")]
+    PaymentNotFound,
+    #[error("the payment belongs to another customer")]
+    NotTheCustomersPayment,
+    #[error("the payment amount {authorized} does not match the order total {total}")]
+    AmountMismatch { authorized: Decimal, total: Decimal },
+    #[error("the payment was already used")]
+    PaymentUsed,
+    #[error("the invoice already exists")]
+    InvoiceExists,
+    #[error("the invoice was not found")]
+    InvoiceNotFound,
+    #[error("the invoice is {0} and can no longer change")]
+    InvoiceClosed(&'static str),
+}
+
+impl DomainError for PaymentsError {
+    fn code(&self) -> ErrorCode {
+        use PaymentsError::*;
+        match self {
+            NonPositiveAmount | TooPrecise => ErrorCode::BadUserInput,
+            PaymentNotFound | InvoiceNotFound => ErrorCode::NotFound,
+            NotTheCustomersPayment => ErrorCode::Forbidden,
+            PaymentExists
+            | AmountMismatch { .. }
+            | PaymentUsed
+            | InvoiceExists
+            | InvoiceClosed(_) => ErrorCode::Conflict,
+        }
+    }
+}
+
+/// A positive amount of money in cents.
+pub fn parse_amount(amount: Decimal) -> Result<Decimal, PaymentsError> {
+    if amount <= Decimal::ZERO {
+        return Err(PaymentsError::NonPositiveAmount);
+    }
+    if amount.normalize().scale() > 2 {
+        return Err(PaymentsError::TooPrecise);
+    }
+    Ok(amount)
+}
+
+type Decision<E> = Result<Vec<E>, PaymentsError>;
+
+/// A payment authorized for one checkout. `Default`: not authorized yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub authorized: bool,
+    pub customer_id: Uuid,
+    pub amount: Decimal,
+    pub confirmed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PaymentEvent {
+    PaymentAuthorized { customer_id: Uuid, amount: Decimal },
+    PaymentConfirmed,
+}
+
+impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            PaymentEvent::PaymentAuthorized { .. } => "PaymentAuthorized",
+            PaymentEvent::PaymentConfirmed => "PaymentConfirmed",
+        }
+    }
+}
+
+impl Aggregate for Payment {
+    const STREAM_TYPE: &'static str = "Payment";
+    type Event = PaymentEvent;
+
+    fn apply(&mut self, event: &PaymentEvent) {
+        match event {
+            PaymentEvent::PaymentAuthorized {
+                customer_id,
+                amount,
+            } => {
+                self.authorized = true;
+                self.customer_id = *customer_id;
+                self.amount = *amount;
+            }
+            PaymentEvent::PaymentConfirmed => self.confirmed = true,
+        }
+    }
+}
+
+impl Payment {
+    pub fn authorize(&self, customer_id: Uuid, amount: Decimal) -> Decision<PaymentEvent> {
+        if self.authorized {
+            return Err(PaymentsError::PaymentExists);
+        }
+        let amount = parse_amount(amount)?;
+        Ok(vec![PaymentEvent::PaymentAuthorized {
+            customer_id,
+            amount,
+        }])
+    }
+
+    /// The saga's check that the payment covers exactly the order.
+    pub fn confirm(&self, customer_id: Uuid, total: Decimal) -> Decision<PaymentEvent> {
+        if !self.authorized {
+            return Err(PaymentsError::PaymentNotFound);
+        }
+        if self.customer_id != customer_id {
+            return Err(PaymentsError::NotTheCustomersPayment);
+        }
+        if self.amount != total {
+            return Err(PaymentsError::AmountMismatch {
+                authorized: self.amount,
+                total,
+            });
+        }
+        if self.confirmed {
+            return Err(PaymentsError::PaymentUsed);
+        }
+        Ok(vec![PaymentEvent::PaymentConfirmed])
+    }
+}
+
+/// The invoice of a ready order. `Default`: not created yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub order_id: Option<Uuid>,
+    pub amount: Decimal,
+    pub status: Option<InvoiceStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum InvoiceEvent {
+    InvoiceCreated { order_id: Uuid, amount: Decimal },
+    InvoiceAdjusted { amount: Decimal },
+    InvoicePaid,
+    InvoiceCanceled,
+}
+
+impl DomainEvent for InvoiceEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            InvoiceEvent::InvoiceCreated { .. } => "InvoiceCreated",
+            InvoiceEvent::InvoiceAdjusted { .. } => "InvoiceAdjusted",
+            InvoiceEvent::InvoicePaid => "InvoicePaid",
+            InvoiceEvent::InvoiceCanceled => "InvoiceCanceled",
+        }
+    }
+}
+
+impl Aggregate for Invoice {
+    const STREAM_TYPE: &'static str = "Invoice";
+    type Event = InvoiceEvent;
+
+    fn apply(&mut self, event: &InvoiceEvent) {
+        match event {
+            InvoiceEvent::InvoiceCreated { order_id, amount } => {
+                self.order_id = Some(*order_id);
+                self.amount = *amount;
+                self.status = Some(InvoiceStatus::Pending);
+            }
+            InvoiceEvent::InvoiceAdjusted { amount } => self.amount = *amount,
+            InvoiceEvent::InvoicePaid => self.status = Some(InvoiceStatus::Paid),
+            InvoiceEvent::InvoiceCanceled => self.status = Some(InvoiceStatus::Canceled),
+        }
+    }
+}
+
+impl Invoice {
+    fn pending(&self) -> Result<(), PaymentsError> {
+        match self.status {
+            None => Err(PaymentsError::InvoiceNotFound),
+            Some(InvoiceStatus::Pending) => Ok(()),
+            Some(closed) => Err(PaymentsError::InvoiceClosed(closed.as_str())),
+        }
+    }
+
+    pub fn create(&self, order_id: Uuid, amount: Decimal) -> Decision<InvoiceEvent> {
+        if self.status.is_some() {
+            return Err(PaymentsError::InvoiceExists);
+        }
+        let amount = parse_amount(amount)?;
+        Ok(vec![InvoiceEvent::InvoiceCreated { order_id, amount }])
+    }
+
+    pub fn adjust(&self, amount: Decimal) -> Decision<InvoiceEvent> {
+        self.pending()?;
+        let amount = parse_amount(amount)?;
+        Ok(vec![InvoiceEvent::InvoiceAdjusted { amount }])
+    }
+
+    pub fn pay(&self) -> Decision<InvoiceEvent> {
+        self.pending()?;
+        Ok(vec![InvoiceEvent::InvoicePaid])
+    }
+
+    pub fn cancel(&self) -> Decision<InvoiceEvent> {
+        self.pending()?;
+        Ok(vec![InvoiceEvent::InvoiceCanceled])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn authorized(customer: Uuid, amount: &str) -> Payment {
+        let mut p = Payment::default();
+        for e in p.authorize(customer, dec(amount)).unwrap() {
+            p.apply(&e);
+        }
+        p
+    }
+
+    #[test]
+    fn a_payment_confirms_only_its_customers_exact_amount_once() {
+        let customer = Uuid::now_v7();
+        let mut p = authorized(customer, "12.50");
+        assert_eq!(
+            p.confirm(customer, dec("12.00")),
+            Err(PaymentsError::AmountMismatch {
+                authorized: dec("12.50"),
+                total: dec("12.00")
+            })
+        );
+        assert_eq!(
+            p.confirm(Uuid::now_v7(), dec("12.50")),
+            Err(PaymentsError::NotTheCustomersPayment)
+        );
+        for e in p.confirm(customer, dec("12.5")).unwrap() {
+            p.apply(&e);
+        }
+        assert_eq!(
+            p.confirm(customer, dec("12.50")),
+            Err(PaymentsError::PaymentUsed)
+        );
+        assert_eq!(
+            Payment::default().confirm(customer, dec("1")),
+            Err(PaymentsError::PaymentNotFound)
+        );
+    }
+
+    #[test]
+    fn amounts_must_be_positive_cents() {
+        let p = Payment::default();
+        assert_eq!(
+            p.authorize(Uuid::nil(), dec("0")),
+            Err(PaymentsError::NonPositiveAmount)
+        );
+        assert_eq!(
+            p.authorize(Uuid::nil(), dec("1.001")),
+            Err(PaymentsError::TooPrecise)
+        );
+    }
+
+    #[test]
+    fn a_paid_invoice_is_closed() {
+        let mut i = Invoice::default();
+        assert_eq!(i.pay(), Err(PaymentsError::InvoiceNotFound));
+        for e in i.create(Uuid::nil(), dec("9.99")).unwrap() {
+            i.apply(&e);
+        }
+        for e in i.pay().unwrap() {
+            i.apply(&e);
+        }
+        assert_eq!(i.pay(), Err(PaymentsError::InvoiceClosed("paid")));
+        assert_eq!(i.cancel(), Err(PaymentsError::InvoiceClosed("paid")));
+    }
+}

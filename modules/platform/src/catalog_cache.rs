@@ -1,0 +1,78 @@
+//! A module's own copy of the mall's stores and products, kept from the
+//! stores module's events alone (event-carried state transfer): baskets price
+//! items from it, depot plans its stops with it. Events carry positions, so
+//! a late event never overwrites a newer state.
+
+use mallbots_contracts::stores::{CatalogUpdate, ProductView, StoreView};
+use sea_orm::ConnectionTrait;
+use uuid::Uuid;
+
+use crate::views::{self, Row};
+use crate::{Envelope, PlatformError};
+
+const STORE: &str = "cache.store";
+const PRODUCT: &str = "cache.product";
+
+/// Applies `envelope` when it is a stores event; false when it is not one.
+pub async fn apply<C: ConnectionTrait>(
+    conn: &C,
+    envelope: &Envelope,
+) -> Result<bool, PlatformError> {
+    let Some(update) = CatalogUpdate::from_message(
+        &envelope.message_type,
+        envelope.schema_version,
+        &envelope.payload,
+    ) else {
+        return Ok(false);
+    };
+    let update = update.map_err(|reason| PlatformError::Decode {
+        what: envelope.message_type.clone(),
+        reason,
+    })?;
+    let position = envelope.position().ok_or_else(|| PlatformError::Decode {
+        what: envelope.message_type.clone(),
+        reason: "the event has no position".into(),
+    })?;
+    match update {
+        CatalogUpdate::Store(store) => {
+            let row = Row {
+                kind: STORE,
+                id: store.store_id,
+                ref_id: None,
+                status: None,
+                body: &store,
+                position,
+            };
+            views::put(conn, row).await?;
+        }
+        CatalogUpdate::Product(product) => {
+            let row = Row {
+                kind: PRODUCT,
+                id: product.product_id,
+                ref_id: Some(product.store_id),
+                status: None,
+                body: &product,
+                position,
+            };
+            views::put(conn, row).await?;
+        }
+        CatalogUpdate::ProductRemoved(product) => {
+            views::delete(conn, PRODUCT, product.product_id).await?
+        }
+    }
+    Ok(true)
+}
+
+pub async fn store<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+) -> Result<Option<StoreView>, PlatformError> {
+    views::get(conn, STORE, id).await
+}
+
+pub async fn product<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+) -> Result<Option<ProductView>, PlatformError> {
+    views::get(conn, PRODUCT, id).await
+}

@@ -1,0 +1,30 @@
+//! Running a module: its outbox relay, and one consumer that hands each
+//! message on the module's queue (its commands, the events it reacts to, the
+//! replies it waits for) to its handler, in order.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::commands::{CommandHandler, CommandProcessor};
+use crate::outbox::Outbox;
+use crate::{Broker, BrokerError, QueueSpec, Shutdown, consumer};
+use sea_orm::DatabaseConnection;
+
+pub async fn run(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    queue: QueueSpec,
+    handler: Arc<dyn CommandHandler>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    let outbox = Outbox::new();
+    let relay = {
+        let (outbox, db, broker, shutdown) =
+            (outbox.clone(), db.clone(), broker.clone(), shutdown.clone());
+        tokio::spawn(async move { outbox.relay(db, broker, shutdown).await })
+    };
+    let processor = CommandProcessor::new(queue.name.clone(), db, outbox, handler);
+    let consumer = consumer::spawn(broker, queue, Arc::new(processor), shutdown).await?;
+    Ok(vec![relay, consumer])
+}

@@ -1,0 +1,95 @@
+//! One command on one event-sourced aggregate, in the caller's transaction:
+//! load, let the domain decide, append the events, write the read side, and
+//! put the integration events in the outbox. Modules supply the decision and,
+//! through [`Recorded`], what each aggregate shows the world.
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::commands::{Accepted, CommandError};
+use crate::envelope::{HEADER_POSITION, Outgoing};
+use crate::event_store::{self, Cause};
+use crate::outbox::Outbox;
+use crate::{Envelope, Exchange, PlatformError};
+
+/// What the pipeline needs of an aggregate beyond the domain.
+pub trait Recorded: Aggregate {
+    /// The accepted reply's result for a command on aggregate `id`.
+    fn result(id: Uuid, state: &Self) -> serde_json::Value;
+
+    /// The integration event announcing `event`, given the state after it
+    /// (`None`: nothing for other modules).
+    fn announce(
+        id: Uuid,
+        state: &Self,
+        event: &Self::Event,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Outgoing>, PlatformError>;
+
+    /// Writes the aggregate's read side as of `position`.
+    fn project(
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        state: &Self,
+        at: DateTime<Utc>,
+        position: i64,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+}
+
+/// An integration event caused by `cause`, stamped with its event-log position.
+pub fn event_envelope(cause: &Envelope, message: Outgoing, position: i64) -> Envelope {
+    let mut envelope = cause.caused_outgoing(message);
+    envelope
+        .headers
+        .insert(HEADER_POSITION.to_owned(), position.to_string());
+    envelope
+}
+
+/// Runs `decide` on aggregate `id` as of now and records what it decided.
+pub async fn execute<A: Recorded, E: Into<CommandError>>(
+    txn: &DatabaseTransaction,
+    outbox: &Outbox,
+    cause: &Envelope,
+    id: Uuid,
+    decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Accepted, CommandError> {
+    let stream = id.to_string();
+    let current = event_store::load::<A, _>(txn, &stream).await?;
+    let events = decide(&current.state).map_err(Into::into)?;
+    let after = current.applied(&events);
+    let result = A::result(id, &after);
+    if events.is_empty() {
+        // Nothing changes (enabling an enabled customer, ...): nothing to record.
+        return Ok(Accepted {
+            result,
+            position: None,
+        });
+    }
+    let by = Cause {
+        correlation_id: cause.correlation_id,
+        causation_id: cause.id,
+    };
+    let stored = event_store::append(txn, &stream, &current, &events, by).await?;
+    let mut state = current.state;
+    let mut last = None;
+    for stored in &stored {
+        state.apply(&stored.event);
+        if let Some(message) = A::announce(id, &state, &stored.event, stored.recorded_at)? {
+            let key = message.message_type;
+            let envelope = event_envelope(cause, message, stored.position);
+            outbox
+                .enqueue(txn, Exchange::Events, key, &envelope)
+                .await?;
+        }
+        last = Some((stored.position, stored.recorded_at));
+    }
+    if let Some((position, at)) = last {
+        A::project(txn, id, &state, at, position).await?;
+    }
+    Ok(Accepted {
+        result,
+        position: last.map(|(p, _)| p),
+    })
+}

@@ -1,0 +1,98 @@
+//! The payments module's commands and integration events.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{message, view_events};
+
+pub const COMMANDS: &str = "payments.*";
+pub const EVENTS: &str = "payments.#";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuthorizePayment {
+    pub payment_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Decimal,
+}
+message!(AuthorizePayment, "payments.AuthorizePayment");
+
+/// Saga command: the payment must exist, be the customer's, unused, and of
+/// exactly `amount`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmPayment {
+    pub payment_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Decimal,
+}
+message!(ConfirmPayment, "payments.ConfirmPayment");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdjustInvoice {
+    pub invoice_id: Uuid,
+    pub amount: Decimal,
+}
+message!(AdjustInvoice, "payments.AdjustInvoice");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PayInvoice {
+    pub invoice_id: Uuid,
+}
+message!(PayInvoice, "payments.PayInvoice");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelInvoice {
+    pub invoice_id: Uuid,
+}
+message!(CancelInvoice, "payments.CancelInvoice");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentView {
+    pub payment_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Decimal,
+    pub confirmed: bool,
+    pub occurred_at: DateTime<Utc>,
+}
+
+view_events!(
+    PaymentView,
+    PaymentAuthorized = "payments.Payment.PaymentAuthorized",
+    PaymentConfirmed = "payments.Payment.PaymentConfirmed",
+);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Pending,
+    Paid,
+    Canceled,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Pending => "pending",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Canceled => "canceled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceView {
+    pub invoice_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Decimal,
+    pub status: InvoiceStatus,
+    pub occurred_at: DateTime<Utc>,
+}
+
+view_events!(
+    InvoiceView,
+    InvoiceCreated = "payments.Invoice.InvoiceCreated",
+    InvoiceAdjusted = "payments.Invoice.InvoiceAdjusted",
+    InvoicePaid = "payments.Invoice.InvoicePaid",
+    InvoiceCanceled = "payments.Invoice.InvoiceCanceled",
+);
