@@ -5,6 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures_util::future::BoxFuture;
+use mallbots_baskets::BasketsQueries;
+use mallbots_cosec::CosecQueries;
+use mallbots_customers::CustomersQueries;
+use mallbots_depot::DepotQueries;
+use mallbots_ordering::OrderingQueries;
+use mallbots_payments::PaymentsQueries;
 use mallbots_platform::commands::CommandBus;
 use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::memory::MemoryBroker;
@@ -15,15 +22,28 @@ use mallbots_stores::StoresQueries;
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
+use crate::config::runs;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 use crate::{Part, Settings};
+
+/// Every module's read side, as the gateway queries it.
+#[derive(Clone)]
+pub struct Queries {
+    pub stores: StoresQueries,
+    pub customers: CustomersQueries,
+    pub baskets: BasketsQueries,
+    pub payments: PaymentsQueries,
+    pub ordering: OrderingQueries,
+    pub depot: DepotQueries,
+    pub cosec: CosecQueries,
+}
 
 /// What every request handler and resolver can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub bus: CommandBus,
-    pub stores: StoresQueries,
+    pub queries: Queries,
     pub live: LiveFeed,
     pub metrics: Arc<Metrics>,
     pub broker: Arc<dyn Broker>,
@@ -62,7 +82,79 @@ fn database_config(settings: &Settings) -> anyhow::Result<DatabaseConfig> {
     )?)
 }
 
-async fn broker(settings: &Settings, part: Part) -> anyhow::Result<Arc<dyn Broker>> {
+type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
+type Starter = fn(DatabaseConnection, Arc<dyn Broker>, Shutdown) -> BoxFuture<'static, Tasks>;
+type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
+
+/// Every module: its part, its database, how to migrate and start it.
+const MODULES: [(Part, &str, Migrator, Starter); 7] = [
+    (
+        Part::Stores,
+        mallbots_stores::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Customers,
+        mallbots_customers::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Baskets,
+        mallbots_baskets::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Payments,
+        mallbots_payments::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Ordering,
+        mallbots_ordering::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Depot,
+        mallbots_depot::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Cosec,
+        mallbots_cosec::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
+        |db, b, s| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
+    ),
+];
+
+/// Each module's connection, in [`MODULES`] order.
+async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConnection>> {
+    let mut all = Vec::with_capacity(MODULES.len());
+    for (_, name, _, _) in MODULES {
+        let db = config
+            .connect(name)
+            .await
+            .with_context(|| format!("cannot open the {name} database"))?;
+        all.push(db);
+    }
+    Ok(all)
+}
+
+async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
+    for ((_, name, migrate, _), db) in MODULES.iter().zip(dbs) {
+        migrate(db.clone())
+            .await
+            .with_context(|| format!("cannot migrate the {name} tables"))?;
+    }
+    Ok(())
+}
+
+async fn broker(settings: &Settings, all_in_one: bool) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.amqp_url {
         Some(url) => {
             let config = RabbitConfig {
@@ -75,55 +167,71 @@ async fn broker(settings: &Settings, part: Part) -> anyhow::Result<Arc<dyn Broke
                 .context("cannot connect to RabbitMQ (AMQP_URL)")?;
             Ok(Arc::new(broker))
         }
-        None if part == Part::All => Ok(Arc::new(MemoryBroker::new())),
-        None => bail!("running one part alone needs a shared broker: set AMQP_URL"),
+        None if all_in_one => Ok(Arc::new(MemoryBroker::new())),
+        None => bail!("running parts of the system alone needs a shared broker: set AMQP_URL"),
     }
 }
 
 /// `mallbots migrate`: every module's tables.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let config = database_config(settings)?;
-    let stores = config.connect(mallbots_stores::MODULE).await?;
-    mallbots_stores::migrate(&stores).await?;
+    migrate_all(&connect_all(&config).await?).await?;
     tracing::info!("migrations applied");
     Ok(())
 }
 
-pub async fn start(settings: Settings, part: Part) -> anyhow::Result<Running> {
+/// Whether `parts` is the whole system (every part in this process).
+fn all_in_one(parts: &[Part]) -> bool {
+    parts.contains(&Part::All)
+        || (runs(parts, Part::Gateway) && MODULES.iter().all(|(p, ..)| runs(parts, *p)))
+}
+
+/// Starts `parts` of the system in this process.
+pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running> {
     let config = database_config(&settings)?;
-    if part != Part::All && !config.is_postgres() {
-        bail!("running one part alone needs a shared database: set DATABASE_URL");
+    let whole = all_in_one(parts);
+    if !whole && !config.is_postgres() {
+        bail!("running parts of the system alone needs a shared database: set DATABASE_URL");
     }
-    let broker = broker(&settings, part).await?;
+    let broker = broker(&settings, whole).await?;
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = Vec::new();
 
-    let stores_db = config
-        .connect(mallbots_stores::MODULE)
-        .await
-        .context("cannot open the stores database")?;
+    let dbs = connect_all(&config).await?;
     if !settings.no_migrate {
-        mallbots_stores::migrate(&stores_db).await?;
+        migrate_all(&dbs).await?;
     }
-    if part.runs_stores() {
-        tasks.extend(
-            mallbots_stores::start(stores_db.clone(), broker.clone(), shutdown.clone()).await?,
-        );
+    for ((part, _, _, start), db) in MODULES.iter().zip(&dbs) {
+        if runs(parts, *part) {
+            tasks.extend(start(db.clone(), broker.clone(), shutdown.clone()).await?);
+        }
     }
 
     let mut addr = None;
-    if part.runs_gateway() {
+    if runs(parts, Part::Gateway) {
         let bus =
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
         let metrics = Arc::new(Metrics::default());
         let live = LiveFeed::start(broker.clone(), metrics.clone(), shutdown.clone()).await?;
+        let [stores, customers, baskets, payments, ordering, depot, cosec] =
+            <[_; 7]>::try_from(dbs.clone())
+                .map_err(|_| anyhow::anyhow!("one database per module"))?;
+        let queries = Queries {
+            stores: StoresQueries::new(stores),
+            customers: CustomersQueries::new(customers),
+            baskets: BasketsQueries::new(baskets),
+            payments: PaymentsQueries::new(payments),
+            ordering: OrderingQueries::new(ordering),
+            depot: DepotQueries::new(depot),
+            cosec: CosecQueries::new(cosec),
+        };
         let state = AppState {
             bus,
-            stores: StoresQueries::new(stores_db.clone()),
+            queries,
             live,
             metrics,
             broker: broker.clone(),
-            databases: vec![stores_db.clone()],
+            databases: dbs.clone(),
             settings: Arc::new(settings.clone()),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)

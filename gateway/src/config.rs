@@ -13,17 +13,19 @@ pub enum Part {
     All,
     /// The GraphQL gateway alone.
     Gateway,
-    /// The stores module alone.
     Stores,
+    Customers,
+    Baskets,
+    Payments,
+    Ordering,
+    Depot,
+    /// The create-order saga.
+    Cosec,
 }
 
-impl Part {
-    pub fn runs_gateway(self) -> bool {
-        matches!(self, Part::All | Part::Gateway)
-    }
-    pub fn runs_stores(self) -> bool {
-        matches!(self, Part::All | Part::Stores)
-    }
+/// Whether a process running `parts` runs `part`.
+pub fn runs(parts: &[Part], part: Part) -> bool {
+    parts.iter().any(|p| *p == Part::All || *p == part)
 }
 
 #[derive(Clone, Debug, Args)]

@@ -19,10 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the system, or one part of it (default: all).
+    /// Run the system, or some parts of it (default: all).
     Run {
-        #[arg(value_enum, default_value = "all")]
-        part: Part,
+        #[arg(value_enum, default_value = "all", num_args = 1..)]
+        parts: Vec<Part>,
     },
     /// Create or update every module's tables, then exit.
     Migrate,
@@ -38,14 +38,16 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { part: Part::All }) {
+    match cli.command.unwrap_or(Command::Run {
+        parts: vec![Part::All],
+    }) {
         Command::Schema => {
             print!("{}", mallbots_gateway::graphql::sdl());
             Ok(())
         }
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
-        Command::Run { part } => {
-            let running = mallbots_gateway::start(cli.settings, part)
+        Command::Run { parts } => {
+            let running = mallbots_gateway::start(cli.settings, &parts)
                 .await
                 .context("cannot start")?;
             wait_for_signal().await;

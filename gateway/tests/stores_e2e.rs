@@ -423,7 +423,7 @@ async fn domain_errors_have_codes() {
 async fn a_command_nobody_answers_times_out() {
     let mut settings = common::settings(Backend::Real).await;
     settings.command_timeout_ms = 300;
-    let mut app = common::start_part(settings, mallbots_gateway::Part::Gateway).await;
+    let mut app = common::start_parts(settings, &[mallbots_gateway::Part::Gateway]).await;
     let response = app
         .graphql(
             CREATE_STORE,

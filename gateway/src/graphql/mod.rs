@@ -1,7 +1,11 @@
 //! The GraphQL schema: one root per operation type, merged from each
 //! module's part. Kept apart from the HTTP transport (crate::http).
 
+mod baskets;
+mod customers;
+mod dispatch;
 mod errors;
+mod orders;
 mod pagination;
 mod stores;
 
@@ -11,10 +15,20 @@ use uuid::Uuid;
 pub use errors::{ApiError, internal};
 
 #[derive(MergedObject, Default)]
-pub struct Query(stores::StoresQuery);
+pub struct Query(
+    stores::StoresQuery,
+    customers::CustomersQuery,
+    baskets::BasketsQuery,
+    orders::OrdersQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(stores::StoresMutation);
+pub struct Mutation(
+    stores::StoresMutation,
+    customers::CustomersMutation,
+    baskets::BasketsMutation,
+    orders::OrdersMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(stores::StoresSubscription);

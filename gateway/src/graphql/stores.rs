@@ -10,52 +10,15 @@ use futures_util::Stream;
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{ErrorCode, Message};
 use mallbots_platform::Envelope;
-use mallbots_platform::commands::SendError;
 use mallbots_platform::envelope::HEADER_POSITION;
 use mallbots_stores::{ProductRecord, StoreRecord};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::errors::accepted;
-use super::{ApiError, RequestContext, internal, pagination};
-use crate::app::AppState;
+use super::dispatch::{parse_id, send, state};
+use super::{ApiError, internal, pagination};
 use crate::metrics::Metrics;
-
-fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
-    ctx.data::<AppState>().map_err(|e| internal(e.message))
-}
-
-fn parse_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::bad_input(format!("{field} is not a valid id")))
-}
-
-/// The token a query presents (header `consistency-token`) to read its writes.
-fn consistency_token(position: Option<i64>) -> String {
-    format!("stores:{}", position.unwrap_or(0))
-}
-
-/// Sends a stores command and returns the reply's result and position.
-async fn send<M: Message>(
-    ctx: &Context<'_>,
-    command: M,
-) -> Result<(serde_json::Value, Option<i64>), ApiError> {
-    let app = state(ctx)?;
-    let correlation = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id);
-    app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
-    let reply = app
-        .bus
-        .send(&command, correlation)
-        .await
-        .inspect_err(|err| {
-            if matches!(err, SendError::Timeout(_)) {
-                app.metrics
-                    .commands_timed_out
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        })?;
-    accepted(reply)
-}
 
 pub struct Store(StoreRecord);
 
@@ -98,6 +61,7 @@ impl Product {
     async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
         let app = state(ctx)?;
         Ok(app
+            .queries
             .stores
             .store(self.0.store_id)
             .await
@@ -127,6 +91,7 @@ async fn catalog_page(
     let app = state(ctx)?;
     let (n, after) = (pagination::first(first)?, pagination::after(after)?);
     let page = app
+        .queries
         .stores
         .catalog(store_id, n, after)
         .await
@@ -147,6 +112,7 @@ impl StoresQuery {
     async fn store(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Store>> {
         let id = parse_id(&id, "id")?;
         Ok(state(ctx)?
+            .queries
             .stores
             .store(id)
             .await
@@ -165,6 +131,7 @@ impl StoresQuery {
         let app = state(ctx)?;
         let (n, after) = (pagination::first(first)?, pagination::after(after)?);
         let page = app
+            .queries
             .stores
             .stores(participating, n, after)
             .await
@@ -180,6 +147,7 @@ impl StoresQuery {
     async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
         let id = parse_id(&id, "id")?;
         Ok(state(ctx)?
+            .queries
             .stores
             .product(id)
             .await
@@ -231,6 +199,7 @@ impl StorePayload {
     /// The store as it is now.
     async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
         Ok(state(ctx)?
+            .queries
             .stores
             .store(self.id)
             .await
@@ -261,6 +230,7 @@ impl ProductPayload {
     /// The product as it is now (null once removed).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         Ok(state(ctx)?
+            .queries
             .stores
             .product(self.id)
             .await
@@ -278,10 +248,10 @@ async fn store_command<M: Message>(
     id: Uuid,
     command: M,
 ) -> Result<StorePayload> {
-    let (_, position) = send(ctx, command).await?;
+    let sent = send(ctx, command).await?;
     Ok(StorePayload {
         id,
-        token: consistency_token(position),
+        token: sent.token,
     })
 }
 
@@ -290,15 +260,11 @@ async fn product_command<M: Message>(
     id: Uuid,
     command: M,
 ) -> Result<ProductPayload> {
-    let (result, position) = send(ctx, command).await?;
-    let store_id = result
-        .get("storeId")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
+    let sent = send(ctx, command).await?;
     Ok(ProductPayload {
         id,
-        store_id,
-        token: consistency_token(position),
+        store_id: sent.id("storeId"),
+        token: sent.token,
     })
 }
 

@@ -78,11 +78,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn start_with(settings: Settings) -> TestApp {
-    start_part(settings, Part::All).await
+    start_parts(settings, &[Part::All]).await
 }
 
-pub async fn start_part(settings: Settings, part: Part) -> TestApp {
-    let running = mallbots_gateway::start(settings.clone(), part)
+/// Starts `parts` of the system (the gateway among them) in this process.
+pub async fn start_parts(settings: Settings, parts: &[Part]) -> TestApp {
+    let running = mallbots_gateway::start(settings.clone(), parts)
         .await
         .expect("the system starts");
     let addr = running.addr.expect("the gateway listens");
@@ -167,6 +168,24 @@ impl TestApp {
     pub async fn subscribe(&self, protocol: &str, query: &str, variables: Value) -> WsClient {
         WsClient::connect(&self.base, protocol, query, variables).await
     }
+}
+
+/// Runs the async test fn `$name(Backend)` on both backends: a module
+/// `$name` with tests `embedded` and `real`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                super::$name($crate::common::Backend::Embedded).await
+            }
+            #[tokio::test]
+            async fn real() {
+                super::$name($crate::common::Backend::Real).await
+            }
+        }
+    };
 }
 
 /// Polls `check` until it yields a value, failing the test at the deadline.

@@ -236,3 +236,83 @@ suite!(
     the_inbox_recognises_a_redelivery,
     the_outbox_publishes_only_what_committed,
 );
+
+mod racing {
+    //! Two processors (two replicas of a module) handling commands on one
+    //! aggregate at the same time, on PostgreSQL: both load version 0, both
+    //! decide; the second append is a conflict, retried on the new version.
+    //! Both changes land; neither overwrites the other.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
+    use mallbots_platform::consumer::Handler;
+    use mallbots_platform::outbox::Outbox;
+    use mallbots_platform::{Envelope, event_store};
+    use sea_orm::DatabaseTransaction;
+    use tokio::sync::Barrier;
+    use uuid::Uuid;
+
+    use super::{Added, Counter, Db, Note, database};
+
+    /// Adds the command's note to counter `id`. The first two arrivals load
+    /// the counter, then wait for each other before appending, so both
+    /// append on the version they loaded: one of them must conflict.
+    struct Racer {
+        id: Uuid,
+        arrivals: Arc<AtomicUsize>,
+        meet: Arc<Barrier>,
+    }
+
+    #[async_trait]
+    impl CommandHandler for Racer {
+        async fn handle(
+            &self,
+            txn: &DatabaseTransaction,
+            _: &Outbox,
+            command: &Envelope,
+        ) -> Result<Accepted, CommandError> {
+            let note: Note = command.decode()?;
+            let stream = self.id.to_string();
+            let current = event_store::load::<Counter, _>(txn, &stream).await?;
+            if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
+                self.meet.wait().await;
+            }
+            let added = [Added(i64::from(note.0))];
+            event_store::append(txn, &stream, &current, &added, super::cause()).await?;
+            Ok(Accepted::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_commands_on_one_aggregate_both_land() {
+        let conn = database(Db::Postgres).await;
+        let id = Uuid::now_v7();
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let meet = Arc::new(Barrier::new(2));
+        let processor = |name: &str| {
+            let racer = Racer {
+                id,
+                arrivals: arrivals.clone(),
+                meet: meet.clone(),
+            };
+            CommandProcessor::new(name, conn.clone(), Outbox::new(), Arc::new(racer))
+        };
+        let (a, b) = (processor("replica-a"), processor("replica-b"));
+        let (one, two) = (
+            Envelope::new(&Note(1)).unwrap(),
+            Envelope::new(&Note(10)).unwrap(),
+        );
+        let (ra, rb) = tokio::join!(a.handle(&one), b.handle(&two));
+        ra.unwrap();
+        rb.unwrap();
+        let counter = event_store::load::<Counter, _>(&conn, &id.to_string())
+            .await
+            .unwrap();
+        assert_eq!((counter.state.total, counter.version), (11, 2));
+        // Two attempts on version 0, then the loser's retry on version 1.
+        assert_eq!(arrivals.load(Ordering::SeqCst), 3);
+    }
+}

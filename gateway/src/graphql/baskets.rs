@@ -1,0 +1,250 @@
+//! Baskets and the payments authorized to check them out.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
+use mallbots_contracts::baskets::{self as msg, BasketView};
+use mallbots_contracts::common;
+use mallbots_contracts::payments::{self as pay, PaymentView};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::customers::{Customer, customer};
+use super::dispatch::{parse_id, payload, send, state};
+use super::internal;
+use super::orders::{Order, order};
+
+/// A line of a basket or an order, as it was when it was added.
+pub struct LineItem(pub common::LineItem);
+
+#[Object]
+impl LineItem {
+    async fn store_id(&self) -> ID {
+        ID(self.0.store_id.to_string())
+    }
+    async fn store_name(&self) -> &str {
+        &self.0.store_name
+    }
+    async fn product_id(&self) -> ID {
+        ID(self.0.product_id.to_string())
+    }
+    async fn product_name(&self) -> &str {
+        &self.0.product_name
+    }
+    /// The unit price when the item was added.
+    async fn price(&self) -> Decimal {
+        self.0.price
+    }
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+    /// price x quantity.
+    async fn total(&self) -> Decimal {
+        self.0.total()
+    }
+}
+
+pub fn lines(items: &[common::LineItem]) -> Vec<LineItem> {
+    items.iter().cloned().map(LineItem).collect()
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "mallbots_contracts::baskets::BasketStatus")]
+pub enum BasketStatus {
+    Open,
+    Canceled,
+    CheckedOut,
+}
+
+pub struct Basket(pub BasketView);
+
+#[Object]
+impl Basket {
+    async fn id(&self) -> ID {
+        ID(self.0.basket_id.to_string())
+    }
+    async fn customer_id(&self) -> ID {
+        ID(self.0.customer_id.to_string())
+    }
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        customer(ctx, self.0.customer_id).await
+    }
+    async fn items(&self) -> Vec<LineItem> {
+        lines(&self.0.items)
+    }
+    async fn total(&self) -> Decimal {
+        self.0.total
+    }
+    async fn status(&self) -> BasketStatus {
+        self.0.status.into()
+    }
+    /// The payment it was checked out with.
+    async fn payment_id(&self) -> Option<ID> {
+        self.0.payment_id.map(|id| ID(id.to_string()))
+    }
+    /// The order its checkout creates.
+    async fn order_id(&self) -> Option<ID> {
+        self.0.order_id.map(|id| ID(id.to_string()))
+    }
+    /// The order, once ordering has created it.
+    async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
+        match self.0.order_id {
+            Some(id) => order(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+pub struct Payment(pub PaymentView);
+
+#[Object]
+impl Payment {
+    async fn id(&self) -> ID {
+        ID(self.0.payment_id.to_string())
+    }
+    async fn customer_id(&self) -> ID {
+        ID(self.0.customer_id.to_string())
+    }
+    async fn amount(&self) -> Decimal {
+        self.0.amount
+    }
+    /// Whether an order has used it.
+    async fn confirmed(&self) -> bool {
+        self.0.confirmed
+    }
+}
+
+#[derive(Default)]
+pub struct BasketsQuery;
+
+#[Object]
+impl BasketsQuery {
+    async fn basket(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Basket>> {
+        let id = parse_id(&id, "id")?;
+        let found = state(ctx)?
+            .queries
+            .baskets
+            .basket(id)
+            .await
+            .map_err(internal)?;
+        Ok(found.map(Basket))
+    }
+}
+
+#[derive(InputObject)]
+pub struct AuthorizePaymentInput {
+    pub customer_id: ID,
+    pub amount: Decimal,
+}
+
+payload!(
+    /// The result of a basket mutation.
+    BasketPayload,
+    basket: Basket,
+    |app, id| app.queries.baskets.basket(id)
+);
+
+payload!(
+    /// The authorized payment: pass its id to `checkoutBasket`.
+    PaymentPayload,
+    payment: Payment,
+    |app, id| app.queries.payments.payment(id)
+);
+
+async fn basket_command<M: mallbots_contracts::Message>(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: M,
+) -> Result<BasketPayload> {
+    let sent = send(ctx, command).await?;
+    Ok(BasketPayload {
+        id,
+        token: sent.token,
+    })
+}
+
+#[derive(Default)]
+pub struct BasketsMutation;
+
+#[Object]
+impl BasketsMutation {
+    async fn authorize_payment(
+        &self,
+        ctx: &Context<'_>,
+        input: AuthorizePaymentInput,
+    ) -> Result<PaymentPayload> {
+        let payment_id = Uuid::now_v7();
+        let command = pay::AuthorizePayment {
+            payment_id,
+            customer_id: parse_id(&input.customer_id, "customerId")?,
+            amount: input.amount,
+        };
+        let sent = send(ctx, command).await?;
+        Ok(PaymentPayload {
+            id: payment_id,
+            token: sent.token,
+        })
+    }
+
+    async fn start_basket(&self, ctx: &Context<'_>, customer_id: ID) -> Result<BasketPayload> {
+        let basket_id = Uuid::now_v7();
+        let command = msg::StartBasket {
+            basket_id,
+            customer_id: parse_id(&customer_id, "customerId")?,
+        };
+        basket_command(ctx, basket_id, command).await
+    }
+
+    /// Adds `quantity` (more than 0) of a product, at its current price.
+    async fn add_item(
+        &self,
+        ctx: &Context<'_>,
+        basket_id: ID,
+        product_id: ID,
+        quantity: i32,
+    ) -> Result<BasketPayload> {
+        let basket_id = parse_id(&basket_id, "basketId")?;
+        let command = msg::AddItem {
+            basket_id,
+            product_id: parse_id(&product_id, "productId")?,
+            quantity,
+        };
+        basket_command(ctx, basket_id, command).await
+    }
+
+    async fn remove_item(
+        &self,
+        ctx: &Context<'_>,
+        basket_id: ID,
+        product_id: ID,
+        quantity: i32,
+    ) -> Result<BasketPayload> {
+        let basket_id = parse_id(&basket_id, "basketId")?;
+        let command = msg::RemoveItem {
+            basket_id,
+            product_id: parse_id(&product_id, "productId")?,
+            quantity,
+        };
+        basket_command(ctx, basket_id, command).await
+    }
+
+    async fn cancel_basket(&self, ctx: &Context<'_>, basket_id: ID) -> Result<BasketPayload> {
+        let basket_id = parse_id(&basket_id, "basketId")?;
+        basket_command(ctx, basket_id, msg::CancelBasket { basket_id }).await
+    }
+
+    /// Checks out with an authorized payment; the basket's `orderId` is the
+    /// order this creates (created and approved asynchronously: watch it).
+    async fn checkout_basket(
+        &self,
+        ctx: &Context<'_>,
+        basket_id: ID,
+        payment_id: ID,
+    ) -> Result<BasketPayload> {
+        let basket_id = parse_id(&basket_id, "basketId")?;
+        let command = msg::CheckoutBasket {
+            basket_id,
+            payment_id: parse_id(&payment_id, "paymentId")?,
+            order_id: Uuid::now_v7(),
+        };
+        basket_command(ctx, basket_id, command).await
+    }
+}

@@ -1,0 +1,118 @@
+//! Customers: registration, SMS number, enabling.
+
+use async_graphql::{Context, ID, InputObject, Object, Result};
+use mallbots_contracts::customers::{self as msg, CustomerView};
+use uuid::Uuid;
+
+use super::dispatch::{parse_id, payload, send, state};
+use super::internal;
+
+pub struct Customer(pub CustomerView);
+
+#[Object]
+impl Customer {
+    async fn id(&self) -> ID {
+        ID(self.0.customer_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn sms_number(&self) -> &str {
+        &self.0.sms_number
+    }
+    /// Whether the customer may order.
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+}
+
+/// The customer `id`, for other types' `customer` fields.
+pub async fn customer(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
+    let app = state(ctx)?;
+    let found = app.queries.customers.customer(id).await.map_err(internal)?;
+    Ok(found.map(Customer))
+}
+
+#[derive(Default)]
+pub struct CustomersQuery;
+
+#[Object]
+impl CustomersQuery {
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
+        customer(ctx, parse_id(&id, "id")?).await
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterCustomerInput {
+    pub name: String,
+    /// 7 to 15 digits, optionally starting with `+`; spaces and dashes are ignored.
+    pub sms_number: String,
+}
+
+payload!(
+    /// The result of a customer mutation.
+    CustomerPayload,
+    customer: Customer,
+    |app, id| app.queries.customers.customer(id)
+);
+
+async fn customer_command<M: mallbots_contracts::Message>(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: M,
+) -> Result<CustomerPayload> {
+    let sent = send(ctx, command).await?;
+    Ok(CustomerPayload {
+        id,
+        token: sent.token,
+    })
+}
+
+#[derive(Default)]
+pub struct CustomersMutation;
+
+#[Object]
+impl CustomersMutation {
+    async fn register_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterCustomerInput,
+    ) -> Result<CustomerPayload> {
+        let customer_id = Uuid::now_v7();
+        let command = msg::RegisterCustomer {
+            customer_id,
+            name: input.name,
+            sms_number: input.sms_number,
+        };
+        customer_command(ctx, customer_id, command).await
+    }
+
+    async fn change_sms_number(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: ID,
+        sms_number: String,
+    ) -> Result<CustomerPayload> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        let command = msg::ChangeSmsNumber {
+            customer_id,
+            sms_number,
+        };
+        customer_command(ctx, customer_id, command).await
+    }
+
+    async fn enable_customer(&self, ctx: &Context<'_>, customer_id: ID) -> Result<CustomerPayload> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        customer_command(ctx, customer_id, msg::EnableCustomer { customer_id }).await
+    }
+
+    async fn disable_customer(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: ID,
+    ) -> Result<CustomerPayload> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        customer_command(ctx, customer_id, msg::DisableCustomer { customer_id }).await
+    }
+}

@@ -1,0 +1,559 @@
+//! The whole shopping flow of DOMAIN.md end to end, through the GraphQL API
+//! only: stores, customers, baskets, payments, the create-order saga, the
+//! bots' shopping lists, invoices; and the saga's compensations.
+
+mod common;
+
+use common::{Backend, TestApp, spawn_app, wait_until};
+use mallbots_gateway::Part;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const ORDER: &str = "query($id: ID!) { order(id: $id) {
+  id status rejection total customerId paymentId shoppingListId
+  items { storeName productName price quantity total }
+  invoice { id amount status }
+  shoppingList { id status }
+} }";
+
+const ADD_ITEM: &str = "mutation($b: ID!, $p: ID!, $q: Int!) {
+  addItem(basketId: $b, productId: $p, quantity: $q) {
+    id consistencyToken basket { total items { productName quantity price } }
+  }
+}";
+
+/// The mall every test shops in: two participating stores, three products.
+struct Mall {
+    pen: String,
+    notebook: String,
+    tea: String,
+}
+
+fn id_of(data: &Value, field: &str) -> String {
+    data[field]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field}.id in {data}"))
+        .to_owned()
+}
+
+async fn store(app: &TestApp, name: &str, location: &str) -> String {
+    let created = app
+        .data(
+            "mutation($n: String!, $l: String!) { createStore(input: {name: $n, location: $l}) { id } }",
+            json!({ "n": name, "l": location }),
+        )
+        .await;
+    let id = id_of(&created, "createStore");
+    app.data(
+        "mutation($id: ID!) { enableParticipation(storeId: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    id
+}
+
+async fn product(app: &TestApp, store: &str, name: &str, price: &str) -> String {
+    let added = app
+        .data(
+            "mutation($s: ID!, $n: String!, $p: Decimal!) {
+               addProduct(input: {storeId: $s, name: $n, price: $p}) { id } }",
+            json!({ "s": store, "n": name, "p": price }),
+        )
+        .await;
+    id_of(&added, "addProduct")
+}
+
+async fn mall(app: &TestApp) -> Mall {
+    let books = store(app, "Waldorf Books", "Upper level, east").await;
+    let teahouse = store(app, "Leaf & Kettle", "Ground floor, west").await;
+    Mall {
+        pen: product(app, &books, "Fountain pen", "12.50").await,
+        notebook: product(app, &books, "Notebook", "4.25").await,
+        tea: product(app, &teahouse, "Sencha", "7.00").await,
+    }
+}
+
+async fn customer(app: &TestApp, name: &str) -> String {
+    let registered = app
+        .data(
+            "mutation($n: String!) { registerCustomer(input: {name: $n, smsNumber: \"+1 555 0100 200\"}) {
+               id customer { name smsNumber enabled } } }",
+            json!({ "n": name }),
+        )
+        .await;
+    let c = &registered["registerCustomer"]["customer"];
+    assert_eq!(c["name"], name);
+    assert_eq!(c["smsNumber"], "+15550100200");
+    assert_eq!(c["enabled"], true);
+    id_of(&registered, "registerCustomer")
+}
+
+async fn basket(app: &TestApp, customer: &str) -> String {
+    let started = app
+        .data(
+            "mutation($c: ID!) { startBasket(customerId: $c) { id basket { status customerId } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    assert_eq!(started["startBasket"]["basket"]["status"], "OPEN");
+    id_of(&started, "startBasket")
+}
+
+/// Adds an item. The baskets module learns products from the stores' events,
+/// asynchronously, so right after `addProduct` the product may not be known
+/// to it yet ("product not found"): wait for the add to be accepted. Any other
+/// error fails the test.
+async fn add_item(app: &TestApp, basket: &str, product: &str, quantity: i32) -> Value {
+    let vars = json!({ "b": basket, "p": product, "q": quantity });
+    wait_until("the basket to accept the product", || async {
+        let response = app.graphql(ADD_ITEM, vars.clone()).await;
+        match response["errors"][0]["message"].as_str() {
+            None => Some(response["data"]["addItem"].clone()),
+            Some("product not found") => None,
+            Some(other) => panic!("addItem failed: {other}"),
+        }
+    })
+    .await
+}
+
+async fn authorize_payment(app: &TestApp, customer: &str, amount: &str) -> String {
+    let authorized = app
+        .data(
+            "mutation($c: ID!, $a: Decimal!) { authorizePayment(input: {customerId: $c, amount: $a}) {
+               id consistencyToken payment { amount confirmed } } }",
+            json!({ "c": customer, "a": amount }),
+        )
+        .await;
+    assert_eq!(authorized["authorizePayment"]["payment"]["amount"], amount);
+    id_of(&authorized, "authorizePayment")
+}
+
+/// Checks the basket out; returns the id of the order it creates.
+async fn checkout(app: &TestApp, basket: &str, payment: &str) -> String {
+    let checked = app
+        .data(
+            "mutation($b: ID!, $p: ID!) { checkoutBasket(basketId: $b, paymentId: $p) {
+               id basket { status orderId paymentId } } }",
+            json!({ "b": basket, "p": payment }),
+        )
+        .await;
+    let b = &checked["checkoutBasket"]["basket"];
+    assert_eq!(b["status"], "CHECKED_OUT");
+    assert_eq!(b["paymentId"], payment);
+    b["orderId"].as_str().expect("an order id").to_owned()
+}
+
+/// Waits until the order has `status`; fails at once if it settles on
+/// another final status.
+async fn order_with_status(app: &TestApp, order: &str, status: &str) -> Value {
+    wait_until(&format!("order {order} to be {status}"), || async {
+        let response = app.data(ORDER, json!({ "id": order })).await;
+        let current = response["order"].clone();
+        let now = current["status"].as_str().unwrap_or("");
+        if now != status && ["REJECTED", "CANCELED", "COMPLETED"].contains(&now) {
+            panic!("order {order} is {now}, not {status}: {current}");
+        }
+        (now == status).then_some(current)
+    })
+    .await
+}
+
+async fn shopping_list(app: &TestApp, id: &str) -> Value {
+    app.data(
+        "query($id: ID!) { shoppingList(id: $id) { id orderId status botId
+           stops { storeName location items { productName quantity } } } }",
+        json!({ "id": id }),
+    )
+    .await["shoppingList"]
+        .clone()
+}
+
+async fn the_whole_flow(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let ada = customer(&app, "Ada Lovelace").await;
+    let basket = basket(&app, &ada).await;
+    add_item(&app, &basket, &mall.pen, 2).await;
+    add_item(&app, &basket, &mall.tea, 1).await;
+    let added = add_item(&app, &basket, &mall.notebook, 3).await;
+    // 2 x 12.50 + 7.00 + 3 x 4.25
+    assert_eq!(added["basket"]["total"], "44.75");
+    let pen = &added["basket"]["items"][0];
+    assert_eq!(pen["productName"], "Fountain pen");
+    assert_eq!(pen["price"], "12.50");
+    assert_eq!(pen["quantity"], 2);
+
+    let payment = authorize_payment(&app, &ada, "44.75").await;
+    let order = checkout(&app, &basket, &payment).await;
+
+    let approved = order_with_status(&app, &order, "APPROVED").await;
+    assert_eq!(approved["customerId"], ada.as_str());
+    assert_eq!(approved["paymentId"], payment.as_str());
+    assert_eq!(approved["total"], "44.75");
+    assert_eq!(approved["items"].as_array().unwrap().len(), 3);
+    assert_eq!(approved["invoice"], Value::Null);
+    let list_id = approved["shoppingListId"].as_str().unwrap().to_owned();
+
+    // The saga made the list available to the bots, one stop per store.
+    let list = shopping_list(&app, &list_id).await;
+    assert_eq!(list["status"], "AVAILABLE");
+    assert_eq!(list["orderId"], order.as_str());
+    let stops = list["stops"].as_array().unwrap();
+    assert_eq!(stops.len(), 2);
+    assert_eq!(stops[0]["storeName"], "Waldorf Books");
+    assert_eq!(stops[0]["location"], "Upper level, east");
+    let books: Vec<_> = stops[0]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["productName"].as_str().unwrap(),
+                i["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(books, [("Fountain pen", 2), ("Notebook", 3)]);
+    assert_eq!(stops[1]["storeName"], "Leaf & Kettle");
+    let available = app
+        .data(
+            "{ shoppingLists(status: AVAILABLE) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        available["shoppingLists"]["edges"],
+        json!([{ "node": { "id": list_id } }])
+    );
+
+    // A bot takes the list and walks the mall.
+    let bot = Uuid::now_v7().to_string();
+    let assigned = app
+        .data(
+            "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) {
+               id consistencyToken shoppingList { status botId } } }",
+            json!({ "id": list_id, "bot": bot }),
+        )
+        .await;
+    let assigned = &assigned["assignShoppingList"];
+    assert_eq!(assigned["shoppingList"]["status"], "ASSIGNED");
+    assert_eq!(assigned["shoppingList"]["botId"], bot.as_str());
+    assert!(
+        assigned["consistencyToken"]
+            .as_str()
+            .unwrap()
+            .starts_with("depot:")
+    );
+    order_with_status(&app, &order, "IN_PROGRESS").await;
+    let again = app
+        .graphql(
+            "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
+            json!({ "id": list_id, "bot": Uuid::now_v7().to_string() }),
+        )
+        .await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
+
+    app.data(
+        "mutation($id: ID!) { completeShoppingList(id: $id) { id shoppingList { status } } }",
+        json!({ "id": list_id }),
+    )
+    .await;
+    assert_eq!(shopping_list(&app, &list_id).await["status"], "COMPLETED");
+
+    // Ready: payments invoiced the order's total.
+    order_with_status(&app, &order, "READY").await;
+    let invoice = wait_until("the invoice", || async {
+        let order = app.data(ORDER, json!({ "id": order })).await;
+        let invoice = order["order"]["invoice"].clone();
+        (!invoice.is_null()).then_some(invoice)
+    })
+    .await;
+    assert_eq!(invoice["amount"], "44.75");
+    assert_eq!(invoice["status"], "PENDING");
+    let cancel = app
+        .graphql(
+            "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+            json!({ "id": order }),
+        )
+        .await;
+    assert_eq!(
+        cancel["errors"][0]["message"],
+        "the order is ready and cannot be canceled"
+    );
+
+    let paid = app
+        .data(
+            "mutation($id: ID!) { payInvoice(invoiceId: $id) { id invoice { status } } }",
+            json!({ "id": invoice["id"] }),
+        )
+        .await;
+    assert_eq!(paid["payInvoice"]["invoice"]["status"], "PAID");
+    let completed = order_with_status(&app, &order, "COMPLETED").await;
+    assert_eq!(completed["invoice"]["status"], "PAID");
+    assert_eq!(completed["shoppingList"]["status"], "COMPLETED");
+    app.stop().await;
+}
+on_both_backends!(the_whole_flow);
+
+async fn a_disabled_customer_is_rejected(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let bob = customer(&app, "Bob").await;
+    let basket = basket(&app, &bob).await;
+    add_item(&app, &basket, &mall.tea, 2).await;
+    let payment = authorize_payment(&app, &bob, "14.00").await;
+    let disabled = app
+        .data(
+            "mutation($c: ID!) { disableCustomer(customerId: $c) { customer { enabled } } }",
+            json!({ "c": bob }),
+        )
+        .await;
+    assert_eq!(disabled["disableCustomer"]["customer"]["enabled"], false);
+    let order = checkout(&app, &basket, &payment).await;
+    let rejected = order_with_status(&app, &order, "REJECTED").await;
+    assert_eq!(
+        rejected["rejection"],
+        "authorize customer: the customer is disabled"
+    );
+    // Nothing went as far as a shopping list.
+    assert_eq!(rejected["shoppingListId"], Value::Null);
+    let lists = app
+        .data("{ shoppingLists { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(lists["shoppingLists"]["edges"], json!([]));
+    app.stop().await;
+}
+on_both_backends!(a_disabled_customer_is_rejected);
+
+async fn a_wrong_payment_amount_rejects_and_cancels_the_list(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let cy = customer(&app, "Cy").await;
+    let basket = basket(&app, &cy).await;
+    add_item(&app, &basket, &mall.pen, 1).await;
+    let payment = authorize_payment(&app, &cy, "10.00").await;
+    let order = checkout(&app, &basket, &payment).await;
+    let rejected = order_with_status(&app, &order, "REJECTED").await;
+    assert_eq!(
+        rejected["rejection"],
+        "confirm payment: the payment amount 10.00 does not match the order total 12.50"
+    );
+    // Step 2 had created a list; its compensation canceled it.
+    let canceled = wait_until("the list to be canceled", || async {
+        let lists = app
+            .data(
+                "{ shoppingLists { edges { node { orderId status } } } }",
+                json!({}),
+            )
+            .await;
+        let edges = lists["shoppingLists"]["edges"].as_array()?.clone();
+        (edges.len() == 1 && edges[0]["node"]["status"] == "CANCELED").then_some(edges)
+    })
+    .await;
+    assert_eq!(canceled[0]["node"]["orderId"], order.as_str());
+    app.stop().await;
+}
+on_both_backends!(a_wrong_payment_amount_rejects_and_cancels_the_list);
+
+/// The process stops while the saga waits for step 3's reply (the payments
+/// module is not running), and starts again whole: the saga resumes from its
+/// saved state and the order is approved.
+#[tokio::test]
+async fn the_saga_resumes_after_a_restart() {
+    let settings = common::settings(Backend::Real).await;
+    // Declare every module's queue once, so commands to a stopped module wait in it.
+    let mut app = common::start_with(settings.clone()).await;
+    app.stop().await;
+    let without_payments = [
+        Part::Gateway,
+        Part::Stores,
+        Part::Customers,
+        Part::Baskets,
+        Part::Ordering,
+        Part::Depot,
+        Part::Cosec,
+    ];
+    let mut app = common::start_parts(settings.clone(), &without_payments).await;
+    let mall = mall(&app).await;
+    let di = customer(&app, "Di").await;
+    let basket = basket(&app, &di).await;
+    add_item(&app, &basket, &mall.notebook, 4).await;
+    // A payment is authorized by the payments module: start it just for that.
+    let mut payments =
+        common::start_parts(settings.clone(), &[Part::Gateway, Part::Payments]).await;
+    let payment = authorize_payment(&payments, &di, "17.00").await;
+    payments.stop().await;
+    let order = checkout(&app, &basket, &payment).await;
+    // Step 2 done: depot created the list, still pending (not yet initiated).
+    let list = wait_until("the saga's shopping list", || async {
+        let lists = app
+            .data(
+                "{ shoppingLists(status: PENDING) { edges { node { id orderId } } } }",
+                json!({}),
+            )
+            .await;
+        let node = lists["shoppingLists"]["edges"][0]["node"].clone();
+        (node["orderId"] == order.as_str()).then_some(node["id"].as_str()?.to_owned())
+    })
+    .await;
+    assert_eq!(
+        order_with_status(&app, &order, "PENDING").await["status"],
+        "PENDING"
+    );
+    app.stop().await;
+
+    let mut app = common::start_with(settings).await;
+    let approved = order_with_status(&app, &order, "APPROVED").await;
+    assert_eq!(approved["shoppingListId"], list.as_str());
+    assert_eq!(shopping_list(&app, &list).await["status"], "AVAILABLE");
+    app.stop().await;
+}
+
+/// Two addItem calls racing on one basket: both land (the loser of the
+/// optimistic-concurrency race is retried, never lost or overwritten). On
+/// the real services a second replica of the baskets module consumes the
+/// same queue, so the two commands are handled at the same time.
+async fn racing_adds_both_land(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let replica = match backend {
+        Backend::Real => Some(
+            mallbots_gateway::start(app.settings.clone(), &[Part::Baskets])
+                .await
+                .expect("a second baskets replica starts"),
+        ),
+        Backend::Embedded => None,
+    };
+    let mall = mall(&app).await;
+    let ed = customer(&app, "Ed").await;
+    let basket = basket(&app, &ed).await;
+    // Once both products are known to baskets, race the two adds.
+    add_item(&app, &basket, &mall.pen, 1).await;
+    add_item(&app, &basket, &mall.tea, 1).await;
+    for round in 0..5 {
+        let (a, b) = tokio::join!(
+            app.graphql(ADD_ITEM, json!({ "b": basket, "p": mall.pen, "q": 1 })),
+            app.graphql(ADD_ITEM, json!({ "b": basket, "p": mall.tea, "q": 2 })),
+        );
+        assert!(a.get("errors").is_none(), "round {round}: {a}");
+        assert!(b.get("errors").is_none(), "round {round}: {b}");
+    }
+    let found = app
+        .data(
+            "query($id: ID!) { basket(id: $id) { total items { productName quantity } } }",
+            json!({ "id": basket }),
+        )
+        .await;
+    assert_eq!(
+        found["basket"]["items"],
+        json!([
+            { "productName": "Fountain pen", "quantity": 6 },
+            { "productName": "Sencha", "quantity": 11 },
+        ])
+    );
+    assert_eq!(found["basket"]["total"], "152.00");
+    if let Some(replica) = replica {
+        replica.stop().await;
+    }
+    app.stop().await;
+}
+on_both_backends!(racing_adds_both_land);
+
+async fn bad_basket_operations_are_refused_and_change_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let fay = customer(&app, "Fay").await;
+    let basket = basket(&app, &fay).await;
+    let payment = authorize_payment(&app, &fay, "5.00").await;
+    let refused = |response: Value, code: &str, message: &str| {
+        assert_eq!(
+            response["errors"][0]["extensions"]["code"], code,
+            "{response}"
+        );
+        assert_eq!(response["errors"][0]["message"], message, "{response}");
+    };
+    let checkout_empty = app
+        .graphql(
+            "mutation($b: ID!, $p: ID!) { checkoutBasket(basketId: $b, paymentId: $p) { id } }",
+            json!({ "b": basket, "p": payment }),
+        )
+        .await;
+    refused(
+        checkout_empty,
+        "BAD_USER_INPUT",
+        "an empty basket cannot be checked out",
+    );
+    for quantity in [0, -2] {
+        let response = app
+            .graphql(
+                ADD_ITEM,
+                json!({ "b": basket, "p": mall.tea, "q": quantity }),
+            )
+            .await;
+        refused(
+            response,
+            "BAD_USER_INPUT",
+            "the quantity must be greater than zero",
+        );
+    }
+    let unknown = app
+        .graphql(
+            ADD_ITEM,
+            json!({ "b": basket, "p": Uuid::now_v7().to_string(), "q": 1 }),
+        )
+        .await;
+    refused(unknown, "NOT_FOUND", "product not found");
+    let malformed = app
+        .graphql(ADD_ITEM, json!({ "b": "not-an-id", "p": mall.tea, "q": 1 }))
+        .await;
+    refused(malformed, "BAD_USER_INPUT", "basketId is not a valid id");
+
+    let canceled = app
+        .data(
+            "mutation($b: ID!) { cancelBasket(basketId: $b) { basket { status } } }",
+            json!({ "b": basket }),
+        )
+        .await;
+    assert_eq!(canceled["cancelBasket"]["basket"]["status"], "CANCELED");
+    // Wait for the product to be known, so the refusal below is the basket's.
+    let other = basket_with_tea(&app, &fay, &mall).await;
+    let on_canceled = app
+        .graphql(ADD_ITEM, json!({ "b": basket, "p": mall.tea, "q": 1 }))
+        .await;
+    refused(
+        on_canceled,
+        "CONFLICT",
+        "the basket is canceled; only open baskets change",
+    );
+    let cancel_again = app
+        .graphql(
+            "mutation($b: ID!) { cancelBasket(basketId: $b) { id } }",
+            json!({ "b": basket }),
+        )
+        .await;
+    refused(
+        cancel_again,
+        "CONFLICT",
+        "the basket is canceled; only open baskets change",
+    );
+    // Nothing of the above changed the basket.
+    let found = app
+        .data(
+            "query($id: ID!) { basket(id: $id) { status total items { quantity } } }",
+            json!({ "id": basket }),
+        )
+        .await;
+    assert_eq!(
+        found["basket"],
+        json!({ "status": "CANCELED", "total": "0", "items": [] })
+    );
+    assert_ne!(other, basket);
+    app.stop().await;
+}
+on_both_backends!(bad_basket_operations_are_refused_and_change_nothing);
+
+/// A second basket holding tea (waits until baskets knows the product).
+async fn basket_with_tea(app: &TestApp, customer_id: &str, mall: &Mall) -> String {
+    let id = basket(app, customer_id).await;
+    add_item(app, &id, &mall.tea, 1).await;
+    id
+}
