@@ -14,6 +14,7 @@ const ORDER: &str = "query($id: ID!) { order(id: $id) {
   items { storeName productName price quantity total }
   invoice { id amount status }
   shoppingList { id status }
+  saga { step stepName status failure }
 } }";
 
 const ADD_ITEM: &str = "mutation($b: ID!, $p: ID!, $q: Int!) {
@@ -192,6 +193,10 @@ async fn the_whole_flow(backend: Backend) {
     assert_eq!(approved["total"], "44.75");
     assert_eq!(approved["items"].as_array().unwrap().len(), 3);
     assert_eq!(approved["invoice"], Value::Null);
+    assert_eq!(
+        approved["saga"],
+        json!({ "step": 5, "stepName": "approve order", "status": "COMPLETED", "failure": null })
+    );
     let list_id = approved["shoppingListId"].as_str().unwrap().to_owned();
 
     // The saga made the list available to the bots, one stop per store.
@@ -351,6 +356,9 @@ async fn a_wrong_payment_amount_rejects_and_cancels_the_list(backend: Backend) {
     })
     .await;
     assert_eq!(canceled[0]["node"]["orderId"], order.as_str());
+    let saga = order_with_status(&app, &order, "REJECTED").await["saga"].clone();
+    assert_eq!(saga["status"], "COMPENSATED");
+    assert_eq!(saga["stepName"], "reject order");
     app.stop().await;
 }
 on_both_backends!(a_wrong_payment_amount_rejects_and_cancels_the_list);
@@ -557,3 +565,108 @@ async fn basket_with_tea(app: &TestApp, customer_id: &str, mall: &Mall) -> Strin
     add_item(app, &id, &mall.tea, 1).await;
     id
 }
+
+/// An approved order canceled before it is ready: its shopping list is
+/// canceled with it (depot reacts to OrderCanceled); canceling twice is a
+/// conflict.
+async fn an_order_can_be_canceled_until_ready(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let gus = customer(&app, "Gus").await;
+    let basket = basket(&app, &gus).await;
+    add_item(&app, &basket, &mall.notebook, 2).await;
+    let payment = authorize_payment(&app, &gus, "8.50").await;
+    let order = checkout(&app, &basket, &payment).await;
+    let approved = order_with_status(&app, &order, "APPROVED").await;
+    let list = approved["shoppingListId"].as_str().unwrap().to_owned();
+    let cancel =
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { id consistencyToken order { status } } }";
+    let canceled = app.data(cancel, json!({ "id": order })).await;
+    assert_eq!(canceled["cancelOrder"]["order"]["status"], "CANCELED");
+    assert!(
+        canceled["cancelOrder"]["consistencyToken"]
+            .as_str()
+            .unwrap()
+            .starts_with("ordering:")
+    );
+    wait_until("the shopping list to be canceled", || async {
+        (shopping_list(&app, &list).await["status"] == "CANCELED").then_some(())
+    })
+    .await;
+    let again = app.graphql(cancel, json!({ "id": order })).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
+    assert_eq!(
+        again["errors"][0]["message"],
+        "the order is canceled and cannot be canceled"
+    );
+    let unknown = app
+        .graphql(cancel, json!({ "id": Uuid::now_v7().to_string() }))
+        .await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    app.stop().await;
+}
+on_both_backends!(an_order_can_be_canceled_until_ready);
+
+/// A customer's SMS number changes, they are disabled and enabled again;
+/// bad numbers and unknown customers are refused.
+async fn customers_change(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let hal = customer(&app, "Hal").await;
+    let query = "query($id: ID!) { customer(id: $id) { name smsNumber enabled } }";
+    let changed = app
+        .data(
+            "mutation($c: ID!) { changeSmsNumber(customerId: $c, smsNumber: \"555-0199-77\") {
+               id customer { smsNumber } } }",
+            json!({ "c": hal }),
+        )
+        .await;
+    assert_eq!(
+        changed["changeSmsNumber"]["customer"]["smsNumber"],
+        "555019977"
+    );
+    for (mutation, enabled) in [("disableCustomer", false), ("enableCustomer", true)] {
+        let m = format!("mutation($c: ID!) {{ {mutation}(customerId: $c) {{ id }} }}");
+        app.data(&m, json!({ "c": hal })).await;
+        let found = app.data(query, json!({ "id": hal })).await;
+        assert_eq!(found["customer"]["enabled"], enabled);
+    }
+    let bad = app
+        .graphql(
+            "mutation($c: ID!) { changeSmsNumber(customerId: $c, smsNumber: \"call me\") { id } }",
+            json!({ "c": hal }),
+        )
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(
+        bad["errors"][0]["message"],
+        "the sms number must be 7 to 15 digits, optionally starting with +"
+    );
+    let blank = app
+        .graphql(
+            "mutation { registerCustomer(input: {name: \" \", smsNumber: \"5550100\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        blank["errors"][0]["message"],
+        "the customer name cannot be blank"
+    );
+    let unknown = app
+        .graphql(
+            "mutation($c: ID!) { enableCustomer(customerId: $c) { id } }",
+            json!({ "c": Uuid::now_v7().to_string() }),
+        )
+        .await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    assert_eq!(
+        unknown["errors"][0]["message"],
+        "the customer was not found"
+    );
+    let found = app.data(query, json!({ "id": hal })).await;
+    assert_eq!(
+        found["customer"],
+        json!({ "name": "Hal", "smsNumber": "555019977", "enabled": true })
+    );
+    app.stop().await;
+}
+on_both_backends!(customers_change);

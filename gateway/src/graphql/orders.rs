@@ -92,12 +92,52 @@ impl Order {
             .map_err(internal)?;
         Ok(found.map(Invoice))
     }
+    /// Where the create-order saga is with this order (operators, support).
+    async fn saga(&self, ctx: &Context<'_>) -> Result<Option<CreateOrderSaga>> {
+        let app = state(ctx)?;
+        let found = app
+            .queries
+            .cosec
+            .saga(self.0.order_id)
+            .await
+            .map_err(internal)?;
+        Ok(found.map(|saga| CreateOrderSaga {
+            step: saga.step as i32,
+            step_name: saga.step_name,
+            status: saga.status.into(),
+            failure: saga.last_error,
+        }))
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
     }
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "mallbots_platform::saga::SagaStatus")]
+pub enum SagaStatus {
+    /// Going forward, waiting for a step's reply.
+    Running,
+    /// A step was refused; undoing the steps before it.
+    Compensating,
+    /// Every step succeeded: the order is approved.
+    Completed,
+    /// A step was refused and every compensation ran: the order is rejected.
+    Compensated,
+}
+
+/// The create-order saga of one order.
+#[derive(async_graphql::SimpleObject)]
+pub struct CreateOrderSaga {
+    /// The step being run (or undone), 0 to 5.
+    step: i32,
+    step_name: &'static str,
+    status: SagaStatus,
+    /// The refusal that made it compensate.
+    failure: Option<String>,
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]

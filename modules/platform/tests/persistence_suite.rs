@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mallbots_contracts::Message;
+use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
@@ -12,9 +12,13 @@ use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
-use mallbots_platform::{Broker, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
+use mallbots_platform::saga::{Saga, SagaEngine, SagaStatus, Step};
+use mallbots_platform::{
+    Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
+};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -208,6 +212,161 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     );
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StepCommand {
+    name: String,
+    kept: Option<String>,
+    why: String,
+}
+impl Message for StepCommand {
+    const TYPE: &'static str = "test.Step";
+}
+
+/// Step 0 only compensates; 2 keeps what its reply says and compensates
+/// with it; 1 and 3 only act.
+struct TestSaga;
+
+impl Saga for TestSaga {
+    const NAME: &'static str = "test";
+    type Data = Option<String>;
+
+    fn steps() -> Vec<Step<Option<String>>> {
+        fn command(
+            name: &str,
+            kept: &Option<String>,
+            why: &str,
+        ) -> Result<Outgoing, PlatformError> {
+            Outgoing::of(&StepCommand {
+                name: name.into(),
+                kept: kept.clone(),
+                why: why.into(),
+            })
+        }
+        vec![
+            Step::new("step 0").compensation(|d, why| command("undo-0", d, why)),
+            Step::new("step 1").action(|d| command("do-1", d, "")),
+            Step::new("step 2")
+                .action(|d| command("do-2", d, ""))
+                .on_success(|d, result| {
+                    *d = Some(result["kept"].as_str().ok_or("nothing kept")?.to_owned());
+                    Ok(())
+                })
+                .compensation(|d, why| command("undo-2", d, why)),
+            Step::new("step 3").action(|d| command("do-3", d, "")),
+        ]
+    }
+}
+
+async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
+    let conn = database(db).await;
+    let broker = Arc::new(MemoryBroker::new());
+    let spec = QueueSpec::durable("saga.probe").bind(Exchange::Commands, "test.#");
+    let mut sub = broker.consume(&spec).await.unwrap();
+    let outbox = Outbox::new();
+    let (trigger, shutdown) = Shutdown::new();
+    let relay = {
+        let (outbox, conn, broker) = (
+            outbox.clone(),
+            conn.clone(),
+            broker.clone() as Arc<dyn Broker>,
+        );
+        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
+    };
+    let engine = SagaEngine::<TestSaga>::new("saga.replies");
+    let saga_id = Uuid::now_v7();
+    let order = Envelope::new(&Note(1)).unwrap();
+    let txn = conn.begin().await.unwrap();
+    engine
+        .start(&txn, &outbox, &order, saga_id, None)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    outbox.wake();
+
+    let replies = [
+        (
+            "do-1",
+            CommandReply::Accepted {
+                result: json!({}),
+                position: None,
+            },
+        ),
+        (
+            "do-2",
+            CommandReply::Accepted {
+                result: json!({ "kept": "list-7" }),
+                position: None,
+            },
+        ),
+        (
+            "do-3",
+            CommandReply::Rejected(ReplyError {
+                code: ErrorCode::Conflict,
+                message: "no money".into(),
+            }),
+        ),
+        (
+            "undo-2",
+            CommandReply::Accepted {
+                result: json!({}),
+                position: None,
+            },
+        ),
+        (
+            "undo-0",
+            CommandReply::Accepted {
+                result: json!({}),
+                position: None,
+            },
+        ),
+    ];
+    let mut first = None;
+    for (expected, reply) in replies {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the saga's next command")
+            .unwrap();
+        let command = delivery.message.decode().unwrap();
+        delivery.ack().await.unwrap();
+        let step: StepCommand = command.decode().unwrap();
+        assert_eq!(step.name, expected);
+        assert_eq!(command.reply_to.as_deref(), Some("saga.replies"));
+        assert_eq!(command.correlation_id, order.correlation_id);
+        match expected {
+            "undo-2" => assert_eq!(step.kept.as_deref(), Some("list-7")),
+            "undo-0" => assert_eq!(step.why, "step 3: no money"),
+            _ => {}
+        }
+        let answer = command.caused(&reply).unwrap();
+        let txn = conn.begin().await.unwrap();
+        assert!(engine.on_reply(&txn, &outbox, &answer).await.unwrap());
+        txn.commit().await.unwrap();
+        outbox.wake();
+        first.get_or_insert(answer);
+    }
+    // A late duplicate of the first reply moves nothing.
+    let txn = conn.begin().await.unwrap();
+    assert!(
+        !engine
+            .on_reply(&txn, &outbox, &first.unwrap())
+            .await
+            .unwrap()
+    );
+    txn.rollback().await.unwrap();
+
+    let saga = engine.find(&conn, saga_id).await.unwrap().unwrap();
+    assert_eq!(saga.status, SagaStatus::Compensated);
+    assert_eq!(saga.step_name, "step 0");
+    assert_eq!(saga.last_error.as_deref(), Some("step 3: no money"));
+    trigger.trigger();
+    relay.await.unwrap();
+    assert_eq!(
+        broker.queue_len("saga.probe"),
+        0,
+        "no other command was sent"
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -235,6 +394,7 @@ suite!(
     long_streams_are_snapshotted,
     the_inbox_recognises_a_redelivery,
     the_outbox_publishes_only_what_committed,
+    a_saga_runs_forward_then_compensates_backwards,
 );
 
 mod racing {
