@@ -31,39 +31,54 @@ pub fn runs(parts: &[Part], part: Part) -> bool {
 #[derive(Clone, Debug, Args)]
 pub struct Settings {
     /// Address the gateway listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "LISTEN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
 
     /// PostgreSQL URL (postgres://...). Unset: SQLite files in --data-dir.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
     /// Where the embedded mode keeps its SQLite files (one per module).
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    #[arg(long, global = true, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
     /// RabbitMQ URL (amqp://...). Unset: the in-process broker.
-    #[arg(long, env = "AMQP_URL")]
+    #[arg(long, global = true, env = "AMQP_URL")]
     pub amqp_url: Option<String>,
 
     /// Prefix of every exchange and queue name on RabbitMQ.
-    #[arg(long, env = "AMQP_PREFIX", default_value = "")]
+    #[arg(long, global = true, env = "AMQP_PREFIX", default_value = "")]
     pub amqp_prefix: String,
 
     /// Declare durable queues as quorum queues (clustered RabbitMQ).
-    #[arg(long, env = "AMQP_QUORUM_QUEUES", default_value_t = false)]
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_QUORUM_QUEUES",
+        default_value_t = false
+    )]
     pub amqp_quorum_queues: bool,
 
     /// How long a mutation waits for its command's reply, in milliseconds.
-    #[arg(long, env = "COMMAND_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMMAND_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
     pub command_timeout_ms: u64,
 
     /// Largest accepted HTTP request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, global = true, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
 
     /// Skip creating/updating tables at start (run `mallbots migrate` instead).
-    #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
+    #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,
 }
 

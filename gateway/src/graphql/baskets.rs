@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::customers::{Customer, customer};
-use super::dispatch::{parse_id, payload, send, state};
+use super::dispatch::{parse_id, payload, state};
 use super::internal;
 use super::orders::{Order, order};
 
@@ -149,18 +149,6 @@ payload!(
     |app, id| app.queries.payments.payment(id)
 );
 
-async fn basket_command<M: mallbots_contracts::Message>(
-    ctx: &Context<'_>,
-    id: Uuid,
-    command: M,
-) -> Result<BasketPayload> {
-    let sent = send(ctx, command).await?;
-    Ok(BasketPayload {
-        id,
-        token: sent.token,
-    })
-}
-
 #[derive(Default)]
 pub struct BasketsMutation;
 
@@ -177,11 +165,7 @@ impl BasketsMutation {
             customer_id: parse_id(&input.customer_id, "customerId")?,
             amount: input.amount,
         };
-        let sent = send(ctx, command).await?;
-        Ok(PaymentPayload {
-            id: payment_id,
-            token: sent.token,
-        })
+        PaymentPayload::send(ctx, payment_id, command).await
     }
 
     async fn start_basket(&self, ctx: &Context<'_>, customer_id: ID) -> Result<BasketPayload> {
@@ -190,7 +174,7 @@ impl BasketsMutation {
             basket_id,
             customer_id: parse_id(&customer_id, "customerId")?,
         };
-        basket_command(ctx, basket_id, command).await
+        BasketPayload::send(ctx, basket_id, command).await
     }
 
     /// Adds `quantity` (more than 0) of a product, at its current price.
@@ -207,7 +191,7 @@ impl BasketsMutation {
             product_id: parse_id(&product_id, "productId")?,
             quantity,
         };
-        basket_command(ctx, basket_id, command).await
+        BasketPayload::send(ctx, basket_id, command).await
     }
 
     async fn remove_item(
@@ -223,12 +207,12 @@ impl BasketsMutation {
             product_id: parse_id(&product_id, "productId")?,
             quantity,
         };
-        basket_command(ctx, basket_id, command).await
+        BasketPayload::send(ctx, basket_id, command).await
     }
 
     async fn cancel_basket(&self, ctx: &Context<'_>, basket_id: ID) -> Result<BasketPayload> {
         let basket_id = parse_id(&basket_id, "basketId")?;
-        basket_command(ctx, basket_id, msg::CancelBasket { basket_id }).await
+        BasketPayload::send(ctx, basket_id, msg::CancelBasket { basket_id }).await
     }
 
     /// Checks out with an authorized payment; the basket's `orderId` is the
@@ -245,6 +229,6 @@ impl BasketsMutation {
             payment_id: parse_id(&payment_id, "paymentId")?,
             order_id: Uuid::now_v7(),
         };
-        basket_command(ctx, basket_id, command).await
+        BasketPayload::send(ctx, basket_id, command).await
     }
 }

@@ -4,7 +4,7 @@ use async_graphql::{Context, ID, InputObject, Object, Result};
 use mallbots_contracts::customers::{self as msg, CustomerView};
 use uuid::Uuid;
 
-use super::dispatch::{parse_id, payload, send, state};
+use super::dispatch::{parse_id, payload, state};
 use super::internal;
 
 pub struct Customer(pub CustomerView);
@@ -57,18 +57,6 @@ payload!(
     |app, id| app.queries.customers.customer(id)
 );
 
-async fn customer_command<M: mallbots_contracts::Message>(
-    ctx: &Context<'_>,
-    id: Uuid,
-    command: M,
-) -> Result<CustomerPayload> {
-    let sent = send(ctx, command).await?;
-    Ok(CustomerPayload {
-        id,
-        token: sent.token,
-    })
-}
-
 #[derive(Default)]
 pub struct CustomersMutation;
 
@@ -85,7 +73,7 @@ impl CustomersMutation {
             name: input.name,
             sms_number: input.sms_number,
         };
-        customer_command(ctx, customer_id, command).await
+        CustomerPayload::send(ctx, customer_id, command).await
     }
 
     async fn change_sms_number(
@@ -99,12 +87,12 @@ impl CustomersMutation {
             customer_id,
             sms_number,
         };
-        customer_command(ctx, customer_id, command).await
+        CustomerPayload::send(ctx, customer_id, command).await
     }
 
     async fn enable_customer(&self, ctx: &Context<'_>, customer_id: ID) -> Result<CustomerPayload> {
         let customer_id = parse_id(&customer_id, "customerId")?;
-        customer_command(ctx, customer_id, msg::EnableCustomer { customer_id }).await
+        CustomerPayload::send(ctx, customer_id, msg::EnableCustomer { customer_id }).await
     }
 
     async fn disable_customer(
@@ -113,6 +101,6 @@ impl CustomersMutation {
         customer_id: ID,
     ) -> Result<CustomerPayload> {
         let customer_id = parse_id(&customer_id, "customerId")?;
-        customer_command(ctx, customer_id, msg::DisableCustomer { customer_id }).await
+        CustomerPayload::send(ctx, customer_id, msg::DisableCustomer { customer_id }).await
     }
 }

@@ -73,6 +73,21 @@ macro_rules! payload {
             pub token: String,
         }
 
+        impl $name {
+            /// Sends `command` about entity `id`; its payload once accepted.
+            pub async fn send<M: mallbots_contracts::Message>(
+                ctx: &async_graphql::Context<'_>,
+                id: uuid::Uuid,
+                command: M,
+            ) -> async_graphql::Result<Self> {
+                let sent = $crate::graphql::dispatch::send(ctx, command).await?;
+                Ok($name {
+                    id,
+                    token: sent.token,
+                })
+            }
+        }
+
         #[async_graphql::Object]
         impl $name {
             async fn id(&self) -> async_graphql::ID {

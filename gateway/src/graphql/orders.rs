@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::baskets::{LineItem, lines};
 use super::customers::{Customer, customer};
-use super::dispatch::{parse_id, payload, send, state};
+use super::dispatch::{parse_id, payload, state};
 use super::{internal, pagination};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -320,11 +320,7 @@ impl OrdersMutation {
     /// Cancels an order that is not ready yet.
     async fn cancel_order(&self, ctx: &Context<'_>, order_id: ID) -> Result<OrderPayload> {
         let order_id = parse_id(&order_id, "orderId")?;
-        let sent = send(ctx, msg::CancelOrder { order_id }).await?;
-        Ok(OrderPayload {
-            id: order_id,
-            token: sent.token,
-        })
+        OrderPayload::send(ctx, order_id, msg::CancelOrder { order_id }).await
     }
 
     /// A bot takes an available shopping list.
@@ -339,11 +335,7 @@ impl OrdersMutation {
             shopping_list_id,
             bot_id: parse_id(&bot_id, "botId")?,
         };
-        let sent = send(ctx, command).await?;
-        Ok(ShoppingListPayload {
-            id: shopping_list_id,
-            token: sent.token,
-        })
+        ShoppingListPayload::send(ctx, shopping_list_id, command).await
     }
 
     /// The bot has picked everything up: the order becomes ready.
@@ -353,20 +345,13 @@ impl OrdersMutation {
         id: ID,
     ) -> Result<ShoppingListPayload> {
         let shopping_list_id = parse_id(&id, "id")?;
-        let sent = send(ctx, depot::CompleteShoppingList { shopping_list_id }).await?;
-        Ok(ShoppingListPayload {
-            id: shopping_list_id,
-            token: sent.token,
-        })
+        let command = depot::CompleteShoppingList { shopping_list_id };
+        ShoppingListPayload::send(ctx, shopping_list_id, command).await
     }
 
     /// Pays a ready order's invoice: the order completes.
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID) -> Result<InvoicePayload> {
         let invoice_id = parse_id(&invoice_id, "invoiceId")?;
-        let sent = send(ctx, pay::PayInvoice { invoice_id }).await?;
-        Ok(InvoicePayload {
-            id: invoice_id,
-            token: sent.token,
-        })
+        InvoicePayload::send(ctx, invoice_id, pay::PayInvoice { invoice_id }).await
     }
 }
