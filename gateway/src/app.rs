@@ -10,6 +10,7 @@ use mallbots_baskets::BasketsQueries;
 use mallbots_cosec::CosecQueries;
 use mallbots_customers::CustomersQueries;
 use mallbots_depot::DepotQueries;
+use mallbots_notifications::NotificationsQueries;
 use mallbots_ordering::OrderingQueries;
 use mallbots_payments::PaymentsQueries;
 use mallbots_platform::commands::CommandBus;
@@ -18,6 +19,7 @@ use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
 use mallbots_platform::{Broker, Shutdown};
+use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
@@ -37,6 +39,8 @@ pub struct Queries {
     pub ordering: OrderingQueries,
     pub depot: DepotQueries,
     pub cosec: CosecQueries,
+    pub search: SearchQueries,
+    pub notifications: NotificationsQueries,
 }
 
 /// What every request handler and resolver can reach.
@@ -83,54 +87,83 @@ fn database_config(settings: &Settings) -> anyhow::Result<DatabaseConfig> {
 }
 
 type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
-type Starter = fn(DatabaseConnection, Arc<dyn Broker>, Shutdown) -> BoxFuture<'static, Tasks>;
+type Starter =
+    fn(DatabaseConnection, Arc<dyn Broker>, Shutdown, Arc<Settings>) -> BoxFuture<'static, Tasks>;
 type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// Every module: its part, its database, how to migrate and start it.
-const MODULES: [(Part, &str, Migrator, Starter); 7] = [
+const MODULES: [(Part, &str, Migrator, Starter); 9] = [
     (
         Part::Stores,
         mallbots_stores::MODULE,
         |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
     ),
     (
         Part::Customers,
         mallbots_customers::MODULE,
         |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) }),
     ),
     (
         Part::Baskets,
         mallbots_baskets::MODULE,
         |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
     ),
     (
         Part::Payments,
         mallbots_payments::MODULE,
         |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
     ),
     (
         Part::Ordering,
         mallbots_ordering::MODULE,
         |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
     ),
     (
         Part::Depot,
         mallbots_depot::MODULE,
         |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
     ),
     (
         Part::Cosec,
         mallbots_cosec::MODULE,
         |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        |db, b, s| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Search,
+        mallbots_search::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
+        |db, b, s, _| Box::pin(async move { Ok(mallbots_search::start(db, b, s).await?) }),
+    ),
+    (
+        Part::Notifications,
+        mallbots_notifications::MODULE,
+        |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
+        |db, b, s, settings| Box::pin(start_notifications(db, b, s, settings)),
     ),
 ];
+
+async fn start_notifications(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+    settings: Arc<Settings>,
+) -> Tasks {
+    let sender: Arc<dyn mallbots_notifications::Sender> = match &settings.notifications_webhook_url
+    {
+        Some(url) => {
+            Arc::new(mallbots_notifications::Webhook::new(url).map_err(anyhow::Error::msg)?)
+        }
+        None => Arc::new(mallbots_notifications::RecordOnly),
+    };
+    Ok(mallbots_notifications::start(db, broker, sender, shutdown).await?)
+}
 
 /// Each module's connection, in [`MODULES`] order.
 async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConnection>> {
@@ -180,6 +213,25 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The read models `mallbots rebuild` recreates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadModel {
+    /// The order search rows, from the archived integration events.
+    Search,
+}
+
+/// `mallbots rebuild <model>`: returns how many events were replayed.
+pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u64> {
+    let config = database_config(settings)?;
+    match model {
+        ReadModel::Search => {
+            let db = config.connect(mallbots_search::MODULE).await?;
+            mallbots_search::migrate(&db).await?;
+            Ok(mallbots_search::rebuild(&db).await?)
+        }
+    }
+}
+
 /// Whether `parts` is the whole system (every part in this process).
 fn all_in_one(parts: &[Part]) -> bool {
     parts.contains(&Part::All)
@@ -201,9 +253,11 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if !settings.no_migrate {
         migrate_all(&dbs).await?;
     }
+    let shared = Arc::new(settings.clone());
     for ((part, _, _, start), db) in MODULES.iter().zip(&dbs) {
         if runs(parts, *part) {
-            tasks.extend(start(db.clone(), broker.clone(), shutdown.clone()).await?);
+            let started = start(db.clone(), broker.clone(), shutdown.clone(), shared.clone());
+            tasks.extend(started.await?);
         }
     }
 
@@ -212,10 +266,25 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let bus =
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
         let metrics = Arc::new(Metrics::default());
-        let live = LiveFeed::start(broker.clone(), metrics.clone(), shutdown.clone()).await?;
-        let [stores, customers, baskets, payments, ordering, depot, cosec] =
-            <[_; 7]>::try_from(dbs.clone())
-                .map_err(|_| anyhow::anyhow!("one database per module"))?;
+        let live = LiveFeed::start(
+            broker.clone(),
+            metrics.clone(),
+            settings.subscription_buffer,
+            shutdown.clone(),
+        )
+        .await?;
+        let [
+            stores,
+            customers,
+            baskets,
+            payments,
+            ordering,
+            depot,
+            cosec,
+            search,
+            notifications,
+        ] = <[_; 9]>::try_from(dbs.clone())
+            .map_err(|_| anyhow::anyhow!("one database per module"))?;
         let queries = Queries {
             stores: StoresQueries::new(stores),
             customers: CustomersQueries::new(customers),
@@ -224,6 +293,8 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             ordering: OrderingQueries::new(ordering),
             depot: DepotQueries::new(depot),
             cosec: CosecQueries::new(cosec),
+            search: SearchQueries::new(search),
+            notifications: NotificationsQueries::new(notifications),
         };
         let state = AppState {
             bus,

@@ -21,6 +21,9 @@ pub enum Part {
     Depot,
     /// The create-order saga.
     Cosec,
+    /// The search read model and the read side's change log.
+    Search,
+    Notifications,
 }
 
 /// Whether a process running `parts` runs `part`.
@@ -76,6 +79,30 @@ pub struct Settings {
     /// Largest accepted HTTP request body, in bytes.
     #[arg(long, global = true, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+
+    /// Deliver notifications by POSTing them to this URL (besides recording them).
+    #[arg(long, global = true, env = "NOTIFICATIONS_WEBHOOK_URL")]
+    pub notifications_webhook_url: Option<String>,
+
+    /// Live-subscription events buffered per subscriber before a slow one is
+    /// closed (with a cursor to resume from).
+    #[arg(
+        long,
+        global = true,
+        env = "SUBSCRIPTION_BUFFER",
+        default_value_t = 1024
+    )]
+    pub subscription_buffer: usize,
+
+    /// How long a query sent with `consistency-token` waits for the read
+    /// models, in milliseconds (then TIMEOUT).
+    #[arg(
+        long,
+        global = true,
+        env = "CONSISTENCY_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub consistency_timeout_ms: u64,
 
     /// Skip creating/updating tables at start (run `mallbots migrate` instead).
     #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]

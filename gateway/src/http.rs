@@ -18,8 +18,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::graphql::{MallSchema, RequestContext};
+use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::playground;
+use mallbots_contracts::ErrorCode;
 
 #[derive(Clone)]
 struct Http {
@@ -67,9 +68,21 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
         .any(|v| v.contains(GRAPHQL_RESPONSE))
 }
 
+/// A request refused before execution, with the error's code.
+fn coded_error_response(status: StatusCode, err: &ApiError, graphql_response: bool) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": err.message, "extensions": { "code": err.code.as_str() } }]
+    });
+    errors_body(status, body, graphql_response)
+}
+
 /// A response made of request errors only (no execution happened).
 fn error_response(status: StatusCode, message: &str, graphql_response: bool) -> Response {
     let body = serde_json::json!({ "errors": [{ "message": message }] });
+    errors_body(status, body, graphql_response)
+}
+
+fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bool) -> Response {
     let kind = if graphql_response {
         GRAPHQL_RESPONSE
     } else {
@@ -84,6 +97,20 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         .graphql_requests
         .fetch_add(1, Ordering::Relaxed);
     let graphql_response = wants_graphql_response(headers);
+    if let Some(token) = headers.get("consistency-token") {
+        let waited = match token.to_str() {
+            Ok(token) => crate::consistency::wait(&http.app, token).await,
+            Err(_) => Err(ApiError::bad_input("the consistency token is not text")),
+        };
+        if let Err(err) = waited {
+            let status = match err.code {
+                ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return coded_error_response(status, &err, graphql_response);
+        }
+    }
     let response = http
         .schema
         .execute(request.data(request_context(headers)))

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+mod consistency;
 pub mod graphql;
 mod http;
 pub mod live;

@@ -28,6 +28,12 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL), then exit.
     Schema,
+    /// Recreate a read model from the stored events (safe while the system
+    /// runs), then exit.
+    Rebuild {
+        #[arg(value_enum)]
+        model: mallbots_gateway::app::ReadModel,
+    },
 }
 
 #[tokio::main]
@@ -46,6 +52,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
+        Command::Rebuild { model } => {
+            let replayed = mallbots_gateway::app::rebuild(&cli.settings, model).await?;
+            tracing::info!(?model, replayed, "read model rebuilt");
+            Ok(())
+        }
         Command::Run { parts } => {
             let running = mallbots_gateway::start(cli.settings, &parts)
                 .await

@@ -391,6 +391,8 @@ async fn the_saga_resumes_after_a_restart() {
         Part::Ordering,
         Part::Depot,
         Part::Cosec,
+        Part::Search,
+        Part::Notifications,
     ];
     let mut app = common::start_parts(settings.clone(), &without_payments).await;
     let mall = mall(&app).await;

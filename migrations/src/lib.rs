@@ -1,12 +1,14 @@
 //! Every module's tables. Each module has its own schema (PostgreSQL) or its
 //! own file (SQLite), so each has its own [`MigratorTrait`] whose history is
 //! kept beside its tables; the platform's tables (outbox, inbox, event store,
-//! views, sagas) are part of every module's migrator.
+//! views, sagas, change log, checkpoints) are part of every module's migrator.
 
 use sea_orm_migration::prelude::*;
 
 mod documents;
 mod platform;
+mod read_side;
+mod search;
 mod stores_read_model;
 
 pub use sea_orm_migration;
@@ -15,6 +17,7 @@ fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(platform::Migration),
         Box::new(documents::Migration),
+        Box::new(read_side::Migration),
     ]
 }
 
@@ -37,6 +40,18 @@ impl MigratorTrait for StoresMigrator {
             Box::new(platform::Migration),
             Box::new(stores_read_model::Migration),
             Box::new(documents::Migration),
+            Box::new(read_side::Migration),
         ]
+    }
+}
+
+/// The search module: the platform's tables and the order search rows.
+pub struct SearchMigrator;
+
+impl MigratorTrait for SearchMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = platform_migrations();
+        all.push(Box::new(search::Migration));
+        all
     }
 }

@@ -9,6 +9,7 @@ pub mod depot;
 pub mod ordering;
 pub mod payments;
 pub mod reply;
+pub mod search;
 pub mod stores;
 
 pub use reply::{CommandReply, ErrorCode, ReplyError};

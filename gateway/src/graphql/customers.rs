@@ -1,11 +1,14 @@
 //! Customers: registration, SMS number, enabling.
 
+use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::{self as msg, CustomerView};
+use mallbots_notifications::Notification as Notice;
 use uuid::Uuid;
 
 use super::dispatch::{parse_id, payload, state};
-use super::internal;
+use super::{internal, pagination};
 
 pub struct Customer(pub CustomerView);
 
@@ -33,6 +36,31 @@ pub async fn customer(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
     Ok(found.map(Customer))
 }
 
+pub struct Notification(Notice);
+
+#[Object]
+impl Notification {
+    async fn id(&self) -> ID {
+        ID(self.0.notification_id.to_string())
+    }
+    async fn order_id(&self) -> ID {
+        ID(self.0.order_id.to_string())
+    }
+    /// `created`, `ready`, `canceled` or `completed`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    async fn sms_number(&self) -> &str {
+        &self.0.sms_number
+    }
+    async fn text(&self) -> &str {
+        &self.0.text
+    }
+    async fn sent_at(&self) -> DateTime<Utc> {
+        self.0.sent_at
+    }
+}
+
 #[derive(Default)]
 pub struct CustomersQuery;
 
@@ -40,6 +68,34 @@ pub struct CustomersQuery;
 impl CustomersQuery {
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
         customer(ctx, parse_id(&id, "id")?).await
+    }
+
+    /// What the customer was told about their orders, oldest first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Notification, EmptyFields, EmptyFields>> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let page = state(ctx)?
+            .queries
+            .notifications
+            .of_customer(customer_id, n, after)
+            .await
+            .map_err(internal)?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|(id, n)| (id, Notification(n)))
+            .collect();
+        Ok(pagination::connection(
+            items,
+            after.is_some(),
+            page.has_next,
+        ))
     }
 }
 

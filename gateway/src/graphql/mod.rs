@@ -5,9 +5,11 @@ mod baskets;
 mod customers;
 mod dispatch;
 mod errors;
+mod follow;
 mod orders;
 mod pagination;
 mod stores;
+mod subscriptions;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 use uuid::Uuid;
@@ -31,7 +33,10 @@ pub struct Mutation(
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(stores::StoresSubscription);
+pub struct Subscription(
+    stores::StoresSubscription,
+    subscriptions::OrdersSubscription,
+);
 
 pub type MallSchema = Schema<Query, Mutation, Subscription>;
 

@@ -1,11 +1,13 @@
 //! Orders, their invoices, and the bots' shopping lists.
 
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, Enum, ID, Object, Result};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use mallbots_contracts::depot::{self as depot, ShoppingListView};
-use mallbots_contracts::ordering::{self as msg, OrderView};
+use mallbots_contracts::ordering as msg;
 use mallbots_contracts::payments::{self as pay, InvoiceView};
+use mallbots_contracts::search::OrderSummary;
+use mallbots_search::OrderFilter;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -26,50 +28,60 @@ pub enum OrderStatus {
     Canceled,
 }
 
-pub struct Order(pub OrderView);
+/// An order as the search read model shows it.
+pub struct Order(pub OrderSummary);
 
-/// The order `id`, for other types' `order` fields.
+/// The order `id` (from the search read model), for queries and other
+/// types' `order` fields.
 pub async fn order(ctx: &Context<'_>, id: Uuid) -> Result<Option<Order>> {
     let app = state(ctx)?;
-    let found = app.queries.ordering.order(id).await.map_err(internal)?;
+    let found = app.queries.search.order(id).await.map_err(internal)?;
     Ok(found.map(Order))
 }
 
 #[Object]
 impl Order {
     async fn id(&self) -> ID {
-        ID(self.0.order_id.to_string())
+        ID(self.0.order.order_id.to_string())
     }
     async fn customer_id(&self) -> ID {
-        ID(self.0.customer_id.to_string())
+        ID(self.0.order.customer_id.to_string())
+    }
+    /// The customer's name when the order last changed.
+    async fn customer_name(&self) -> &str {
+        &self.0.customer_name
+    }
+    /// The customer's SMS number, for the staff handling the order.
+    async fn customer_sms_number(&self) -> &str {
+        &self.0.customer_sms_number
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        customer(ctx, self.0.customer_id).await
+        customer(ctx, self.0.order.customer_id).await
     }
     async fn payment_id(&self) -> ID {
-        ID(self.0.payment_id.to_string())
+        ID(self.0.order.payment_id.to_string())
     }
     async fn basket_id(&self) -> ID {
-        ID(self.0.basket_id.to_string())
+        ID(self.0.order.basket_id.to_string())
     }
     async fn items(&self) -> Vec<LineItem> {
-        lines(&self.0.items)
+        lines(&self.0.order.items)
     }
     async fn total(&self) -> Decimal {
-        self.0.total
+        self.0.order.total
     }
     async fn status(&self) -> OrderStatus {
-        self.0.status.into()
+        self.0.order.status.into()
     }
     /// Why the order was rejected, when it was.
     async fn rejection(&self) -> Option<&str> {
-        self.0.rejection.as_deref()
+        self.0.order.rejection.as_deref()
     }
     async fn shopping_list_id(&self) -> Option<ID> {
-        self.0.shopping_list_id.map(|id| ID(id.to_string()))
+        self.0.order.shopping_list_id.map(|id| ID(id.to_string()))
     }
     async fn shopping_list(&self, ctx: &Context<'_>) -> Result<Option<ShoppingList>> {
-        let Some(id) = self.0.shopping_list_id else {
+        let Some(id) = self.0.order.shopping_list_id else {
             return Ok(None);
         };
         let app = state(ctx)?;
@@ -87,7 +99,7 @@ impl Order {
         let found = app
             .queries
             .payments
-            .invoice_of_order(self.0.order_id)
+            .invoice_of_order(self.0.order.order_id)
             .await
             .map_err(internal)?;
         Ok(found.map(Invoice))
@@ -98,7 +110,7 @@ impl Order {
         let found = app
             .queries
             .cosec
-            .saga(self.0.order_id)
+            .saga(self.0.order.order_id)
             .await
             .map_err(internal)?;
         Ok(found.map(|saga| CreateOrderSaga {
@@ -109,10 +121,10 @@ impl Order {
         }))
     }
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.0.order.created_at
     }
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.occurred_at
+        self.0.order.occurred_at
     }
 }
 
@@ -234,6 +246,50 @@ impl StopItem {
     }
 }
 
+/// Every filter given must hold.
+#[derive(InputObject, Default)]
+pub struct OrderSearchFilter {
+    pub customer_id: Option<ID>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Orders holding an item of any of these stores.
+    pub store_ids: Option<Vec<ID>>,
+    /// Orders holding any of these products.
+    pub product_ids: Option<Vec<ID>>,
+    pub min_total: Option<Decimal>,
+    pub max_total: Option<Decimal>,
+    pub status: Option<OrderStatus>,
+}
+
+fn ids(ids: Option<Vec<ID>>, field: &str) -> Result<Vec<Uuid>, super::ApiError> {
+    ids.unwrap_or_default()
+        .iter()
+        .map(|id| parse_id(id, field))
+        .collect()
+}
+
+impl OrderSearchFilter {
+    fn parse(self) -> Result<OrderFilter, super::ApiError> {
+        Ok(OrderFilter {
+            customer_id: self
+                .customer_id
+                .map(|c| parse_id(&c, "customerId"))
+                .transpose()?,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            store_ids: ids(self.store_ids, "storeIds")?,
+            product_ids: ids(self.product_ids, "productIds")?,
+            min_total: self.min_total,
+            max_total: self.max_total,
+            status: self
+                .status
+                .map(|s| msg::OrderStatus::from(s).as_str().to_owned()),
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct OrdersQuery;
 
@@ -241,6 +297,35 @@ pub struct OrdersQuery;
 impl OrdersQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
         order(ctx, parse_id(&id, "id")?).await
+    }
+
+    /// Orders matching every filter given, oldest first.
+    async fn search_orders(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<OrderSearchFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>> {
+        let filter = filter.unwrap_or_default().parse()?;
+        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let app = state(ctx)?;
+        let page = app
+            .queries
+            .search
+            .search(&filter, n, after)
+            .await
+            .map_err(internal)?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|(id, order)| (id, Order(order)))
+            .collect();
+        Ok(pagination::connection(
+            items,
+            after.is_some(),
+            page.has_next,
+        ))
     }
 
     async fn invoice(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Invoice>> {
@@ -295,8 +380,24 @@ payload!(
     /// The result of an order mutation.
     OrderPayload,
     order: Order,
-    |app, id| app.queries.ordering.order(id)
+    |app, id| order_as_ordering_sees_it(app, id)
 );
+
+/// An order from ordering's own view (what a mutation on it just changed),
+/// with its customer's contact from the customers module.
+async fn order_as_ordering_sees_it(
+    app: &crate::app::AppState,
+    id: Uuid,
+) -> Result<Option<OrderSummary>, mallbots_platform::PlatformError> {
+    let Some(order) = app.queries.ordering.order(id).await? else {
+        return Ok(None);
+    };
+    let customer = app.queries.customers.customer(order.customer_id).await?;
+    Ok(Some(mallbots_search::projection::summary(
+        order,
+        customer.as_ref(),
+    )))
+}
 
 payload!(
     /// The result of a shopping-list mutation.

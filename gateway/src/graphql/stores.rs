@@ -1,24 +1,20 @@
 //! The stores part of the API: queries from the stores read model, mutations
 //! as commands over the broker, and `catalogChanged` from the live feed.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Subscription};
 use futures_util::Stream;
+use mallbots_contracts::Message;
 use mallbots_contracts::stores as msg;
-use mallbots_contracts::{ErrorCode, Message};
-use mallbots_platform::Envelope;
-use mallbots_platform::envelope::HEADER_POSITION;
 use mallbots_stores::{ProductRecord, StoreRecord};
 use rust_decimal::Decimal;
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::dispatch::{parse_id, send, state};
+use super::follow::follow;
 use super::{ApiError, internal, pagination};
-use crate::metrics::Metrics;
+use crate::live::LiveChange;
+use mallbots_search::TOPIC_CATALOG;
 
 pub struct Store(StoreRecord);
 
@@ -395,7 +391,7 @@ pub struct CatalogChange {
 
 #[Object]
 impl CatalogChange {
-    /// The change's position in the stores event log.
+    /// Pass back as `after` to resume right after this change.
     async fn cursor(&self) -> &str {
         &self.cursor
     }
@@ -420,60 +416,27 @@ fn record(view: msg::ProductView) -> ProductRecord {
     }
 }
 
-/// The catalog change an event is, when it is one of `store_id`'s.
-fn catalog_change(envelope: &Envelope, store_id: Uuid) -> Option<CatalogChange> {
+/// The catalog change a logged change is, when it is one of `store_id`'s.
+fn catalog_change(change: &LiveChange, store_id: &str) -> Option<CatalogChange> {
     use CatalogChangeKind::*;
-    let (kind, view) = match envelope.message_type.as_str() {
-        msg::ProductAdded::TYPE => (Added, envelope.decode::<msg::ProductAdded>().ok()?.0),
-        msg::ProductRebranded::TYPE => (
-            Rebranded,
-            envelope.decode::<msg::ProductRebranded>().ok()?.0,
-        ),
-        msg::ProductPriceIncreased::TYPE => (
-            PriceIncreased,
-            envelope
-                .decode::<msg::ProductPriceIncreased>()
-                .ok()?
-                .product,
-        ),
-        msg::ProductPriceDecreased::TYPE => (
-            PriceDecreased,
-            envelope
-                .decode::<msg::ProductPriceDecreased>()
-                .ok()?
-                .product,
-        ),
-        msg::ProductRemoved::TYPE => (Removed, envelope.decode::<msg::ProductRemoved>().ok()?.0),
-        _ => return None,
-    };
-    if view.store_id != store_id {
+    if change.key != store_id {
         return None;
     }
+    let kind = match change.body.get("change")?.as_str()? {
+        "ProductAdded" => Added,
+        "ProductRebranded" => Rebranded,
+        "ProductPriceIncreased" => PriceIncreased,
+        "ProductPriceDecreased" => PriceDecreased,
+        "ProductRemoved" => Removed,
+        _ => return None,
+    };
+    let view: msg::ProductView =
+        serde_json::from_value(change.body.get("product")?.clone()).ok()?;
     Some(CatalogChange {
-        cursor: envelope
-            .headers
-            .get(HEADER_POSITION)
-            .cloned()
-            .unwrap_or_default(),
+        cursor: change.position.to_string(),
         kind,
         product: record(view),
     })
-}
-
-/// Counts a subscription as active for as long as it lives.
-struct Active(Arc<Metrics>);
-
-impl Active {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.subscriptions_active.fetch_add(1, Ordering::Relaxed);
-        Active(metrics)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[derive(Default)]
@@ -481,48 +444,20 @@ pub struct StoresSubscription;
 
 #[Subscription]
 impl StoresSubscription {
-    /// Every product added, rebranded, repriced or removed in the store.
+    /// Every product added, rebranded, repriced or removed in the store;
+    /// with `after`, first every such change since that cursor.
     async fn catalog_changed(
         &self,
         ctx: &Context<'_>,
         store_id: ID,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = Result<CatalogChange>> + use<>> {
-        let store_id = parse_id(&store_id, "storeId")?;
-        let app = state(ctx)?;
-        // Subscribed here, before the first poll: nothing published after the
-        // subscription is acknowledged can be missed.
-        let receiver = app.live.subscribe();
-        let active = Active::new(app.metrics.clone());
-        Ok(futures_util::stream::unfold(
-            (receiver, active, false),
-            move |(mut receiver, active, closed)| async move {
-                if closed {
-                    return None;
-                }
-                loop {
-                    match receiver.recv().await {
-                        Ok(envelope) => {
-                            if let Some(change) = catalog_change(&envelope, store_id) {
-                                return Some((Ok(change), (receiver, active, false)));
-                            }
-                        }
-                        Err(RecvError::Lagged(missed)) => {
-                            active
-                                .0
-                                .subscriptions_closed_slow
-                                .fetch_add(1, Ordering::Relaxed);
-                            let err = ApiError::new(
-                                ErrorCode::RateLimited,
-                                format!(
-                                    "the subscription fell {missed} events behind and was closed; subscribe again"
-                                ),
-                            );
-                            return Some((Err(err.into()), (receiver, active, true)));
-                        }
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            },
-        ))
+        let store_id = parse_id(&store_id, "storeId")?.to_string();
+        Ok(follow(
+            state(ctx)?,
+            &[TOPIC_CATALOG],
+            after,
+            move |change| catalog_change(change, &store_id),
+        )?)
     }
 }

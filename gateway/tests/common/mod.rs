@@ -52,6 +52,9 @@ pub async fn settings(backend: Backend) -> Settings {
         amqp_quorum_queues: false,
         command_timeout_ms: 10_000,
         max_body_bytes: 64 * 1024,
+        notifications_webhook_url: None,
+        subscription_buffer: 1024,
+        consistency_timeout_ms: 10_000,
         no_migrate: false,
     };
     if backend == Backend::Real {
@@ -83,6 +86,11 @@ pub async fn start_with(settings: Settings) -> TestApp {
 
 /// Starts `parts` of the system (the gateway among them) in this process.
 pub async fn start_parts(settings: Settings, parts: &[Part]) -> TestApp {
+    // Logs follow RUST_LOG (off unless set), to see what a failing test saw.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let running = mallbots_gateway::start(settings.clone(), parts)
         .await
         .expect("the system starts");

@@ -18,6 +18,7 @@
 pub mod aggregate;
 pub mod broker;
 pub mod catalog_cache;
+pub mod changes;
 pub mod commands;
 pub mod consumer;
 pub mod db;

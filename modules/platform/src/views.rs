@@ -110,6 +110,15 @@ pub async fn delete<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Deletes every row of `kind` (a cache being rebuilt).
+pub async fn delete_kind<C: ConnectionTrait>(conn: &C, kind: &str) -> Result<(), PlatformError> {
+    entity::Entity::delete_many()
+        .filter(entity::Column::Kind.eq(kind))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
 fn decode<T: DeserializeOwned>(row: entity::Model) -> Result<T, PlatformError> {
     serde_json::from_str(&row.body).map_err(|e| decode_error(&row.kind, e))
 }

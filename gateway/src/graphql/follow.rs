@@ -1,0 +1,150 @@
+//! One machine for every subscription: replay the change log after the
+//! client's cursor, then follow the live feed, with no gap and no duplicate;
+//! a subscriber that falls behind its buffer is told so, with the cursor to
+//! resume from, and closed: never skipped silently.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_graphql::ErrorExtensions;
+use futures_util::Stream;
+use mallbots_contracts::ErrorCode;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{ApiError, internal};
+use crate::app::AppState;
+use crate::live::LiveChange;
+use crate::metrics::Metrics;
+
+/// Changes read from the log per query while replaying.
+const REPLAY_PAGE: u64 = 500;
+
+/// Counts a subscription as active for as long as it lives.
+struct Active(Arc<Metrics>);
+
+impl Active {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.subscriptions_active.fetch_add(1, Ordering::Relaxed);
+        Active(metrics)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A cursor as sent back by a client.
+pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
+    after
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| ApiError::bad_input("after is not a valid cursor"))
+        })
+        .transpose()
+}
+
+struct State<F> {
+    app: AppState,
+    topics: &'static [&'static str],
+    receiver: broadcast::Receiver<Arc<LiveChange>>,
+    /// The last position handled (pushed, or skipped as not the client's).
+    last: i64,
+    replay: VecDeque<LiveChange>,
+    replaying: bool,
+    closed: bool,
+    select: F,
+    _active: Active,
+}
+
+/// The items `select` makes of the changes of `topics`, from after `after`
+/// (or from now), each with its position.
+pub fn follow<T, F>(
+    app: &AppState,
+    topics: &'static [&'static str],
+    after: Option<String>,
+    select: F,
+) -> Result<impl Stream<Item = async_graphql::Result<T>> + use<T, F>, ApiError>
+where
+    T: Send + 'static,
+    F: Fn(&LiveChange) -> Option<T> + Send + Sync + 'static,
+{
+    let after = parse_cursor(after)?;
+    // Subscribed before the replay reads the log: a change committed while
+    // replaying is in the buffer, and skipped there if the replay had it.
+    let state = State {
+        app: app.clone(),
+        topics,
+        receiver: app.live.subscribe(),
+        last: after.unwrap_or(0),
+        replay: VecDeque::new(),
+        replaying: after.is_some(),
+        closed: false,
+        select,
+        _active: Active::new(app.metrics.clone()),
+    };
+    Ok(futures_util::stream::unfold(state, |mut s| async move {
+        if s.closed {
+            return None;
+        }
+        loop {
+            let change = match next(&mut s).await {
+                Ok(Some(change)) => change,
+                Ok(None) => return None,
+                Err(err) => {
+                    s.closed = true;
+                    return Some((Err(err), s));
+                }
+            };
+            if change.position <= s.last || !s.topics.contains(&change.topic.as_str()) {
+                continue;
+            }
+            s.last = change.position;
+            if let Some(item) = (s.select)(&change) {
+                return Some((Ok(item), s));
+            }
+        }
+    }))
+}
+
+/// The next change to consider: from the log while replaying, then live.
+async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<LiveChange>> {
+    while s.replaying {
+        if let Some(change) = s.replay.pop_front() {
+            return Ok(Some(change));
+        }
+        let page = s
+            .app
+            .queries
+            .search
+            .changes(s.topics, s.last, REPLAY_PAGE)
+            .await
+            .map_err(internal)?;
+        if page.is_empty() {
+            s.replaying = false;
+        }
+        s.replay.extend(page.into_iter().map(LiveChange::from));
+    }
+    match s.receiver.recv().await {
+        Ok(change) => Ok(Some((*change).clone())),
+        Err(RecvError::Lagged(missed)) => {
+            s.app
+                .metrics
+                .subscriptions_closed_slow
+                .fetch_add(1, Ordering::Relaxed);
+            let cursor = s.last.to_string();
+            let err = async_graphql::Error::from(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "the subscriber fell {missed} changes behind and was closed; subscribe again with after: \"{cursor}\""
+                ),
+            ));
+            Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())))
+        }
+        Err(RecvError::Closed) => Ok(None),
+    }
+}

@@ -1,0 +1,157 @@
+//! Live subscriptions on orders, shopping lists and the raw event feed, each
+//! pushed after the read model it shows committed, each item with a cursor.
+
+use async_graphql::{Context, ID, Json, Object, Result, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use mallbots_contracts::depot::{ShoppingListStatus, ShoppingListView};
+use mallbots_contracts::search::{
+    ArchivedEvent, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+};
+
+use super::dispatch::{parse_id, state};
+use super::follow::follow;
+use super::orders::{Order, ShoppingList};
+use crate::live::LiveChange;
+
+/// An order as it is after a change.
+pub struct OrderChange {
+    cursor: String,
+    order: OrderSummary,
+}
+
+#[Object]
+impl OrderChange {
+    /// Pass back as `after` to resume right after this change.
+    async fn cursor(&self) -> &str {
+        &self.cursor
+    }
+    async fn order(&self) -> Order {
+        Order(self.order.clone())
+    }
+}
+
+fn order_change(change: &LiveChange) -> Option<OrderChange> {
+    Some(OrderChange {
+        cursor: change.position.to_string(),
+        order: serde_json::from_value(change.body.clone()).ok()?,
+    })
+}
+
+/// A shopping list that became available to the bots.
+pub struct ShoppingListChange {
+    cursor: String,
+    list: ShoppingListView,
+}
+
+#[Object]
+impl ShoppingListChange {
+    async fn cursor(&self) -> &str {
+        &self.cursor
+    }
+    async fn shopping_list(&self) -> ShoppingList {
+        ShoppingList(self.list.clone())
+    }
+}
+
+/// An integration event as it crossed the broker.
+pub struct IntegrationEvent {
+    cursor: String,
+    event: ArchivedEvent,
+}
+
+#[Object]
+impl IntegrationEvent {
+    async fn cursor(&self) -> &str {
+        &self.cursor
+    }
+    /// `<module>.<Aggregate>.<Event>`.
+    async fn r#type(&self) -> &str {
+        &self.event.message_type
+    }
+    async fn schema_version(&self) -> i32 {
+        i32::from(self.event.schema_version)
+    }
+    /// Its position in its own module's event log.
+    async fn source_position(&self) -> Option<String> {
+        self.event.source_position.map(|p| p.to_string())
+    }
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.event.occurred_at
+    }
+    async fn payload(&self) -> Json<serde_json::Value> {
+        Json(self.event.payload.clone())
+    }
+}
+
+#[derive(Default)]
+pub struct OrdersSubscription;
+
+#[Subscription]
+impl OrdersSubscription {
+    /// The order each time it changes (status, items, totals).
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
+        let order_id = parse_id(&order_id, "orderId")?.to_string();
+        Ok(follow(state(ctx)?, &[TOPIC_ORDER], after, move |change| {
+            (change.key == order_id)
+                .then(|| order_change(change))
+                .flatten()
+        })?)
+    }
+
+    /// Every change to any order of the customer.
+    async fn customer_orders(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: ID,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        Ok(follow(state(ctx)?, &[TOPIC_ORDER], after, move |change| {
+            order_change(change).filter(|c| c.order.order.customer_id == customer_id)
+        })?)
+    }
+
+    /// For bots: each shopping list as it becomes available to take.
+    async fn shopping_lists_available(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<ShoppingListChange>> + use<>> {
+        Ok(follow(
+            state(ctx)?,
+            &[TOPIC_SHOPPING_LIST],
+            after,
+            |change| {
+                let list: ShoppingListView = serde_json::from_value(change.body.clone()).ok()?;
+                (list.status == ShoppingListStatus::Available).then(|| ShoppingListChange {
+                    cursor: change.position.to_string(),
+                    list,
+                })
+            },
+        )?)
+    }
+
+    /// The raw integration-event feed (operators), optionally only `types`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        types: Option<Vec<String>>,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<IntegrationEvent>> + use<>> {
+        Ok(follow(state(ctx)?, &[TOPIC_EVENT], after, move |change| {
+            if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
+                return None;
+            }
+            Some(IntegrationEvent {
+                cursor: change.position.to_string(),
+                event: serde_json::from_value(change.body.clone()).ok()?,
+            })
+        })?)
+    }
+}

@@ -1,0 +1,133 @@
+//! Reacting to customers' and orders' events, and the queries.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mallbots_contracts::customers::CustomerView;
+use mallbots_contracts::ordering::OrderView;
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::views::{self, Page, Row};
+use mallbots_platform::{Envelope, PlatformError, changes};
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::domain::{Notification, message};
+use crate::infrastructure::Sender;
+
+const CUSTOMER: &str = "cache.customer";
+const NOTIFICATION: &str = "notification";
+
+fn view<T: DeserializeOwned>(envelope: &Envelope) -> Result<T, PlatformError> {
+    let fail = |reason: String| PlatformError::Decode {
+        what: envelope.message_type.clone(),
+        reason,
+    };
+    if envelope.schema_version != 1 {
+        return Err(fail(format!(
+            "schema version {} is not supported",
+            envelope.schema_version
+        )));
+    }
+    serde_json::from_value(envelope.payload.clone()).map_err(|e| fail(e.to_string()))
+}
+
+pub(crate) struct NotificationsHandler {
+    pub(crate) sender: Arc<dyn Sender>,
+}
+
+#[async_trait]
+impl CommandHandler for NotificationsHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        _: &Outbox,
+        envelope: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        let position = envelope.position().unwrap_or(0);
+        let kind = envelope.message_type.as_str();
+        if kind.starts_with("customers.Customer.") {
+            let customer: CustomerView = view(envelope)?;
+            let row = Row {
+                kind: CUSTOMER,
+                id: customer.customer_id,
+                ref_id: None,
+                status: None,
+                body: &customer,
+                position,
+            };
+            views::put(txn, row).await?;
+        } else if kind.starts_with("ordering.Order.") {
+            let order: OrderView = view(envelope)?;
+            let customer: Option<CustomerView> =
+                views::get(txn, CUSTOMER, order.customer_id).await?;
+            let name = customer.as_ref().map_or("", |c| c.name.as_str());
+            if let Some((kind, text)) = message(order.status, name, order.order_id, order.total) {
+                let notification = Notification {
+                    notification_id: Uuid::now_v7(),
+                    customer_id: order.customer_id,
+                    order_id: order.order_id,
+                    kind: kind.to_owned(),
+                    sms_number: customer.map(|c| c.sms_number).unwrap_or_default(),
+                    text,
+                    sent_at: envelope.timestamp,
+                };
+                let row = Row {
+                    kind: NOTIFICATION,
+                    id: notification.notification_id,
+                    ref_id: Some(notification.customer_id),
+                    status: Some(kind),
+                    body: &notification,
+                    position,
+                };
+                views::put(txn, row).await?;
+                // Delivered before the transaction commits: a failed delivery
+                // rolls the record back and the event is retried (at least once).
+                self.sender.send(&notification).await.map_err(|e| {
+                    PlatformError::Unexpected(format!("notification not sent: {e}"))
+                })?;
+            }
+        }
+        if let Some(position) = envelope.position() {
+            let source = kind.split('.').next().unwrap_or(kind);
+            changes::advance(txn, source, position).await?;
+        }
+        Ok(Accepted::default())
+    }
+}
+
+/// The notifications read side.
+#[derive(Clone)]
+pub struct NotificationsQueries {
+    db: DatabaseConnection,
+}
+
+impl NotificationsQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        NotificationsQueries { db }
+    }
+
+    /// A customer's notifications, oldest first.
+    pub async fn of_customer(
+        &self,
+        customer_id: Uuid,
+        first: u64,
+        after: Option<Uuid>,
+    ) -> Result<Page<Notification>, PlatformError> {
+        let all: Vec<Notification> = views::by_ref(&self.db, NOTIFICATION, customer_id).await?;
+        let mut items: Vec<(Uuid, Notification)> = all
+            .into_iter()
+            .filter(|n| after.is_none_or(|a| n.notification_id > a))
+            .map(|n| (n.notification_id, n))
+            .collect();
+        let has_next = items.len() as u64 > first;
+        items.truncate(first as usize);
+        Ok(Page { items, has_next })
+    }
+
+    /// The highest event position of module `source` this model applied.
+    pub async fn applied(&self, source: &str) -> Result<i64, PlatformError> {
+        changes::applied(&self.db, source).await
+    }
+}

@@ -1,0 +1,89 @@
+//! Senders, tables and the module's queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mallbots_contracts::{customers, ordering};
+use mallbots_migrations::PlatformMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinHandle;
+
+use crate::application::NotificationsHandler;
+use crate::domain::Notification;
+
+/// Delivers notifications. Every notification is recorded (and queryable)
+/// whatever the sender; a sender failing makes the event be retried.
+#[async_trait]
+pub trait Sender: Send + Sync + 'static {
+    async fn send(&self, notification: &Notification) -> Result<(), String>;
+}
+
+/// The default: the record is the delivery.
+pub struct RecordOnly;
+
+#[async_trait]
+impl Sender for RecordOnly {
+    async fn send(&self, _: &Notification) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// POSTs each notification as JSON to a URL (an SMS gateway, a chat hook).
+pub struct Webhook {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(url: impl Into<String>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Webhook {
+            url: url.into(),
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl Sender for Webhook {
+    async fn send(&self, notification: &Notification) -> Result<(), String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .json(notification)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("the webhook answered {}", response.status()));
+        }
+        Ok(())
+    }
+}
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    PlatformMigrator::up(db, None).await
+}
+
+/// Runs the module until `shutdown`, delivering through `sender`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    sender: Arc<dyn Sender>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    // Every customers' and ordering event, not only those it tells of: its
+    // checkpoints must pass each position (read-your-writes waits on them).
+    let queue = QueueSpec::durable("notifications.events")
+        .bind(Exchange::Events, customers::EVENTS)
+        .bind(Exchange::Events, ordering::EVENTS);
+    let handler = NotificationsHandler { sender };
+    module::run(db, broker, queue, Arc::new(handler), shutdown).await
+}

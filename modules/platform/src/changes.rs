@@ -1,0 +1,157 @@
+//! A read side's change log and checkpoints.
+//!
+//! Every change a read model commits is also appended to `changes`, in the
+//! same transaction: its position is the cursor a live subscription resumes
+//! from (on any gateway replica: the log is in the database). `checkpoints`
+//! keeps, per source module, the highest event position applied, so a query
+//! can wait until a given write has reached this read side.
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect};
+
+use crate::PlatformError;
+
+mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "changes")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub position: i64,
+        pub topic: String,
+        pub key: String,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+        pub recorded_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod checkpoint {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "checkpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub source: String,
+        pub position: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A change as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub position: i64,
+    pub topic: String,
+    pub key: String,
+    pub body: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+fn decode(row: entity::Model) -> Result<Change, PlatformError> {
+    Ok(Change {
+        body: serde_json::from_str(&row.body).map_err(|e| PlatformError::Decode {
+            what: format!("change {}", row.position),
+            reason: e.to_string(),
+        })?,
+        position: row.position,
+        topic: row.topic,
+        key: row.key,
+        recorded_at: row.recorded_at,
+    })
+}
+
+/// Appends a change; its position is returned with it.
+pub async fn record<C: ConnectionTrait>(
+    conn: &C,
+    topic: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> Result<Change, PlatformError> {
+    let row = entity::ActiveModel {
+        topic: Set(topic.to_owned()),
+        key: Set(key.to_owned()),
+        body: Set(body.to_string()),
+        recorded_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    decode(row)
+}
+
+/// Changes of `topics` after `after`, oldest first, at most `limit`.
+pub async fn since<C: ConnectionTrait>(
+    conn: &C,
+    topics: &[&str],
+    after: i64,
+    limit: u64,
+) -> Result<Vec<Change>, PlatformError> {
+    entity::Entity::find()
+        .filter(entity::Column::Topic.is_in(topics.iter().copied()))
+        .filter(entity::Column::Position.gt(after))
+        .order_by_asc(entity::Column::Position)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(decode)
+        .collect()
+}
+
+/// Deletes the changes of `topic` (a read model being rebuilt).
+pub async fn forget<C: ConnectionTrait>(conn: &C, topic: &str) -> Result<(), PlatformError> {
+    entity::Entity::delete_many()
+        .filter(entity::Column::Topic.eq(topic))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Notes that events of `source` up to `position` are applied.
+pub async fn advance<C: ConnectionTrait>(
+    conn: &C,
+    source: &str,
+    position: i64,
+) -> Result<(), PlatformError> {
+    if applied(conn, source).await? >= position {
+        return Ok(());
+    }
+    let row = checkpoint::ActiveModel {
+        source: Set(source.to_owned()),
+        position: Set(position),
+    };
+    checkpoint::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(checkpoint::Column::Source)
+                .update_column(checkpoint::Column::Position)
+                .to_owned(),
+        )
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The highest position of `source` applied here (0: none).
+pub async fn applied<C: ConnectionTrait>(conn: &C, source: &str) -> Result<i64, PlatformError> {
+    Ok(checkpoint::Entity::find_by_id(source.to_owned())
+        .select_only()
+        .column(checkpoint::Column::Position)
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?
+        .unwrap_or(0))
+}

@@ -1,0 +1,403 @@
+//! The projection (live and replayed) and the queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mallbots_contracts::customers::CustomerView;
+use mallbots_contracts::depot::ShoppingListView;
+use mallbots_contracts::ordering::OrderView;
+use mallbots_contracts::search::{
+    ArchivedEvent, Changed, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+};
+use mallbots_contracts::stores::ProductView;
+use mallbots_platform::changes::{self, Change};
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_platform::outbox::Outbox;
+use mallbots_platform::pipeline::event_envelope;
+use mallbots_platform::views::{self, Row};
+use mallbots_platform::{Envelope, Exchange, Outgoing, PlatformError};
+use rust_decimal::Decimal;
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, QueryOrder, QuerySelect, QueryTrait,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::infrastructure::{items, orders};
+use crate::projection::{self, cents, summary};
+
+const CUSTOMER: &str = "cache.customer";
+/// The catalog's changes, keyed by store (`catalogChanged`).
+pub const TOPIC_CATALOG: &str = "catalog";
+
+fn decode_error(what: &str, reason: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Decode {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The view an event carries (every event here carries its aggregate's
+/// whole view; price changes carry it as `product`).
+fn view<T: DeserializeOwned>(event: &ArchivedEvent) -> Result<T, PlatformError> {
+    if event.schema_version != 1 {
+        return Err(decode_error(
+            &event.message_type,
+            format!("schema version {} is not supported", event.schema_version),
+        ));
+    }
+    let payload = event.payload.get("product").unwrap_or(&event.payload);
+    serde_json::from_value(payload.clone()).map_err(|e| decode_error(&event.message_type, e))
+}
+
+/// Serializes the order projection against a rebuild (PostgreSQL; SQLite has
+/// one connection, so it is serialized already).
+pub(crate) async fn lock<C: ConnectionTrait>(conn: &C) -> Result<(), PlatformError> {
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        conn.execute_unprepared("SELECT pg_advisory_xact_lock(7311)")
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies one event to the model; returns the changes it made.
+async fn apply<C: ConnectionTrait>(
+    conn: &C,
+    event: &ArchivedEvent,
+) -> Result<Vec<Changed>, PlatformError> {
+    let kind = event.message_type.as_str();
+    let position = event.source_position.unwrap_or(0);
+    if kind.starts_with("ordering.Order.") {
+        let order: OrderView = view(event)?;
+        let customer: Option<CustomerView> = views::get(conn, CUSTOMER, order.customer_id).await?;
+        let summary = summary(order, customer.as_ref());
+        if save_order(conn, &summary, position).await? {
+            return Ok(vec![order_change(&summary)?]);
+        }
+    } else if kind.starts_with("customers.Customer.") {
+        let customer: CustomerView = view(event)?;
+        let row = Row {
+            kind: CUSTOMER,
+            id: customer.customer_id,
+            ref_id: None,
+            status: None,
+            body: &customer,
+            position,
+        };
+        if views::put(conn, row).await? {
+            return recontact(conn, &customer).await;
+        }
+    } else if kind.starts_with("depot.ShoppingList.") {
+        let list: ShoppingListView = view(event)?;
+        return Ok(vec![Changed {
+            topic: TOPIC_SHOPPING_LIST.into(),
+            key: list.shopping_list_id.to_string(),
+            owner: Some(list.order_id.to_string()),
+            body: serde_json::to_value(&list).map_err(|e| decode_error(kind, e))?,
+        }]);
+    } else if kind.starts_with("stores.Product.") {
+        let product: ProductView = view(event)?;
+        let change = kind.rsplit('.').next().unwrap_or_default();
+        return Ok(vec![Changed {
+            topic: TOPIC_CATALOG.into(),
+            key: product.store_id.to_string(),
+            owner: None,
+            body: json!({ "change": change, "product": product }),
+        }]);
+    }
+    Ok(vec![])
+}
+
+fn order_change(summary: &OrderSummary) -> Result<Changed, PlatformError> {
+    Ok(Changed {
+        topic: TOPIC_ORDER.into(),
+        key: summary.order.order_id.to_string(),
+        owner: Some(summary.order.customer_id.to_string()),
+        body: serde_json::to_value(summary).map_err(|e| decode_error("order summary", e))?,
+    })
+}
+
+/// Writes an order's row unless the stored one is as new; true when written.
+async fn save_order<C: ConnectionTrait>(
+    conn: &C,
+    summary: &OrderSummary,
+    position: i64,
+) -> Result<bool, PlatformError> {
+    let order = &summary.order;
+    let id = order.order_id.to_string();
+    let stored = orders::Entity::find_by_id(id.clone())
+        .select_only()
+        .column(orders::Column::Position)
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?;
+    if stored.is_some_and(|p| p >= position) {
+        return Ok(false);
+    }
+    write_row(conn, summary, position).await?;
+    items::Entity::delete_many()
+        .filter(items::Column::OrderId.eq(id.clone()))
+        .exec(conn)
+        .await?;
+    let mut lines: Vec<items::ActiveModel> = Vec::new();
+    for item in &order.items {
+        let product_id = item.product_id.to_string();
+        // One row per product (an order lists each product once).
+        if lines.iter().any(|l| l.product_id.as_ref() == &product_id) {
+            continue;
+        }
+        lines.push(items::ActiveModel {
+            order_id: Set(id.clone()),
+            product_id: Set(product_id),
+            store_id: Set(item.store_id.to_string()),
+        });
+    }
+    if !lines.is_empty() {
+        items::Entity::insert_many(lines).exec(conn).await?;
+    }
+    Ok(true)
+}
+
+async fn write_row<C: ConnectionTrait>(
+    conn: &C,
+    summary: &OrderSummary,
+    position: i64,
+) -> Result<(), PlatformError> {
+    let order = &summary.order;
+    let body = serde_json::to_string(summary).map_err(|e| decode_error("order summary", e))?;
+    let row = orders::ActiveModel {
+        order_id: Set(order.order_id.to_string()),
+        customer_id: Set(order.customer_id.to_string()),
+        customer_name: Set(summary.customer_name.clone()),
+        status: Set(order.status.as_str().to_owned()),
+        total_cents: Set(cents(order.total)),
+        created_at: Set(order.created_at),
+        updated_at: Set(order.occurred_at),
+        body: Set(body),
+        position: Set(position),
+    };
+    orders::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(orders::Column::OrderId)
+                .update_columns([
+                    orders::Column::CustomerId,
+                    orders::Column::CustomerName,
+                    orders::Column::Status,
+                    orders::Column::TotalCents,
+                    orders::Column::CreatedAt,
+                    orders::Column::UpdatedAt,
+                    orders::Column::Body,
+                    orders::Column::Position,
+                ])
+                .to_owned(),
+        )
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// A customer's new name or number, onto each of their orders.
+async fn recontact<C: ConnectionTrait>(
+    conn: &C,
+    customer: &CustomerView,
+) -> Result<Vec<Changed>, PlatformError> {
+    let rows = orders::Entity::find()
+        .filter(orders::Column::CustomerId.eq(customer.customer_id.to_string()))
+        .order_by_asc(orders::Column::OrderId)
+        .all(conn)
+        .await?;
+    let mut changed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let old = decode_summary(&row)?;
+        let summary = projection::summary(old.order, Some(customer));
+        write_row(conn, &summary, row.position).await?;
+        changed.push(order_change(&summary)?);
+    }
+    Ok(changed)
+}
+
+fn decode_summary(row: &orders::Model) -> Result<OrderSummary, PlatformError> {
+    serde_json::from_str(&row.body).map_err(|e| decode_error("search row", e))
+}
+
+fn archived(envelope: &Envelope) -> ArchivedEvent {
+    ArchivedEvent {
+        message_type: envelope.message_type.clone(),
+        schema_version: envelope.schema_version,
+        source_position: envelope.position(),
+        occurred_at: envelope.timestamp,
+        payload: envelope.payload.clone(),
+    }
+}
+
+/// Rebuild: empties the model and applies every archived event again.
+pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
+    items::Entity::delete_many().exec(txn).await?;
+    orders::Entity::delete_many().exec(txn).await?;
+    views::delete_kind(txn, CUSTOMER).await?;
+    let (mut after, mut replayed) = (0, 0);
+    loop {
+        let batch = changes::since(txn, &[TOPIC_EVENT], after, 1000).await?;
+        let Some(last) = batch.last() else {
+            return Ok(replayed);
+        };
+        after = last.position;
+        for change in batch {
+            let event: ArchivedEvent = serde_json::from_value(change.body)
+                .map_err(|e| decode_error("archived event", e))?;
+            apply(txn, &event).await?;
+            replayed += 1;
+        }
+    }
+}
+
+pub(crate) struct SearchHandler;
+
+#[async_trait]
+impl CommandHandler for SearchHandler {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        envelope: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        lock(txn).await?;
+        let event = archived(envelope);
+        let body = serde_json::to_value(&event).map_err(|e| decode_error("event", e))?;
+        let mut made = vec![Changed {
+            topic: TOPIC_EVENT.into(),
+            key: event.message_type.clone(),
+            owner: None,
+            body,
+        }];
+        made.extend(apply(txn, &event).await?);
+        let mut last = None;
+        for change in made {
+            let logged = changes::record(txn, &change.topic, &change.key, &change.body).await?;
+            let message = Outgoing::of(&change)?;
+            let key = message.message_type;
+            let notice = event_envelope(envelope, message, logged.position);
+            outbox.enqueue(txn, Exchange::Events, key, &notice).await?;
+            last = Some(logged.position);
+        }
+        if let Some(position) = event.source_position {
+            changes::advance(txn, projection::source(&event.message_type), position).await?;
+        }
+        Ok(Accepted {
+            result: serde_json::Value::Null,
+            position: last,
+        })
+    }
+}
+
+/// The filters of `searchOrders`; every one given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    pub customer_id: Option<Uuid>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub store_ids: Vec<Uuid>,
+    pub product_ids: Vec<Uuid>,
+    pub min_total: Option<Decimal>,
+    pub max_total: Option<Decimal>,
+    pub status: Option<String>,
+}
+
+/// The search read side.
+#[derive(Clone)]
+pub struct SearchQueries {
+    db: DatabaseConnection,
+}
+
+impl SearchQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        SearchQueries { db }
+    }
+
+    pub async fn order(&self, id: Uuid) -> Result<Option<OrderSummary>, PlatformError> {
+        orders::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(|row| decode_summary(&row))
+            .transpose()
+    }
+
+    /// Orders matching `filter` after `after`, oldest first.
+    pub async fn search(
+        &self,
+        filter: &OrderFilter,
+        first: u64,
+        after: Option<Uuid>,
+    ) -> Result<views::Page<OrderSummary>, PlatformError> {
+        use orders::Column as O;
+        let mut cond = Condition::all();
+        if let Some(c) = filter.customer_id {
+            cond = cond.add(O::CustomerId.eq(c.to_string()));
+        }
+        if let Some(t) = filter.created_after {
+            cond = cond.add(O::CreatedAt.gte(t));
+        }
+        if let Some(t) = filter.created_before {
+            cond = cond.add(O::CreatedAt.lt(t));
+        }
+        if let Some(m) = filter.min_total {
+            cond = cond.add(O::TotalCents.gte(cents(m)));
+        }
+        if let Some(m) = filter.max_total {
+            cond = cond.add(O::TotalCents.lte(cents(m)));
+        }
+        if let Some(s) = &filter.status {
+            cond = cond.add(O::Status.eq(s.clone()));
+        }
+        for (ids, column) in [
+            (&filter.store_ids, items::Column::StoreId),
+            (&filter.product_ids, items::Column::ProductId),
+        ] {
+            if !ids.is_empty() {
+                let holding = items::Entity::find()
+                    .select_only()
+                    .column(items::Column::OrderId)
+                    .filter(column.is_in(ids.iter().map(Uuid::to_string)))
+                    .into_query();
+                cond = cond.add(O::OrderId.in_subquery(holding));
+            }
+        }
+        if let Some(after) = after {
+            cond = cond.add(O::OrderId.gt(after.to_string()));
+        }
+        let mut rows = orders::Entity::find()
+            .filter(cond)
+            .order_by_asc(O::OrderId)
+            .limit(first + 1)
+            .all(&self.db)
+            .await?;
+        let has_next = rows.len() as u64 > first;
+        rows.truncate(first as usize);
+        let items = rows
+            .iter()
+            .map(|row| {
+                let summary = decode_summary(row)?;
+                Ok((summary.order.order_id, summary))
+            })
+            .collect::<Result<_, PlatformError>>()?;
+        Ok(views::Page { items, has_next })
+    }
+
+    /// Logged changes of `topics` after `after` (subscription replay).
+    pub async fn changes(
+        &self,
+        topics: &[&str],
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<Change>, PlatformError> {
+        changes::since(&self.db, topics, after, limit).await
+    }
+
+    /// The highest event position of module `source` this model applied.
+    pub async fn applied(&self, source: &str) -> Result<i64, PlatformError> {
+        changes::applied(&self.db, source).await
+    }
+}

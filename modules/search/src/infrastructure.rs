@@ -1,0 +1,98 @@
+//! Tables, the module's queue, and rebuilding.
+
+use std::sync::Arc;
+
+use mallbots_migrations::SearchMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::{
+    Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, module,
+};
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use tokio::task::JoinHandle;
+
+use crate::application::{self, SearchHandler};
+
+pub(crate) mod orders {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "search_orders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        pub customer_id: String,
+        pub customer_name: String,
+        pub status: String,
+        pub total_cents: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+        pub position: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod items {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "search_order_items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub product_id: String,
+        pub store_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Creates or updates the module's tables.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    SearchMigrator::up(db, None).await
+}
+
+/// The events search keeps its model from (never its own: it publishes on
+/// `search.#`).
+const SOURCES: [&str; 6] = [
+    "stores.#",
+    "customers.#",
+    "baskets.#",
+    "payments.#",
+    "ordering.#",
+    "depot.#",
+];
+
+/// Runs the module until `shutdown`.
+pub async fn start(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    let queue = SOURCES
+        .iter()
+        .fold(QueueSpec::durable("search.events"), |q, pattern| {
+            q.bind(Exchange::Events, *pattern)
+        });
+    module::run(db, broker, queue, Arc::new(SearchHandler), shutdown).await
+}
+
+/// Recreates the search rows from the archived integration events, in one
+/// transaction, while the system runs (the live projection waits for it).
+/// Returns how many events were replayed.
+pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, PlatformError> {
+    let txn = db.begin().await?;
+    application::lock(&txn).await?;
+    let replayed = application::replay_all(&txn).await?;
+    txn.commit().await?;
+    Ok(replayed)
+}
