@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use futures_util::future::BoxFuture;
 use mallbots_baskets::BasketsQueries;
 use mallbots_cosec::CosecQueries;
@@ -312,6 +313,14 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         addr = Some(local);
         let router = crate::http::router(state);
         let mut stop = shutdown.clone();
+        let send_buffer = settings.socket_send_buffer;
+        let listener = listener.tap_io(move |stream| {
+            if let Some(bytes) = send_buffer
+                && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
+            {
+                tracing::warn!(error = %err, "cannot set the socket send buffer");
+            }
+        });
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.wait().await })

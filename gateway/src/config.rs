@@ -94,6 +94,12 @@ pub struct Settings {
     )]
     pub subscription_buffer: usize,
 
+    /// The kernel send buffer of each client connection, in bytes (unset:
+    /// the kernel's default). Smaller bounds what a slow websocket client can
+    /// hold up per connection; its subscriptions fall behind sooner.
+    #[arg(long, global = true, env = "SOCKET_SEND_BUFFER")]
+    pub socket_send_buffer: Option<usize>,
+
     /// How long a query sent with `consistency-token` waits for the read
     /// models, in milliseconds (then TIMEOUT).
     #[arg(

@@ -5,6 +5,8 @@
 //! HTTP and websocket.
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use mallbots_platform::Broker;
 use mallbots_platform::db::DatabaseConfig;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
+use tokio_tungstenite::MaybeTlsStream as MaybeTls;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
@@ -55,6 +58,7 @@ pub async fn settings(backend: Backend) -> Settings {
         notifications_webhook_url: None,
         subscription_buffer: 1024,
         consistency_timeout_ms: 10_000,
+        socket_send_buffer: None,
         no_migrate: false,
     };
     if backend == Backend::Real {
@@ -110,12 +114,17 @@ impl TestApp {
 
     /// The stores module's own database, for checks no API exposes (what was stored).
     pub async fn stores_db(&self) -> DatabaseConnection {
+        self.db("stores").await
+    }
+
+    /// A module's own database, for checks and damage no API allows.
+    pub async fn db(&self, module: &str) -> DatabaseConnection {
         let config = DatabaseConfig::from_url_or_dir(
             self.settings.database_url.as_deref(),
             &self.settings.data_dir,
         )
         .unwrap();
-        config.connect("stores").await.unwrap()
+        config.connect(module).await.unwrap()
     }
 
     pub async fn stop(&mut self) {
@@ -174,7 +183,39 @@ impl TestApp {
     }
 
     pub async fn subscribe(&self, protocol: &str, query: &str, variables: Value) -> WsClient {
-        WsClient::connect(&self.base, protocol, query, variables).await
+        WsClient::connect(&self.base, protocol, query, variables, None).await
+    }
+
+    /// A `graphql-transport-ws` subscription whose socket takes in at most
+    /// about `bytes` before the client reads: a slow client.
+    pub async fn subscribe_slow(&self, query: &str, variables: Value, bytes: u32) -> WsClient {
+        WsClient::connect(
+            &self.base,
+            "graphql-transport-ws",
+            query,
+            variables,
+            Some(bytes),
+        )
+        .await
+    }
+
+    /// POSTs a GraphQL request with extra headers; returns the status and JSON.
+    pub async fn graphql_with(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST /graphql");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON response"))
     }
 }
 
@@ -222,13 +263,25 @@ pub struct WsClient {
 }
 
 impl WsClient {
-    async fn connect(base: &str, protocol: &str, query: &str, variables: Value) -> Self {
+    async fn connect(
+        base: &str,
+        protocol: &str,
+        query: &str,
+        variables: Value,
+        receive_buffer: Option<u32>,
+    ) -> Self {
         let url = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-        let (ws, response) = tokio_tungstenite::connect_async(request)
+        let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(bytes) = receive_buffer {
+            socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        let stream = socket.connect(addr).await.expect("TCP connects");
+        let (ws, response) = tokio_tungstenite::client_async(request, MaybeTls::Plain(stream))
             .await
             .expect("websocket connects");
         assert_eq!(
@@ -265,7 +318,13 @@ impl WsClient {
             .expect("websocket send");
     }
 
-    async fn next_message(&mut self) -> Value {
+    /// Closes the connection (the client goes away).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// The next protocol message, whatever it is (keep-alives skipped).
+    pub async fn next_message(&mut self) -> Value {
         loop {
             let frame = tokio::time::timeout(DEADLINE, self.ws.next())
                 .await

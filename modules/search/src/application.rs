@@ -79,6 +79,9 @@ async fn apply<C: ConnectionTrait>(
         }
     } else if kind.starts_with("customers.Customer.") {
         let customer: CustomerView = view(event)?;
+        let before: Option<CustomerView> = views::get(conn, CUSTOMER, customer.customer_id).await?;
+        let same_contact =
+            before.is_some_and(|b| b.name == customer.name && b.sms_number == customer.sms_number);
         let row = Row {
             kind: CUSTOMER,
             id: customer.customer_id,
@@ -87,7 +90,9 @@ async fn apply<C: ConnectionTrait>(
             body: &customer,
             position,
         };
-        if views::put(conn, row).await? {
+        // Orders change only when what they show of the customer does
+        // (not when the customer is authorized or disabled).
+        if views::put(conn, row).await? && !same_contact {
             return recontact(conn, &customer).await;
         }
     } else if kind.starts_with("depot.ShoppingList.") {

@@ -1,0 +1,180 @@
+//! Shopping through the API: the steps of the flow in DOMAIN.md, as a client
+//! takes them, shared by the end-to-end tests.
+
+use serde_json::{Value, json};
+
+use super::{TestApp, wait_until};
+
+pub const ORDER: &str = "query($id: ID!) { order(id: $id) {
+  id status rejection total customerId paymentId shoppingListId
+  items { storeName productName price quantity total }
+  invoice { id amount status }
+  shoppingList { id status }
+  saga { step stepName status failure }
+} }";
+
+pub const ADD_ITEM: &str = "mutation($b: ID!, $p: ID!, $q: Int!) {
+  addItem(basketId: $b, productId: $p, quantity: $q) {
+    id consistencyToken basket { total items { productName quantity price } }
+  }
+}";
+
+/// The mall every test shops in: two participating stores, three products.
+pub struct Mall {
+    pub books: String,
+    pub teahouse: String,
+    pub pen: String,
+    pub notebook: String,
+    pub tea: String,
+}
+
+pub fn id_of(data: &Value, field: &str) -> String {
+    data[field]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field}.id in {data}"))
+        .to_owned()
+}
+
+pub async fn store(app: &TestApp, name: &str, location: &str) -> String {
+    let created = app
+        .data(
+            "mutation($n: String!, $l: String!) { createStore(input: {name: $n, location: $l}) { id } }",
+            json!({ "n": name, "l": location }),
+        )
+        .await;
+    let id = id_of(&created, "createStore");
+    app.data(
+        "mutation($id: ID!) { enableParticipation(storeId: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    id
+}
+
+pub async fn product(app: &TestApp, store: &str, name: &str, price: &str) -> String {
+    let added = app
+        .data(
+            "mutation($s: ID!, $n: String!, $p: Decimal!) {
+               addProduct(input: {storeId: $s, name: $n, price: $p}) { id } }",
+            json!({ "s": store, "n": name, "p": price }),
+        )
+        .await;
+    id_of(&added, "addProduct")
+}
+
+pub async fn mall(app: &TestApp) -> Mall {
+    let books = store(app, "Waldorf Books", "Upper level, east").await;
+    let teahouse = store(app, "Leaf & Kettle", "Ground floor, west").await;
+    Mall {
+        pen: product(app, &books, "Fountain pen", "12.50").await,
+        notebook: product(app, &books, "Notebook", "4.25").await,
+        tea: product(app, &teahouse, "Sencha", "7.00").await,
+        books,
+        teahouse,
+    }
+}
+
+pub async fn customer(app: &TestApp, name: &str) -> String {
+    let registered = app
+        .data(
+            "mutation($n: String!) { registerCustomer(input: {name: $n, smsNumber: \"+1 555 0100 200\"}) {
+               id customer { name smsNumber enabled } } }",
+            json!({ "n": name }),
+        )
+        .await;
+    let c = &registered["registerCustomer"]["customer"];
+    assert_eq!(c["name"], name);
+    assert_eq!(c["smsNumber"], "+15550100200");
+    assert_eq!(c["enabled"], true);
+    id_of(&registered, "registerCustomer")
+}
+
+pub async fn basket(app: &TestApp, customer: &str) -> String {
+    let started = app
+        .data(
+            "mutation($c: ID!) { startBasket(customerId: $c) { id basket { status customerId } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    assert_eq!(started["startBasket"]["basket"]["status"], "OPEN");
+    id_of(&started, "startBasket")
+}
+
+/// Adds an item. The baskets module learns products from the stores' events,
+/// asynchronously, so right after `addProduct` the product may not be known
+/// to it yet ("product not found"): wait for the add to be accepted. Any other
+/// error fails the test.
+pub async fn add_item(app: &TestApp, basket: &str, product: &str, quantity: i32) -> Value {
+    let vars = json!({ "b": basket, "p": product, "q": quantity });
+    wait_until("the basket to accept the product", || async {
+        let response = app.graphql(ADD_ITEM, vars.clone()).await;
+        match response["errors"][0]["message"].as_str() {
+            None => Some(response["data"]["addItem"].clone()),
+            Some("product not found") => None,
+            Some(other) => panic!("addItem failed: {other}"),
+        }
+    })
+    .await
+}
+
+pub async fn authorize_payment(app: &TestApp, customer: &str, amount: &str) -> String {
+    let authorized = app
+        .data(
+            "mutation($c: ID!, $a: Decimal!) { authorizePayment(input: {customerId: $c, amount: $a}) {
+               id consistencyToken payment { amount confirmed } } }",
+            json!({ "c": customer, "a": amount }),
+        )
+        .await;
+    assert_eq!(authorized["authorizePayment"]["payment"]["amount"], amount);
+    id_of(&authorized, "authorizePayment")
+}
+
+/// Checks the basket out; returns the id of the order it creates.
+pub async fn checkout(app: &TestApp, basket: &str, payment: &str) -> String {
+    let checked = app
+        .data(
+            "mutation($b: ID!, $p: ID!) { checkoutBasket(basketId: $b, paymentId: $p) {
+               id basket { status orderId paymentId } } }",
+            json!({ "b": basket, "p": payment }),
+        )
+        .await;
+    let b = &checked["checkoutBasket"]["basket"];
+    assert_eq!(b["status"], "CHECKED_OUT");
+    assert_eq!(b["paymentId"], payment);
+    b["orderId"].as_str().expect("an order id").to_owned()
+}
+
+/// Waits until the order has `status`; fails at once if it settles on
+/// another final status.
+pub async fn order_with_status(app: &TestApp, order: &str, status: &str) -> Value {
+    wait_until(&format!("order {order} to be {status}"), || async {
+        let response = app.data(ORDER, json!({ "id": order })).await;
+        let current = response["order"].clone();
+        let now = current["status"].as_str().unwrap_or("");
+        if now != status && ["REJECTED", "CANCELED", "COMPLETED"].contains(&now) {
+            panic!("order {order} is {now}, not {status}: {current}");
+        }
+        (now == status).then_some(current)
+    })
+    .await
+}
+
+/// Waits until the order's saga has `status`.
+pub async fn saga_with_status(app: &TestApp, order: &str, status: &str) -> Value {
+    wait_until(&format!("the saga to be {status}"), || async {
+        let found = app.data(ORDER, json!({ "id": order })).await;
+        let saga = found["order"]["saga"].clone();
+        (saga["status"] == status).then_some(saga)
+    })
+    .await
+}
+
+pub async fn shopping_list(app: &TestApp, id: &str) -> Value {
+    app.data(
+        "query($id: ID!) { shoppingList(id: $id) { id orderId status botId
+           stops { storeName location items { productName quantity } } } }",
+        json!({ "id": id }),
+    )
+    .await["shoppingList"]
+        .clone()
+}

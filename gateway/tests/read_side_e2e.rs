@@ -1,0 +1,580 @@
+//! The read side end to end, through the GraphQL API: the search read model
+//! and its filters, notifications, resumable subscriptions (also across
+//! gateway replicas), slow subscribers, read-your-writes, and rebuilding.
+
+mod common;
+
+use common::shop::*;
+use common::{Backend, TestApp, WsClient, spawn_app, wait_until};
+use mallbots_gateway::Part;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const SEARCH: &str = "query($f: OrderSearchFilter, $first: Int, $after: String) {
+  searchOrders(filter: $f, first: $first, after: $after) {
+    edges { cursor node { id status total customerName customerSmsNumber createdAt updatedAt
+      items { storeId storeName productId productName price quantity } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}";
+
+const CUSTOMER_ORDERS: &str = "subscription($c: ID!, $after: String) {
+  customerOrders(customerId: $c, after: $after) { cursor order { id status } }
+}";
+
+/// Ids of the orders `filter` finds (all pages).
+async fn found(app: &TestApp, filter: Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app
+            .data(SEARCH, json!({ "f": filter, "first": 7, "after": after }))
+            .await;
+        let conn = &page["searchOrders"];
+        for edge in conn["edges"].as_array().unwrap() {
+            ids.push(edge["node"]["id"].as_str().unwrap().to_owned());
+        }
+        if conn["pageInfo"]["hasNextPage"] != true {
+            return ids;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+}
+
+/// Basket, items, payment for the exact total, checkout: the order id.
+async fn order_of(app: &TestApp, customer: &str, items: &[(&str, i32)], total: &str) -> String {
+    let basket = basket(app, customer).await;
+    for (product, quantity) in items {
+        add_item(app, &basket, product, *quantity).await;
+    }
+    let payment = authorize_payment(app, customer, total).await;
+    checkout(app, &basket, &payment).await
+}
+
+/// Waits until search shows `order` with `status`; returns the search node.
+async fn searched(app: &TestApp, order: &str, status: &str) -> Value {
+    wait_until(&format!("search to show {order} {status}"), || async {
+        let page = app.data(SEARCH, json!({ "f": {}, "first": 100 })).await;
+        page["searchOrders"]["edges"]
+            .as_array()?
+            .iter()
+            .map(|e| e["node"].clone())
+            .find(|n| n["id"] == order && n["status"] == status)
+    })
+    .await
+}
+
+async fn every_filter_finds_exactly_its_orders(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let (ann, ben, cat) = (
+        customer(&app, "Ann").await,
+        customer(&app, "Ben").await,
+        customer(&app, "Cat").await,
+    );
+    let one = order_of(&app, &ann, &[(&mall.pen, 1)], "12.50").await;
+    let first = searched(&app, &one, "APPROVED").await;
+    let two = order_of(&app, &ben, &[(&mall.tea, 2)], "14.00").await;
+    let second = searched(&app, &two, "APPROVED").await;
+    let three = order_of(&app, &ben, &[(&mall.notebook, 1), (&mall.tea, 1)], "11.25").await;
+    app.data(
+        "mutation($c: ID!) { disableCustomer(customerId: $c) { id } }",
+        json!({ "c": cat }),
+    )
+    .await;
+    let four = order_of(&app, &cat, &[(&mall.tea, 1)], "7.00").await;
+    searched(&app, &three, "APPROVED").await;
+    searched(&app, &four, "REJECTED").await;
+    assert_eq!(first["customerName"], "Ann");
+    assert_eq!(first["items"][0]["storeName"], "Waldorf Books");
+    assert_eq!(first["items"][0]["productName"], "Fountain pen");
+    assert_eq!(first["total"], "12.50");
+
+    let cases = [
+        (json!({}), vec![&one, &two, &three, &four]),
+        (json!({ "customerId": ben }), vec![&two, &three]),
+        (
+            json!({ "createdAfter": second["createdAt"] }),
+            vec![&two, &three, &four],
+        ),
+        (json!({ "createdBefore": second["createdAt"] }), vec![&one]),
+        (json!({ "storeIds": [mall.books] }), vec![&one, &three]),
+        (
+            json!({ "storeIds": [mall.teahouse] }),
+            vec![&two, &three, &four],
+        ),
+        (json!({ "productIds": [mall.notebook] }), vec![&three]),
+        (
+            json!({ "productIds": [mall.pen, mall.notebook] }),
+            vec![&one, &three],
+        ),
+        (json!({ "minTotal": "12.00" }), vec![&one, &two]),
+        (json!({ "maxTotal": "11.25" }), vec![&three, &four]),
+        (
+            json!({ "minTotal": "10", "maxTotal": "13" }),
+            vec![&one, &three],
+        ),
+        (json!({ "status": "REJECTED" }), vec![&four]),
+        (
+            json!({ "status": "APPROVED", "customerId": ben }),
+            vec![&two, &three],
+        ),
+        (json!({ "status": "COMPLETED" }), vec![]),
+    ];
+    for (filter, expected) in cases {
+        let expected: Vec<String> = expected.into_iter().cloned().collect();
+        assert_eq!(
+            found(&app, filter.clone()).await,
+            expected,
+            "filter {filter}"
+        );
+    }
+    let bad = app
+        .graphql(SEARCH, json!({ "f": { "storeIds": ["nope"] } }))
+        .await;
+    assert_eq!(bad["errors"][0]["message"], "storeIds is not a valid id");
+    let by_id = app
+        .data(
+            "query($id: ID!) { order(id: $id) { id status customerName } }",
+            json!({ "id": four }),
+        )
+        .await;
+    assert_eq!(
+        by_id["order"],
+        json!({ "id": four, "status": "REJECTED", "customerName": "Cat" })
+    );
+    app.stop().await;
+}
+on_both_backends!(every_filter_finds_exactly_its_orders);
+
+/// 50 orders, pages of 7: each order exactly once, in creation order.
+#[tokio::test]
+async fn pagination_over_fifty_orders_returns_each_once() {
+    let mut app = spawn_app(Backend::Real).await;
+    let mall = mall(&app).await;
+    let dee = customer(&app, "Dee").await;
+    let mut orders = Vec::new();
+    for _ in 0..50 {
+        orders.push(order_of(&app, &dee, &[(&mall.tea, 1)], "7.00").await);
+    }
+    wait_until("search to hold the 50 orders", || async {
+        (found(&app, json!({ "customerId": dee })).await.len() == 50).then_some(())
+    })
+    .await;
+    assert_eq!(found(&app, json!({ "customerId": dee })).await, orders);
+    app.stop().await;
+}
+
+/// The full flow's customer was told exactly: created, ready, completed.
+async fn the_customer_is_notified_of_created_ready_completed(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let eve = customer(&app, "Eve").await;
+    let order = order_of(&app, &eve, &[(&mall.pen, 2)], "25.00").await;
+    complete(&app, &order).await;
+    let notified = wait_until("three notifications", || async {
+        let data = app
+            .data(
+                "query($c: ID!) { notifications(customerId: $c) { edges { node { kind orderId smsNumber text } } } }",
+                json!({ "c": eve }),
+            )
+            .await;
+        let edges = data["notifications"]["edges"].as_array()?.clone();
+        (edges.len() >= 3).then_some(edges)
+    })
+    .await;
+    let kinds: Vec<_> = notified.iter().map(|e| e["node"]["kind"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [json!("created"), json!("ready"), json!("completed")]
+    );
+    for edge in &notified {
+        assert_eq!(edge["node"]["orderId"], order.as_str());
+        assert_eq!(edge["node"]["smsNumber"], "+15550100200");
+    }
+    assert!(
+        notified[1]["node"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello Eve, your order")
+    );
+    app.stop().await;
+}
+on_both_backends!(the_customer_is_notified_of_created_ready_completed);
+
+/// Takes an approved order through its shopping list and invoice.
+async fn complete(app: &TestApp, order: &str) {
+    let approved = order_with_status(app, order, "APPROVED").await;
+    let list = approved["shoppingListId"].as_str().unwrap().to_owned();
+    assign(app, &list).await;
+    app.data(
+        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
+        json!({ "id": list }),
+    )
+    .await;
+    let invoice = wait_until("the invoice", || async {
+        let found = app.data(ORDER, json!({ "id": order })).await;
+        found["order"]["invoice"]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    app.data(
+        "mutation($id: ID!) { payInvoice(invoiceId: $id) { id } }",
+        json!({ "id": invoice }),
+    )
+    .await;
+    order_with_status(app, order, "COMPLETED").await;
+}
+
+async fn assign(app: &TestApp, list: &str) {
+    app.data(
+        "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
+        json!({ "id": list, "bot": Uuid::now_v7().to_string() }),
+    )
+    .await;
+}
+
+/// The next pushed order change: (cursor, order id, status).
+async fn next_change(ws: &mut WsClient) -> (String, String, String) {
+    let data = ws.next_data().await;
+    let change = &data["customerOrders"];
+    (
+        change["cursor"].as_str().unwrap().to_owned(),
+        change["order"]["id"].as_str().unwrap().to_owned(),
+        change["order"]["status"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Makes the five changes the resume tests expect after the first three:
+/// order A ready and completed, order B created, approved and canceled.
+async fn five_more_changes(app: &TestApp, mall: &Mall, customer: &str, a: &str) -> String {
+    let list = order_with_status(app, a, "IN_PROGRESS").await["shoppingListId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.data(
+        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
+        json!({ "id": list }),
+    )
+    .await;
+    let invoice = wait_until("the invoice", || async {
+        let found = app.data(ORDER, json!({ "id": a })).await;
+        found["order"]["invoice"]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    app.data(
+        "mutation($id: ID!) { payInvoice(invoiceId: $id) { id } }",
+        json!({ "id": invoice }),
+    )
+    .await;
+    order_with_status(app, a, "COMPLETED").await;
+    let b = order_of(app, customer, &[(&mall.tea, 1)], "7.00").await;
+    order_with_status(app, &b, "APPROVED").await;
+    saga_with_status(app, &b, "COMPLETED").await;
+    app.data(
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+        json!({ "id": b }),
+    )
+    .await;
+    // Wait until search has logged the cancel too.
+    searched(app, &b, "CANCELED").await;
+    b
+}
+
+/// Three changes pushed, the client goes away; five changes later it
+/// resumes on `app` with its last cursor and gets exactly those five, then
+/// the next live one. With `first`, it had subscribed on that other gateway,
+/// which is stopped once the client has gone.
+async fn resume_after_disconnect(app: &TestApp, first: Option<&mut TestApp>) {
+    let mall = mall(app).await;
+    let fox = customer(app, "Fox").await;
+    let vars = json!({ "c": fox, "after": null });
+    let mut ws = match &first {
+        Some(other) => {
+            let ws = other
+                .subscribe("graphql-transport-ws", CUSTOMER_ORDERS, vars)
+                .await;
+            other.wait_for_subscriptions(1).await;
+            ws
+        }
+        None => {
+            let ws = app
+                .subscribe("graphql-transport-ws", CUSTOMER_ORDERS, vars)
+                .await;
+            app.wait_for_subscriptions(1).await;
+            ws
+        }
+    };
+    let a = order_of(app, &fox, &[(&mall.pen, 1)], "12.50").await;
+    let approved = order_with_status(app, &a, "APPROVED").await;
+    assign(app, approved["shoppingListId"].as_str().unwrap()).await;
+    let seen = [
+        next_change(&mut ws).await,
+        next_change(&mut ws).await,
+        next_change(&mut ws).await,
+    ];
+    let statuses: Vec<_> = seen
+        .iter()
+        .map(|(_, id, s)| (id.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (a.as_str(), "PENDING"),
+            (a.as_str(), "APPROVED"),
+            (a.as_str(), "IN_PROGRESS")
+        ]
+    );
+    let cursor = seen[2].0.clone();
+    ws.close().await;
+    if let Some(other) = first {
+        other.stop().await;
+    }
+
+    let b = five_more_changes(app, &mall, &fox, &a).await;
+    let mut resumed = app
+        .subscribe(
+            "graphql-transport-ws",
+            CUSTOMER_ORDERS,
+            json!({ "c": fox, "after": cursor }),
+        )
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next_change(&mut resumed).await);
+    }
+    let statuses: Vec<_> = got
+        .iter()
+        .map(|(_, id, s)| (id.clone(), s.clone()))
+        .collect();
+    let expect = |id: &str, s: &str| (id.to_owned(), s.to_owned());
+    assert_eq!(
+        statuses,
+        [
+            expect(&a, "READY"),
+            expect(&a, "COMPLETED"),
+            expect(&b, "PENDING"),
+            expect(&b, "APPROVED"),
+            expect(&b, "CANCELED"),
+        ]
+    );
+    let cursors: Vec<i64> = got.iter().map(|(c, ..)| c.parse().unwrap()).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+    assert!(cursors[0] > cursor.parse::<i64>().unwrap());
+    // Nothing else in between, and live again: the next push is the next change.
+    let c = order_of(app, &fox, &[(&mall.tea, 1)], "7.00").await;
+    let next = next_change(&mut resumed).await;
+    assert_eq!((next.1.as_str(), next.2.as_str()), (c.as_str(), "PENDING"));
+    resumed.close().await;
+}
+
+async fn a_subscription_resumes_with_exactly_what_it_missed(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    resume_after_disconnect(&app, None).await;
+    app.stop().await;
+}
+on_both_backends!(a_subscription_resumes_with_exactly_what_it_missed);
+
+/// Two gateway processes on one broker and database: a subscription
+/// started on one resumes on the other after the first is stopped.
+#[tokio::test]
+async fn a_subscription_resumes_on_another_gateway() {
+    let settings = common::settings(Backend::Real).await;
+    let mut app = common::start_with(settings.clone()).await;
+    let mut other = common::start_parts(settings, &[Part::Gateway]).await;
+    resume_after_disconnect(&app, Some(&mut other)).await;
+    app.stop().await;
+}
+
+/// A subscriber that does not read falls behind its buffer: it is told so
+/// with `RATE_LIMITED` and a cursor, and closed; resuming from that cursor
+/// yields every remaining change, in order, none twice.
+async fn a_slow_subscriber_is_closed_with_a_cursor(backend: Backend) {
+    let mut settings = common::settings(backend).await;
+    settings.subscription_buffer = 4;
+    // Kernel buffers small enough that a few pushes fill them.
+    settings.socket_send_buffer = Some(4096);
+    let mut app = common::start_with(settings).await;
+    let store = store(&app, "Slow Goods", "Basement").await;
+    let long = "x".repeat(1800);
+    let added = app
+        .data(
+            "mutation($s: ID!, $d: String!) { addProduct(input: {storeId: $s, name: \"Slow\", description: $d, price: \"1.00\"}) { id } }",
+            json!({ "s": store, "d": long }),
+        )
+        .await;
+    let product = added["addProduct"]["id"].as_str().unwrap().to_owned();
+    let query = "subscription($s: ID!, $after: String) {
+      catalogChanged(storeId: $s, after: $after) { cursor kind product { price description } } }";
+    let mut slow = app
+        .subscribe_slow(query, json!({ "s": store, "after": null }), 2048)
+        .await;
+    app.wait_for_subscriptions(1).await;
+    const CHANGES: usize = 300;
+    for _ in 0..CHANGES {
+        app.data(
+            "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }",
+            json!({ "p": product }),
+        )
+        .await;
+    }
+    let last_price = format!("{:.2}", 1.0 + CHANGES as f64 * 0.01);
+    // Read what was delivered until the server says the client is too slow.
+    let mut prices = Vec::new();
+    let cursor = loop {
+        let message = slow.next_message().await;
+        match message["type"].as_str() {
+            Some("next") if message["payload"].get("errors").is_some() => {
+                let error = &message["payload"]["errors"][0];
+                assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{message}");
+                break error["extensions"]["cursor"].as_str().unwrap().to_owned();
+            }
+            Some("next") => {
+                let change = &message["payload"]["data"]["catalogChanged"];
+                // The product's addition may be pushed too (search can log
+                // it after the subscription started): count the repricings.
+                if change["kind"] == "PRICE_INCREASED" {
+                    prices.push(change["product"]["price"].as_str().unwrap().to_owned());
+                }
+            }
+            _ => panic!("expected the too-slow error, got {message}"),
+        }
+    };
+    assert!(prices.len() < CHANGES, "the subscriber was never too slow");
+    let ended = slow.next_message().await;
+    assert_eq!(ended["type"], "complete", "{ended}");
+    let mut resumed = app
+        .subscribe(
+            "graphql-transport-ws",
+            query,
+            json!({ "s": store, "after": cursor }),
+        )
+        .await;
+    while prices.last() != Some(&last_price) {
+        let data = resumed.next_data().await;
+        let change = &data["catalogChanged"];
+        if change["kind"] == "PRICE_INCREASED" {
+            prices.push(change["product"]["price"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected: Vec<String> = (1..=CHANGES)
+        .map(|n| format!("{:.2}", 1.0 + n as f64 * 0.01))
+        .collect();
+    assert_eq!(prices, expected, "every change once, in order");
+    resumed.close().await;
+    app.stop().await;
+}
+on_both_backends!(a_slow_subscriber_is_closed_with_a_cursor);
+
+/// 100 times: a mutation, then at once a query with its consistency token,
+/// on a read model kept asynchronously (search's copy of the customer's
+/// contact on their orders): the query sees the change every time.
+async fn a_query_with_a_token_reads_its_write(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let gil = customer(&app, "Gil").await;
+    let order = order_of(&app, &gil, &[(&mall.tea, 1)], "7.00").await;
+    searched(&app, &order, "APPROVED").await;
+    let query = "query($c: ID!) { searchOrders(filter: {customerId: $c}) { edges { node { customerSmsNumber } } } }";
+    for n in 0..100 {
+        let number = format!("+1555{n:07}");
+        let changed = app
+            .data(
+                "mutation($c: ID!, $n: String!) { changeSmsNumber(customerId: $c, smsNumber: $n) { consistencyToken } }",
+                json!({ "c": gil, "n": number }),
+            )
+            .await;
+        let token = changed["changeSmsNumber"]["consistencyToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, response) = app
+            .graphql_with(&[("consistency-token", &token)], query, json!({ "c": gil }))
+            .await;
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(
+            response["data"]["searchOrders"]["edges"][0]["node"]["customerSmsNumber"],
+            number.as_str(),
+            "round {n}, token {token}"
+        );
+    }
+    let (status, bad) = app
+        .graphql_with(
+            &[("consistency-token", "nowhere:1")],
+            query,
+            json!({ "c": gil }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    app.stop().await;
+}
+on_both_backends!(a_query_with_a_token_reads_its_write);
+
+/// A token no read model will reach in time is a TIMEOUT.
+#[tokio::test]
+async fn a_token_from_the_future_times_out() {
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.consistency_timeout_ms = 200;
+    let mut app = common::start_with(settings).await;
+    let (status, response) = app
+        .graphql_with(
+            &[("consistency-token", "ordering:999999")],
+            "{ stores { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 504);
+    assert_eq!(response["errors"][0]["extensions"]["code"], "TIMEOUT");
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the read models did not reach ordering:999999 within 200 ms"
+    );
+    app.stop().await;
+}
+
+/// The search rows are lost; `mallbots rebuild search`, run as its own
+/// process while the system runs, brings back exactly the live rows.
+async fn rebuilding_search_yields_the_live_rows(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let (hal, ida) = (customer(&app, "Hal").await, customer(&app, "Ida").await);
+    let done = order_of(&app, &hal, &[(&mall.pen, 1), (&mall.tea, 2)], "26.50").await;
+    complete(&app, &done).await;
+    let pending = order_of(&app, &ida, &[(&mall.notebook, 3)], "12.75").await;
+    searched(&app, &pending, "APPROVED").await;
+    searched(&app, &done, "COMPLETED").await;
+    let live = app.data(SEARCH, json!({ "f": {}, "first": 100 })).await;
+    assert_eq!(live["searchOrders"]["edges"].as_array().unwrap().len(), 2);
+
+    let db = app.db("search").await;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("DELETE FROM search_order_items; DELETE FROM search_orders;")
+        .await
+        .unwrap();
+    let gone = app.data(SEARCH, json!({ "f": {}, "first": 100 })).await;
+    assert_eq!(gone["searchOrders"]["edges"], json!([]));
+
+    let mut rebuild = std::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+    rebuild
+        .arg("rebuild")
+        .arg("search")
+        .env("DATA_DIR", app.data_dir())
+        .env("RUST_LOG", "warn");
+    match &app.settings.database_url {
+        Some(url) => rebuild.env("DATABASE_URL", url),
+        None => rebuild.env_remove("DATABASE_URL"),
+    };
+    let status = rebuild.status().expect("mallbots rebuild runs");
+    assert!(status.success(), "mallbots rebuild search failed: {status}");
+    let rebuilt = app.data(SEARCH, json!({ "f": {}, "first": 100 })).await;
+    assert_eq!(rebuilt, live);
+    // And it keeps following the live events afterwards.
+    app.data(
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+        json!({ "id": pending }),
+    )
+    .await;
+    searched(&app, &pending, "CANCELED").await;
+    app.stop().await;
+}
+on_both_backends!(rebuilding_search_yields_the_live_rows);
