@@ -578,3 +578,127 @@ async fn rebuilding_search_yields_the_live_rows(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(rebuilding_search_yields_the_live_rows);
+
+/// `orderUpdated`, `shoppingListsAvailable` and `events` along one order:
+/// each push shows a state a query made right after it already returns.
+async fn order_list_and_event_feeds_push_committed_state(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let jo = customer(&app, "Jo").await;
+    let basket = basket(&app, &jo).await;
+    add_item(&app, &basket, &mall.tea, 3).await;
+    let payment = authorize_payment(&app, &jo, "21.00").await;
+    let mut lists = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription { shoppingListsAvailable { cursor shoppingList { id orderId status stops { storeName } } } }",
+            json!({}),
+        )
+        .await;
+    let mut events = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($t: [String!]) { events(types: $t) { cursor type schemaVersion payload } }",
+            json!({ "t": ["ordering.Order.OrderApproved", "ordering.Order.OrderCompleted"] }),
+        )
+        .await;
+    app.wait_for_subscriptions(2).await;
+    let order = checkout(&app, &basket, &payment).await;
+    let mut updates = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($o: ID!) { orderUpdated(orderId: $o, after: \"0\") { cursor order { id status total } } }",
+            json!({ "o": order }),
+        )
+        .await;
+    // From cursor 0 the order's whole history replays, then it goes live.
+    let mut statuses = Vec::new();
+    let mut cursor = 0;
+    while statuses.last().map(String::as_str) != Some("IN_PROGRESS") {
+        let pushed = updates.next_data().await["orderUpdated"].clone();
+        let status = pushed["order"]["status"].as_str().unwrap().to_owned();
+        let at: i64 = pushed["cursor"].as_str().unwrap().parse().unwrap();
+        assert!(at > cursor, "cursors grow");
+        cursor = at;
+        assert_eq!(pushed["order"]["total"], "21.00");
+        // The push is sent after the read model committed: a query sees it.
+        let now = app.data(ORDER, json!({ "id": order })).await;
+        let rank = |s: &str| {
+            ["PENDING", "APPROVED", "IN_PROGRESS"]
+                .iter()
+                .position(|x| *x == s)
+        };
+        assert!(
+            rank(now["order"]["status"].as_str().unwrap()) >= rank(&status),
+            "a query after the {status} push saw {}",
+            now["order"]["status"]
+        );
+        if status == "APPROVED" {
+            let list = app.data(ORDER, json!({ "id": order })).await["order"]["shoppingListId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let available = lists.next_data().await["shoppingListsAvailable"].clone();
+            assert_eq!(available["shoppingList"]["id"], list.as_str());
+            assert_eq!(available["shoppingList"]["orderId"], order.as_str());
+            assert_eq!(available["shoppingList"]["status"], "AVAILABLE");
+            assert_eq!(
+                available["shoppingList"]["stops"][0]["storeName"],
+                "Leaf & Kettle"
+            );
+            assign(&app, &list).await;
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, ["PENDING", "APPROVED", "IN_PROGRESS"]);
+    let approved = events.next_data().await["events"].clone();
+    assert_eq!(approved["type"], "ordering.Order.OrderApproved");
+    assert_eq!(approved["schemaVersion"], 1);
+    assert_eq!(approved["payload"]["order_id"], order.as_str());
+    assert_eq!(approved["payload"]["status"], "approved");
+    let bad = app
+        .graphql(
+            "subscription { orderUpdated(orderId: \"x\") { cursor } }",
+            json!({}),
+        )
+        .await;
+    assert!(bad.get("errors").is_some(), "{bad}");
+    app.stop().await;
+}
+on_both_backends!(order_list_and_event_feeds_push_committed_state);
+
+/// With `NOTIFICATIONS_WEBHOOK_URL`, each notification is also POSTed there.
+#[tokio::test]
+async fn notifications_are_posted_to_the_webhook() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.notifications_webhook_url = Some(format!("http://{hook_addr}/hook"));
+    let mut app = common::start_with(settings).await;
+    let mall = mall(&app).await;
+    let kim = customer(&app, "Kim").await;
+    let order = order_of(&app, &kim, &[(&mall.pen, 1)], "12.50").await;
+    let posted = wait_until("the created notification to be posted", || async {
+        let all = received.lock().unwrap().clone();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    assert_eq!(posted[0]["kind"], "created");
+    assert_eq!(posted[0]["order_id"], order.as_str());
+    assert_eq!(posted[0]["sms_number"], "+15550100200");
+    app.stop().await;
+}
