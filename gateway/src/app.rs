@@ -52,7 +52,8 @@ pub struct AppState {
     pub live: LiveFeed,
     pub metrics: Arc<Metrics>,
     pub broker: Arc<dyn Broker>,
-    pub databases: Vec<DatabaseConnection>,
+    /// Every module's database, by module name.
+    pub databases: Vec<(&'static str, DatabaseConnection)>,
     pub settings: Arc<Settings>,
 }
 
@@ -303,7 +304,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             live,
             metrics,
             broker: broker.clone(),
-            databases: dbs.clone(),
+            databases: MODULES.iter().map(|m| m.1).zip(dbs.clone()).collect(),
             settings: Arc::new(settings.clone()),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)

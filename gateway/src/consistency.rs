@@ -1,11 +1,14 @@
 //! Read-your-writes: a mutation's `consistencyToken` is `<module>:<position>`
 //! (where its change landed in that module's event log). A query sent with
 //! header `consistency-token` runs only once every read model that consumes
-//! that module's events has applied that position (bounded wait).
+//! that module's events has applied that position (bounded wait): search,
+//! notifications, and the catalog caches of baskets and depot (so an
+//! `addItem` sent with `addProduct`'s token knows the product).
 
 use std::time::Duration;
 
 use mallbots_contracts::ErrorCode;
+use mallbots_platform::changes;
 use tokio::time::Instant;
 
 use crate::app::AppState;
@@ -27,8 +30,15 @@ const SOURCES: [&str; 6] = [
     "ordering",
     "depot",
 ];
-/// The modules the notifications read model consumes.
-const NOTIFIED: [&str; 2] = ["customers", "ordering"];
+/// Which module keeps read models from which module's events. Search reads
+/// every module; notifications, customers and orders; baskets and depot
+/// cache the catalog.
+const READERS: [(&str, &[&str]); 4] = [
+    ("search", &SOURCES),
+    ("notifications", &["customers", "ordering"]),
+    ("baskets", &["stores"]),
+    ("depot", &["stores"]),
+];
 
 pub fn parse(token: &str) -> Result<Token, ApiError> {
     let bad = || ApiError::bad_input(format!("{token:?} is not a consistency token"));
@@ -49,23 +59,19 @@ pub fn parse(token: &str) -> Result<Token, ApiError> {
 
 /// Whether every read model consuming `token.module` has applied it.
 async fn applied(app: &AppState, token: &Token) -> Result<bool, ApiError> {
-    let search = app
-        .queries
-        .search
-        .applied(&token.module)
-        .await
-        .map_err(internal)?;
-    if search < token.position {
-        return Ok(false);
-    }
-    if NOTIFIED.contains(&token.module.as_str()) {
-        let notified = app
-            .queries
-            .notifications
-            .applied(&token.module)
+    for (reader, sources) in READERS {
+        if !sources.contains(&token.module.as_str()) {
+            continue;
+        }
+        let Some((_, db)) = app.databases.iter().find(|(name, _)| *name == reader) else {
+            continue;
+        };
+        let at = changes::applied(db, &token.module)
             .await
             .map_err(internal)?;
-        return Ok(notified >= token.position);
+        if at < token.position {
+            return Ok(false);
+        }
     }
     Ok(true)
 }

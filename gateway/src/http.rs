@@ -274,7 +274,7 @@ async fn ready(State(http): State<Http>) -> Response {
     if let Err(err) = http.app.broker.check().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("broker: {err}")).into_response();
     }
-    for db in &http.app.databases {
+    for (_, db) in &http.app.databases {
         if let Err(err) = mallbots_platform::db::ping(db).await {
             return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {err}")).into_response();
         }

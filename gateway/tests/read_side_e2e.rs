@@ -702,3 +702,34 @@ async fn notifications_are_posted_to_the_webhook() {
     assert_eq!(posted[0]["sms_number"], "+15550100200");
     app.stop().await;
 }
+
+/// `addProduct`'s token sent with the next `addItem`: the baskets module
+/// knows the product by then (its catalog cache is a read model too), every
+/// time, with no retry.
+async fn a_token_makes_a_new_product_buyable_at_once(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let shop = store(&app, "Fresh Stock", "Arcade").await;
+    let lee = customer(&app, "Lee").await;
+    let basket = basket(&app, &lee).await;
+    for n in 0..20 {
+        let added = app
+            .data(
+                "mutation($s: ID!, $n: String!) { addProduct(input: {storeId: $s, name: $n, price: \"2.00\"}) { id consistencyToken } }",
+                json!({ "s": shop, "n": format!("Item {n}") }),
+            )
+            .await;
+        let token = added["addProduct"]["consistencyToken"].as_str().unwrap();
+        let product = added["addProduct"]["id"].as_str().unwrap();
+        let (status, response) = app
+            .graphql_with(
+                &[("consistency-token", token)],
+                ADD_ITEM,
+                json!({ "b": basket, "p": product, "q": 1 }),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert!(response.get("errors").is_none(), "round {n}: {response}");
+    }
+    app.stop().await;
+}
+on_both_backends!(a_token_makes_a_new_product_buyable_at_once);

@@ -125,9 +125,4 @@ impl NotificationsQueries {
         items.truncate(first as usize);
         Ok(Page { items, has_next })
     }
-
-    /// The highest event position of module `source` this model applied.
-    pub async fn applied(&self, source: &str) -> Result<i64, PlatformError> {
-        changes::applied(&self.db, source).await
-    }
 }

@@ -1,12 +1,14 @@
 //! A module's own copy of the mall's stores and products, kept from the
 //! stores module's events alone (event-carried state transfer): baskets price
 //! items from it, depot plans its stops with it. Events carry positions, so
-//! a late event never overwrites a newer state.
+//! a late event never overwrites a newer state; the cache's checkpoint for
+//! `stores` lets a client wait until it knows a product it just added.
 
 use mallbots_contracts::stores::{CatalogUpdate, ProductView, StoreView};
 use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
+use crate::changes;
 use crate::views::{self, Row};
 use crate::{Envelope, PlatformError};
 
@@ -60,6 +62,8 @@ pub async fn apply<C: ConnectionTrait>(
             views::delete(conn, PRODUCT, product.product_id).await?
         }
     }
+    // A consistency token from stores waits for this cache too.
+    changes::advance(conn, "stores", position).await?;
     Ok(true)
 }
 

@@ -400,9 +400,4 @@ impl SearchQueries {
     ) -> Result<Vec<Change>, PlatformError> {
         changes::since(&self.db, topics, after, limit).await
     }
-
-    /// The highest event position of module `source` this model applied.
-    pub async fn applied(&self, source: &str) -> Result<i64, PlatformError> {
-        changes::applied(&self.db, source).await
-    }
 }
