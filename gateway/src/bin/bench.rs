@@ -1,0 +1,479 @@
+//! The benchmark driver. It starts the system (`mallbots run`, a child
+//! process, on the PostgreSQL and RabbitMQ of DATABASE_URL and AMQP_URL, in a
+//! fresh database and under a fresh queue prefix) and the floors (a minimal
+//! async-graphql server: `bench floor-server`, another child), then drives
+//! them from this process as real clients would: HTTP and graphql-transport-ws.
+//!
+//! Scenarios done so far: query throughput (`store(id)`, `catalog` of 50
+//! products, against the `{ hello }` and constant-50-object-list floors) and
+//! command round trip (mutation to reply, mutation to subscription push).
+//! Fan-out and projection throughput are not written yet (issue 5).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "MallBots benchmarks, each next to its floor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Concurrent HTTP clients in the query scenario.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// How long each query measurement runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Mutations in the command round-trip scenario.
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// A run of seconds, for CI: checks the bench works, measures nothing.
+    #[arg(long)]
+    tiny: bool,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+    /// PostgreSQL server to create the bench database on.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// The RabbitMQ the system under test uses.
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// The floor: a minimal async-graphql server on axum (`{ hello }` and a
+    /// constant list of 50 objects), the same stack as the gateway.
+    FloorServer {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(SimpleObject, Clone)]
+struct Item {
+    id: String,
+    name: String,
+    description: String,
+    sku: String,
+    price: String,
+}
+
+struct FloorQuery;
+
+#[Object]
+impl FloorQuery {
+    async fn hello(&self) -> &str {
+        "world"
+    }
+    async fn list(&self) -> Vec<Item> {
+        (0..50)
+            .map(|n| Item {
+                id: format!("01900000-0000-7000-8000-{n:012}"),
+                name: format!("Product {n}"),
+                description: "a book".into(),
+                sku: format!("B-{n}"),
+                price: "9.99".into(),
+            })
+            .collect()
+    }
+}
+
+async fn floor_server(listen: SocketAddr) -> anyhow::Result<()> {
+    let schema = Schema::new(FloorQuery, EmptyMutation, EmptySubscription);
+    let app = axum::Router::new().route(
+        "/graphql",
+        axum::routing::post_service(async_graphql_axum::GraphQL::new(schema)),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Latencies, summarized.
+#[derive(Debug, Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0.sort_unstable();
+        let i = ((self.0.len() - 1) as f64 * p).round() as usize;
+        self.0[i].as_secs_f64() * 1000.0
+    }
+    fn summary(&mut self) -> Value {
+        json!({
+            "count": self.0.len(),
+            "p50_ms": self.percentile(0.50),
+            "p99_ms": self.percentile(0.99),
+            "max_ms": self.percentile(1.0),
+        })
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            url: format!("{base}/graphql"),
+        }
+    }
+
+    async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let response: Value = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = response.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(response["data"].clone())
+    }
+}
+
+/// `clients` loops posting `query` for `seconds`: requests/s and latencies.
+async fn throughput(
+    base: &str,
+    query: &'static str,
+    variables: Value,
+    clients: usize,
+    seconds: u64,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = Client::new(base);
+        let variables = variables.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                match client.post(query, variables.clone()).await {
+                    Ok(_) => {
+                        done += 1;
+                        latencies.push(start.elapsed());
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (done, failed, latencies)
+        }));
+    }
+    let (mut done, mut failed, mut all) = (0, 0, Latencies::default());
+    for task in tasks {
+        if let Ok((d, f, l)) = task.await {
+            done += d;
+            failed += f;
+            all.0.extend(l);
+        }
+    }
+    let mut result = all.summary();
+    result["requests_per_s"] = json!(done as f64 / seconds as f64);
+    result["failed"] = json!(failed);
+    result
+}
+
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{base} never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(socket.local_addr()?)
+}
+
+/// The `mallbots` binary next to this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    Ok(me.with_file_name(name))
+}
+
+/// A fresh database on the server of `url`; returns its URL.
+async fn fresh_database(url: &str) -> anyhow::Result<String> {
+    let name = format!("mallbots_bench_{}", Uuid::new_v4().simple());
+    let admin = Database::connect(url)
+        .await
+        .context("PostgreSQL (DATABASE_URL)")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    admin.close().await?;
+    let base = url.rsplit_once('/').context("DATABASE_URL has no path")?.0;
+    Ok(format!("{base}/{name}"))
+}
+
+async fn start_system(cli: &Cli, addr: SocketAddr) -> anyhow::Result<Child> {
+    let (Some(database_url), Some(amqp_url)) = (&cli.database_url, &cli.amqp_url) else {
+        bail!(
+            "the bench runs on the real services: set DATABASE_URL and AMQP_URL (scripts/bench does)"
+        );
+    };
+    let database = fresh_database(database_url).await?;
+    let child = Command::new(sibling("mallbots")?)
+        .arg("run")
+        .env("LISTEN_ADDR", addr.to_string())
+        .env("DATABASE_URL", database)
+        .env("AMQP_URL", amqp_url)
+        .env("AMQP_PREFIX", format!("bench-{}.", Uuid::new_v4().simple()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start mallbots (build it first)")?;
+    Ok(child)
+}
+
+/// A store taking part, with 50 products: (store id, first product id).
+async fn setup(client: &Client) -> anyhow::Result<(String, String)> {
+    let store = client
+        .post(
+            "mutation { createStore(input: {name: \"Bench Books\", location: \"Hall\"}) { id } }",
+            json!({}),
+        )
+        .await?["createStore"]["id"]
+        .as_str()
+        .context("store id")?
+        .to_owned();
+    client
+        .post(
+            "mutation($s: ID!) { enableParticipation(storeId: $s) { id } }",
+            json!({ "s": store }),
+        )
+        .await?;
+    let mut first = None;
+    for n in 0..50 {
+        let product = client
+            .post(
+                "mutation($s: ID!, $n: String!) { addProduct(input: {storeId: $s, name: $n, description: \"a book\", sku: \"B\", price: \"9.99\"}) { id } }",
+                json!({ "s": store, "n": format!("Product {n}") }),
+            )
+            .await?["addProduct"]["id"]
+            .as_str()
+            .context("product id")?
+            .to_owned();
+        first.get_or_insert(product);
+    }
+    Ok((store, first.context("a product")?))
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(base: &str, query: &str, variables: Value) -> anyhow::Result<Ws> {
+    let url = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let send = |v: Value| WsMessage::Text(v.to_string().into());
+    ws.send(send(json!({ "type": "connection_init" }))).await?;
+    ws.next().await.context("connection_ack")??;
+    ws.send(send(json!({ "type": "subscribe", "id": "1",
+        "payload": { "query": query, "variables": variables } })))
+        .await?;
+    Ok(ws)
+}
+
+/// Mutation to reply, and mutation to the subscription's push, one at a time.
+async fn round_trips(
+    base: &str,
+    store: &str,
+    product: &str,
+    samples: usize,
+) -> anyhow::Result<Value> {
+    let client = Client::new(base);
+    let mut ws = subscribe(
+        base,
+        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { price } } }",
+        json!({ "s": store }),
+    )
+    .await?;
+    // The subscription is live once a change made after it arrives.
+    let mut replies = Latencies::default();
+    let mut pushes = Latencies::default();
+    let mut delivered = 0;
+    for n in 0..samples + 1 {
+        let start = Instant::now();
+        client
+            .post(
+                "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }",
+                json!({ "p": product }),
+            )
+            .await?;
+        let replied = start.elapsed();
+        let pushed = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .context("no push within 10 s")?
+                .context("the websocket closed")??;
+            if let WsMessage::Text(text) = frame {
+                let message: Value = serde_json::from_str(&text)?;
+                if message["type"] == "next" {
+                    break start.elapsed();
+                }
+            }
+        };
+        // The first one may race the subscription's start: not measured.
+        if n > 0 {
+            replies.0.push(replied);
+            pushes.0.push(pushed);
+            delivered += 1;
+        }
+    }
+    Ok(json!({
+        "mutation_to_reply": replies.summary(),
+        "mutation_to_push": pushes.summary(),
+        "delivered": delivered,
+        "expected": samples,
+    }))
+}
+
+fn row(name: &str, result: &Value, floor: Option<&Value>) -> String {
+    let rate = result["requests_per_s"].as_f64();
+    let ratio = match (rate, floor.and_then(|f| f["requests_per_s"].as_f64())) {
+        (Some(r), Some(f)) if f > 0.0 => format!("{:.0}%", 100.0 * r / f),
+        _ => "-".into(),
+    };
+    format!(
+        "{name:<34} {:>10} {:>9.2} {:>9.2} {:>8}",
+        rate.map_or("-".into(), |r| format!("{r:.0}")),
+        result["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        result["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        ratio
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    if let Some(Sub::FloorServer { listen }) = cli.command {
+        return floor_server(listen).await;
+    }
+    if cli.tiny {
+        (cli.clients, cli.seconds, cli.samples) = (4, 1, 10);
+    }
+    let (system_addr, floor_addr) = (free_addr()?, free_addr()?);
+    let mut system = start_system(&cli, system_addr).await?;
+    let mut floor = Command::new(std::env::current_exe()?)
+        .args(["floor-server", "--listen", &floor_addr.to_string()])
+        .kill_on_drop(true)
+        .spawn()?;
+    let (base, floor_base) = (
+        format!("http://{system_addr}"),
+        format!("http://{floor_addr}"),
+    );
+    wait_ready(&base).await?;
+    wait_listening(floor_addr).await?;
+    let client = Client::new(&base);
+    let (store, product) = setup(&client).await?;
+    // The catalog read is served by the stores module's own tables: no wait.
+    let (c, s) = (cli.clients, cli.seconds);
+    eprintln!("query throughput: {c} clients x {s} s each");
+    let store_q = throughput(
+        &base,
+        "query($s: ID!) { store(id: $s) { id name location participating } }",
+        json!({ "s": store }),
+        c,
+        s,
+    )
+    .await;
+    let hello = throughput(&floor_base, "{ hello }", json!({}), c, s).await;
+    let catalog = throughput(&base, "query($s: ID!) { catalog(storeId: $s, first: 50) { edges { node { id name description sku price } } } }", json!({ "s": store }), c, s).await;
+    let list = throughput(
+        &floor_base,
+        "{ list { id name description sku price } }",
+        json!({}),
+        c,
+        s,
+    )
+    .await;
+    eprintln!("command round trips: {} one at a time", cli.samples);
+    let trips = round_trips(&base, &store, &product, cli.samples).await?;
+
+    let table = [
+        "scenario                           req/s       p50 ms    p99 ms  vs floor".to_owned(),
+        row("store(id)", &store_q, Some(&hello)),
+        row("  floor: { hello }", &hello, None),
+        row("catalog(storeId) 50 products", &catalog, Some(&list)),
+        row("  floor: constant 50-object list", &list, None),
+        row(
+            "mutation -> reply (one at a time)",
+            &trips["mutation_to_reply"],
+            None,
+        ),
+        row(
+            "mutation -> push (one at a time)",
+            &trips["mutation_to_push"],
+            None,
+        ),
+    ];
+    println!("{}", table.join("\n"));
+    let results = json!({
+        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "sizes": { "clients": c, "seconds": s, "samples": cli.samples },
+        "query": { "store": store_q, "hello_floor": hello, "catalog": catalog, "list_floor": list },
+        "command": trips,
+        "not_measured_yet": ["subscription fan-out", "projection catch-up and rebuild", "broker and PostgreSQL floors"],
+    });
+    std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("results written to {}", cli.json.display());
+    let _ = system.kill().await;
+    let _ = floor.kill().await;
+    if results["command"]["delivered"] != results["command"]["expected"] {
+        bail!("pushes delivered != expected: {}", results["command"]);
+    }
+    for r in [&results["query"]["store"], &results["query"]["catalog"]] {
+        if r["failed"] != 0 {
+            bail!("failed requests: {r}");
+        }
+    }
+    Ok(())
+}

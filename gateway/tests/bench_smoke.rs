@@ -1,0 +1,33 @@
+//! CI's check of the benchmark driver: it builds, and a tiny run against the
+//! real services completes with every push delivered. It measures nothing.
+
+#[test]
+fn a_tiny_bench_run_completes() {
+    let required = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+    };
+    let json = std::env::temp_dir().join(format!("bench-{}.json", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("--tiny")
+        .arg("--json")
+        .arg(&json)
+        .env("DATABASE_URL", required("TEST_DATABASE_URL"))
+        .env("AMQP_URL", required("TEST_AMQP_URL"))
+        .status()
+        .expect("the bench binary runs");
+    assert!(status.success(), "bench --tiny failed: {status}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("results written")).unwrap();
+    assert_eq!(
+        results["command"]["delivered"],
+        results["command"]["expected"]
+    );
+    assert!(
+        results["query"]["store"]["requests_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let _ = std::fs::remove_file(json);
+}
