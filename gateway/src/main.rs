@@ -3,6 +3,11 @@ use clap::{Parser, Subcommand};
 use mallbots_gateway::{Part, Settings};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: glibc's malloc and free took about a fifth of the gateway's CPU
+/// under query load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// MallBots: an event-driven shopping mall behind a GraphQL gateway.
 ///
 /// With no configuration everything runs in one process on SQLite files and

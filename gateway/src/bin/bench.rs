@@ -5,9 +5,10 @@
 //! them from this process as real clients would: HTTP and graphql-transport-ws.
 //!
 //! Scenarios done so far: query throughput (`store(id)`, `catalog` of 50
-//! products, against the `{ hello }` and constant-50-object-list floors) and
-//! command round trip (mutation to reply, mutation to subscription push).
-//! Fan-out and projection throughput are not written yet (issue 5).
+//! products, against the `{ hello }` and constant-50-object-list floors),
+//! command round trip (mutation to reply, mutation to subscription push, one
+//! at a time) and subscription fan-out (latency, delivered vs expected, RSS).
+//! Projection throughput and the remaining floors are not written yet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,18 @@ struct Cli {
     /// Mutations in the command round-trip scenario.
     #[arg(long, default_value_t = 500)]
     samples: usize,
+    /// Subscribers in the fan-out scenario (`catalogChanged`).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Stores the fan-out subscribers are spread over.
+    #[arg(long, default_value_t = 10)]
+    stores: usize,
+    /// Price changes per store per second in the fan-out scenario.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// How long the fan-out scenario changes prices, in seconds.
+    #[arg(long, default_value_t = 10)]
+    fan_out_seconds: u64,
     /// A run of seconds, for CI: checks the bench works, measures nothing.
     #[arg(long)]
     tiny: bool,
@@ -376,6 +389,168 @@ async fn round_trips(
     }))
 }
 
+/// The resident memory of process `pid`, in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Live subscriptions the gateway counts (its `/metrics`).
+async fn subscriptions_active(base: &str) -> Option<i64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mallbots_subscriptions_active "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// When each price change was sent: `[store][seq]`.
+type Sent = std::sync::Arc<Vec<std::sync::Mutex<Vec<Instant>>>>;
+
+/// One subscriber: the latency of each change it receives, until it has
+/// `expected` of them or `deadline`.
+async fn subscriber(
+    mut ws: Ws,
+    store: usize,
+    sent: Sent,
+    expected: usize,
+    deadline: Instant,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(expected);
+    while latencies.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, ws.next()).await else {
+            break;
+        };
+        let WsMessage::Text(text) = frame else {
+            continue;
+        };
+        let Ok(message) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let price = &message["payload"]["data"]["catalogChanged"]["product"]["price"];
+        let Some(price) = price.as_str().and_then(|p| p.parse::<f64>().ok()) else {
+            continue;
+        };
+        let seq = ((price - 1.0) * 100.0).round() as usize;
+        let at = sent[store]
+            .lock()
+            .ok()
+            .and_then(|s| s.get(seq.wrapping_sub(1)).copied());
+        if let Some(at) = at {
+            latencies.push(at.elapsed());
+        }
+    }
+    latencies
+}
+
+/// Fan-out: `subscribers` `catalogChanged` subscriptions spread over
+/// `stores` stores, each store's price changed `rate` times a second.
+async fn fan_out(cli: &Cli, base: &str, pid: u32) -> anyhow::Result<Value> {
+    let client = Client::new(base);
+    let mut products = Vec::new();
+    for n in 0..cli.stores {
+        let store = client
+            .post(
+                "mutation($n: String!) { createStore(input: {name: $n, location: \"Hall\"}) { id } }",
+                json!({ "n": format!("Fan-out {n}") }),
+            )
+            .await?["createStore"]["id"]
+            .as_str()
+            .context("store id")?
+            .to_owned();
+        let product = client
+            .post(
+                "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Ticker\", price: \"1.00\"}) { id } }",
+                json!({ "s": store }),
+            )
+            .await?["addProduct"]["id"]
+            .as_str()
+            .context("product id")?
+            .to_owned();
+        products.push((store, product));
+    }
+    let changes = ((cli.fan_out_seconds as f64) * cli.rate).round().max(1.0) as usize;
+    let before = subscriptions_active(base).await.unwrap_or(0);
+    let rss_before = rss_kib(pid).unwrap_or(0);
+    let sent: Sent = std::sync::Arc::new((0..cli.stores).map(|_| Default::default()).collect());
+    let deadline = Instant::now() + Duration::from_secs(120 + cli.fan_out_seconds);
+    let mut tasks = Vec::with_capacity(cli.subscribers);
+    let query =
+        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { price } } }";
+    for batch in (0..cli.subscribers).collect::<Vec<_>>().chunks(100) {
+        let connecting = batch.iter().map(|i| {
+            let store = i % cli.stores;
+            subscribe(base, query, json!({ "s": products[store].0 }))
+        });
+        for (i, ws) in batch
+            .iter()
+            .zip(futures_util::future::join_all(connecting).await)
+        {
+            let store = i % cli.stores;
+            tasks.push(tokio::spawn(subscriber(
+                ws?,
+                store,
+                sent.clone(),
+                changes,
+                deadline,
+            )));
+        }
+    }
+    let target = before + cli.subscribers as i64;
+    while subscriptions_active(base).await.unwrap_or(0) < target {
+        if Instant::now() > deadline {
+            bail!("the subscriptions never all started");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_idle = rss_kib(pid).unwrap_or(0);
+    let started = Instant::now();
+    let tick = Duration::from_secs_f64(1.0 / cli.rate);
+    for seq in 1..=changes {
+        let at = started + tick.mul_f64((seq - 1) as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let sends = products.iter().enumerate().map(|(store, (_, product))| {
+            if let Ok(mut s) = sent[store].lock() {
+                s.push(Instant::now());
+            }
+            client.post(
+                "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }",
+                json!({ "p": product }),
+            )
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result?;
+        }
+    }
+    let rss_busy = rss_kib(pid).unwrap_or(0);
+    let mut latencies = Latencies::default();
+    for task in tasks {
+        latencies.0.extend(task.await.unwrap_or_default());
+    }
+    let expected = cli.subscribers * changes;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut result = latencies.summary();
+    result["delivered"] = json!(latencies.0.len());
+    result["expected"] = json!(expected);
+    result["deliveries_per_s"] = json!(latencies.0.len() as f64 / elapsed);
+    result["subscribers"] = json!(cli.subscribers);
+    result["stores"] = json!(cli.stores);
+    result["changes_per_store"] = json!(changes);
+    result["gateway_rss_kib"] =
+        json!({ "before": rss_before, "idle_subscribed": rss_idle, "busy": rss_busy });
+    result["rss_per_idle_subscription_kib"] =
+        json!(rss_idle.saturating_sub(rss_before) as f64 / cli.subscribers as f64);
+    Ok(result)
+}
+
 fn row(name: &str, result: &Value, floor: Option<&Value>) -> String {
     let rate = result["requests_per_s"].as_f64();
     let ratio = match (rate, floor.and_then(|f| f["requests_per_s"].as_f64())) {
@@ -399,6 +574,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.tiny {
         (cli.clients, cli.seconds, cli.samples) = (4, 1, 10);
+        (cli.subscribers, cli.stores, cli.fan_out_seconds, cli.rate) = (20, 2, 2, 2.0);
     }
     let (system_addr, floor_addr) = (free_addr()?, free_addr()?);
     let mut system = start_system(&cli, system_addr).await?;
@@ -437,6 +613,12 @@ async fn main() -> anyhow::Result<()> {
     .await;
     eprintln!("command round trips: {} one at a time", cli.samples);
     let trips = round_trips(&base, &store, &product, cli.samples).await?;
+    eprintln!(
+        "fan-out: {} subscribers over {} stores, {} changes/store/s for {} s",
+        cli.subscribers, cli.stores, cli.rate, cli.fan_out_seconds
+    );
+    let pid = system.id().context("the system's pid")?;
+    let fan = fan_out(&cli, &base, pid).await?;
 
     let table = [
         "scenario                           req/s       p50 ms    p99 ms  vs floor".to_owned(),
@@ -461,7 +643,8 @@ async fn main() -> anyhow::Result<()> {
         "sizes": { "clients": c, "seconds": s, "samples": cli.samples },
         "query": { "store": store_q, "hello_floor": hello, "catalog": catalog, "list_floor": list },
         "command": trips,
-        "not_measured_yet": ["subscription fan-out", "projection catch-up and rebuild", "broker and PostgreSQL floors"],
+        "fan_out": fan,
+        "not_measured_yet": ["fan-out floor and the highest rate held under 100 ms p99", "command round trip under load", "projection catch-up and rebuild", "broker and PostgreSQL floors"],
     });
     std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
     eprintln!("results written to {}", cli.json.display());
@@ -469,6 +652,9 @@ async fn main() -> anyhow::Result<()> {
     let _ = floor.kill().await;
     if results["command"]["delivered"] != results["command"]["expected"] {
         bail!("pushes delivered != expected: {}", results["command"]);
+    }
+    if results["fan_out"]["delivered"] != results["fan_out"]["expected"] {
+        bail!("fan-out delivered != expected: {}", results["fan_out"]);
     }
     for r in [&results["query"]["store"], &results["query"]["catalog"]] {
         if r["failed"] != 0 {
