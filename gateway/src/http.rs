@@ -233,6 +233,11 @@ async fn graphql_get(
     execute(&http, &headers, request).await
 }
 
+/// The websocket library's read and write buffers per connection (128 KiB
+/// each by default, most of an idle subscription's memory). Larger messages
+/// still pass, in more system calls.
+const WEBSOCKET_BUFFER: usize = 8 * 1024;
+
 async fn graphql_ws(
     State(http): State<Http>,
     headers: HeaderMap,
@@ -242,6 +247,8 @@ async fn graphql_ws(
     let from_headers = request_context(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(WEBSOCKET_BUFFER)
+        .write_buffer_size(WEBSOCKET_BUFFER)
         .on_upgrade(move |socket| {
             GraphQLWebSocket::new(socket, http.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {

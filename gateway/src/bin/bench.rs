@@ -636,6 +636,19 @@ async fn main() -> anyhow::Result<()> {
             &trips["mutation_to_push"],
             None,
         ),
+        format!(
+            "fan-out: {} subscribers, {}/{} delivered, {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} KiB RSS per idle subscription",
+            fan["subscribers"],
+            fan["delivered"],
+            fan["expected"],
+            fan["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            fan["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            fan["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            fan["max_ms"].as_f64().unwrap_or(f64::NAN),
+            fan["rss_per_idle_subscription_kib"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        ),
     ];
     println!("{}", table.join("\n"));
     let results = json!({
