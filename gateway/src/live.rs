@@ -1,16 +1,18 @@
 //! The gateway's live feed: the read side's change notifications (published
 //! by the search module after each change commits), consumed on a queue of
-//! this gateway process's own and fanned out to its subscriptions through a
-//! bounded broadcast. Every change has a position in the read side's change
+//! this gateway process's own and fanned out to its subscriptions through
+//! bounded broadcasts, one per route (topic, and entity or owner). Every change has a position in the read side's change
 //! log: the subscription cursor, resumable on any replica.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
-use mallbots_contracts::search::Changed;
+use mallbots_contracts::search::{Changed, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST};
 use mallbots_platform::changes::Change;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, consumer};
+use mallbots_search::TOPIC_CATALOG;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -36,9 +38,61 @@ impl From<Change> for LiveChange {
     }
 }
 
+/// Which changes a subscription listens to: a topic, and optionally only
+/// those about one entity (`key`: an order, a store) or one owner (a
+/// customer). A change wakes only the subscriptions on its routes, not every
+/// subscription of the process.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Route {
+    pub topic: &'static str,
+    pub about: About,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum About {
+    All,
+    Key(String),
+    Owner(String),
+}
+
+/// The buffer of a route about one order or one customer.
+pub const QUIET_ROUTE_BUFFER: usize = 64;
+
+type Routes = Arc<Mutex<HashMap<Route, broadcast::Sender<Arc<LiveChange>>>>>;
+
 #[derive(Clone)]
 pub struct LiveFeed {
-    sender: broadcast::Sender<Arc<LiveChange>>,
+    routes: Routes,
+    buffer: usize,
+}
+
+fn lock(
+    routes: &Routes,
+) -> std::sync::MutexGuard<'_, HashMap<Route, broadcast::Sender<Arc<LiveChange>>>> {
+    routes.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands `change` to the subscriptions on its routes; forgets routes nobody
+/// listens to any more.
+fn dispatch(routes: &Routes, change: LiveChange, owner: Option<String>) {
+    let Some(topic) = [TOPIC_ORDER, TOPIC_SHOPPING_LIST, TOPIC_EVENT, TOPIC_CATALOG]
+        .into_iter()
+        .find(|t| *t == change.topic)
+    else {
+        return;
+    };
+    let mut abouts = vec![About::All, About::Key(change.key.clone())];
+    abouts.extend(owner.map(About::Owner));
+    let change = Arc::new(change);
+    let mut routes = lock(routes);
+    for about in abouts {
+        let route = Route { topic, about };
+        if let Some(sender) = routes.get(&route)
+            && sender.send(change.clone()).is_err()
+        {
+            routes.remove(&route);
+        }
+    }
 }
 
 impl LiveFeed {
@@ -49,11 +103,12 @@ impl LiveFeed {
         buffer: usize,
         shutdown: Shutdown,
     ) -> Result<Self, BrokerError> {
-        let (sender, _) = broadcast::channel(buffer.max(1));
+        let routes: Routes = Arc::default();
         let spec = QueueSpec::transient(format!("gateway.live.{}", Uuid::new_v4().simple()))
             .bind(Exchange::Events, Changed::TYPE);
         let feed = LiveFeed {
-            sender: sender.clone(),
+            routes: routes.clone(),
+            buffer: buffer.max(1),
         };
         consumer::listen(broker.as_ref(), spec, shutdown, move |envelope| {
             let (Ok(changed), Some(position)) = (envelope.decode::<Changed>(), envelope.position())
@@ -62,19 +117,31 @@ impl LiveFeed {
                 return;
             };
             metrics.live_events.fetch_add(1, Ordering::Relaxed);
-            // No receivers is fine: nobody is subscribed right now.
-            let _ = sender.send(Arc::new(LiveChange {
+            let change = LiveChange {
                 position,
                 topic: changed.topic,
                 key: changed.key,
                 body: changed.body,
-            }));
+            };
+            dispatch(&routes, change, changed.owner);
         })
         .await?;
         Ok(feed)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveChange>> {
-        self.sender.subscribe()
+    pub fn subscribe(&self, route: Route) -> broadcast::Receiver<Arc<LiveChange>> {
+        // A broadcast allocates all its slots up front. Busy, shared routes
+        // (a topic, a store's catalog) get the whole buffer; the many quiet
+        // ones (one order, one customer) get at most QUIET_ROUTE_BUFFER.
+        let busy = route.about == About::All || route.topic == TOPIC_CATALOG;
+        let capacity = if busy {
+            self.buffer
+        } else {
+            self.buffer.min(QUIET_ROUTE_BUFFER)
+        };
+        lock(&self.routes)
+            .entry(route)
+            .or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe()
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiError, internal};
 use crate::app::AppState;
-use crate::live::LiveChange;
+use crate::live::{LiveChange, Route};
 use crate::metrics::Metrics;
 
 /// Changes read from the log per query while replaying.
@@ -50,7 +50,7 @@ pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
 
 struct State<F> {
     app: AppState,
-    topics: &'static [&'static str],
+    topic: &'static str,
     receiver: broadcast::Receiver<Arc<LiveChange>>,
     /// The last position handled (pushed, or skipped as not the client's).
     last: i64,
@@ -61,11 +61,11 @@ struct State<F> {
     _active: Active,
 }
 
-/// The items `select` makes of the changes of `topics`, from after `after`
+/// The items `select` makes of the changes on `route`, from after `after`
 /// (or from now), each with its position.
 pub fn follow<T, F>(
     app: &AppState,
-    topics: &'static [&'static str],
+    route: Route,
     after: Option<String>,
     select: F,
 ) -> Result<impl Stream<Item = async_graphql::Result<T>> + use<T, F>, ApiError>
@@ -78,8 +78,8 @@ where
     // replaying is in the buffer, and skipped there if the replay had it.
     let state = State {
         app: app.clone(),
-        topics,
-        receiver: app.live.subscribe(),
+        topic: route.topic,
+        receiver: app.live.subscribe(route),
         last: after.unwrap_or(0),
         replay: VecDeque::new(),
         replaying: after.is_some(),
@@ -100,7 +100,7 @@ where
                     return Some((Err(err), s));
                 }
             };
-            if change.position <= s.last || !s.topics.contains(&change.topic.as_str()) {
+            if change.position <= s.last || change.topic != s.topic {
                 continue;
             }
             s.last = change.position;
@@ -121,7 +121,7 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<LiveChange>> 
             .app
             .queries
             .search
-            .changes(s.topics, s.last, REPLAY_PAGE)
+            .changes(&[s.topic], s.last, REPLAY_PAGE)
             .await
             .map_err(internal)?;
         if page.is_empty() {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::dispatch::{parse_id, send, state};
 use super::follow::follow;
 use super::{ApiError, internal, pagination};
-use crate::live::LiveChange;
+use crate::live::{About, LiveChange, Route};
 use mallbots_search::TOPIC_CATALOG;
 
 pub struct Store(StoreRecord);
@@ -453,11 +453,12 @@ impl StoresSubscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<CatalogChange>> + use<>> {
         let store_id = parse_id(&store_id, "storeId")?.to_string();
-        Ok(follow(
-            state(ctx)?,
-            &[TOPIC_CATALOG],
-            after,
-            move |change| catalog_change(change, &store_id),
-        )?)
+        let route = Route {
+            topic: TOPIC_CATALOG,
+            about: About::Key(store_id.clone()),
+        };
+        Ok(follow(state(ctx)?, route, after, move |change| {
+            catalog_change(change, &store_id)
+        })?)
     }
 }

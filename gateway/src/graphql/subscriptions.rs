@@ -12,7 +12,7 @@ use mallbots_contracts::search::{
 use super::dispatch::{parse_id, state};
 use super::follow::follow;
 use super::orders::{Order, ShoppingList};
-use crate::live::LiveChange;
+use crate::live::{About, LiveChange, Route};
 
 /// An order as it is after a change.
 pub struct OrderChange {
@@ -97,7 +97,11 @@ impl OrdersSubscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
         let order_id = parse_id(&order_id, "orderId")?.to_string();
-        Ok(follow(state(ctx)?, &[TOPIC_ORDER], after, move |change| {
+        let route = Route {
+            topic: TOPIC_ORDER,
+            about: About::Key(order_id.clone()),
+        };
+        Ok(follow(state(ctx)?, route, after, move |change| {
             (change.key == order_id)
                 .then(|| order_change(change))
                 .flatten()
@@ -112,7 +116,11 @@ impl OrdersSubscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
         let customer_id = parse_id(&customer_id, "customerId")?;
-        Ok(follow(state(ctx)?, &[TOPIC_ORDER], after, move |change| {
+        let route = Route {
+            topic: TOPIC_ORDER,
+            about: About::Owner(customer_id.to_string()),
+        };
+        Ok(follow(state(ctx)?, route, after, move |change| {
             order_change(change).filter(|c| c.order.order.customer_id == customer_id)
         })?)
     }
@@ -123,18 +131,17 @@ impl OrdersSubscription {
         ctx: &Context<'_>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<ShoppingListChange>> + use<>> {
-        Ok(follow(
-            state(ctx)?,
-            &[TOPIC_SHOPPING_LIST],
-            after,
-            |change| {
-                let list: ShoppingListView = serde_json::from_value(change.body.clone()).ok()?;
-                (list.status == ShoppingListStatus::Available).then(|| ShoppingListChange {
-                    cursor: change.position.to_string(),
-                    list,
-                })
-            },
-        )?)
+        let route = Route {
+            topic: TOPIC_SHOPPING_LIST,
+            about: About::All,
+        };
+        Ok(follow(state(ctx)?, route, after, |change| {
+            let list: ShoppingListView = serde_json::from_value(change.body.clone()).ok()?;
+            (list.status == ShoppingListStatus::Available).then(|| ShoppingListChange {
+                cursor: change.position.to_string(),
+                list,
+            })
+        })?)
     }
 
     /// The raw integration-event feed (operators), optionally only `types`.
@@ -144,7 +151,11 @@ impl OrdersSubscription {
         types: Option<Vec<String>>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<IntegrationEvent>> + use<>> {
-        Ok(follow(state(ctx)?, &[TOPIC_EVENT], after, move |change| {
+        let route = Route {
+            topic: TOPIC_EVENT,
+            about: About::All,
+        };
+        Ok(follow(state(ctx)?, route, after, move |change| {
             if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
                 return None;
             }
