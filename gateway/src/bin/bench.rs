@@ -302,11 +302,11 @@ async fn start_system(cli: &Cli, addr: SocketAddr) -> anyhow::Result<Child> {
         .context("cannot start mallbots (build it first)")
 }
 
-/// How far the search projection has applied the stores module's events.
+/// How far the search projection has applied the ordering module's events.
 async fn search_checkpoint(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i64> {
     let statement = sea_orm::Statement::from_string(
         db.get_database_backend(),
-        "SELECT position FROM search.checkpoints WHERE source = 'stores'",
+        "SELECT position FROM search.checkpoints WHERE source = 'ordering'",
     );
     Ok(match db.query_one_raw(statement).await? {
         Some(row) => row.try_get::<i64>("", "position")?,
@@ -314,7 +314,7 @@ async fn search_checkpoint(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i
     })
 }
 
-/// Projection: `events` catalog events queued while the search module is not
+/// Projection: `events` new orders queued while the search module is not
 /// running, then it starts: events/s to catch up. Then the rebuild of the
 /// same model from its archive, timed.
 async fn projection(cli: &Cli) -> anyhow::Result<Value> {
@@ -330,32 +330,43 @@ async fn projection(cli: &Cli) -> anyhow::Result<Value> {
         quorum_queues: false,
     })
     .await?;
-    // The search module's durable queue as it declares it (for the catalog
+    // The search module's durable queue as it declares it (for ordering's
     // events): what is published now waits there until search starts.
     broker
-        .declare(&QueueSpec::durable("search.events").bind(Exchange::Events, "stores.#"))
+        .declare(&QueueSpec::durable("search.events").bind(Exchange::Events, "ordering.#"))
         .await?;
-    let store_id = Uuid::now_v7();
+    let (customer_id, store_id, product_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut batch = Vec::new();
     for n in 1..=cli.events {
-        let event = mallbots_contracts::stores::ProductPriceIncreased {
-            product: mallbots_contracts::stores::ProductView {
-                product_id: Uuid::now_v7(),
-                store_id,
-                name: "Ticker".into(),
-                description: String::new(),
-                sku: String::new(),
-                price: rust_decimal::Decimal::new(100 + n as i64, 2),
-                occurred_at: chrono::Utc::now(),
-            },
-            delta: rust_decimal::Decimal::new(1, 2),
-        };
+        // Orders: each one a search row with its items (what a rebuild rewrites).
+        let now = chrono::Utc::now();
+        let event =
+            mallbots_contracts::ordering::OrderCreated(mallbots_contracts::ordering::OrderView {
+                order_id: Uuid::now_v7(),
+                customer_id,
+                payment_id: Uuid::now_v7(),
+                basket_id: Uuid::now_v7(),
+                shopping_list_id: None,
+                items: vec![mallbots_contracts::common::LineItem {
+                    store_id,
+                    store_name: "Bench Books".into(),
+                    product_id,
+                    product_name: "Ticker".into(),
+                    price: rust_decimal::Decimal::new(999, 2),
+                    quantity: 1,
+                }],
+                total: rust_decimal::Decimal::new(999, 2),
+                status: mallbots_contracts::ordering::OrderStatus::Pending,
+                rejection: None,
+                created_at: now,
+                occurred_at: now,
+            });
         let mut envelope = Envelope::new(&event)?;
         envelope.headers.insert(
             mallbots_platform::envelope::HEADER_POSITION.to_owned(),
             n.to_string(),
         );
-        let key = "stores.Product.ProductPriceIncreased".to_owned();
+        let key = "ordering.Order.OrderCreated".to_owned();
         batch.push((Exchange::Events, key, envelope.to_wire()));
         if batch.len() == 1000 || n == cli.events {
             broker.publish_all(std::mem::take(&mut batch)).await?;
