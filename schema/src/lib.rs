@@ -16,6 +16,12 @@ pub use reply::{CommandReply, ErrorCode, ReplyError};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+/// The module a message belongs to: the first segment of its type
+/// (`ordering.Order.OrderCreated`, `stores.CreateStore`).
+pub fn module_of(message_type: &str) -> &str {
+    message_type.split('.').next().unwrap_or(message_type)
+}
+
 /// A message that crosses the broker.
 ///
 /// `TYPE` is the AMQP `type` property. For events it is also the routing key

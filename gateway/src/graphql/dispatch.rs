@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use async_graphql::{Context, ID};
-use mallbots_contracts::Message;
+use mallbots_contracts::{Message, module_of};
 use mallbots_platform::commands::SendError;
 use uuid::Uuid;
 
@@ -55,11 +55,9 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
             }
         })?;
     let (result, position) = accepted(reply)?;
-    // Commands are named `<module>.<Command>`.
-    let module = M::TYPE.split('.').next().unwrap_or_default();
     Ok(Sent {
         result,
-        token: format!("{module}:{}", position.unwrap_or(0)),
+        token: format!("{}:{}", module_of(M::TYPE), position.unwrap_or(0)),
     })
 }
 

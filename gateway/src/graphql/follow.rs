@@ -100,7 +100,9 @@ where
                     return Some((Err(err), s));
                 }
             };
-            if change.position <= s.last || change.topic != s.topic {
+            // The route delivers only its topic; positions already handled
+            // (replayed, or before the cursor) are skipped.
+            if change.position <= s.last {
                 continue;
             }
             s.last = change.position;

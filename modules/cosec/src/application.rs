@@ -55,11 +55,13 @@ impl CommandHandler for CosecHandler {
 #[derive(Clone)]
 pub struct CosecQueries {
     db: DatabaseConnection,
+    engine: std::sync::Arc<SagaEngine<CreateOrderSaga>>,
 }
 
 impl CosecQueries {
     pub fn new(db: DatabaseConnection) -> Self {
-        CosecQueries { db }
+        let engine = SagaEngine::new(crate::infrastructure::QUEUE).into();
+        CosecQueries { db, engine }
     }
 
     /// The create-order saga of `order_id`.
@@ -67,8 +69,6 @@ impl CosecQueries {
         &self,
         order_id: Uuid,
     ) -> Result<Option<SagaRecord<CreateOrderData>>, PlatformError> {
-        SagaEngine::<CreateOrderSaga>::new(crate::infrastructure::QUEUE)
-            .find(&self.db, order_id)
-            .await
+        self.engine.find(&self.db, order_id).await
     }
 }

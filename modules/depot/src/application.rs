@@ -177,9 +177,4 @@ impl DepotQueries {
     ) -> Result<Page<ShoppingListView>, PlatformError> {
         views::page(&self.db, VIEW, status.map(|s| s.as_str()), first, after).await
     }
-
-    /// The lists made for `order_id` (one, unless it was recreated).
-    pub async fn of_order(&self, order_id: Uuid) -> Result<Vec<ShoppingListView>, PlatformError> {
-        views::by_ref(&self.db, VIEW, order_id).await
-    }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mallbots_contracts::customers::CustomerView;
+use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
@@ -90,8 +91,7 @@ impl CommandHandler for NotificationsHandler {
             }
         }
         if let Some(position) = envelope.position() {
-            let source = kind.split('.').next().unwrap_or(kind);
-            changes::advance(txn, source, position).await?;
+            changes::advance(txn, module_of(kind), position).await?;
         }
         Ok(Accepted::default())
     }

@@ -112,15 +112,6 @@ pub async fn since<C: ConnectionTrait>(
         .collect()
 }
 
-/// Deletes the changes of `topic` (a read model being rebuilt).
-pub async fn forget<C: ConnectionTrait>(conn: &C, topic: &str) -> Result<(), PlatformError> {
-    entity::Entity::delete_many()
-        .filter(entity::Column::Topic.eq(topic))
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
 /// Notes that events of `source` up to `position` are applied.
 pub async fn advance<C: ConnectionTrait>(
     conn: &C,

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::CustomerView;
 use mallbots_contracts::depot::ShoppingListView;
+use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
     ArchivedEvent, Changed, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
@@ -289,7 +290,7 @@ impl CommandHandler for SearchHandler {
             last = Some(logged.position);
         }
         if let Some(position) = event.source_position {
-            changes::advance(txn, projection::source(&event.message_type), position).await?;
+            changes::advance(txn, module_of(&event.message_type), position).await?;
         }
         Ok(Accepted {
             result: serde_json::Value::Null,

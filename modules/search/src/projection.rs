@@ -23,12 +23,6 @@ pub fn summary(order: OrderView, customer: Option<&CustomerView>) -> OrderSummar
     }
 }
 
-/// The module whose event `message_type` is (`ordering.Order.OrderCreated`:
-/// `ordering`): checkpoints are kept per source module.
-pub fn source(message_type: &str) -> &str {
-    message_type.split('.').next().unwrap_or(message_type)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +31,5 @@ mod tests {
     fn cents_are_exact() {
         assert_eq!(cents(Decimal::new(4475, 2)), 4475);
         assert_eq!(cents(Decimal::new(7, 0)), 700);
-        assert_eq!(source("ordering.Order.OrderCreated"), "ordering");
     }
 }
