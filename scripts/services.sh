@@ -4,11 +4,16 @@
 # TEST_DATABASE_URL and TEST_AMQP_URL for the test suite.
 #
 # PostgreSQL runs as a private cluster in $MALLBOTS_PG_DIR on
-# $MALLBOTS_PG_PORT (it touches no system cluster); RabbitMQ is the system
-# node on 5672 (tests isolate themselves with a name prefix per test).
+# $MALLBOTS_PG_PORT, and RabbitMQ as a private node in $MALLBOTS_RABBIT_DIR
+# on $MALLBOTS_AMQP_PORT (and the next port for Erlang distribution; not in
+# 35672-35682, which the CLI tools take): neither
+# touches a system server. Tests isolate themselves with a name prefix each.
 
 MALLBOTS_PG_PORT=${MALLBOTS_PG_PORT:-55432}
 MALLBOTS_PG_DIR=${MALLBOTS_PG_DIR:-/tmp/mallbots-test-pg}
+MALLBOTS_AMQP_PORT=${MALLBOTS_AMQP_PORT:-5682}
+MALLBOTS_RABBIT_DIR=${MALLBOTS_RABBIT_DIR:-/tmp/mallbots-test-rabbit}
+MALLBOTS_RABBIT_NODE=${MALLBOTS_RABBIT_NODE:-mallbots-test@localhost}
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -53,6 +58,14 @@ start_postgres() {
       [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$MALLBOTS_PG_DIR"
       "${run_as[@]}" "$bin/initdb" -D "$MALLBOTS_PG_DIR/data" -U postgres -A trust >/dev/null
     fi
+    # A server killed without shutdown leaves its lock files; once that pid is
+    # reused by another process, PostgreSQL refuses to start.
+    local lock pid
+    for lock in "$MALLBOTS_PG_DIR/data/postmaster.pid" "$MALLBOTS_PG_DIR/.s.PGSQL.$MALLBOTS_PG_PORT.lock"; do
+      [ -f "$lock" ] || continue
+      pid=$(head -n 1 "$lock")
+      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] || rm -f "$lock"
+    done
     log "starting PostgreSQL on 127.0.0.1:$MALLBOTS_PG_PORT"
     "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
       -o "-p $MALLBOTS_PG_PORT -k $MALLBOTS_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" \
@@ -70,21 +83,62 @@ start_postgres() {
     while read -r db; do "${psql[@]}" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
 
-rabbit_up() { rabbitmqctl -q await_startup >/dev/null 2>&1; }
+# RabbitMQ also runs as a private node, its data in $MALLBOTS_RABBIT_DIR, wiped
+# at every fresh start: a node restarted on old data must recover every durable
+# queue earlier runs left (thousands), which can take longer than the run.
+rabbit() {
+  local limit=()
+  if [ "$1" = --within ]; then limit=(timeout "$2"); shift 2; fi
+  local tool=$1; shift
+  local env=(env HOME="$MALLBOTS_RABBIT_DIR"
+    RABBITMQ_CONF_ENV_FILE="$MALLBOTS_RABBIT_DIR/rabbitmq-env.conf"
+    RABBITMQ_CONFIG_FILE="$MALLBOTS_RABBIT_DIR/rabbitmq"
+    RABBITMQ_ADVANCED_CONFIG_FILE="$MALLBOTS_RABBIT_DIR/advanced.config"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$MALLBOTS_RABBIT_DIR/enabled_plugins"
+    RABBITMQ_NODENAME="$MALLBOTS_RABBIT_NODE"
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    RABBITMQ_NODE_PORT="$MALLBOTS_AMQP_PORT"
+    RABBITMQ_DIST_PORT="$((MALLBOTS_AMQP_PORT + 1))"
+    RABBITMQ_MNESIA_BASE="$MALLBOTS_RABBIT_DIR/mnesia"
+    RABBITMQ_LOG_BASE="$MALLBOTS_RABBIT_DIR/log")
+  if [ "$(id -u)" -eq 0 ]; then
+    "${limit[@]}" runuser -u rabbitmq -- "${env[@]}" "/usr/lib/rabbitmq/bin/$tool" "$@"
+  else
+    "${limit[@]}" "${env[@]}" "/usr/lib/rabbitmq/bin/$tool" "$@"
+  fi
+}
+
+# Bounded: await_startup on a node still booting can block for as long as
+# the boot takes.
+rabbit_up() { rabbit --within 10 rabbitmqctl -q await_startup >/dev/null 2>&1; }
 
 start_rabbitmq() {
   if rabbit_up; then
-    log "RabbitMQ already up"
+    # Leftover queues of earlier runs would pile up: start from none.
+    log "RabbitMQ already up on $MALLBOTS_AMQP_PORT: resetting it"
+    rabbit --within 60 rabbitmqctl -q stop_app >/dev/null &&
+      rabbit --within 60 rabbitmqctl -q reset >/dev/null &&
+      rabbit --within 60 rabbitmqctl -q start_app >/dev/null ||
+      die "could not reset the RabbitMQ node $MALLBOTS_RABBIT_NODE"
   else
-    log "starting RabbitMQ"
-    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    log "starting a private RabbitMQ node on 127.0.0.1:$MALLBOTS_AMQP_PORT"
+    # A node of ours that is there but not answering goes before its data.
+    local pid_file="$MALLBOTS_RABBIT_DIR/mnesia/$MALLBOTS_RABBIT_NODE.pid"
+    [ -f "$pid_file" ] && kill -9 "$(cat "$pid_file")" 2>/dev/null
+    rm -rf "$MALLBOTS_RABBIT_DIR"
+    mkdir -p "$MALLBOTS_RABBIT_DIR/log"
+    [ "$(id -u)" -eq 0 ] && chown -R rabbitmq:rabbitmq "$MALLBOTS_RABBIT_DIR"
+    (ulimit -n 65536 2>/dev/null; rabbit rabbitmq-server -detached >/dev/null 2>&1) || true
     local deadline=$((SECONDS + 90))
     until rabbit_up; do
-      [ $SECONDS -lt $deadline ] || die "RabbitMQ did not start within 90 s (see /var/log/rabbitmq)"
+      if [ $SECONDS -ge $deadline ]; then
+        tail -n 20 "$MALLBOTS_RABBIT_DIR"/log/*.log >&2 2>/dev/null
+        die "RabbitMQ did not start within 90 s (logs in $MALLBOTS_RABBIT_DIR/log)"
+      fi
       sleep 1
     done
   fi
-  export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
+  export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$MALLBOTS_AMQP_PORT/%2f"
 }
 
 start_services() {
