@@ -55,7 +55,7 @@ start_postgres() {
       log "creating a private PostgreSQL cluster in $MALLBOTS_PG_DIR"
       rm -rf "$MALLBOTS_PG_DIR"
       mkdir -p "$MALLBOTS_PG_DIR"
-      [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$MALLBOTS_PG_DIR"
+      if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$MALLBOTS_PG_DIR"; fi
       "${run_as[@]}" "$bin/initdb" -D "$MALLBOTS_PG_DIR/data" -U postgres -A trust >/dev/null
     fi
     # A server killed without shutdown leaves its lock files; once that pid is
@@ -69,7 +69,7 @@ start_postgres() {
     log "starting PostgreSQL on 127.0.0.1:$MALLBOTS_PG_PORT"
     "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
       -o "-p $MALLBOTS_PG_PORT -k $MALLBOTS_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" \
-      start >/dev/null || { cat "$MALLBOTS_PG_DIR/log" >&2; die "PostgreSQL did not start"; }
+      start >/dev/null || { tail -n 30 "$MALLBOTS_PG_DIR/log" >&2; die "PostgreSQL did not start"; }
   fi
   for _ in $(seq 1 60); do
     "$bin/pg_isready" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" && break
@@ -124,10 +124,10 @@ start_rabbitmq() {
     log "starting a private RabbitMQ node on 127.0.0.1:$MALLBOTS_AMQP_PORT"
     # A node of ours that is there but not answering goes before its data.
     local pid_file="$MALLBOTS_RABBIT_DIR/mnesia/$MALLBOTS_RABBIT_NODE.pid"
-    [ -f "$pid_file" ] && kill -9 "$(cat "$pid_file")" 2>/dev/null
+    if [ -f "$pid_file" ]; then kill -9 "$(cat "$pid_file")" 2>/dev/null || true; fi
     rm -rf "$MALLBOTS_RABBIT_DIR"
     mkdir -p "$MALLBOTS_RABBIT_DIR/log"
-    [ "$(id -u)" -eq 0 ] && chown -R rabbitmq:rabbitmq "$MALLBOTS_RABBIT_DIR"
+    if [ "$(id -u)" -eq 0 ]; then chown -R rabbitmq:rabbitmq "$MALLBOTS_RABBIT_DIR"; fi
     (ulimit -n 65536 2>/dev/null; rabbit rabbitmq-server -detached >/dev/null 2>&1) || true
     local deadline=$((SECONDS + 90))
     until rabbit_up; do
