@@ -543,8 +543,32 @@ async fn rebuilding_search_yields_the_live_rows(backend: Backend) {
     let pending = order_of(&app, &ida, &[(&mall.notebook, 3)], "12.75").await;
     searched(&app, &pending, "APPROVED").await;
     searched(&app, &done, "COMPLETED").await;
-    let live = app.data(SEARCH, json!({ "f": {}, "first": 100 })).await;
-    assert_eq!(live["searchOrders"]["edges"].as_array().unwrap().len(), 2);
+    // A contact change after the orders rewrites them; the rebuild must too.
+    let changed = app
+        .data(
+            "mutation($c: ID!) { changeSmsNumber(customerId: $c, smsNumber: \"+1 555 0100 999\") { consistencyToken } }",
+            json!({ "c": hal }),
+        )
+        .await;
+    let token = changed["changeSmsNumber"]["consistencyToken"]
+        .as_str()
+        .unwrap();
+    let (status, live) = app
+        .graphql_with(
+            &[("consistency-token", token)],
+            SEARCH,
+            json!({ "f": {}, "first": 100 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{live}");
+    let live = live["data"].clone();
+    let edges = live["searchOrders"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2);
+    let hal_order = edges
+        .iter()
+        .find(|e| e["node"]["id"] == done.as_str())
+        .unwrap();
+    assert_eq!(hal_order["node"]["customerSmsNumber"], "+15550100999");
 
     let db = app.db("search").await;
     use sea_orm::ConnectionTrait;

@@ -98,6 +98,37 @@ pub async fn put<C: ConnectionTrait, T: Serialize>(
     Ok(true)
 }
 
+/// Inserts rows known to be new (a kind just emptied and being rebuilt), many
+/// to a statement.
+pub async fn insert_all<C: ConnectionTrait, T: Serialize>(
+    conn: &C,
+    rows: &[Row<'_, T>],
+) -> Result<(), PlatformError> {
+    // 7 columns a row: well under every backend's bound-parameter limit.
+    for chunk in rows.chunks(1000) {
+        let models = chunk
+            .iter()
+            .map(|row| {
+                let body =
+                    serde_json::to_string(row.body).map_err(|e| decode_error(row.kind, e))?;
+                Ok(entity::ActiveModel {
+                    kind: Set(row.kind.to_owned()),
+                    id: Set(row.id.to_string()),
+                    ref_id: Set(row.ref_id.map(|r| r.to_string())),
+                    status: Set(row.status.map(str::to_owned)),
+                    body: Set(body),
+                    position: Set(row.position),
+                    updated_at: Set(Utc::now()),
+                })
+            })
+            .collect::<Result<Vec<_>, PlatformError>>()?;
+        entity::Entity::insert_many(models)
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Deletes a row (a removed product leaves its cache).
 pub async fn delete<C: ConnectionTrait>(
     conn: &C,

@@ -28,7 +28,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::infrastructure::{items, orders};
-use crate::projection::{self, cents, summary};
+use crate::projection::{self, Fold, cents, summary};
 
 const CUSTOMER: &str = "cache.customer";
 /// The catalog's changes, keyed by store (`catalogChanged`).
@@ -64,57 +64,93 @@ pub(crate) async fn lock<C: ConnectionTrait>(conn: &C) -> Result<(), PlatformErr
     Ok(())
 }
 
+/// What an event means to search.
+enum Fact {
+    Order(OrderView),
+    Customer(CustomerView),
+    ShoppingList(ShoppingListView),
+    Product {
+        change: String,
+        product: ProductView,
+    },
+    Other,
+}
+
+fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
+    let kind = event.message_type.as_str();
+    Ok(if kind.starts_with("ordering.Order.") {
+        Fact::Order(view(event)?)
+    } else if kind.starts_with("customers.Customer.") {
+        Fact::Customer(view(event)?)
+    } else if kind.starts_with("depot.ShoppingList.") {
+        Fact::ShoppingList(view(event)?)
+    } else if kind.starts_with("stores.Product.") {
+        Fact::Product {
+            change: kind.rsplit('.').next().unwrap_or_default().to_owned(),
+            product: view(event)?,
+        }
+    } else {
+        Fact::Other
+    })
+}
+
 /// Applies one event to the model; returns the changes it made.
 async fn apply<C: ConnectionTrait>(
     conn: &C,
     event: &ArchivedEvent,
 ) -> Result<Vec<Changed>, PlatformError> {
-    let kind = event.message_type.as_str();
     let position = event.source_position.unwrap_or(0);
-    if kind.starts_with("ordering.Order.") {
-        let order: OrderView = view(event)?;
-        let customer: Option<CustomerView> = views::get(conn, CUSTOMER, order.customer_id).await?;
-        let summary = summary(order, customer.as_ref());
-        if save_order(conn, &summary, position).await? {
-            return Ok(vec![order_change(&summary)?]);
+    match fact(event)? {
+        Fact::Order(order) => {
+            let customer: Option<CustomerView> =
+                views::get(conn, CUSTOMER, order.customer_id).await?;
+            let summary = summary(order, customer.as_ref());
+            if save_order(conn, &summary, position).await? {
+                return Ok(vec![order_change(&summary)?]);
+            }
         }
-    } else if kind.starts_with("customers.Customer.") {
-        let customer: CustomerView = view(event)?;
-        let before: Option<CustomerView> = views::get(conn, CUSTOMER, customer.customer_id).await?;
-        let same_contact =
-            before.is_some_and(|b| b.name == customer.name && b.sms_number == customer.sms_number);
-        let row = Row {
-            kind: CUSTOMER,
-            id: customer.customer_id,
-            ref_id: None,
-            status: None,
-            body: &customer,
-            position,
-        };
-        // Orders change only when what they show of the customer does
-        // (not when the customer is authorized or disabled).
-        if views::put(conn, row).await? && !same_contact {
-            return recontact(conn, &customer).await;
+        Fact::Customer(customer) => {
+            let before: Option<CustomerView> =
+                views::get(conn, CUSTOMER, customer.customer_id).await?;
+            let same_contact = before
+                .is_some_and(|b| b.name == customer.name && b.sms_number == customer.sms_number);
+            // Orders change only when what they show of the customer does
+            // (not when the customer is authorized or disabled).
+            if views::put(conn, customer_row(&customer, position)).await? && !same_contact {
+                return recontact(conn, &customer).await;
+            }
         }
-    } else if kind.starts_with("depot.ShoppingList.") {
-        let list: ShoppingListView = view(event)?;
-        return Ok(vec![Changed {
-            topic: TOPIC_SHOPPING_LIST.into(),
-            key: list.shopping_list_id.to_string(),
-            owner: Some(list.order_id.to_string()),
-            body: serde_json::to_value(&list).map_err(|e| decode_error(kind, e))?,
-        }]);
-    } else if kind.starts_with("stores.Product.") {
-        let product: ProductView = view(event)?;
-        let change = kind.rsplit('.').next().unwrap_or_default();
-        return Ok(vec![Changed {
-            topic: TOPIC_CATALOG.into(),
-            key: product.store_id.to_string(),
-            owner: None,
-            body: json!({ "change": change, "product": product }),
-        }]);
+        Fact::ShoppingList(list) => {
+            return Ok(vec![Changed {
+                topic: TOPIC_SHOPPING_LIST.into(),
+                key: list.shopping_list_id.to_string(),
+                owner: Some(list.order_id.to_string()),
+                body: serde_json::to_value(&list)
+                    .map_err(|e| decode_error(&event.message_type, e))?,
+            }]);
+        }
+        Fact::Product { change, product } => {
+            return Ok(vec![Changed {
+                topic: TOPIC_CATALOG.into(),
+                key: product.store_id.to_string(),
+                owner: None,
+                body: json!({ "change": change, "product": product }),
+            }]);
+        }
+        Fact::Other => {}
     }
     Ok(vec![])
+}
+
+fn customer_row(customer: &CustomerView, position: i64) -> Row<'_, CustomerView> {
+    Row {
+        kind: CUSTOMER,
+        id: customer.customer_id,
+        ref_id: None,
+        status: None,
+        body: customer,
+        position,
+    }
 }
 
 fn order_change(summary: &OrderSummary) -> Result<Changed, PlatformError> {
@@ -132,8 +168,7 @@ async fn save_order<C: ConnectionTrait>(
     summary: &OrderSummary,
     position: i64,
 ) -> Result<bool, PlatformError> {
-    let order = &summary.order;
-    let id = order.order_id.to_string();
+    let id = summary.order.order_id.to_string();
     let stored = orders::Entity::find_by_id(id.clone())
         .select_only()
         .column(orders::Column::Position)
@@ -145,36 +180,21 @@ async fn save_order<C: ConnectionTrait>(
     }
     write_row(conn, summary, position).await?;
     items::Entity::delete_many()
-        .filter(items::Column::OrderId.eq(id.clone()))
+        .filter(items::Column::OrderId.eq(id))
         .exec(conn)
         .await?;
-    let mut lines: Vec<items::ActiveModel> = Vec::new();
-    for item in &order.items {
-        let product_id = item.product_id.to_string();
-        // One row per product (an order lists each product once).
-        if lines.iter().any(|l| l.product_id.as_ref() == &product_id) {
-            continue;
-        }
-        lines.push(items::ActiveModel {
-            order_id: Set(id.clone()),
-            product_id: Set(product_id),
-            store_id: Set(item.store_id.to_string()),
-        });
-    }
+    let lines = item_rows(&summary.order);
     if !lines.is_empty() {
         items::Entity::insert_many(lines).exec(conn).await?;
     }
     Ok(true)
 }
 
-async fn write_row<C: ConnectionTrait>(
-    conn: &C,
-    summary: &OrderSummary,
-    position: i64,
-) -> Result<(), PlatformError> {
+/// An order's row in `search_orders`.
+fn order_row(summary: &OrderSummary, position: i64) -> Result<orders::ActiveModel, PlatformError> {
     let order = &summary.order;
     let body = serde_json::to_string(summary).map_err(|e| decode_error("order summary", e))?;
-    let row = orders::ActiveModel {
+    Ok(orders::ActiveModel {
         order_id: Set(order.order_id.to_string()),
         customer_id: Set(order.customer_id.to_string()),
         customer_name: Set(summary.customer_name.clone()),
@@ -184,8 +204,34 @@ async fn write_row<C: ConnectionTrait>(
         updated_at: Set(order.occurred_at),
         body: Set(body),
         position: Set(position),
-    };
-    orders::Entity::insert(row)
+    })
+}
+
+/// An order's rows in `search_order_items`: one per product (an order
+/// lists each product once).
+fn item_rows(order: &OrderView) -> Vec<items::ActiveModel> {
+    let id = order.order_id.to_string();
+    let mut lines: Vec<items::ActiveModel> = Vec::new();
+    for item in &order.items {
+        let product_id = item.product_id.to_string();
+        if lines.iter().any(|l| l.product_id.as_ref() == &product_id) {
+            continue;
+        }
+        lines.push(items::ActiveModel {
+            order_id: Set(id.clone()),
+            product_id: Set(product_id),
+            store_id: Set(item.store_id.to_string()),
+        });
+    }
+    lines
+}
+
+async fn write_row<C: ConnectionTrait>(
+    conn: &C,
+    summary: &OrderSummary,
+    position: i64,
+) -> Result<(), PlatformError> {
+    orders::Entity::insert(order_row(summary, position)?)
         .on_conflict(
             OnConflict::column(orders::Column::OrderId)
                 .update_columns([
@@ -239,25 +285,56 @@ fn archived(envelope: &Envelope) -> ArchivedEvent {
     }
 }
 
-/// Rebuild: empties the model and applies every archived event again.
+/// Rebuild: folds every archived event in memory, in the order search
+/// applied them, then writes the model afresh, many rows to a statement.
 pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
-    items::Entity::delete_many().exec(txn).await?;
-    orders::Entity::delete_many().exec(txn).await?;
-    views::delete_kind(txn, CUSTOMER).await?;
+    let mut fold = Fold::default();
     let (mut after, mut replayed) = (0, 0);
     loop {
-        let batch = changes::since(txn, &[TOPIC_EVENT], after, 1000).await?;
-        let Some(last) = batch.last() else {
-            return Ok(replayed);
-        };
+        let batch = changes::since(txn, &[TOPIC_EVENT], after, 5000).await?;
+        let Some(last) = batch.last() else { break };
         after = last.position;
         for change in batch {
             let event: ArchivedEvent = serde_json::from_value(change.body)
                 .map_err(|e| decode_error("archived event", e))?;
-            apply(txn, &event).await?;
+            let position = event.source_position.unwrap_or(0);
+            match fact(&event)? {
+                Fact::Order(order) => fold.order(order, position),
+                Fact::Customer(customer) => fold.customer(customer, position),
+                Fact::ShoppingList(_) | Fact::Product { .. } | Fact::Other => {}
+            }
             replayed += 1;
         }
     }
+    items::Entity::delete_many().exec(txn).await?;
+    orders::Entity::delete_many().exec(txn).await?;
+    views::delete_kind(txn, CUSTOMER).await?;
+    let (summaries, customers) = fold.finish();
+    // 9 columns a row: well under every backend's bound-parameter limit.
+    for chunk in summaries.chunks(1000) {
+        let rows = chunk
+            .iter()
+            .map(|(summary, position)| order_row(summary, *position))
+            .collect::<Result<Vec<_>, _>>()?;
+        orders::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        let lines: Vec<_> = chunk
+            .iter()
+            .flat_map(|(s, _)| item_rows(&s.order))
+            .collect();
+        for lines in lines.chunks(5000) {
+            items::Entity::insert_many(lines.to_vec())
+                .exec_without_returning(txn)
+                .await?;
+        }
+    }
+    let rows: Vec<_> = customers
+        .iter()
+        .map(|(customer, position)| customer_row(customer, *position))
+        .collect();
+    views::insert_all(txn, &rows).await?;
+    Ok(replayed)
 }
 
 pub(crate) struct SearchHandler;

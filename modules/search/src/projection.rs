@@ -1,10 +1,13 @@
 //! Pure projection rules: no I/O, no async.
 
+use std::collections::HashMap;
+
 use mallbots_contracts::customers::CustomerView;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::OrderSummary;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use uuid::Uuid;
 
 /// An amount in whole cents (range filters compare these).
 pub fn cents(amount: Decimal) -> i64 {
@@ -23,9 +26,116 @@ pub fn summary(order: OrderView, customer: Option<&CustomerView>) -> OrderSummar
     }
 }
 
+/// The order rows and the customer cache folded in memory from events in
+/// the order search applied them (a rebuild). It ends where the live
+/// projection does: each order at its newest view, showing its customer's
+/// newest contact, because the live one rewrites a customer's orders
+/// whenever that contact changes.
+#[derive(Default)]
+pub struct Fold {
+    orders: HashMap<Uuid, (OrderView, i64)>,
+    customers: HashMap<Uuid, (CustomerView, i64)>,
+}
+
+/// Keeps `(value, position)` in `slot` unless what is there is as new.
+fn newer<T>(slot: Option<&(T, i64)>, position: i64) -> bool {
+    slot.is_none_or(|(_, stored)| *stored < position)
+}
+
+impl Fold {
+    pub fn order(&mut self, order: OrderView, position: i64) {
+        if newer(self.orders.get(&order.order_id), position) {
+            self.orders.insert(order.order_id, (order, position));
+        }
+    }
+
+    pub fn customer(&mut self, customer: CustomerView, position: i64) {
+        if newer(self.customers.get(&customer.customer_id), position) {
+            self.customers
+                .insert(customer.customer_id, (customer, position));
+        }
+    }
+
+    /// The order rows (summary and position), and the customer cache.
+    pub fn finish(self) -> (Vec<(OrderSummary, i64)>, Vec<(CustomerView, i64)>) {
+        let customers = self.customers;
+        let orders = self
+            .orders
+            .into_values()
+            .map(|(order, position)| {
+                let customer = customers.get(&order.customer_id).map(|(c, _)| c);
+                (summary(order, customer), position)
+            })
+            .collect();
+        (orders, customers.into_values().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+    use mallbots_contracts::ordering::OrderStatus;
+    use rust_decimal::Decimal;
+
+    fn order(id: Uuid, customer: Uuid, status: OrderStatus) -> OrderView {
+        OrderView {
+            order_id: id,
+            customer_id: customer,
+            payment_id: Uuid::nil(),
+            basket_id: Uuid::nil(),
+            shopping_list_id: None,
+            items: vec![],
+            total: Decimal::ONE,
+            status,
+            rejection: None,
+            created_at: Utc::now(),
+            occurred_at: Utc::now(),
+        }
+    }
+
+    fn customer(id: Uuid, name: &str) -> CustomerView {
+        CustomerView {
+            customer_id: id,
+            name: name.into(),
+            sms_number: "555".into(),
+            enabled: true,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn fold_keeps_newest_views_and_newest_contact() {
+        let (o, c) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut fold = Fold::default();
+        fold.order(order(o, c, OrderStatus::Pending), 1);
+        fold.customer(customer(c, "Ann"), 1);
+        fold.order(order(o, c, OrderStatus::Approved), 3);
+        // Late, older events change nothing.
+        fold.order(order(o, c, OrderStatus::Pending), 2);
+        fold.customer(customer(c, "Bea"), 2);
+        fold.customer(customer(c, "Old"), 1);
+        let (orders, customers) = fold.finish();
+        assert_eq!(orders.len(), 1);
+        let (summary, position) = &orders[0];
+        assert_eq!(*position, 3);
+        assert_eq!(summary.order.status, OrderStatus::Approved);
+        assert_eq!(summary.customer_name, "Bea");
+        assert_eq!(customers.len(), 1);
+        assert_eq!(customers[0].1, 2);
+    }
+
+    #[test]
+    fn fold_order_without_customer_shows_no_contact() {
+        let mut fold = Fold::default();
+        fold.order(
+            order(Uuid::now_v7(), Uuid::now_v7(), OrderStatus::Pending),
+            1,
+        );
+        let (orders, customers) = fold.finish();
+        assert_eq!(orders[0].0.customer_name, "");
+        assert!(customers.is_empty());
+    }
 
     #[test]
     fn cents_are_exact() {
