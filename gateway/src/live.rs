@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
-use mallbots_contracts::search::{Changed, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST};
+use mallbots_contracts::search::{Committed, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST};
 use mallbots_platform::changes::Change;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, consumer};
 use mallbots_search::TOPIC_CATALOG;
@@ -105,25 +105,28 @@ impl LiveFeed {
     ) -> Result<Self, BrokerError> {
         let routes: Routes = Arc::default();
         let spec = QueueSpec::transient(format!("gateway.live.{}", Uuid::new_v4().simple()))
-            .bind(Exchange::Events, Changed::TYPE);
+            .bind(Exchange::Events, Committed::TYPE);
         let feed = LiveFeed {
             routes: routes.clone(),
             buffer: buffer.max(1),
         };
         consumer::listen(broker.as_ref(), spec, shutdown, move |envelope| {
-            let (Ok(changed), Some(position)) = (envelope.decode::<Changed>(), envelope.position())
-            else {
+            let Ok(committed) = envelope.decode::<Committed>() else {
                 tracing::warn!(message_type = %envelope.message_type, "unreadable change notice dropped");
                 return;
             };
-            metrics.live_events.fetch_add(1, Ordering::Relaxed);
-            let change = LiveChange {
-                position,
-                topic: changed.topic,
-                key: changed.key,
-                body: changed.body,
-            };
-            dispatch(&routes, change, changed.owner);
+            let count = u64::try_from(committed.changes.len()).unwrap_or(u64::MAX);
+            metrics.live_events.fetch_add(count, Ordering::Relaxed);
+            for logged in committed.changes {
+                let changed = logged.change;
+                let change = LiveChange {
+                    position: logged.position,
+                    topic: changed.topic,
+                    key: changed.key,
+                    body: changed.body,
+                };
+                dispatch(&routes, change, changed.owner);
+            }
         })
         .await?;
         Ok(feed)

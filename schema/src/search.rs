@@ -1,6 +1,6 @@
 //! The search module's messages: what changed in a read model, after it
-//! committed. Gateways push these to subscribers; `x-position` (the change's
-//! position in the search change log) is the subscription cursor.
+//! committed. Gateways push these to subscribers; each change's position in
+//! the search change log is the subscription cursor.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,8 @@ pub const TOPIC_ORDER: &str = "order";
 pub const TOPIC_SHOPPING_LIST: &str = "shopping_list";
 pub const TOPIC_EVENT: &str = "event";
 
-/// A committed change of a read model (or, on topic `event`, an integration
-/// event as archived).
+/// A change of a read model (or, on topic `event`, an integration event as
+/// archived).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Changed {
     pub topic: String,
@@ -24,7 +24,22 @@ pub struct Changed {
     pub owner: Option<String>,
     pub body: serde_json::Value,
 }
-message!(Changed, "search.Change.Changed");
+
+/// A change with its position in the search change log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedChange {
+    pub position: i64,
+    #[serde(flatten)]
+    pub change: Changed,
+}
+
+/// The changes one search transaction committed, in log order: one notice
+/// per transaction, however many events it applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    pub changes: Vec<LoggedChange>,
+}
+message!(Committed, "search.Change.Committed");
 
 /// An order as the search read model shows it: the order and its customer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -41,6 +41,9 @@ pub struct QueueSpec {
     pub durable: bool,
     /// Deliveries handed out before earlier ones are settled.
     pub prefetch: u16,
+    /// At most this many deliveries already waiting are handled together, as
+    /// one unit (one transaction); 1 handles each on its own.
+    pub batch: u16,
 }
 
 impl QueueSpec {
@@ -50,6 +53,7 @@ impl QueueSpec {
             bindings: Vec::new(),
             durable: true,
             prefetch: 32,
+            batch: 1,
         }
     }
 
@@ -66,6 +70,15 @@ impl QueueSpec {
             exchange,
             pattern: pattern.into(),
         });
+        self
+    }
+
+    /// Handles up to `size` waiting deliveries together (a projection
+    /// catching up commits once per batch, not once per event). A batch never
+    /// waits to fill: it takes what has already arrived.
+    pub fn batched(mut self, size: u16) -> Self {
+        self.batch = size.max(1);
+        self.prefetch = self.prefetch.max(size.saturating_mul(2));
         self
     }
 

@@ -69,6 +69,22 @@ pub trait CommandHandler: Send + Sync + 'static {
         outbox: &Outbox,
         command: &Envelope,
     ) -> Result<Accepted, CommandError>;
+
+    /// Handles several messages inside one `txn` (a batched queue), one
+    /// result each, in order. Any error undoes the whole batch; the consumer
+    /// then hands each message to [`CommandHandler::handle`] on its own.
+    async fn handle_batch(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        commands: &[&Envelope],
+    ) -> Result<Vec<Accepted>, CommandError> {
+        let mut accepted = Vec::with_capacity(commands.len());
+        for command in commands {
+            accepted.push(self.handle(txn, outbox, command).await?);
+        }
+        Ok(accepted)
+    }
 }
 
 /// Tries before a command that keeps losing optimistic-concurrency races fails.
@@ -186,6 +202,48 @@ impl Handler for CommandProcessor {
             "{} kept conflicting with concurrent changes",
             command.message_type
         )))
+    }
+
+    async fn handle_batch(&self, commands: &[Envelope]) -> Result<(), HandleError> {
+        let txn = self.db.begin().await.map_err(transient)?;
+        let mut fresh = Vec::with_capacity(commands.len());
+        for command in commands {
+            // Redeliveries (and repeats within the batch) are skipped.
+            if inbox::record(&txn, &self.name, command.id)
+                .await
+                .map_err(transient)?
+            {
+                fresh.push(command);
+            }
+        }
+        let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
+            Ok(accepted) if accepted.len() == fresh.len() => accepted,
+            Ok(accepted) => {
+                txn.rollback().await.map_err(transient)?;
+                return Err(HandleError::Transient(format!(
+                    "a batch handler gave {} results for {} messages",
+                    accepted.len(),
+                    fresh.len()
+                )));
+            }
+            Err(err) => {
+                txn.rollback().await.map_err(transient)?;
+                return Err(HandleError::Transient(format!(
+                    "a batch of {} failed: {err}",
+                    commands.len()
+                )));
+            }
+        };
+        for (command, accepted) in fresh.iter().zip(accepted) {
+            let reply = CommandReply::Accepted {
+                result: accepted.result,
+                position: accepted.position,
+            };
+            self.reply(&txn, command, reply).await.map_err(transient)?;
+        }
+        txn.commit().await.map_err(transient)?;
+        self.outbox.wake();
+        Ok(())
     }
 }
 

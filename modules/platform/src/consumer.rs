@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
@@ -26,6 +27,17 @@ pub enum HandleError {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError>;
+
+    /// Handles several messages as one unit, for queues with a batch size.
+    /// When it fails, the consumer handles each message again on its own, so
+    /// handlers must be idempotent (the inbox makes command handlers so). The
+    /// default handles them one at a time.
+    async fn handle_batch(&self, envelopes: &[Envelope]) -> Result<(), HandleError> {
+        for envelope in envelopes {
+            self.handle(envelope).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Attempts before a transiently failing message is dead-lettered.
@@ -40,6 +52,7 @@ pub async fn spawn(
     mut shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, BrokerError> {
     let mut subscription = broker.consume(&spec).await?;
+    let batch = usize::from(spec.batch.max(1));
     Ok(tokio::spawn(async move {
         let mut attempts: HashMap<String, u32> = HashMap::new();
         loop {
@@ -53,19 +66,71 @@ pub async fn spawn(
                 tracing::error!(queue = %spec.name, "subscription ended");
                 return;
             };
-            if let Err(err) = process(
-                broker.as_ref(),
-                &spec.name,
-                handler.as_ref(),
-                delivery,
-                &mut attempts,
-            )
-            .await
-            {
+            // The batch takes what has arrived already; it never waits.
+            let mut deliveries = vec![delivery];
+            while deliveries.len() < batch {
+                match subscription.next().now_or_never() {
+                    Some(Some(more)) => deliveries.push(more),
+                    _ => break,
+                }
+            }
+            let (broker, handler) = (broker.as_ref(), handler.as_ref());
+            let settled = match <[Delivery; 1]>::try_from(deliveries) {
+                Ok([delivery]) => {
+                    process(broker, &spec.name, handler, delivery, &mut attempts).await
+                }
+                Err(deliveries) => {
+                    process_batch(broker, &spec.name, handler, deliveries, &mut attempts).await
+                }
+            };
+            if let Err(err) = settled {
                 tracing::warn!(queue = %spec.name, error = %err, "could not settle a delivery");
             }
         }
     }))
+}
+
+/// Handles `deliveries` as one unit; when that fails, one by one (so a bad
+/// message is dead-lettered or retried alone, and the others go through).
+async fn process_batch(
+    broker: &dyn Broker,
+    queue: &str,
+    handler: &dyn Handler,
+    deliveries: Vec<Delivery>,
+    attempts: &mut HashMap<String, u32>,
+) -> Result<(), BrokerError> {
+    let mut decoded = Vec::with_capacity(deliveries.len());
+    let mut envelopes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match delivery.message.decode() {
+            Ok(envelope) => {
+                envelopes.push(envelope);
+                decoded.push(delivery);
+            }
+            Err(reason) => {
+                tracing::warn!(queue, %reason, "undecodable message dead-lettered");
+                dead_letter(broker, queue, delivery, &reason).await?;
+            }
+        }
+    }
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let outcome = handler.handle_batch(&envelopes).await;
+    let mut first_error = None;
+    for delivery in decoded {
+        let settled = match &outcome {
+            Ok(()) => delivery.ack().await,
+            Err(_) => process(broker, queue, handler, delivery, attempts).await,
+        };
+        if let Err(err) = settled {
+            first_error.get_or_insert(err);
+        }
+    }
+    if let Err(err) = outcome {
+        tracing::debug!(queue, error = %err, "batch failed; its messages were handled one by one");
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn process(

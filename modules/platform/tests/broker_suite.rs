@@ -197,6 +197,111 @@ async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: 
     assert_eq!(n, Some(3));
 }
 
+/// All or nothing per batch (as a transaction would be): a batch holding a
+/// bad message records none of it; the consumer then handles each alone.
+struct Batching {
+    handled: mpsc::UnboundedSender<u32>,
+    batches: mpsc::UnboundedSender<usize>,
+}
+
+#[async_trait]
+impl Handler for Batching {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        let c: Counted = envelope
+            .decode()
+            .map_err(|e| HandleError::Permanent(e.to_string()))?;
+        if c.n == 1 {
+            return Err(HandleError::Permanent("one is not allowed".into()));
+        }
+        let _ = self.handled.send(c.n);
+        Ok(())
+    }
+
+    async fn handle_batch(&self, envelopes: &[Envelope]) -> Result<(), HandleError> {
+        let mut ns = Vec::new();
+        for envelope in envelopes {
+            let c: Counted = envelope
+                .decode()
+                .map_err(|e| HandleError::Permanent(e.to_string()))?;
+            if c.n == 1 {
+                return Err(HandleError::Permanent("one is not allowed".into()));
+            }
+            ns.push(c.n);
+        }
+        let _ = self.batches.send(ns.len());
+        for n in ns {
+            let _ = self.handled.send(n);
+        }
+        Ok(())
+    }
+}
+
+async fn a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one(
+    broker: Arc<dyn Broker>,
+) {
+    let spec = QueueSpec::durable("suite.batched")
+        .bind(Exchange::Events, "test.#")
+        .batched(8);
+    // Queued before anyone consumes, so batches find them waiting.
+    broker.declare(&spec).await.unwrap();
+    let garbage = WireMessage {
+        body: b"garbage".to_vec(),
+        ..WireMessage::default()
+    };
+    broker
+        .publish(Exchange::Events, Counted::TYPE, garbage)
+        .await
+        .unwrap();
+    let sent: Vec<u32> = (2..=30).collect();
+    for n in &sent[..10] {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, *n))
+            .await
+            .unwrap();
+    }
+    broker
+        .publish(Exchange::Events, Counted::TYPE, message(0, 1))
+        .await
+        .unwrap();
+    for n in &sent[10..] {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, *n))
+            .await
+            .unwrap();
+    }
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    let (_trigger, shutdown) = Shutdown::new();
+    let (handled, mut got) = mpsc::unbounded_channel();
+    let (batches, mut sizes) = mpsc::unbounded_channel();
+    consumer::spawn(
+        broker.clone(),
+        spec,
+        Arc::new(Batching { handled, batches }),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut dead).await;
+        reasons.push(d.message.headers[HEADER_DEAD_LETTER_REASON].clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(reasons, ["missing message id", "one is not allowed"]);
+    let mut seen = Vec::new();
+    while seen.len() < sent.len() {
+        let n = tokio::time::timeout(DEADLINE, got.recv()).await.unwrap();
+        seen.push(n.expect("the consumer runs"));
+    }
+    assert_eq!(seen, sent, "each once, in order");
+    let mut largest = 0;
+    while let Ok(size) = sizes.try_recv() {
+        largest = largest.max(size);
+    }
+    assert!(largest > 1, "no batch held more than one message");
+    assert!(largest <= 8, "a batch held {largest}, over its size");
+}
+
 async fn an_expired_message_is_dead_lettered_not_delivered(broker: Arc<dyn Broker>) {
     let spec = QueueSpec::durable("suite.expiring").bind(Exchange::Commands, "test.*");
     broker.declare(&spec).await.unwrap();
@@ -264,4 +369,5 @@ suite!(
     replies_reach_a_queue_by_name,
     failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on,
     an_expired_message_is_dead_lettered_not_delivered,
+    a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one,
 );

@@ -7,7 +7,8 @@ use mallbots_contracts::depot::ShoppingListView;
 use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
-    ArchivedEvent, Changed, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+    ArchivedEvent, Changed, Committed, LoggedChange, OrderSummary, TOPIC_EVENT, TOPIC_ORDER,
+    TOPIC_SHOPPING_LIST,
 };
 use mallbots_contracts::stores::ProductView;
 use mallbots_platform::changes::{self, Change};
@@ -347,32 +348,63 @@ impl CommandHandler for SearchHandler {
         outbox: &Outbox,
         envelope: &Envelope,
     ) -> Result<Accepted, CommandError> {
+        let mut accepted = self.handle_batch(txn, outbox, &[envelope]).await?;
+        Ok(accepted.pop().unwrap_or_default())
+    }
+
+    /// Per event: archive it, apply it, log each change. Per batch: one
+    /// checkpoint write per source module and one `Committed` notice.
+    async fn handle_batch(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        envelopes: &[&Envelope],
+    ) -> Result<Vec<Accepted>, CommandError> {
         lock(txn).await?;
-        let event = archived(envelope);
-        let body = serde_json::to_value(&event).map_err(|e| decode_error("event", e))?;
-        let mut made = vec![Changed {
-            topic: TOPIC_EVENT.into(),
-            key: event.message_type.clone(),
-            owner: None,
-            body,
-        }];
-        made.extend(apply(txn, &event).await?);
-        let mut last = None;
-        for change in made {
-            let logged = changes::record(txn, &change.topic, &change.key, &change.body).await?;
-            let message = Outgoing::of(&change)?;
+        let mut logged = Vec::new();
+        let mut accepted = Vec::with_capacity(envelopes.len());
+        let mut checkpoints: Vec<(&str, i64)> = Vec::new();
+        for envelope in envelopes {
+            let event = archived(envelope);
+            let body = serde_json::to_value(&event).map_err(|e| decode_error("event", e))?;
+            let mut made = vec![Changed {
+                topic: TOPIC_EVENT.into(),
+                key: event.message_type.clone(),
+                owner: None,
+                body,
+            }];
+            made.extend(apply(txn, &event).await?);
+            let mut last = None;
+            for change in made {
+                let position = changes::record(txn, &change.topic, &change.key, &change.body)
+                    .await?
+                    .position;
+                logged.push(LoggedChange { position, change });
+                last = Some(position);
+            }
+            if let Some(position) = event.source_position {
+                let source = module_of(&envelope.message_type);
+                match checkpoints.iter_mut().find(|(s, _)| *s == source) {
+                    Some((_, at)) => *at = (*at).max(position),
+                    None => checkpoints.push((source, position)),
+                }
+            }
+            accepted.push(Accepted {
+                result: serde_json::Value::Null,
+                position: last,
+            });
+        }
+        for (source, position) in checkpoints {
+            changes::advance(txn, source, position).await?;
+        }
+        if let (Some(cause), Some(last)) = (envelopes.last(), logged.last()) {
+            let position = last.position;
+            let message = Outgoing::of(&Committed { changes: logged })?;
             let key = message.message_type;
-            let notice = event_envelope(envelope, message, logged.position);
+            let notice = event_envelope(cause, message, position);
             outbox.enqueue(txn, Exchange::Events, key, &notice).await?;
-            last = Some(logged.position);
         }
-        if let Some(position) = event.source_position {
-            changes::advance(txn, module_of(&event.message_type), position).await?;
-        }
-        Ok(Accepted {
-            result: serde_json::Value::Null,
-            position: last,
-        })
+        Ok(accepted)
     }
 }
 

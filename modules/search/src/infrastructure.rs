@@ -72,17 +72,21 @@ const SOURCES: [&str; 6] = [
     "depot.#",
 ];
 
+/// Events applied in one transaction, at most.
+const BATCH: u16 = 100;
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    let queue = SOURCES
-        .iter()
-        .fold(QueueSpec::durable("search.events"), |q, pattern| {
-            q.bind(Exchange::Events, *pattern)
-        });
+    // Batched: catching up on a backlog commits (and notifies) once per
+    // batch instead of once per event.
+    let queue = SOURCES.iter().fold(
+        QueueSpec::durable("search.events").batched(BATCH),
+        |q, pattern| q.bind(Exchange::Events, *pattern),
+    );
     module::run(db, broker, queue, Arc::new(SearchHandler), shutdown).await
 }
 
