@@ -37,6 +37,9 @@ pub struct Fold {
     customers: HashMap<Uuid, (CustomerView, i64)>,
 }
 
+/// A view and the source position it is as of.
+pub type Positioned<T> = (T, i64);
+
 /// Keeps `(value, position)` in `slot` unless what is there is as new.
 fn newer<T>(slot: Option<&(T, i64)>, position: i64) -> bool {
     slot.is_none_or(|(_, stored)| *stored < position)
@@ -57,7 +60,7 @@ impl Fold {
     }
 
     /// The order rows (summary and position), and the customer cache.
-    pub fn finish(self) -> (Vec<(OrderSummary, i64)>, Vec<(CustomerView, i64)>) {
+    pub fn finish(self) -> (Vec<Positioned<OrderSummary>>, Vec<Positioned<CustomerView>>) {
         let customers = self.customers;
         let orders = self
             .orders
