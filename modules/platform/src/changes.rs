@@ -93,6 +93,33 @@ pub async fn record<C: ConnectionTrait>(
     decode(row)
 }
 
+/// Appends changes (topic, key, body) in order, many to a statement; their
+/// positions are returned in the same order.
+pub async fn record_all<C: ConnectionTrait>(
+    conn: &C,
+    changes: &[(&str, &str, &serde_json::Value)],
+) -> Result<Vec<i64>, PlatformError> {
+    let mut positions = Vec::with_capacity(changes.len());
+    for chunk in changes.chunks(1000) {
+        let now = Utc::now();
+        let rows = chunk.iter().map(|(topic, key, body)| entity::ActiveModel {
+            topic: Set((*topic).to_owned()),
+            key: Set((*key).to_owned()),
+            body: Set(body.to_string()),
+            recorded_at: Set(now),
+            ..Default::default()
+        });
+        let mut keys = entity::Entity::insert_many(rows)
+            .exec_with_returning_keys(conn)
+            .await?;
+        // One statement's serial values rise in row order; sorting makes the
+        // pairing independent of the order RETURNING lists them in.
+        keys.sort_unstable();
+        positions.extend(keys);
+    }
+    Ok(positions)
+}
+
 /// Changes of `topics` after `after`, oldest first, at most `limit`.
 pub async fn since<C: ConnectionTrait>(
     conn: &C,

@@ -166,6 +166,27 @@ pub async fn get<C: ConnectionTrait, T: DeserializeOwned>(
         .transpose()
 }
 
+/// The rows of `kind` with these ids that exist, each with its position.
+pub async fn get_all<C: ConnectionTrait, T: DeserializeOwned>(
+    conn: &C,
+    kind: &str,
+    ids: &[Uuid],
+) -> Result<Vec<(T, i64)>, PlatformError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let rows = entity::Entity::find()
+            .filter(entity::Column::Kind.eq(kind))
+            .filter(entity::Column::Id.is_in(chunk.iter().map(Uuid::to_string)))
+            .all(conn)
+            .await?;
+        for row in rows {
+            let position = row.position;
+            found.push((decode(row)?, position));
+        }
+    }
+    Ok(found)
+}
+
 /// The rows of `kind` that refer to `ref_id`, oldest first.
 pub async fn by_ref<C: ConnectionTrait, T: DeserializeOwned>(
     conn: &C,

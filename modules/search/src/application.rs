@@ -1,5 +1,7 @@
 //! The projection (live and replayed) and the queries.
 
+use std::collections::{BTreeSet, HashMap};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::CustomerView;
@@ -29,7 +31,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::infrastructure::{items, orders};
-use crate::projection::{self, Fold, cents, summary};
+use crate::projection::{self, Fold, Positioned, cents, summary};
 
 const CUSTOMER: &str = "cache.customer";
 /// The catalog's changes, keyed by store (`catalogChanged`).
@@ -95,52 +97,202 @@ fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
     })
 }
 
-/// Applies one event to the model; returns the changes it made.
-async fn apply<C: ConnectionTrait>(
-    conn: &C,
-    event: &ArchivedEvent,
-) -> Result<Vec<Changed>, PlatformError> {
-    let position = event.source_position.unwrap_or(0);
-    match fact(event)? {
-        Fact::Order(order) => {
-            let customer: Option<CustomerView> =
-                views::get(conn, CUSTOMER, order.customer_id).await?;
-            let summary = summary(order, customer.as_ref());
-            if save_order(conn, &summary, position).await? {
-                return Ok(vec![order_change(&summary)?]);
+/// The order rows and customer cache entries a batch touches: read once,
+/// changed in memory event by event (by the same rules as one at a time),
+/// written once.
+#[derive(Default)]
+struct Staged {
+    orders: HashMap<Uuid, Positioned<OrderSummary>>,
+    customers: HashMap<Uuid, Positioned<CustomerView>>,
+    dirty_orders: BTreeSet<Uuid>,
+    dirty_customers: BTreeSet<Uuid>,
+}
+
+impl Staged {
+    /// Reads what `facts` will look at.
+    async fn load<C: ConnectionTrait>(conn: &C, facts: &[Fact]) -> Result<Self, PlatformError> {
+        let (mut order_ids, mut customer_ids) = (BTreeSet::new(), BTreeSet::new());
+        for fact in facts {
+            match fact {
+                Fact::Order(order) => {
+                    order_ids.insert(order.order_id.to_string());
+                    customer_ids.insert(order.customer_id);
+                }
+                Fact::Customer(customer) => {
+                    customer_ids.insert(customer.customer_id);
+                }
+                _ => {}
             }
         }
-        Fact::Customer(customer) => {
-            let before: Option<CustomerView> =
-                views::get(conn, CUSTOMER, customer.customer_id).await?;
-            let same_contact = before
-                .is_some_and(|b| b.name == customer.name && b.sms_number == customer.sms_number);
-            // Orders change only when what they show of the customer does
-            // (not when the customer is authorized or disabled).
-            if views::put(conn, customer_row(&customer, position)).await? && !same_contact {
-                return recontact(conn, &customer).await;
-            }
+        let mut staged = Staged::default();
+        let order_ids: Vec<String> = order_ids.into_iter().collect();
+        for chunk in order_ids.chunks(1000) {
+            let rows = orders::Entity::find()
+                .filter(orders::Column::OrderId.is_in(chunk.iter().cloned()))
+                .all(conn)
+                .await?;
+            staged.keep_rows(rows)?;
         }
-        Fact::ShoppingList(list) => {
-            return Ok(vec![Changed {
+        let customer_ids: Vec<Uuid> = customer_ids.into_iter().collect();
+        for (customer, position) in
+            views::get_all::<_, CustomerView>(conn, CUSTOMER, &customer_ids).await?
+        {
+            staged
+                .customers
+                .insert(customer.customer_id, (customer, position));
+        }
+        Ok(staged)
+    }
+
+    /// Stored rows, unless this batch holds newer ones already.
+    fn keep_rows(&mut self, rows: Vec<orders::Model>) -> Result<(), PlatformError> {
+        for row in rows {
+            let summary = decode_summary(&row)?;
+            self.orders
+                .entry(summary.order.order_id)
+                .or_insert((summary, row.position));
+        }
+        Ok(())
+    }
+
+    /// Applies one event; returns the changes it made.
+    async fn apply<C: ConnectionTrait>(
+        &mut self,
+        conn: &C,
+        event: &ArchivedEvent,
+        fact: Fact,
+    ) -> Result<Vec<Changed>, PlatformError> {
+        let position = event.source_position.unwrap_or(0);
+        match fact {
+            Fact::Order(order) => {
+                let id = order.order_id;
+                if self.orders.get(&id).is_some_and(|(_, p)| *p >= position) {
+                    return Ok(vec![]);
+                }
+                let customer = self.customers.get(&order.customer_id).map(|(c, _)| c);
+                let summary = summary(order, customer);
+                let change = order_change(&summary)?;
+                self.orders.insert(id, (summary, position));
+                self.dirty_orders.insert(id);
+                Ok(vec![change])
+            }
+            Fact::Customer(customer) => {
+                let id = customer.customer_id;
+                let before = self.customers.get(&id);
+                if before.is_some_and(|(_, p)| *p >= position) {
+                    return Ok(vec![]);
+                }
+                let same_contact = before.is_some_and(|(b, _)| {
+                    b.name == customer.name && b.sms_number == customer.sms_number
+                });
+                self.customers.insert(id, (customer.clone(), position));
+                self.dirty_customers.insert(id);
+                // Orders change only when what they show of the customer does
+                // (not when the customer is authorized or disabled).
+                if same_contact {
+                    return Ok(vec![]);
+                }
+                self.recontact(conn, &customer).await
+            }
+            Fact::ShoppingList(list) => Ok(vec![Changed {
                 topic: TOPIC_SHOPPING_LIST.into(),
                 key: list.shopping_list_id.to_string(),
                 owner: Some(list.order_id.to_string()),
                 body: serde_json::to_value(&list)
                     .map_err(|e| decode_error(&event.message_type, e))?,
-            }]);
-        }
-        Fact::Product { change, product } => {
-            return Ok(vec![Changed {
+            }]),
+            Fact::Product { change, product } => Ok(vec![Changed {
                 topic: TOPIC_CATALOG.into(),
                 key: product.store_id.to_string(),
                 owner: None,
                 body: json!({ "change": change, "product": product }),
-            }]);
+            }]),
+            Fact::Other => Ok(vec![]),
         }
-        Fact::Other => {}
     }
-    Ok(vec![])
+
+    /// A customer's new name or number, onto each of their orders (in id
+    /// order).
+    async fn recontact<C: ConnectionTrait>(
+        &mut self,
+        conn: &C,
+        customer: &CustomerView,
+    ) -> Result<Vec<Changed>, PlatformError> {
+        let stored = orders::Entity::find()
+            .filter(orders::Column::CustomerId.eq(customer.customer_id.to_string()))
+            .all(conn)
+            .await?;
+        self.keep_rows(stored)?;
+        let mut theirs: Vec<Uuid> = self
+            .orders
+            .iter()
+            .filter(|(_, (s, _))| s.order.customer_id == customer.customer_id)
+            .map(|(id, _)| *id)
+            .collect();
+        theirs.sort_unstable();
+        let mut changed = Vec::with_capacity(theirs.len());
+        for id in theirs {
+            if let Some((summary, _)) = self.orders.get_mut(&id) {
+                *summary = projection::summary(summary.order.clone(), Some(customer));
+                changed.push(order_change(summary)?);
+                self.dirty_orders.insert(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Writes what changed, many rows to a statement.
+    async fn flush<C: ConnectionTrait>(self, conn: &C) -> Result<(), PlatformError> {
+        let dirty: Vec<&Positioned<OrderSummary>> = self
+            .dirty_orders
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .collect();
+        // 9 columns a row: well under every backend's bound-parameter limit.
+        for chunk in dirty.chunks(1000) {
+            let rows = chunk
+                .iter()
+                .map(|(summary, position)| order_row(summary, *position))
+                .collect::<Result<Vec<_>, _>>()?;
+            orders::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::column(orders::Column::OrderId)
+                        .update_columns([
+                            orders::Column::CustomerId,
+                            orders::Column::CustomerName,
+                            orders::Column::Status,
+                            orders::Column::TotalCents,
+                            orders::Column::CreatedAt,
+                            orders::Column::UpdatedAt,
+                            orders::Column::Body,
+                            orders::Column::Position,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(conn)
+                .await?;
+            let ids = chunk.iter().map(|(s, _)| s.order.order_id.to_string());
+            items::Entity::delete_many()
+                .filter(items::Column::OrderId.is_in(ids))
+                .exec(conn)
+                .await?;
+            let lines: Vec<_> = chunk
+                .iter()
+                .flat_map(|(s, _)| item_rows(&s.order))
+                .collect();
+            for lines in lines.chunks(5000) {
+                items::Entity::insert_many(lines.to_vec())
+                    .exec_without_returning(conn)
+                    .await?;
+            }
+        }
+        for id in &self.dirty_customers {
+            if let Some((customer, position)) = self.customers.get(id) {
+                views::put(conn, customer_row(customer, *position)).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn customer_row(customer: &CustomerView, position: i64) -> Row<'_, CustomerView> {
@@ -161,34 +313,6 @@ fn order_change(summary: &OrderSummary) -> Result<Changed, PlatformError> {
         owner: Some(summary.order.customer_id.to_string()),
         body: serde_json::to_value(summary).map_err(|e| decode_error("order summary", e))?,
     })
-}
-
-/// Writes an order's row unless the stored one is as new; true when written.
-async fn save_order<C: ConnectionTrait>(
-    conn: &C,
-    summary: &OrderSummary,
-    position: i64,
-) -> Result<bool, PlatformError> {
-    let id = summary.order.order_id.to_string();
-    let stored = orders::Entity::find_by_id(id.clone())
-        .select_only()
-        .column(orders::Column::Position)
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?;
-    if stored.is_some_and(|p| p >= position) {
-        return Ok(false);
-    }
-    write_row(conn, summary, position).await?;
-    items::Entity::delete_many()
-        .filter(items::Column::OrderId.eq(id))
-        .exec(conn)
-        .await?;
-    let lines = item_rows(&summary.order);
-    if !lines.is_empty() {
-        items::Entity::insert_many(lines).exec(conn).await?;
-    }
-    Ok(true)
 }
 
 /// An order's row in `search_orders`.
@@ -225,51 +349,6 @@ fn item_rows(order: &OrderView) -> Vec<items::ActiveModel> {
         });
     }
     lines
-}
-
-async fn write_row<C: ConnectionTrait>(
-    conn: &C,
-    summary: &OrderSummary,
-    position: i64,
-) -> Result<(), PlatformError> {
-    orders::Entity::insert(order_row(summary, position)?)
-        .on_conflict(
-            OnConflict::column(orders::Column::OrderId)
-                .update_columns([
-                    orders::Column::CustomerId,
-                    orders::Column::CustomerName,
-                    orders::Column::Status,
-                    orders::Column::TotalCents,
-                    orders::Column::CreatedAt,
-                    orders::Column::UpdatedAt,
-                    orders::Column::Body,
-                    orders::Column::Position,
-                ])
-                .to_owned(),
-        )
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
-/// A customer's new name or number, onto each of their orders.
-async fn recontact<C: ConnectionTrait>(
-    conn: &C,
-    customer: &CustomerView,
-) -> Result<Vec<Changed>, PlatformError> {
-    let rows = orders::Entity::find()
-        .filter(orders::Column::CustomerId.eq(customer.customer_id.to_string()))
-        .order_by_asc(orders::Column::OrderId)
-        .all(conn)
-        .await?;
-    let mut changed = Vec::with_capacity(rows.len());
-    for row in rows {
-        let old = decode_summary(&row)?;
-        let summary = projection::summary(old.order, Some(customer));
-        write_row(conn, &summary, row.position).await?;
-        changed.push(order_change(&summary)?);
-    }
-    Ok(changed)
 }
 
 fn decode_summary(row: &orders::Model) -> Result<OrderSummary, PlatformError> {
@@ -352,7 +431,8 @@ impl CommandHandler for SearchHandler {
         Ok(accepted.pop().unwrap_or_default())
     }
 
-    /// Per event: archive it, apply it, log each change. Per batch: one
+    /// Per event: archive it, apply it (in memory), log each change. Per
+    /// batch: the rows written once, the changes logged in one go, one
     /// checkpoint write per source module and one `Committed` notice.
     async fn handle_batch(
         &self,
@@ -361,38 +441,53 @@ impl CommandHandler for SearchHandler {
         envelopes: &[&Envelope],
     ) -> Result<Vec<Accepted>, CommandError> {
         lock(txn).await?;
-        let mut logged = Vec::new();
-        let mut accepted = Vec::with_capacity(envelopes.len());
+        let events: Vec<ArchivedEvent> = envelopes.iter().map(|e| archived(e)).collect();
+        let facts = events.iter().map(fact).collect::<Result<Vec<_>, _>>()?;
+        let mut staged = Staged::load(txn, &facts).await?;
+        // Each change with the index of the event that made it.
+        let mut made: Vec<(usize, Changed)> = Vec::new();
         let mut checkpoints: Vec<(&str, i64)> = Vec::new();
-        for envelope in envelopes {
-            let event = archived(envelope);
-            let body = serde_json::to_value(&event).map_err(|e| decode_error("event", e))?;
-            let mut made = vec![Changed {
-                topic: TOPIC_EVENT.into(),
-                key: event.message_type.clone(),
-                owner: None,
-                body,
-            }];
-            made.extend(apply(txn, &event).await?);
-            let mut last = None;
-            for change in made {
-                let position = changes::record(txn, &change.topic, &change.key, &change.body)
-                    .await?
-                    .position;
-                logged.push(LoggedChange { position, change });
-                last = Some(position);
+        for (i, (event, fact)) in events.iter().zip(facts).enumerate() {
+            let body = serde_json::to_value(event).map_err(|e| decode_error("event", e))?;
+            made.push((
+                i,
+                Changed {
+                    topic: TOPIC_EVENT.into(),
+                    key: event.message_type.clone(),
+                    owner: None,
+                    body,
+                },
+            ));
+            for change in staged.apply(txn, event, fact).await? {
+                made.push((i, change));
             }
             if let Some(position) = event.source_position {
-                let source = module_of(&envelope.message_type);
+                let source = module_of(&event.message_type);
                 match checkpoints.iter_mut().find(|(s, _)| *s == source) {
                     Some((_, at)) => *at = (*at).max(position),
                     None => checkpoints.push((source, position)),
                 }
             }
-            accepted.push(Accepted {
-                result: serde_json::Value::Null,
-                position: last,
-            });
+        }
+        staged.flush(txn).await?;
+        let rows: Vec<(&str, &str, &serde_json::Value)> = made
+            .iter()
+            .map(|(_, c)| (c.topic.as_str(), c.key.as_str(), &c.body))
+            .collect();
+        let positions = changes::record_all(txn, &rows).await?;
+        if positions.len() != made.len() {
+            return Err(PlatformError::Unexpected(format!(
+                "{} changes logged as {} positions",
+                made.len(),
+                positions.len()
+            ))
+            .into());
+        }
+        let mut accepted = vec![Accepted::default(); envelopes.len()];
+        let mut logged = Vec::with_capacity(made.len());
+        for ((i, change), position) in made.into_iter().zip(positions) {
+            accepted[i].position = Some(position);
+            logged.push(LoggedChange { position, change });
         }
         for (source, position) in checkpoints {
             changes::advance(txn, source, position).await?;
