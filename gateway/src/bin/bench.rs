@@ -57,10 +57,10 @@ struct Cli {
     /// How long the fan-out scenario changes prices, in seconds.
     #[arg(long, default_value_t = 10)]
     fan_out_seconds: u64,
-    /// Fan-out sweep: rates doubled from 2x `--rate`, this many steps at
-    /// most, each `--sweep-seconds` long, until p99 reaches 100 ms or a
+    /// Fan-out sweep: rates doubled from an eighth of `--rate`, this many
+    /// steps at most, each `--sweep-seconds` long, until p99 reaches 100 ms or a
     /// delivery is missing (0: no sweep).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 8)]
     sweep_steps: usize,
     #[arg(long, default_value_t = 5)]
     sweep_seconds: u64,
@@ -814,7 +814,8 @@ async fn sweep(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result<V
     let mut held = None;
     let mut step = cli.clone();
     step.fan_out_seconds = cli.sweep_seconds;
-    step.rate = cli.rate;
+    // From an eighth of `--rate`, doubled before each step.
+    step.rate = cli.rate / 16.0;
     for _ in 0..cli.sweep_steps {
         step.rate *= 2.0;
         let fan = fan_out(&step, base, pid, floor).await?;
@@ -907,7 +908,9 @@ async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result
     let mut products = Vec::new();
     for n in 0..cli.stores {
         if floor {
-            products.push((format!("store-{n}"), format!("store-{n}")));
+            // Fresh ids each run: a price climbs from 1.00 per product.
+            let id = format!("store-{n}-{}", Uuid::new_v4().simple());
+            products.push((id.clone(), id));
             continue;
         }
         let store = client
@@ -990,6 +993,12 @@ async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result
     }
     let expected = cli.subscribers * changes;
     let elapsed = started.elapsed().as_secs_f64();
+    // The subscribers' sockets are closed: wait until the server has let go
+    // of them, so the next run counts only its own.
+    let gone = Instant::now() + Duration::from_secs(30);
+    while subscriptions_active(base).await.unwrap_or(0) > before && Instant::now() < gone {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut result = latencies.summary();
     result["delivered"] = json!(latencies.0.len());
     result["expected"] = json!(expected);
