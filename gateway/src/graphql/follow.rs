@@ -54,7 +54,7 @@ struct State<F> {
     receiver: broadcast::Receiver<Arc<LiveChange>>,
     /// The last position handled (pushed, or skipped as not the client's).
     last: i64,
-    replay: VecDeque<LiveChange>,
+    replay: VecDeque<Arc<LiveChange>>,
     replaying: bool,
     closed: bool,
     select: F,
@@ -114,7 +114,8 @@ where
 }
 
 /// The next change to consider: from the log while replaying, then live.
-async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<LiveChange>> {
+/// Shared, not copied: a change goes to every subscriber on its route.
+async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
     while s.replaying {
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));
@@ -129,10 +130,11 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<LiveChange>> 
         if page.is_empty() {
             s.replaying = false;
         }
-        s.replay.extend(page.into_iter().map(LiveChange::from));
+        s.replay
+            .extend(page.into_iter().map(|c| Arc::new(LiveChange::from(c))));
     }
     match s.receiver.recv().await {
-        Ok(change) => Ok(Some((*change).clone())),
+        Ok(change) => Ok(Some(change)),
         Err(RecvError::Lagged(missed)) => {
             s.app
                 .metrics

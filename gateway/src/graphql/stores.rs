@@ -431,7 +431,7 @@ fn catalog_change(change: &LiveChange, store_id: &str) -> Option<CatalogChange> 
         _ => return None,
     };
     let view: msg::ProductView =
-        serde_json::from_value(change.body.get("product")?.clone()).ok()?;
+        serde::Deserialize::deserialize(change.body.get("product")?).ok()?;
     Some(CatalogChange {
         cursor: change.position.to_string(),
         kind,

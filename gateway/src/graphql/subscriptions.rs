@@ -34,7 +34,7 @@ impl OrderChange {
 fn order_change(change: &LiveChange) -> Option<OrderChange> {
     Some(OrderChange {
         cursor: change.position.to_string(),
-        order: serde_json::from_value(change.body.clone()).ok()?,
+        order: serde::Deserialize::deserialize(&change.body).ok()?,
     })
 }
 
@@ -136,7 +136,7 @@ impl OrdersSubscription {
             about: About::All,
         };
         Ok(follow(state(ctx)?, route, after, |change| {
-            let list: ShoppingListView = serde_json::from_value(change.body.clone()).ok()?;
+            let list: ShoppingListView = serde::Deserialize::deserialize(&change.body).ok()?;
             (list.status == ShoppingListStatus::Available).then(|| ShoppingListChange {
                 cursor: change.position.to_string(),
                 list,
@@ -161,7 +161,7 @@ impl OrdersSubscription {
             }
             Some(IntegrationEvent {
                 cursor: change.position.to_string(),
-                event: serde_json::from_value(change.body.clone()).ok()?,
+                event: serde::Deserialize::deserialize(&change.body).ok()?,
             })
         })?)
     }
