@@ -236,7 +236,7 @@ async fn graphql_get(
 /// The websocket library's read and write buffers per connection (128 KiB
 /// each by default, most of an idle subscription's memory). Larger messages
 /// still pass, in more system calls.
-const WEBSOCKET_BUFFER: usize = 8 * 1024;
+const WEBSOCKET_BUFFER: usize = 4 * 1024;
 
 async fn graphql_ws(
     State(http): State<Http>,
