@@ -29,6 +29,15 @@ pub struct Accepted {
     pub position: Option<i64>,
 }
 
+impl From<Accepted> for CommandReply {
+    fn from(accepted: Accepted) -> Self {
+        CommandReply::Accepted {
+            result: accepted.result,
+            position: accepted.position,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The domain said no: the reply carries this, nothing else is kept.
@@ -165,11 +174,9 @@ impl Handler for CommandProcessor {
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
                 Ok(accepted) => {
-                    let reply = CommandReply::Accepted {
-                        result: accepted.result,
-                        position: accepted.position,
-                    };
-                    self.reply(&txn, command, reply).await.map_err(transient)?;
+                    self.reply(&txn, command, accepted.into())
+                        .await
+                        .map_err(transient)?;
                     txn.commit().await.map_err(transient)?;
                     self.outbox.wake();
                     return Ok(());
@@ -235,11 +242,9 @@ impl Handler for CommandProcessor {
             }
         };
         for (command, accepted) in fresh.iter().zip(accepted) {
-            let reply = CommandReply::Accepted {
-                result: accepted.result,
-                position: accepted.position,
-            };
-            self.reply(&txn, command, reply).await.map_err(transient)?;
+            self.reply(&txn, command, accepted.into())
+                .await
+                .map_err(transient)?;
         }
         txn.commit().await.map_err(transient)?;
         self.outbox.wake();

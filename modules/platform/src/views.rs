@@ -57,6 +57,19 @@ fn decode_error(kind: &str, err: serde_json::Error) -> PlatformError {
     }
 }
 
+fn model<T: Serialize>(row: &Row<'_, T>) -> Result<entity::ActiveModel, PlatformError> {
+    let body = serde_json::to_string(row.body).map_err(|e| decode_error(row.kind, e))?;
+    Ok(entity::ActiveModel {
+        kind: Set(row.kind.to_owned()),
+        id: Set(row.id.to_string()),
+        ref_id: Set(row.ref_id.map(|r| r.to_string())),
+        status: Set(row.status.map(str::to_owned)),
+        body: Set(body),
+        position: Set(row.position),
+        updated_at: Set(Utc::now()),
+    })
+}
+
 /// Writes `row` unless the stored one is as new or newer; true when written.
 pub async fn put<C: ConnectionTrait, T: Serialize>(
     conn: &C,
@@ -71,17 +84,7 @@ pub async fn put<C: ConnectionTrait, T: Serialize>(
     if stored.is_some_and(|p| p >= row.position) {
         return Ok(false);
     }
-    let body = serde_json::to_string(row.body).map_err(|e| decode_error(row.kind, e))?;
-    let model = entity::ActiveModel {
-        kind: Set(row.kind.to_owned()),
-        id: Set(row.id.to_string()),
-        ref_id: Set(row.ref_id.map(|r| r.to_string())),
-        status: Set(row.status.map(str::to_owned)),
-        body: Set(body),
-        position: Set(row.position),
-        updated_at: Set(Utc::now()),
-    };
-    entity::Entity::insert(model)
+    entity::Entity::insert(model(&row)?)
         .on_conflict(
             OnConflict::columns([entity::Column::Kind, entity::Column::Id])
                 .update_columns([
@@ -106,22 +109,7 @@ pub async fn insert_all<C: ConnectionTrait, T: Serialize>(
 ) -> Result<(), PlatformError> {
     // 7 columns a row: well under every backend's bound-parameter limit.
     for chunk in rows.chunks(1000) {
-        let models = chunk
-            .iter()
-            .map(|row| {
-                let body =
-                    serde_json::to_string(row.body).map_err(|e| decode_error(row.kind, e))?;
-                Ok(entity::ActiveModel {
-                    kind: Set(row.kind.to_owned()),
-                    id: Set(row.id.to_string()),
-                    ref_id: Set(row.ref_id.map(|r| r.to_string())),
-                    status: Set(row.status.map(str::to_owned)),
-                    body: Set(body),
-                    position: Set(row.position),
-                    updated_at: Set(Utc::now()),
-                })
-            })
-            .collect::<Result<Vec<_>, PlatformError>>()?;
+        let models = chunk.iter().map(model).collect::<Result<Vec<_>, _>>()?;
         entity::Entity::insert_many(models)
             .exec_without_returning(conn)
             .await?;

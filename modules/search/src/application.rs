@@ -248,44 +248,7 @@ impl Staged {
             .iter()
             .filter_map(|id| self.orders.get(id))
             .collect();
-        // 9 columns a row: well under every backend's bound-parameter limit.
-        for chunk in dirty.chunks(1000) {
-            let rows = chunk
-                .iter()
-                .map(|(summary, position)| order_row(summary, *position))
-                .collect::<Result<Vec<_>, _>>()?;
-            orders::Entity::insert_many(rows)
-                .on_conflict(
-                    OnConflict::column(orders::Column::OrderId)
-                        .update_columns([
-                            orders::Column::CustomerId,
-                            orders::Column::CustomerName,
-                            orders::Column::Status,
-                            orders::Column::TotalCents,
-                            orders::Column::CreatedAt,
-                            orders::Column::UpdatedAt,
-                            orders::Column::Body,
-                            orders::Column::Position,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(conn)
-                .await?;
-            let ids = chunk.iter().map(|(s, _)| s.order.order_id.to_string());
-            items::Entity::delete_many()
-                .filter(items::Column::OrderId.is_in(ids))
-                .exec(conn)
-                .await?;
-            let lines: Vec<_> = chunk
-                .iter()
-                .flat_map(|(s, _)| item_rows(&s.order))
-                .collect();
-            for lines in lines.chunks(5000) {
-                items::Entity::insert_many(lines.to_vec())
-                    .exec_without_returning(conn)
-                    .await?;
-            }
-        }
+        write_orders(conn, &dirty).await?;
         for id in &self.dirty_customers {
             if let Some((customer, position)) = self.customers.get(id) {
                 views::put(conn, customer_row(customer, *position)).await?;
@@ -313,6 +276,53 @@ fn order_change(summary: &OrderSummary) -> Result<Changed, PlatformError> {
         owner: Some(summary.order.customer_id.to_string()),
         body: serde_json::to_value(summary).map_err(|e| decode_error("order summary", e))?,
     })
+}
+
+/// Writes order rows (insert or replace) and their item rows, many to a
+/// statement.
+async fn write_orders<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[&Positioned<OrderSummary>],
+) -> Result<(), PlatformError> {
+    // 9 columns a row: well under every backend's bound-parameter limit.
+    for chunk in rows.chunks(1000) {
+        let models = chunk
+            .iter()
+            .map(|(summary, position)| order_row(summary, *position))
+            .collect::<Result<Vec<_>, _>>()?;
+        orders::Entity::insert_many(models)
+            .on_conflict(
+                OnConflict::column(orders::Column::OrderId)
+                    .update_columns([
+                        orders::Column::CustomerId,
+                        orders::Column::CustomerName,
+                        orders::Column::Status,
+                        orders::Column::TotalCents,
+                        orders::Column::CreatedAt,
+                        orders::Column::UpdatedAt,
+                        orders::Column::Body,
+                        orders::Column::Position,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        let ids = chunk.iter().map(|(s, _)| s.order.order_id.to_string());
+        items::Entity::delete_many()
+            .filter(items::Column::OrderId.is_in(ids))
+            .exec(conn)
+            .await?;
+        let lines: Vec<_> = chunk
+            .iter()
+            .flat_map(|(s, _)| item_rows(&s.order))
+            .collect();
+        for lines in lines.chunks(5000) {
+            items::Entity::insert_many(lines.to_vec())
+                .exec_without_returning(conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// An order's row in `search_orders`.
@@ -390,25 +400,7 @@ pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, Platfor
     orders::Entity::delete_many().exec(txn).await?;
     views::delete_kind(txn, CUSTOMER).await?;
     let (summaries, customers) = fold.finish();
-    // 9 columns a row: well under every backend's bound-parameter limit.
-    for chunk in summaries.chunks(1000) {
-        let rows = chunk
-            .iter()
-            .map(|(summary, position)| order_row(summary, *position))
-            .collect::<Result<Vec<_>, _>>()?;
-        orders::Entity::insert_many(rows)
-            .exec_without_returning(txn)
-            .await?;
-        let lines: Vec<_> = chunk
-            .iter()
-            .flat_map(|(s, _)| item_rows(&s.order))
-            .collect();
-        for lines in lines.chunks(5000) {
-            items::Entity::insert_many(lines.to_vec())
-                .exec_without_returning(txn)
-                .await?;
-        }
-    }
+    write_orders(txn, &summaries.iter().collect::<Vec<_>>()).await?;
     let rows: Vec<_> = customers
         .iter()
         .map(|(customer, position)| customer_row(customer, *position))
