@@ -213,16 +213,12 @@ impl Handler for CommandProcessor {
 
     async fn handle_batch(&self, commands: &[Envelope]) -> Result<(), HandleError> {
         let txn = self.db.begin().await.map_err(transient)?;
-        let mut fresh = Vec::with_capacity(commands.len());
-        for command in commands {
-            // Redeliveries (and repeats within the batch) are skipped.
-            if inbox::record(&txn, &self.name, command.id)
-                .await
-                .map_err(transient)?
-            {
-                fresh.push(command);
-            }
-        }
+        let ids: Vec<_> = commands.iter().map(|c| c.id).collect();
+        let mut recorded = inbox::record_all(&txn, &self.name, &ids)
+            .await
+            .map_err(transient)?;
+        // Redeliveries (and repeats within the batch) are skipped.
+        let fresh: Vec<&Envelope> = commands.iter().filter(|c| recorded.remove(&c.id)).collect();
         let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
             Ok(accepted) if accepted.len() == fresh.len() => accepted,
             Ok(accepted) => {

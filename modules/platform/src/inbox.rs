@@ -1,6 +1,8 @@
 //! The inbox: a consumer records each message id in the transaction that
 //! handles it, so a redelivered message is recognised and changes nothing.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, TryInsertResult};
@@ -44,4 +46,31 @@ pub async fn record<C: ConnectionTrait>(
         .exec_without_returning(txn)
         .await?;
     Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
+}
+
+/// Records many message ids for `consumer` in one statement; returns those
+/// recorded now (the others were handled before).
+pub async fn record_all<C: ConnectionTrait>(
+    txn: &C,
+    consumer: &str,
+    message_ids: &[Uuid],
+) -> Result<HashSet<Uuid>, PlatformError> {
+    let now = Utc::now();
+    let unique: HashSet<Uuid> = message_ids.iter().copied().collect();
+    let rows = unique.iter().map(|id| entity::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        message_id: Set(id.to_string()),
+        received_at: Set(now),
+    });
+    let result = entity::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([entity::Column::Consumer, entity::Column::MessageId])
+        .exec_with_returning_keys(txn)
+        .await?;
+    let TryInsertResult::Inserted(keys) = result else {
+        return Ok(HashSet::new());
+    };
+    Ok(keys
+        .into_iter()
+        .filter_map(|(_, id)| Uuid::parse_str(&id).ok())
+        .collect())
 }

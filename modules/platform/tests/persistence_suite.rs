@@ -149,6 +149,25 @@ async fn the_inbox_recognises_a_redelivery(db: Db) {
     assert!(inbox::record(&conn, "consumer-a", other).await.unwrap());
 }
 
+async fn the_inbox_records_a_batch_in_one_go(db: Db) {
+    let conn = database(db).await;
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    assert!(inbox::record(&conn, "consumer-a", a).await.unwrap());
+    // A repeat inside the batch, and one handled before, are not new.
+    let new = inbox::record_all(&conn, "consumer-a", &[a, b, c, b])
+        .await
+        .unwrap();
+    assert_eq!(new, [b, c].into_iter().collect());
+    let again = inbox::record_all(&conn, "consumer-a", &[a, b, c])
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert!(!inbox::record(&conn, "consumer-a", c).await.unwrap());
+    // Another consumer's inbox is its own.
+    let other = inbox::record_all(&conn, "consumer-b", &[a]).await.unwrap();
+    assert_eq!(other, [a].into_iter().collect());
+}
+
 async fn the_outbox_publishes_only_what_committed(db: Db) {
     let conn = database(db).await;
     let broker = Arc::new(MemoryBroker::new());
@@ -393,6 +412,7 @@ suite!(
     a_stale_append_is_a_conflict_not_an_overwrite,
     long_streams_are_snapshotted,
     the_inbox_recognises_a_redelivery,
+    the_inbox_records_a_batch_in_one_go,
     the_outbox_publishes_only_what_committed,
     a_saga_runs_forward_then_compensates_backwards,
 );
