@@ -139,6 +139,32 @@ pub async fn since<C: ConnectionTrait>(
         .collect()
 }
 
+/// As [`since`], each body decoded straight into `T` (no JSON tree between):
+/// (position, body) pairs.
+pub async fn since_as<C: ConnectionTrait, T: serde::de::DeserializeOwned>(
+    conn: &C,
+    topics: &[&str],
+    after: i64,
+    limit: u64,
+) -> Result<Vec<(i64, T)>, PlatformError> {
+    entity::Entity::find()
+        .filter(entity::Column::Topic.is_in(topics.iter().copied()))
+        .filter(entity::Column::Position.gt(after))
+        .order_by_asc(entity::Column::Position)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let body = serde_json::from_str(&row.body).map_err(|e| PlatformError::Decode {
+                what: format!("change {}", row.position),
+                reason: e.to_string(),
+            })?;
+            Ok((row.position, body))
+        })
+        .collect()
+}
+
 /// Notes that events of `source` up to `position` are applied.
 pub async fn advance<C: ConnectionTrait>(
     conn: &C,

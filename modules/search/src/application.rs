@@ -54,7 +54,7 @@ fn view<T: DeserializeOwned>(event: &ArchivedEvent) -> Result<T, PlatformError> 
         ));
     }
     let payload = event.payload.get("product").unwrap_or(&event.payload);
-    serde_json::from_value(payload.clone()).map_err(|e| decode_error(&event.message_type, e))
+    T::deserialize(payload).map_err(|e| decode_error(&event.message_type, e))
 }
 
 /// Serializes the order projection against a rebuild (PostgreSQL; SQLite has
@@ -381,12 +381,10 @@ pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, Platfor
     let mut fold = Fold::default();
     let (mut after, mut replayed) = (0, 0);
     loop {
-        let batch = changes::since(txn, &[TOPIC_EVENT], after, 5000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.position;
-        for change in batch {
-            let event: ArchivedEvent = serde_json::from_value(change.body)
-                .map_err(|e| decode_error("archived event", e))?;
+        let batch = changes::since_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, 5000).await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = *last;
+        for (_, event) in batch {
             let position = event.source_position.unwrap_or(0);
             match fact(&event)? {
                 Fact::Order(order) => fold.order(order, position),
