@@ -235,8 +235,11 @@ async fn graphql_get(
 
 /// The websocket library's read and write buffers per connection (128 KiB
 /// each by default, most of an idle subscription's memory). Larger messages
-/// still pass, in more system calls.
-const WEBSOCKET_BUFFER: usize = 4 * 1024;
+/// still pass, in more system calls. The read buffer is allocated whole for
+/// every connection; clients send little (a subscribe, a ping), so it is the
+/// smaller one.
+const WEBSOCKET_READ_BUFFER: usize = 1024;
+const WEBSOCKET_WRITE_BUFFER: usize = 4 * 1024;
 
 async fn graphql_ws(
     State(http): State<Http>,
@@ -247,8 +250,8 @@ async fn graphql_ws(
     let from_headers = request_context(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(WEBSOCKET_BUFFER)
-        .write_buffer_size(WEBSOCKET_BUFFER)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER)
+        .write_buffer_size(WEBSOCKET_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             GraphQLWebSocket::new(socket, http.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {

@@ -206,6 +206,41 @@ async fn the_legacy_websocket_protocol_works_too() {
     app.stop().await;
 }
 
+/// The websocket read buffer is small (1 KiB); a client message many times
+/// its size still arrives whole.
+#[tokio::test]
+async fn a_subscribe_message_larger_than_the_read_buffer_works() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let store = app
+        .data(
+            "mutation { createStore(input: {name: \"Big\", location: \"B\"}) { id } }",
+            json!({}),
+        )
+        .await["createStore"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let padding = format!("# {}\n", "x".repeat(16 * 1024));
+    let query = format!(
+        "{padding}subscription($s: ID!) {{ catalogChanged(storeId: $s) {{ kind product {{ name }} }} }}"
+    );
+    let mut ws = app
+        .subscribe("graphql-transport-ws", &query, json!({ "s": store }))
+        .await;
+    app.wait_for_subscriptions(1).await;
+    app.data(
+        "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Roomy\", price: \"1\"}) { id } }",
+        json!({ "s": store }),
+    )
+    .await;
+    let pushed = ws.next_data().await;
+    assert_eq!(
+        pushed["catalogChanged"],
+        json!({ "kind": "ADDED", "product": { "name": "Roomy" } })
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn playground_sdl_health_readiness_and_metrics_are_served() {
     let mut app = spawn_app(Backend::Embedded).await;
