@@ -173,72 +173,48 @@ async fn pagination_returns_every_store_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_legacy_websocket_protocol_works_too() {
+/// Subscribes to a new store's `catalogChanged` over `protocol` (the query
+/// after `prefix`), adds a product named `name`, and checks its push.
+async fn a_catalog_push_arrives(protocol: &str, prefix: &str, name: &str) {
     let mut app = spawn_app(Backend::Embedded).await;
     let store = app
         .data(
-            "mutation { createStore(input: {name: \"Legacy\", location: \"L\"}) { id } }",
+            "mutation { createStore(input: {name: \"Pushy\", location: \"P\"}) { id } }",
             json!({}),
         )
         .await["createStore"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let mut ws = app
-        .subscribe(
-            "graphql-ws",
-            "subscription($s: ID!) { catalogChanged(storeId: $s) { kind product { name } } }",
-            json!({ "s": store }),
-        )
-        .await;
+    let query = format!(
+        "{prefix}subscription($s: ID!) {{ catalogChanged(storeId: $s) {{ kind product {{ name }} }} }}"
+    );
+    let mut ws = app.subscribe(protocol, &query, json!({ "s": store })).await;
     app.wait_for_subscriptions(1).await;
     app.data(
-        "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Old news\", price: \"1\"}) { id } }",
-        json!({ "s": store }),
+        "mutation($s: ID!, $n: String!) { addProduct(input: {storeId: $s, name: $n, price: \"1\"}) { id } }",
+        json!({ "s": store, "n": name }),
     )
     .await;
     let pushed = ws.next_data().await;
     assert_eq!(
         pushed["catalogChanged"],
-        json!({ "kind": "ADDED", "product": { "name": "Old news" } })
+        json!({ "kind": "ADDED", "product": { "name": name } })
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_legacy_websocket_protocol_works_too() {
+    a_catalog_push_arrives("graphql-ws", "", "Old news").await;
 }
 
 /// The websocket read buffer is small (1 KiB); a client message many times
 /// its size still arrives whole.
 #[tokio::test]
 async fn a_subscribe_message_larger_than_the_read_buffer_works() {
-    let mut app = spawn_app(Backend::Embedded).await;
-    let store = app
-        .data(
-            "mutation { createStore(input: {name: \"Big\", location: \"B\"}) { id } }",
-            json!({}),
-        )
-        .await["createStore"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let padding = format!("# {}\n", "x".repeat(16 * 1024));
-    let query = format!(
-        "{padding}subscription($s: ID!) {{ catalogChanged(storeId: $s) {{ kind product {{ name }} }} }}"
-    );
-    let mut ws = app
-        .subscribe("graphql-transport-ws", &query, json!({ "s": store }))
-        .await;
-    app.wait_for_subscriptions(1).await;
-    app.data(
-        "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Roomy\", price: \"1\"}) { id } }",
-        json!({ "s": store }),
-    )
-    .await;
-    let pushed = ws.next_data().await;
-    assert_eq!(
-        pushed["catalogChanged"],
-        json!({ "kind": "ADDED", "product": { "name": "Roomy" } })
-    );
-    app.stop().await;
+    a_catalog_push_arrives("graphql-transport-ws", &padding, "Roomy").await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect};
+use serde::de::DeserializeOwned;
 
 use crate::PlatformError;
 
@@ -61,12 +62,17 @@ pub struct Change {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// A logged body, decoded as `T`.
+fn body_of<T: DeserializeOwned>(row: &entity::Model) -> Result<T, PlatformError> {
+    serde_json::from_str(&row.body).map_err(|e| PlatformError::Decode {
+        what: format!("change {}", row.position),
+        reason: e.to_string(),
+    })
+}
+
 fn decode(row: entity::Model) -> Result<Change, PlatformError> {
     Ok(Change {
-        body: serde_json::from_str(&row.body).map_err(|e| PlatformError::Decode {
-            what: format!("change {}", row.position),
-            reason: e.to_string(),
-        })?,
+        body: body_of(&row)?,
         position: row.position,
         topic: row.topic,
         key: row.key,
@@ -74,23 +80,20 @@ fn decode(row: entity::Model) -> Result<Change, PlatformError> {
     })
 }
 
-/// Appends a change; its position is returned with it.
-pub async fn record<C: ConnectionTrait>(
+/// The log rows of `topics` after `after`, oldest first, at most `limit`.
+async fn rows_since<C: ConnectionTrait>(
     conn: &C,
-    topic: &str,
-    key: &str,
-    body: &serde_json::Value,
-) -> Result<Change, PlatformError> {
-    let row = entity::ActiveModel {
-        topic: Set(topic.to_owned()),
-        key: Set(key.to_owned()),
-        body: Set(body.to_string()),
-        recorded_at: Set(Utc::now()),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?;
-    decode(row)
+    topics: &[&str],
+    after: i64,
+    limit: u64,
+) -> Result<Vec<entity::Model>, PlatformError> {
+    Ok(entity::Entity::find()
+        .filter(entity::Column::Topic.is_in(topics.iter().copied()))
+        .filter(entity::Column::Position.gt(after))
+        .order_by_asc(entity::Column::Position)
+        .limit(limit)
+        .all(conn)
+        .await?)
 }
 
 /// Appends changes (topic, key, body) in order, many to a statement; their
@@ -127,12 +130,7 @@ pub async fn since<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    entity::Entity::find()
-        .filter(entity::Column::Topic.is_in(topics.iter().copied()))
-        .filter(entity::Column::Position.gt(after))
-        .order_by_asc(entity::Column::Position)
-        .limit(limit)
-        .all(conn)
+    rows_since(conn, topics, after, limit)
         .await?
         .into_iter()
         .map(decode)
@@ -141,27 +139,16 @@ pub async fn since<C: ConnectionTrait>(
 
 /// As [`since`], each body decoded straight into `T` (no JSON tree between):
 /// (position, body) pairs.
-pub async fn since_as<C: ConnectionTrait, T: serde::de::DeserializeOwned>(
+pub async fn since_as<C: ConnectionTrait, T: DeserializeOwned>(
     conn: &C,
     topics: &[&str],
     after: i64,
     limit: u64,
 ) -> Result<Vec<(i64, T)>, PlatformError> {
-    entity::Entity::find()
-        .filter(entity::Column::Topic.is_in(topics.iter().copied()))
-        .filter(entity::Column::Position.gt(after))
-        .order_by_asc(entity::Column::Position)
-        .limit(limit)
-        .all(conn)
+    rows_since(conn, topics, after, limit)
         .await?
-        .into_iter()
-        .map(|row| {
-            let body = serde_json::from_str(&row.body).map_err(|e| PlatformError::Decode {
-                what: format!("change {}", row.position),
-                reason: e.to_string(),
-            })?;
-            Ok((row.position, body))
-        })
+        .iter()
+        .map(|row| Ok((row.position, body_of(row)?)))
         .collect()
 }
 

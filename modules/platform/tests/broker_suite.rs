@@ -137,17 +137,42 @@ async fn replies_reach_a_queue_by_name(broker: Arc<dyn Broker>) {
     d.ack().await.unwrap();
 }
 
+/// A `Counted`'s n; n == 1 fails permanently.
+fn allowed(envelope: &Envelope) -> Result<u32, HandleError> {
+    let c: Counted = envelope
+        .decode()
+        .map_err(|e| HandleError::Permanent(e.to_string()))?;
+    if c.n == 1 {
+        return Err(HandleError::Permanent("one is not allowed".into()));
+    }
+    Ok(c.n)
+}
+
+/// Publishes an undecodable message, then `Counted` messages numbered `ns`.
+async fn publish_garbage_then(broker: &dyn Broker, ns: &[u32]) {
+    let garbage = WireMessage {
+        body: b"garbage".to_vec(),
+        ..WireMessage::default()
+    };
+    broker
+        .publish(Exchange::Events, Counted::TYPE, garbage)
+        .await
+        .unwrap();
+    for n in ns {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, *n))
+            .await
+            .unwrap();
+    }
+}
+
 /// Fails `Counted` with n == 1 permanently and n == 2 always transiently.
 struct Picky(mpsc::UnboundedSender<u32>);
 
 #[async_trait]
 impl Handler for Picky {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
-        let c: Counted = envelope
-            .decode()
-            .map_err(|e| HandleError::Permanent(e.to_string()))?;
-        match c.n {
-            1 => Err(HandleError::Permanent("one is not allowed".into())),
+        match allowed(envelope)? {
             2 => Err(HandleError::Transient("two never works".into())),
             n => {
                 let _ = self.0.send(n);
@@ -165,20 +190,7 @@ async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: 
         .await
         .unwrap();
     let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
-    let garbage = WireMessage {
-        body: b"garbage".to_vec(),
-        ..WireMessage::default()
-    };
-    broker
-        .publish(Exchange::Events, Counted::TYPE, garbage)
-        .await
-        .unwrap();
-    for n in [1, 2, 3] {
-        broker
-            .publish(Exchange::Events, Counted::TYPE, message(0, n))
-            .await
-            .unwrap();
-    }
+    publish_garbage_then(broker.as_ref(), &[1, 2, 3]).await;
     let mut reasons = Vec::new();
     for _ in 0..3 {
         let d = next(&mut dead).await;
@@ -207,27 +219,14 @@ struct Batching {
 #[async_trait]
 impl Handler for Batching {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
-        let c: Counted = envelope
-            .decode()
-            .map_err(|e| HandleError::Permanent(e.to_string()))?;
-        if c.n == 1 {
-            return Err(HandleError::Permanent("one is not allowed".into()));
-        }
-        let _ = self.handled.send(c.n);
-        Ok(())
+        self.handle_batch(std::slice::from_ref(envelope)).await
     }
 
     async fn handle_batch(&self, envelopes: &[Envelope]) -> Result<(), HandleError> {
-        let mut ns = Vec::new();
-        for envelope in envelopes {
-            let c: Counted = envelope
-                .decode()
-                .map_err(|e| HandleError::Permanent(e.to_string()))?;
-            if c.n == 1 {
-                return Err(HandleError::Permanent("one is not allowed".into()));
-            }
-            ns.push(c.n);
-        }
+        let ns = envelopes
+            .iter()
+            .map(allowed)
+            .collect::<Result<Vec<_>, _>>()?;
         let _ = self.batches.send(ns.len());
         for n in ns {
             let _ = self.handled.send(n);
@@ -244,31 +243,10 @@ async fn a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one(
         .batched(8);
     // Queued before anyone consumes, so batches find them waiting.
     broker.declare(&spec).await.unwrap();
-    let garbage = WireMessage {
-        body: b"garbage".to_vec(),
-        ..WireMessage::default()
-    };
-    broker
-        .publish(Exchange::Events, Counted::TYPE, garbage)
-        .await
-        .unwrap();
     let sent: Vec<u32> = (2..=30).collect();
-    for n in &sent[..10] {
-        broker
-            .publish(Exchange::Events, Counted::TYPE, message(0, *n))
-            .await
-            .unwrap();
-    }
-    broker
-        .publish(Exchange::Events, Counted::TYPE, message(0, 1))
-        .await
-        .unwrap();
-    for n in &sent[10..] {
-        broker
-            .publish(Exchange::Events, Counted::TYPE, message(0, *n))
-            .await
-            .unwrap();
-    }
+    // The bad one (n == 1) in the middle, so it shares a batch with others.
+    let queued: Vec<u32> = [&sent[..10], &[1], &sent[10..]].concat();
+    publish_garbage_then(broker.as_ref(), &queued).await;
     let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
     let (_trigger, shutdown) = Shutdown::new();
     let (handled, mut got) = mpsc::unbounded_channel();

@@ -31,7 +31,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::infrastructure::{items, orders};
-use crate::projection::{self, Fold, Positioned, cents, summary};
+use crate::projection::{self, Fold, Positioned, cents, newer, summary};
 
 const CUSTOMER: &str = "cache.customer";
 /// The catalog's changes, keyed by store (`catalogChanged`).
@@ -166,7 +166,7 @@ impl Staged {
         match fact {
             Fact::Order(order) => {
                 let id = order.order_id;
-                if self.orders.get(&id).is_some_and(|(_, p)| *p >= position) {
+                if !newer(self.orders.get(&id), position) {
                     return Ok(vec![]);
                 }
                 let customer = self.customers.get(&order.customer_id).map(|(c, _)| c);
@@ -179,7 +179,7 @@ impl Staged {
             Fact::Customer(customer) => {
                 let id = customer.customer_id;
                 let before = self.customers.get(&id);
-                if before.is_some_and(|(_, p)| *p >= position) {
+                if !newer(before, position) {
                     return Ok(vec![]);
                 }
                 let same_contact = before.is_some_and(|(b, _)| {

@@ -40,8 +40,9 @@ pub struct Fold {
 /// A view and the source position it is as of.
 pub type Positioned<T> = (T, i64);
 
-/// Keeps `(value, position)` in `slot` unless what is there is as new.
-fn newer<T>(slot: Option<&(T, i64)>, position: i64) -> bool {
+/// Whether a view at `position` replaces what `slot` holds (nothing, or an
+/// older one): a late event never rolls a row back.
+pub fn newer<T>(slot: Option<&Positioned<T>>, position: i64) -> bool {
     slot.is_none_or(|(_, stored)| *stored < position)
 }
 
