@@ -316,6 +316,10 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let mut stop = shutdown.clone();
         let send_buffer = settings.socket_send_buffer;
         let listener = listener.tap_io(move |stream| {
+            // Small responses go out at once, not after the client's delayed ACK.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
             if let Some(bytes) = send_buffer
                 && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
             {

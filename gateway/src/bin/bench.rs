@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_graphql::{Object, Schema, SimpleObject};
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use sea_orm::{ConnectionTrait, Database};
@@ -260,7 +261,12 @@ async fn floor_server(listen: SocketAddr) -> anyhow::Result<()> {
             axum::routing::get_service(async_graphql_axum::GraphQLSubscription::new(schema)),
         )
         .route("/metrics", axum::routing::get(metrics));
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Like the gateway's listener: TCP_NODELAY on every connection.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await?
+        .tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect, SqlErr};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, TryInsertResult};
 use uuid::Uuid;
 
 use crate::PlatformError;
@@ -117,6 +117,11 @@ pub async fn load<A: Aggregate, C: ConnectionTrait>(
 }
 
 /// Appends `events` to a stream that must be at `current.version`.
+///
+/// One statement, `ON CONFLICT DO NOTHING` on (stream, version): a stream that
+/// moved on since `current` was loaded inserts fewer rows than asked, which is
+/// [`PlatformError::Concurrency`]. The transaction stays usable (no aborted
+/// PostgreSQL transaction), and the caller rolls it back.
 pub async fn append<A: Aggregate, C: ConnectionTrait>(
     conn: &C,
     stream_id: &str,
@@ -128,27 +133,15 @@ pub async fn append<A: Aggregate, C: ConnectionTrait>(
         stream_id: stream_id.to_owned(),
         expected: current.version,
     };
-    let latest: Option<i64> = events::Entity::find()
-        .select_only()
-        .column_as(events::Column::Version.max(), "v")
-        .filter(events::Column::StreamId.eq(stream_id))
-        .into_tuple::<Option<i64>>()
-        .one(conn)
-        .await?
-        .flatten();
-    if latest.unwrap_or(0) != current.version {
-        return Err(conflict());
-    }
     let now = Utc::now();
-    let mut stored = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        let version = current.version + 1 + i as i64;
         let payload =
             serde_json::to_string(event).map_err(|e| decode_error(event.event_type(), e))?;
-        let row = events::ActiveModel {
+        rows.push(events::ActiveModel {
             stream_id: Set(stream_id.to_owned()),
             stream_type: Set(A::STREAM_TYPE.to_owned()),
-            version: Set(version),
+            version: Set(current.version + 1 + i as i64),
             event_type: Set(event.event_type().to_owned()),
             schema_version: Set(1),
             payload: Set(payload),
@@ -156,21 +149,29 @@ pub async fn append<A: Aggregate, C: ConnectionTrait>(
             causation_id: Set(cause.causation_id.to_string()),
             recorded_at: Set(now),
             ..Default::default()
-        }
-        .insert(conn)
-        .await
-        .map_err(|err| match err.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => conflict(),
-            _ => PlatformError::Database(err),
-        })?;
-        stored.push(StoredEvent {
-            position: row.position,
-            stream_id: stream_id.to_owned(),
-            version,
-            event: event.clone(),
-            recorded_at: now,
         });
     }
+    let inserted = events::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([events::Column::StreamId, events::Column::Version])
+        .exec_with_returning_many(conn)
+        .await?;
+    let mut inserted = match inserted {
+        TryInsertResult::Inserted(rows) if rows.len() == events.len() => rows,
+        TryInsertResult::Empty => Vec::new(),
+        _ => return Err(conflict()),
+    };
+    inserted.sort_by_key(|row| row.version);
+    let stored = inserted
+        .into_iter()
+        .zip(events)
+        .map(|(row, event)| StoredEvent {
+            position: row.position,
+            stream_id: stream_id.to_owned(),
+            version: row.version,
+            event: event.clone(),
+            recorded_at: now,
+        })
+        .collect();
     let new_version = current.version + events.len() as i64;
     if new_version / SNAPSHOT_EVERY > current.version / SNAPSHOT_EVERY {
         save_snapshot::<A, C>(conn, stream_id, &current.applied(events), new_version).await?;

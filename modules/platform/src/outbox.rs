@@ -160,6 +160,9 @@ async fn relay_batch(db: &DatabaseConnection, broker: &dyn Broker) -> Result<usi
             _ => tracing::error!(id = row.id, "unreadable outbox row skipped"),
         }
     }
+    // Replies first: a client waits on each, and they are not part of any
+    // aggregate's order (events keep theirs; the sort is stable).
+    messages.sort_by_key(|(exchange, _, _)| *exchange != Exchange::Queue);
     broker.publish_all(messages).await?;
     entity::Entity::update_many()
         .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
