@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, Value,
+};
 
 use crate::PlatformError;
 
@@ -88,4 +90,76 @@ impl DatabaseConfig {
 /// A cheap round trip, for readiness.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), PlatformError> {
     Ok(db.ping().await?)
+}
+
+/// Some tables' secondary indexes (non-unique, so never a constraint), as the
+/// statements that made them. A bulk load drops them, writes, and creates
+/// them again: building an index once is several times cheaper than
+/// maintaining it row by row. The definitions come from the database's own
+/// catalog, so they cannot drift from the migrations.
+#[derive(Debug)]
+pub struct SecondaryIndexes {
+    /// (name, the statement that creates it)
+    indexes: Vec<(String, String)>,
+}
+
+impl SecondaryIndexes {
+    /// Drops `tables`' secondary indexes in the caller's transaction (on
+    /// PostgreSQL the tables are locked until it ends: readers wait).
+    pub async fn drop<C: ConnectionTrait>(
+        conn: &C,
+        tables: &[&str],
+    ) -> Result<Self, PlatformError> {
+        let backend = conn.get_database_backend();
+        let marks = (1..=tables.len())
+            .map(|n| match backend {
+                DbBackend::Postgres => format!("${n}"),
+                _ => "?".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = match backend {
+            DbBackend::Postgres => format!(
+                "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition \
+                 FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_class t ON t.oid = i.indrelid \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE n.nspname = current_schema() AND NOT i.indisunique \
+                 AND t.relname IN ({marks}) ORDER BY 1"
+            ),
+            // Indexes SQLite makes itself (keys, unique constraints) have no SQL.
+            _ => format!(
+                "SELECT name, sql AS definition FROM sqlite_master \
+                 WHERE type = 'index' AND sql IS NOT NULL \
+                 AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name IN ({marks}) ORDER BY 1"
+            ),
+        };
+        let values = tables.iter().map(|t| Value::from(*t));
+        let rows = conn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        let mut indexes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("", "name")?;
+            let definition: String = row.try_get("", "definition")?;
+            conn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
+                .await?;
+            indexes.push((name, definition));
+        }
+        Ok(SecondaryIndexes { indexes })
+    }
+
+    /// The names of the indexes dropped.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.indexes.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Creates the indexes again, as they were.
+    pub async fn create<C: ConnectionTrait>(self, conn: &C) -> Result<(), PlatformError> {
+        for (_, definition) in &self.indexes {
+            conn.execute_unprepared(definition).await?;
+        }
+        Ok(())
+    }
 }

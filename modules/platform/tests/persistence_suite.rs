@@ -8,7 +8,7 @@ use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::db::DatabaseConfig;
+use mallbots_platform::db::{DatabaseConfig, SecondaryIndexes};
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
@@ -16,7 +16,9 @@ use mallbots_platform::saga::{Saga, SagaEngine, SagaStatus, Step};
 use mallbots_platform::{
     Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
 };
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -386,6 +388,55 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     );
 }
 
+/// The names of table `t`'s indexes, from the catalog.
+async fn index_names(conn: &DatabaseConnection) -> Vec<String> {
+    let sql = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT indexname AS name FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename = 't' ORDER BY 1"
+        }
+        _ => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 't' ORDER BY 1",
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "name").unwrap())
+        .collect()
+}
+
+async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
+    let conn = database(db).await;
+    conn.execute_unprepared(
+        "CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL UNIQUE); \
+         CREATE INDEX t_a ON t (a, id); \
+         CREATE UNIQUE INDEX t_ab ON t (a, b);",
+    )
+    .await
+    .unwrap();
+    let before = index_names(&conn).await;
+    assert!(before.contains(&"t_a".to_owned()), "{before:?}");
+
+    let txn = conn.begin().await.unwrap();
+    let dropped = SecondaryIndexes::drop(&txn, &["t"]).await.unwrap();
+    // Only the plain index: keys and unique indexes guard the data.
+    assert_eq!(dropped.names().collect::<Vec<_>>(), ["t_a"]);
+    txn.execute_unprepared("INSERT INTO t VALUES ('1', 'x', 'y'), ('2', 'x', 'z')")
+        .await
+        .unwrap();
+    dropped.create(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    assert_eq!(index_names(&conn).await, before);
+    // The unique index still refuses a duplicate.
+    assert!(
+        conn.execute_unprepared("INSERT INTO t VALUES ('3', 'x', 'y')")
+            .await
+            .is_err()
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -415,6 +466,7 @@ suite!(
     the_inbox_records_a_batch_in_one_go,
     the_outbox_publishes_only_what_committed,
     a_saga_runs_forward_then_compensates_backwards,
+    secondary_indexes_are_dropped_and_made_again,
 );
 
 mod racing {
