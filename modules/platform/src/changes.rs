@@ -80,20 +80,28 @@ fn decode(row: entity::Model) -> Result<Change, PlatformError> {
     })
 }
 
-/// The log rows of `topics` after `after`, oldest first, at most `limit`.
+/// The log rows of `topics` after `after`, oldest first: at most `limit`, or
+/// those up to `upto` (inclusive).
 async fn rows_since<C: ConnectionTrait>(
     conn: &C,
     topics: &[&str],
     after: i64,
-    limit: u64,
+    bound: Bound,
 ) -> Result<Vec<entity::Model>, PlatformError> {
-    Ok(entity::Entity::find()
+    let query = entity::Entity::find()
         .filter(entity::Column::Topic.is_in(topics.iter().copied()))
         .filter(entity::Column::Position.gt(after))
-        .order_by_asc(entity::Column::Position)
-        .limit(limit)
-        .all(conn)
-        .await?)
+        .order_by_asc(entity::Column::Position);
+    let query = match bound {
+        Bound::Limit(limit) => query.limit(limit),
+        Bound::Upto(upto) => query.filter(entity::Column::Position.lte(upto)),
+    };
+    Ok(query.all(conn).await?)
+}
+
+enum Bound {
+    Limit(u64),
+    Upto(i64),
 }
 
 /// Appends changes (topic, key, body) in order, many to a statement; their
@@ -130,26 +138,41 @@ pub async fn since<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    rows_since(conn, topics, after, limit)
+    rows_since(conn, topics, after, Bound::Limit(limit))
         .await?
         .into_iter()
         .map(decode)
         .collect()
 }
 
-/// As [`since`], each body decoded straight into `T` (no JSON tree between):
-/// (position, body) pairs.
-pub async fn since_as<C: ConnectionTrait, T: DeserializeOwned>(
+/// The changes of `topics` in positions (`after`, `upto`], oldest first,
+/// each body decoded straight into `T` (no JSON tree between): (position,
+/// body) pairs. A bounded window, not a limit: the rows it reads do not
+/// depend on the planner's statistics, which a freshly filled log lacks (a
+/// `LIMIT` page then sorted every later row of the topic, each time).
+pub async fn between_as<C: ConnectionTrait, T: DeserializeOwned>(
     conn: &C,
     topics: &[&str],
     after: i64,
-    limit: u64,
+    upto: i64,
 ) -> Result<Vec<(i64, T)>, PlatformError> {
-    rows_since(conn, topics, after, limit)
+    rows_since(conn, topics, after, Bound::Upto(upto))
         .await?
         .iter()
         .map(|row| Ok((row.position, body_of(row)?)))
         .collect()
+}
+
+/// The log's last position (0: empty).
+pub async fn last<C: ConnectionTrait>(conn: &C) -> Result<i64, PlatformError> {
+    Ok(entity::Entity::find()
+        .select_only()
+        .column_as(entity::Column::Position.max(), "last")
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .unwrap_or(0))
 }
 
 /// Notes that events of `source` up to `position` are applied.

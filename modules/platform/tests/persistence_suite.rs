@@ -8,6 +8,7 @@ use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
+use mallbots_platform::changes;
 use mallbots_platform::db::{DatabaseConfig, SecondaryIndexes};
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
@@ -388,6 +389,38 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     );
 }
 
+async fn the_change_log_reads_by_limit_and_by_window(db: Db) {
+    let conn = database(db).await;
+    assert_eq!(changes::last(&conn).await.unwrap(), 0);
+    let bodies: Vec<_> = (0..6).map(|n| json!({ "n": n })).collect();
+    let rows: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| (if n % 2 == 0 { "a" } else { "b" }, "k", body))
+        .collect();
+    let at = changes::record_all(&conn, &rows).await.unwrap();
+    assert_eq!(changes::last(&conn).await.unwrap(), at[5]);
+
+    let first_two = changes::since(&conn, &["a"], 0, 2).await.unwrap();
+    let ns: Vec<_> = first_two.iter().map(|c| c.body["n"].clone()).collect();
+    assert_eq!(ns, [json!(0), json!(2)]);
+    // (at[0], at[4]]: the window excludes its start and includes its end.
+    let window: Vec<(i64, serde_json::Value)> = changes::between_as(&conn, &["a"], at[0], at[4])
+        .await
+        .unwrap();
+    assert_eq!(
+        window,
+        [(at[2], json!({ "n": 2 })), (at[4], json!({ "n": 4 }))]
+    );
+    let both: Vec<(i64, serde_json::Value)> = changes::between_as(&conn, &["a", "b"], at[3], at[5])
+        .await
+        .unwrap();
+    assert_eq!(
+        both.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [at[4], at[5]]
+    );
+}
+
 /// The names of table `t`'s indexes, from the catalog.
 async fn index_names(conn: &DatabaseConnection) -> Vec<String> {
     let sql = match conn.get_database_backend() {
@@ -467,6 +500,7 @@ suite!(
     the_outbox_publishes_only_what_committed,
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
+    the_change_log_reads_by_limit_and_by_window,
 );
 
 mod racing {

@@ -396,11 +396,14 @@ fn archived(envelope: &Envelope) -> ArchivedEvent {
 pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
     let started = std::time::Instant::now();
     let mut fold = Fold::default();
-    let (mut after, mut replayed) = (0, 0);
-    loop {
-        let batch = changes::since_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, 5000).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = *last;
+    // Windows of log positions, about half of them archived events.
+    const WINDOW: i64 = 10_000;
+    let (last, mut after, mut replayed) = (changes::last(txn).await?, 0, 0);
+    while after < last {
+        let upto = after.saturating_add(WINDOW);
+        let batch =
+            changes::between_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, upto).await?;
+        after = upto;
         for (_, event) in batch {
             let position = event.source_position.unwrap_or(0);
             match fact(&event)? {
