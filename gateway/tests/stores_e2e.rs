@@ -127,6 +127,62 @@ async fn catalog_is_pushed_and_listed_real() {
     catalog_is_pushed_and_listed(Backend::Real).await;
 }
 
+/// Commands are handled several at a time: price changes sent all at once,
+/// on one product and on many, all land, and none is lost to a race.
+async fn simultaneous_price_changes_all_land(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let store = create_store(&app, "Busy Books").await;
+    let shared = add_product(&app, &store, "Bestseller", "10.00").await;
+    let mut others = Vec::new();
+    for n in 0..4 {
+        others.push(add_product(&app, &store, &format!("Title {n}"), "5.00").await);
+    }
+    let raise = |product: String| {
+        let app = &app;
+        async move {
+            app.data(
+                "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.25\") { id } }",
+                json!({ "p": product }),
+            )
+            .await
+        }
+    };
+    let sends = (0..8)
+        .map(|_| raise(shared.clone()))
+        .chain(others.iter().map(|p| raise(p.clone())));
+    futures_util::future::join_all(sends).await;
+    let data = app
+        .data(
+            "query($s: ID!) { catalog(storeId: $s) { edges { node { id price } } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    let price = |product: &str| {
+        data["catalog"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"]["id"] == product)
+            .map(|e| e["node"]["price"].clone())
+            .unwrap()
+    };
+    // Eight raises of 0.25 on one product: each on the version before it.
+    assert_eq!(price(&shared), json!("12.00"));
+    for product in &others {
+        assert_eq!(price(product), json!("5.25"));
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_price_changes_all_land_embedded() {
+    simultaneous_price_changes_all_land(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn simultaneous_price_changes_all_land_real() {
+    simultaneous_price_changes_all_land(Backend::Real).await;
+}
+
 async fn blank_store_name_is_refused_and_leaves_nothing(backend: Backend) {
     let mut app = spawn_app(backend).await;
     // Everything the stores module publishes, from before the mutation on.

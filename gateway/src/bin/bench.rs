@@ -827,8 +827,12 @@ async fn sweep(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result<V
         let fan = fan_out(&step, base, pid, floor).await?;
         let ok = fan["delivered"] == fan["expected"]
             && fan["p99_ms"].as_f64().is_some_and(|p99| p99 < 100.0);
+        // The offered rate: deliveries over the step's first and last one
+        // overstate a step of a single change per store.
+        let offered = step.subscribers as f64 * step.rate;
         steps.push(json!({
             "rate_per_store": step.rate,
+            "offered_deliveries_per_s": offered,
             "deliveries_per_s": fan["deliveries_per_s"],
             "p50_ms": fan["p50_ms"],
             "p99_ms": fan["p99_ms"],
@@ -838,7 +842,7 @@ async fn sweep(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result<V
         if !ok {
             break;
         }
-        held = fan["deliveries_per_s"].as_f64();
+        held = Some(offered);
     }
     Ok(json!({ "steps": steps, "highest_held_deliveries_per_s": held }))
 }

@@ -44,6 +44,9 @@ pub struct QueueSpec {
     /// At most this many deliveries already waiting are handled together, as
     /// one unit (one transaction); 1 handles each on its own.
     pub batch: u16,
+    /// Deliveries handled at the same time, each on its own (queues without
+    /// a batch); 1 handles them one after another, in order.
+    pub concurrency: u16,
 }
 
 impl QueueSpec {
@@ -54,6 +57,7 @@ impl QueueSpec {
             durable: true,
             prefetch: 32,
             batch: 1,
+            concurrency: 1,
         }
     }
 
@@ -79,6 +83,16 @@ impl QueueSpec {
     pub fn batched(mut self, size: u16) -> Self {
         self.batch = size.max(1);
         self.prefetch = self.prefetch.max(size.saturating_mul(2));
+        self
+    }
+
+    /// Handles up to `n` deliveries at the same time, so one slow handler
+    /// (a transaction waiting on the database) does not hold up the others.
+    /// Their order is not kept: for handlers whose messages do not depend on
+    /// each other's order, or that detect it (optimistic concurrency).
+    pub fn concurrent(mut self, n: u16) -> Self {
+        self.concurrency = n.max(1);
+        self.prefetch = self.prefetch.max(n.saturating_mul(2));
         self
     }
 

@@ -4,11 +4,12 @@
 //! to the dead-letter queue with its reason, and the consumer keeps going.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::FutureExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
@@ -43,6 +44,29 @@ pub trait Handler: Send + Sync + 'static {
 /// Attempts before a transiently failing message is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// Transient failures so far, per message id (shared by the deliveries in
+/// flight at the same time).
+#[derive(Default)]
+struct Attempts(Mutex<HashMap<String, u32>>);
+
+impl Attempts {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more failure of `key`: how many so far.
+    fn failed(&self, key: &str) -> u32 {
+        let mut map = self.map();
+        let n = map.entry(key.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn forget(&self, key: &str) {
+        self.map().remove(key);
+    }
+}
+
 /// Starts consuming `spec` with `handler` until `shutdown`. The queue exists
 /// (and receives) once this returns.
 pub async fn spawn(
@@ -53,18 +77,30 @@ pub async fn spawn(
 ) -> Result<JoinHandle<()>, BrokerError> {
     let mut subscription = broker.consume(&spec).await?;
     let batch = usize::from(spec.batch.max(1));
+    let concurrency = if batch > 1 {
+        1
+    } else {
+        usize::from(spec.concurrency.max(1))
+    };
     Ok(tokio::spawn(async move {
-        let mut attempts: HashMap<String, u32> = HashMap::new();
+        let attempts = Attempts::default();
+        let (broker, handler) = (broker.as_ref(), handler.as_ref());
+        let queue = spec.name.as_str();
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            // Only the wait for the next delivery is interrupted by shutdown: a
-            // delivery being handled is finished and settled first.
+            // Only the wait for the next delivery is interrupted by shutdown:
+            // deliveries being handled are finished and settled first.
             let delivery = tokio::select! {
-                d = subscription.next() => d,
-                _ = shutdown.wait() => return,
+                d = subscription.next(), if in_flight.len() < concurrency => d,
+                Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
+                    log_unsettled(queue, settled);
+                    continue;
+                }
+                _ = shutdown.wait() => break,
             };
             let Some(delivery) = delivery else {
-                tracing::error!(queue = %spec.name, "subscription ended");
-                return;
+                tracing::error!(queue, "subscription ended");
+                break;
             };
             // The batch takes what has arrived already; it never waits.
             let mut deliveries = vec![delivery];
@@ -74,20 +110,26 @@ pub async fn spawn(
                     _ => break,
                 }
             }
-            let (broker, handler) = (broker.as_ref(), handler.as_ref());
-            let settled = match <[Delivery; 1]>::try_from(deliveries) {
-                Ok([delivery]) => {
-                    process(broker, &spec.name, handler, delivery, &mut attempts).await
+            let attempts = &attempts;
+            in_flight.push(async move {
+                match <[Delivery; 1]>::try_from(deliveries) {
+                    Ok([delivery]) => process(broker, queue, handler, delivery, attempts).await,
+                    Err(deliveries) => {
+                        process_batch(broker, queue, handler, deliveries, attempts).await
+                    }
                 }
-                Err(deliveries) => {
-                    process_batch(broker, &spec.name, handler, deliveries, &mut attempts).await
-                }
-            };
-            if let Err(err) = settled {
-                tracing::warn!(queue = %spec.name, error = %err, "could not settle a delivery");
-            }
+            });
+        }
+        while let Some(settled) = in_flight.next().await {
+            log_unsettled(queue, settled);
         }
     }))
+}
+
+fn log_unsettled(queue: &str, settled: Result<(), BrokerError>) {
+    if let Err(err) = settled {
+        tracing::warn!(queue, error = %err, "could not settle a delivery");
+    }
 }
 
 /// Handles `deliveries` as one unit; when that fails, one by one (so a bad
@@ -97,7 +139,7 @@ async fn process_batch(
     queue: &str,
     handler: &dyn Handler,
     deliveries: Vec<Delivery>,
-    attempts: &mut HashMap<String, u32>,
+    attempts: &Attempts,
 ) -> Result<(), BrokerError> {
     let mut decoded = Vec::with_capacity(deliveries.len());
     let mut envelopes = Vec::with_capacity(deliveries.len());
@@ -138,7 +180,7 @@ async fn process(
     queue: &str,
     handler: &dyn Handler,
     delivery: Delivery,
-    attempts: &mut HashMap<String, u32>,
+    attempts: &Attempts,
 ) -> Result<(), BrokerError> {
     let envelope = match delivery.message.decode() {
         Ok(envelope) => envelope,
@@ -150,25 +192,24 @@ async fn process(
     let key = envelope.id.to_string();
     match handler.handle(&envelope).await {
         Ok(()) => {
-            attempts.remove(&key);
+            attempts.forget(&key);
             delivery.ack().await
         }
         Err(HandleError::Permanent(reason)) => {
-            attempts.remove(&key);
+            attempts.forget(&key);
             tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
             dead_letter(broker, queue, delivery, &reason).await
         }
         Err(HandleError::Transient(reason)) => {
-            let n = attempts.entry(key.clone()).or_insert(0);
-            *n += 1;
-            if *n >= MAX_ATTEMPTS {
-                attempts.remove(&key);
+            let n = attempts.failed(&key);
+            if n >= MAX_ATTEMPTS {
+                attempts.forget(&key);
                 let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
                 tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
                 dead_letter(broker, queue, delivery, &reason).await
             } else {
-                let backoff = Duration::from_millis(50 * 2u64.pow(*n));
-                tracing::warn!(queue, %reason, attempt = *n, "handler failed; will retry");
+                let backoff = Duration::from_millis(50 * 2u64.pow(n));
+                tracing::warn!(queue, %reason, attempt = n, "handler failed; will retry");
                 tokio::time::sleep(backoff).await;
                 delivery.requeue().await
             }

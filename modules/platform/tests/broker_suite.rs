@@ -3,6 +3,7 @@
 //! (TEST_AMQP_URL); each test uses its own name prefix.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -319,6 +320,65 @@ async fn an_expired_message_is_dead_lettered_not_delivered(broker: Arc<dyn Broke
     assert_ne!(first, id);
 }
 
+/// Holds each message until `meet`'s count of them are in its hands at once.
+struct Gathering {
+    meet: tokio::sync::Barrier,
+    in_hand: AtomicUsize,
+    most_in_hand: AtomicUsize,
+    handled: mpsc::UnboundedSender<u32>,
+}
+
+#[async_trait]
+impl Handler for Gathering {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        let n = allowed(envelope)?;
+        let now = self.in_hand.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_hand.fetch_max(now, Ordering::SeqCst);
+        self.meet.wait().await;
+        self.in_hand.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.handled.send(n);
+        Ok(())
+    }
+}
+
+async fn a_concurrent_queue_handles_that_many_at_once_each_once(broker: Arc<dyn Broker>) {
+    let spec = QueueSpec::durable("suite.concurrent")
+        .bind(Exchange::Events, "test.#")
+        .concurrent(3);
+    broker.declare(&spec).await.unwrap();
+    let sent: Vec<u32> = (2..=13).collect();
+    publish_garbage_then(broker.as_ref(), &sent).await;
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    let (handled, mut got) = mpsc::unbounded_channel();
+    let gathering = Arc::new(Gathering {
+        // A consumer handling one at a time would wait here forever.
+        meet: tokio::sync::Barrier::new(3),
+        in_hand: AtomicUsize::new(0),
+        most_in_hand: AtomicUsize::new(0),
+        handled,
+    });
+    let (_trigger, shutdown) = Shutdown::new();
+    consumer::spawn(broker.clone(), spec, gathering.clone(), shutdown)
+        .await
+        .unwrap();
+    let d = next(&mut dead).await;
+    assert_eq!(
+        d.message.headers[HEADER_DEAD_LETTER_REASON],
+        "missing message id"
+    );
+    d.ack().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < sent.len() {
+        let n = tokio::time::timeout(DEADLINE, got.recv())
+            .await
+            .expect("three in hand at once, before the deadline");
+        seen.push(n.expect("the consumer runs"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, sent, "each once");
+    assert_eq!(gathering.most_in_hand.load(Ordering::SeqCst), 3);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
@@ -348,4 +408,5 @@ suite!(
     failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on,
     an_expired_message_is_dead_lettered_not_delivered,
     a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one,
+    a_concurrent_queue_handles_that_many_at_once_each_once,
 );
