@@ -130,7 +130,7 @@ async fn catalog_is_pushed_and_listed_real() {
 /// Commands are handled several at a time: price changes sent all at once,
 /// on one product and on many, all land, and none is lost to a race.
 async fn simultaneous_price_changes_all_land(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let mut app = spawn_app(backend).await;
     let store = create_store(&app, "Busy Books").await;
     let shared = add_product(&app, &store, "Bestseller", "10.00").await;
     let mut others = Vec::new();
@@ -171,6 +171,7 @@ async fn simultaneous_price_changes_all_land(backend: Backend) {
     for product in &others {
         assert_eq!(price(product), json!("5.25"));
     }
+    app.stop().await;
 }
 
 #[tokio::test]
