@@ -58,13 +58,17 @@ start_postgres() {
       if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$MALLBOTS_PG_DIR"; fi
       "${run_as[@]}" "$bin/initdb" -D "$MALLBOTS_PG_DIR/data" -U postgres -A trust >/dev/null
     fi
-    # A server killed without shutdown leaves its lock files; once that pid is
-    # reused by another process, PostgreSQL refuses to start.
+    # A server killed without shutdown leaves its lock files; while that pid
+    # is a zombie not yet reaped, or once it is reused by another process,
+    # PostgreSQL refuses to start.
     local lock pid
     for lock in "$MALLBOTS_PG_DIR/data/postmaster.pid" "$MALLBOTS_PG_DIR/.s.PGSQL.$MALLBOTS_PG_PORT.lock"; do
       [ -f "$lock" ] || continue
       pid=$(head -n 1 "$lock")
-      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] || rm -f "$lock"
+      if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != postgres ] ||
+        [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+        rm -f "$lock"
+      fi
     done
     log "starting PostgreSQL on 127.0.0.1:$MALLBOTS_PG_PORT"
     "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
