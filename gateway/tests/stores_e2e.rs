@@ -127,8 +127,8 @@ async fn catalog_is_pushed_and_listed_real() {
     catalog_is_pushed_and_listed(Backend::Real).await;
 }
 
-/// Commands are handled several at a time: price changes sent all at once,
-/// on one product and on many, all land, and none is lost to a race.
+/// Price changes sent all at once (stores handles several at a time), on
+/// one product and on many: all land, none lost to a race on a version.
 async fn simultaneous_price_changes_all_land(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let store = create_store(&app, "Busy Books").await;

@@ -265,7 +265,9 @@ async fn floor_server(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await?
         .tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
+            if let Err(err) = stream.set_nodelay(true) {
+                eprintln!("floor: cannot set TCP_NODELAY: {err}");
+            }
         });
     axum::serve(listener, app).await?;
     Ok(())
@@ -1200,9 +1202,13 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("fan-out sweep: doubling rates until p99 reaches 100 ms");
             let system_sweep = sweep(&cli, &base, pid, false).await?;
             let floor_sweep = sweep(&cli, &floor_base, floor_pid, true).await?;
-            let highest = |v: &Value| v["highest_held_deliveries_per_s"].as_f64().unwrap_or(0.0);
+            let highest = |v: &Value| {
+                v["highest_held_deliveries_per_s"]
+                    .as_f64()
+                    .map_or_else(|| "none".to_owned(), |r| format!("{r:.0} deliveries/s"))
+            };
             table.push(format!(
-                "fan-out held (p99 < 100 ms, none lost): {:.0} deliveries/s; floor {:.0}; {}",
+                "fan-out held (p99 < 100 ms, none lost): {}; floor {}; {}",
                 highest(&system_sweep),
                 highest(&floor_sweep),
                 ratio(

@@ -82,7 +82,7 @@ fn decode(row: entity::Model) -> Result<Change, PlatformError> {
 
 /// The log rows of `topics` after `after`, oldest first: at most `limit`, or
 /// those up to `upto` (inclusive).
-async fn rows_since<C: ConnectionTrait>(
+async fn rows_after<C: ConnectionTrait>(
     conn: &C,
     topics: &[&str],
     after: i64,
@@ -138,7 +138,7 @@ pub async fn since<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    rows_since(conn, topics, after, Bound::Limit(limit))
+    rows_after(conn, topics, after, Bound::Limit(limit))
         .await?
         .into_iter()
         .map(decode)
@@ -156,7 +156,7 @@ pub async fn between_as<C: ConnectionTrait, T: DeserializeOwned>(
     after: i64,
     upto: i64,
 ) -> Result<Vec<(i64, T)>, PlatformError> {
-    rows_since(conn, topics, after, Bound::Upto(upto))
+    rows_after(conn, topics, after, Bound::Upto(upto))
         .await?
         .iter()
         .map(|row| Ok((row.position, body_of(row)?)))

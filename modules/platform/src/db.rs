@@ -111,41 +111,39 @@ impl SecondaryIndexes {
         tables: &[&str],
     ) -> Result<Self, PlatformError> {
         let backend = conn.get_database_backend();
-        let marks = (1..=tables.len())
-            .map(|n| match backend {
-                DbBackend::Postgres => format!("${n}"),
-                _ => "?".to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = match backend {
-            DbBackend::Postgres => format!(
+            DbBackend::Postgres => {
                 "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition \
                  FROM pg_index i \
                  JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN pg_class t ON t.oid = i.indrelid \
                  JOIN pg_namespace n ON n.oid = t.relnamespace \
                  WHERE n.nspname = current_schema() AND NOT i.indisunique \
-                 AND t.relname IN ({marks}) ORDER BY 1"
-            ),
+                 AND t.relname = $1 ORDER BY 1"
+            }
             // Indexes SQLite makes itself (keys, unique constraints) have no SQL.
-            _ => format!(
+            _ => {
                 "SELECT name, sql AS definition FROM sqlite_master \
                  WHERE type = 'index' AND sql IS NOT NULL \
-                 AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name IN ({marks}) ORDER BY 1"
-            ),
+                 AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name = ? ORDER BY 1"
+            }
         };
-        let values = tables.iter().map(|t| Value::from(*t));
-        let rows = conn
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
-        let mut indexes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name: String = row.try_get("", "name")?;
-            let definition: String = row.try_get("", "definition")?;
-            conn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
+        let mut indexes = Vec::new();
+        for table in tables {
+            let rows = conn
+                .query_all_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [Value::from(*table)],
+                ))
                 .await?;
-            indexes.push((name, definition));
+            for row in rows {
+                let name: String = row.try_get("", "name")?;
+                let definition: String = row.try_get("", "definition")?;
+                conn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
+                    .await?;
+                indexes.push((name, definition));
+            }
         }
         Ok(SecondaryIndexes { indexes })
     }
