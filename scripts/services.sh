@@ -145,9 +145,35 @@ start_rabbitmq() {
   export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$MALLBOTS_AMQP_PORT/%2f"
 }
 
+# A second private node, only for the tests that stop and start the broker
+# (the fault tests): the other tests share the first one and must not see it
+# go away. TEST_FAULT_RABBIT_CTL is the command those tests call:
+# `scripts/fault-rabbit stop|start`.
+MALLBOTS_FAULT_AMQP_PORT=${MALLBOTS_FAULT_AMQP_PORT:-5692}
+MALLBOTS_FAULT_RABBIT_DIR=${MALLBOTS_FAULT_RABBIT_DIR:-/tmp/mallbots-fault-rabbit}
+MALLBOTS_FAULT_RABBIT_NODE=${MALLBOTS_FAULT_RABBIT_NODE:-mallbots-fault@localhost}
+
+# Runs "$@" with the fault node's settings in place of the shared node's.
+as_fault_node() {
+  local MALLBOTS_AMQP_PORT=$MALLBOTS_FAULT_AMQP_PORT
+  local MALLBOTS_RABBIT_DIR=$MALLBOTS_FAULT_RABBIT_DIR
+  local MALLBOTS_RABBIT_NODE=$MALLBOTS_FAULT_RABBIT_NODE
+  "$@"
+}
+
+start_fault_rabbitmq() {
+  local shared_url=$TEST_AMQP_URL
+  as_fault_node start_rabbitmq
+  export TEST_FAULT_AMQP_URL=$TEST_AMQP_URL
+  export TEST_AMQP_URL=$shared_url
+  TEST_FAULT_RABBIT_CTL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fault-rabbit"
+  export TEST_FAULT_RABBIT_CTL
+}
+
 start_services() {
   ensure_packages
   start_postgres
   start_rabbitmq
-  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL"
+  start_fault_rabbitmq
+  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL (fault tests: $TEST_FAULT_AMQP_URL)"
 }

@@ -106,6 +106,7 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
             let status = match err.code {
                 ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return coded_error_response(status, &err, graphql_response);
@@ -123,7 +124,15 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
             .errors
             .iter()
             .all(|e: &ServerError| e.path.is_empty());
-    let status = if request_error && graphql_response {
+    // A dependency that is down is the server's state, not the request's:
+    // 503 with Retry-After tells clients and proxies to come back.
+    let unavailable = response.errors.iter().any(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("code"))
+            == Some(&async_graphql::Value::from(ErrorCode::Unavailable.as_str()))
+    });
+    let status = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if request_error && graphql_response {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
@@ -134,6 +143,12 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         JSON
     };
     match serde_json::to_string(&response) {
+        Ok(body) if unavailable => (
+            status,
+            [(header::CONTENT_TYPE, kind), (header::RETRY_AFTER, "1")],
+            body,
+        )
+            .into_response(),
         Ok(body) => (status, [(header::CONTENT_TYPE, kind)], body).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "cannot serialize a GraphQL response");

@@ -64,6 +64,7 @@ type Routes = Arc<Mutex<HashMap<Route, broadcast::Sender<Arc<LiveChange>>>>>;
 pub struct LiveFeed {
     routes: Routes,
     buffer: usize,
+    shutdown: Shutdown,
 }
 
 fn lock(
@@ -109,8 +110,16 @@ impl LiveFeed {
         let feed = LiveFeed {
             routes: routes.clone(),
             buffer: buffer.max(1),
+            shutdown: shutdown.clone(),
         };
-        consumer::listen(broker.as_ref(), spec, shutdown, move |envelope| {
+        let reset_routes = routes.clone();
+        let on_reset = move || {
+            // Notices were lost while the broker was away: every route is
+            // closed, and its subscriptions replay the change log from their
+            // own last position before following the new routes.
+            lock(&reset_routes).clear();
+        };
+        let on_message = move |envelope: mallbots_platform::Envelope| {
             let Ok(committed) = envelope.decode::<Committed>() else {
                 tracing::warn!(message_type = %envelope.message_type, "unreadable change notice dropped");
                 return;
@@ -127,9 +136,14 @@ impl LiveFeed {
                 };
                 dispatch(&routes, change, changed.owner);
             }
-        })
-        .await?;
+        };
+        consumer::listen(broker.as_ref(), spec, shutdown, on_message, on_reset).await?;
         Ok(feed)
+    }
+
+    /// Whether the gateway is stopping (a closed route then means the end).
+    pub fn stopping(&self) -> bool {
+        self.shutdown.is_triggered()
     }
 
     pub fn subscribe(&self, route: Route) -> broadcast::Receiver<Arc<LiveChange>> {

@@ -488,9 +488,10 @@ async fn a_command_nobody_answers_times_out() {
         )
         .await;
     assert_eq!(response["errors"][0]["extensions"]["code"], "TIMEOUT");
-    assert_eq!(
-        response["errors"][0]["message"],
-        "the command was not answered within 300 ms"
+    let message = response["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the command was not answered within 300 ms: it may still be applied"),
+        "{message}"
     );
     let stores = app.data("{ stores { edges { cursor } } }", json!({})).await;
     assert_eq!(stores["stores"]["edges"], json!([]));

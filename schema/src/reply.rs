@@ -34,6 +34,9 @@ pub enum ErrorCode {
     Forbidden,
     Timeout,
     RateLimited,
+    /// A dependency (the broker, a database) cannot be reached right now:
+    /// nothing was done; the request can be retried.
+    Unavailable,
     Internal,
 }
 
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }

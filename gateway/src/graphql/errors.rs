@@ -3,6 +3,7 @@
 
 use async_graphql::ErrorExtensions;
 use mallbots_contracts::{CommandReply, ErrorCode, ReplyError};
+use mallbots_platform::BrokerError;
 use mallbots_platform::commands::SendError;
 
 #[derive(Debug, Clone)]
@@ -48,10 +49,26 @@ impl From<SendError> for ApiError {
             SendError::Timeout(after) => ApiError::new(
                 ErrorCode::Timeout,
                 format!(
-                    "the command was not answered within {} ms",
+                    "the command was not answered within {} ms: it may still be applied; \
+                     read the entity back to find out before sending it again",
                     after.as_millis()
                 ),
             ),
+            SendError::Broker(BrokerError::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "command refused: broker unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the message broker cannot be reached right now: nothing was sent; retry shortly",
+                )
+            }
+            SendError::Broker(BrokerError::Unconfirmed(why)) => {
+                tracing::warn!(reason = %why, "command sent but not confirmed");
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    "the broker did not confirm the command: it may still be applied; \
+                     read the entity back to find out before sending it again",
+                )
+            }
             other => internal(other),
         }
     }

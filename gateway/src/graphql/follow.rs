@@ -50,6 +50,7 @@ pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
 
 struct State<F> {
     app: AppState,
+    route: Route,
     topic: &'static str,
     receiver: broadcast::Receiver<Arc<LiveChange>>,
     /// The last position handled (pushed, or skipped as not the client's).
@@ -79,7 +80,8 @@ where
     let state = State {
         app: app.clone(),
         topic: route.topic,
-        receiver: app.live.subscribe(route),
+        receiver: app.live.subscribe(route.clone()),
+        route,
         last: after.unwrap_or(0),
         replay: VecDeque::new(),
         replaying: after.is_some(),
@@ -116,6 +118,23 @@ where
 /// The next change to consider: from the log while replaying, then live.
 /// Shared, not copied: a change goes to every subscriber on its route.
 async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
+    loop {
+        if let Some(change) = next_once(s).await? {
+            return Ok(Some(change));
+        }
+        if s.app.live.stopping() {
+            return Ok(None);
+        }
+        // The live feed closed the route: it lost notices (its broker queue
+        // was made anew). Follow the new route, then replay the log from the
+        // last change handled: no gap, and no duplicate (positions).
+        s.receiver = s.app.live.subscribe(s.route.clone());
+        s.replaying = true;
+    }
+}
+
+/// [`next`] until the route closes (`None`).
+async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
     while s.replaying {
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));

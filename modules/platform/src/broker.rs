@@ -160,7 +160,17 @@ impl std::fmt::Debug for Delivery {
 #[async_trait]
 pub trait Subscription: Send {
     /// The next delivery; `None` once the subscription can deliver no more.
+    /// Cancel-safe: dropping the future loses no delivery.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Changes each time the queue behind this subscription was made anew,
+    /// empty (a transient queue after a reconnect to the broker): what was
+    /// routed to it in between is lost, and a reader that must not miss
+    /// anything catches up from its own records. It changes before the first
+    /// delivery from the new queue is handed out. `None`: never happens.
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 #[async_trait]

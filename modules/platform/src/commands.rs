@@ -211,6 +211,36 @@ impl Handler for CommandProcessor {
         )))
     }
 
+    /// A command set aside after failing again and again: its sender hears
+    /// so now instead of timing out. Nothing is recorded in the inbox, so a
+    /// replay of the dead letter (after a fix) is handled for real.
+    async fn gave_up(&self, command: &Envelope, reason: &str) {
+        let Some(queue) = &command.reply_to else {
+            return;
+        };
+        tracing::error!(consumer = %self.name, command = %command.id, %reason, "command dead-lettered");
+        let reply = CommandReply::Rejected(ReplyError {
+            code: ErrorCode::Internal,
+            message: format!(
+                "the command could not be handled and was set aside for an operator (message {})",
+                command.id
+            ),
+        });
+        let told = async {
+            let envelope = command.caused(&reply)?;
+            let txn = self.db.begin().await?;
+            self.outbox
+                .enqueue(&txn, Exchange::Queue, queue, &envelope)
+                .await?;
+            txn.commit().await?;
+            self.outbox.wake();
+            Ok::<_, PlatformError>(())
+        };
+        if let Err(err) = told.await {
+            tracing::warn!(consumer = %self.name, error = %err, "could not tell the sender of a dead-lettered command");
+        }
+    }
+
     async fn handle_batch(&self, commands: &[Envelope]) -> Result<(), HandleError> {
         let txn = self.db.begin().await.map_err(transient)?;
         let ids: Vec<_> = commands.iter().map(|c| c.id).collect();
@@ -297,6 +327,8 @@ impl CommandBus {
                 }
                 Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
             },
+            // Replies lost with the old queue leave their waiters to time out.
+            || {},
         )
         .await?;
         Ok(CommandBus {
@@ -319,15 +351,28 @@ impl CommandBus {
         }
         envelope.reply_to = Some(self.reply_queue.clone());
         let (tx, rx) = oneshot::channel();
+        // One deadline for the publish and the reply together.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         lock(&self.pending).insert(envelope.id, tx);
         let mut wire = envelope.to_wire();
         wire.ttl_ms = u64::try_from(self.timeout.as_millis()).ok();
-        let sent = self.broker.publish(Exchange::Commands, M::TYPE, wire).await;
-        if let Err(err) = sent {
-            lock(&self.pending).remove(&envelope.id);
-            return Err(err.into());
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.broker.publish(Exchange::Commands, M::TYPE, wire),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                lock(&self.pending).remove(&envelope.id);
+                return Err(err.into());
+            }
+            Err(_) => {
+                lock(&self.pending).remove(&envelope.id);
+                return Err(SendError::Timeout(self.timeout));
+            }
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             _ => {
                 lock(&self.pending).remove(&envelope.id);

@@ -1,9 +1,12 @@
 //! At-least-once consumption: each delivery is acked only after its handler
 //! succeeded (its transaction committed). A transient failure is retried a
 //! bounded number of times; an undecodable message or a permanent failure goes
-//! to the dead-letter queue with its reason, and the consumer keeps going.
+//! to the dead-letter queue with its reason, and the consumer keeps going. A
+//! handler that panics is a failure like any other: the consumer survives it.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +41,35 @@ pub trait Handler: Send + Sync + 'static {
             self.handle(envelope).await?;
         }
         Ok(())
+    }
+
+    /// Called once a message whose handling kept failing (or panicking) has
+    /// been dead-lettered, so whoever waits on it can be told (a command's
+    /// sender gets a reply instead of a timeout).
+    async fn gave_up(&self, _envelope: &Envelope, _reason: &str) {}
+}
+
+/// What a panic said, as text.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Runs a handler's future; a panic in it becomes a transient failure (its
+/// transaction, dropped unfinished, rolls back), retried and then
+/// dead-lettered like any other, instead of ending the consumer's task.
+async fn guarded(
+    handling: impl Future<Output = Result<(), HandleError>>,
+) -> Result<(), HandleError> {
+    match AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(HandleError::Transient(format!(
+            "the handler panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
     }
 }
 
@@ -158,7 +190,7 @@ async fn process_batch(
     if envelopes.is_empty() {
         return Ok(());
     }
-    let outcome = handler.handle_batch(&envelopes).await;
+    let outcome = guarded(handler.handle_batch(&envelopes)).await;
     let mut first_error = None;
     for delivery in decoded {
         let settled = match &outcome {
@@ -190,7 +222,7 @@ async fn process(
         }
     };
     let key = envelope.id.to_string();
-    match handler.handle(&envelope).await {
+    match guarded(handler.handle(&envelope)).await {
         Ok(()) => {
             attempts.forget(&key);
             delivery.ack().await
@@ -206,7 +238,9 @@ async fn process(
                 attempts.forget(&key);
                 let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
                 tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
-                dead_letter(broker, queue, delivery, &reason).await
+                dead_letter(broker, queue, delivery, &reason).await?;
+                guarded_gave_up(handler, &envelope, &reason).await;
+                Ok(())
             } else {
                 let backoff = Duration::from_millis(50 * 2u64.pow(n));
                 tracing::warn!(queue, %reason, attempt = n, "handler failed; will retry");
@@ -214,6 +248,16 @@ async fn process(
                 delivery.requeue().await
             }
         }
+    }
+}
+
+/// Tells the handler it gave up on `envelope`; a panic there is only logged.
+async fn guarded_gave_up(handler: &dyn Handler, envelope: &Envelope, reason: &str) {
+    let told = AssertUnwindSafe(handler.gave_up(envelope, reason))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = told {
+        tracing::error!(message_type = %envelope.message_type, panic = panic_message(panic.as_ref()), "the give-up hook panicked");
     }
 }
 
@@ -249,22 +293,48 @@ async fn dead_letter(
 /// Consumes `spec` best-effort, for feeds a late reader can do without (replies
 /// nobody waits for any more, live pushes): each delivery is handed to
 /// `on_message` and acked; an undecodable one is logged and dropped.
+/// `on_reset` is called when the queue was made anew and what was routed to
+/// it meanwhile is lost (see [`crate::Subscription::resets`]), before any
+/// later message.
 pub async fn listen(
     broker: &dyn Broker,
     spec: QueueSpec,
     mut shutdown: Shutdown,
     mut on_message: impl FnMut(Envelope) + Send + 'static,
+    mut on_reset: impl FnMut() + Send + 'static,
 ) -> Result<JoinHandle<()>, BrokerError> {
     let mut subscription = broker.consume(&spec).await?;
+    let mut resets = subscription.resets();
     Ok(tokio::spawn(async move {
         loop {
+            let reset = async {
+                match resets.as_mut() {
+                    Some(resets) => resets.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             let delivery = tokio::select! {
-                d = subscription.next() => d,
+                biased;
                 _ = shutdown.wait() => return,
+                live = reset => {
+                    if live {
+                        tracing::warn!(queue = %spec.name, "the queue was made anew; messages routed meanwhile are lost");
+                        on_reset();
+                    } else {
+                        resets = None;
+                    }
+                    continue;
+                }
+                d = subscription.next() => d,
             };
             let Some(delivery) = delivery else { return };
             match delivery.message.decode() {
-                Ok(envelope) => on_message(envelope),
+                Ok(envelope) => {
+                    let heard = std::panic::catch_unwind(AssertUnwindSafe(|| on_message(envelope)));
+                    if let Err(panic) = heard {
+                        tracing::error!(queue = %spec.name, panic = panic_message(panic.as_ref()), "a listener panicked on a message; it goes on");
+                    }
+                }
                 Err(reason) => {
                     tracing::warn!(queue = %spec.name, %reason, "undecodable message dropped")
                 }

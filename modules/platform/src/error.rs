@@ -7,6 +7,10 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("the broker refused the message: {0}")]
     Nacked(String),
+    /// Sent, but the broker's confirm never came (the connection dropped, or
+    /// the deadline passed): the message may or may not have been taken.
+    #[error("the broker did not confirm the message: {0}")]
+    Unconfirmed(String),
     #[error("unexpected broker error: {0}")]
     Unexpected(String),
 }

@@ -120,7 +120,9 @@ impl Outbox {
                 Ok(_) => failures = 0,
                 Err(err) => {
                     failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    // Capped low: once the broker is back, replies that
+                    // clients are waiting on go out within a second.
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(3)));
                     tracing::warn!(error = %err, ?backoff, "outbox relay failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

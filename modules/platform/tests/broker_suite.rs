@@ -210,6 +210,76 @@ async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: 
     assert_eq!(n, Some(3));
 }
 
+/// Panics on `Counted` n == 1 (a bug in a handler); records the others.
+struct Panicky {
+    handled: mpsc::UnboundedSender<u32>,
+    given_up: mpsc::UnboundedSender<String>,
+}
+
+#[async_trait]
+impl Handler for Panicky {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        let n = envelope
+            .decode::<Counted>()
+            .map_err(|e| HandleError::Permanent(e.to_string()))?
+            .n;
+        assert_ne!(n, 1, "a handler bug");
+        let _ = self.handled.send(n);
+        Ok(())
+    }
+
+    async fn gave_up(&self, envelope: &Envelope, reason: &str) {
+        let _ = self
+            .given_up
+            .send(format!("{}: {reason}", envelope.message_type));
+    }
+}
+
+async fn a_panicking_handler_is_retried_then_dead_lettered_and_the_queue_goes_on(
+    broker: Arc<dyn Broker>,
+) {
+    let (_trigger, shutdown) = Shutdown::new();
+    let (handled_tx, mut handled) = mpsc::unbounded_channel();
+    let (given_up_tx, mut given_up) = mpsc::unbounded_channel();
+    let spec = QueueSpec::durable("suite.panicky").bind(Exchange::Events, "test.#");
+    let handler = Panicky {
+        handled: handled_tx,
+        given_up: given_up_tx,
+    };
+    let task = consumer::spawn(broker.clone(), spec, Arc::new(handler), shutdown)
+        .await
+        .unwrap();
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    for n in [1, 2, 3] {
+        broker
+            .publish(Exchange::Events, Counted::TYPE, message(0, n))
+            .await
+            .unwrap();
+    }
+    let d = next(&mut dead).await;
+    let reason = d.message.headers[HEADER_DEAD_LETTER_REASON].clone();
+    assert!(
+        reason.starts_with("gave up after 5 attempts: the handler panicked: assertion"),
+        "{reason}"
+    );
+    assert_eq!(d.message.headers[HEADER_DEAD_LETTER_QUEUE], "suite.panicky");
+    d.ack().await.unwrap();
+    let told = tokio::time::timeout(DEADLINE, given_up.recv())
+        .await
+        .unwrap();
+    assert!(
+        told.is_some_and(|t| t.starts_with("test.Thing.Counted: gave up after 5 attempts")),
+        "the handler is told it was given up on"
+    );
+    for expected in [2, 3] {
+        let n = tokio::time::timeout(DEADLINE, handled.recv())
+            .await
+            .unwrap();
+        assert_eq!(n, Some(expected), "the next messages are handled, in order");
+    }
+    assert!(!task.is_finished(), "the consumer survived the panics");
+}
+
 /// All or nothing per batch (as a transaction would be): a batch holding a
 /// bad message records none of it; the consumer then handles each alone.
 struct Batching {
@@ -406,6 +476,7 @@ suite!(
     nothing_is_lost_while_no_consumer_runs,
     replies_reach_a_queue_by_name,
     failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on,
+    a_panicking_handler_is_retried_then_dead_lettered_and_the_queue_goes_on,
     an_expired_message_is_dead_lettered_not_delivered,
     a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one,
     a_concurrent_queue_handles_that_many_at_once_each_once,

@@ -10,11 +10,17 @@ use rust_decimal::prelude::ToPrimitive;
 use uuid::Uuid;
 
 /// An amount in whole cents (range filters compare these).
+/// Checked: an amount too large for cents counts as the largest (or
+/// smallest) there is, never a panic.
 pub fn cents(amount: Decimal) -> i64 {
-    (amount * Decimal::ONE_HUNDRED)
-        .round()
-        .to_i64()
-        .unwrap_or(i64::MAX)
+    amount
+        .checked_mul(Decimal::ONE_HUNDRED)
+        .and_then(|c| c.round().to_i64())
+        .unwrap_or(if amount.is_sign_negative() {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
 }
 
 /// The order as search shows it, with what is known of its customer.
@@ -81,6 +87,13 @@ mod tests {
     use chrono::Utc;
     use mallbots_contracts::ordering::OrderStatus;
     use rust_decimal::Decimal;
+
+    #[test]
+    fn cents_never_overflow() {
+        assert_eq!(cents(Decimal::new(1234, 2)), 1234);
+        assert_eq!(cents(Decimal::MAX), i64::MAX);
+        assert_eq!(cents(Decimal::MIN), i64::MIN);
+    }
 
     fn order(id: Uuid, customer: Uuid, status: OrderStatus) -> OrderView {
         OrderView {

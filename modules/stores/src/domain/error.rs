@@ -19,6 +19,8 @@ pub enum StoresError {
     TooPrecise,
     #[error("a price decrease cannot take the price to zero or below")]
     PriceWouldDropToZero,
+    #[error("a price cannot be more than 1000000.00")]
+    PriceTooHigh,
     #[error("the store was not found")]
     StoreNotFound,
     #[error("the product was not found")]
@@ -50,7 +52,8 @@ impl StoresError {
             | NonPositivePrice
             | NonPositiveDelta
             | TooPrecise
-            | PriceWouldDropToZero => Refusal::BadInput,
+            | PriceWouldDropToZero
+            | PriceTooHigh => Refusal::BadInput,
             StoreNotFound | ProductNotFound => Refusal::NotFound,
             ProductRemoved | StoreExists | ProductExists => Refusal::Conflict,
         }

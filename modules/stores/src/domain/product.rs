@@ -3,6 +3,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::values::MAX_PRICE;
 use super::{Price, PriceDelta, ProductName, Store, StoresError, Text};
 
 /// A product a store sells. `Default` is a product not added yet.
@@ -76,8 +77,14 @@ impl Aggregate for Product {
                 self.name = name.clone();
                 self.description = description.clone();
             }
-            ProductEvent::ProductPriceIncreased { delta } => self.price += delta,
-            ProductEvent::ProductPriceDecreased { delta } => self.price -= delta,
+            // Saturating: events are checked when decided; replaying one
+            // recorded under other rules must still not panic.
+            ProductEvent::ProductPriceIncreased { delta } => {
+                self.price = self.price.saturating_add(*delta)
+            }
+            ProductEvent::ProductPriceDecreased { delta } => {
+                self.price = self.price.saturating_sub(*delta)
+            }
             ProductEvent::ProductRemoved => self.removed = true,
         }
     }
@@ -143,7 +150,14 @@ impl Product {
 
     pub fn increase_price(&self, delta: Decimal) -> Result<Vec<ProductEvent>, StoresError> {
         let delta = PriceDelta::parse(delta)?;
-        self.live()?;
+        let product = self.live()?;
+        if product
+            .price
+            .checked_add(delta.value())
+            .is_none_or(|raised| raised > MAX_PRICE)
+        {
+            return Err(StoresError::PriceTooHigh);
+        }
         Ok(vec![ProductEvent::ProductPriceIncreased {
             delta: delta.value(),
         }])
@@ -152,7 +166,7 @@ impl Product {
     pub fn decrease_price(&self, delta: Decimal) -> Result<Vec<ProductEvent>, StoresError> {
         let delta = PriceDelta::parse(delta)?;
         let product = self.live()?;
-        if product.price - delta.value() <= Decimal::ZERO {
+        if product.price <= delta.value() {
             return Err(StoresError::PriceWouldDropToZero);
         }
         Ok(vec![ProductEvent::ProductPriceDecreased {

@@ -168,6 +168,45 @@ fn prices_move_by_positive_deltas_and_never_to_zero() {
 }
 
 #[test]
+fn prices_are_bounded_and_no_value_overflows() {
+    let store: Store = given(&[created()]);
+    let huge = "79228162514264337593543950335";
+    for price in ["1000000.01", huge] {
+        assert_eq!(
+            Product::default().add(&store, new_product(price)),
+            Err(StoresError::PriceTooHigh),
+            "{price}"
+        );
+    }
+    assert!(
+        Product::default()
+            .add(&store, new_product("1000000.00"))
+            .is_ok()
+    );
+    let product: Product = given(&[added("999999.00")]);
+    assert_eq!(
+        product.increase_price(dec("1.01")),
+        Err(StoresError::PriceTooHigh)
+    );
+    assert_eq!(
+        product.increase_price(dec(huge)),
+        Err(StoresError::PriceTooHigh)
+    );
+    assert_eq!(
+        product.decrease_price(dec(huge)),
+        Err(StoresError::PriceTooHigh)
+    );
+    assert!(product.increase_price(dec("1.00")).is_ok());
+    // Replaying events recorded under looser rules saturates, never panics.
+    let replayed: Product = given(&[
+        added("999999.00"),
+        ProductEvent::ProductPriceIncreased { delta: dec(huge) },
+        ProductEvent::ProductPriceIncreased { delta: dec(huge) },
+    ]);
+    assert_eq!(replayed.price, Decimal::MAX);
+}
+
+#[test]
 fn removed_and_unknown_products_are_errors() {
     let removed: Product = given(&[added("1"), ProductEvent::ProductRemoved]);
     assert_eq!(removed.remove(), Err(StoresError::ProductRemoved));

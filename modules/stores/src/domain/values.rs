@@ -80,9 +80,15 @@ impl Text {
     }
 }
 
+/// The largest price (and price change): 1,000,000.00.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 2);
+
 fn money(raw: Decimal, non_positive: StoresError) -> Result<Decimal, StoresError> {
     if raw <= Decimal::ZERO {
         return Err(non_positive);
+    }
+    if raw > MAX_PRICE {
+        return Err(StoresError::PriceTooHigh);
     }
     let mut cents = raw.normalize();
     if cents.scale() > 2 {

@@ -1,0 +1,235 @@
+//! Faults, for real, through the front door: RabbitMQ (the fault tests' own
+//! node, TEST_FAULT_AMQP_URL, stopped and started with scripts/fault-rabbit)
+//! restarts twice while clients keep changing prices and one client follows
+//! the catalog live. The only test in this binary on that node: it has it to
+//! itself.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Backend, shop, wait_until};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 10;
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(3000);
+/// How long a client waits for any answer: the command's own deadline plus
+/// the HTTP round trip.
+const ANSWER_WITHIN: Duration = Duration::from_millis(4500);
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+async fn rabbit(action: &'static str) {
+    let status = tokio::process::Command::new("bash")
+        .arg(env("TEST_FAULT_RABBIT_CTL"))
+        .arg(action)
+        .status()
+        .await
+        .expect("run scripts/fault-rabbit");
+    assert!(status.success(), "scripts/fault-rabbit {action} failed");
+}
+
+/// What the clients were told, counted.
+#[derive(Default)]
+struct Told {
+    applied: AtomicUsize,
+    unavailable: AtomicUsize,
+    unknown: AtomicUsize,
+}
+
+const RAISE: &str =
+    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
+
+/// Raises `product` by 0.01 until `stop`, counting each answer; returns how
+/// many raises were acknowledged and how many may or may not have applied.
+async fn client(
+    base: String,
+    product: String,
+    stop: Arc<AtomicBool>,
+    told: Arc<Told>,
+) -> (u32, u32) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (mut acked, mut unknown) = (0, 0);
+    while !stop.load(Ordering::SeqCst) {
+        let sent = Instant::now();
+        let response = http
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": RAISE, "variables": { "p": product } }))
+            .send()
+            .await
+            .expect("the gateway answers HTTP");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON answer");
+        let took = sent.elapsed();
+        assert!(took < ANSWER_WITHIN, "an answer took {took:?}: {body}");
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => {
+                acked += 1;
+                told.applied.fetch_add(1, Ordering::SeqCst);
+            }
+            Some("UNAVAILABLE") => {
+                assert_eq!(status, 503, "UNAVAILABLE is a 503");
+                told.unavailable.fetch_add(1, Ordering::SeqCst);
+                // A client backs off a little before retrying.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some("TIMEOUT") => {
+                unknown += 1;
+                told.unknown.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(other) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (acked, unknown)
+}
+
+fn cents(price: &Value) -> i64 {
+    let price: Decimal = price.as_str().expect("a price").parse().expect("a decimal");
+    (price * Decimal::ONE_HUNDRED).try_into().expect("cents")
+}
+
+#[tokio::test]
+async fn a_broker_restarted_twice_loses_nothing_and_leaves_nobody_hanging() {
+    let mut settings = common::settings(Backend::Real).await;
+    settings.amqp_url = Some(env("TEST_FAULT_AMQP_URL"));
+    settings.command_timeout_ms = COMMAND_TIMEOUT.as_millis() as u64;
+    let mut app = common::start_with(settings).await;
+    let store = shop::store(&app, "Faulty Towers", "Basement").await;
+    let mut products = Vec::new();
+    for i in 0..CLIENTS {
+        products.push(shop::product(&app, &store, &format!("Item {i}"), "1.00").await);
+    }
+    let mut live = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { id price } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let told = Arc::new(Told::default());
+    let clients: Vec<_> = products
+        .iter()
+        .map(|p| {
+            tokio::spawn(client(
+                app.base.clone(),
+                p.clone(),
+                stop.clone(),
+                told.clone(),
+            ))
+        })
+        .collect();
+
+    for round in 1..=2 {
+        let before = told.applied.load(Ordering::SeqCst);
+        wait_until("raises applied before the outage", || async {
+            (told.applied.load(Ordering::SeqCst) >= before + 20).then_some(())
+        })
+        .await;
+        rabbit("stop").await;
+        let refused = told.unavailable.load(Ordering::SeqCst);
+        wait_until(
+            "clients told UNAVAILABLE while the broker is down",
+            || async { (told.unavailable.load(Ordering::SeqCst) >= refused + 10).then_some(()) },
+        )
+        .await;
+        let ready = app
+            .http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status().as_u16(),
+            503,
+            "not ready while the broker is down"
+        );
+        rabbit("start").await;
+        let back = Instant::now();
+        let applied = told.applied.load(Ordering::SeqCst);
+        wait_until("raises applied again after the broker's return", || async {
+            (told.applied.load(Ordering::SeqCst) > applied).then_some(())
+        })
+        .await;
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "round {round}: serving again only after {:?}",
+            back.elapsed()
+        );
+    }
+    let after = told.applied.load(Ordering::SeqCst);
+    wait_until("raises applied after the last outage", || async {
+        (told.applied.load(Ordering::SeqCst) >= after + 20).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for c in clients {
+        outcomes.push(c.await.expect("a client finished without failing"));
+    }
+
+    // Every acknowledged raise applied exactly once; an answer of TIMEOUT
+    // may or may not have applied; UNAVAILABLE never did.
+    let mut finals = HashMap::new();
+    for (product, (acked, unknown)) in products.iter().zip(&outcomes) {
+        let (acked, unknown) = (i64::from(*acked), i64::from(*unknown));
+        let price = wait_until("the product's price to settle", || async {
+            let data = app
+                .data(
+                    "query($p: ID!) { product(id: $p) { price } }",
+                    json!({ "p": product }),
+                )
+                .await;
+            let raised = cents(&data["product"]["price"]) - 100;
+            (raised >= acked).then_some(raised)
+        })
+        .await;
+        assert!(
+            price <= acked + unknown,
+            "{product}: raised {price} times, {acked} acknowledged, {unknown} unknown"
+        );
+        finals.insert(product.clone(), price + 100);
+    }
+
+    // The subscription saw every raise of every product, in order, once:
+    // 1.01, 1.02, ... up to the final price, across both outages.
+    let mut seen: HashMap<String, i64> = products.iter().map(|p| (p.clone(), 100)).collect();
+    while seen != finals {
+        let data = live.next_data().await;
+        let change = &data["catalogChanged"];
+        if change["kind"] != "PRICE_INCREASED" {
+            continue;
+        }
+        let product = change["product"]["id"].as_str().unwrap().to_owned();
+        let price = cents(&change["product"]["price"]);
+        let last = seen.get_mut(&product).expect("one of the store's products");
+        assert_eq!(
+            price,
+            *last + 1,
+            "{product}: a gap or a duplicate in the pushes"
+        );
+        *last = price;
+    }
+    let totals = (
+        told.applied.load(Ordering::SeqCst),
+        told.unavailable.load(Ordering::SeqCst),
+        told.unknown.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "applied {}, unavailable {}, unknown {}",
+        totals.0, totals.1, totals.2
+    );
+    app.stop().await;
+}
