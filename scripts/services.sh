@@ -44,6 +44,21 @@ ensure_packages() {
   command -v npm >/dev/null || apt_install npm
 }
 
+# pg_ctl start|stop on the cluster in $MALLBOTS_PG_DIR, as its owner.
+pg_control() {
+  local bin; bin=$(pg_bin)
+  local run_as=()
+  if [ "$(id -u)" -eq 0 ]; then run_as=(runuser -u postgres --); fi
+  case "$1" in
+    start)
+      "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
+        -o "-p $MALLBOTS_PG_PORT -k $MALLBOTS_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" \
+        start >/dev/null || { tail -n 30 "$MALLBOTS_PG_DIR/log" >&2; die "PostgreSQL did not start"; }
+      ;;
+    stop) "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -w -m fast stop >/dev/null ;;
+  esac
+}
+
 start_postgres() {
   local bin; bin=$(pg_bin)
   if "$bin/pg_isready" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT"; then
@@ -71,9 +86,7 @@ start_postgres() {
       fi
     done
     log "starting PostgreSQL on 127.0.0.1:$MALLBOTS_PG_PORT"
-    "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
-      -o "-p $MALLBOTS_PG_PORT -k $MALLBOTS_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" \
-      start >/dev/null || { tail -n 30 "$MALLBOTS_PG_DIR/log" >&2; die "PostgreSQL did not start"; }
+    pg_control start
   fi
   for _ in $(seq 1 60); do
     "$bin/pg_isready" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" && break
@@ -161,6 +174,26 @@ as_fault_node() {
   "$@"
 }
 
+# And a second private PostgreSQL cluster, for the tests that stop the
+# database (scripts/fault-postgres stop|start, TEST_FAULT_POSTGRES_CTL).
+MALLBOTS_FAULT_PG_PORT=${MALLBOTS_FAULT_PG_PORT:-55433}
+MALLBOTS_FAULT_PG_DIR=${MALLBOTS_FAULT_PG_DIR:-/tmp/mallbots-fault-pg}
+
+as_fault_postgres() {
+  local MALLBOTS_PG_PORT=$MALLBOTS_FAULT_PG_PORT
+  local MALLBOTS_PG_DIR=$MALLBOTS_FAULT_PG_DIR
+  "$@"
+}
+
+start_fault_postgres() {
+  local shared_url=$TEST_DATABASE_URL
+  as_fault_postgres start_postgres
+  export TEST_FAULT_DATABASE_URL=$TEST_DATABASE_URL
+  export TEST_DATABASE_URL=$shared_url
+  TEST_FAULT_POSTGRES_CTL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fault-postgres"
+  export TEST_FAULT_POSTGRES_CTL
+}
+
 start_fault_rabbitmq() {
   local shared_url=$TEST_AMQP_URL
   as_fault_node start_rabbitmq
@@ -174,6 +207,7 @@ start_services() {
   ensure_packages
   start_postgres
   start_rabbitmq
+  start_fault_postgres
   start_fault_rabbitmq
-  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL (fault tests: $TEST_FAULT_AMQP_URL)"
+  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL (fault tests: $TEST_FAULT_DATABASE_URL, $TEST_FAULT_AMQP_URL)"
 }

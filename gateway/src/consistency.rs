@@ -12,7 +12,7 @@ use mallbots_platform::changes;
 use tokio::time::Instant;
 
 use crate::app::AppState;
-use crate::graphql::{ApiError, internal};
+use crate::graphql::ApiError;
 
 /// A parsed token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ async fn applied(app: &AppState, token: &Token) -> Result<bool, ApiError> {
         };
         let at = changes::applied(db, &token.module)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         if at < token.position {
             return Ok(false);
         }

@@ -1,8 +1,10 @@
-//! Faults, for real, through the front door: RabbitMQ (the fault tests' own
-//! node, TEST_FAULT_AMQP_URL, stopped and started with scripts/fault-rabbit)
-//! restarts twice while clients keep changing prices and one client follows
-//! the catalog live. The only test in this binary on that node: it has it to
-//! itself.
+//! Faults, for real, through the front door, on the fault tests' own
+//! services (scripts/test starts them; each test here is the only one on its
+//! service, so it has it to itself):
+//! - RabbitMQ (TEST_FAULT_AMQP_URL, scripts/fault-rabbit) restarts twice
+//!   while clients keep changing prices and one client follows the catalog;
+//! - PostgreSQL (TEST_FAULT_DATABASE_URL, scripts/fault-postgres) stops for
+//!   40 s while clients query and change things.
 
 mod common;
 
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, shop, wait_until};
 use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 10;
@@ -26,14 +29,23 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
 }
 
-async fn rabbit(action: &'static str) {
+/// Runs the fault service's control script (`stop` or `start`).
+async fn control(script_env: &str, action: &'static str) {
     let status = tokio::process::Command::new("bash")
-        .arg(env("TEST_FAULT_RABBIT_CTL"))
+        .arg(env(script_env))
         .arg(action)
         .status()
         .await
-        .expect("run scripts/fault-rabbit");
-    assert!(status.success(), "scripts/fault-rabbit {action} failed");
+        .expect("run the fault service's script");
+    assert!(status.success(), "{script_env} {action} failed");
+}
+
+async fn rabbit(action: &'static str) {
+    control("TEST_FAULT_RABBIT_CTL", action).await;
+}
+
+async fn postgres(action: &'static str) {
+    control("TEST_FAULT_POSTGRES_CTL", action).await;
 }
 
 /// What the clients were told, counted.
@@ -230,6 +242,132 @@ async fn a_broker_restarted_twice_loses_nothing_and_leaves_nobody_hanging() {
     eprintln!(
         "applied {}, unavailable {}, unknown {}",
         totals.0, totals.1, totals.2
+    );
+    app.stop().await;
+}
+
+/// A fresh database on the fault tests' PostgreSQL cluster.
+async fn fault_database() -> String {
+    let admin_url = env("TEST_FAULT_DATABASE_URL");
+    let admin = Database::connect(admin_url.as_str())
+        .await
+        .expect("the fault cluster is reachable");
+    let name = format!("mallbots_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    admin.close().await.ok();
+    format!("{}/{name}", admin_url.rsplit_once('/').expect("a path").0)
+}
+
+/// How long PostgreSQL stays down.
+const DB_OUTAGE: Duration = Duration::from_secs(40);
+/// How soon a request must be answered while it is down.
+const FAIL_FAST: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn a_database_outage_is_reported_at_once_and_recovered_from_by_itself() {
+    let mut settings = common::settings(Backend::Real).await;
+    settings.database_url = Some(fault_database().await);
+    settings.command_timeout_ms = 5000;
+    let mut app = common::start_with(settings).await;
+    let store = shop::store(&app, "Power Cut", "Cellar").await;
+    let product = shop::product(&app, &store, "Candle", "1.00").await;
+    let price = || async {
+        app.graphql(
+            "query($p: ID!) { product(id: $p) { price } }",
+            json!({ "p": product }),
+        )
+        .await
+    };
+
+    postgres("stop").await;
+    let down = Instant::now();
+    let (mut probes, mut applied) = (0, 0);
+    while down.elapsed() < DB_OUTAGE {
+        probes += 1;
+        let asked = Instant::now();
+        let ready = app
+            .http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status().as_u16(),
+            503,
+            "not ready without the database"
+        );
+        assert!(
+            asked.elapsed() < FAIL_FAST,
+            "/readyz took {:?}",
+            asked.elapsed()
+        );
+
+        let asked = Instant::now();
+        let read = price().await;
+        assert_eq!(
+            read["errors"][0]["extensions"]["code"], "UNAVAILABLE",
+            "{read}"
+        );
+        assert!(
+            asked.elapsed() < FAIL_FAST,
+            "a query took {:?}",
+            asked.elapsed()
+        );
+
+        // A mutation is refused UNAVAILABLE (nothing applied), within its
+        // deadline: the module cannot reach its database either.
+        let asked = Instant::now();
+        let (status, raised) = app.graphql_with(&[], RAISE, json!({ "p": product })).await;
+        match raised["errors"][0]["extensions"]["code"].as_str() {
+            Some("UNAVAILABLE") => assert_eq!(status, 503),
+            None => applied += 1,
+            other => panic!("a mutation without the database answered {other:?}: {raised}"),
+        }
+        assert!(
+            asked.elapsed() < COMMAND_TIMEOUT + Duration::from_secs(2),
+            "a mutation took {:?}",
+            asked.elapsed()
+        );
+    }
+    postgres("start").await;
+
+    // Back by itself: ready, reads and writes work, and only what was
+    // acknowledged was applied.
+    wait_until("ready again", || async {
+        let ready = app
+            .http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .ok()?;
+        (ready.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let back = Instant::now();
+    let mut unknown = 0;
+    loop {
+        let (_, raised) = app.graphql_with(&[], RAISE, json!({ "p": product })).await;
+        match raised["errors"][0]["extensions"]["code"].as_str() {
+            None => break,
+            Some("TIMEOUT") => unknown += 1,
+            Some("UNAVAILABLE") => {}
+            other => panic!("after the outage a raise answered {other:?}: {raised}"),
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "no raise accepted 20 s after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = price().await;
+    let raised = cents(&read["data"]["product"]["price"]) - 100;
+    let acknowledged = applied + 1;
+    assert!(
+        (acknowledged..=acknowledged + unknown).contains(&raised),
+        "raised {raised} times: {acknowledged} acknowledged, {unknown} unknown ({probes} probes)"
     );
     app.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Baskets and the payments authorized to check them out.
 
+use crate::graphql::ApiError;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use mallbots_contracts::baskets::{self as msg, BasketView};
 use mallbots_contracts::common;
@@ -9,7 +10,6 @@ use uuid::Uuid;
 
 use super::customers::{Customer, customer};
 use super::dispatch::{parse_id, payload, state};
-use super::internal;
 use super::orders::{Order, order};
 
 /// A line of a basket or an order, as it was when it was added.
@@ -124,7 +124,7 @@ impl BasketsQuery {
             .baskets
             .basket(id)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         Ok(found.map(Basket))
     }
 }

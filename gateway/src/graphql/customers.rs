@@ -1,5 +1,6 @@
 //! Customers: registration, SMS number, enabling.
 
+use crate::graphql::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
@@ -8,7 +9,7 @@ use mallbots_notifications::Notification as Notice;
 use uuid::Uuid;
 
 use super::dispatch::{parse_id, payload, state};
-use super::{internal, pagination};
+use super::pagination;
 
 pub struct Customer(pub CustomerView);
 
@@ -32,7 +33,12 @@ impl Customer {
 /// The customer `id`, for other types' `customer` fields.
 pub async fn customer(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
     let app = state(ctx)?;
-    let found = app.queries.customers.customer(id).await.map_err(internal)?;
+    let found = app
+        .queries
+        .customers
+        .customer(id)
+        .await
+        .map_err(ApiError::from)?;
     Ok(found.map(Customer))
 }
 
@@ -85,7 +91,7 @@ impl CustomersQuery {
             .notifications
             .of_customer(customer_id, n, after)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         let items = page
             .items
             .into_iter()

@@ -100,7 +100,7 @@ macro_rules! payload {
                 let $id = self.id;
                 Ok($load
                     .await
-                    .map_err($crate::graphql::internal)?
+                    .map_err($crate::graphql::ApiError::from)?
                     .map($object))
             }
             /// Send as header `consistency-token` to read this write.

@@ -3,8 +3,8 @@
 
 use async_graphql::ErrorExtensions;
 use mallbots_contracts::{CommandReply, ErrorCode, ReplyError};
-use mallbots_platform::BrokerError;
 use mallbots_platform::commands::SendError;
+use mallbots_platform::{BrokerError, PlatformError};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -41,6 +41,28 @@ impl From<ReplyError> for ApiError {
 pub fn internal(err: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %err, "internal error");
     ApiError::new(ErrorCode::Internal, "internal error")
+}
+
+/// A dependency that is down (the broker, a database) is UNAVAILABLE: the
+/// client may retry. Anything else is internal.
+impl From<PlatformError> for ApiError {
+    fn from(err: PlatformError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "request refused: a dependency is unavailable");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "a database or the broker cannot be reached right now; retry shortly",
+            )
+        } else {
+            internal(err)
+        }
+    }
+}
+
+impl From<mallbots_stores::ModuleError> for ApiError {
+    fn from(err: mallbots_stores::ModuleError) -> Self {
+        PlatformError::from(err).into()
+    }
 }
 
 impl From<SendError> for ApiError {

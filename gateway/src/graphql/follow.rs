@@ -12,7 +12,7 @@ use futures_util::Stream;
 use mallbots_contracts::ErrorCode;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{ApiError, internal};
+use super::ApiError;
 use crate::app::AppState;
 use crate::live::{LiveChange, Route};
 use crate::metrics::Metrics;
@@ -145,7 +145,7 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
             .search
             .changes(&[s.topic], s.last, REPLAY_PAGE)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         if page.is_empty() {
             s.replaying = false;
         }

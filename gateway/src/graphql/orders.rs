@@ -1,5 +1,6 @@
 //! Orders, their invoices, and the bots' shopping lists.
 
+use crate::graphql::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use super::baskets::{LineItem, lines};
 use super::customers::{Customer, customer};
 use super::dispatch::{parse_id, payload, state};
-use super::{internal, pagination};
+use super::pagination;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(remote = "mallbots_contracts::ordering::OrderStatus")]
@@ -35,7 +36,7 @@ pub struct Order(pub OrderSummary);
 /// types' `order` fields.
 pub async fn order(ctx: &Context<'_>, id: Uuid) -> Result<Option<Order>> {
     let app = state(ctx)?;
-    let found = app.queries.search.order(id).await.map_err(internal)?;
+    let found = app.queries.search.order(id).await.map_err(ApiError::from)?;
     Ok(found.map(Order))
 }
 
@@ -90,7 +91,7 @@ impl Order {
             .depot
             .shopping_list(id)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         Ok(found.map(ShoppingList))
     }
     /// The invoice, once the order is ready.
@@ -101,7 +102,7 @@ impl Order {
             .payments
             .invoice_of_order(self.0.order.order_id)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         Ok(found.map(Invoice))
     }
     /// Where the create-order saga is with this order (operators, support).
@@ -112,7 +113,7 @@ impl Order {
             .cosec
             .saga(self.0.order.order_id)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         Ok(found.map(|saga| CreateOrderSaga {
             step: saga.step as i32,
             step_name: saga.step_name,
@@ -315,7 +316,7 @@ impl OrdersQuery {
             .search
             .search(&filter, n, after)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         let items = page
             .items
             .into_iter()
@@ -331,7 +332,12 @@ impl OrdersQuery {
     async fn invoice(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Invoice>> {
         let id = parse_id(&id, "id")?;
         let app = state(ctx)?;
-        let found = app.queries.payments.invoice(id).await.map_err(internal)?;
+        let found = app
+            .queries
+            .payments
+            .invoice(id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(found.map(Invoice))
     }
 
@@ -343,7 +349,7 @@ impl OrdersQuery {
             .depot
             .shopping_list(id)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         Ok(found.map(ShoppingList))
     }
 
@@ -362,7 +368,7 @@ impl OrdersQuery {
             .depot
             .shopping_lists(status.map(Into::into), n, after)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         let items = page
             .items
             .into_iter()

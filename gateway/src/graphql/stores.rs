@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::dispatch::{parse_id, send, state};
 use super::follow::follow;
-use super::{ApiError, internal, pagination};
+use super::{ApiError, pagination};
 use crate::live::{About, LiveChange, Route};
 use mallbots_search::TOPIC_CATALOG;
 
@@ -61,7 +61,7 @@ impl Product {
             .stores
             .store(self.0.store_id)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .map(Store))
     }
     async fn name(&self) -> &str {
@@ -91,7 +91,7 @@ async fn catalog_page(
         .stores
         .catalog(store_id, n, after)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::from)?;
     let items = page.items.into_iter().map(|p| (p.id, Product(p))).collect();
     Ok(pagination::connection(
         items,
@@ -112,7 +112,7 @@ impl StoresQuery {
             .stores
             .store(id)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .map(Store))
     }
 
@@ -131,7 +131,7 @@ impl StoresQuery {
             .stores
             .stores(participating, n, after)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         let items = page.items.into_iter().map(|s| (s.id, Store(s))).collect();
         Ok(pagination::connection(
             items,
@@ -147,7 +147,7 @@ impl StoresQuery {
             .stores
             .product(id)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .map(Product))
     }
 
@@ -199,7 +199,7 @@ impl StorePayload {
             .stores
             .store(self.id)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .map(Store))
     }
     /// Send as header `consistency-token` to read this write.
@@ -230,7 +230,7 @@ impl ProductPayload {
             .stores
             .product(self.id)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .map(Product))
     }
     /// Send as header `consistency-token` to read this write.

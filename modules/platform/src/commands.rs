@@ -105,6 +105,9 @@ pub struct CommandProcessor {
     db: DatabaseConnection,
     outbox: Outbox,
     handler: Arc<dyn CommandHandler>,
+    /// Where refusals that cannot go through the outbox (its database is
+    /// down) are published straight away.
+    direct: Option<Arc<dyn Broker>>,
 }
 
 impl CommandProcessor {
@@ -119,7 +122,16 @@ impl CommandProcessor {
             db,
             outbox,
             handler,
+            direct: None,
         }
+    }
+
+    /// Lets the processor answer UNAVAILABLE straight over `broker` when its
+    /// database is unreachable, instead of holding the command until it is
+    /// back.
+    pub fn refusing_when_unreachable(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.direct = Some(broker);
+        self
     }
 
     async fn reply(
@@ -159,56 +171,126 @@ fn transient(err: impl std::fmt::Display) -> HandleError {
     HandleError::Transient(err.to_string())
 }
 
-#[async_trait]
-impl Handler for CommandProcessor {
-    async fn handle(&self, command: &Envelope) -> Result<(), HandleError> {
+/// How handling a command failed: before anything could have been applied,
+/// or at (or after) the commit, when it may have been.
+enum Failure {
+    NotApplied(HandleError),
+    MaybeApplied(HandleError),
+}
+
+fn not_applied(err: impl std::fmt::Display) -> Failure {
+    Failure::NotApplied(transient(err))
+}
+
+impl CommandProcessor {
+    /// One handling of `command`, with the conflict retries.
+    async fn attempt(&self, command: &Envelope) -> Result<(), Failure> {
         for _ in 0..CONFLICT_RETRIES {
-            let txn = self.db.begin().await.map_err(transient)?;
+            let txn = self.db.begin().await.map_err(not_applied)?;
             if !inbox::record(&txn, &self.name, command.id)
                 .await
-                .map_err(transient)?
+                .map_err(not_applied)?
             {
                 // A redelivery of a command already handled (and replied to).
-                txn.rollback().await.map_err(transient)?;
+                txn.rollback().await.map_err(not_applied)?;
                 return Ok(());
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
                 Ok(accepted) => {
                     self.reply(&txn, command, accepted.into())
                         .await
-                        .map_err(transient)?;
-                    txn.commit().await.map_err(transient)?;
+                        .map_err(not_applied)?;
+                    txn.commit()
+                        .await
+                        .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                     self.outbox.wake();
                     return Ok(());
                 }
                 Err(CommandError::Rejected(error)) => {
-                    txn.rollback().await.map_err(transient)?;
-                    return self.reject(command, error).await.map_err(transient);
+                    txn.rollback().await.map_err(not_applied)?;
+                    return self
+                        .reject(command, error)
+                        .await
+                        .map_err(|e| Failure::MaybeApplied(transient(e)));
                 }
                 Err(CommandError::Platform(PlatformError::Concurrency { .. })) => {
-                    txn.rollback().await.map_err(transient)?;
+                    txn.rollback().await.map_err(not_applied)?;
                     continue;
                 }
                 Err(CommandError::Platform(PlatformError::Decode { what, reason })) => {
-                    txn.rollback().await.map_err(transient)?;
+                    txn.rollback().await.map_err(not_applied)?;
                     let message = format!("malformed {what}: {reason}");
                     let error = ReplyError {
                         code: ErrorCode::BadUserInput,
                         message: message.clone(),
                     };
-                    self.reject(command, error).await.map_err(transient)?;
-                    return Err(HandleError::Permanent(message));
+                    self.reject(command, error)
+                        .await
+                        .map_err(|e| Failure::MaybeApplied(transient(e)))?;
+                    return Err(Failure::MaybeApplied(HandleError::Permanent(message)));
                 }
                 Err(CommandError::Platform(err)) => {
-                    txn.rollback().await.map_err(transient)?;
-                    return Err(transient(err));
+                    txn.rollback().await.map_err(not_applied)?;
+                    return Err(not_applied(err));
                 }
             }
         }
-        Err(HandleError::Transient(format!(
+        Err(Failure::NotApplied(HandleError::Transient(format!(
             "{} kept conflicting with concurrent changes",
             command.message_type
-        )))
+        ))))
+    }
+
+    /// Tells the sender at once that its command was not applied because
+    /// this module's database is unreachable, straight over the broker (the
+    /// outbox is in that database). Returns whether the sender was told.
+    async fn refuse_unavailable(&self, command: &Envelope) -> bool {
+        let (Some(broker), Some(queue)) = (&self.direct, &command.reply_to) else {
+            return false;
+        };
+        let reply = CommandReply::Rejected(ReplyError {
+            code: ErrorCode::Unavailable,
+            message: "the module's database cannot be reached right now: nothing was applied; \
+                      retry shortly"
+                .to_owned(),
+        });
+        let told = match command.caused(&reply) {
+            Ok(envelope) => broker
+                .publish(Exchange::Queue, queue, envelope.to_wire())
+                .await
+                .map_err(PlatformError::from),
+            Err(err) => Err(err),
+        };
+        match told {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "could not refuse a command as unavailable");
+                false
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for CommandProcessor {
+    async fn handle(&self, command: &Envelope) -> Result<(), HandleError> {
+        match self.attempt(command).await {
+            Ok(()) => Ok(()),
+            Err(Failure::MaybeApplied(err)) => Err(err),
+            Err(Failure::NotApplied(err)) => {
+                // A sender waits: rather than hold its command until the
+                // database is back (and answer it long after the sender
+                // gave up), refuse it now and drop it. Nothing was applied.
+                if command.reply_to.is_some()
+                    && !self.reachable().await
+                    && self.refuse_unavailable(command).await
+                {
+                    tracing::warn!(consumer = %self.name, command = %command.id, error = %err, "command refused: database unreachable");
+                    return Ok(());
+                }
+                Err(err)
+            }
+        }
     }
 
     /// A command set aside after failing again and again: its sender hears
@@ -239,6 +321,10 @@ impl Handler for CommandProcessor {
         if let Err(err) = told.await {
             tracing::warn!(consumer = %self.name, error = %err, "could not tell the sender of a dead-lettered command");
         }
+    }
+
+    async fn reachable(&self) -> bool {
+        crate::db::ping(&self.db).await.is_ok()
     }
 
     async fn handle_batch(&self, commands: &[Envelope]) -> Result<(), HandleError> {

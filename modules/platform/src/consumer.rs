@@ -47,7 +47,18 @@ pub trait Handler: Send + Sync + 'static {
     /// been dead-lettered, so whoever waits on it can be told (a command's
     /// sender gets a reply instead of a timeout).
     async fn gave_up(&self, _envelope: &Envelope, _reason: &str) {}
+
+    /// Whether what the handler stands on (its database) answers right now.
+    /// A failure while it does not is not the message's fault: it is retried
+    /// for as long as that lasts, without counting toward [`MAX_ATTEMPTS`],
+    /// so an outage never dead-letters good messages.
+    async fn reachable(&self) -> bool {
+        true
+    }
 }
+
+/// The pause before retrying while the handler's dependencies are down.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a panic said, as text.
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
@@ -231,6 +242,11 @@ async fn process(
             attempts.forget(&key);
             tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
             dead_letter(broker, queue, delivery, &reason).await
+        }
+        Err(HandleError::Transient(reason)) if !handler.reachable().await => {
+            tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
+            tokio::time::sleep(UNREACHABLE_PAUSE).await;
+            delivery.requeue().await
         }
         Err(HandleError::Transient(reason)) => {
             let n = attempts.failed(&key);

@@ -36,7 +36,34 @@ pub enum PlatformError {
     Unexpected(String),
 }
 
+/// Whether a database error says the database cannot be reached (down,
+/// restarting, the pool out of connections), rather than that a statement
+/// was wrong.
+pub fn database_unreachable(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            sea_orm::SqlxError::Io(_)
+                | sea_orm::SqlxError::PoolTimedOut
+                | sea_orm::SqlxError::PoolClosed
+                | sea_orm::SqlxError::WorkerCrashed
+        ),
+        _ => false,
+    }
+}
+
 impl PlatformError {
+    /// A dependency (the broker, the database) cannot be reached right now.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            PlatformError::Broker(BrokerError::Unavailable(_)) => true,
+            PlatformError::Database(err) => database_unreachable(err),
+            _ => false,
+        }
+    }
+
     /// A message of a type the consumer does not handle.
     pub fn unknown_message(message_type: &str) -> Self {
         PlatformError::Decode {

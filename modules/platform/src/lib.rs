@@ -37,5 +37,5 @@ pub mod views;
 
 pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};
 pub use envelope::{Envelope, Outgoing, WireMessage};
-pub use error::{BrokerError, PlatformError};
+pub use error::{BrokerError, PlatformError, database_unreachable};
 pub use shutdown::Shutdown;

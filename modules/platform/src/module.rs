@@ -24,7 +24,8 @@ pub async fn run(
             (outbox.clone(), db.clone(), broker.clone(), shutdown.clone());
         tokio::spawn(async move { outbox.relay(db, broker, shutdown).await })
     };
-    let processor = CommandProcessor::new(queue.name.clone(), db, outbox, handler);
+    let processor = CommandProcessor::new(queue.name.clone(), db, outbox, handler)
+        .refusing_when_unreachable(broker.clone());
     let consumer = consumer::spawn(broker, queue, Arc::new(processor), shutdown).await?;
     Ok(vec![relay, consumer])
 }

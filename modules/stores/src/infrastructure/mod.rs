@@ -23,6 +23,16 @@ pub enum ModuleError {
     Unexpected(String),
 }
 
+impl From<ModuleError> for mallbots_platform::PlatformError {
+    fn from(err: ModuleError) -> Self {
+        match err {
+            ModuleError::Broker(e) => Self::Broker(e),
+            ModuleError::Database(e) => Self::Database(e),
+            ModuleError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
 /// The queue the module's commands arrive on.
 pub const COMMAND_QUEUE: &str = "stores.commands";
 
