@@ -189,7 +189,29 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn broker(settings: &Settings, all_in_one: bool) -> anyhow::Result<Arc<dyn Broker>> {
+/// The in-process broker, its durable queues kept in a database of its own
+/// (`broker`: a SQLite file beside the modules', or a PostgreSQL schema).
+async fn in_process_broker(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Broker>> {
+    use mallbots_migrations::BrokerMigrator;
+    use mallbots_migrations::sea_orm_migration::MigratorTrait;
+    let db = config
+        .connect("broker")
+        .await
+        .context("cannot open the in-process broker's database")?;
+    BrokerMigrator::up(&db, None)
+        .await
+        .context("cannot migrate the in-process broker's tables")?;
+    let broker = MemoryBroker::durable(db)
+        .await
+        .context("cannot load the in-process broker's queues")?;
+    Ok(Arc::new(broker))
+}
+
+async fn broker(
+    settings: &Settings,
+    config: &DatabaseConfig,
+    all_in_one: bool,
+) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.amqp_url {
         Some(url) => {
             let config = RabbitConfig {
@@ -202,7 +224,7 @@ async fn broker(settings: &Settings, all_in_one: bool) -> anyhow::Result<Arc<dyn
                 .context("cannot connect to RabbitMQ (AMQP_URL)")?;
             Ok(Arc::new(broker))
         }
-        None if all_in_one => Ok(Arc::new(MemoryBroker::new())),
+        None if all_in_one => in_process_broker(config).await,
         None => bail!("running parts of the system alone needs a shared broker: set AMQP_URL"),
     }
 }
@@ -247,7 +269,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if !whole && !config.is_postgres() {
         bail!("running parts of the system alone needs a shared database: set DATABASE_URL");
     }
-    let broker = broker(&settings, whole).await?;
+    let broker = broker(&settings, &config, whole).await?;
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = Vec::new();
 

@@ -5,6 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
+mod broker;
 mod documents;
 mod platform;
 mod read_side;
@@ -53,5 +54,14 @@ impl MigratorTrait for SearchMigrator {
         let mut all = platform_migrations();
         all.push(Box::new(search::Migration));
         all
+    }
+}
+
+/// The in-process broker's own tables (embedded mode), in a database of its own.
+pub struct BrokerMigrator;
+
+impl MigratorTrait for BrokerMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(broker::Migration)]
     }
 }

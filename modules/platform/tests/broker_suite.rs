@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mallbots_contracts::Message;
+use mallbots_migrations::BrokerMigrator;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::consumer::{self, HandleError, Handler};
+use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
@@ -45,6 +48,24 @@ async fn rabbit() -> Arc<dyn Broker> {
 
 fn memory() -> Arc<dyn Broker> {
     Arc::new(MemoryBroker::new())
+}
+
+/// A fresh SQLite database for the in-process broker's durable queues.
+async fn broker_database() -> sea_orm::DatabaseConnection {
+    let config = DatabaseConfig::Sqlite {
+        dir: std::env::temp_dir().join(format!("mallbots-broker-{}", Uuid::new_v4().simple())),
+    };
+    let db = config.connect("broker").await.unwrap();
+    BrokerMigrator::up(&db, None).await.unwrap();
+    db
+}
+
+async fn durable_memory() -> Arc<dyn Broker> {
+    Arc::new(
+        MemoryBroker::durable(broker_database().await)
+            .await
+            .unwrap(),
+    )
 }
 
 fn message(aggregate: u32, n: u32) -> WireMessage {
@@ -459,6 +480,14 @@ macro_rules! suite {
                 }
             )*
         }
+        mod on_durable_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::durable_memory().await).await;
+                }
+            )*
+        }
         mod on_rabbitmq {
             $(
                 #[tokio::test]
@@ -481,3 +510,83 @@ suite!(
     a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one,
     a_concurrent_queue_handles_that_many_at_once_each_once,
 );
+
+/// The embedded mode's promise: what the in-process broker accepted and was
+/// not acked is there again for the next process on the same database (a
+/// crash is a broker dropped without settling); what was acked is not.
+#[tokio::test]
+async fn the_durable_in_process_broker_keeps_what_was_not_acked_across_a_restart() {
+    use sea_orm::ConnectionTrait;
+
+    let db = broker_database().await;
+    let first = MemoryBroker::durable(db.clone()).await.unwrap();
+    let spec = QueueSpec::durable("suite.kept").bind(Exchange::Events, "test.#");
+    first.declare(&spec).await.unwrap();
+    let transient = QueueSpec::transient("suite.gone").bind(Exchange::Events, "test.#");
+    let mut gone = first.consume(&transient).await.unwrap();
+    for n in 1..=4 {
+        first
+            .publish(Exchange::Events, Counted::TYPE, message(0, n))
+            .await
+            .unwrap();
+    }
+    let mut sub = first.consume(&spec).await.unwrap();
+    next(&mut sub).await.ack().await.unwrap(); // 1: done
+    let two = next(&mut sub).await; // 2: in hand when the process dies
+    let stored = || async {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM broker_messages",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while stored().await != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ack of 1 never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counted(&next(&mut gone).await).n, 1);
+    std::mem::forget(two); // a crash settles nothing
+    drop((sub, gone, first));
+
+    let second = MemoryBroker::durable(db.clone()).await.unwrap();
+    let mut sub = second.consume(&spec).await.unwrap();
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut sub).await;
+        assert!(
+            d.redelivered,
+            "a message of the last run is marked redelivered"
+        );
+        again.push(counted(&d).n);
+        d.ack().await.unwrap();
+    }
+    assert_eq!(
+        again,
+        [2, 3, 4],
+        "every unacked message, in order, and not the acked one"
+    );
+    // Routing kept too: a queue bound in the last run receives before anyone declares it.
+    second
+        .publish(Exchange::Events, Counted::TYPE, message(0, 5))
+        .await
+        .unwrap();
+    next(&mut sub).await.ack().await.unwrap();
+    // Everything acked leaves the store; the transient queue's copies were
+    // never in it.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while stored().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acked messages stay stored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

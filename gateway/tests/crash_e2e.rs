@@ -1,0 +1,148 @@
+//! kill -9 of the embedded default (SQLite files and the in-process broker),
+//! for real: the `mallbots` binary is killed with 50 create-order sagas in
+//! flight, started again on the same data directory, and every order must
+//! finish, none twice.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::shop::{self, ORDER};
+use common::{Backend, TestApp, wait_until};
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const ORDERS: usize = 50;
+
+/// Starts `mallbots` on `data_dir` and a free port; returns the process and
+/// its base URL, read from its start-up log.
+async fn launch(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mallbots");
+    let mut lines = BufReader::new(child.stdout.take().expect("its output")).lines();
+    let base = tokio::time::timeout(common::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read its log") {
+            if let Some((_, rest)) = line.split_once("GraphQL gateway on http://") {
+                let addr = rest.split('/').next().expect("an address");
+                return format!("http://{addr}");
+            }
+        }
+        panic!("mallbots exited before it listened");
+    })
+    .await
+    .expect("mallbots listens before the deadline");
+    // Keep reading, or a full pipe would stop the process.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+async fn client(base: String, data_dir: &Path) -> TestApp {
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.data_dir = data_dir.to_owned();
+    TestApp {
+        base,
+        settings,
+        running: None,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A customer with a basket holding the pen, and a payment for it.
+async fn ready_to_check_out(app: &TestApp, pen: &str, n: usize) -> (String, String, String) {
+    let customer = shop::customer(app, &format!("Customer {n}")).await;
+    let basket = shop::basket(app, &customer).await;
+    shop::add_item(app, &basket, pen, 1).await;
+    let payment = shop::authorize_payment(app, &customer, "12.50").await;
+    (customer, basket, payment)
+}
+
+#[tokio::test]
+async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
+    let data_dir =
+        std::env::temp_dir().join(format!("mallbots-crash-{}", uuid::Uuid::new_v4().simple()));
+    let (mut first, base) = launch(&data_dir).await;
+    let app = client(base, &data_dir).await;
+    let mall = shop::mall(&app).await;
+    let mut shoppers = Vec::new();
+    for n in 0..ORDERS {
+        shoppers.push(ready_to_check_out(&app, &mall.pen, n).await);
+    }
+    // Every checkout at once; the process dies the moment the last one is
+    // answered, with the sagas they started still running.
+    let orders = join_all(
+        shoppers
+            .iter()
+            .map(|(_, basket, payment)| shop::checkout(&app, basket, payment)),
+    )
+    .await;
+    first.start_kill().expect("kill -9");
+    first.wait().await.expect("the process is gone");
+
+    let (_second, base) = launch(&data_dir).await;
+    let app = client(base, &data_dir).await;
+    let restarted = Instant::now();
+    for order in &orders {
+        shop::order_with_status(&app, order, "APPROVED").await;
+        shop::saga_with_status(&app, order, "COMPLETED").await;
+    }
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the orders took {took:?} to finish after the restart"
+    );
+
+    // Nothing twice: one shopping list per order, one notification (order
+    // placed) per customer.
+    let lists = app
+        .data(
+            "{ shoppingLists(first: 100) { edges { node { orderId } } } }",
+            json!({}),
+        )
+        .await;
+    let mut listed: Vec<String> = lists["shoppingLists"]["edges"]
+        .as_array()
+        .expect("a list of lists")
+        .iter()
+        .map(|e| {
+            e["node"]["orderId"]
+                .as_str()
+                .expect("an order id")
+                .to_owned()
+        })
+        .collect();
+    listed.sort();
+    let mut expected = orders.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "one shopping list per order");
+    for (customer, ..) in &shoppers {
+        let notices = wait_until("the customer's notification", || async {
+            let found = app
+                .data(
+                    "query($c: ID!) { notifications(customerId: $c) { edges { node { id } } } }",
+                    json!({ "c": customer }),
+                )
+                .await;
+            let n = found["notifications"]["edges"].as_array()?.len();
+            (n > 0).then_some(n)
+        })
+        .await;
+        assert_eq!(notices, 1, "customer {customer}: one notification");
+    }
+    for order in &orders {
+        let found = app.data(ORDER, json!({ "id": order })).await;
+        assert!(found["order"]["shoppingListId"].is_string(), "{found}");
+    }
+}
