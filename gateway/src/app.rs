@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -55,6 +56,11 @@ pub struct AppState {
     /// Every module's database, by module name.
     pub databases: Vec<(&'static str, DatabaseConnection)>,
     pub settings: Arc<Settings>,
+    /// Fires when the gateway stops serving: subscriptions end with their
+    /// cursors, websockets close.
+    pub stopping: Shutdown,
+    /// Set from the first moment of a shutdown: `/readyz` says 503.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// A started system; [`Running::stop`] shuts it down gracefully.
@@ -63,20 +69,47 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     /// The broker this process uses (tools and tests publish on it).
     pub broker: Arc<dyn Broker>,
-    trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
+    /// The gateway's doors: the listener, websockets, subscriptions.
+    doors: ShutdownTrigger,
+    door_tasks: Vec<JoinHandle<()>>,
+    /// The work behind them: consumers, relays, the reply listener. Stopped
+    /// after the doors, so a request in flight still gets its reply.
+    work: ShutdownTrigger,
+    work_tasks: Vec<JoinHandle<()>>,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
+    grace: Duration,
 }
 
 impl Running {
-    /// Stops taking work, lets what is in flight finish (bounded), then returns.
+    /// Stops at once (Ctrl-C, tests): [`Running::shut_down`] without the drain.
     pub async fn stop(self) {
-        self.trigger.trigger();
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(10), all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("some tasks did not finish within 10 s of shutdown");
+        self.shut_down(false).await;
+    }
+
+    /// Stops gracefully. With `drain` (SIGTERM), `/readyz` says 503 while
+    /// the gateway goes on serving for `SHUTDOWN_DRAIN_MS`, so load balancers
+    /// stop sending first. Then, within `SHUTDOWN_GRACE_MS`: the listener
+    /// closes and in-flight requests finish; subscriptions end with their
+    /// cursors and websockets close with 1001; consumers finish the messages
+    /// in hand and relays flush the outbox.
+    pub async fn shut_down(self, drain: bool) {
+        self.draining.store(true, Ordering::Relaxed);
+        if drain && !self.drain.is_zero() && self.addr.is_some() {
+            tracing::info!(drain = ?self.drain, "draining: not ready, still serving");
+            tokio::time::sleep(self.drain).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.doors.trigger();
+        let doors = futures_util::future::join_all(self.door_tasks);
+        let doors_closed = tokio::time::timeout_at(deadline, doors).await.is_ok();
+        self.work.trigger();
+        let work = futures_util::future::join_all(self.work_tasks);
+        let work_done = tokio::time::timeout_at(deadline, work).await.is_ok();
+        if doors_closed && work_done {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!(grace = ?self.grace, doors_closed, work_done, "shutdown grace period over; stopping anyway");
         }
     }
 }
@@ -270,8 +303,10 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         bail!("running parts of the system alone needs a shared database: set DATABASE_URL");
     }
     let broker = broker(&settings, &config, whole).await?;
-    let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = Vec::new();
+    let (doors, stopping) = Shutdown::new();
+    let (work, shutdown) = Shutdown::new();
+    let (mut door_tasks, mut tasks) = (Vec::new(), Vec::new());
+    let draining = Arc::new(AtomicBool::new(false));
 
     let dbs = connect_all(&config).await?;
     if !settings.no_migrate {
@@ -294,7 +329,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             broker.clone(),
             metrics.clone(),
             settings.subscription_buffer,
-            shutdown.clone(),
+            stopping.clone(),
         )
         .await?;
         let [
@@ -328,6 +363,8 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             broker: broker.clone(),
             databases: MODULES.iter().map(|m| m.1).zip(dbs.clone()).collect(),
             settings: Arc::new(settings.clone()),
+            stopping: stopping.clone(),
+            draining: draining.clone(),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -335,7 +372,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let local = listener.local_addr()?;
         addr = Some(local);
         let router = crate::http::router(state);
-        let mut stop = shutdown.clone();
+        let mut stop = stopping.clone();
         let send_buffer = settings.socket_send_buffer;
         let listener = listener.tap_io(move |stream| {
             // Small responses go out at once, not after the client's delayed ACK.
@@ -348,7 +385,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
                 tracing::warn!(error = %err, "cannot set the socket send buffer");
             }
         });
-        tasks.push(tokio::spawn(async move {
+        door_tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.wait().await })
                 .await;
@@ -361,7 +398,12 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     Ok(Running {
         addr,
         broker,
-        trigger,
-        tasks,
+        doors,
+        door_tasks,
+        work,
+        work_tasks: tasks,
+        draining,
+        drain: Duration::from_millis(settings.shutdown_drain_ms),
+        grace: Duration::from_millis(settings.shutdown_grace_ms),
     })
 }

@@ -110,6 +110,24 @@ pub struct Settings {
     )]
     pub consistency_timeout_ms: u64,
 
+    /// On SIGTERM, how long the gateway goes on serving (and accepting)
+    /// while `/readyz` already says 503, so a load balancer stops sending
+    /// before the listener closes, in milliseconds. Ctrl-C skips it.
+    #[arg(long, global = true, env = "SHUTDOWN_DRAIN_MS", default_value_t = 2000)]
+    pub shutdown_drain_ms: u64,
+
+    /// The whole shutdown's budget after the drain, in milliseconds: in-flight
+    /// requests finish, subscriptions are closed with their cursors, consumers
+    /// finish the messages in hand, the outbox is flushed; then the process
+    /// exits, done or not.
+    #[arg(
+        long,
+        global = true,
+        env = "SHUTDOWN_GRACE_MS",
+        default_value_t = 10000
+    )]
+    pub shutdown_grace_ms: u64,
+
     /// Skip creating/updating tables at start (run `mallbots migrate` instead).
     #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,

@@ -66,15 +66,17 @@ async fn main() -> anyhow::Result<()> {
             let running = mallbots_gateway::start(cli.settings, &parts)
                 .await
                 .context("cannot start")?;
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            running.stop().await;
+            let terminated = wait_for_signal().await;
+            tracing::info!(terminated, "shutting down");
+            running.shut_down(terminated).await;
             Ok(())
         }
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C (false) or SIGTERM (true: an orchestrator's stop,
+/// which gets the drain).
+async fn wait_for_signal() -> bool {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -82,17 +84,19 @@ async fn wait_for_signal() {
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+                    _ = ctrl_c => false,
+                    _ = term.recv() => true,
                 }
             }
             Err(_) => {
                 let _ = ctrl_c.await;
+                false
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+        false
     }
 }

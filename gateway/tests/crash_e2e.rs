@@ -6,58 +6,21 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::shop::{self, ORDER};
-use common::{Backend, TestApp, wait_until};
+use common::{TestApp, wait_until};
 use futures_util::future::join_all;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const ORDERS: usize = 50;
 
-/// Starts `mallbots` on `data_dir` and a free port; returns the process and
-/// its base URL, read from its start-up log.
-async fn launch(data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mallbots"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mallbots");
-    let mut lines = BufReader::new(child.stdout.take().expect("its output")).lines();
-    let base = tokio::time::timeout(common::DEADLINE, async {
-        while let Some(line) = lines.next_line().await.expect("read its log") {
-            if let Some((_, rest)) = line.split_once("GraphQL gateway on http://") {
-                let addr = rest.split('/').next().expect("an address");
-                return format!("http://{addr}");
-            }
-        }
-        panic!("mallbots exited before it listened");
-    })
+async fn launch(data_dir: &Path) -> common::Process {
+    common::launch(
+        &["--data-dir".as_ref(), data_dir.as_os_str(), "run".as_ref()],
+        &[],
+    )
     .await
-    .expect("mallbots listens before the deadline");
-    // Keep reading, or a full pipe would stop the process.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
-
-async fn client(base: String, data_dir: &Path) -> TestApp {
-    let mut settings = common::settings(Backend::Embedded).await;
-    settings.data_dir = data_dir.to_owned();
-    TestApp {
-        base,
-        settings,
-        running: None,
-        http: reqwest::Client::new(),
-    }
 }
 
 /// A customer with a basket holding the pen, and a payment for it.
@@ -73,8 +36,8 @@ async fn ready_to_check_out(app: &TestApp, pen: &str, n: usize) -> (String, Stri
 async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
     let data_dir =
         std::env::temp_dir().join(format!("mallbots-crash-{}", uuid::Uuid::new_v4().simple()));
-    let (mut first, base) = launch(&data_dir).await;
-    let app = client(base, &data_dir).await;
+    let mut first = launch(&data_dir).await;
+    let app = first.client().await;
     let mall = shop::mall(&app).await;
     let mut shoppers = Vec::new();
     for n in 0..ORDERS {
@@ -88,11 +51,11 @@ async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
             .map(|(_, basket, payment)| shop::checkout(&app, basket, payment)),
     )
     .await;
-    first.start_kill().expect("kill -9");
-    first.wait().await.expect("the process is gone");
+    first.child.start_kill().expect("kill -9");
+    first.child.wait().await.expect("the process is gone");
 
-    let (_second, base) = launch(&data_dir).await;
-    let app = client(base, &data_dir).await;
+    let second = launch(&data_dir).await;
+    let app = second.client().await;
     let restarted = Instant::now();
     for order in &orders {
         shop::order_with_status(&app, order, "APPROVED").await;

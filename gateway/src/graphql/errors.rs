@@ -48,7 +48,7 @@ pub fn internal(err: impl std::fmt::Display) -> ApiError {
 impl From<PlatformError> for ApiError {
     fn from(err: PlatformError) -> Self {
         if err.is_unavailable() {
-            tracing::warn!(error = %err, "request refused: a dependency is unavailable");
+            tracing::debug!(error = %err, "request refused: a dependency is unavailable");
             ApiError::new(
                 ErrorCode::Unavailable,
                 "a database or the broker cannot be reached right now; retry shortly",
@@ -77,7 +77,8 @@ impl From<SendError> for ApiError {
                 ),
             ),
             SendError::Broker(BrokerError::Unavailable(why)) => {
-                tracing::warn!(reason = %why, "command refused: broker unavailable");
+                // Per request: the outage itself is logged once, by the broker.
+                tracing::debug!(reason = %why, "command refused: broker unavailable");
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "the message broker cannot be reached right now: nothing was sent; retry shortly",

@@ -152,7 +152,21 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         s.replay
             .extend(page.into_iter().map(|c| Arc::new(LiveChange::from(c))));
     }
-    match s.receiver.recv().await {
+    let mut stopping = s.app.stopping.clone();
+    let received = tokio::select! {
+        received = s.receiver.recv() => received,
+        _ = stopping.wait() => {
+            let cursor = s.last.to_string();
+            let err = async_graphql::Error::from(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the server is shutting down; subscribe again (on any replica) with after: \"{cursor}\""
+                ),
+            ));
+            return Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())));
+        }
+    };
+    match received {
         Ok(change) => Ok(Some(change)),
         Err(RecvError::Lagged(missed)) => {
             s.app

@@ -60,6 +60,8 @@ pub async fn settings(backend: Backend) -> Settings {
         consistency_timeout_ms: 10_000,
         socket_send_buffer: None,
         no_migrate: false,
+        shutdown_drain_ms: 0,
+        shutdown_grace_ms: 10_000,
     };
     if backend == Backend::Real {
         let admin_url = required_env("TEST_DATABASE_URL");
@@ -360,5 +362,76 @@ impl WsClient {
             "pushed errors: {message}"
         );
         message["payload"]["data"].clone()
+    }
+}
+
+impl WsClient {
+    /// Reads until the server closes the socket; its close code (skipping
+    /// any other message).
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("the server closes before the deadline");
+            match frame {
+                Some(Ok(WsMessage::Close(Some(close)))) => return close.code.into(),
+                Some(Ok(WsMessage::Close(None))) => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("the socket failed instead of closing: {err}"),
+                None => panic!("the socket ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// The `mallbots` binary as a process of its own (to kill it, or to send it
+/// signals): started on a free port with `args` and `envs`, its base URL
+/// read from its start-up log.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start mallbots");
+    let mut lines = BufReader::new(child.stdout.take().expect("its output")).lines();
+    let base = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read its log") {
+            if let Some((_, rest)) = line.split_once("GraphQL gateway on http://") {
+                let addr = rest.split('/').next().expect("an address");
+                return format!("http://{addr}");
+            }
+        }
+        panic!("mallbots exited before it listened");
+    })
+    .await
+    .expect("mallbots listens before the deadline");
+    // Keep reading, or a full pipe would stop the process.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Process { child, base }
+}
+
+impl Process {
+    /// A client of this process, for the shop helpers.
+    pub async fn client(&self) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            settings: settings(Backend::Embedded).await,
+            running: None,
+            http: reqwest::Client::new(),
+        }
     }
 }

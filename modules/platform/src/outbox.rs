@@ -106,6 +106,7 @@ impl Outbox {
         let mut failures = 0u32;
         loop {
             if shutdown.is_triggered() {
+                self.flush(&db, broker.as_ref()).await;
                 return;
             }
             match relay_batch(&db, broker.as_ref()).await {
@@ -114,7 +115,7 @@ impl Outbox {
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.wait() => {}
                     }
                 }
                 Ok(_) => failures = 0,
@@ -126,8 +127,41 @@ impl Outbox {
                     tracing::warn!(error = %err, ?backoff, "outbox relay failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.wait() => {}
                     }
+                }
+            }
+        }
+    }
+}
+
+/// At shutdown: how long the relay waits for one more commit (a consumer
+/// finishing the message in hand) before it stops.
+const FLUSH_QUIET: Duration = Duration::from_millis(200);
+/// At shutdown: the longest the relay goes on publishing.
+const FLUSH_AT_MOST: Duration = Duration::from_secs(3);
+
+impl Outbox {
+    /// Publishes what is left before stopping: until the outbox stays empty
+    /// for [`FLUSH_QUIET`], fails, or [`FLUSH_AT_MOST`] passes. What is not
+    /// sent stays in the outbox for the next start.
+    async fn flush(&self, db: &DatabaseConnection, broker: &dyn Broker) {
+        let until = tokio::time::Instant::now() + FLUSH_AT_MOST;
+        while tokio::time::Instant::now() < until {
+            match relay_batch(db, broker).await {
+                Ok(0) => {
+                    let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
+                    if tokio::time::timeout_at(quiet, self.wake.notified())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox not flushed at shutdown; it is sent at the next start");
+                    return;
                 }
             }
         }

@@ -51,12 +51,37 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_LAST: Duration = Duration::from_secs(2);
 /// How often the supervisor looks at the connection's state besides its events.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// The longest any one exchange with RabbitMQ (connect, declare, consume,
+/// ack) may take: a connection that dies mid-call must not leave a task
+/// waiting forever.
+const RPC_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the first connection is tried before starting fails.
+const FIRST_CONNECT: Duration = Duration::from_secs(30);
+/// A queue whose consumer is not back this long after the connection is
+/// makes the broker not ready.
+const RESUME_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `call`, failing with [`BrokerError::Unavailable`] after [`RPC_DEADLINE`].
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(RPC_DEADLINE, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(BrokerError::Unavailable(format!(
+            "RabbitMQ did not answer {what} within {} s",
+            RPC_DEADLINE.as_secs()
+        ))),
+    }
+}
 
 /// One connection and its publishing channel (in confirm mode; lapin
 /// channels are safe to share between tasks).
 struct Session {
     connection: Connection,
     publisher: Channel,
+    /// Why RabbitMQ blocks publishers right now (a memory or disk alarm).
+    blocked: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -75,6 +100,26 @@ struct Shared {
     declared: Mutex<Vec<QueueSpec>>,
     /// Why the broker is unreachable, for readiness.
     down_because: Mutex<Option<String>>,
+    /// Every subscription's state, for readiness.
+    pumps: Mutex<Vec<std::sync::Weak<PumpHealth>>>,
+}
+
+/// Whether a subscription is consuming.
+struct PumpHealth {
+    queue: String,
+    /// Since when it has had no consumer (the connection dropped, or it
+    /// could not consume again yet); `None` while it consumes.
+    down_since: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl PumpHealth {
+    fn down(&self) {
+        lock(&self.down_since).get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    fn up(&self) {
+        *lock(&self.down_since) = None;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,16 +140,30 @@ impl Drop for RabbitBroker {
 const PERSISTENT: u8 = 2;
 
 impl RabbitBroker {
-    /// Connects (the first connection must succeed: a wrong URL is reported
-    /// at once), then keeps the connection up for as long as the broker lives.
+    /// Connects, then keeps the connection up for as long as the broker
+    /// lives. The first connection is tried for up to [`FIRST_CONNECT`]
+    /// (RabbitMQ may start after this process); then the error is reported.
     pub async fn connect(config: RabbitConfig) -> Result<Self, BrokerError> {
         let shared = Arc::new(Shared {
             config,
             session: watch::Sender::new(None),
             declared: Mutex::new(vec![QueueSpec::dead_letters()]),
             down_because: Mutex::new(None),
+            pumps: Mutex::new(Vec::new()),
         });
-        let session = shared.open_session().await?;
+        let first_try = tokio::time::Instant::now();
+        let mut backoff = RECONNECT_FIRST;
+        let session = loop {
+            match shared.open_session().await {
+                Ok(session) => break session,
+                Err(err) if first_try.elapsed() + backoff < FIRST_CONNECT => {
+                    tracing::warn!(error = %err, "RabbitMQ not reachable yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_LAST);
+                }
+                Err(err) => return Err(err),
+            }
+        };
         shared.session.send_replace(Some(Arc::new(session)));
         let supervisor = tokio::spawn(supervise(shared.clone()));
         Ok(RabbitBroker { shared, supervisor })
@@ -124,6 +183,14 @@ async fn supervise(shared: Arc<Shared>) {
             tokio::select! {
                 event = events.next() => match event {
                     Some(lapin::Event::Error(err)) => break err.to_string(),
+                    Some(lapin::Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(%reason, "RabbitMQ blocks publishing");
+                        *lock(&session.blocked) = Some(reason);
+                    }
+                    Some(lapin::Event::ConnectionUnblocked) => {
+                        tracing::info!("RabbitMQ takes publishes again");
+                        *lock(&session.blocked) = None;
+                    }
                     Some(_) => {}
                     None => break "the connection ended".to_owned(),
                 },
@@ -162,21 +229,59 @@ impl Shared {
     /// A new connection with its publisher channel and the whole topology
     /// declared (exchanges, then every durable queue declared so far).
     async fn open_session(&self) -> Result<Session, BrokerError> {
-        let properties = ConnectionProperties::default().with_connection_name("mallbots".into());
-        let connection = Connection::connect(&self.config.url, properties).await?;
-        let publisher = connection.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        self.declare_exchanges(&publisher).await?;
-        let specs = lock(&self.declared).clone();
-        for spec in &specs {
-            self.declare_on(&publisher, spec).await?;
-        }
-        Ok(Session {
-            connection,
-            publisher,
+        let opened = tokio::time::timeout(RPC_DEADLINE, async {
+            let properties =
+                ConnectionProperties::default().with_connection_name("mallbots".into());
+            let connection = Connection::connect(&self.config.url, properties).await?;
+            let publisher = connection.create_channel().await?;
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            self.declare_exchanges(&publisher).await?;
+            let specs = lock(&self.declared).clone();
+            for spec in &specs {
+                self.declare_on(&publisher, spec).await?;
+            }
+            Ok(Session {
+                connection,
+                publisher,
+                blocked: Mutex::new(None),
+            })
         })
+        .await;
+        opened.unwrap_or_else(|_| {
+            Err(BrokerError::Unavailable(format!(
+                "no connection to RabbitMQ within {} s",
+                RPC_DEADLINE.as_secs()
+            )))
+        })
+    }
+
+    /// The live session for publishing: none while RabbitMQ blocks
+    /// publishers (a publish would only wait for its confirm in vain).
+    fn publishing_session(&self) -> Result<Arc<Session>, BrokerError> {
+        let session = self.session()?;
+        if let Some(reason) = lock(&session.blocked).clone() {
+            return Err(BrokerError::Unavailable(format!(
+                "RabbitMQ blocks publishing: {reason}"
+            )));
+        }
+        Ok(session)
+    }
+
+    /// Queues whose consumer has not resumed long after the connection did.
+    fn stalled(&self) -> Option<String> {
+        let now = tokio::time::Instant::now();
+        let mut pumps = lock(&self.pumps);
+        pumps.retain(|p| p.strong_count() > 0);
+        pumps
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find_map(|p| {
+                let since = (*lock(&p.down_since))?;
+                (now.duration_since(since) > RESUME_DEADLINE)
+                    .then(|| format!("the consumer of {} has not resumed", p.queue))
+            })
     }
 
     /// The live session, or why there is none.
@@ -372,9 +477,19 @@ async fn confirm(pending: lapin::PublisherConfirm) -> Result<(), BrokerError> {
 impl Broker for RabbitBroker {
     async fn declare(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
         let session = self.shared.session()?;
-        let channel = session.connection.create_channel().await?;
-        let declared = self.shared.declare_on(&channel, spec).await;
-        let _ = channel.close(200, "declared".into()).await;
+        let channel = bounded("a channel", session.connection.create_channel()).await?;
+        let declared = match tokio::time::timeout(
+            RPC_DEADLINE,
+            self.shared.declare_on(&channel, spec),
+        )
+        .await
+        {
+            Ok(declared) => declared,
+            Err(_) => Err(BrokerError::Unavailable(
+                "RabbitMQ did not declare the queue in time".into(),
+            )),
+        };
+        let _ = tokio::time::timeout(RPC_DEADLINE, channel.close(200, "declared".into())).await;
         if declared.is_ok() {
             self.shared.remember(spec);
         }
@@ -391,7 +506,19 @@ impl Broker for RabbitBroker {
         // them waiting (the prefetch, not this, bounds what is in hand).
         let (tx, rx) = mpsc::channel(usize::from(spec.prefetch.max(1)));
         let (resets, resets_rx) = watch::channel(0);
-        tokio::spawn(pump(self.shared.clone(), spec.clone(), open, tx, resets));
+        let health = Arc::new(PumpHealth {
+            queue: spec.name.clone(),
+            down_since: Mutex::new(None),
+        });
+        lock(&self.shared.pumps).push(Arc::downgrade(&health));
+        let pump = Pump {
+            shared: self.shared.clone(),
+            spec: spec.clone(),
+            tx,
+            resets,
+            health,
+        };
+        tokio::spawn(pump.run(open));
         Ok(Box::new(RabbitSubscription {
             deliveries: rx,
             resets: resets_rx,
@@ -404,7 +531,7 @@ impl Broker for RabbitBroker {
         routing_key: &str,
         message: WireMessage,
     ) -> Result<(), BrokerError> {
-        let session = self.shared.session()?;
+        let session = self.shared.publishing_session()?;
         let pending = self
             .shared
             .start_publish(&session, exchange, routing_key, &message)
@@ -418,7 +545,7 @@ impl Broker for RabbitBroker {
     ) -> Result<(), BrokerError> {
         // Pipelined: every publish goes out before the first confirm is awaited,
         // on one channel, so the broker keeps their order.
-        let session = self.shared.session()?;
+        let session = self.shared.publishing_session()?;
         let mut confirms = Vec::with_capacity(messages.len());
         for (exchange, key, message) in &messages {
             confirms.push(
@@ -434,129 +561,201 @@ impl Broker for RabbitBroker {
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
-        self.shared.session().map(|_| ())
+        self.shared.publishing_session()?;
+        match self.shared.stalled() {
+            Some(stalled) => Err(BrokerError::Unavailable(stalled)),
+            None => Ok(()),
+        }
     }
 }
 
-/// A channel consuming one queue.
+/// A channel consuming one queue, on `session`.
 struct OpenConsumer {
     channel: Channel,
     consumer: lapin::Consumer,
+    session: Arc<Session>,
 }
 
 async fn open_consumer(
     shared: &Shared,
-    session: &Session,
+    session: &Arc<Session>,
     spec: &QueueSpec,
 ) -> Result<OpenConsumer, BrokerError> {
-    let channel = session.connection.create_channel().await?;
-    channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await?;
-    shared.declare_on(&channel, spec).await?;
-    let consumer = channel
-        .basic_consume(
-            shared.queue_name(&spec.name).as_str().into(),
-            ShortString::from(""),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(OpenConsumer { channel, consumer })
+    let opened = tokio::time::timeout(RPC_DEADLINE, async {
+        let channel = session.connection.create_channel().await?;
+        channel
+            .basic_qos(spec.prefetch, BasicQosOptions::default())
+            .await?;
+        shared.declare_on(&channel, spec).await?;
+        let consumer = channel
+            .basic_consume(
+                shared.queue_name(&spec.name).as_str().into(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(OpenConsumer {
+            channel,
+            consumer,
+            session: session.clone(),
+        })
+    })
+    .await;
+    opened.unwrap_or_else(|_| {
+        Err(BrokerError::Unavailable(format!(
+            "RabbitMQ did not start the consumer within {} s",
+            RPC_DEADLINE.as_secs()
+        )))
+    })
 }
 
-/// Moves deliveries from the queue's consumer to its subscription, opening
+/// Resolves once `session` is no longer the live one.
+async fn until_superseded(
+    sessions: &mut watch::Receiver<Option<Arc<Session>>>,
+    session: &Arc<Session>,
+) {
+    // The guard `wait_for` returns is dropped at once (it is not `Send`).
+    let _ = sessions.wait_for(|s| superseded(s, session)).await;
+}
+
+/// Whether `session` is no longer the live one (gone, dead, or replaced).
+fn superseded(current: &Option<Arc<Session>>, session: &Arc<Session>) -> bool {
+    current
+        .as_ref()
+        .is_none_or(|c| !Arc::ptr_eq(c, session) || !c.alive())
+}
+
+/// Moves deliveries from a queue's consumer to its subscription, opening
 /// the consumer again on each new connection, until the subscription is
 /// dropped. Running apart from [`Subscription::next`] keeps `next`
 /// cancel-safe: a consumer is never left half-opened by a caller that
-/// stopped waiting.
-async fn pump(
+/// stopped waiting. Every wait in it also watches the connection, so a
+/// connection lost while it waits (on a slow handler, say) never leaves the
+/// queue without a consumer.
+struct Pump {
     shared: Arc<Shared>,
     spec: QueueSpec,
-    first: OpenConsumer,
     tx: mpsc::Sender<Delivery>,
     resets: watch::Sender<u64>,
-) {
-    let mut sessions = shared.session.subscribe();
-    let mut open = Some(first);
-    let mut backoff = RECONNECT_FIRST;
-    loop {
-        let Some(current) = open.as_mut() else {
-            // Wait for a live session, then consume again.
-            let session = tokio::select! {
-                _ = tx.closed() => return,
-                live = sessions.wait_for(|s| s.as_ref().is_some_and(|s| s.alive())) => match live {
-                    Ok(live) => live.clone(),
-                    Err(_) => return, // the broker is gone
-                },
+    health: Arc<PumpHealth>,
+}
+
+impl Pump {
+    async fn run(self, first: OpenConsumer) {
+        let mut sessions = self.shared.session.subscribe();
+        let mut open = Some(first);
+        let mut backoff = RECONNECT_FIRST;
+        loop {
+            let Some(current) = open.as_mut() else {
+                self.health.down();
+                let Some(session) = self.live_session(&mut sessions).await else {
+                    return;
+                };
+                match open_consumer(&self.shared, &session, &self.spec).await {
+                    Ok(consumer) => {
+                        tracing::info!(queue = %self.spec.name, "consuming again after reconnecting");
+                        if !self.spec.durable {
+                            // Told before any delivery from the new queue goes out.
+                            self.resets.send_modify(|n| *n += 1);
+                        }
+                        self.health.up();
+                        backoff = RECONNECT_FIRST;
+                        open = Some(consumer);
+                    }
+                    Err(err) => {
+                        tracing::warn!(queue = %self.spec.name, error = %err, "cannot consume yet; retrying");
+                        tokio::select! {
+                            _ = self.tx.closed() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(RECONNECT_LAST);
+                    }
+                }
+                continue;
             };
-            let Some(session) = session else { continue };
-            match open_consumer(&shared, &session, &spec).await {
-                Ok(consumer) => {
-                    tracing::info!(queue = %spec.name, "consuming again after reconnecting");
-                    if !spec.durable {
-                        // Told before any delivery from the new queue goes out.
-                        resets.send_modify(|n| *n += 1);
-                    }
-                    backoff = RECONNECT_FIRST;
-                    open = Some(consumer);
-                }
-                Err(err) => {
-                    tracing::warn!(queue = %spec.name, error = %err, "cannot consume yet; retrying");
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RECONNECT_LAST);
-                }
-            }
-            continue;
-        };
-        let next = tokio::select! {
-            _ = tx.closed() => {
-                let _ = current.channel.close(200, "unsubscribed".into()).await;
-                return;
-            }
-            next = current.consumer.next() => next,
-        };
-        match next {
-            Some(Ok(delivery)) => {
-                let message = wire(&shared.config.prefix, &delivery);
-                let delivery = Delivery::new(
-                    message,
-                    delivery.routing_key.as_str().to_owned(),
-                    delivery.redelivered,
-                    Box::new(RabbitAcker(delivery.acker)),
-                );
-                if tx.send(delivery).await.is_err() {
-                    // Dropped unsettled: RabbitMQ delivers it again when the channel closes.
-                    let _ = current.channel.close(200, "unsubscribed".into()).await;
+            let mine = current.session.clone();
+            let lost = until_superseded(&mut sessions, &mine);
+            let next = tokio::select! {
+                _ = self.tx.closed() => {
+                    let _ = tokio::time::timeout(RPC_DEADLINE, current.channel.close(200, "unsubscribed".into())).await;
                     return;
                 }
+                _ = lost => None,
+                next = current.consumer.next() => Some(next),
+            };
+            match next {
+                Some(Some(Ok(delivery))) => {
+                    let message = wire(&self.shared.config.prefix, &delivery);
+                    let delivery = Delivery::new(
+                        message,
+                        delivery.routing_key.as_str().to_owned(),
+                        delivery.redelivered,
+                        Box::new(RabbitAcker(delivery.acker)),
+                    );
+                    let lost = until_superseded(&mut sessions, &mine);
+                    tokio::select! {
+                        sent = self.tx.send(delivery) => if sent.is_err() {
+                            // Dropped unsettled: RabbitMQ delivers it again when the channel closes.
+                            let _ = tokio::time::timeout(RPC_DEADLINE, current.channel.close(200, "unsubscribed".into())).await;
+                            return;
+                        },
+                        // The delivery came on a connection that is gone: it
+                        // cannot be settled, and RabbitMQ delivers it again.
+                        _ = lost => {
+                            tracing::warn!(queue = %self.spec.name, "connection lost while handing a delivery over");
+                            open = None;
+                        }
+                    }
+                }
+                Some(Some(Err(err))) => {
+                    tracing::warn!(queue = %self.spec.name, error = %err, "consumer interrupted; waiting for the connection");
+                    open = None;
+                }
+                Some(None) => {
+                    tracing::warn!(queue = %self.spec.name, "consumer ended; waiting for the connection");
+                    open = None;
+                }
+                None => {
+                    tracing::warn!(queue = %self.spec.name, "connection lost; waiting for it to come back");
+                    open = None;
+                }
             }
-            Some(Err(err)) => {
-                tracing::warn!(queue = %spec.name, error = %err, "consumer interrupted; waiting for the connection");
-                open = None;
-            }
-            None => {
-                tracing::warn!(queue = %spec.name, "consumer ended; waiting for the connection");
-                open = None;
+            if open.is_none() {
+                self.health.down();
+                // Give the supervisor time to notice a dead connection, so the
+                // consumer is not opened again on it; a channel that died alone
+                // (the connection is fine) is opened again after this pause.
+                let dead = until_superseded(&mut sessions, &mine);
+                tokio::select! {
+                    _ = self.tx.closed() => return,
+                    _ = tokio::time::timeout(WATCH_EVERY * 4, dead) => {}
+                }
             }
         }
-        if open.is_none() {
-            // Give the supervisor time to notice a dead connection, so the
-            // consumer is not opened again on it; a channel that died alone
-            // (the connection is fine) is opened again after this pause.
-            let dead = sessions.wait_for(|s| s.as_ref().is_none_or(|s| !s.alive()));
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::timeout(WATCH_EVERY * 4, dead) => {}
+    }
+
+    /// Waits for a live session; `None` once nobody needs this pump.
+    async fn live_session(
+        &self,
+        sessions: &mut watch::Receiver<Option<Arc<Session>>>,
+    ) -> Option<Arc<Session>> {
+        loop {
+            let live = tokio::select! {
+                _ = self.tx.closed() => return None,
+                live = sessions.wait_for(|s| s.as_ref().is_some_and(|s| s.alive())) => match live {
+                    Ok(live) => live.clone(),
+                    Err(_) => return None, // the broker is gone
+                },
+            };
+            if live.is_some() {
+                return live;
             }
         }
     }
 }
 
-/// Deliveries of one queue, fed by its [`pump`].
+/// Deliveries of one queue, fed by its [`Pump`].
 struct RabbitSubscription {
     deliveries: mpsc::Receiver<Delivery>,
     resets: watch::Receiver<u64>,
@@ -616,16 +815,18 @@ struct RabbitAcker(lapin::Acker);
 
 #[async_trait]
 impl Acker for RabbitAcker {
+    /// Bounded: an ack sent as the connection dies may never be answered,
+    /// and a consumer waiting on it would stop for good. An ack that fails
+    /// only means RabbitMQ delivers the message again.
     async fn settle(self: Box<Self>, how: Settle) -> Result<(), BrokerError> {
         match how {
-            Settle::Ack => self.0.ack(BasicAckOptions::default()).await?,
+            Settle::Ack => bounded("an ack", self.0.ack(BasicAckOptions::default())).await?,
             Settle::Requeue => {
-                self.0
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await?
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                bounded("a requeue", self.0.nack(requeue)).await?
             }
         };
         Ok(())

@@ -21,6 +21,8 @@ pub enum StoresError {
     PriceWouldDropToZero,
     #[error("a price cannot be more than 1000000.00")]
     PriceTooHigh,
+    #[error("a price change cannot be more than 1000000.00")]
+    DeltaTooHigh,
     #[error("the store was not found")]
     StoreNotFound,
     #[error("the product was not found")]
@@ -53,7 +55,8 @@ impl StoresError {
             | NonPositiveDelta
             | TooPrecise
             | PriceWouldDropToZero
-            | PriceTooHigh => Refusal::BadInput,
+            | PriceTooHigh
+            | DeltaTooHigh => Refusal::BadInput,
             StoreNotFound | ProductNotFound => Refusal::NotFound,
             ProductRemoved | StoreExists | ProductExists => Refusal::Conflict,
         }

@@ -190,11 +190,11 @@ fn prices_are_bounded_and_no_value_overflows() {
     );
     assert_eq!(
         product.increase_price(dec(huge)),
-        Err(StoresError::PriceTooHigh)
+        Err(StoresError::DeltaTooHigh)
     );
     assert_eq!(
         product.decrease_price(dec(huge)),
-        Err(StoresError::PriceTooHigh)
+        Err(StoresError::DeltaTooHigh)
     );
     assert!(product.increase_price(dec("1.00")).is_ok());
     // Replaying events recorded under looser rules saturates, never panics.

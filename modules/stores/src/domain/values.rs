@@ -118,7 +118,10 @@ pub struct PriceDelta(Decimal);
 
 impl PriceDelta {
     pub fn parse(raw: Decimal) -> Result<Self, StoresError> {
-        money(raw, StoresError::NonPositiveDelta).map(PriceDelta)
+        match money(raw, StoresError::NonPositiveDelta) {
+            Err(StoresError::PriceTooHigh) => Err(StoresError::DeltaTooHigh),
+            other => other.map(PriceDelta),
+        }
     }
     pub fn value(self) -> Decimal {
         self.0
