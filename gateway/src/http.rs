@@ -61,7 +61,27 @@ fn request_context(headers: &HeaderMap) -> RequestContext {
             .and_then(|v| Uuid::parse_str(v).ok())
             .unwrap_or_else(Uuid::now_v7),
         authorization: text("authorization").map(str::to_owned),
+        idempotency_key: text(IDEMPOTENCY_KEY).map(str::to_owned),
     }
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest idempotency key taken.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// An `Idempotency-Key` header that cannot be used, and why.
+fn bad_idempotency_key(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(IDEMPOTENCY_KEY)?;
+    let fine = value.to_str().is_ok_and(|key| {
+        !key.is_empty()
+            && key.len() <= MAX_IDEMPOTENCY_KEY
+            && key.bytes().all(|b| b.is_ascii_graphic())
+    });
+    (!fine).then(|| {
+        ApiError::bad_input(format!(
+            "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))
+    })
 }
 
 /// Whether the client asked for `application/graphql-response+json`.
@@ -102,6 +122,9 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         .graphql_requests
         .fetch_add(1, Ordering::Relaxed);
     let graphql_response = wants_graphql_response(headers);
+    if let Some(err) = bad_idempotency_key(headers) {
+        return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response);
+    }
     if let Some(token) = headers.get("consistency-token") {
         let waited = match token.to_str() {
             Ok(token) => crate::consistency::wait(&http.app, token).await,

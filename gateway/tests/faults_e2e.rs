@@ -132,6 +132,26 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         .await;
     app.wait_for_subscriptions(1).await;
 
+    // A keyed raise, retried across the restarts: applied once, one answer.
+    let keyed_product = shop::product(&app, &store, "Keyed", "1.00").await;
+    let keyed_raise = || async {
+        let (_, answer) = app
+            .graphql_with(
+                &[("idempotency-key", "raise-across-restarts")],
+                "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.50\") {
+                   consistencyToken } }",
+                json!({ "p": keyed_product }),
+            )
+            .await;
+        answer["data"]["increaseProductPrice"]["consistencyToken"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut keyed_answers = Vec::new();
+    for _ in 0..5 {
+        keyed_answers.push(keyed_raise().await.expect("accepted before the restarts"));
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let told = Arc::new(Told::default());
     let clients: Vec<_> = products
@@ -188,6 +208,23 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         (told.applied.load(Ordering::SeqCst) >= after + 20).then_some(())
     })
     .await;
+    for _ in 0..5 {
+        keyed_answers.push(keyed_raise().await.expect("accepted after the restarts"));
+    }
+    assert!(
+        keyed_answers.iter().all(|a| *a == keyed_answers[0]),
+        "one answer for every retry: {keyed_answers:?}"
+    );
+    let keyed = app
+        .data(
+            "query($p: ID!) { product(id: $p) { price } }",
+            json!({ "p": keyed_product }),
+        )
+        .await;
+    assert_eq!(
+        keyed["product"]["price"], "1.50",
+        "the keyed raise applied once"
+    );
     stop.store(true, Ordering::SeqCst);
     let mut outcomes = Vec::new();
     for c in clients {
@@ -228,6 +265,9 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         }
         let product = change["product"]["id"].as_str().unwrap().to_owned();
         let price = cents(&change["product"]["price"]);
+        if product == keyed_product {
+            continue; // checked above
+        }
         let last = seen.get_mut(&product).expect("one of the store's products");
         assert_eq!(
             price,

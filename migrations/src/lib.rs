@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 
 mod broker;
 mod documents;
+mod inbox_replies;
 mod platform;
 mod read_side;
 mod search;
@@ -19,6 +20,7 @@ fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(platform::Migration),
         Box::new(documents::Migration),
         Box::new(read_side::Migration),
+        Box::new(inbox_replies::Migration),
     ]
 }
 
@@ -42,6 +44,7 @@ impl MigratorTrait for StoresMigrator {
             Box::new(stores_read_model::Migration),
             Box::new(documents::Migration),
             Box::new(read_side::Migration),
+            Box::new(inbox_replies::Migration),
         ]
     }
 }

@@ -6,10 +6,9 @@ use mallbots_contracts::baskets::{self as msg, BasketView};
 use mallbots_contracts::common;
 use mallbots_contracts::payments::{self as pay, PaymentView};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::customers::{Customer, customer};
-use super::dispatch::{parse_id, payload, state};
+use super::dispatch::{id_for, parse_id, payload, state};
 use super::orders::{Order, order};
 
 /// A line of a basket or an order, as it was when it was added.
@@ -159,7 +158,7 @@ impl BasketsMutation {
         ctx: &Context<'_>,
         input: AuthorizePaymentInput,
     ) -> Result<PaymentPayload> {
-        let payment_id = Uuid::now_v7();
+        let payment_id = id_for(ctx, "payment");
         let command = pay::AuthorizePayment {
             payment_id,
             customer_id: parse_id(&input.customer_id, "customerId")?,
@@ -169,7 +168,7 @@ impl BasketsMutation {
     }
 
     async fn start_basket(&self, ctx: &Context<'_>, customer_id: ID) -> Result<BasketPayload> {
-        let basket_id = Uuid::now_v7();
+        let basket_id = id_for(ctx, "basket");
         let command = msg::StartBasket {
             basket_id,
             customer_id: parse_id(&customer_id, "customerId")?,
@@ -227,7 +226,7 @@ impl BasketsMutation {
         let command = msg::CheckoutBasket {
             basket_id,
             payment_id: parse_id(&payment_id, "paymentId")?,
-            order_id: Uuid::now_v7(),
+            order_id: id_for(ctx, "order"),
         };
         BasketPayload::send(ctx, basket_id, command).await
     }

@@ -8,7 +8,7 @@ use mallbots_contracts::customers::{self as msg, CustomerView};
 use mallbots_notifications::Notification as Notice;
 use uuid::Uuid;
 
-use super::dispatch::{parse_id, payload, state};
+use super::dispatch::{id_for, parse_id, payload, state};
 use super::pagination;
 
 pub struct Customer(pub CustomerView);
@@ -129,7 +129,7 @@ impl CustomersMutation {
         ctx: &Context<'_>,
         input: RegisterCustomerInput,
     ) -> Result<CustomerPayload> {
-        let customer_id = Uuid::now_v7();
+        let customer_id = id_for(ctx, "customer");
         let command = msg::RegisterCustomer {
             customer_id,
             name: input.name,

@@ -37,15 +37,41 @@ impl Sent {
     }
 }
 
+/// Where ids derived from idempotency keys live (UUID v5).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d61_6c6c_626f_7473_8069_6465_6d70_6f74);
+
+/// The id `what` gets in this mutation: derived from the request's
+/// idempotency key (and the field it is for, so one request's several
+/// mutations differ) when it has one, so a retry names the same entity and
+/// the same command; otherwise new.
+pub fn id_for(ctx: &Context<'_>, what: &str) -> Uuid {
+    let key = ctx
+        .data_opt::<RequestContext>()
+        .and_then(|r| r.idempotency_key.as_deref());
+    match key {
+        Some(key) => {
+            let field = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
+            let name = format!("{key}\n{field}\n{what}");
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
+        }
+        None => Uuid::now_v7(),
+    }
+}
+
 /// Sends `command` and waits for its reply: the domain's refusal, a timeout,
-/// or what it did.
+/// or what it did. Under an idempotency key the command's id is derived from
+/// it: a retry is applied once and answered with the first reply.
 pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, ApiError> {
     let app = state(ctx)?;
-    let correlation = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id);
+    let request = ctx.data_opt::<RequestContext>();
+    let correlation = request.map(|r| r.correlation_id);
+    let command_id = request
+        .and_then(|r| r.idempotency_key.as_ref())
+        .map(|_| id_for(ctx, M::TYPE));
     app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
     let reply = app
         .bus
-        .send(&command, correlation)
+        .send_as(&command, correlation, command_id)
         .await
         .inspect_err(|err| {
             if matches!(err, SendError::Timeout(_)) {

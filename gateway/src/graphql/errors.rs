@@ -72,7 +72,8 @@ impl From<SendError> for ApiError {
                 ErrorCode::Timeout,
                 format!(
                     "the command was not answered within {} ms: it may still be applied; \
-                     read the entity back to find out before sending it again",
+                     send it again with the same Idempotency-Key header to get its outcome \
+                     (or read the entity back)",
                     after.as_millis()
                 ),
             ),
@@ -89,7 +90,8 @@ impl From<SendError> for ApiError {
                 ApiError::new(
                     ErrorCode::Timeout,
                     "the broker did not confirm the command: it may still be applied; \
-                     read the entity back to find out before sending it again",
+                     send it again with the same Idempotency-Key header to get its outcome \
+                     (or read the entity back)",
                 )
             }
             other => internal(other),

@@ -47,6 +47,9 @@ pub struct RequestContext {
     pub correlation_id: Uuid,
     /// The bearer token as sent; verified once identity lands (API.md).
     pub authorization: Option<String>,
+    /// The client's `Idempotency-Key`: a retried request under it gets the
+    /// first one's outcome instead of applying again.
+    pub idempotency_key: Option<String>,
 }
 
 impl Default for RequestContext {
@@ -54,6 +57,7 @@ impl Default for RequestContext {
         RequestContext {
             correlation_id: Uuid::now_v7(),
             authorization: None,
+            idempotency_key: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use mallbots_stores::{ProductRecord, StoreRecord};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::dispatch::{parse_id, send, state};
+use super::dispatch::{id_for, parse_id, send, state};
 use super::follow::follow;
 use super::{ApiError, pagination};
 use crate::live::{About, LiveChange, Route};
@@ -274,7 +274,7 @@ impl StoresMutation {
         ctx: &Context<'_>,
         input: CreateStoreInput,
     ) -> Result<StorePayload> {
-        let store_id = Uuid::now_v7();
+        let store_id = id_for(ctx, "store");
         let command = msg::CreateStore {
             store_id,
             name: input.name,
@@ -309,7 +309,7 @@ impl StoresMutation {
         input: AddProductInput,
     ) -> Result<ProductPayload> {
         let store_id = parse_id(&input.store_id, "storeId")?;
-        let product_id = Uuid::now_v7();
+        let product_id = id_for(ctx, "product");
         let command = msg::AddProduct {
             product_id,
             store_id,

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::consumer::{self, HandleError, Handler};
+use crate::envelope::HEADER_IDEMPOTENT;
 use crate::outbox::Outbox;
 use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
 
@@ -145,8 +146,42 @@ impl CommandProcessor {
             self.outbox
                 .enqueue(txn, Exchange::Queue, queue, &envelope)
                 .await?;
+            if command.headers.contains_key(HEADER_IDEMPOTENT) {
+                let kept = serde_json::to_string(&reply).map_err(|e| PlatformError::Decode {
+                    what: "a reply".into(),
+                    reason: e.to_string(),
+                })?;
+                inbox::keep_reply(txn, &self.name, command.id, &kept).await?;
+            }
         }
         Ok(())
+    }
+
+    /// A retry of a command handled before: its sender gets the reply the
+    /// first one got (kept when the sender asked for idempotency).
+    async fn reply_again(
+        &self,
+        txn: &DatabaseTransaction,
+        command: &Envelope,
+    ) -> Result<(), PlatformError> {
+        let Some(queue) = &command.reply_to else {
+            return Ok(());
+        };
+        if !command.headers.contains_key(HEADER_IDEMPOTENT) {
+            return Ok(());
+        }
+        let Some(kept) = inbox::kept_reply(txn, &self.name, command.id).await? else {
+            return Ok(());
+        };
+        let reply: CommandReply =
+            serde_json::from_str(&kept).map_err(|e| PlatformError::Decode {
+                what: "a kept reply".into(),
+                reason: e.to_string(),
+            })?;
+        let envelope = command.caused(&reply)?;
+        self.outbox
+            .enqueue(txn, Exchange::Queue, queue, &envelope)
+            .await
     }
 
     /// Records the command as handled and replies with `error`, in a
@@ -191,8 +226,13 @@ impl CommandProcessor {
                 .await
                 .map_err(not_applied)?
             {
-                // A redelivery of a command already handled (and replied to).
-                txn.rollback().await.map_err(not_applied)?;
+                // A redelivery of a command already handled (and replied
+                // to), or a retry under the same idempotency key.
+                self.reply_again(&txn, command).await.map_err(not_applied)?;
+                txn.commit()
+                    .await
+                    .map_err(|e| Failure::MaybeApplied(transient(e)))?;
+                self.outbox.wake();
                 return Ok(());
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
@@ -333,8 +373,13 @@ impl Handler for CommandProcessor {
         let mut recorded = inbox::record_all(&txn, &self.name, &ids)
             .await
             .map_err(transient)?;
-        // Redeliveries (and repeats within the batch) are skipped.
-        let fresh: Vec<&Envelope> = commands.iter().filter(|c| recorded.remove(&c.id)).collect();
+        // Redeliveries (and repeats within the batch) are skipped; a retry
+        // under an idempotency key gets the first reply again.
+        let (fresh, seen): (Vec<&Envelope>, Vec<&Envelope>) =
+            commands.iter().partition(|c| recorded.remove(&c.id));
+        for command in seen {
+            self.reply_again(&txn, command).await.map_err(transient)?;
+        }
         let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
             Ok(accepted) if accepted.len() == fresh.len() => accepted,
             Ok(accepted) => {
@@ -375,7 +420,9 @@ pub enum SendError {
     Platform(#[from] PlatformError),
 }
 
-type Pending = Arc<Mutex<HashMap<Uuid, oneshot::Sender<CommandReply>>>>;
+/// Who waits for the reply to each command id: several, when a client
+/// retries a command under one idempotency key while the first still waits.
+type Pending = Arc<Mutex<HashMap<Uuid, Vec<oneshot::Sender<CommandReply>>>>>;
 
 /// Sends commands and waits for their replies.
 #[derive(Clone)]
@@ -386,7 +433,9 @@ pub struct CommandBus {
     timeout: Duration,
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<CommandReply>>> {
+type Waiters = HashMap<Uuid, Vec<oneshot::Sender<CommandReply>>>;
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Waiters> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -407,8 +456,11 @@ impl CommandBus {
             move |envelope| match envelope.decode::<CommandReply>() {
                 // A reply nobody waits for any more (timed out) is dropped.
                 Ok(reply) => {
-                    if let Some(waiter) = lock(&waiting).remove(&envelope.causation_id) {
-                        let _ = waiter.send(reply);
+                    for waiter in lock(&waiting)
+                        .remove(&envelope.causation_id)
+                        .unwrap_or_default()
+                    {
+                        let _ = waiter.send(reply.clone());
                     }
                 }
                 Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
@@ -431,15 +483,32 @@ impl CommandBus {
         command: &M,
         correlation_id: Option<Uuid>,
     ) -> Result<CommandReply, SendError> {
+        self.send_as(command, correlation_id, None).await
+    }
+
+    /// Like [`CommandBus::send`]; with `id`, the command always has that id
+    /// (derived from a client's idempotency key): however often it is sent,
+    /// its module applies it once and answers every send with the same reply.
+    pub async fn send_as<M: Message>(
+        &self,
+        command: &M,
+        correlation_id: Option<Uuid>,
+        id: Option<Uuid>,
+    ) -> Result<CommandReply, SendError> {
         let mut envelope = Envelope::new(command)?;
-        if let Some(correlation_id) = correlation_id {
-            envelope.correlation_id = correlation_id;
+        if let Some(id) = id {
+            envelope.id = id;
+            envelope.causation_id = id;
+            envelope
+                .headers
+                .insert(HEADER_IDEMPOTENT.to_owned(), "1".to_owned());
         }
+        envelope.correlation_id = correlation_id.unwrap_or(envelope.id);
         envelope.reply_to = Some(self.reply_queue.clone());
         let (tx, rx) = oneshot::channel();
         // One deadline for the publish and the reply together.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        lock(&self.pending).insert(envelope.id, tx);
+        lock(&self.pending).entry(envelope.id).or_default().push(tx);
         let mut wire = envelope.to_wire();
         wire.ttl_ms = u64::try_from(self.timeout.as_millis()).ok();
         let sent = tokio::time::timeout_at(
@@ -447,24 +516,29 @@ impl CommandBus {
             self.broker.publish(Exchange::Commands, M::TYPE, wire),
         )
         .await;
-        match sent {
-            Ok(Ok(())) => {}
+        let outcome = match sent {
+            Ok(Ok(())) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                _ => Err(SendError::Timeout(self.timeout)),
+            },
             Ok(Err(err)) => {
-                lock(&self.pending).remove(&envelope.id);
-                return Err(err.into());
+                drop(rx);
+                Err(err.into())
             }
             Err(_) => {
-                lock(&self.pending).remove(&envelope.id);
-                return Err(SendError::Timeout(self.timeout));
-            }
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            _ => {
-                lock(&self.pending).remove(&envelope.id);
+                drop(rx);
                 Err(SendError::Timeout(self.timeout))
             }
+        };
+        // This send's waiter is gone (its receiver dropped): forget it.
+        let mut pending = lock(&self.pending);
+        if let Some(waiters) = pending.get_mut(&envelope.id) {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                pending.remove(&envelope.id);
+            }
         }
+        outcome
     }
 }
 

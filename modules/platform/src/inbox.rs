@@ -21,6 +21,9 @@ mod entity {
         #[sea_orm(primary_key, auto_increment = false)]
         pub message_id: String,
         pub received_at: DateTimeUtc,
+        /// The reply sent, for commands whose sender asked for idempotency.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub reply: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -40,6 +43,7 @@ pub async fn record<C: ConnectionTrait>(
         consumer: Set(consumer.to_owned()),
         message_id: Set(message_id.to_string()),
         received_at: Set(Utc::now()),
+        reply: Set(None),
     };
     let result = entity::Entity::insert(row)
         .on_conflict_do_nothing_on([entity::Column::Consumer, entity::Column::MessageId])
@@ -61,6 +65,7 @@ pub async fn record_all<C: ConnectionTrait>(
         consumer: Set(consumer.to_owned()),
         message_id: Set(id.to_string()),
         received_at: Set(now),
+        reply: Set(None),
     });
     let result = entity::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([entity::Column::Consumer, entity::Column::MessageId])
@@ -73,4 +78,34 @@ pub async fn record_all<C: ConnectionTrait>(
         .into_iter()
         .filter_map(|(_, id)| Uuid::parse_str(&id).ok())
         .collect())
+}
+
+/// Keeps the reply `message_id` got (JSON), for a retry of it.
+pub async fn keep_reply<C: ConnectionTrait>(
+    txn: &C,
+    consumer: &str,
+    message_id: Uuid,
+    reply: &str,
+) -> Result<(), PlatformError> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Reply, Expr::value(reply))
+        .filter(entity::Column::Consumer.eq(consumer))
+        .filter(entity::Column::MessageId.eq(message_id.to_string()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// The reply kept for `message_id`, if any.
+pub async fn kept_reply<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    message_id: Uuid,
+) -> Result<Option<String>, PlatformError> {
+    Ok(
+        entity::Entity::find_by_id((consumer.to_owned(), message_id.to_string()))
+            .one(conn)
+            .await?
+            .and_then(|row| row.reply),
+    )
 }
