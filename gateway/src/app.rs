@@ -222,6 +222,29 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dead-letter store of the system `settings` name (for the
+/// `dead-letters` commands).
+pub async fn dead_letters(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    dead_letter_store(&database_config(settings)?).await
+}
+
+/// The dead-letter store's database (`deadletters`), migrated.
+async fn dead_letter_store(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    use mallbots_migrations::DeadLetterMigrator;
+    use mallbots_migrations::sea_orm_migration::MigratorTrait;
+    let db = config
+        .connect(DEAD_LETTERS)
+        .await
+        .context("cannot open the dead-letter store")?;
+    DeadLetterMigrator::up(&db, None)
+        .await
+        .context("cannot migrate the dead-letter store")?;
+    Ok(db)
+}
+
+/// The dead-letter store's database name.
+pub const DEAD_LETTERS: &str = "deadletters";
+
 /// The in-process broker, its durable queues kept in a database of its own
 /// (`broker`: a SQLite file beside the modules', or a PostgreSQL schema).
 async fn in_process_broker(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Broker>> {
@@ -325,6 +348,17 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let bus =
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
         let metrics = Arc::new(Metrics::default());
+        // The gateway keeps the dead letters: operators see and replay them
+        // with `mallbots dead-letters`.
+        let dead_letters = dead_letter_store(&config).await?;
+        tasks.extend(
+            mallbots_platform::dead_letters::keep(
+                dead_letters.clone(),
+                broker.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        );
         let live = LiveFeed::start(
             broker.clone(),
             metrics.clone(),
@@ -361,7 +395,12 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             live,
             metrics,
             broker: broker.clone(),
-            databases: MODULES.iter().map(|m| m.1).zip(dbs.clone()).collect(),
+            databases: MODULES
+                .iter()
+                .map(|m| m.1)
+                .zip(dbs.clone())
+                .chain([(DEAD_LETTERS, dead_letters.clone())])
+                .collect(),
             settings: Arc::new(settings.clone()),
             stopping: stopping.clone(),
             draining: draining.clone(),

@@ -434,8 +434,17 @@ async fn ready(State(http): State<Http>) -> Response {
 }
 
 async fn metrics(State(http): State<Http>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        http.app.metrics.render(),
-    )
+    let mut text = http.app.metrics.render();
+    let store = http
+        .app
+        .databases
+        .iter()
+        .find(|(name, _)| *name == crate::app::DEAD_LETTERS);
+    if let Some((_, db)) = store {
+        match mallbots_platform::dead_letters::counts(db).await {
+            Ok(counts) => text.push_str(&crate::metrics::dead_letters(&counts)),
+            Err(err) => tracing::warn!(error = %err, "cannot count dead letters for /metrics"),
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

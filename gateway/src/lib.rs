@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 mod consistency;
+pub mod dead_letters;
 pub mod graphql;
 mod http;
 pub mod live;

@@ -39,6 +39,11 @@ enum Command {
         #[arg(value_enum)]
         model: mallbots_gateway::app::ReadModel,
     },
+    /// See, replay and purge the messages that could not be handled.
+    DeadLetters {
+        #[command(subcommand)]
+        action: mallbots_gateway::dead_letters::Action,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +62,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
+        Command::DeadLetters { action } => {
+            print!(
+                "{}",
+                mallbots_gateway::dead_letters::run(&cli.settings, action).await?
+            );
+            Ok(())
+        }
         Command::Rebuild { model } => {
             let replayed = mallbots_gateway::app::rebuild(&cli.settings, model).await?;
             tracing::info!(?model, replayed, "read model rebuilt");

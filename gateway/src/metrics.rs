@@ -64,3 +64,19 @@ impl Metrics {
         out
     }
 }
+
+/// Dead letters by queue and state (dead, replay, replayed), as a gauge.
+pub fn dead_letters(counts: &[(String, String, i64)]) -> String {
+    let mut out = String::from(
+        "# HELP mallbots_dead_letters Dead letters kept, by the queue they failed on and their state.\n\
+         # TYPE mallbots_dead_letters gauge\n",
+    );
+    for (queue, state, n) in counts {
+        let queue = queue.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "mallbots_dead_letters{{queue=\"{queue}\",state=\"{state}\"}} {n}"
+        );
+    }
+    out
+}

@@ -6,7 +6,7 @@ mod common;
 use common::{Backend, spawn_app, wait_until};
 use mallbots_contracts::Message;
 use mallbots_contracts::stores as msg;
-use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use mallbots_platform::dead_letters;
 use mallbots_platform::{Envelope, Exchange, QueueSpec, WireMessage};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -245,7 +245,6 @@ async fn blank_store_name_is_refused_and_leaves_nothing_real() {
 async fn undecodable_commands_are_dead_lettered(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let broker = app.broker();
-    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
 
     // Not an envelope at all.
     let garbage = WireMessage {
@@ -267,25 +266,24 @@ async fn undecodable_commands_are_dead_lettered(backend: Backend) {
         .await
         .unwrap();
 
-    let first = dead.next().await.unwrap();
-    assert_eq!(
-        first.message.headers[HEADER_DEAD_LETTER_REASON],
-        "missing message id"
-    );
-    assert_eq!(
-        first.message.headers[HEADER_DEAD_LETTER_QUEUE],
-        "stores.commands"
-    );
+    // Both end in the dead-letter store, with their reasons, as sent.
+    let store = app.db("deadletters").await;
+    let letters = common::wait_until("both dead letters recorded", || async {
+        let letters = dead_letters::list(&store, Some("stores.commands"))
+            .await
+            .ok()?;
+        (letters.len() == 2).then_some(letters)
+    })
+    .await;
+    let (first, second) = (&letters[0], &letters[1]);
+    assert_eq!(first.reason, "missing message id");
     assert_eq!(first.message.body, b"\x00\xffnot json");
-    first.ack().await.unwrap();
-    let second = dead.next().await.unwrap();
-    let reason = &second.message.headers[HEADER_DEAD_LETTER_REASON];
     assert!(
-        reason.starts_with("malformed stores.CreateStore"),
-        "{reason}"
+        second.reason.starts_with("malformed stores.CreateStore"),
+        "{}",
+        second.reason
     );
     assert_eq!(second.message.decode().unwrap().id, wrong.id);
-    second.ack().await.unwrap();
 
     // The consumer kept going.
     let store = create_store(&app, "Still Working").await;

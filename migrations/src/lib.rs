@@ -6,6 +6,7 @@
 use sea_orm_migration::prelude::*;
 
 mod broker;
+mod dead_letters;
 mod documents;
 mod inbox_replies;
 mod platform;
@@ -66,5 +67,14 @@ pub struct BrokerMigrator;
 impl MigratorTrait for BrokerMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(broker::Migration)]
+    }
+}
+
+/// The dead-letter store an operator works with, in a database of its own.
+pub struct DeadLetterMigrator;
+
+impl MigratorTrait for DeadLetterMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(dead_letters::Migration)]
     }
 }

@@ -175,7 +175,51 @@ pub struct WireMessage {
     pub body: Vec<u8>,
 }
 
+/// A wire message's properties, as stored beside its body (the durable
+/// in-process broker, the dead-letter store).
+#[derive(Serialize, Deserialize)]
+struct StoredProperties {
+    message_id: Option<String>,
+    message_type: Option<String>,
+    timestamp: Option<u64>,
+    correlation_id: Option<String>,
+    reply_to: Option<String>,
+    headers: BTreeMap<String, String>,
+    ttl_ms: Option<u64>,
+}
+
 impl WireMessage {
+    /// Everything but the body, as JSON, for storing.
+    pub fn properties_json(&self) -> String {
+        let properties = StoredProperties {
+            message_id: self.message_id.clone(),
+            message_type: self.message_type.clone(),
+            timestamp: self.timestamp,
+            correlation_id: self.correlation_id.clone(),
+            reply_to: self.reply_to.clone(),
+            headers: self.headers.clone(),
+            ttl_ms: self.ttl_ms,
+        };
+        // Strings, numbers and a map of strings always serialize.
+        serde_json::to_string(&properties).unwrap_or_default()
+    }
+
+    /// A message stored as [`WireMessage::properties_json`] and its body.
+    pub fn from_stored(properties: &str, body: Vec<u8>) -> Result<Self, String> {
+        let p: StoredProperties = serde_json::from_str(properties)
+            .map_err(|e| format!("unreadable stored properties: {e}"))?;
+        Ok(WireMessage {
+            message_id: p.message_id,
+            message_type: p.message_type,
+            timestamp: p.timestamp,
+            correlation_id: p.correlation_id,
+            reply_to: p.reply_to,
+            headers: p.headers,
+            ttl_ms: p.ttl_ms,
+            body,
+        })
+    }
+
     pub fn decode(&self) -> Result<Envelope, String> {
         let uuid = |name: &str, value: Option<&String>| -> Result<Uuid, String> {
             let value = value.ok_or_else(|| format!("missing {name}"))?;

@@ -22,6 +22,7 @@ pub mod changes;
 pub mod commands;
 pub mod consumer;
 pub mod db;
+pub mod dead_letters;
 pub mod envelope;
 mod error;
 pub mod event_store;

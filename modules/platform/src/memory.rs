@@ -401,14 +401,13 @@ mod store {
     //! The durable broker's tables: queues, bindings and the messages of
     //! durable queues until they are acked.
 
-    use std::collections::{BTreeMap, VecDeque};
+    use std::collections::VecDeque;
     use std::sync::Arc;
     use std::time::Duration;
 
     use chrono::Utc;
     use sea_orm::entity::prelude::*;
     use sea_orm::{ActiveValue::Set, DatabaseConnection, QueryOrder, TransactionTrait};
-    use serde::{Deserialize, Serialize};
     use tokio::sync::mpsc;
     use tokio::time::Instant;
 
@@ -473,18 +472,6 @@ mod store {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
-    /// A message's properties, as stored beside its body.
-    #[derive(Serialize, Deserialize)]
-    struct Meta {
-        message_id: Option<String>,
-        message_type: Option<String>,
-        timestamp: Option<u64>,
-        correlation_id: Option<String>,
-        reply_to: Option<String>,
-        headers: BTreeMap<String, String>,
-        ttl_ms: Option<u64>,
-    }
-
     fn exchange_name(exchange: Exchange) -> &'static str {
         match exchange {
             Exchange::Events => "events",
@@ -545,23 +532,16 @@ mod store {
                 .all(&db)
                 .await?
             {
-                let Ok(meta) = serde_json::from_str::<Meta>(&row.meta) else {
-                    tracing::error!(id = row.id, "unreadable stored message skipped");
-                    continue;
-                };
                 let expires_at = row.expires_at_ms.map(|at| {
                     let left = u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0);
                     Instant::now() + Duration::from_millis(left)
                 });
-                let message = WireMessage {
-                    message_id: meta.message_id,
-                    message_type: meta.message_type,
-                    timestamp: meta.timestamp,
-                    correlation_id: meta.correlation_id,
-                    reply_to: meta.reply_to,
-                    headers: meta.headers,
-                    ttl_ms: meta.ttl_ms,
-                    body: row.body,
+                let message = match WireMessage::from_stored(&row.meta, row.body) {
+                    Ok(message) => message,
+                    Err(reason) => {
+                        tracing::error!(id = row.id, %reason, "unreadable stored message skipped");
+                        continue;
+                    }
                 };
                 let queued = Queued {
                     message,
@@ -612,15 +592,6 @@ mod store {
         }
 
         fn row(queue: &str, routing_key: &str, message: &WireMessage) -> messages::ActiveModel {
-            let meta = Meta {
-                message_id: message.message_id.clone(),
-                message_type: message.message_type.clone(),
-                timestamp: message.timestamp,
-                correlation_id: message.correlation_id.clone(),
-                reply_to: message.reply_to.clone(),
-                headers: message.headers.clone(),
-                ttl_ms: message.ttl_ms,
-            };
             let expires_at_ms = message.ttl_ms.map(|ttl| {
                 Utc::now()
                     .timestamp_millis()
@@ -629,8 +600,7 @@ mod store {
             messages::ActiveModel {
                 queue: Set(queue.to_owned()),
                 routing_key: Set(routing_key.to_owned()),
-                // A map of strings always serializes.
-                meta: Set(serde_json::to_string(&meta).unwrap_or_default()),
+                meta: Set(message.properties_json()),
                 body: Set(message.body.clone()),
                 expires_at_ms: Set(expires_at_ms),
                 ..Default::default()

@@ -1,0 +1,121 @@
+//! `mallbots dead-letters`: what an operator does with messages that could
+//! not be handled. It works on the dead-letter store; a replay is carried
+//! out by the running system (whichever process runs the gateway), within a
+//! second.
+
+use std::fmt::Write;
+
+use mallbots_platform::dead_letters::{self, DeadLetter, Selection};
+
+use crate::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// One line per dead letter: id, state, queue, type, when, why.
+    List {
+        /// Only those that failed on this queue (e.g. stores.commands).
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// One dead letter whole: its reason, headers and body.
+    Show { id: i64 },
+    /// Send dead letters back to the queue they failed on (after a fix).
+    /// They keep their message id, so a consumer that handled one after all
+    /// ignores it.
+    Replay {
+        /// The dead letter to send back.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every one still dead (of --queue, when given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, requires = "all")]
+        queue: Option<String>,
+    },
+    /// Delete dead letters (not those waiting to be replayed).
+    Purge {
+        #[arg(long)]
+        queue: Option<String>,
+    },
+}
+
+/// Carries out `action`; what to print.
+pub async fn run(settings: &Settings, action: Action) -> anyhow::Result<String> {
+    let db = crate::app::dead_letters(settings).await?;
+    let mut out = String::new();
+    match action {
+        Action::List { queue } => {
+            let letters = dead_letters::list(&db, queue.as_deref()).await?;
+            if letters.is_empty() {
+                out.push_str("no dead letters\n");
+            }
+            for letter in &letters {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    letter.id,
+                    letter.state,
+                    letter.queue,
+                    letter.message_type.as_deref().unwrap_or("-"),
+                    letter.dead_at.to_rfc3339(),
+                    letter.reason
+                );
+            }
+        }
+        Action::Show { id } => match dead_letters::show(&db, id).await? {
+            Some(letter) => describe(&mut out, &letter),
+            None => anyhow::bail!("no dead letter {id}"),
+        },
+        Action::Replay { id, all, queue } => {
+            let which = match (id, all) {
+                (Some(id), _) => Selection::One(id),
+                (None, _) => Selection::All { queue },
+            };
+            let n = dead_letters::request_replay(&db, which).await?;
+            let _ = writeln!(
+                out,
+                "{n} dead letter(s) to replay: the running system sends them back within a second"
+            );
+        }
+        Action::Purge { queue } => {
+            let n = dead_letters::purge(&db, queue.as_deref()).await?;
+            let _ = writeln!(out, "{n} dead letter(s) deleted");
+        }
+    }
+    Ok(out)
+}
+
+fn describe(out: &mut String, letter: &DeadLetter) {
+    let _ = writeln!(out, "id:          {}", letter.id);
+    let _ = writeln!(out, "state:       {}", letter.state);
+    let _ = writeln!(out, "queue:       {}", letter.queue);
+    let _ = writeln!(out, "reason:      {}", letter.reason);
+    let _ = writeln!(out, "dead at:     {}", letter.dead_at.to_rfc3339());
+    if let Some(at) = letter.replayed_at {
+        let _ = writeln!(out, "replayed at: {}", at.to_rfc3339());
+    }
+    let m = &letter.message;
+    let _ = writeln!(
+        out,
+        "message id:  {}",
+        m.message_id.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "type:        {}",
+        m.message_type.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "correlation: {}",
+        m.correlation_id.as_deref().unwrap_or("-")
+    );
+    for (name, value) in &m.headers {
+        let _ = writeln!(out, "header:      {name}: {value}");
+    }
+    let body = match serde_json::from_slice::<serde_json::Value>(&m.body) {
+        Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&m.body).into_owned(),
+    };
+    let _ = writeln!(out, "body:\n{body}");
+}

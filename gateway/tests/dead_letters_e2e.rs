@@ -1,0 +1,112 @@
+//! The operator's side of dead letters, through the `mallbots dead-letters`
+//! commands against a running system, on both backends: a failed command is
+//! listed with its reason, shown whole, counted in /metrics, replayed (and
+//! then handled), and purged.
+
+mod common;
+
+use common::{Backend, TestApp, spawn_app, wait_until};
+use mallbots_contracts::Message;
+use mallbots_contracts::stores as msg;
+use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use mallbots_platform::{Envelope, Exchange};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Runs `mallbots dead-letters <args>` against `app`'s data; its output.
+async fn operator(app: &TestApp, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+    match &app.settings.database_url {
+        Some(url) => command.args(["--database-url", url]),
+        None => command.arg("--data-dir").arg(&app.settings.data_dir),
+    };
+    let output = command
+        .arg("dead-letters")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run mallbots dead-letters");
+    assert!(
+        output.status.success(),
+        "mallbots dead-letters {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("text")
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let response = app.http.get(format!("{}/metrics", app.base)).send().await;
+    response.expect("/metrics").text().await.expect("text")
+}
+
+async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    // A good command that failed while a bug was in the way: in the
+    // dead-letter queue with its reason, as the consumer leaves it.
+    let store_id = Uuid::now_v7();
+    let command = msg::CreateStore {
+        store_id,
+        name: "Second Chance".into(),
+        location: "Lost and found".into(),
+    };
+    let mut letter = Envelope::new(&command).unwrap().to_wire();
+    letter.headers.insert(
+        HEADER_DEAD_LETTER_REASON.into(),
+        "gave up after 5 attempts: the handler panicked: a bug".into(),
+    );
+    letter
+        .headers
+        .insert(HEADER_DEAD_LETTER_QUEUE.into(), "stores.commands".into());
+    app.broker()
+        .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
+        .await
+        .unwrap();
+
+    let listed = wait_until("the dead letter listed", || async {
+        let out = operator(&app, &["list"]).await;
+        out.contains("stores.commands").then_some(out)
+    })
+    .await;
+    let line = listed.lines().next().expect("a line");
+    let fields: Vec<&str> = line.split('\t').collect();
+    let id = fields[0];
+    assert_eq!(fields[1], "dead", "{line}");
+    assert_eq!(fields[3], msg::CreateStore::TYPE, "{line}");
+    assert!(line.ends_with("the handler panicked: a bug"), "{line}");
+    let shown = operator(&app, &["show", id]).await;
+    assert!(shown.contains("\"name\": \"Second Chance\""), "{shown}");
+    assert!(
+        metrics(&app)
+            .await
+            .contains("mallbots_dead_letters{queue=\"stores.commands\",state=\"dead\"} 1")
+    );
+    // Nothing happened to the store yet.
+    let query = "query($id: ID!) { store(id: $id) { name } }";
+    let none = app.data(query, json!({ "id": store_id })).await;
+    assert_eq!(none["store"], serde_json::Value::Null);
+
+    // Sent back: the stores module handles it now.
+    let replayed = operator(&app, &["replay", id]).await;
+    assert!(
+        replayed.starts_with("1 dead letter(s) to replay"),
+        "{replayed}"
+    );
+    wait_until("the replayed command handled", || async {
+        let found = app.data(query, json!({ "id": store_id })).await;
+        (found["store"]["name"] == "Second Chance").then_some(())
+    })
+    .await;
+    let listed = operator(&app, &["list", "--queue", "stores.commands"]).await;
+    assert!(listed.contains("\treplayed\t"), "{listed}");
+    // Replaying it again changes nothing: it is no longer dead.
+    let again = operator(&app, &["replay", "--all"]).await;
+    assert!(again.starts_with("0 dead letter(s)"), "{again}");
+
+    let purged = operator(&app, &["purge"]).await;
+    assert_eq!(purged.trim(), "1 dead letter(s) deleted");
+    assert_eq!(operator(&app, &["list"]).await.trim(), "no dead letters");
+    app.stop().await;
+}
+
+on_both_backends!(a_dead_letter_is_listed_replayed_and_purged);

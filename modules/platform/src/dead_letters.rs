@@ -1,0 +1,294 @@
+//! Dead letters an operator can see and send back. A keeper takes every
+//! message off the dead-letter queue into a table (why it failed, where it
+//! came from, the message whole); `mallbots dead-letters` lists, shows,
+//! replays and purges them there. A replay is a request in the table: the
+//! running system's keeper publishes the message back to its queue, with its
+//! own id, so a consumer that did handle it after all (its inbox) ignores it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
+use tokio::task::JoinHandle;
+
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::{Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, WireMessage};
+
+mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dead_letters")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub message_id: Option<String>,
+        pub message_type: Option<String>,
+        pub queue: String,
+        pub routing_key: String,
+        #[sea_orm(column_type = "Text")]
+        pub reason: String,
+        #[sea_orm(column_type = "Text")]
+        pub properties: String,
+        pub body: Vec<u8>,
+        pub dead_at: DateTimeUtc,
+        pub state: String,
+        pub replayed_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Where a dead letter is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Failed; waiting for an operator.
+    Dead,
+    /// An operator asked to send it back; the keeper will.
+    Replay,
+    /// Sent back to its queue.
+    Replayed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Dead => "dead",
+            State::Replay => "replay",
+            State::Replayed => "replayed",
+        }
+    }
+}
+
+/// A dead letter as an operator sees it.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub message_id: Option<String>,
+    pub message_type: Option<String>,
+    /// The queue it failed on (where a replay sends it).
+    pub queue: String,
+    pub reason: String,
+    pub dead_at: DateTime<Utc>,
+    pub state: String,
+    pub replayed_at: Option<DateTime<Utc>>,
+    pub message: WireMessage,
+}
+
+impl DeadLetter {
+    fn from_row(row: entity::Model) -> Result<Self, PlatformError> {
+        let message = WireMessage::from_stored(&row.properties, row.body).map_err(|reason| {
+            PlatformError::Decode {
+                what: format!("dead letter {}", row.id),
+                reason,
+            }
+        })?;
+        Ok(DeadLetter {
+            id: row.id,
+            message_id: row.message_id,
+            message_type: row.message_type,
+            queue: row.queue,
+            reason: row.reason,
+            dead_at: row.dead_at,
+            state: row.state,
+            replayed_at: row.replayed_at,
+            message,
+        })
+    }
+}
+
+/// Which dead letters an operation is about.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    One(i64),
+    /// Every one still dead, of one queue or of all.
+    All {
+        queue: Option<String>,
+    },
+}
+
+/// Dead letters, oldest first, of `queue` or of all.
+pub async fn list(
+    db: &DatabaseConnection,
+    queue: Option<&str>,
+) -> Result<Vec<DeadLetter>, PlatformError> {
+    let mut find = entity::Entity::find().order_by_asc(entity::Column::Id);
+    if let Some(queue) = queue {
+        find = find.filter(entity::Column::Queue.eq(queue));
+    }
+    find.all(db)
+        .await?
+        .into_iter()
+        .map(DeadLetter::from_row)
+        .collect()
+}
+
+pub async fn show(db: &DatabaseConnection, id: i64) -> Result<Option<DeadLetter>, PlatformError> {
+    entity::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(DeadLetter::from_row)
+        .transpose()
+}
+
+/// Asks the running system to send `which` back to their queues; how many.
+pub async fn request_replay(
+    db: &DatabaseConnection,
+    which: Selection,
+) -> Result<u64, PlatformError> {
+    let update = entity::Entity::update_many()
+        .col_expr(entity::Column::State, Expr::value(State::Replay.as_str()))
+        .filter(entity::Column::State.eq(State::Dead.as_str()));
+    let update = match which {
+        Selection::One(id) => update.filter(entity::Column::Id.eq(id)),
+        Selection::All { queue: Some(queue) } => update.filter(entity::Column::Queue.eq(queue)),
+        Selection::All { queue: None } => update,
+    };
+    Ok(update.exec(db).await?.rows_affected)
+}
+
+/// Deletes dead letters that are not waiting for a replay; how many.
+pub async fn purge(db: &DatabaseConnection, queue: Option<&str>) -> Result<u64, PlatformError> {
+    let mut delete =
+        entity::Entity::delete_many().filter(entity::Column::State.ne(State::Replay.as_str()));
+    if let Some(queue) = queue {
+        delete = delete.filter(entity::Column::Queue.eq(queue));
+    }
+    Ok(delete.exec(db).await?.rows_affected)
+}
+
+/// (queue, state, how many), for metrics.
+pub async fn counts(db: &DatabaseConnection) -> Result<Vec<(String, String, i64)>, PlatformError> {
+    Ok(entity::Entity::find()
+        .select_only()
+        .column(entity::Column::Queue)
+        .column(entity::Column::State)
+        .column_as(entity::Column::Id.count(), "n")
+        .group_by(entity::Column::Queue)
+        .group_by(entity::Column::State)
+        .into_tuple::<(String, String, i64)>()
+        .all(db)
+        .await?)
+}
+
+/// How often the keeper looks for replay requests.
+const REPLAY_EVERY: Duration = Duration::from_millis(500);
+/// The pause before taking a dead letter again when the table cannot be written.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Starts the keeper: records every dead letter, and sends back those an
+/// operator asked to replay, until `shutdown`.
+pub async fn keep(
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await?;
+    let recorder = {
+        let (db, mut shutdown) = (db.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let delivery = tokio::select! {
+                    d = dead.next() => d,
+                    _ = shutdown.wait() => return,
+                };
+                let Some(delivery) = delivery else { return };
+                match record(&db, &delivery.message, &delivery.routing_key).await {
+                    Ok(()) => {
+                        if let Err(err) = delivery.ack().await {
+                            tracing::warn!(error = %err, "could not settle a dead letter");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot record a dead letter yet");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        let _ = delivery.requeue().await;
+                    }
+                }
+            }
+        })
+    };
+    let replayer = tokio::spawn(async move {
+        let mut shutdown = shutdown;
+        loop {
+            if let Err(err) = replay_requested(&db, broker.as_ref()).await {
+                tracing::warn!(error = %err, "dead-letter replay failed; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REPLAY_EVERY) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    });
+    Ok(vec![recorder, replayer])
+}
+
+async fn record(
+    db: &DatabaseConnection,
+    message: &WireMessage,
+    routing_key: &str,
+) -> Result<(), PlatformError> {
+    let header = |name: &str| message.headers.get(name).cloned();
+    let queue = header(HEADER_DEAD_LETTER_QUEUE).unwrap_or_else(|| "unknown".to_owned());
+    let reason = header(HEADER_DEAD_LETTER_REASON).unwrap_or_else(|| "not given".to_owned());
+    tracing::warn!(%queue, %reason, message_type = ?message.message_type, "dead letter recorded");
+    entity::ActiveModel {
+        message_id: Set(message.message_id.clone()),
+        message_type: Set(message.message_type.clone()),
+        queue: Set(queue),
+        routing_key: Set(routing_key.to_owned()),
+        reason: Set(reason),
+        properties: Set(message.properties_json()),
+        body: Set(message.body.clone()),
+        dead_at: Set(Utc::now()),
+        state: Set(State::Dead.as_str().to_owned()),
+        replayed_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether a header is about an earlier death (ours, or RabbitMQ's own).
+fn about_death(name: &str) -> bool {
+    name == HEADER_DEAD_LETTER_REASON
+        || name == HEADER_DEAD_LETTER_QUEUE
+        || name.starts_with("x-death")
+        || name.starts_with("x-first-death")
+        || name.starts_with("x-last-death")
+}
+
+/// Sends back what operators asked to replay.
+async fn replay_requested(
+    db: &DatabaseConnection,
+    broker: &dyn Broker,
+) -> Result<(), PlatformError> {
+    let requested = entity::Entity::find()
+        .filter(entity::Column::State.eq(State::Replay.as_str()))
+        .order_by_asc(entity::Column::Id)
+        .limit(100)
+        .all(db)
+        .await?;
+    for row in requested {
+        let (id, queue) = (row.id, row.queue.clone());
+        let mut message = DeadLetter::from_row(row)?.message;
+        message.headers.retain(|name, _| !about_death(name));
+        // Its sender gave up long ago: no expiry on the way back.
+        message.ttl_ms = None;
+        broker.publish(Exchange::Queue, &queue, message).await?;
+        entity::Entity::update_many()
+            .col_expr(entity::Column::State, Expr::value(State::Replayed.as_str()))
+            .col_expr(entity::Column::ReplayedAt, Expr::value(Utc::now()))
+            .filter(entity::Column::Id.eq(id))
+            .exec(db)
+            .await?;
+        tracing::info!(id, %queue, "dead letter replayed");
+    }
+    Ok(())
+}
