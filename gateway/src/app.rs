@@ -242,6 +242,10 @@ async fn dead_letter_store(config: &DatabaseConfig) -> anyhow::Result<DatabaseCo
     Ok(db)
 }
 
+/// Change-log topics kept whatever their age: the archive of integration
+/// events that `mallbots rebuild` replays.
+pub const ARCHIVE: &[&str] = &[mallbots_contracts::search::TOPIC_EVENT];
+
 /// The dead-letter store's database name.
 pub const DEAD_LETTERS: &str = "deadletters";
 
@@ -336,10 +340,17 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         migrate_all(&dbs).await?;
     }
     let shared = Arc::new(settings.clone());
-    for ((part, _, _, start), db) in MODULES.iter().zip(&dbs) {
+    for ((part, name, _, start), db) in MODULES.iter().zip(&dbs) {
         if runs(parts, *part) {
             let started = start(db.clone(), broker.clone(), shutdown.clone(), shared.clone());
             tasks.extend(started.await?);
+            tasks.push(mallbots_platform::retention::spawn(
+                name,
+                db.clone(),
+                settings.retention(),
+                ARCHIVE,
+                shutdown.clone(),
+            ));
         }
     }
 

@@ -110,6 +110,18 @@ pub struct Settings {
     )]
     pub consistency_timeout_ms: u64,
 
+    /// How long sent outbox rows and inbox rows are kept, in seconds (an
+    /// Idempotency-Key's reply is kept as long). Default: 7 days.
+    #[arg(long, global = true, env = "MESSAGE_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub message_retention_secs: u64,
+
+    /// How long change-log entries (subscription cursors) are kept, in
+    /// seconds; resuming from an older cursor is refused with CURSOR_EXPIRED.
+    /// The archive of integration events a rebuild replays is kept whole.
+    /// Default: 30 days.
+    #[arg(long, global = true, env = "CHANGE_LOG_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub change_log_retention_secs: u64,
+
     /// On SIGTERM, how long the gateway goes on serving (and accepting)
     /// while `/readyz` already says 503, so a load balancer stops sending
     /// before the listener closes, in milliseconds. Ctrl-C skips it.
@@ -134,6 +146,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    pub fn retention(&self) -> mallbots_platform::retention::Retention {
+        mallbots_platform::retention::Retention {
+            messages: Duration::from_secs(self.message_retention_secs),
+            changes: Duration::from_secs(self.change_log_retention_secs),
+        }
+    }
+
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
     }

@@ -11,6 +11,7 @@ mod documents;
 mod inbox_replies;
 mod platform;
 mod read_side;
+mod retention;
 mod search;
 mod stores_read_model;
 
@@ -22,6 +23,7 @@ fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(documents::Migration),
         Box::new(read_side::Migration),
         Box::new(inbox_replies::Migration),
+        Box::new(retention::Migration),
     ]
 }
 
@@ -46,6 +48,7 @@ impl MigratorTrait for StoresMigrator {
             Box::new(documents::Migration),
             Box::new(read_side::Migration),
             Box::new(inbox_replies::Migration),
+            Box::new(retention::Migration),
         ]
     }
 }

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     /// A dependency (the broker, a database) cannot be reached right now:
     /// nothing was done; the request can be retried.
     Unavailable,
+    /// A subscription cursor older than the change log keeps.
+    CursorExpired,
     Internal,
 }
 
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::CursorExpired => "CURSOR_EXPIRED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

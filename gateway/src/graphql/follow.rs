@@ -57,6 +57,9 @@ struct State<F> {
     last: i64,
     replay: VecDeque<Arc<LiveChange>>,
     replaying: bool,
+    /// Whether the replay's starting point was checked against the log's
+    /// retention.
+    checked: bool,
     closed: bool,
     select: F,
     _active: Active,
@@ -85,6 +88,7 @@ where
         last: after.unwrap_or(0),
         replay: VecDeque::new(),
         replaying: after.is_some(),
+        checked: false,
         closed: false,
         select,
         _active: Active::new(app.metrics.clone()),
@@ -115,6 +119,33 @@ where
     }))
 }
 
+/// Refuses a replay from before what the change log still keeps (its
+/// retention pruned changes after that point): CURSOR_EXPIRED, never a gap.
+async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
+    if crate::app::ARCHIVE.contains(&s.topic) {
+        return Ok(());
+    }
+    let pruned = s
+        .app
+        .queries
+        .search
+        .pruned_through()
+        .await
+        .map_err(ApiError::from)?;
+    if s.last >= pruned {
+        return Ok(());
+    }
+    let err = async_graphql::Error::from(ApiError::new(
+        ErrorCode::CursorExpired,
+        format!(
+            "the cursor {} is older than the change log keeps; subscribe again without after (and read the current state with a query)",
+            s.last
+        ),
+    ));
+    let cursor = s.last.to_string();
+    Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())))
+}
+
 /// The next change to consider: from the log while replaying, then live.
 /// Shared, not copied: a change goes to every subscriber on its route.
 async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
@@ -130,11 +161,16 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChang
         // last change handled: no gap, and no duplicate (positions).
         s.receiver = s.app.live.subscribe(s.route.clone());
         s.replaying = true;
+        s.checked = false;
     }
 }
 
 /// [`next`] until the route closes (`None`).
 async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
+    if s.replaying && !s.checked {
+        check_retention(s).await?;
+        s.checked = true;
+    }
     while s.replaying {
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));

@@ -61,6 +61,8 @@ pub async fn settings(backend: Backend) -> Settings {
         socket_send_buffer: None,
         no_migrate: false,
         shutdown_drain_ms: 0,
+        message_retention_secs: 7 * 24 * 3600,
+        change_log_retention_secs: 30 * 24 * 3600,
         shutdown_grace_ms: 10_000,
     };
     if backend == Backend::Real {

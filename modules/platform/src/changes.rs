@@ -209,3 +209,46 @@ pub async fn applied<C: ConnectionTrait>(conn: &C, source: &str) -> Result<i64, 
         .await?
         .unwrap_or(0))
 }
+
+/// The checkpoint name under which the log remembers how far it was pruned.
+const PRUNED: &str = "(pruned)";
+
+/// Deletes up to `limit` changes recorded before `cutoff`, except those of
+/// `keep` (an archive); how many. Notes the last position deleted: a cursor
+/// before it may have lost changes ([`pruned_through`]).
+pub async fn prune(
+    db: &DatabaseConnection,
+    cutoff: DateTime<Utc>,
+    keep: &[&str],
+    limit: u64,
+) -> Result<u64, PlatformError> {
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await?;
+    let old: Vec<i64> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::Position)
+        .filter(entity::Column::RecordedAt.lt(cutoff))
+        .filter(entity::Column::Topic.is_not_in(keep.iter().copied()))
+        .order_by_asc(entity::Column::Position)
+        .limit(limit)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let Some(&last) = old.last() else {
+        return Ok(0);
+    };
+    let deleted = entity::Entity::delete_many()
+        .filter(entity::Column::Position.is_in(old))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    advance(&txn, PRUNED, last).await?;
+    txn.commit().await?;
+    Ok(deleted)
+}
+
+/// The last position pruned from the log (0: none): a cursor before it
+/// cannot be resumed without a gap.
+pub async fn pruned_through<C: ConnectionTrait>(conn: &C) -> Result<i64, PlatformError> {
+    applied(conn, PRUNED).await
+}

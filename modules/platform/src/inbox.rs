@@ -109,3 +109,29 @@ pub async fn kept_reply<C: ConnectionTrait>(
             .and_then(|row| row.reply),
     )
 }
+
+/// Deletes up to `limit` rows received before `cutoff`; how many. A message
+/// redelivered after its row is gone would be handled again: the retention
+/// is far longer than any redelivery.
+pub async fn prune(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+    limit: u64,
+) -> Result<u64, PlatformError> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let old = Query::select()
+        .columns([entity::Column::Consumer, entity::Column::MessageId])
+        .from(entity::Entity)
+        .and_where(entity::Column::ReceivedAt.lt(cutoff))
+        .limit(limit)
+        .to_owned();
+    let key = Expr::tuple([
+        Expr::col(entity::Column::Consumer).into(),
+        Expr::col(entity::Column::MessageId).into(),
+    ]);
+    Ok(entity::Entity::delete_many()
+        .filter(key.in_subquery(old))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

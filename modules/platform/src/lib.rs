@@ -32,6 +32,7 @@ pub mod module;
 pub mod outbox;
 pub mod pipeline;
 pub mod rabbit;
+pub mod retention;
 pub mod saga;
 pub mod shutdown;
 pub mod views;

@@ -215,3 +215,25 @@ pub async fn pending(db: &DatabaseConnection) -> Result<u64, PlatformError> {
         .count(db)
         .await?)
 }
+
+/// Deletes up to `limit` sent rows sent before `cutoff` (never an unsent
+/// one); how many.
+pub async fn prune_sent(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+    limit: u64,
+) -> Result<u64, PlatformError> {
+    use sea_orm::sea_query::Query;
+    let old = Query::select()
+        .column(entity::Column::Id)
+        .from(entity::Entity)
+        .and_where(entity::Column::SentAt.is_not_null())
+        .and_where(entity::Column::SentAt.lt(cutoff))
+        .limit(limit)
+        .to_owned();
+    Ok(entity::Entity::delete_many()
+        .filter(entity::Column::Id.in_subquery(old))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

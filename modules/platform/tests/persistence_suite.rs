@@ -421,6 +421,95 @@ async fn the_change_log_reads_by_limit_and_by_window(db: Db) {
     );
 }
 
+/// Retention removes what is old and sent, handled or logged, but never an
+/// unsent outbox row nor the archive's topic; and it says how far the log
+/// was pruned.
+async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
+    use mallbots_platform::retention::{self, Pruned, Retention};
+
+    let conn = database(db).await;
+    let broker = Arc::new(MemoryBroker::new());
+    let outbox = Outbox::new();
+    let txn = conn.begin().await.unwrap();
+    for n in 0..3 {
+        let envelope = Envelope::new(&Note(n)).unwrap();
+        outbox
+            .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
+            .await
+            .unwrap();
+        inbox::record(&txn, "probe", envelope.id).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    // Two sent (the relay publishes what is there), then one more unsent.
+    let (trigger, shutdown) = Shutdown::new();
+    let relay = {
+        let (outbox, conn, broker) = (outbox.clone(), conn.clone(), broker.clone());
+        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while outbox::pending(&conn).await.unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the relay never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    trigger.trigger();
+    relay.await.unwrap();
+    let txn = conn.begin().await.unwrap();
+    let unsent = Envelope::new(&Note(9)).unwrap();
+    outbox
+        .enqueue(&txn, Exchange::Events, Note::TYPE, &unsent)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let body = json!({ "n": 1 });
+    let logged = changes::record_all(&conn, &[("live", "k", &body), ("archive", "k", &body)])
+        .await
+        .unwrap();
+
+    // Kept for an hour: nothing goes.
+    let hour = Duration::from_secs(3600);
+    let kept = Retention {
+        messages: hour,
+        changes: hour,
+    };
+    assert_eq!(
+        retention::prune(&conn, kept, &["archive"]).await.unwrap(),
+        Pruned::default()
+    );
+    assert_eq!(changes::pruned_through(&conn).await.unwrap(), 0);
+
+    // Kept for no time: everything old goes, but the unsent row and the archive.
+    let none = Retention {
+        messages: Duration::ZERO,
+        changes: Duration::ZERO,
+    };
+    let pruned = retention::prune(&conn, none, &["archive"]).await.unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            outbox: 3,
+            inbox: 3,
+            changes: 1
+        }
+    );
+    assert_eq!(
+        outbox::pending(&conn).await.unwrap(),
+        1,
+        "the unsent row stays"
+    );
+    assert!(
+        inbox::record(&conn, "probe", unsent.id).await.unwrap(),
+        "the inbox was emptied"
+    );
+    let left = changes::since(&conn, &["live", "archive"], 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|c| c.position).collect::<Vec<_>>(),
+        [logged[1]]
+    );
+    assert_eq!(changes::pruned_through(&conn).await.unwrap(), logged[0]);
+}
+
 /// The names of table `t`'s indexes, from the catalog.
 async fn index_names(conn: &DatabaseConnection) -> Vec<String> {
     let sql = match conn.get_database_backend() {
@@ -501,6 +590,7 @@ suite!(
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
     the_change_log_reads_by_limit_and_by_window,
+    retention_prunes_old_rows_but_never_an_unsent_one,
 );
 
 mod racing {

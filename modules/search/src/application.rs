@@ -614,6 +614,11 @@ impl SearchQueries {
         Ok(views::Page { items, has_next })
     }
 
+    /// The last change pruned from the log (0: none).
+    pub async fn pruned_through(&self) -> Result<i64, PlatformError> {
+        changes::pruned_through(&self.db).await
+    }
+
     /// Logged changes of `topics` after `after` (subscription replay).
     pub async fn changes(
         &self,
