@@ -126,8 +126,8 @@ pub async fn prune(
         .limit(limit)
         .to_owned();
     let key = Expr::tuple([
-        Expr::col(entity::Column::Consumer).into(),
-        Expr::col(entity::Column::MessageId).into(),
+        Expr::col(entity::Column::Consumer),
+        Expr::col(entity::Column::MessageId),
     ]);
     Ok(entity::Entity::delete_many()
         .filter(key.in_subquery(old))
