@@ -75,10 +75,13 @@ async fn bounded<T>(
     }
 }
 
-/// One connection and its publishing channel (in confirm mode; lapin
-/// channels are safe to share between tasks).
+/// Two connections, as RabbitMQ advises: one for consuming (and declaring),
+/// one for publishing, so a memory or disk alarm, which blocks publishing
+/// connections, never holds up consumers' acks. The publishing channel is in
+/// confirm mode; lapin channels are safe to share between tasks.
 struct Session {
     connection: Connection,
+    publishing: Connection,
     publisher: Channel,
     /// Why RabbitMQ blocks publishers right now (a memory or disk alarm).
     blocked: Mutex<Option<String>>,
@@ -86,7 +89,9 @@ struct Session {
 
 impl Session {
     fn alive(&self) -> bool {
-        self.connection.status().connected() && self.publisher.status().connected()
+        self.connection.status().connected()
+            && self.publishing.status().connected()
+            && self.publisher.status().connected()
     }
 }
 
@@ -177,7 +182,10 @@ async fn supervise(shared: Arc<Shared>) {
         let Some(session) = shared.session.borrow().clone() else {
             return;
         };
-        let mut events = session.connection.events_listener();
+        let mut events = futures_util::stream::select(
+            session.connection.events_listener(),
+            session.publishing.events_listener(),
+        );
         let mut tick = tokio::time::interval(WATCH_EVERY);
         let why = loop {
             tokio::select! {
@@ -230,20 +238,25 @@ impl Shared {
     /// declared (exchanges, then every durable queue declared so far).
     async fn open_session(&self) -> Result<Session, BrokerError> {
         let opened = tokio::time::timeout(RPC_DEADLINE, async {
-            let properties =
-                ConnectionProperties::default().with_connection_name("mallbots".into());
-            let connection = Connection::connect(&self.config.url, properties).await?;
-            let publisher = connection.create_channel().await?;
+            let named =
+                |name: &str| ConnectionProperties::default().with_connection_name(name.into());
+            let connection = Connection::connect(&self.config.url, named("mallbots")).await?;
+            let publishing =
+                Connection::connect(&self.config.url, named("mallbots-publish")).await?;
+            let publisher = publishing.create_channel().await?;
             publisher
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
-            self.declare_exchanges(&publisher).await?;
+            let declaring = connection.create_channel().await?;
+            self.declare_exchanges(&declaring).await?;
             let specs = lock(&self.declared).clone();
             for spec in &specs {
-                self.declare_on(&publisher, spec).await?;
+                self.declare_on(&declaring, spec).await?;
             }
+            let _ = declaring.close(200, "declared".into()).await;
             Ok(Session {
                 connection,
+                publishing,
                 publisher,
                 blocked: Mutex::new(None),
             })
@@ -691,7 +704,11 @@ impl Pump {
                         message,
                         delivery.routing_key.as_str().to_owned(),
                         delivery.redelivered,
-                        Box::new(RabbitAcker(delivery.acker)),
+                        Box::new(RabbitAcker {
+                            acker: delivery.acker,
+                            session: mine.clone(),
+                            sessions: self.shared.session.subscribe(),
+                        }),
                     );
                     let lost = until_superseded(&mut sessions, &mine);
                     tokio::select! {
@@ -811,24 +828,38 @@ impl Subscription for RabbitSubscription {
     }
 }
 
-struct RabbitAcker(lapin::Acker);
+/// Settles a delivery on the connection it came on.
+struct RabbitAcker {
+    acker: lapin::Acker,
+    session: Arc<Session>,
+    sessions: watch::Receiver<Option<Arc<Session>>>,
+}
 
 #[async_trait]
 impl Acker for RabbitAcker {
-    /// Bounded: an ack sent as the connection dies may never be answered,
-    /// and a consumer waiting on it would stop for good. An ack that fails
-    /// only means RabbitMQ delivers the message again.
-    async fn settle(self: Box<Self>, how: Settle) -> Result<(), BrokerError> {
-        match how {
-            Settle::Ack => bounded("an ack", self.0.ack(BasicAckOptions::default())).await?,
-            Settle::Requeue => {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                bounded("a requeue", self.0.nack(requeue)).await?
+    /// Bounded, and given up at once when the delivery's connection is gone:
+    /// an ack sent as the connection dies may never be answered, and a
+    /// consumer waiting on it would stand still. An ack that fails only means
+    /// RabbitMQ delivers the message again (the inbox makes that harmless).
+    async fn settle(mut self: Box<Self>, how: Settle) -> Result<(), BrokerError> {
+        let this = &mut *self;
+        let settled = async {
+            match how {
+                Settle::Ack => bounded("an ack", this.acker.ack(BasicAckOptions::default())).await,
+                Settle::Requeue => {
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    };
+                    bounded("a requeue", this.acker.nack(requeue)).await
+                }
             }
         };
-        Ok(())
+        tokio::select! {
+            settled = settled => settled.map(|_| ()),
+            _ = until_superseded(&mut this.sessions, &this.session) => Err(BrokerError::Unavailable(
+                "the delivery's connection is gone; RabbitMQ delivers it again".into(),
+            )),
+        }
     }
 }
