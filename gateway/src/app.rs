@@ -445,6 +445,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         }));
         tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
     }
+    tracing::info!(?parts, "running");
     Ok(Running {
         addr,
         broker,

@@ -8,14 +8,26 @@ fn a_tiny_bench_run_completes() {
             .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
     };
     let json = std::env::temp_dir().join(format!("bench-{}.json", std::process::id()));
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+    let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--tiny")
         .arg("--json")
         .arg(&json)
         .env("DATABASE_URL", required("TEST_DATABASE_URL"))
         .env("AMQP_URL", required("TEST_AMQP_URL"))
-        .status()
+        .spawn()
         .expect("the bench binary runs");
+    // Bounded: a bench that hangs fails the test instead of the whole run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = bench.try_wait().expect("the bench's status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("bench --tiny did not finish within 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert!(status.success(), "bench --tiny failed: {status}");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("results written")).unwrap();

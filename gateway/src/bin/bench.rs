@@ -502,7 +502,11 @@ async fn projection(cli: &Cli) -> anyhow::Result<Value> {
     // The search module's durable queue as it declares it (for ordering's
     // events): what is published now waits there until search starts.
     broker
-        .declare(&QueueSpec::durable("search.events").bind(Exchange::Events, "ordering.#"))
+        .declare(
+            &QueueSpec::durable("search.events")
+                .bind(Exchange::Events, "ordering.#")
+                .single_active(),
+        )
         .await?;
     let (customer_id, store_id, product_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut batch = Vec::new();

@@ -387,7 +387,8 @@ impl WsClient {
 }
 
 /// The `mallbots` binary as a process of its own (to kill it, or to send it
-/// signals): started on a free port with `args` and `envs`, its base URL
+/// signals): started on a free port with `args` and `envs`; returned once it
+/// runs, with its gateway's base URL (empty when it runs no gateway), both
 /// read from its start-up log.
 pub struct Process {
     pub child: tokio::process::Child,
@@ -411,16 +412,20 @@ pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process
     let mut child = command.spawn().expect("start mallbots");
     let mut lines = BufReader::new(child.stdout.take().expect("its output")).lines();
     let base = tokio::time::timeout(DEADLINE, async {
+        let mut base = String::new();
         while let Some(line) = lines.next_line().await.expect("read its log") {
             if let Some((_, rest)) = line.split_once("GraphQL gateway on http://") {
                 let addr = rest.split('/').next().expect("an address");
-                return format!("http://{addr}");
+                base = format!("http://{addr}");
+            }
+            if line.contains(" running") && line.contains("parts=") {
+                return base;
             }
         }
-        panic!("mallbots exited before it listened");
+        panic!("mallbots exited before it ran");
     })
     .await
-    .expect("mallbots listens before the deadline");
+    .expect("mallbots runs before the deadline");
     // Keep reading, or a full pipe would stop the process.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Process { child, base }

@@ -27,6 +27,8 @@ pub async fn start(
     // on one queue: a product added before an AddItem is known to it.
     let queue = QueueSpec::durable("baskets.commands")
         .bind(Exchange::Commands, COMMANDS)
-        .bind(Exchange::Events, stores::EVENTS);
+        .bind(Exchange::Events, stores::EVENTS)
+        // The catalog cache follows the stores' events in order.
+        .single_active();
     module::run(db, broker, queue, Arc::new(BasketsHandler), shutdown).await
 }

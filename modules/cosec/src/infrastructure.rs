@@ -28,7 +28,10 @@ pub async fn start(
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    let queue = QueueSpec::durable(QUEUE).bind(Exchange::Events, OrderCreated::TYPE);
+    // A saga: its steps in order, one process at a time.
+    let queue = QueueSpec::durable(QUEUE)
+        .bind(Exchange::Events, OrderCreated::TYPE)
+        .single_active();
     let handler = CosecHandler {
         engine: SagaEngine::new(QUEUE),
     };

@@ -30,6 +30,8 @@ pub async fn start(
     let queue = QueueSpec::durable("depot.commands")
         .bind(Exchange::Commands, COMMANDS)
         .bind(Exchange::Events, stores::EVENTS)
-        .bind(Exchange::Events, OrderCanceled::TYPE);
+        .bind(Exchange::Events, OrderCanceled::TYPE)
+        // The catalog cache follows the stores' events in order.
+        .single_active();
     module::run(db, broker, queue, Arc::new(DepotHandler), shutdown).await
 }

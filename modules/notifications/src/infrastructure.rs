@@ -83,7 +83,9 @@ pub async fn start(
     // checkpoints must pass each position (read-your-writes waits on them).
     let queue = QueueSpec::durable("notifications.events")
         .bind(Exchange::Events, customers::EVENTS)
-        .bind(Exchange::Events, ordering::EVENTS);
+        .bind(Exchange::Events, ordering::EVENTS)
+        // A read model: in order, one process at a time.
+        .single_active();
     let handler = NotificationsHandler { sender };
     module::run(db, broker, queue, Arc::new(handler), shutdown).await
 }

@@ -47,6 +47,12 @@ pub struct QueueSpec {
     /// Deliveries handled at the same time, each on its own (queues without
     /// a batch); 1 handles them one after another, in order.
     pub concurrency: u16,
+    /// One consumer at a time, across processes (RabbitMQ's single active
+    /// consumer): the others wait as hot standbys and one takes over when it
+    /// goes. For queues whose messages must be applied in order (read
+    /// models, caches, sagas); a queue of commands alone is shared by
+    /// competing consumers instead.
+    pub single_active: bool,
 }
 
 impl QueueSpec {
@@ -58,6 +64,7 @@ impl QueueSpec {
             prefetch: 32,
             batch: 1,
             concurrency: 1,
+            single_active: false,
         }
     }
 
@@ -93,6 +100,13 @@ impl QueueSpec {
     pub fn concurrent(mut self, n: u16) -> Self {
         self.concurrency = n.max(1);
         self.prefetch = self.prefetch.max(n.saturating_mul(2));
+        self
+    }
+
+    /// Consumed by one process at a time, in order; see
+    /// [`QueueSpec::single_active`].
+    pub fn single_active(mut self) -> Self {
+        self.single_active = true;
         self
     }
 

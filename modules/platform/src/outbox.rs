@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbBackend, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
+};
 use tokio::sync::Notify;
 
 use crate::{Broker, Envelope, Exchange, PlatformError, Shutdown};
@@ -110,7 +113,15 @@ impl Outbox {
                 return;
             }
             match relay_batch(&db, broker.as_ref()).await {
-                Ok(0) => {
+                // Another process's relay is publishing: what this one woke
+                // for is in that batch or the next; look again shortly.
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(BUSY_POLL) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                }
+                Ok(Some(0)) => {
                     failures = 0;
                     tokio::select! {
                         _ = self.wake.notified() => {}
@@ -118,7 +129,7 @@ impl Outbox {
                         _ = shutdown.wait() => {}
                     }
                 }
-                Ok(_) => failures = 0,
+                Ok(Some(_)) => failures = 0,
                 Err(err) => {
                     failures += 1;
                     // Capped low: once the broker is back, replies that
@@ -149,7 +160,8 @@ impl Outbox {
         let until = tokio::time::Instant::now() + FLUSH_AT_MOST;
         while tokio::time::Instant::now() < until {
             match relay_batch(db, broker).await {
-                Ok(0) => {
+                Ok(None) => tokio::time::sleep(BUSY_POLL).await,
+                Ok(Some(0)) => {
                     let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
                     if tokio::time::timeout_at(quiet, self.wake.notified())
                         .await
@@ -158,7 +170,7 @@ impl Outbox {
                         return;
                     }
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "outbox not flushed at shutdown; it is sent at the next start");
                     return;
@@ -169,14 +181,53 @@ impl Outbox {
 }
 
 const BATCH: u64 = 256;
+/// How soon a relay looks again while another process's relay publishes.
+const BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// Publishes one batch in id order; returns how many were sent.
-async fn relay_batch(db: &DatabaseConnection, broker: &dyn Broker) -> Result<usize, PlatformError> {
+/// Publishes one batch; `None` when another process's relay holds the
+/// outbox right now.
+async fn relay_batch(
+    db: &DatabaseConnection,
+    broker: &dyn Broker,
+) -> Result<Option<usize>, PlatformError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        // SQLite: one process, one relay.
+        return publish_batch(db, broker).await.map(Some);
+    }
+    // Several processes of a module may run, each with a relay on the same
+    // outbox: one batch at a time, across all of them, under a lock held
+    // until the batch is marked sent, so no row goes out twice and the
+    // order per aggregate holds. A relay that finds the lock taken lets the
+    // other one work (and takes over when that one stops).
+    let txn = db.begin().await?;
+    let locked = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox')) AS locked",
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "locked"))
+        .transpose()?
+        .unwrap_or(false);
+    if !locked {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let sent = publish_batch(&txn, broker).await?;
+    txn.commit().await?;
+    Ok(Some(sent))
+}
+
+async fn publish_batch<C: ConnectionTrait>(
+    conn: &C,
+    broker: &dyn Broker,
+) -> Result<usize, PlatformError> {
     let rows = entity::Entity::find()
         .filter(entity::Column::SentAt.is_null())
         .order_by_asc(entity::Column::Id)
         .limit(BATCH)
-        .all(db)
+        .all(conn)
         .await?;
     if rows.is_empty() {
         return Ok(0);
@@ -203,7 +254,7 @@ async fn relay_batch(db: &DatabaseConnection, broker: &dyn Broker) -> Result<usi
     entity::Entity::update_many()
         .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
         .filter(entity::Column::Id.is_in(ids))
-        .exec(db)
+        .exec(conn)
         .await?;
     Ok(rows.len())
 }

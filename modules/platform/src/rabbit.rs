@@ -371,6 +371,9 @@ impl Shared {
                 AMQPValue::LongString(self.exchange_name(Exchange::DeadLetter).into()),
             );
         }
+        if spec.durable && spec.single_active {
+            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
         if spec.durable && self.config.quorum_queues {
             arguments.insert(
                 "x-queue-type".into(),

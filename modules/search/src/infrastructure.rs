@@ -84,7 +84,10 @@ pub async fn start(
     // Batched: catching up on a backlog commits (and notifies) once per
     // batch instead of once per event.
     let queue = SOURCES.iter().fold(
-        QueueSpec::durable("search.events").batched(BATCH),
+        // In order, one process at a time (the others stand by).
+        QueueSpec::durable("search.events")
+            .batched(BATCH)
+            .single_active(),
         |q, pattern| q.bind(Exchange::Events, *pattern),
     );
     module::run(db, broker, queue, Arc::new(SearchHandler), shutdown).await
