@@ -1,26 +1,51 @@
-//! kill -9 of the embedded default (SQLite files and the in-process broker),
-//! for real: the `mallbots` binary is killed with 50 create-order sagas in
-//! flight, started again on the same data directory, and every order must
-//! finish, none twice.
+//! kill -9, for real, on both backends (the embedded default: SQLite files
+//! and the in-process broker; and PostgreSQL + RabbitMQ): the `mallbots`
+//! binary is killed with 50 create-order sagas in flight, started again on
+//! the same data, and every order must finish, none twice.
 
 mod common;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::shop::{self, ORDER};
-use common::{TestApp, wait_until};
+use common::{Backend, TestApp, wait_until};
 use futures_util::future::join_all;
 use serde_json::json;
 
 const ORDERS: usize = 50;
 
-async fn launch(data_dir: &Path) -> common::Process {
-    common::launch(
-        &["--data-dir".as_ref(), data_dir.as_os_str(), "run".as_ref()],
-        &[],
-    )
-    .await
+/// The same system each time it is started: its data directory (embedded),
+/// or its database and broker prefix (real).
+struct Data {
+    data_dir: PathBuf,
+    envs: Vec<(&'static str, String)>,
+}
+
+impl Data {
+    async fn new(backend: Backend) -> Data {
+        let settings = common::settings(backend).await;
+        let mut envs = Vec::new();
+        if let (Some(db), Some(amqp)) = (&settings.database_url, &settings.amqp_url) {
+            envs.push(("DATABASE_URL", db.clone()));
+            envs.push(("AMQP_URL", amqp.clone()));
+            envs.push(("AMQP_PREFIX", settings.amqp_prefix.clone()));
+        }
+        Data {
+            data_dir: settings.data_dir,
+            envs,
+        }
+    }
+
+    async fn launch(&self) -> common::Process {
+        let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let args = [
+            "--data-dir".as_ref(),
+            self.data_dir.as_os_str(),
+            "run".as_ref(),
+        ];
+        common::launch(&args, &envs).await
+    }
 }
 
 /// A customer with a basket holding the pen, and a payment for it.
@@ -32,11 +57,9 @@ async fn ready_to_check_out(app: &TestApp, pen: &str, n: usize) -> (String, Stri
     (customer, basket, payment)
 }
 
-#[tokio::test]
-async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
-    let data_dir =
-        std::env::temp_dir().join(format!("mallbots-crash-{}", uuid::Uuid::new_v4().simple()));
-    let mut first = launch(&data_dir).await;
+async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing(backend: Backend) {
+    let data = Data::new(backend).await;
+    let mut first = data.launch().await;
     let app = first.client().await;
     let mall = shop::mall(&app).await;
     let mut shoppers = Vec::new();
@@ -54,7 +77,7 @@ async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
     first.child.start_kill().expect("kill -9");
     first.child.wait().await.expect("the process is gone");
 
-    let second = launch(&data_dir).await;
+    let second = data.launch().await;
     let app = second.client().await;
     let restarted = Instant::now();
     for order in &orders {
@@ -109,3 +132,5 @@ async fn kill_9_with_sagas_in_flight_loses_and_doubles_nothing() {
         assert!(found["order"]["shoppingListId"].is_string(), "{found}");
     }
 }
+
+on_both_backends!(kill_9_with_sagas_in_flight_loses_and_doubles_nothing);
