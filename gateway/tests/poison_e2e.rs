@@ -1,6 +1,7 @@
 //! A poison message for every module, on both backends: a command of a type
 //! its module does not know, on each module's command queue, and an event
-//! whose payload is not what its type says, on the saga's queue. Each is
+//! whose payload is not what its type says, which the saga, search and
+//! notifications all follow. Each is
 //! dead-lettered with its reason (the operator sees it), readiness stays
 //! green, and every module handles what comes next: a whole order goes
 //! through.
@@ -59,7 +60,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
     let expected: Vec<String> = COMMAND_QUEUES
         .iter()
         .map(|m| format!("{m}.commands"))
-        .chain(["cosec.saga".to_owned()])
+        .chain(["cosec.saga", "search.events", "notifications.events"].map(str::to_owned))
         .collect();
     let letters = wait_until("a dead letter from every module", || async {
         let letters = dead_letters::list(&store, None).await.ok()?;

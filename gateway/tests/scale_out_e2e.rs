@@ -1,9 +1,11 @@
-//! Scale-out, for real, on PostgreSQL + RabbitMQ: the system as separate
-//! `mallbots` processes, with two of stores (competing consumers of its
-//! commands) and two of search (one active, one standing by). Under load,
-//! one of each is killed with kill -9: every acknowledged change is applied
-//! once, the catalog's live pushes go on in order with no gap, and the
-//! survivors carry on.
+//! The split topology, for real, on PostgreSQL + RabbitMQ: the system as
+//! separate `mallbots` processes.
+//! - Two of stores (competing consumers of its commands) and two of search
+//!   (one active, one standing by); under load, one of each is killed with
+//!   kill -9: every acknowledged change is applied once, the catalog's live
+//!   pushes go on in order with no gap, and the survivors carry on.
+//! - One process per module; the saga's is killed with 50 sagas in flight
+//!   and started again: every order finishes, nothing twice.
 
 mod common;
 
@@ -12,18 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{Backend, Process, shop, wait_until};
-use rust_decimal::Decimal;
+use common::{Backend, Process, cents, shop, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 6;
 const RAISE: &str =
     "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
-
-fn cents(price: &Value) -> i64 {
-    let price: Decimal = price.as_str().expect("a price").parse().expect("a decimal");
-    (price * Decimal::ONE_HUNDRED).try_into().expect("cents")
-}
 
 /// Raises `product` until `stop`: (acknowledged, unknown outcome).
 async fn client(
@@ -57,36 +53,51 @@ async fn client(
     (ok, unknown)
 }
 
-#[tokio::test]
-async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
-    let settings = common::settings(Backend::Real).await;
-    let url = settings.database_url.clone().expect("a database");
-    let amqp = settings.amqp_url.clone().expect("a broker");
-    let envs = [
-        ("DATABASE_URL", url.as_str()),
-        ("AMQP_URL", amqp.as_str()),
-        ("AMQP_PREFIX", settings.amqp_prefix.as_str()),
-        ("COMMAND_TIMEOUT_MS", "3000"),
-        ("NO_MIGRATE", "true"),
-    ];
-    let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
-        .arg("migrate")
-        .envs(envs)
-        .output()
-        .await
-        .expect("run mallbots migrate");
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
-    let part = |parts: &'static [&'static str]| {
+/// A system as separate processes on the real services: its own database
+/// (migrated once) and broker prefix.
+struct Split {
+    envs: Vec<(&'static str, String)>,
+}
+
+impl Split {
+    async fn new() -> Split {
+        let settings = common::settings(Backend::Real).await;
+        let envs = vec![
+            ("DATABASE_URL", settings.database_url.expect("a database")),
+            ("AMQP_URL", settings.amqp_url.expect("a broker")),
+            ("AMQP_PREFIX", settings.amqp_prefix),
+            ("COMMAND_TIMEOUT_MS", "3000".to_owned()),
+            ("NO_MIGRATE", "true".to_owned()),
+        ];
+        let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+            .arg("migrate")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .output()
+            .await
+            .expect("run mallbots migrate");
+        assert!(
+            migrated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        Split { envs }
+    }
+
+    /// `mallbots run <parts>` as a process of its own.
+    async fn part(&self, parts: &[&str]) -> Process {
         let args: Vec<&std::ffi::OsStr> = std::iter::once("run")
             .chain(parts.iter().copied())
             .map(std::ffi::OsStr::new)
             .collect();
-        async move { common::launch(&args, &envs).await }
-    };
+        let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        common::launch(&args, &envs).await
+    }
+}
+
+#[tokio::test]
+async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
+    let split = Split::new().await;
+    let part = |parts: &'static [&'static str]| split.part(parts);
     let rest = part(&[
         "gateway",
         "customers",
@@ -169,22 +180,39 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
     // The standby search applied everything after the active one died, in
     // order: every product's pushes step by one cent up to its price.
     let mut seen: HashMap<String, i64> = products.iter().map(|p| (p.clone(), 100)).collect();
-    while seen != finals {
-        let data = live.next_data().await;
-        let change = &data["catalogChanged"];
-        if change["kind"] != "PRICE_INCREASED" {
-            continue;
-        }
-        let product = change["product"]["id"].as_str().expect("an id").to_owned();
-        let price = cents(&change["product"]["price"]);
-        let last = seen.get_mut(&product).expect("one of the store's products");
-        assert_eq!(price, *last + 1, "{product}: a gap or a duplicate");
-        *last = price;
-    }
+    common::follow_raises(&mut live, &mut seen, &finals).await;
     eprintln!(
         "{} raises acknowledged, {} after the kill, within {:?}",
         acked.load(Ordering::SeqCst),
         acked.load(Ordering::SeqCst) - at_kill,
         killed.elapsed()
     );
+}
+
+/// The split topology with one process per module: the saga's process is
+/// killed with 50 sagas in flight and started again; every order finishes,
+/// nothing twice.
+#[tokio::test]
+async fn a_module_process_killed_mid_saga_finishes_after_a_restart() {
+    let split = Split::new().await;
+    let rest = split
+        .part(&[
+            "gateway",
+            "stores",
+            "customers",
+            "baskets",
+            "payments",
+            "ordering",
+            "depot",
+            "search",
+            "notifications",
+        ])
+        .await;
+    let mut cosec = split.part(&["cosec"]).await;
+    let app = rest.client().await;
+    let in_flight = shop::checkouts_in_flight(&app, 50).await;
+    cosec.child.start_kill().expect("kill -9");
+    cosec.child.wait().await.expect("gone");
+    let _cosec = split.part(&["cosec"]).await;
+    shop::every_order_finished_once(&app, &in_flight).await;
 }

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{shop, wait_until};
-use rust_decimal::Decimal;
+use common::{cents, shop, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 5;
@@ -21,11 +20,6 @@ const RAISE: &str =
     "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
 const FOLLOW: &str = "subscription($s: ID!, $after: String) {
   catalogChanged(storeId: $s, after: $after) { cursor kind product { id price } } }";
-
-fn cents(price: &Value) -> i64 {
-    let price: Decimal = price.as_str().expect("a price").parse().expect("a decimal");
-    (price * Decimal::ONE_HUNDRED).try_into().expect("cents")
-}
 
 /// One request's fate: when it was sent, and whether it was applied.
 struct Sent {

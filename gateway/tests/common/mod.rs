@@ -66,22 +66,65 @@ pub async fn settings(backend: Backend) -> Settings {
         shutdown_grace_ms: 10_000,
     };
     if backend == Backend::Real {
-        let admin_url = required_env("TEST_DATABASE_URL");
-        let admin = Database::connect(admin_url.as_str())
-            .await
-            .expect("PostgreSQL (TEST_DATABASE_URL) is unreachable");
-        let name = format!("mallbots_test_{id}");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        let base = admin_url.rsplit_once('/').expect("URL has a path").0;
-        settings.database_url = Some(format!("{base}/{name}"));
+        settings.database_url = Some(fresh_database("TEST_DATABASE_URL").await);
         settings.amqp_url = Some(required_env("TEST_AMQP_URL"));
         settings.amqp_prefix = format!("test-{id}.");
     }
     settings
+}
+
+/// A new database of its own on the PostgreSQL the variable `admin_env`
+/// names; its URL.
+pub async fn fresh_database(admin_env: &str) -> String {
+    let admin_url = required_env(admin_env);
+    let admin = Database::connect(admin_url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL ({admin_env}) is unreachable: {e}"));
+    let name = format!("mallbots_test_{}", Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    admin.close().await.ok();
+    let base = admin_url.rsplit_once('/').expect("URL has a path").0;
+    format!("{base}/{name}")
+}
+
+/// A price as whole cents ("1.23" is 123).
+pub fn cents(price: &Value) -> i64 {
+    let price: rust_decimal::Decimal = price.as_str().expect("a price").parse().expect("a decimal");
+    (price * rust_decimal::Decimal::ONE_HUNDRED)
+        .try_into()
+        .expect("cents")
+}
+
+/// Reads a `catalogChanged { kind product { id price } }` subscription until
+/// every product in `seen` (its price in cents so far) is at its price in
+/// `finals`; each raise pushed must be the next cent of its product: no gap,
+/// no duplicate. Products not in `seen` are passed over.
+pub async fn follow_raises(
+    live: &mut WsClient,
+    seen: &mut std::collections::HashMap<String, i64>,
+    finals: &std::collections::HashMap<String, i64>,
+) {
+    while seen != finals {
+        let data = live.next_data().await;
+        let change = &data["catalogChanged"];
+        if change["kind"] != "PRICE_INCREASED" {
+            continue;
+        }
+        let product = change["product"]["id"].as_str().expect("an id");
+        let Some(last) = seen.get_mut(product) else {
+            continue;
+        };
+        let price = cents(&change["product"]["price"]);
+        assert_eq!(
+            price,
+            *last + 1,
+            "{product}: a gap or a duplicate in the pushes"
+        );
+        *last = price;
+    }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

@@ -178,3 +178,86 @@ pub async fn shopping_list(app: &TestApp, id: &str) -> Value {
     .await["shoppingList"]
         .clone()
 }
+
+/// Checkouts whose sagas are still running: `n` customers each check a
+/// basket with the pen out, all at once; returned as soon as every checkout
+/// is answered.
+pub struct InFlight {
+    /// Each order's customer.
+    pub customers: Vec<String>,
+    pub orders: Vec<String>,
+}
+
+pub async fn checkouts_in_flight(app: &TestApp, n: usize) -> InFlight {
+    let mall = mall(app).await;
+    let mut ready = Vec::with_capacity(n);
+    for i in 0..n {
+        let customer = customer(app, &format!("Customer {i}")).await;
+        let basket = basket(app, &customer).await;
+        add_item(app, &basket, &mall.pen, 1).await;
+        let payment = authorize_payment(app, &customer, "12.50").await;
+        ready.push((customer, basket, payment));
+    }
+    let orders = futures_util::future::join_all(
+        ready
+            .iter()
+            .map(|(_, basket, payment)| checkout(app, basket, payment)),
+    )
+    .await;
+    InFlight {
+        customers: ready.into_iter().map(|(c, ..)| c).collect(),
+        orders,
+    }
+}
+
+/// Every order of `in_flight` approved with its saga completed within 30 s,
+/// and nothing done twice: one shopping list per order, one notification
+/// (order placed) per customer.
+pub async fn every_order_finished_once(app: &TestApp, in_flight: &InFlight) {
+    let started = std::time::Instant::now();
+    for order in &in_flight.orders {
+        let approved = order_with_status(app, order, "APPROVED").await;
+        assert!(approved["shoppingListId"].is_string(), "{approved}");
+        saga_with_status(app, order, "COMPLETED").await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the orders took {took:?} to finish"
+    );
+    let lists = app
+        .data(
+            "{ shoppingLists(first: 100) { edges { node { orderId } } } }",
+            json!({}),
+        )
+        .await;
+    let mut listed: Vec<String> = lists["shoppingLists"]["edges"]
+        .as_array()
+        .expect("a list of lists")
+        .iter()
+        .map(|e| {
+            e["node"]["orderId"]
+                .as_str()
+                .expect("an order id")
+                .to_owned()
+        })
+        .collect();
+    listed.sort();
+    let mut expected = in_flight.orders.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "one shopping list per order");
+    for customer in &in_flight.customers {
+        let notices = wait_until("the customer's notification", || async {
+            let found = app
+                .data(
+                    "query($c: ID!) { notifications(customerId: $c) { edges { node { id } } } }",
+                    json!({ "c": customer }),
+                )
+                .await;
+            let n = found["notifications"]["edges"].as_array()?.len();
+            (n > 0).then_some(n)
+        })
+        .await;
+        assert_eq!(notices, 1, "customer {customer}: one notification");
+    }
+}

@@ -22,6 +22,30 @@ pub enum Exchange {
     DeadLetter,
 }
 
+impl Exchange {
+    const ALL: [Exchange; 4] = [
+        Exchange::Events,
+        Exchange::Commands,
+        Exchange::Queue,
+        Exchange::DeadLetter,
+    ];
+
+    /// Its name where it is stored (the outbox, the in-process broker).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exchange::Events => "events",
+            Exchange::Commands => "commands",
+            Exchange::Queue => "queue",
+            Exchange::DeadLetter => "dead-letter",
+        }
+    }
+
+    /// The exchange a stored name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Exchange::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
 /// The queue every dead letter ends in, with its reason in a header.
 pub const DEAD_LETTER_QUEUE: &str = "mallbots.dead-letter";
 

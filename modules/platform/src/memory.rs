@@ -472,26 +472,6 @@ mod store {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
-    fn exchange_name(exchange: Exchange) -> &'static str {
-        match exchange {
-            Exchange::Events => "events",
-            Exchange::Commands => "commands",
-            Exchange::Queue => "queue",
-            Exchange::DeadLetter => "dead-letter",
-        }
-    }
-
-    fn parse_exchange(name: &str) -> Option<Exchange> {
-        [
-            Exchange::Events,
-            Exchange::Commands,
-            Exchange::Queue,
-            Exchange::DeadLetter,
-        ]
-        .into_iter()
-        .find(|e| exchange_name(*e) == name)
-    }
-
     fn unavailable(err: impl std::fmt::Display) -> BrokerError {
         BrokerError::Unavailable(format!("the in-process broker's store: {err}"))
     }
@@ -523,7 +503,7 @@ mod store {
                 .all(&db)
                 .await?
                 .into_iter()
-                .filter_map(|b| Some((parse_exchange(&b.exchange)?, b.pattern, b.queue)))
+                .filter_map(|b| Some((Exchange::parse(&b.exchange)?, b.pattern, b.queue)))
                 .collect();
             let now_ms = Utc::now().timestamp_millis();
             let mut messages = Vec::new();
@@ -575,7 +555,7 @@ mod store {
             .map_err(unavailable)?;
             for binding in &spec.bindings {
                 bindings::Entity::insert(bindings::ActiveModel {
-                    exchange: Set(exchange_name(binding.exchange).to_owned()),
+                    exchange: Set(binding.exchange.as_str().to_owned()),
                     pattern: Set(binding.pattern.clone()),
                     queue: Set(spec.name.clone()),
                 })

@@ -44,25 +44,6 @@ pub struct Outbox {
     wake: Arc<Notify>,
 }
 
-fn exchange_name(exchange: Exchange) -> &'static str {
-    match exchange {
-        Exchange::Events => "events",
-        Exchange::Commands => "commands",
-        Exchange::Queue => "queue",
-        Exchange::DeadLetter => "dead-letter",
-    }
-}
-
-fn parse_exchange(name: &str) -> Option<Exchange> {
-    Some(match name {
-        "events" => Exchange::Events,
-        "commands" => Exchange::Commands,
-        "queue" => Exchange::Queue,
-        "dead-letter" => Exchange::DeadLetter,
-        _ => return None,
-    })
-}
-
 impl Outbox {
     pub fn new() -> Self {
         Outbox::default()
@@ -81,7 +62,7 @@ impl Outbox {
             reason: e.to_string(),
         })?;
         entity::ActiveModel {
-            exchange: Set(exchange_name(exchange).to_owned()),
+            exchange: Set(exchange.as_str().to_owned()),
             routing_key: Set(routing_key.to_owned()),
             envelope: Set(json),
             created_at: Set(Utc::now()),
@@ -236,7 +217,7 @@ async fn publish_batch<C: ConnectionTrait>(
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
         ids.push(row.id);
-        let exchange = parse_exchange(&row.exchange);
+        let exchange = Exchange::parse(&row.exchange);
         let envelope = serde_json::from_str::<Envelope>(&row.envelope);
         match (exchange, envelope) {
             (Some(exchange), Ok(envelope)) => {

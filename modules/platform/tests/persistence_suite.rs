@@ -1,15 +1,15 @@
 //! The event store, inbox and outbox, on SQLite and on the real PostgreSQL
 //! (TEST_DATABASE_URL, a fresh database per test).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Added, Counter, Db, database};
 use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
-use mallbots_migrations::PlatformMigrator;
-use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::aggregate::{Aggregate, DomainEvent};
 use mallbots_platform::changes;
-use mallbots_platform::db::{DatabaseConfig, SecondaryIndexes};
+use mallbots_platform::db::SecondaryIndexes;
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
@@ -17,70 +17,15 @@ use mallbots_platform::saga::{Saga, SagaEngine, SagaStatus, Step};
 use mallbots_platform::{
     Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
 };
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Counter {
-    total: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Added(i64);
-
-impl DomainEvent for Added {
-    fn event_type(&self) -> &'static str {
-        "Added"
-    }
-}
-
-impl Aggregate for Counter {
-    const STREAM_TYPE: &'static str = "Counter";
-    type Event = Added;
-    fn apply(&mut self, event: &Added) {
-        self.total += event.0;
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Note(u32);
 impl Message for Note {
     const TYPE: &'static str = "test.Note.Noted";
-}
-
-#[derive(Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-async fn database(db: Db) -> DatabaseConnection {
-    let id = Uuid::new_v4().simple().to_string();
-    let config = match db {
-        Db::Sqlite => DatabaseConfig::Sqlite {
-            dir: std::env::temp_dir().join(format!("mallbots-platform-{id}")),
-        },
-        Db::Postgres => {
-            let admin_url = std::env::var("TEST_DATABASE_URL")
-                .expect("TEST_DATABASE_URL is not set: run the tests with scripts/test");
-            let admin = Database::connect(admin_url.as_str()).await.unwrap();
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE platform_{id}"))
-                .await
-                .unwrap();
-            let base = admin_url.rsplit_once('/').unwrap().0;
-            DatabaseConfig::Postgres {
-                url: format!("{base}/platform_{id}"),
-            }
-        }
-    };
-    let conn = config.connect("platform").await.unwrap();
-    PlatformMigrator::up(&conn, None).await.unwrap();
-    conn
 }
 
 fn cause() -> Cause {
