@@ -172,14 +172,8 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
             || async { (told.unavailable.load(Ordering::SeqCst) >= refused + 10).then_some(()) },
         )
         .await;
-        let ready = app
-            .http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            ready.status().as_u16(),
+            app.readyz().await,
             503,
             "not ready while the broker is down"
         );
@@ -237,22 +231,8 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
     let mut finals = HashMap::new();
     for (product, (acked, unknown)) in products.iter().zip(&outcomes) {
         let (acked, unknown) = (i64::from(*acked), i64::from(*unknown));
-        let price = wait_until("the product's price to settle", || async {
-            let data = app
-                .data(
-                    "query($p: ID!) { product(id: $p) { price } }",
-                    json!({ "p": product }),
-                )
-                .await;
-            let raised = cents(&data["product"]["price"]) - 100;
-            (raised >= acked).then_some(raised)
-        })
-        .await;
-        assert!(
-            price <= acked + unknown,
-            "{product}: raised {price} times, {acked} acknowledged, {unknown} unknown"
-        );
-        finals.insert(product.clone(), price + 100);
+        let price = common::settled_price(&app, product, acked, unknown).await;
+        finals.insert(product.clone(), price);
     }
 
     // The subscription saw every raise of every product, in order, once:
@@ -298,17 +278,7 @@ async fn a_database_outage_is_reported_at_once_and_recovered_from_by_itself() {
     while down.elapsed() < DB_OUTAGE {
         probes += 1;
         let asked = Instant::now();
-        let ready = app
-            .http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            ready.status().as_u16(),
-            503,
-            "not ready without the database"
-        );
+        assert_eq!(app.readyz().await, 503, "not ready without the database");
         assert!(
             asked.elapsed() < FAIL_FAST,
             "/readyz took {:?}",

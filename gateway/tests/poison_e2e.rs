@@ -9,7 +9,7 @@
 mod common;
 
 use common::shop::{self, add_item, authorize_payment, basket, checkout, customer, mall};
-use common::{Backend, TestApp, spawn_app, wait_until};
+use common::{Backend, spawn_app, wait_until};
 use mallbots_contracts::Message;
 use mallbots_contracts::ordering::OrderCreated;
 use mallbots_platform::dead_letters;
@@ -23,11 +23,6 @@ const COMMAND_QUEUES: [&str; 6] = [
     "ordering",
     "depot",
 ];
-
-async fn ready(app: &TestApp) -> u16 {
-    let response = app.http.get(format!("{}/readyz", app.base)).send().await;
-    response.expect("/readyz").status().as_u16()
-}
 
 async fn every_module_survives_a_poison_message(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -83,7 +78,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
             letter.reason
         );
     }
-    assert_eq!(ready(&app).await, 200, "ready throughout");
+    assert_eq!(app.readyz().await, 200, "ready throughout");
 
     // Every module goes on: a whole order, from store to approval.
     let mall = mall(&app).await;
@@ -94,7 +89,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
     let order = checkout(&app, &basket, &payment).await;
     shop::order_with_status(&app, &order, "APPROVED").await;
     shop::saga_with_status(&app, &order, "COMPLETED").await;
-    assert_eq!(ready(&app).await, 200);
+    assert_eq!(app.readyz().await, 200);
     app.stop().await;
 }
 

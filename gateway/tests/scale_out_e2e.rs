@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{Backend, Process, cents, shop, wait_until};
+use common::{Backend, Process, shop, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 6;
@@ -159,22 +159,8 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
     let mut finals = HashMap::new();
     for (product, c) in products.iter().zip(clients) {
         let (ok, unknown) = c.await.expect("a client");
-        let price = wait_until("the price to settle", || async {
-            let read = app
-                .data(
-                    "query($p: ID!) { product(id: $p) { price } }",
-                    json!({ "p": product }),
-                )
-                .await;
-            let raised = cents(&read["product"]["price"]) - 100;
-            (raised >= ok).then_some(raised)
-        })
-        .await;
-        assert!(
-            price <= ok + unknown,
-            "{product}: {price} raises, {ok} acknowledged, {unknown} unknown"
-        );
-        finals.insert(product.clone(), price + 100);
+        let price = common::settled_price(&app, product, ok, unknown).await;
+        finals.insert(product.clone(), price);
     }
 
     // The standby search applied everything after the active one died, in

@@ -98,6 +98,37 @@ pub fn cents(price: &Value) -> i64 {
         .expect("cents")
 }
 
+impl TestApp {
+    /// `/readyz`'s status.
+    pub async fn readyz(&self) -> u16 {
+        let response = self.http.get(format!("{}/readyz", self.base)).send().await;
+        response.expect("/readyz answers").status().as_u16()
+    }
+}
+
+/// Waits until `product` (priced 1.00 at first, raised a cent at a time)
+/// shows every one of `acked` acknowledged raises; checks that it shows no
+/// more than those plus the `unknown` ones (answered TIMEOUT: maybe
+/// applied); its price in cents.
+pub async fn settled_price(app: &TestApp, product: &str, acked: i64, unknown: i64) -> i64 {
+    let raised = wait_until("the product's price to settle", || async {
+        let read = app
+            .data(
+                "query($p: ID!) { product(id: $p) { price } }",
+                json!({ "p": product }),
+            )
+            .await;
+        let raised = cents(&read["product"]["price"]) - 100;
+        (raised >= acked).then_some(raised)
+    })
+    .await;
+    assert!(
+        raised <= acked + unknown,
+        "{product}: raised {raised} times, {acked} acknowledged, {unknown} unknown"
+    );
+    raised + 100
+}
+
 /// Reads a `catalogChanged { kind product { id price } }` subscription until
 /// every product in `seen` (its price in cents so far) is at its price in
 /// `finals`; each raise pushed must be the next cent of its product: no gap,
