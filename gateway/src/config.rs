@@ -110,6 +110,26 @@ pub struct Settings {
     )]
     pub consistency_timeout_ms: u64,
 
+    /// How long a websocket may take to send `connection_init`, in
+    /// milliseconds (then it is closed with 4408).
+    #[arg(
+        long,
+        global = true,
+        env = "WS_INIT_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    pub ws_init_timeout_ms: u64,
+
+    /// Subscriptions open at once on one websocket; one more is refused on
+    /// its own (RATE_LIMITED), the others go on.
+    #[arg(
+        long,
+        global = true,
+        env = "WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 100
+    )]
+    pub ws_max_subscriptions: usize,
+
     /// How long sent outbox rows and inbox rows are kept, in seconds (an
     /// Idempotency-Key's reply is kept as long). Default: 7 days.
     #[arg(long, global = true, env = "MESSAGE_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]

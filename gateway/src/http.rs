@@ -9,16 +9,13 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ServerError};
 use std::time::Duration;
 
-use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::http::WebSocketProtocols;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message as WsFrame, WebSocket};
 use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::{SinkExt, StreamExt};
-use mallbots_platform::Shutdown;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -318,7 +315,11 @@ async fn graphql_ws(
                 data.insert(context);
                 Ok(data)
             };
-            serve_websocket(socket, http.schema, protocol, on_init, stopping)
+            let limits = crate::ws::Limits {
+                init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),
+                max_subscriptions: http.app.settings.ws_max_subscriptions,
+            };
+            crate::ws::serve(socket, http.schema, protocol, on_init, limits, stopping)
         })
 }
 
@@ -330,74 +331,6 @@ fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
         .ok()?
         .split(',')
         .find_map(|p| p.trim().parse().ok())
-}
-
-/// How long a closing socket passes on what its subscriptions say last
-/// (their cursors), once they have gone quiet for [`FLUSH_QUIET`].
-const FLUSH_AT_MOST: Duration = Duration::from_secs(1);
-const FLUSH_QUIET: Duration = Duration::from_millis(100);
-
-/// One websocket connection: the GraphQL protocol between the socket and the
-/// schema until either side ends it, or until the gateway stops: then each
-/// subscription ends with an error carrying its cursor (see `follow`), and
-/// the socket closes with 1001 ("going away").
-async fn serve_websocket<F, Fut>(
-    socket: WebSocket,
-    schema: MallSchema,
-    protocol: WebSocketProtocols,
-    on_init: F,
-    mut stopping: Shutdown,
-) where
-    F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
-    Fut: Future<Output = async_graphql::Result<Data>> + Send + 'static,
-{
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|frame| std::future::ready(frame.is_ok()))
-        .filter_map(|frame| {
-            std::future::ready(match frame {
-                Ok(frame @ (WsFrame::Text(_) | WsFrame::Binary(_))) => Some(frame.into_data()),
-                _ => None,
-            })
-        });
-    let output = async_graphql::http::WebSocket::new(schema, input, protocol)
-        .on_connection_init(on_init)
-        .map(|message| match message {
-            WsMessage::Text(text) => WsFrame::Text(text.into()),
-            WsMessage::Close(code, reason) => WsFrame::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
-        });
-    futures_util::pin_mut!(output);
-    loop {
-        let frame = tokio::select! {
-            frame = output.next() => frame,
-            _ = stopping.wait() => break,
-        };
-        let Some(frame) = frame else { return };
-        if sink.send(frame).await.is_err() {
-            return;
-        }
-    }
-    let until = tokio::time::Instant::now() + FLUSH_AT_MOST;
-    loop {
-        let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
-        match tokio::time::timeout_at(quiet, output.next()).await {
-            Ok(Some(frame)) => {
-                if sink.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            _ => break,
-        }
-    }
-    let _ = sink
-        .send(WsFrame::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::AWAY,
-            reason: "the server is shutting down; subscribe again with your last cursor".into(),
-        })))
-        .await;
 }
 
 async fn sdl(State(http): State<Http>) -> impl IntoResponse {

@@ -10,6 +10,7 @@ mod http;
 pub mod live;
 mod metrics;
 mod playground;
+mod ws;
 
 pub use app::{Running, start};
 pub use config::{Part, Settings};

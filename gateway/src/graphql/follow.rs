@@ -57,9 +57,6 @@ struct State<F> {
     last: i64,
     replay: VecDeque<Arc<LiveChange>>,
     replaying: bool,
-    /// Whether the replay's starting point was checked against the log's
-    /// retention.
-    checked: bool,
     closed: bool,
     select: F,
     _active: Active,
@@ -88,7 +85,6 @@ where
         last: after.unwrap_or(0),
         replay: VecDeque::new(),
         replaying: after.is_some(),
-        checked: false,
         closed: false,
         select,
         _active: Active::new(app.metrics.clone()),
@@ -120,7 +116,7 @@ where
 }
 
 /// Refuses a replay from before what the change log still keeps (its
-/// retention pruned changes after that point): CURSOR_EXPIRED, never a gap.
+/// retention pruned changes after `s.last`): CURSOR_EXPIRED, never a gap.
 async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
     if crate::app::ARCHIVE.contains(&s.topic) {
         return Ok(());
@@ -161,16 +157,11 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChang
         // last change handled: no gap, and no duplicate (positions).
         s.receiver = s.app.live.subscribe(s.route.clone());
         s.replaying = true;
-        s.checked = false;
     }
 }
 
 /// [`next`] until the route closes (`None`).
 async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
-    if s.replaying && !s.checked {
-        check_retention(s).await?;
-        s.checked = true;
-    }
     while s.replaying {
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));
@@ -182,6 +173,9 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
             .changes(&[s.topic], s.last, REPLAY_PAGE)
             .await
             .map_err(ApiError::from)?;
+        // Read after the page: pruning that removed anything the page could
+        // have held shows here, so a gap is refused, never passed over.
+        check_retention(s).await?;
         if page.is_empty() {
             s.replaying = false;
         }

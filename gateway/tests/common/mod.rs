@@ -61,6 +61,8 @@ pub async fn settings(backend: Backend) -> Settings {
         socket_send_buffer: None,
         no_migrate: false,
         shutdown_drain_ms: 0,
+        ws_init_timeout_ms: 3000,
+        ws_max_subscriptions: 100,
         message_retention_secs: 7 * 24 * 3600,
         change_log_retention_secs: 30 * 24 * 3600,
         shutdown_grace_ms: 10_000,
@@ -348,6 +350,26 @@ impl WsClient {
         variables: Value,
         receive_buffer: Option<u32>,
     ) -> Self {
+        let mut client = WsClient::open(base, protocol, receive_buffer).await;
+        client
+            .send(json!({ "type": "connection_init", "payload": {} }))
+            .await;
+        let ack = client.next_message().await;
+        assert_eq!(ack["type"], "connection_ack", "got {ack}");
+        let start = if protocol == "graphql-ws" {
+            "start"
+        } else {
+            "subscribe"
+        };
+        client
+            .send(json!({ "type": start, "id": "1", "payload": { "query": query, "variables": variables } }))
+            .await;
+        client
+    }
+
+    /// A connected socket on which nothing was said yet (not even
+    /// `connection_init`).
+    pub async fn open(base: &str, protocol: &str, receive_buffer: Option<u32>) -> Self {
         let url = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
         request
@@ -369,27 +391,13 @@ impl WsClient {
                 .and_then(|v| v.to_str().ok()),
             Some(protocol)
         );
-        let mut client = WsClient {
+        WsClient {
             ws,
             protocol: protocol.to_owned(),
-        };
-        client
-            .send(json!({ "type": "connection_init", "payload": {} }))
-            .await;
-        let ack = client.next_message().await;
-        assert_eq!(ack["type"], "connection_ack", "got {ack}");
-        let start = if protocol == "graphql-ws" {
-            "start"
-        } else {
-            "subscribe"
-        };
-        client
-            .send(json!({ "type": start, "id": "1", "payload": { "query": query, "variables": variables } }))
-            .await;
-        client
+        }
     }
 
-    async fn send(&mut self, message: Value) {
+    pub async fn send(&mut self, message: Value) {
         self.ws
             .send(WsMessage::Text(message.to_string().into()))
             .await

@@ -1,0 +1,108 @@
+//! What a websocket client may hold open, per the graphql-transport-ws
+//! protocol: no `connection_init` in time → 4408; a subscribe before it →
+//! 4401; a subscription id already in use → 4409; one subscription past the
+//! limit is refused on its own, and the others go on.
+
+mod common;
+
+use common::{Backend, TestApp, WsClient, shop};
+use serde_json::json;
+
+const PROTOCOL: &str = "graphql-transport-ws";
+const LIMIT: usize = 3;
+
+async fn app() -> TestApp {
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.ws_init_timeout_ms = 300;
+    settings.ws_max_subscriptions = LIMIT;
+    common::start_with(settings).await
+}
+
+fn subscribe(id: &str, store: &str) -> serde_json::Value {
+    json!({
+        "type": "subscribe",
+        "id": id,
+        "payload": {
+            "query": "subscription($s: ID!) { catalogChanged(storeId: $s) { kind product { name } } }",
+            "variables": { "s": store },
+        },
+    })
+}
+
+async fn initialized(app: &TestApp) -> WsClient {
+    let mut ws = WsClient::open(&app.base, PROTOCOL, None).await;
+    ws.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(ws.next_message().await["type"], "connection_ack");
+    ws
+}
+
+#[tokio::test]
+async fn a_socket_that_never_initializes_is_closed_4408() {
+    let mut app = app().await;
+    let mut ws = WsClient::open(&app.base, PROTOCOL, None).await;
+    assert_eq!(ws.close_code().await, 4408);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscribe_before_init_is_closed_4401() {
+    let mut app = app().await;
+    let mut ws = WsClient::open(&app.base, PROTOCOL, None).await;
+    ws.send(subscribe("1", "00000000-0000-7000-8000-000000000000"))
+        .await;
+    assert_eq!(ws.close_code().await, 4401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_id_in_use_is_closed_4409() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Twice", "T").await;
+    let mut ws = initialized(&app).await;
+    ws.send(subscribe("same", &store)).await;
+    app.wait_for_subscriptions(1).await;
+    ws.send(subscribe("same", &store)).await;
+    assert_eq!(ws.close_code().await, 4409);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Crowded", "C").await;
+    let mut ws = initialized(&app).await;
+    for n in 0..LIMIT {
+        ws.send(subscribe(&n.to_string(), &store)).await;
+    }
+    app.wait_for_subscriptions(LIMIT as i64).await;
+    ws.send(subscribe("one-too-many", &store)).await;
+    let refused = ws.next_message().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "one-too-many");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+    assert_eq!(refused["payload"][0]["extensions"]["limit"], LIMIT);
+
+    // The others still push; and once one completes, a new one fits.
+    shop::product(&app, &store, "Still here", "1.00").await;
+    let mut pushed = std::collections::BTreeSet::new();
+    while pushed.len() < LIMIT {
+        let message = ws.next_message().await;
+        assert_eq!(message["type"], "next", "{message}");
+        pushed.insert(message["id"].as_str().expect("an id").to_owned());
+    }
+    ws.send(json!({ "type": "complete", "id": "0" })).await;
+    ws.send(subscribe("fits-now", &store)).await;
+    shop::product(&app, &store, "Again", "2.00").await;
+    let mut again = std::collections::BTreeSet::new();
+    while again.len() < LIMIT {
+        let message = ws.next_message().await;
+        if message["type"] == "complete" && message["id"] == "0" {
+            continue; // the server's word that "0" ended
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        again.insert(message["id"].as_str().expect("an id").to_owned());
+    }
+    assert!(again.contains("fits-now"), "{again:?}");
+    assert!(!again.contains("0"), "{again:?}");
+    app.stop().await;
+}
