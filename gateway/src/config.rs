@@ -110,6 +110,28 @@ pub struct Settings {
     )]
     pub consistency_timeout_ms: u64,
 
+    /// The deepest a query may nest (then QUERY_TOO_COMPLEX).
+    #[arg(long, global = true, env = "MAX_QUERY_DEPTH", default_value_t = 10)]
+    pub max_query_depth: usize,
+
+    /// The most a query may cost: each field 1, each list field times its
+    /// `first` (then QUERY_TOO_COMPLEX).
+    #[arg(
+        long,
+        global = true,
+        env = "MAX_QUERY_COMPLEXITY",
+        default_value_t = 5000
+    )]
+    pub max_query_complexity: usize,
+
+    /// The most aliased fields in one request (then QUERY_TOO_COMPLEX).
+    #[arg(long, global = true, env = "MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+
+    /// The most directives on one field (then QUERY_TOO_COMPLEX).
+    #[arg(long, global = true, env = "MAX_DIRECTIVES", default_value_t = 5)]
+    pub max_directives: usize,
+
     /// How long a websocket may take to send `connection_init`, in
     /// milliseconds (then it is closed with 4408).
     #[arg(

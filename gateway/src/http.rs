@@ -31,7 +31,13 @@ struct Http {
 }
 
 pub fn router(app: AppState) -> Router {
-    let schema = crate::graphql::builder().data(app.clone()).finish();
+    let settings = &app.settings;
+    let schema = crate::graphql::builder()
+        .limit_depth(settings.max_query_depth)
+        .limit_complexity(settings.max_query_complexity)
+        .limit_directives(settings.max_directives)
+        .data(app.clone())
+        .finish();
     let max_body = app.settings.max_body_bytes;
     Router::new()
         .route("/", get(playground::page))
@@ -137,10 +143,25 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
             return coded_error_response(status, &err, graphql_response);
         }
     }
-    let response = http
+    let max_aliases = http.app.settings.max_aliases;
+    if crate::limits::aliases(&request.query).is_some_and(|n| n > max_aliases) {
+        let body = serde_json::json!({ "errors": [{
+            "message": format!("a request may alias at most {max_aliases} fields"),
+            "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": max_aliases },
+        }] });
+        // Like any validation error: a 400 under graphql-response+json.
+        let status = if graphql_response {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        return errors_body(status, body, graphql_response);
+    }
+    let mut response = http
         .schema
         .execute(request.data(request_context(headers)))
         .await;
+    crate::limits::code_errors(&mut response, &http.app.settings);
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.
     let request_error = response.data == async_graphql::Value::Null

@@ -7,6 +7,7 @@ mod consistency;
 pub mod dead_letters;
 pub mod graphql;
 mod http;
+mod limits;
 pub mod live;
 mod metrics;
 mod playground;

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     Unavailable,
     /// A subscription cursor older than the change log keeps.
     CursorExpired,
+    /// A query over a limit (depth, complexity, aliases, directives),
+    /// refused before it runs.
+    QueryTooComplex,
     Internal,
 }
 
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::CursorExpired => "CURSOR_EXPIRED",
+            ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -77,6 +77,7 @@ impl CustomersQuery {
     }
 
     /// What the customer was told about their orders, oldest first.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,

@@ -68,10 +68,12 @@ pub fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> 
         Mutation::default(),
         Subscription::default(),
     )
-    .limit_depth(16)
-    .limit_complexity(2000)
-    .limit_recursive_depth(32)
+    .limit_recursive_depth(RECURSION_LIMIT)
 }
+
+/// How deep the parser follows a document's nesting at all (before the
+/// depth limit is counted).
+pub const RECURSION_LIMIT: usize = 32;
 
 /// The schema's SDL, as checked in at schema/schema.graphql.
 pub fn sdl() -> String {

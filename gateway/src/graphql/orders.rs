@@ -301,6 +301,7 @@ impl OrdersQuery {
     }
 
     /// Orders matching every filter given, oldest first.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn search_orders(
         &self,
         ctx: &Context<'_>,
@@ -354,6 +355,7 @@ impl OrdersQuery {
     }
 
     /// Shopping lists, optionally only those with `status`, oldest first.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn shopping_lists(
         &self,
         ctx: &Context<'_>,

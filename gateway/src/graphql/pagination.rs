@@ -9,6 +9,14 @@ use super::ApiError;
 pub const DEFAULT_PAGE: i32 = 20;
 pub const MAX_PAGE: i32 = 100;
 
+/// A page's cost in the query's complexity: its size (`first`, or the
+/// default) times what each item costs, so a large page of large items is
+/// refused before it runs.
+pub fn cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let n = usize::try_from(first.unwrap_or(DEFAULT_PAGE).max(1)).unwrap_or(usize::MAX);
+    n.saturating_mul(child_complexity.max(1))
+}
+
 pub fn first(first: Option<i32>) -> Result<u64, ApiError> {
     let n = first.unwrap_or(DEFAULT_PAGE);
     if !(0..=MAX_PAGE).contains(&n) {

@@ -34,6 +34,7 @@ impl Store {
         self.0.participating
     }
     /// The store's products, in the order they were added.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn catalog(
         &self,
         ctx: &Context<'_>,
@@ -117,6 +118,7 @@ impl StoresQuery {
     }
 
     /// The mall's stores, optionally only those (not) participating.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn stores(
         &self,
         ctx: &Context<'_>,
@@ -152,6 +154,7 @@ impl StoresQuery {
     }
 
     /// A store's products.
+    #[graphql(complexity = "pagination::cost(first, child_complexity)")]
     async fn catalog(
         &self,
         ctx: &Context<'_>,

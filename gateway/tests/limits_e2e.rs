@@ -1,0 +1,68 @@
+//! Query limits, refused before anything runs with QUERY_TOO_COMPLEX and the
+//! limit: depth, complexity (a list weighted by its `first`), aliases and
+//! directives; an ordinary query still runs.
+
+mod common;
+
+use common::{Backend, TestApp, spawn_app};
+use serde_json::{Value, json};
+
+/// Refused over one of `limits` (the first check that trips says which).
+async fn refused(app: &TestApp, query: &str, limits: &[usize]) -> Value {
+    let response = app.graphql(query, json!({})).await;
+    let error = &response["errors"][0];
+    assert_eq!(
+        error["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{response}"
+    );
+    let limit = error["extensions"]["limit"].as_u64().expect("a limit");
+    assert!(limits.contains(&(limit as usize)), "{response}");
+    assert!(response["data"].is_null(), "nothing ran: {response}");
+    response
+}
+
+#[tokio::test]
+async fn queries_over_a_limit_are_refused_before_they_run() {
+    let mut app = spawn_app(Backend::Embedded).await;
+
+    // 50 deep: past even the parser's recursion limit (32).
+    let deep = format!(
+        "{{ stores {{ edges {{ node {{ {} id {} }} }} }} }}",
+        "catalog { edges { node { store { ".repeat(12),
+        "} } } } ".repeat(12)
+    );
+    refused(&app, &deep, &[32]).await;
+    // 11 deep, cheap: the depth limit (10).
+    let eleven = "{ stores { edges { node { catalog(first: 1) { edges { node { store {
+        catalog(first: 1) { edges { node { name } } } } } } } } } } }";
+    refused(&app, eleven, &[10]).await;
+    // The depth-11 nesting of catalogs, each a page of 100: too deep and
+    // too costly, whichever is checked first.
+    let nested =
+        "{ product(id: \"00000000-0000-7000-8000-000000000000\") { store { catalog(first: 100) {
+        edges { node { store { catalog(first: 100) { edges { node { name } } } } } } } } } }";
+    refused(&app, nested, &[10, 5000]).await;
+    // One huge page: its `first` weighs it (limit 5000).
+    refused(
+        &app,
+        "{ stores(first: 1000000) { edges { node { id } } } }",
+        &[5000],
+    )
+    .await;
+    // 1,000 aliases (limit 30).
+    let aliases: String = (0..1000).map(|n| format!("a{n}: __typename ")).collect();
+    refused(&app, &format!("{{ {aliases} }}"), &[30]).await;
+    // Too many directives on one field (limit 5).
+    let directives = "@include(if: true) ".repeat(6);
+    refused(&app, &format!("{{ __typename {directives} }}"), &[5]).await;
+
+    // An ordinary query runs.
+    let ordinary = app
+        .data(
+            "{ stores(first: 100) { edges { node { id name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ordinary["stores"]["edges"], json!([]));
+    app.stop().await;
+}
