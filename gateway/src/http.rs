@@ -144,7 +144,11 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         }
     }
     let max_aliases = http.app.settings.max_aliases;
-    if crate::limits::aliases(&request.query).is_some_and(|n| n > max_aliases) {
+    let document = async_graphql::parser::parse_query(&request.query).ok();
+    if document
+        .as_ref()
+        .is_some_and(|d| crate::limits::aliases(d) > max_aliases)
+    {
         let body = serde_json::json!({ "errors": [{
             "message": format!("a request may alias at most {max_aliases} fields"),
             "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": max_aliases },
@@ -161,7 +165,7 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         .schema
         .execute(request.data(request_context(headers)))
         .await;
-    crate::limits::code_errors(&mut response, &http.app.settings);
+    crate::limits::code_errors(&mut response, &http.app.settings, document.is_some());
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.
     let request_error = response.data == async_graphql::Value::Null

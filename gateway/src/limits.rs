@@ -2,6 +2,9 @@
 //! QUERY_TOO_COMPLEX and the limit in `extensions`. Depth, complexity and
 //! directives are async-graphql's own checks (their errors get the code
 //! here); aliases are counted here, since async-graphql has no such limit.
+//! And every error of a request gets a code: GRAPHQL_PARSE_FAILED,
+//! GRAPHQL_VALIDATION_FAILED, or BAD_USER_INPUT for a value of the wrong
+//! shape.
 
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Response, Value};
@@ -9,10 +12,8 @@ use mallbots_contracts::ErrorCode;
 
 use crate::Settings;
 
-/// The aliased fields in `query`, fragments included; `None` when it does not
-/// parse (execution then says why).
-pub fn aliases(query: &str) -> Option<usize> {
-    let document: ExecutableDocument = async_graphql::parser::parse_query(query).ok()?;
+/// The aliased fields in `document`, fragments included.
+pub fn aliases(document: &ExecutableDocument) -> usize {
     fn count(set: &SelectionSet) -> usize {
         set.items
             .iter()
@@ -35,33 +36,58 @@ pub fn aliases(query: &str) -> Option<usize> {
         .values()
         .map(|f| count(&f.node.selection_set.node))
         .sum();
-    Some(operations + fragments)
+    operations + fragments
 }
 
-/// Gives async-graphql's limit errors their code and limit.
-pub fn code_errors(response: &mut Response, settings: &Settings) {
+fn set(error: &mut async_graphql::ServerError, code: ErrorCode) -> &mut ErrorExtensionValues {
+    let extensions = error
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default);
+    extensions.set("code", Value::from(code.as_str()));
+    extensions
+}
+
+/// Gives every error of `response` a code: async-graphql's limit errors
+/// QUERY_TOO_COMPLEX and their limit; a document that did not `parse`, or
+/// did not validate, the GraphQL codes; a value of the wrong shape
+/// BAD_USER_INPUT.
+pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
     for error in &mut response.errors {
+        if error
+            .extensions
+            .as_ref()
+            .is_some_and(|x| x.get("code").is_some())
+        {
+            continue;
+        }
         let limit = if error
             .message
             .starts_with("The recursion depth of the query")
         {
-            crate::graphql::RECURSION_LIMIT
+            Some(crate::graphql::RECURSION_LIMIT)
         } else if error.message.starts_with("Query is nested too deep") {
-            settings.max_query_depth
+            Some(settings.max_query_depth)
         } else if error.message.starts_with("Query is too complex") {
-            settings.max_query_complexity
+            Some(settings.max_query_complexity)
         } else if error
             .message
             .starts_with("The number of directives on the field")
         {
-            settings.max_directives
+            Some(settings.max_directives)
         } else {
-            continue;
+            None
         };
-        let extensions = error
-            .extensions
-            .get_or_insert_with(ErrorExtensionValues::default);
-        extensions.set("code", Value::from(ErrorCode::QueryTooComplex.as_str()));
-        extensions.set("limit", Value::from(limit));
+        let shape = error.message.starts_with("Invalid value for argument")
+            || error.message.starts_with("Failed to parse")
+            || error.message.starts_with("Invalid value for variable");
+        if let Some(limit) = limit {
+            set(error, ErrorCode::QueryTooComplex).set("limit", Value::from(limit));
+        } else if !parsed {
+            set(error, ErrorCode::GraphqlParseFailed);
+        } else if shape {
+            set(error, ErrorCode::BadUserInput);
+        } else if error.path.is_empty() {
+            set(error, ErrorCode::GraphqlValidationFailed);
+        }
     }
 }

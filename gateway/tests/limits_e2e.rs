@@ -1,6 +1,8 @@
 //! Query limits, refused before anything runs with QUERY_TOO_COMPLEX and the
 //! limit: depth, complexity (a list weighted by its `first`), aliases and
-//! directives; an ordinary query still runs.
+//! directives; an ordinary query still runs. And every request error has a
+//! code: a document that does not parse, one that does not validate, a value
+//! of the wrong shape.
 
 mod common;
 
@@ -64,5 +66,39 @@ async fn queries_over_a_limit_are_refused_before_they_run() {
         )
         .await;
     assert_eq!(ordinary["stores"]["edges"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_request_error_has_a_code() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let code = |response: &Value| response["errors"][0]["extensions"]["code"].clone();
+    let cases = [
+        ("{ stores { ", json!({}), "GRAPHQL_PARSE_FAILED"),
+        (
+            "query { nothingHere }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "query($x: Int) { stores { edges { cursor } } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "{ stores(first: \"many\") { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation($p: Decimal!) { addProduct(input: {storeId: \"00000000-0000-7000-8000-000000000000\", name: \"N\", price: $p}) { id } }",
+            json!({ "p": "not money" }),
+            "BAD_USER_INPUT",
+        ),
+    ];
+    for (query, variables, expected) in cases {
+        let response = app.graphql(query, variables).await;
+        assert_eq!(code(&response), expected, "{query}: {response}");
+    }
     app.stop().await;
 }

@@ -42,6 +42,10 @@ pub enum ErrorCode {
     /// A query over a limit (depth, complexity, aliases, directives),
     /// refused before it runs.
     QueryTooComplex,
+    /// The request is not a GraphQL document.
+    GraphqlParseFailed,
+    /// The document does not fit the schema.
+    GraphqlValidationFailed,
     Internal,
 }
 
@@ -58,6 +62,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::CursorExpired => "CURSOR_EXPIRED",
             ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             ErrorCode::Internal => "INTERNAL",
         }
     }
