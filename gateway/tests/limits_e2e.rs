@@ -2,7 +2,8 @@
 //! limit: depth, complexity (a list weighted by its `first`), aliases and
 //! directives; an ordinary query still runs. And every request error has a
 //! code: a document that does not parse, one that does not validate, a value
-//! of the wrong shape.
+//! of the wrong shape; an internal failure says only INTERNAL and an error
+//! id, never what failed inside.
 
 mod common;
 
@@ -99,6 +100,34 @@ async fn every_request_error_has_a_code() {
     for (query, variables, expected) in cases {
         let response = app.graphql(query, variables).await;
         assert_eq!(code(&response), expected, "{query}: {response}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_internal_failure_leaks_nothing_but_an_error_id() {
+    use sea_orm::ConnectionTrait;
+
+    let mut app = spawn_app(Backend::Embedded).await;
+    // Damage no API allows: the stores read model's table is gone.
+    app.stores_db()
+        .await
+        .execute_unprepared("DROP TABLE stores")
+        .await
+        .unwrap();
+    let response = app
+        .graphql("{ stores { edges { cursor } } }", json!({}))
+        .await;
+    let error = &response["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{response}");
+    let message = error["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with("internal error (error id "),
+        "{message}"
+    );
+    let text = response.to_string().to_lowercase();
+    for leak in ["sql", "table", "no such", "sqlx", "sea_orm", "/", "dberr"] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {response}");
     }
     app.stop().await;
 }

@@ -37,10 +37,16 @@ impl From<ReplyError> for ApiError {
     }
 }
 
-/// Logs what went wrong and gives the client only "internal error".
+/// Logs what went wrong under a new error id, and gives the client only
+/// "internal error" and that id (to quote to an operator, who finds the
+/// details in the log): never SQL, paths or type names.
 pub fn internal(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, "internal error");
-    ApiError::new(ErrorCode::Internal, "internal error")
+    let id = uuid::Uuid::now_v7();
+    tracing::error!(error_id = %id, error = %err, "internal error");
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("internal error (error id {id})"),
+    )
 }
 
 /// A dependency that is down (the broker, a database) is UNAVAILABLE: the
