@@ -24,6 +24,18 @@ impl LineItem {
     }
 }
 
+/// A character a name must not hold: a control character (NUL, escape
+/// sequences, line breaks) or one that reorders or hides text (bidirectional
+/// overrides and isolates, zero-width marks), which let a name show
+/// something other than what it is.
+pub fn is_unsafe_in_names(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+        )
+}
+
 /// The sum of the lines' totals.
 pub fn total(items: &[LineItem]) -> Decimal {
     items
@@ -35,6 +47,18 @@ pub fn total(items: &[LineItem]) -> Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_control_and_reordering_characters() {
+        for c in [
+            '\0', '\u{1b}', '\r', '\n', '\u{202E}', '\u{2067}', '\u{200B}',
+        ] {
+            assert!(is_unsafe_in_names(c), "{c:?}");
+        }
+        for c in ['a', 'é', '中', ' ', '&', '\u{1F600}'] {
+            assert!(!is_unsafe_in_names(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn totals_saturate_instead_of_overflowing() {

@@ -11,6 +11,8 @@ pub enum CustomersError {
     BlankName,
     #[error("the customer name cannot be longer than 100 characters")]
     NameTooLong,
+    #[error("the customer name cannot hold control or text-direction characters")]
+    UnsafeName,
     #[error("the sms number must be 7 to 15 digits, optionally starting with +")]
     InvalidSmsNumber,
     #[error("the customer already exists")]
@@ -26,6 +28,7 @@ impl DomainError for CustomersError {
         match self {
             CustomersError::BlankName
             | CustomersError::NameTooLong
+            | CustomersError::UnsafeName
             | CustomersError::InvalidSmsNumber => ErrorCode::BadUserInput,
             CustomersError::AlreadyRegistered => ErrorCode::Conflict,
             CustomersError::NotFound => ErrorCode::NotFound,
@@ -42,6 +45,12 @@ fn parse_name(name: &str) -> Result<String, CustomersError> {
     }
     if name.chars().count() > 100 {
         return Err(CustomersError::NameTooLong);
+    }
+    if name
+        .chars()
+        .any(mallbots_contracts::common::is_unsafe_in_names)
+    {
+        return Err(CustomersError::UnsafeName);
     }
     Ok(name.to_owned())
 }
@@ -200,6 +209,19 @@ mod tests {
             c.register("Ada", "123"),
             Err(CustomersError::InvalidSmsNumber)
         );
+        for name in [
+            "Ada\0",
+            "Ada\u{1b}[31m",
+            "Ada\r\nBob",
+            "evil\u{202E}txt.exe",
+        ] {
+            assert_eq!(
+                c.register(name, "5550100"),
+                Err(CustomersError::UnsafeName),
+                "{name:?}"
+            );
+        }
+        assert!(c.register("Zoë 中村", "5550100").is_ok());
     }
 
     #[test]

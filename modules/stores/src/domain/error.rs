@@ -11,6 +11,8 @@ pub enum StoresError {
     BlankProductName,
     #[error("the {field} cannot be longer than {max} characters")]
     TooLong { field: &'static str, max: usize },
+    #[error("the {field} cannot hold control or text-direction characters")]
+    UnsafeText { field: &'static str },
     #[error("the product price must be greater than zero")]
     NonPositivePrice,
     #[error("the price change must be greater than zero")]
@@ -51,6 +53,7 @@ impl StoresError {
             | BlankLocation
             | BlankProductName
             | TooLong { .. }
+            | UnsafeText { .. }
             | NonPositivePrice
             | NonPositiveDelta
             | TooPrecise

@@ -76,6 +76,35 @@ fn a_store_name_is_bounded() {
 }
 
 #[test]
+fn names_and_texts_refuse_hidden_characters() {
+    for name in [
+        "Books\0",
+        "Books\u{1b}[2J",
+        "Books\r\nInjected",
+        "koob\u{202E}s",
+    ] {
+        assert_eq!(
+            Store::default().create(name, "Upper level"),
+            Err(StoresError::UnsafeText {
+                field: "store name"
+            }),
+            "{name:?}"
+        );
+    }
+    let store: Store = given(&[created()]);
+    let mut product = new_product("1.00");
+    product.description = "line one\nline two\tend";
+    assert!(Product::default().add(&store, product.clone()).is_ok());
+    product.description = "hidden\u{200B}mark";
+    assert_eq!(
+        Product::default().add(&store, product),
+        Err(StoresError::UnsafeText {
+            field: "description"
+        })
+    );
+}
+
+#[test]
 fn a_store_is_created_once() {
     let store: Store = given(&[created()]);
     assert_eq!(store.create("Again", "Here"), Err(StoresError::StoreExists));

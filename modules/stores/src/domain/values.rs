@@ -1,5 +1,6 @@
 //! Validated values: parse, don't validate. Holding one means it is valid.
 
+use mallbots_contracts::common::is_unsafe_in_names;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ fn non_blank(
     }
     if trimmed.chars().count() > max {
         return Err(StoresError::TooLong { field, max });
+    }
+    if trimmed.chars().any(is_unsafe_in_names) {
+        return Err(StoresError::UnsafeText { field });
     }
     Ok(trimmed.to_owned())
 }
@@ -72,6 +76,13 @@ impl Text {
                 field,
                 max: MAX_TEXT,
             });
+        }
+        // Free text may break lines; nothing else hidden.
+        if trimmed
+            .chars()
+            .any(|c| c != '\n' && c != '\t' && is_unsafe_in_names(c))
+        {
+            return Err(StoresError::UnsafeText { field });
         }
         Ok(Text(trimmed.to_owned()))
     }
