@@ -91,6 +91,22 @@ async fn every_request_error_has_a_code() {
             json!({}),
             "BAD_USER_INPUT",
         ),
+        // Ids only in their canonical form.
+        (
+            "{ store(id: \"{0194b2a4-0000-7000-8000-000000000000}\") { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "{ store(id: \"urn:uuid:0194b2a4-0000-7000-8000-000000000000\") { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "{ store(id: \"0194B2A4-0000-7000-8000-00000000000A\") { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
         (
             "mutation($p: Decimal!) { addProduct(input: {storeId: \"00000000-0000-7000-8000-000000000000\", name: \"N\", price: $p}) { id } }",
             json!({ "p": "not money" }),

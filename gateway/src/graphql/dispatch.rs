@@ -16,8 +16,13 @@ pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
     ctx.data::<AppState>().map_err(|e| internal(e.message))
 }
 
+/// An id as the API hands them out: a UUID in its canonical form (lower
+/// case, hyphenated; no braces, no `urn:uuid:`), so one entity has one id.
 pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::bad_input(format!("{field} is not a valid id")))
+    Uuid::try_parse(id)
+        .ok()
+        .filter(|uuid| uuid.hyphenated().to_string() == id.as_str())
+        .ok_or_else(|| ApiError::bad_input(format!("{field} is not a valid id")))
 }
 
 /// An accepted command: its result and the token that reads its write.
