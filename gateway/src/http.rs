@@ -119,7 +119,11 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
 }
 
-async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Request) -> Response {
+async fn execute(
+    http: &Http,
+    headers: &HeaderMap,
+    mut request: async_graphql::Request,
+) -> Response {
     http.app
         .metrics
         .graphql_requests
@@ -144,11 +148,9 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         }
     }
     let max_aliases = http.app.settings.max_aliases;
-    let document = async_graphql::parser::parse_query(&request.query).ok();
-    if document
-        .as_ref()
-        .is_some_and(|d| crate::limits::aliases(d) > max_aliases)
-    {
+    // Parsed once: the request keeps the document, and execution reuses it.
+    let aliases = request.parsed_query().ok().map(crate::limits::aliases);
+    if aliases.is_some_and(|n| n > max_aliases) {
         let body = serde_json::json!({ "errors": [{
             "message": format!("a request may alias at most {max_aliases} fields"),
             "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": max_aliases },
@@ -165,7 +167,7 @@ async fn execute(http: &Http, headers: &HeaderMap, request: async_graphql::Reque
         .schema
         .execute(request.data(request_context(headers)))
         .await;
-    crate::limits::code_errors(&mut response, &http.app.settings, document.is_some());
+    crate::limits::code_errors(&mut response, &http.app.settings, aliases.is_some());
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.
     let request_error = response.data == async_graphql::Value::Null

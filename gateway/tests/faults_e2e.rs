@@ -24,15 +24,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(3000);
 /// the HTTP round trip.
 const ANSWER_WITHIN: Duration = Duration::from_millis(4500);
 
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
-}
-
 /// Runs the fault service's control script (`stop` or `start`).
 async fn control(script_env: &str, action: &'static str) {
     let status = tokio::process::Command::new("bash")
-        .arg(env(script_env))
+        .arg(common::required_env(script_env))
         .arg(action)
         .status()
         .await
@@ -108,22 +103,11 @@ async fn client(
 #[tokio::test]
 async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hanging() {
     let mut settings = common::settings(Backend::Real).await;
-    settings.amqp_url = Some(env("TEST_FAULT_AMQP_URL"));
+    settings.amqp_url = Some(common::required_env("TEST_FAULT_AMQP_URL"));
     settings.command_timeout_ms = COMMAND_TIMEOUT.as_millis() as u64;
     let mut app = common::start_with(settings).await;
-    let store = shop::store(&app, "Faulty Towers", "Basement").await;
-    let mut products = Vec::new();
-    for i in 0..CLIENTS {
-        products.push(shop::product(&app, &store, &format!("Item {i}"), "1.00").await);
-    }
-    let mut live = app
-        .subscribe(
-            "graphql-transport-ws",
-            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { id price } } }",
-            json!({ "s": store }),
-        )
-        .await;
-    app.wait_for_subscriptions(1).await;
+    let (store, products, mut live) =
+        common::followed_catalog(&app, "Faulty Towers", CLIENTS).await;
 
     // A keyed raise, retried across the restarts: applied once, one answer.
     let keyed_product = shop::product(&app, &store, "Keyed", "1.00").await;

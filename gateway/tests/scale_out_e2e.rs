@@ -114,19 +114,7 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
     let mut search: Vec<Process> = vec![part(&["search"]).await, part(&["search"]).await];
 
     let app = rest.client().await;
-    let store = shop::store(&app, "Twin Towers", "Both sides").await;
-    let mut products = Vec::new();
-    for i in 0..CLIENTS {
-        products.push(shop::product(&app, &store, &format!("Pair {i}"), "1.00").await);
-    }
-    let mut live = app
-        .subscribe(
-            "graphql-transport-ws",
-            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { id price } } }",
-            json!({ "s": store }),
-        )
-        .await;
-    app.wait_for_subscriptions(1).await;
+    let (_store, products, mut live) = common::followed_catalog(&app, "Twin Towers", CLIENTS).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));

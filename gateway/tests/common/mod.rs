@@ -37,7 +37,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
 }
 
-fn required_env(name: &str) -> String {
+pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: the real-service tests need it; run them with scripts/test")
     })
@@ -94,6 +94,30 @@ pub async fn fresh_database(admin_env: &str) -> String {
     admin.close().await.ok();
     let base = admin_url.rsplit_once('/').expect("URL has a path").0;
     format!("{base}/{name}")
+}
+
+/// A participating store named `name` with `n` products at 1.00, and a
+/// client following its catalog live (`catalogChanged`): (store, products,
+/// the follower).
+pub async fn followed_catalog(
+    app: &TestApp,
+    name: &str,
+    n: usize,
+) -> (String, Vec<String>, WsClient) {
+    let store = shop::store(app, name, "Floor").await;
+    let mut products = Vec::with_capacity(n);
+    for i in 0..n {
+        products.push(shop::product(app, &store, &format!("{name} {i}"), "1.00").await);
+    }
+    let live = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { id price } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+    (store, products, live)
 }
 
 /// A price as whole cents ("1.23" is 123).
