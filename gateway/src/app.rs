@@ -56,6 +56,8 @@ pub struct AppState {
     /// Every module's database, by module name.
     pub databases: Vec<(&'static str, DatabaseConnection)>,
     pub settings: Arc<Settings>,
+    /// Verifies bearer tokens (or lets everyone in, when open).
+    pub auth: Arc<crate::identity::Auth>,
     /// Fires when the gateway stops serving: subscriptions end with their
     /// cursors, websockets close.
     pub stopping: Shutdown,
@@ -325,6 +327,13 @@ fn all_in_one(parts: &[Part]) -> bool {
 /// Starts `parts` of the system in this process.
 pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running> {
     let config = database_config(&settings)?;
+    // A key that cannot be read stops the start, before anything runs.
+    let auth = crate::identity::Auth::from_settings(&settings)?;
+    if runs(parts, Part::Gateway) && auth.is_open() {
+        tracing::warn!(
+            "no AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY: the gateway is OPEN, every request acts as an operator; set one before exposing it"
+        );
+    }
     let whole = all_in_one(parts);
     if !whole && !config.is_postgres() {
         bail!("running parts of the system alone needs a shared database: set DATABASE_URL");
@@ -413,6 +422,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
                 .chain([(DEAD_LETTERS, dead_letters.clone())])
                 .collect(),
             settings: Arc::new(settings.clone()),
+            auth: Arc::new(auth),
             stopping: stopping.clone(),
             draining: draining.clone(),
         };
@@ -436,9 +446,12 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             }
         });
         door_tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "HTTP server failed");
             }

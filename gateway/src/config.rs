@@ -182,6 +182,59 @@ pub struct Settings {
     )]
     pub shutdown_grace_ms: u64,
 
+    /// The HS256 secret bearer tokens are signed with. Neither this nor
+    /// AUTH_JWT_PUBLIC_KEY set: the gateway is open (everyone an operator).
+    #[arg(long, global = true, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+
+    /// A PEM file with the RS256 or ES256 public key bearer tokens are
+    /// verified with (instead of AUTH_JWT_SECRET).
+    #[arg(long, global = true, env = "AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<PathBuf>,
+
+    /// The `iss` every token must have, when set.
+    #[arg(long, global = true, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// The `aud` every token must have, when set.
+    #[arg(long, global = true, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+
+    /// Requests per second one identity (or, without a token, one client
+    /// address) may make on average (then 429 RATE_LIMITED).
+    #[arg(
+        long,
+        global = true,
+        env = "RATE_LIMIT_PER_SECOND",
+        default_value_t = 50
+    )]
+    pub rate_limit_per_second: u32,
+
+    /// Requests one identity may make at once above its rate.
+    #[arg(long, global = true, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Websockets one identity (or one client address without a token) may
+    /// hold open at once (then closed with 4429).
+    #[arg(long, global = true, env = "WS_MAX_CONNECTIONS", default_value_t = 20)]
+    pub ws_max_connections: usize,
+
+    /// Origins browsers may call from, comma-separated. Unset: any origin
+    /// while the gateway is open, none once tokens are verified.
+    #[arg(long, global = true, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// `false` hides the schema from introspection for everyone but
+    /// operators.
+    #[arg(
+        long,
+        global = true,
+        env = "INTROSPECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub introspection: bool,
+
     /// Skip creating/updating tables at start (run `mallbots migrate` instead).
     #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,

@@ -4,23 +4,30 @@
 
 use std::sync::atomic::Ordering;
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use async_graphql::ServerError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Data, ServerError};
 use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
 use crate::app::AppState;
+use crate::clients::{RateLimits, SocketCounts};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
+use crate::identity::{AuthError, Identity};
 use crate::playground;
 use mallbots_contracts::ErrorCode;
 
@@ -28,17 +35,40 @@ use mallbots_contracts::ErrorCode;
 struct Http {
     app: AppState,
     schema: MallSchema,
+    ws_schema: MallSchema,
+    rate: Arc<RateLimits>,
+    sockets: Arc<SocketCounts>,
+}
+
+/// The schema with the limits of `app`'s settings.
+fn limited_schema(app: &AppState, introspection: bool) -> MallSchema {
+    let settings = &app.settings;
+    let builder = crate::graphql::builder()
+        .limit_depth(settings.max_query_depth)
+        .limit_complexity(settings.max_query_complexity)
+        .limit_directives(settings.max_directives)
+        .data(app.clone());
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
-    let schema = crate::graphql::builder()
-        .limit_depth(settings.max_query_depth)
-        .limit_complexity(settings.max_query_complexity)
-        .limit_directives(settings.max_directives)
-        .data(app.clone())
-        .finish();
+    // HTTP decides per request (operators may introspect); websockets
+    // execute on one schema per connection, so with INTROSPECTION=false
+    // theirs has none for anyone.
+    let schema = limited_schema(&app, true);
+    let ws_schema = limited_schema(&app, settings.introspection);
     let max_body = app.settings.max_body_bytes;
+    let cors = cors(settings, app.auth.is_open());
+    let rate = Arc::new(RateLimits::new(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+    ));
+    let sockets = SocketCounts::new(settings.ws_max_connections);
     Router::new()
         .route("/", get(playground::page))
         .route("/graphiql/{name}", get(playground::asset))
@@ -49,23 +79,102 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::cors::CorsLayer::permissive())
-        .with_state(Http { app, schema })
+        .layer(cors)
+        .with_state(Http {
+            app,
+            schema,
+            ws_schema,
+            rate,
+            sockets,
+        })
+}
+
+/// Which web pages may call the API from a browser: the listed origins; with
+/// none listed, any while the gateway is open and none once it verifies
+/// tokens (a page elsewhere must not act with a visitor's credentials).
+fn cors(settings: &crate::Settings, open: bool) -> CorsLayer {
+    let listed: Vec<HeaderValue> = settings
+        .cors_origins
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if listed.is_empty() && open {
+        return CorsLayer::permissive();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(listed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static(IDEMPOTENCY_KEY),
+            HeaderName::from_static("consistency-token"),
+            HeaderName::from_static("x-request-id"),
+        ])
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
 
-/// The request's context from its headers.
-fn request_context(headers: &HeaderMap) -> RequestContext {
+/// The request's context from its headers, with the identity they prove.
+fn request_context(headers: &HeaderMap, identity: Identity) -> RequestContext {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     RequestContext {
         correlation_id: text("x-request-id")
             .and_then(|v| Uuid::parse_str(v).ok())
             .unwrap_or_else(Uuid::now_v7),
-        authorization: text("authorization").map(str::to_owned),
+        identity,
         idempotency_key: text(IDEMPOTENCY_KEY).map(str::to_owned),
     }
+}
+
+/// The `Authorization` header as text (a header that is not text is no
+/// bearer token either).
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("?"))
+}
+
+/// An invalid or expired token: 401 with `WWW-Authenticate: Bearer`.
+fn unauthenticated(err: &AuthError, graphql_response: bool) -> Response {
+    let err = ApiError::new(ErrorCode::Unauthenticated, err.to_string());
+    let mut response = coded_error_response(StatusCode::UNAUTHORIZED, &err, graphql_response);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
+}
+
+/// A client over its request rate: 429 with `Retry-After` (whole seconds).
+fn rate_limited(wait: Duration, graphql_response: bool) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let err = ApiError::new(
+        ErrorCode::RateLimited,
+        format!("too many requests: retry in {seconds} s"),
+    );
+    let mut response = coded_error_response(StatusCode::TOO_MANY_REQUESTS, &err, graphql_response);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// Who the request is from, and whether it may be served now.
+fn admit(http: &Http, headers: &HeaderMap, client: IpAddr) -> Result<Identity, Box<Response>> {
+    let graphql_response = wants_graphql_response(headers);
+    let identity = http
+        .app
+        .auth
+        .identify(authorization(headers))
+        .map_err(|err| Box::new(unauthenticated(&err, graphql_response)))?;
+    http.rate
+        .check(&crate::clients::key(&identity, client))
+        .map_err(|wait| Box::new(rate_limited(wait, graphql_response)))?;
+    Ok(identity)
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -122,6 +231,7 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
 async fn execute(
     http: &Http,
     headers: &HeaderMap,
+    identity: Identity,
     mut request: async_graphql::Request,
 ) -> Response {
     http.app
@@ -129,6 +239,17 @@ async fn execute(
         .graphql_requests
         .fetch_add(1, Ordering::Relaxed);
     let graphql_response = wants_graphql_response(headers);
+    let trusted = identity.actor.is_some_and(|a| a.is_trusted());
+    if !http.app.settings.introspection && !trusted {
+        if request.parsed_query().is_ok_and(crate::limits::introspects) {
+            let err = ApiError::new(
+                ErrorCode::Forbidden,
+                "introspection is off here (INTROSPECTION=false): operators only",
+            );
+            return coded_error_response(StatusCode::FORBIDDEN, &err, graphql_response);
+        }
+        request = request.disable_introspection();
+    }
     if let Some(err) = bad_idempotency_key(headers) {
         return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response);
     }
@@ -165,7 +286,7 @@ async fn execute(
     }
     let mut response = http
         .schema
-        .execute(request.data(request_context(headers)))
+        .execute(request.data(request_context(headers, identity)))
         .await;
     crate::limits::code_errors(&mut response, &http.app.settings, aliases.is_some());
     // Parse and validation errors carry no path and stop execution (no data):
@@ -213,7 +334,16 @@ async fn execute(
     }
 }
 
-async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(
+    State(http): State<Http>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let identity = match admit(&http, &headers, client.ip()) {
+        Ok(identity) => identity,
+        Err(refused) => return *refused,
+    };
     let graphql_response = wants_graphql_response(&headers);
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -223,6 +353,17 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Bytes)
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the request as application/json",
+            graphql_response,
+        );
+    }
+    // One operation per request: a JSON array (a batch) or any other
+    // non-object is refused before it is read as a request.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return coded_error_response(
+            StatusCode::BAD_REQUEST,
+            &ApiError::bad_input(
+                "the body must be one GraphQL request, a JSON object (batches are not accepted)",
+            ),
             graphql_response,
         );
     }
@@ -236,7 +377,7 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Bytes)
             );
         }
     };
-    execute(&http, &headers, request).await
+    execute(&http, &headers, identity, request).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,9 +404,14 @@ fn operation_type(query: &str, name: Option<&str>) -> Option<OperationType> {
 
 async fn graphql_get(
     State(http): State<Http>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<GetParams>,
 ) -> Response {
+    let identity = match admit(&http, &headers, client.ip()) {
+        Ok(identity) => identity,
+        Err(refused) => return *refused,
+    };
     let graphql_response = wants_graphql_response(&headers);
     let Some(query) = params.query else {
         return error_response(StatusCode::BAD_REQUEST, "missing query", graphql_response);
@@ -297,7 +443,7 @@ async fn graphql_get(
             }
         }
     }
-    execute(&http, &headers, request).await
+    execute(&http, &headers, identity, request).await
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB
@@ -310,6 +456,7 @@ const WEBSOCKET_WRITE_BUFFER: usize = 4 * 1024;
 
 async fn graphql_ws(
     State(http): State<Http>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -320,33 +467,35 @@ async fn graphql_ws(
         )
             .into_response();
     };
-    let from_headers = request_context(&headers);
+    // The upgrade counts as a request; its token (if any) is checked at
+    // `connection_init`, where the protocol carries it.
+    if let Err(wait) = http
+        .rate
+        .check(&crate::clients::key(&Identity::ANONYMOUS, client.ip()))
+    {
+        return rate_limited(wait, false);
+    }
+    let door = crate::ws::Door {
+        auth: http.app.auth.clone(),
+        sockets: http.sockets.clone(),
+        client: client.ip(),
+        header: authorization(&headers).map(str::to_owned),
+        context: request_context(&headers, Identity::ANONYMOUS),
+    };
+    let limits = crate::ws::Limits {
+        init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),
+        max_subscriptions: http.app.settings.ws_max_subscriptions,
+    };
+    let stopping = http.app.stopping.clone();
+    let max_frame = http.app.settings.max_body_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .write_buffer_size(WEBSOCKET_WRITE_BUFFER)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
-            let stopping = http.app.stopping.clone();
-            let on_init = move |payload: serde_json::Value| async move {
-                // `{"authorization": "Bearer ..."}` in connection_init wins
-                // over the upgrade request's header.
-                let mut context = from_headers;
-                if let Some(auth) = payload
-                    .get("authorization")
-                    .or_else(|| payload.get("Authorization"))
-                    .and_then(|v| v.as_str())
-                {
-                    context.authorization = Some(auth.to_owned());
-                }
-                let mut data = Data::default();
-                data.insert(context);
-                Ok(data)
-            };
-            let limits = crate::ws::Limits {
-                init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),
-                max_subscriptions: http.app.settings.ws_max_subscriptions,
-            };
-            crate::ws::serve(socket, http.schema, protocol, on_init, limits, stopping)
+            crate::ws::serve(socket, http.ws_schema, protocol, door, limits, stopping)
         })
 }
 

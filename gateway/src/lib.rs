@@ -2,11 +2,13 @@
 //! (or one part of it) as the `mallbots` binary.
 
 pub mod app;
+mod clients;
 pub mod config;
 mod consistency;
 pub mod dead_letters;
 pub mod graphql;
 mod http;
+pub mod identity;
 mod limits;
 pub mod live;
 mod metrics;

@@ -79,7 +79,9 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
         };
         let shape = error.message.starts_with("Invalid value for argument")
             || error.message.starts_with("Failed to parse")
-            || error.message.starts_with("Invalid value for variable");
+            || error.message.starts_with("Invalid value for variable")
+            || error.message.starts_with("Expected input type")
+            || error.message.contains("(occurred while parsing");
         if let Some(limit) = limit {
             set(error, ErrorCode::QueryTooComplex).set("limit", Value::from(limit));
         } else if !parsed {
@@ -88,6 +90,32 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
             set(error, ErrorCode::BadUserInput);
         } else if error.path.is_empty() {
             set(error, ErrorCode::GraphqlValidationFailed);
+        } else {
+            // Our resolvers' errors all have codes: one with a path but none
+            // is async-graphql's own, about a field's arguments.
+            set(error, ErrorCode::BadUserInput);
         }
     }
+}
+
+/// Whether `document` asks for the schema itself (`__schema`, `__type`).
+pub fn introspects(document: &ExecutableDocument) -> bool {
+    fn asks(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => {
+                let name = field.node.name.node.as_str();
+                name == "__schema" || name == "__type" || asks(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => asks(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    document
+        .operations
+        .iter()
+        .any(|(_, op)| asks(&op.node.selection_set.node))
+        || document
+            .fragments
+            .values()
+            .any(|f| asks(&f.node.selection_set.node))
 }

@@ -39,6 +39,19 @@ enum Command {
         #[arg(value_enum)]
         model: mallbots_gateway::app::ReadModel,
     },
+    /// Print a bearer token signed with AUTH_JWT_SECRET (for the playground's
+    /// Headers tab and for scripts), then exit.
+    Token {
+        /// customer, store_owner, bot or operator.
+        #[arg(long)]
+        role: String,
+        /// The principal's UUID (a customer's is its customer id).
+        #[arg(long)]
+        sub: uuid::Uuid,
+        /// How long it is valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = mallbots_gateway::identity::parse_ttl)]
+        ttl: std::time::Duration,
+    },
     /// See, replay and purge the messages that could not be handled.
     DeadLetters {
         #[command(subcommand)]
@@ -62,6 +75,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
+        Command::Token { role, sub, ttl } => {
+            let secret = cli
+                .settings
+                .auth_jwt_secret
+                .as_deref()
+                .context("set AUTH_JWT_SECRET: tokens are signed with it")?;
+            let role = mallbots_contracts::Role::from_claim(&role).with_context(|| {
+                format!("{role:?} is not a role: customer, store_owner, bot or operator")
+            })?;
+            let actor = mallbots_contracts::Actor { id: sub, role };
+            println!("{}", mallbots_gateway::identity::mint(secret, actor, ttl)?);
+            Ok(())
+        }
         Command::DeadLetters { action } => {
             print!(
                 "{}",

@@ -36,6 +36,17 @@ const PAGE: &str = r##"<!doctype html>
     const fetcher = GraphiQL.createFetcher({
       url: "/graphql",
       subscriptionUrl: scheme + "//" + location.host + "/graphql/ws",
+      // Browsers cannot set headers on a websocket: the Headers tab's
+      // Authorization goes in connection_init instead (read as it connects).
+      wsConnectionParams: () => {
+        try {
+          const headers = JSON.parse(localStorage.getItem("graphiql:headers") || "{}");
+          const auth = headers.Authorization || headers.authorization;
+          return auth ? { authorization: auth } : {};
+        } catch (_) {
+          return {};
+        }
+      },
     });
     const defaultQuery = [
       "# Welcome to MallBots. Run an operation with the play button.",

@@ -2,6 +2,12 @@
 //! the legacy graphql-ws) between the socket and the schema, guarded:
 //! - `connection_init` must come within the init timeout (else close 4408),
 //!   and before any subscribe (else close 4401);
+//! - its token (`{"authorization": "Bearer ..."}`, else the upgrade
+//!   request's header) must be valid (else close 4403), and the socket is
+//!   closed with 4403 when it expires: the client reconnects with a fresh
+//!   token and resumes each subscription from its last cursor;
+//! - one identity (or one address without a token) holds at most so many
+//!   sockets (else close 4429);
 //! - a subscription id already in use closes the socket (4409);
 //! - past the limit of subscriptions per socket, a subscribe is refused on
 //!   its own (an `error` for its id) and the others go on;
@@ -9,6 +15,7 @@
 //!   its cursor (see `follow`), and the socket closes with 1001.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +27,10 @@ use mallbots_platform::Shutdown;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::graphql::MallSchema;
+use crate::clients::SocketCounts;
+use crate::clients::SocketSlot;
+use crate::graphql::{MallSchema, RequestContext};
+use crate::identity::{Auth, Identity};
 
 /// What a client may hold open on one socket.
 #[derive(Clone, Copy, Debug)]
@@ -34,10 +44,25 @@ pub struct Limits {
 const FLUSH_AT_MOST: Duration = Duration::from_secs(1);
 const FLUSH_QUIET: Duration = Duration::from_millis(100);
 
-/// Close codes of the graphql-transport-ws protocol.
+/// Close codes of the graphql-transport-ws protocol (4429, too many
+/// sockets, is ours: the protocol's own 4429 is "too many inits").
 const UNAUTHORIZED: u16 = 4401;
+const FORBIDDEN: u16 = 4403;
 const INIT_TIMEOUT: u16 = 4408;
 const DUPLICATE_ID: u16 = 4409;
+const TOO_MANY: u16 = 4429;
+
+/// What a socket is admitted with: who may open it, and what it was
+/// opened with.
+pub struct Door {
+    pub auth: Arc<Auth>,
+    pub sockets: Arc<SocketCounts>,
+    pub client: IpAddr,
+    /// The upgrade request's `Authorization` header.
+    pub header: Option<String>,
+    /// The upgrade request's context; its identity is set at init.
+    pub context: RequestContext,
+}
 
 /// What the guard knows of the conversation.
 #[derive(Default)]
@@ -45,16 +70,53 @@ struct Conversation {
     initialized: bool,
     /// Subscriptions the client started and that have not ended.
     active: HashSet<String>,
+    /// Who the client proved to be at `connection_init`.
+    identity: Option<Identity>,
+    /// This socket's place among its client's sockets.
+    slot: Option<SocketSlot>,
+}
+
+/// Checks a `connection_init`'s token and the client's sockets: the close
+/// frame that refuses it, or nothing (admitted, noted in `c`).
+fn admit(payload: &Value, door: &Door, c: &mut Conversation) -> Option<WsFrame> {
+    let token = payload
+        .get("authorization")
+        .or_else(|| payload.get("Authorization"))
+        .and_then(Value::as_str)
+        .or(door.header.as_deref());
+    let identity = match door.auth.identify(token) {
+        Ok(identity) => identity,
+        Err(err) => return Some(close(FORBIDDEN, &format!("Forbidden: {err}"))),
+    };
+    let key = crate::clients::key(&identity, door.client);
+    let Some(slot) = door.sockets.admit(key) else {
+        let max = door.sockets.max();
+        return Some(close(
+            TOO_MANY,
+            &format!("at most {max} open connections per client"),
+        ));
+    };
+    c.identity = Some(identity);
+    c.slot = Some(slot);
+    None
 }
 
 fn lock(c: &Mutex<Conversation>) -> std::sync::MutexGuard<'_, Conversation> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The longest close reason a frame carries (a control frame's payload is
+/// at most 125 bytes, two of them the code).
+const MAX_REASON: usize = 123;
+
 fn close(code: u16, reason: &str) -> WsFrame {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     WsFrame::Close(Some(CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason[..end].into(),
     }))
 }
 
@@ -63,6 +125,7 @@ fn close(code: u16, reason: &str) -> WsFrame {
 fn inspect(
     frame: WsFrame,
     conversation: &Mutex<Conversation>,
+    door: &Door,
     limits: Limits,
     say: &mpsc::UnboundedSender<WsFrame>,
 ) -> Option<WsFrame> {
@@ -75,7 +138,13 @@ fn inspect(
     let id = message["id"].as_str().map(str::to_owned);
     let mut c = lock(conversation);
     match (message["type"].as_str(), id) {
-        (Some("connection_init"), _) => c.initialized = true,
+        (Some("connection_init"), _) if !c.initialized => {
+            if let Some(refusal) = admit(&message["payload"], door, &mut c) {
+                let _ = say.send(refusal);
+                return None;
+            }
+            c.initialized = true;
+        }
         // `start` is the legacy protocol's subscribe; some clients send it
         // on graphql-transport-ws too, and it is served there.
         (Some("subscribe" | "start"), Some(id)) => {
@@ -113,6 +182,28 @@ fn inspect(
     Some(frame)
 }
 
+/// The close frame for a frame the socket could not read. The websocket
+/// library says which in its error's words only: a message over the size
+/// limit (1009), text that is not UTF-8 (1007), anything else (1002).
+fn refusal(error: &str) -> WsFrame {
+    if error.contains("too long") || error.contains("too big") {
+        close(
+            axum::extract::ws::close_code::SIZE,
+            "the message is larger than this server takes",
+        )
+    } else if error.contains("UTF-8") || error.contains("utf-8") {
+        close(
+            axum::extract::ws::close_code::INVALID,
+            "text that is not UTF-8",
+        )
+    } else {
+        close(
+            axum::extract::ws::close_code::PROTOCOL,
+            "a frame that breaks the protocol",
+        )
+    }
+}
+
 /// Notes a subscription the server ended.
 fn ended(frame: &WsFrame, conversation: &Mutex<Conversation>) {
     let WsFrame::Text(text) = frame else { return };
@@ -128,32 +219,50 @@ fn ended(frame: &WsFrame, conversation: &Mutex<Conversation>) {
     }
 }
 
-pub async fn serve<F, Fut>(
+pub async fn serve(
     socket: WebSocket,
     schema: MallSchema,
     protocol: WebSocketProtocols,
-    on_init: F,
+    door: Door,
     limits: Limits,
     mut stopping: Shutdown,
-) where
-    F: FnOnce(Value) -> Fut + Send + 'static,
-    Fut: Future<Output = async_graphql::Result<Data>> + Send + 'static,
-{
+) {
     let conversation = Arc::new(Mutex::new(Conversation::default()));
     let (say, mut said) = mpsc::unbounded_channel();
     let (mut sink, stream) = socket.split();
     let guard = conversation.clone();
+    let mut context = door.context.clone();
+    let refuse = say.clone();
     let input = stream
-        .take_while(|frame| std::future::ready(frame.is_ok()))
+        .take_while(move |frame| {
+            // A frame the socket could not take ends the conversation, with
+            // the close code that says why.
+            if let Err(err) = frame {
+                let _ = refuse.send(refusal(&err.to_string()));
+            }
+            std::future::ready(frame.is_ok())
+        })
         .filter_map(move |frame| {
             let passed = match frame {
                 Ok(frame @ (WsFrame::Text(_) | WsFrame::Binary(_))) => {
-                    inspect(frame, &guard, limits, &say).map(WsFrame::into_data)
+                    inspect(frame, &guard, &door, limits, &say).map(WsFrame::into_data)
                 }
                 _ => None,
             };
             std::future::ready(passed)
         });
+    // The guard has admitted the init (and noted its identity) before the
+    // protocol sees it.
+    let admitted = conversation.clone();
+    let on_init = move |_payload: Value| async move {
+        context.identity = lock(&admitted)
+            .identity
+            .clone()
+            .unwrap_or(Identity::ANONYMOUS);
+        let mut data = Data::default();
+        data.insert(context);
+        Ok(data)
+    };
     let output = async_graphql::http::WebSocket::new(schema, input, protocol)
         .on_connection_init(on_init)
         .map(|message| match message {
@@ -163,15 +272,28 @@ pub async fn serve<F, Fut>(
     futures_util::pin_mut!(output);
     let init_by = tokio::time::Instant::now() + limits.init_timeout;
     loop {
-        let waiting_for_init = !lock(&conversation).initialized;
+        let (waiting_for_init, expires_in) = {
+            let c = lock(&conversation);
+            let expires = c.identity.as_ref().and_then(Identity::remaining);
+            (!c.initialized, expires)
+        };
         let frame = tokio::select! {
             frame = output.next() => match frame {
                 Some(frame) => frame,
-                None => return,
+                None => {
+                    // The client's side ended: pass on why, when we know.
+                    if let Ok(frame) = said.try_recv() {
+                        let _ = sink.send(frame).await;
+                    }
+                    return;
+                }
             },
             Some(frame) = said.recv() => frame,
             _ = tokio::time::sleep_until(init_by), if waiting_for_init => {
                 close(INIT_TIMEOUT, "Connection initialisation timeout")
+            }
+            _ = tokio::time::sleep(expires_in.unwrap_or_default()), if expires_in.is_some() => {
+                close(FORBIDDEN, "Forbidden: the token has expired; reconnect with a fresh one, resume from your cursors")
             }
             _ = stopping.wait() => break,
         };

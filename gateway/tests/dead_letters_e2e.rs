@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Backend, TestApp, spawn_app, wait_until};
-use mallbots_contracts::Message;
 use mallbots_contracts::stores as msg;
+use mallbots_contracts::{Actor, Message};
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use mallbots_platform::{Envelope, Exchange};
 use serde_json::json;
@@ -50,7 +50,9 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
         name: "Second Chance".into(),
         location: "Lost and found".into(),
     };
-    let mut letter = Envelope::new(&command).unwrap().to_wire();
+    let mut envelope = Envelope::new(&command).unwrap();
+    envelope.set_actor(&Actor::OPEN);
+    let mut letter = envelope.to_wire();
     letter.headers.insert(
         HEADER_DEAD_LETTER_REASON.into(),
         "gave up after 5 attempts: the handler panicked: a bug".into(),

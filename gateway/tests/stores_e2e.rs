@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Backend, spawn_app, wait_until};
-use mallbots_contracts::Message;
 use mallbots_contracts::stores as msg;
+use mallbots_contracts::{Actor, Message};
 use mallbots_platform::dead_letters;
 use mallbots_platform::{Envelope, Exchange, QueueSpec, WireMessage};
 use serde_json::{Value, json};
@@ -313,11 +313,12 @@ async fn a_redelivered_command_changes_the_model_once(backend: Backend) {
     let product = add_product(&app, &store, "Pen", "2.00").await;
     let product_id = Uuid::parse_str(&product).unwrap();
 
-    let increase = Envelope::new(&msg::IncreaseProductPrice {
+    let mut increase = Envelope::new(&msg::IncreaseProductPrice {
         product_id,
         delta: "1.00".parse().unwrap(),
     })
     .unwrap();
+    increase.set_actor(&Actor::OPEN);
     let broker = app.broker();
     for _ in 0..2 {
         broker
@@ -331,12 +332,13 @@ async fn a_redelivered_command_changes_the_model_once(backend: Backend) {
     }
     // Commands of one queue are handled in order: once the rebrand sent after
     // them shows, both copies of the increase have been handled.
-    let rebrand = Envelope::new(&msg::RebrandProduct {
+    let mut rebrand = Envelope::new(&msg::RebrandProduct {
         product_id,
         name: "Pen (blue)".into(),
         description: String::new(),
     })
     .unwrap();
+    rebrand.set_actor(&Actor::OPEN);
     broker
         .publish(
             Exchange::Commands,
@@ -386,10 +388,11 @@ async fn a_command_sent_while_the_module_is_down_is_handled_when_it_is_back() {
     let broker = mallbots_platform::rabbit::RabbitBroker::connect(config)
         .await
         .unwrap();
-    let command = Envelope::new(&msg::EnableParticipation {
+    let mut command = Envelope::new(&msg::EnableParticipation {
         store_id: Uuid::parse_str(&store).unwrap(),
     })
     .unwrap();
+    command.set_actor(&Actor::OPEN);
     use mallbots_platform::Broker;
     broker
         .publish(

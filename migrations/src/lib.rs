@@ -5,6 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
+mod actors;
 mod broker;
 mod dead_letters;
 mod documents;
@@ -13,6 +14,7 @@ mod platform;
 mod read_side;
 mod retention;
 mod search;
+mod store_owners;
 mod stores_read_model;
 
 pub use sea_orm_migration;
@@ -24,6 +26,7 @@ fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(read_side::Migration),
         Box::new(inbox_replies::Migration),
         Box::new(retention::Migration),
+        Box::new(actors::Migration),
     ]
 }
 
@@ -49,6 +52,8 @@ impl MigratorTrait for StoresMigrator {
             Box::new(read_side::Migration),
             Box::new(inbox_replies::Migration),
             Box::new(retention::Migration),
+            Box::new(actors::Migration),
+            Box::new(store_owners::Migration),
         ]
     }
 }

@@ -36,6 +36,10 @@ pub fn is_unsafe_in_names(c: char) -> bool {
         )
 }
 
+/// The most any amount of money may be: a price, a basket's total (so an
+/// order's and its invoice's), a payment: 1,000,000.00.
+pub const MAX_MONEY: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 2);
+
 /// The sum of the lines' totals.
 pub fn total(items: &[LineItem]) -> Decimal {
     items

@@ -6,12 +6,14 @@ pub mod baskets;
 pub mod common;
 pub mod customers;
 pub mod depot;
+pub mod identity;
 pub mod ordering;
 pub mod payments;
 pub mod reply;
 pub mod search;
 pub mod stores;
 
+pub use identity::{Actor, Role};
 pub use reply::{CommandReply, ErrorCode, ReplyError};
 
 use serde::{Serialize, de::DeserializeOwned};

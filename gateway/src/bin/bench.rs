@@ -453,6 +453,11 @@ fn mallbots(args: &[&str], database: &str, amqp: &str, prefix: &str) -> anyhow::
         .env("AMQP_URL", amqp)
         .env("AMQP_PREFIX", prefix)
         .env("RUST_LOG", "warn")
+        // The load comes from one address: the per-client limits would
+        // measure themselves.
+        .env("RATE_LIMIT_PER_SECOND", "100000000")
+        .env("RATE_LIMIT_BURST", "100000000")
+        .env("WS_MAX_CONNECTIONS", "1000000")
         .stdout(Stdio::null())
         .kill_on_drop(true);
     Ok(command)

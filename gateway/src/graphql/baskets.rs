@@ -1,12 +1,14 @@
 //! Baskets and the payments authorized to check them out.
 
+use super::money::Money;
 use crate::graphql::ApiError;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use mallbots_contracts::baskets::{self as msg, BasketView};
 use mallbots_contracts::common;
 use mallbots_contracts::payments::{self as pay, PaymentView};
-use rust_decimal::Decimal;
+use mallbots_contracts::{ErrorCode, Role};
 
+use super::authz;
 use super::customers::{Customer, customer};
 use super::dispatch::{id_for, parse_id, payload, state};
 use super::orders::{Order, order};
@@ -29,15 +31,15 @@ impl LineItem {
         &self.0.product_name
     }
     /// The unit price when the item was added.
-    async fn price(&self) -> Decimal {
-        self.0.price
+    async fn price(&self) -> Money {
+        Money(self.0.price)
     }
     async fn quantity(&self) -> i32 {
         self.0.quantity
     }
     /// price x quantity.
-    async fn total(&self) -> Decimal {
-        self.0.total()
+    async fn total(&self) -> Money {
+        Money(self.0.total())
     }
 }
 
@@ -69,8 +71,8 @@ impl Basket {
     async fn items(&self) -> Vec<LineItem> {
         lines(&self.0.items)
     }
-    async fn total(&self) -> Decimal {
-        self.0.total
+    async fn total(&self) -> Money {
+        Money(self.0.total)
     }
     async fn status(&self) -> BasketStatus {
         self.0.status.into()
@@ -102,8 +104,8 @@ impl Payment {
     async fn customer_id(&self) -> ID {
         ID(self.0.customer_id.to_string())
     }
-    async fn amount(&self) -> Decimal {
-        self.0.amount
+    async fn amount(&self) -> Money {
+        Money(self.0.amount)
     }
     /// Whether an order has used it.
     async fn confirmed(&self) -> bool {
@@ -116,14 +118,19 @@ pub struct BasketsQuery;
 
 #[Object]
 impl BasketsQuery {
+    /// A customer sees its own baskets; operators any.
     async fn basket(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Basket>> {
         let id = parse_id(&id, "id")?;
+        authz::require(ctx, &[Role::Customer])?;
         let found = state(ctx)?
             .queries
             .baskets
             .basket(id)
             .await
             .map_err(ApiError::from)?;
+        if let Some(basket) = &found {
+            authz::owner(ctx, Role::Customer, basket.customer_id)?;
+        }
         Ok(found.map(Basket))
     }
 }
@@ -131,7 +138,7 @@ impl BasketsQuery {
 #[derive(InputObject)]
 pub struct AuthorizePaymentInput {
     pub customer_id: ID,
-    pub amount: Decimal,
+    pub amount: Money,
 }
 
 payload!(
@@ -148,6 +155,22 @@ payload!(
     |app, id| app.queries.payments.payment(id)
 );
 
+/// Refuses (NOT_FOUND) a command naming a customer who never registered.
+/// The customers module writes its view in the registering transaction, so
+/// a customer registered a moment ago is found.
+async fn registered(ctx: &Context<'_>, customer_id: uuid::Uuid) -> Result<()> {
+    let found = state(ctx)?
+        .queries
+        .customers
+        .customer(customer_id)
+        .await
+        .map_err(ApiError::from)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(ErrorCode::NotFound, "the customer was not found").into()),
+    }
+}
+
 #[derive(Default)]
 pub struct BasketsMutation;
 
@@ -158,20 +181,26 @@ impl BasketsMutation {
         ctx: &Context<'_>,
         input: AuthorizePaymentInput,
     ) -> Result<PaymentPayload> {
+        let customer_id = parse_id(&input.customer_id, "customerId")?;
+        authz::owner(ctx, Role::Customer, customer_id)?;
+        registered(ctx, customer_id).await?;
         let payment_id = id_for(ctx, "payment");
         let command = pay::AuthorizePayment {
             payment_id,
-            customer_id: parse_id(&input.customer_id, "customerId")?,
-            amount: input.amount,
+            customer_id,
+            amount: input.amount.0,
         };
         PaymentPayload::send(ctx, payment_id, command).await
     }
 
     async fn start_basket(&self, ctx: &Context<'_>, customer_id: ID) -> Result<BasketPayload> {
+        let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::owner(ctx, Role::Customer, customer_id)?;
+        registered(ctx, customer_id).await?;
         let basket_id = id_for(ctx, "basket");
         let command = msg::StartBasket {
             basket_id,
-            customer_id: parse_id(&customer_id, "customerId")?,
+            customer_id,
         };
         BasketPayload::send(ctx, basket_id, command).await
     }
@@ -185,6 +214,8 @@ impl BasketsMutation {
         quantity: i32,
     ) -> Result<BasketPayload> {
         let basket_id = parse_id(&basket_id, "basketId")?;
+        // The baskets module checks that the basket is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
         let command = msg::AddItem {
             basket_id,
             product_id: parse_id(&product_id, "productId")?,
@@ -201,6 +232,8 @@ impl BasketsMutation {
         quantity: i32,
     ) -> Result<BasketPayload> {
         let basket_id = parse_id(&basket_id, "basketId")?;
+        // The baskets module checks that the basket is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
         let command = msg::RemoveItem {
             basket_id,
             product_id: parse_id(&product_id, "productId")?,
@@ -211,6 +244,8 @@ impl BasketsMutation {
 
     async fn cancel_basket(&self, ctx: &Context<'_>, basket_id: ID) -> Result<BasketPayload> {
         let basket_id = parse_id(&basket_id, "basketId")?;
+        // The baskets module checks that the basket is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
         BasketPayload::send(ctx, basket_id, msg::CancelBasket { basket_id }).await
     }
 
@@ -223,9 +258,22 @@ impl BasketsMutation {
         payment_id: ID,
     ) -> Result<BasketPayload> {
         let basket_id = parse_id(&basket_id, "basketId")?;
+        // The baskets module checks that the basket is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
+        let payment_id = parse_id(&payment_id, "paymentId")?;
+        // The payment must exist and be the customer's own (its module
+        // writes it in the authorizing transaction: no lag to wait out).
+        let payment = state(ctx)?
+            .queries
+            .payments
+            .payment(payment_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the payment was not found"))?;
+        authz::owner(ctx, Role::Customer, payment.customer_id)?;
         let command = msg::CheckoutBasket {
             basket_id,
-            payment_id: parse_id(&payment_id, "paymentId")?,
+            payment_id,
             order_id: id_for(ctx, "order"),
         };
         BasketPayload::send(ctx, basket_id, command).await

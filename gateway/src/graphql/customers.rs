@@ -4,10 +4,12 @@ use crate::graphql::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
+use mallbots_contracts::Role;
 use mallbots_contracts::customers::{self as msg, CustomerView};
 use mallbots_notifications::Notification as Notice;
 use uuid::Uuid;
 
+use super::authz;
 use super::dispatch::{id_for, parse_id, payload, state};
 use super::pagination;
 
@@ -72,8 +74,11 @@ pub struct CustomersQuery;
 
 #[Object]
 impl CustomersQuery {
+    /// A customer sees itself; operators anyone.
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
-        customer(ctx, parse_id(&id, "id")?).await
+        let id = parse_id(&id, "id")?;
+        authz::owner(ctx, Role::Customer, id)?;
+        customer(ctx, id).await
     }
 
     /// What the customer was told about their orders, oldest first.
@@ -86,6 +91,7 @@ impl CustomersQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Notification, EmptyFields, EmptyFields>> {
         let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::owner(ctx, Role::Customer, customer_id)?;
         let (n, after) = (pagination::first(first)?, pagination::after(after)?);
         let page = state(ctx)?
             .queries
@@ -130,7 +136,13 @@ impl CustomersMutation {
         ctx: &Context<'_>,
         input: RegisterCustomerInput,
     ) -> Result<CustomerPayload> {
-        let customer_id = id_for(ctx, "customer");
+        // A customer registers itself: its id is its token's subject.
+        let actor = authz::require(ctx, &[Role::Customer])?;
+        let customer_id = if actor.role == Role::Customer {
+            actor.id
+        } else {
+            id_for(ctx, "customer")
+        };
         let command = msg::RegisterCustomer {
             customer_id,
             name: input.name,
@@ -146,6 +158,7 @@ impl CustomersMutation {
         sms_number: String,
     ) -> Result<CustomerPayload> {
         let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::owner(ctx, Role::Customer, customer_id)?;
         let command = msg::ChangeSmsNumber {
             customer_id,
             sms_number,
@@ -155,6 +168,7 @@ impl CustomersMutation {
 
     async fn enable_customer(&self, ctx: &Context<'_>, customer_id: ID) -> Result<CustomerPayload> {
         let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::operator(ctx)?;
         CustomerPayload::send(ctx, customer_id, msg::EnableCustomer { customer_id }).await
     }
 
@@ -164,6 +178,7 @@ impl CustomersMutation {
         customer_id: ID,
     ) -> Result<CustomerPayload> {
         let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::operator(ctx)?;
         CustomerPayload::send(ctx, customer_id, msg::DisableCustomer { customer_id }).await
     }
 }

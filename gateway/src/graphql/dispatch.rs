@@ -68,6 +68,7 @@ pub fn id_for(ctx: &Context<'_>, what: &str) -> Uuid {
 /// it: a retry is applied once and answered with the first reply.
 pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, ApiError> {
     let app = state(ctx)?;
+    let actor = super::authz::actor(ctx)?;
     let request = ctx.data_opt::<RequestContext>();
     let correlation = request.map(|r| r.correlation_id);
     let command_id = request
@@ -76,7 +77,7 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
     app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
     let reply = app
         .bus
-        .send_as(&command, correlation, command_id)
+        .send_as(&command, correlation, command_id, &actor)
         .await
         .inspect_err(|err| {
             if matches!(err, SendError::Timeout(_)) {

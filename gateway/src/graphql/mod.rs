@@ -1,11 +1,13 @@
 //! The GraphQL schema: one root per operation type, merged from each
 //! module's part. Kept apart from the HTTP transport (crate::http).
 
+mod authz;
 mod baskets;
 mod customers;
 mod dispatch;
 mod errors;
 mod follow;
+mod money;
 mod orders;
 mod pagination;
 mod stores;
@@ -13,6 +15,8 @@ mod subscriptions;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 use uuid::Uuid;
+
+use crate::identity::Identity;
 
 pub use errors::{ApiError, internal};
 
@@ -45,8 +49,8 @@ pub type MallSchema = Schema<Query, Mutation, Subscription>;
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     pub correlation_id: Uuid,
-    /// The bearer token as sent; verified once identity lands (API.md).
-    pub authorization: Option<String>,
+    /// Who asks: the verified token's actor (or the open mode's operator).
+    pub identity: Identity,
     /// The client's `Idempotency-Key`: a retried request under it gets the
     /// first one's outcome instead of applying again.
     pub idempotency_key: Option<String>,
@@ -56,7 +60,7 @@ impl Default for RequestContext {
     fn default() -> Self {
         RequestContext {
             correlation_id: Uuid::now_v7(),
-            authorization: None,
+            identity: Identity::ANONYMOUS,
             idempotency_key: None,
         }
     }

@@ -1,5 +1,6 @@
 //! Orders, their invoices, and the bots' shopping lists.
 
+use super::money::Money;
 use crate::graphql::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
@@ -8,10 +9,11 @@ use mallbots_contracts::depot::{self as depot, ShoppingListView};
 use mallbots_contracts::ordering as msg;
 use mallbots_contracts::payments::{self as pay, InvoiceView};
 use mallbots_contracts::search::OrderSummary;
+use mallbots_contracts::{ErrorCode, Role};
 use mallbots_search::OrderFilter;
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::authz;
 use super::baskets::{LineItem, lines};
 use super::customers::{Customer, customer};
 use super::dispatch::{parse_id, payload, state};
@@ -68,8 +70,8 @@ impl Order {
     async fn items(&self) -> Vec<LineItem> {
         lines(&self.0.order.items)
     }
-    async fn total(&self) -> Decimal {
-        self.0.order.total
+    async fn total(&self) -> Money {
+        Money(self.0.order.total)
     }
     async fn status(&self) -> OrderStatus {
         self.0.order.status.into()
@@ -171,8 +173,8 @@ impl Invoice {
     async fn order_id(&self) -> ID {
         ID(self.0.order_id.to_string())
     }
-    async fn amount(&self) -> Decimal {
-        self.0.amount
+    async fn amount(&self) -> Money {
+        Money(self.0.amount)
     }
     async fn status(&self) -> InvoiceStatus {
         self.0.status.into()
@@ -259,8 +261,8 @@ pub struct OrderSearchFilter {
     pub store_ids: Option<Vec<ID>>,
     /// Orders holding any of these products.
     pub product_ids: Option<Vec<ID>>,
-    pub min_total: Option<Decimal>,
-    pub max_total: Option<Decimal>,
+    pub min_total: Option<Money>,
+    pub max_total: Option<Money>,
     pub status: Option<OrderStatus>,
 }
 
@@ -282,8 +284,8 @@ impl OrderSearchFilter {
             created_before: self.created_before,
             store_ids: ids(self.store_ids, "storeIds")?,
             product_ids: ids(self.product_ids, "productIds")?,
-            min_total: self.min_total,
-            max_total: self.max_total,
+            min_total: self.min_total.map(|m| m.0),
+            max_total: self.max_total.map(|m| m.0),
             status: self
                 .status
                 .map(|s| msg::OrderStatus::from(s).as_str().to_owned()),
@@ -291,13 +293,58 @@ impl OrderSearchFilter {
     }
 }
 
+/// The filter narrowed to what the actor may see, in the search query
+/// itself: a customer its own orders, a store owner the orders holding
+/// items of its stores. `None`: nothing to see. Naming someone else's
+/// customer or store is FORBIDDEN.
+async fn visible(ctx: &Context<'_>, mut filter: OrderFilter) -> Result<Option<OrderFilter>> {
+    let actor = authz::require(ctx, &[Role::Customer, Role::StoreOwner])?;
+    if actor.is_trusted() {
+        return Ok(Some(filter));
+    }
+    let someone_else = || ApiError::new(ErrorCode::Forbidden, "this belongs to someone else");
+    match actor.role {
+        Role::Customer => {
+            if filter.customer_id.is_some_and(|c| c != actor.id) {
+                return Err(someone_else().into());
+            }
+            filter.customer_id = Some(actor.id);
+        }
+        _ => {
+            let owned = state(ctx)?
+                .queries
+                .stores
+                .owned_by(actor.id)
+                .await
+                .map_err(ApiError::from)?;
+            if filter.store_ids.iter().any(|s| !owned.contains(s)) {
+                return Err(someone_else().into());
+            }
+            if owned.is_empty() {
+                return Ok(None);
+            }
+            if filter.store_ids.is_empty() {
+                filter.store_ids = owned;
+            }
+        }
+    }
+    Ok(Some(filter))
+}
+
 #[derive(Default)]
 pub struct OrdersQuery;
 
 #[Object]
 impl OrdersQuery {
+    /// A customer sees its own orders; operators any.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
-        order(ctx, parse_id(&id, "id")?).await
+        let id = parse_id(&id, "id")?;
+        authz::require(ctx, &[Role::Customer])?;
+        let found = order(ctx, id).await?;
+        if let Some(found) = &found {
+            authz::owner(ctx, Role::Customer, found.0.order.customer_id)?;
+        }
+        Ok(found)
     }
 
     /// Orders matching every filter given, oldest first.
@@ -311,6 +358,9 @@ impl OrdersQuery {
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>> {
         let filter = filter.unwrap_or_default().parse()?;
         let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let Some(filter) = visible(ctx, filter).await? else {
+            return Ok(pagination::connection(Vec::new(), after.is_some(), false));
+        };
         let app = state(ctx)?;
         let page = app
             .queries
@@ -330,8 +380,10 @@ impl OrdersQuery {
         ))
     }
 
+    /// A customer sees the invoices of its own orders; operators any.
     async fn invoice(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Invoice>> {
         let id = parse_id(&id, "id")?;
+        let actor = authz::require(ctx, &[Role::Customer])?;
         let app = state(ctx)?;
         let found = app
             .queries
@@ -339,11 +391,25 @@ impl OrdersQuery {
             .invoice(id)
             .await
             .map_err(ApiError::from)?;
+        if let Some(invoice) = &found
+            && !actor.is_trusted()
+        {
+            let of = app
+                .queries
+                .ordering
+                .order(invoice.order_id)
+                .await
+                .map_err(ApiError::from)?;
+            let customer = of.map(|o| o.customer_id).unwrap_or_default();
+            authz::owner(ctx, Role::Customer, customer)?;
+        }
         Ok(found.map(Invoice))
     }
 
+    /// For bots (and operators).
     async fn shopping_list(&self, ctx: &Context<'_>, id: ID) -> Result<Option<ShoppingList>> {
         let id = parse_id(&id, "id")?;
+        authz::require(ctx, &[Role::Bot])?;
         let app = state(ctx)?;
         let found = app
             .queries
@@ -363,6 +429,7 @@ impl OrdersQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, ShoppingList, EmptyFields, EmptyFields>> {
+        authz::require(ctx, &[Role::Bot])?;
         let app = state(ctx)?;
         let (n, after) = (pagination::first(first)?, pagination::after(after)?);
         let page = app
@@ -429,6 +496,8 @@ impl OrdersMutation {
     /// Cancels an order that is not ready yet.
     async fn cancel_order(&self, ctx: &Context<'_>, order_id: ID) -> Result<OrderPayload> {
         let order_id = parse_id(&order_id, "orderId")?;
+        // The ordering module checks that the order is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
         OrderPayload::send(ctx, order_id, msg::CancelOrder { order_id }).await
     }
 
@@ -440,9 +509,12 @@ impl OrdersMutation {
         bot_id: ID,
     ) -> Result<ShoppingListPayload> {
         let shopping_list_id = parse_id(&id, "id")?;
+        let bot_id = parse_id(&bot_id, "botId")?;
+        // A bot takes lists for itself.
+        authz::owner(ctx, Role::Bot, bot_id)?;
         let command = depot::AssignShoppingList {
             shopping_list_id,
-            bot_id: parse_id(&bot_id, "botId")?,
+            bot_id,
         };
         ShoppingListPayload::send(ctx, shopping_list_id, command).await
     }
@@ -454,6 +526,8 @@ impl OrdersMutation {
         id: ID,
     ) -> Result<ShoppingListPayload> {
         let shopping_list_id = parse_id(&id, "id")?;
+        // The depot checks that the list is assigned to the actor.
+        authz::require(ctx, &[Role::Bot])?;
         let command = depot::CompleteShoppingList { shopping_list_id };
         ShoppingListPayload::send(ctx, shopping_list_id, command).await
     }
@@ -461,6 +535,8 @@ impl OrdersMutation {
     /// Pays a ready order's invoice: the order completes.
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID) -> Result<InvoicePayload> {
         let invoice_id = parse_id(&invoice_id, "invoiceId")?;
+        // The payments module checks that the invoice is the actor's.
+        authz::require(ctx, &[Role::Customer])?;
         InvoicePayload::send(ctx, invoice_id, pay::PayInvoice { invoice_id }).await
     }
 }

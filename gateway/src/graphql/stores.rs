@@ -1,15 +1,16 @@
 //! The stores part of the API: queries from the stores read model, mutations
 //! as commands over the broker, and `catalogChanged` from the live feed.
 
+use super::money::Money;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Subscription};
 use futures_util::Stream;
-use mallbots_contracts::Message;
 use mallbots_contracts::stores as msg;
+use mallbots_contracts::{Message, Role};
 use mallbots_stores::{ProductRecord, StoreRecord};
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::authz;
 use super::dispatch::{id_for, parse_id, send, state};
 use super::follow::follow;
 use super::{ApiError, pagination};
@@ -74,8 +75,8 @@ impl Product {
     async fn sku(&self) -> &str {
         &self.0.sku
     }
-    async fn price(&self) -> Decimal {
-        self.0.price
+    async fn price(&self) -> Money {
+        Money(self.0.price)
     }
 }
 
@@ -181,7 +182,7 @@ pub struct AddProductInput {
     pub description: String,
     #[graphql(default)]
     pub sku: String,
-    pub price: Decimal,
+    pub price: Money,
 }
 
 /// The result of a store mutation.
@@ -247,6 +248,8 @@ async fn store_command<M: Message>(
     id: Uuid,
     command: M,
 ) -> Result<StorePayload> {
+    // Store owners (and operators); the stores module checks whose store.
+    authz::require(ctx, &[Role::StoreOwner])?;
     let sent = send(ctx, command).await?;
     Ok(StorePayload {
         id,
@@ -259,6 +262,7 @@ async fn product_command<M: Message>(
     id: Uuid,
     command: M,
 ) -> Result<ProductPayload> {
+    authz::require(ctx, &[Role::StoreOwner])?;
     let sent = send(ctx, command).await?;
     Ok(ProductPayload {
         id,
@@ -319,7 +323,7 @@ impl StoresMutation {
             name: input.name,
             description: input.description,
             sku: input.sku,
-            price: input.price,
+            price: input.price.0,
         };
         product_command(ctx, product_id, command).await
     }
@@ -344,13 +348,16 @@ impl StoresMutation {
         &self,
         ctx: &Context<'_>,
         product_id: ID,
-        delta: Decimal,
+        delta: Money,
     ) -> Result<ProductPayload> {
         let product_id = parse_id(&product_id, "productId")?;
         product_command(
             ctx,
             product_id,
-            msg::IncreaseProductPrice { product_id, delta },
+            msg::IncreaseProductPrice {
+                product_id,
+                delta: delta.0,
+            },
         )
         .await
     }
@@ -359,13 +366,16 @@ impl StoresMutation {
         &self,
         ctx: &Context<'_>,
         product_id: ID,
-        delta: Decimal,
+        delta: Money,
     ) -> Result<ProductPayload> {
         let product_id = parse_id(&product_id, "productId")?;
         product_command(
             ctx,
             product_id,
-            msg::DecreaseProductPrice { product_id, delta },
+            msg::DecreaseProductPrice {
+                product_id,
+                delta: delta.0,
+            },
         )
         .await
     }

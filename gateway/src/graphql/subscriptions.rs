@@ -9,10 +9,13 @@ use mallbots_contracts::search::{
     ArchivedEvent, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
 };
 
+use super::ApiError;
+use super::authz;
 use super::dispatch::{parse_id, state};
 use super::follow::follow;
 use super::orders::{Order, ShoppingList};
 use crate::live::{About, LiveChange, Route};
+use mallbots_contracts::Role;
 
 /// An order as it is after a change.
 pub struct OrderChange {
@@ -96,15 +99,30 @@ impl OrdersSubscription {
         order_id: ID,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
-        let order_id = parse_id(&order_id, "orderId")?.to_string();
+        let id = parse_id(&order_id, "orderId")?;
+        // A customer follows its own orders: checked now when the order is
+        // known, and on every change (an order not seen yet is filtered).
+        let actor = authz::require(ctx, &[Role::Customer])?;
+        let app = state(ctx)?;
+        let known = app
+            .queries
+            .ordering
+            .order(id)
+            .await
+            .map_err(ApiError::from)?;
+        if let Some(known) = known {
+            authz::owner(ctx, Role::Customer, known.customer_id)?;
+        }
+        let order_id = id.to_string();
         let route = Route {
             topic: TOPIC_ORDER,
             about: About::Key(order_id.clone()),
         };
-        Ok(follow(state(ctx)?, route, after, move |change| {
+        Ok(follow(app, route, after, move |change| {
             (change.key == order_id)
                 .then(|| order_change(change))
                 .flatten()
+                .filter(|c| actor.may_act_for(Role::Customer, Some(c.order.order.customer_id)))
         })?)
     }
 
@@ -116,6 +134,7 @@ impl OrdersSubscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<OrderChange>> + use<>> {
         let customer_id = parse_id(&customer_id, "customerId")?;
+        authz::owner(ctx, Role::Customer, customer_id)?;
         let route = Route {
             topic: TOPIC_ORDER,
             about: About::Owner(customer_id.to_string()),
@@ -131,6 +150,7 @@ impl OrdersSubscription {
         ctx: &Context<'_>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<ShoppingListChange>> + use<>> {
+        authz::require(ctx, &[Role::Bot])?;
         let route = Route {
             topic: TOPIC_SHOPPING_LIST,
             about: About::All,
@@ -151,6 +171,7 @@ impl OrdersSubscription {
         types: Option<Vec<String>>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<IntegrationEvent>> + use<>> {
+        authz::operator(ctx)?;
         let route = Route {
             topic: TOPIC_EVENT,
             about: About::All,

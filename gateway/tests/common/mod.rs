@@ -70,6 +70,17 @@ pub async fn settings(backend: Backend) -> Settings {
         message_retention_secs: 7 * 24 * 3600,
         change_log_retention_secs: 30 * 24 * 3600,
         shutdown_grace_ms: 10_000,
+        auth_jwt_secret: None,
+        auth_jwt_public_key: None,
+        auth_jwt_issuer: None,
+        auth_jwt_audience: None,
+        // Tests drive many requests and sockets from one address; the
+        // limits' own tests lower these.
+        rate_limit_per_second: 1_000_000,
+        rate_limit_burst: 1_000_000,
+        ws_max_connections: 100_000,
+        cors_origins: Vec::new(),
+        introspection: true,
     };
     if backend == Backend::Real {
         settings.database_url = Some(fresh_database("TEST_DATABASE_URL").await);
@@ -361,7 +372,7 @@ where
     }
 }
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A websocket GraphQL client speaking `graphql-transport-ws` or `graphql-ws`.
@@ -425,6 +436,11 @@ impl WsClient {
         }
     }
 
+    /// The socket itself, to send frames no protocol message is.
+    pub fn raw(&mut self) -> &mut Ws {
+        &mut self.ws
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.ws
             .send(WsMessage::Text(message.to_string().into()))
@@ -478,6 +494,28 @@ impl WsClient {
 }
 
 impl WsClient {
+    /// The next message's type, or `close <code>` when the server closes
+    /// the socket instead.
+    pub async fn next_message_or_close(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a message or a close before the deadline");
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON message");
+                    return value["type"].as_str().unwrap_or_default().to_owned();
+                }
+                Some(Ok(WsMessage::Close(close))) => {
+                    return format!("close {}", close.map(|c| u16::from(c.code)).unwrap_or(0));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("the socket failed: {err}"),
+                None => panic!("the socket ended without a close frame"),
+            }
+        }
+    }
+
     /// Reads until the server closes the socket; its close code (skipping
     /// any other message).
     pub async fn close_code(&mut self) -> u16 {
@@ -513,6 +551,10 @@ pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        // Many requests and sockets from one address (see `settings`).
+        .env("RATE_LIMIT_PER_SECOND", "1000000")
+        .env("RATE_LIMIT_BURST", "1000000")
+        .env("WS_MAX_CONNECTIONS", "100000")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
 use mallbots_contracts::baskets::{self as msg, BasketStatus, BasketView};
 use mallbots_contracts::common;
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Actor, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, actor};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -72,6 +72,20 @@ impl Recorded for Basket {
     }
 }
 
+/// Refuses an actor who is not the basket's customer. A basket not started
+/// has nothing to protect: the domain refuses it as not found.
+fn owns(actor: &Actor, basket: &Basket) -> Result<(), CommandError> {
+    if basket.status.is_none() {
+        return Ok(());
+    }
+    commands::authorize(
+        actor,
+        Role::Customer,
+        Some(basket.customer_id),
+        "the basket",
+    )
+}
+
 pub(crate) struct BasketsHandler;
 
 #[async_trait]
@@ -86,6 +100,12 @@ impl CommandHandler for BasketsHandler {
         match command.message_type.as_str() {
             msg::StartBasket::TYPE => {
                 let m: msg::StartBasket = c.decode()?;
+                commands::authorize(
+                    &actor(c)?,
+                    Role::Customer,
+                    Some(m.customer_id),
+                    "the customer",
+                )?;
                 execute::<Basket, _>(t, o, c, m.basket_id, |b| b.start(m.customer_id)).await
             }
             msg::AddItem::TYPE => {
@@ -95,26 +115,41 @@ impl CommandHandler for BasketsHandler {
                     Some(p) => catalog_cache::store(t, p.store_id).await?,
                     None => None,
                 };
+                let actor = actor(c)?;
                 execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    b.add_item(product.as_ref(), store.as_ref(), m.quantity)
+                    owns(&actor, b)?;
+                    Ok::<_, CommandError>(b.add_item(
+                        product.as_ref(),
+                        store.as_ref(),
+                        m.quantity,
+                    )?)
                 })
                 .await
             }
             msg::RemoveItem::TYPE => {
                 let m: msg::RemoveItem = c.decode()?;
+                let actor = actor(c)?;
                 execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    b.remove_item(m.product_id, m.quantity)
+                    owns(&actor, b)?;
+                    Ok::<_, CommandError>(b.remove_item(m.product_id, m.quantity)?)
                 })
                 .await
             }
             msg::CancelBasket::TYPE => {
                 let m: msg::CancelBasket = c.decode()?;
-                execute::<Basket, _>(t, o, c, m.basket_id, Basket::cancel).await
+                let actor = actor(c)?;
+                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    owns(&actor, b)?;
+                    Ok::<_, CommandError>(b.cancel()?)
+                })
+                .await
             }
             msg::CheckoutBasket::TYPE => {
                 let m: msg::CheckoutBasket = c.decode()?;
+                let actor = actor(c)?;
                 execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    b.checkout(m.payment_id, m.order_id)
+                    owns(&actor, b)?;
+                    Ok::<_, CommandError>(b.checkout(m.payment_id, m.order_id)?)
                 })
                 .await
             }

@@ -2,10 +2,11 @@
 
 use mallbots_contracts::ErrorCode;
 use mallbots_contracts::baskets::BasketStatus;
-use mallbots_contracts::common::LineItem;
+use mallbots_contracts::common::{self, LineItem};
 use mallbots_contracts::stores::{ProductView, StoreView};
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
 use mallbots_platform::commands::DomainError;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,6 +25,8 @@ pub enum BasketsError {
     NonPositiveQuantity,
     #[error("a basket holds at most {MAX_QUANTITY} of one product")]
     TooMany,
+    #[error("a basket's total cannot exceed {}", common::MAX_MONEY)]
+    TotalTooHigh,
     #[error("product not found")]
     ProductNotFound,
     #[error("the store {0} is not taking orders")]
@@ -46,6 +49,7 @@ impl DomainError for BasketsError {
             AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) => ErrorCode::Conflict,
             NonPositiveQuantity
             | TooMany
+            | TotalTooHigh
             | NotInBasket
             | RemovingMoreThanHeld(_)
             | Empty
@@ -199,6 +203,16 @@ impl Basket {
         if self.held(product.product_id) + n > MAX_QUANTITY {
             return Err(BasketsError::TooMany);
         }
+        // Checked: whatever the cache says a price is, the total stays
+        // within what a payment may be.
+        let total = product
+            .price
+            .checked_mul(Decimal::from(n))
+            .and_then(|added| added.checked_add(common::total(&self.items)))
+            .filter(|total| *total <= common::MAX_MONEY);
+        if total.is_none() {
+            return Err(BasketsError::TotalTooHigh);
+        }
         Ok(vec![BasketEvent::BasketItemAdded {
             item: LineItem {
                 store_id: store.store_id,
@@ -322,6 +336,25 @@ mod tests {
             b.add_item(Some(&p), Some(&s), 1),
             Err(BasketsError::StoreNotParticipating(_))
         ));
+    }
+
+    #[test]
+    fn a_basket_total_stays_within_what_a_payment_may_be() {
+        let (mut p, s) = catalog(true);
+        p.price = Decimal::new(40_000_000, 2); // 400,000.00
+        let mut b = given(&[started()]);
+        for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
+            b.apply(&e);
+        }
+        assert_eq!(
+            b.add_item(Some(&p), Some(&s), 1),
+            Err(BasketsError::TotalTooHigh)
+        );
+        p.price = Decimal::MAX;
+        assert_eq!(
+            given(&[started()]).add_item(Some(&p), Some(&s), 2),
+            Err(BasketsError::TotalTooHigh)
+        );
     }
 
     #[test]

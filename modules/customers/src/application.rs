@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
 use mallbots_contracts::customers::{self as msg, CustomerView};
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -81,9 +81,21 @@ impl CommandHandler for CustomersHandler {
         command: &Envelope,
     ) -> Result<Accepted, CommandError> {
         let (t, o, c) = (txn, outbox, command);
+        // A customer is its own token's subject: it registers and changes
+        // itself; enabling and disabling is for operators.
+        let itself = |id: Uuid| {
+            commands::authorize(
+                &commands::actor(c)?,
+                Role::Customer,
+                Some(id),
+                "the customer",
+            )
+        };
+        let operator = || commands::require_role(&commands::actor(c)?, &[]);
         match command.message_type.as_str() {
             msg::RegisterCustomer::TYPE => {
                 let m: msg::RegisterCustomer = c.decode()?;
+                itself(m.customer_id)?;
                 execute::<Customer, _>(t, o, c, m.customer_id, |x| {
                     x.register(&m.name, &m.sms_number)
                 })
@@ -91,6 +103,7 @@ impl CommandHandler for CustomersHandler {
             }
             msg::ChangeSmsNumber::TYPE => {
                 let m: msg::ChangeSmsNumber = c.decode()?;
+                itself(m.customer_id)?;
                 execute::<Customer, _>(t, o, c, m.customer_id, |x| {
                     x.change_sms_number(&m.sms_number)
                 })
@@ -98,10 +111,12 @@ impl CommandHandler for CustomersHandler {
             }
             msg::EnableCustomer::TYPE => {
                 let m: msg::EnableCustomer = c.decode()?;
+                operator()?;
                 execute::<Customer, _>(t, o, c, m.customer_id, Customer::enable).await
             }
             msg::DisableCustomer::TYPE => {
                 let m: msg::DisableCustomer = c.decode()?;
+                operator()?;
                 execute::<Customer, _>(t, o, c, m.customer_id, Customer::disable).await
             }
             msg::AuthorizeCustomer::TYPE => {

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
 use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
 use mallbots_contracts::ordering::OrderCanceled;
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Page, Row};
@@ -118,13 +118,22 @@ impl CommandHandler for DepotHandler {
             }
             msg::AssignShoppingList::TYPE => {
                 let m: msg::AssignShoppingList = c.decode()?;
+                // A bot takes a list for itself; an operator for any bot.
+                commands::authorize(&commands::actor(c)?, Role::Bot, Some(m.bot_id), "the bot")?;
                 execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, |l| l.assign(m.bot_id))
                     .await
             }
             msg::CompleteShoppingList::TYPE => {
                 let m: msg::CompleteShoppingList = c.decode()?;
-                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, ShoppingList::complete)
-                    .await
+                let actor = commands::actor(c)?;
+                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, |l| {
+                    // Only the bot the list is assigned to completes it.
+                    if l.status.is_some() {
+                        commands::authorize(&actor, Role::Bot, l.bot_id, "the shopping list")?;
+                    }
+                    Ok::<_, CommandError>(l.complete()?)
+                })
+                .await
             }
             // A canceled order's list is canceled too, unless a bot has it.
             OrderCanceled::TYPE => {

@@ -2,13 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
 use mallbots_contracts::baskets::BasketCheckedOut;
 use mallbots_contracts::common;
 use mallbots_contracts::depot::{ShoppingListAssigned, ShoppingListCompleted};
 use mallbots_contracts::ordering::{self as msg, OrderStatus, OrderView};
 use mallbots_contracts::payments::InvoicePaid;
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -102,7 +102,20 @@ impl CommandHandler for OrderingHandler {
             }
             msg::CancelOrder::TYPE => {
                 let m: msg::CancelOrder = c.decode()?;
-                execute::<Order, _>(t, o, c, m.order_id, Order::cancel).await
+                let actor = commands::actor(c)?;
+                execute::<Order, _>(t, o, c, m.order_id, |x| {
+                    // An order that does not exist is the domain's NOT_FOUND.
+                    if x.status.is_some() {
+                        commands::authorize(
+                            &actor,
+                            Role::Customer,
+                            Some(x.customer_id),
+                            "the order",
+                        )?;
+                    }
+                    Ok::<_, CommandError>(x.cancel()?)
+                })
+                .await
             }
             BasketCheckedOut::TYPE => {
                 let basket = c.decode::<BasketCheckedOut>()?.0;

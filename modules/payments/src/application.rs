@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
 use mallbots_contracts::ordering::OrderReadied;
 use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -131,6 +131,8 @@ impl CommandHandler for PaymentsHandler {
         match command.message_type.as_str() {
             msg::AuthorizePayment::TYPE => {
                 let m: msg::AuthorizePayment = c.decode()?;
+                let actor = commands::actor(c)?;
+                commands::authorize(&actor, Role::Customer, Some(m.customer_id), "the customer")?;
                 execute::<Payment, _>(t, o, c, m.payment_id, |p| {
                     p.authorize(m.customer_id, m.amount)
                 })
@@ -149,7 +151,15 @@ impl CommandHandler for PaymentsHandler {
             }
             msg::PayInvoice::TYPE => {
                 let m: msg::PayInvoice = c.decode()?;
-                execute::<Invoice, _>(t, o, c, m.invoice_id, Invoice::pay).await
+                let actor = commands::actor(c)?;
+                execute::<Invoice, _>(t, o, c, m.invoice_id, |i| {
+                    // An invoice that does not exist is the domain's NOT_FOUND.
+                    if i.status.is_some() {
+                        commands::authorize(&actor, Role::Customer, i.customer_id, "the invoice")?;
+                    }
+                    Ok::<_, CommandError>(i.pay()?)
+                })
+                .await
             }
             msg::CancelInvoice::TYPE => {
                 let m: msg::CancelInvoice = c.decode()?;
@@ -161,7 +171,7 @@ impl CommandHandler for PaymentsHandler {
                 let order = c.decode::<OrderReadied>()?.0;
                 let invoice_id = Uuid::now_v7();
                 execute::<Invoice, _>(t, o, c, invoice_id, |i| {
-                    i.create(order.order_id, order.total)
+                    i.create(order.order_id, order.customer_id, order.total)
                 })
                 .await
             }

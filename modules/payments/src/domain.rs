@@ -14,6 +14,8 @@ pub enum PaymentsError {
     NonPositiveAmount,
     #[error("an amount cannot have more than 2 decimal places")]
     TooPrecise,
+    #[error("an amount cannot exceed {}", mallbots_contracts::common::MAX_MONEY)]
+    TooHigh,
     #[error("the payment already exists")]
     PaymentExists,
     #[error("the payment was not found")]
@@ -36,7 +38,7 @@ impl DomainError for PaymentsError {
     fn code(&self) -> ErrorCode {
         use PaymentsError::*;
         match self {
-            NonPositiveAmount | TooPrecise => ErrorCode::BadUserInput,
+            NonPositiveAmount | TooPrecise | TooHigh => ErrorCode::BadUserInput,
             PaymentNotFound | InvoiceNotFound => ErrorCode::NotFound,
             NotTheCustomersPayment => ErrorCode::Forbidden,
             PaymentExists
@@ -52,6 +54,9 @@ impl DomainError for PaymentsError {
 pub fn parse_amount(amount: Decimal) -> Result<Decimal, PaymentsError> {
     if amount <= Decimal::ZERO {
         return Err(PaymentsError::NonPositiveAmount);
+    }
+    if amount > mallbots_contracts::common::MAX_MONEY {
+        return Err(PaymentsError::TooHigh);
     }
     if amount.normalize().scale() > 2 {
         return Err(PaymentsError::TooPrecise);
@@ -142,6 +147,9 @@ impl Payment {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Invoice {
     pub order_id: Option<Uuid>,
+    /// The order's customer: who may pay it.
+    #[serde(default)]
+    pub customer_id: Option<Uuid>,
     pub amount: Decimal,
     pub status: Option<InvoiceStatus>,
 }
@@ -149,8 +157,15 @@ pub struct Invoice {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum InvoiceEvent {
-    InvoiceCreated { order_id: Uuid, amount: Decimal },
-    InvoiceAdjusted { amount: Decimal },
+    InvoiceCreated {
+        order_id: Uuid,
+        amount: Decimal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        customer_id: Option<Uuid>,
+    },
+    InvoiceAdjusted {
+        amount: Decimal,
+    },
     InvoicePaid,
     InvoiceCanceled,
 }
@@ -172,8 +187,13 @@ impl Aggregate for Invoice {
 
     fn apply(&mut self, event: &InvoiceEvent) {
         match event {
-            InvoiceEvent::InvoiceCreated { order_id, amount } => {
+            InvoiceEvent::InvoiceCreated {
+                order_id,
+                amount,
+                customer_id,
+            } => {
                 self.order_id = Some(*order_id);
+                self.customer_id = *customer_id;
                 self.amount = *amount;
                 self.status = Some(InvoiceStatus::Pending);
             }
@@ -193,12 +213,21 @@ impl Invoice {
         }
     }
 
-    pub fn create(&self, order_id: Uuid, amount: Decimal) -> Decision<InvoiceEvent> {
+    pub fn create(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        amount: Decimal,
+    ) -> Decision<InvoiceEvent> {
         if self.status.is_some() {
             return Err(PaymentsError::InvoiceExists);
         }
         let amount = parse_amount(amount)?;
-        Ok(vec![InvoiceEvent::InvoiceCreated { order_id, amount }])
+        Ok(vec![InvoiceEvent::InvoiceCreated {
+            order_id,
+            amount,
+            customer_id: Some(customer_id),
+        }])
     }
 
     pub fn adjust(&self, amount: Decimal) -> Decision<InvoiceEvent> {
@@ -232,6 +261,25 @@ mod tests {
             p.apply(&e);
         }
         p
+    }
+
+    #[test]
+    fn amounts_are_positive_cents_up_to_a_million() {
+        let customer = Uuid::now_v7();
+        let p = Payment::default();
+        assert!(p.authorize(customer, dec("1000000.00")).is_ok());
+        assert_eq!(
+            p.authorize(customer, dec("1000000.01")),
+            Err(PaymentsError::TooHigh)
+        );
+        assert_eq!(
+            p.authorize(customer, Decimal::MAX),
+            Err(PaymentsError::TooHigh)
+        );
+        assert_eq!(
+            p.authorize(customer, dec("0.001")),
+            Err(PaymentsError::TooPrecise)
+        );
     }
 
     #[test]
@@ -279,7 +327,7 @@ mod tests {
     fn a_paid_invoice_is_closed() {
         let mut i = Invoice::default();
         assert_eq!(i.pay(), Err(PaymentsError::InvoiceNotFound));
-        for e in i.create(Uuid::nil(), dec("9.99")).unwrap() {
+        for e in i.create(Uuid::nil(), Uuid::nil(), dec("9.99")).unwrap() {
             i.apply(&e);
         }
         for e in i.pay().unwrap() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mallbots_contracts::{CommandReply, ErrorCode, Message, ReplyError};
+use mallbots_contracts::{Actor, CommandReply, ErrorCode, Message, ReplyError, Role};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -54,6 +54,44 @@ impl CommandError {
             code,
             message: message.into(),
         })
+    }
+}
+
+/// The actor a public command names. One without an actor (or with one
+/// that cannot be read) is refused: a module never guesses who asks.
+pub fn actor(command: &Envelope) -> Result<Actor, CommandError> {
+    command.actor().ok_or_else(|| {
+        CommandError::rejected(ErrorCode::Unauthenticated, "the command names no actor")
+    })
+}
+
+/// Refuses (FORBIDDEN) unless `actor` is trusted or is `owner` in `role`:
+/// ownership decided where the data lives. `what` names the thing owned.
+pub fn authorize(
+    actor: &Actor,
+    role: Role,
+    owner: Option<Uuid>,
+    what: &str,
+) -> Result<(), CommandError> {
+    if actor.may_act_for(role, owner) {
+        Ok(())
+    } else {
+        Err(CommandError::rejected(
+            ErrorCode::Forbidden,
+            format!("only {what}'s owner may do this"),
+        ))
+    }
+}
+
+/// Refuses (FORBIDDEN) unless `actor` is trusted or has one of `roles`.
+pub fn require_role(actor: &Actor, roles: &[Role]) -> Result<(), CommandError> {
+    if actor.is_trusted() || roles.contains(&actor.role) {
+        Ok(())
+    } else {
+        Err(CommandError::rejected(
+            ErrorCode::Forbidden,
+            format!("a {} may not do this", actor.role.as_str()),
+        ))
     }
 }
 
@@ -477,13 +515,15 @@ impl CommandBus {
         })
     }
 
-    /// Sends `command` (as part of `correlation_id`'s request) and waits for its reply.
+    /// Sends `command` for `actor` (as part of `correlation_id`'s request)
+    /// and waits for its reply.
     pub async fn send<M: Message>(
         &self,
         command: &M,
         correlation_id: Option<Uuid>,
+        actor: &Actor,
     ) -> Result<CommandReply, SendError> {
-        self.send_as(command, correlation_id, None).await
+        self.send_as(command, correlation_id, None, actor).await
     }
 
     /// Like [`CommandBus::send`]; with `id`, the command always has that id
@@ -494,8 +534,10 @@ impl CommandBus {
         command: &M,
         correlation_id: Option<Uuid>,
         id: Option<Uuid>,
+        actor: &Actor,
     ) -> Result<CommandReply, SendError> {
         let mut envelope = Envelope::new(command)?;
+        envelope.set_actor(actor);
         if let Some(id) = id {
             envelope.id = id;
             envelope.causation_id = id;

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use mallbots_contracts::Message;
+use mallbots_contracts::identity::HEADER_ACTOR;
+use mallbots_contracts::{Actor, Message};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,11 +75,24 @@ impl Envelope {
     }
 
     /// Like [`Envelope::caused`], for a message already serialized.
+    /// The actor stays on what its command causes.
     pub fn caused_outgoing(&self, message: Outgoing) -> Self {
         let mut next = Envelope::first(message);
         next.correlation_id = self.correlation_id;
         next.causation_id = self.id;
+        if let Some(actor) = self.headers.get(HEADER_ACTOR) {
+            next.headers.insert(HEADER_ACTOR.to_owned(), actor.clone());
+        }
         next
+    }
+
+    /// Who sent the command (or the command that caused this message).
+    pub fn actor(&self) -> Option<Actor> {
+        Actor::parse(self.headers.get(HEADER_ACTOR)?)
+    }
+
+    pub fn set_actor(&mut self, actor: &Actor) {
+        self.headers.insert(HEADER_ACTOR.to_owned(), actor.header());
     }
 
     /// The event-log position an integration event was stored at.

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::PlatformError;
 use crate::aggregate::{Aggregate, DomainEvent, Versioned};
+use mallbots_contracts::Actor;
 
 pub const SNAPSHOT_EVERY: i64 = 50;
 
@@ -32,6 +33,8 @@ mod events {
         pub payload: String,
         pub correlation_id: String,
         pub causation_id: String,
+        /// Who caused it (`<role>:<uuid>`), when its command said.
+        pub actor: Option<String>,
         pub recorded_at: DateTimeUtc,
     }
 
@@ -67,6 +70,7 @@ mod snapshots {
 pub struct Cause {
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    pub actor: Option<Actor>,
 }
 
 /// An event as stored.
@@ -147,6 +151,7 @@ pub async fn append<A: Aggregate, C: ConnectionTrait>(
             payload: Set(payload),
             correlation_id: Set(cause.correlation_id.to_string()),
             causation_id: Set(cause.causation_id.to_string()),
+            actor: Set(cause.actor.map(|a| a.header())),
             recorded_at: Set(now),
             ..Default::default()
         });
@@ -177,6 +182,22 @@ pub async fn append<A: Aggregate, C: ConnectionTrait>(
         save_snapshot::<A, C>(conn, stream_id, &current.applied(events), new_version).await?;
     }
     Ok(stored)
+}
+
+/// Who did what to a stream: each event's type and actor, in order.
+pub async fn recorded_by<C: ConnectionTrait>(
+    conn: &C,
+    stream_id: &str,
+) -> Result<Vec<(String, Option<Actor>)>, PlatformError> {
+    let rows = events::Entity::find()
+        .filter(events::Column::StreamId.eq(stream_id))
+        .order_by_asc(events::Column::Version)
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.event_type, row.actor.as_deref().and_then(Actor::parse)))
+        .collect())
 }
 
 async fn save_snapshot<A: Aggregate, C: ConnectionTrait>(

@@ -70,6 +70,7 @@ pub async fn execute<A: Recorded, E: Into<CommandError>>(
     let by = Cause {
         correlation_id: cause.correlation_id,
         causation_id: cause.id,
+        actor: cause.actor(),
     };
     let stored = event_store::append(txn, &stream, &current, &events, by).await?;
     let mut state = current.state;

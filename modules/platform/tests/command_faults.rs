@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::{Added, Counter, Db, database};
-use mallbots_contracts::{CommandReply, ErrorCode, Message};
+use mallbots_contracts::{Actor, CommandReply, ErrorCode, Message};
 use mallbots_platform::commands::{Accepted, CommandBus, CommandError, CommandHandler};
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use mallbots_platform::event_store::{self, Cause};
@@ -50,6 +50,7 @@ impl CommandHandler for Buggy {
         let cause = Cause {
             correlation_id: command.correlation_id,
             causation_id: command.id,
+            actor: command.actor(),
         };
         event_store::append(txn, &stream, &current, &[Added(count.by)], cause).await?;
         assert_ne!(count.by, 13, "a bug in the handler");
@@ -96,7 +97,10 @@ async fn a_panicking_command_is_dead_lettered_and_its_sender_told(on: Db) {
     let tally = Uuid::now_v7();
 
     let sent = Instant::now();
-    let reply = bus.send(&Count { tally, by: 13 }, None).await.unwrap();
+    let reply = bus
+        .send(&Count { tally, by: 13 }, None, &Actor::OPEN)
+        .await
+        .unwrap();
     let CommandReply::Rejected(error) = reply else {
         panic!("a panicking command was accepted: {reply:?}");
     };
@@ -123,7 +127,10 @@ async fn a_panicking_command_is_dead_lettered_and_its_sender_told(on: Db) {
     letter.ack().await.unwrap();
 
     // The queue goes on, and the panicked attempts left nothing behind.
-    let reply = bus.send(&Count { tally, by: 2 }, None).await.unwrap();
+    let reply = bus
+        .send(&Count { tally, by: 2 }, None, &Actor::OPEN)
+        .await
+        .unwrap();
     assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
     let stored = event_store::load::<Counter, _>(&db, &tally.to_string())
         .await

@@ -33,6 +33,7 @@ fn cause() -> Cause {
     Cause {
         correlation_id: id,
         causation_id: id,
+        actor: None,
     }
 }
 

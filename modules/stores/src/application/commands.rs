@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::stores as msg;
-use mallbots_contracts::{ErrorCode, Message};
-use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, DomainError};
+use mallbots_contracts::{Actor, ErrorCode, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::event_store;
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{self, Recorded};
@@ -123,6 +123,32 @@ impl Recorded for Product {
     }
 }
 
+/// Refuses an actor who does not own `store`. A store that does not exist
+/// has nothing to protect: the domain refuses it as not found.
+fn owns(actor: &Actor, store: &Store) -> Result<(), CommandError> {
+    if !store.created {
+        return Ok(());
+    }
+    commands::authorize(actor, Role::StoreOwner, store.owner, "the store")
+}
+
+/// [`owns`] for the store of product `id`, when the product exists.
+async fn owns_product(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+) -> Result<(), CommandError> {
+    if actor.is_trusted() {
+        return Ok(());
+    }
+    let product = event_store::load::<Product, _>(txn, &id.to_string()).await?;
+    if !product.state.created {
+        return Ok(());
+    }
+    let store = event_store::load::<Store, _>(txn, &product.state.store_id.to_string()).await?;
+    owns(actor, &store.state)
+}
+
 #[async_trait]
 impl CommandHandler for StoresHandler {
     async fn handle(
@@ -132,31 +158,50 @@ impl CommandHandler for StoresHandler {
         command: &Envelope,
     ) -> Result<Accepted, CommandError> {
         let (txn, o, c) = (txn, outbox, command);
+        // A store's owner may change it and its products; an operator any.
+        // Each command is decoded first: an undecodable one is dead-lettered.
+        let owned = |decide: fn(&Store) -> Result<Vec<StoreEvent>, StoresError>| {
+            let actor = commands::actor(c);
+            move |s: &Store| -> Result<Vec<StoreEvent>, CommandError> {
+                owns(&actor?, s)?;
+                Ok(decide(s)?)
+            }
+        };
         match command.message_type.as_str() {
             msg::CreateStore::TYPE => {
                 let m: msg::CreateStore = c.decode()?;
+                let actor = commands::actor(c)?;
+                commands::require_role(&actor, &[Role::StoreOwner])?;
+                let owner = (actor.role == Role::StoreOwner).then_some(actor.id);
                 pipeline::execute::<Store, _>(txn, o, c, m.store_id, |s| {
-                    s.create(&m.name, &m.location)
+                    s.create(&m.name, &m.location, owner)
                 })
                 .await
             }
             msg::EnableParticipation::TYPE => {
                 let m: msg::EnableParticipation = c.decode()?;
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, Store::enable_participation)
-                    .await
+                let decide = owned(Store::enable_participation);
+                pipeline::execute::<Store, _>(txn, o, c, m.store_id, decide).await
             }
             msg::DisableParticipation::TYPE => {
                 let m: msg::DisableParticipation = c.decode()?;
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, Store::disable_participation)
-                    .await
+                let decide = owned(Store::disable_participation);
+                pipeline::execute::<Store, _>(txn, o, c, m.store_id, decide).await
             }
             msg::RebrandStore::TYPE => {
                 let m: msg::RebrandStore = c.decode()?;
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, |s| s.rebrand(&m.name)).await
+                let actor = commands::actor(c)?;
+                pipeline::execute::<Store, _>(txn, o, c, m.store_id, |s| {
+                    owns(&actor, s)?;
+                    Ok::<_, CommandError>(s.rebrand(&m.name)?)
+                })
+                .await
             }
             msg::AddProduct::TYPE => {
                 let m: msg::AddProduct = c.decode()?;
+                let actor = commands::actor(c)?;
                 let store = event_store::load::<Store, _>(txn, &m.store_id.to_string()).await?;
+                owns(&actor, &store.state)?;
                 let new = NewProduct {
                     store_id: m.store_id,
                     name: &m.name,
@@ -171,6 +216,7 @@ impl CommandHandler for StoresHandler {
             }
             msg::RebrandProduct::TYPE => {
                 let m: msg::RebrandProduct = c.decode()?;
+                owns_product(txn, &commands::actor(c)?, m.product_id).await?;
                 pipeline::execute::<Product, _>(txn, o, c, m.product_id, |p| {
                     p.rebrand(&m.name, &m.description)
                 })
@@ -178,6 +224,7 @@ impl CommandHandler for StoresHandler {
             }
             msg::IncreaseProductPrice::TYPE => {
                 let m: msg::IncreaseProductPrice = c.decode()?;
+                owns_product(txn, &commands::actor(c)?, m.product_id).await?;
                 pipeline::execute::<Product, _>(txn, o, c, m.product_id, |p| {
                     p.increase_price(m.delta)
                 })
@@ -185,6 +232,7 @@ impl CommandHandler for StoresHandler {
             }
             msg::DecreaseProductPrice::TYPE => {
                 let m: msg::DecreaseProductPrice = c.decode()?;
+                owns_product(txn, &commands::actor(c)?, m.product_id).await?;
                 pipeline::execute::<Product, _>(txn, o, c, m.product_id, |p| {
                     p.decrease_price(m.delta)
                 })
@@ -192,6 +240,7 @@ impl CommandHandler for StoresHandler {
             }
             msg::RemoveProduct::TYPE => {
                 let m: msg::RemoveProduct = c.decode()?;
+                owns_product(txn, &commands::actor(c)?, m.product_id).await?;
                 pipeline::execute::<Product, _>(txn, o, c, m.product_id, Product::remove).await
             }
             other => Err(PlatformError::Decode {

@@ -123,6 +123,18 @@ impl StoresQueries {
         page(rows, first, store_record)
     }
 
+    /// The ids of the stores `owner` owns.
+    pub async fn owned_by(&self, owner: Uuid) -> Result<Vec<Uuid>, ModuleError> {
+        let ids: Vec<String> = stores::Entity::find()
+            .select_only()
+            .column(stores::Column::Id)
+            .filter(stores::Column::OwnerId.eq(owner.to_string()))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        ids.iter().map(|id| uuid(id)).collect()
+    }
+
     pub async fn product(&self, id: Uuid) -> Result<Option<ProductRecord>, ModuleError> {
         products::Entity::find_by_id(id.to_string())
             .one(&self.db)

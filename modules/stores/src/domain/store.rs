@@ -1,5 +1,6 @@
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{StoreLocation, StoreName, StoresError};
 
@@ -10,15 +11,25 @@ pub struct Store {
     pub name: String,
     pub location: String,
     pub participating: bool,
+    /// The store owner who created it (none: only operators manage it).
+    #[serde(default)]
+    pub owner: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum StoreEvent {
-    StoreCreated { name: String, location: String },
+    StoreCreated {
+        name: String,
+        location: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Uuid>,
+    },
     StoreParticipationEnabled,
     StoreParticipationDisabled,
-    StoreRebranded { name: String },
+    StoreRebranded {
+        name: String,
+    },
 }
 
 impl DomainEvent for StoreEvent {
@@ -38,8 +49,13 @@ impl Aggregate for Store {
 
     fn apply(&mut self, event: &StoreEvent) {
         match event {
-            StoreEvent::StoreCreated { name, location } => {
+            StoreEvent::StoreCreated {
+                name,
+                location,
+                owner,
+            } => {
                 self.created = true;
+                self.owner = *owner;
                 self.name = name.clone();
                 self.location = location.clone();
             }
@@ -59,7 +75,12 @@ impl Store {
         }
     }
 
-    pub fn create(&self, name: &str, location: &str) -> Result<Vec<StoreEvent>, StoresError> {
+    pub fn create(
+        &self,
+        name: &str,
+        location: &str,
+        owner: Option<Uuid>,
+    ) -> Result<Vec<StoreEvent>, StoresError> {
         let name = StoreName::parse(name)?;
         let location = StoreLocation::parse(location)?;
         if self.created {
@@ -68,6 +89,7 @@ impl Store {
         Ok(vec![StoreEvent::StoreCreated {
             name: name.as_str().to_owned(),
             location: location.as_str().to_owned(),
+            owner,
         }])
     }
 

@@ -22,6 +22,7 @@ fn created() -> StoreEvent {
     StoreEvent::StoreCreated {
         name: "Waldorf Books".into(),
         location: "Upper level".into(),
+        owner: None,
     }
 }
 
@@ -48,7 +49,7 @@ fn new_product(price: &str) -> NewProduct<'static> {
 #[test]
 fn a_store_is_created_with_a_trimmed_name() {
     let events = Store::default()
-        .create("  Waldorf Books ", "Upper level")
+        .create("  Waldorf Books ", "Upper level", None)
         .unwrap();
     assert_eq!(events, vec![created()]);
 }
@@ -56,7 +57,7 @@ fn a_store_is_created_with_a_trimmed_name() {
 #[test]
 fn a_store_name_cannot_be_blank() {
     assert_eq!(
-        Store::default().create("   ", "Upper level"),
+        Store::default().create("   ", "Upper level", None),
         Err(StoresError::BlankStoreName)
     );
     let store: Store = given(&[created()]);
@@ -67,7 +68,7 @@ fn a_store_name_cannot_be_blank() {
 fn a_store_name_is_bounded() {
     let long = "x".repeat(101);
     assert_eq!(
-        Store::default().create(&long, "Upper level"),
+        Store::default().create(&long, "Upper level", None),
         Err(StoresError::TooLong {
             field: "store name",
             max: 100
@@ -84,7 +85,7 @@ fn names_and_texts_refuse_hidden_characters() {
         "koob\u{202E}s",
     ] {
         assert_eq!(
-            Store::default().create(name, "Upper level"),
+            Store::default().create(name, "Upper level", None),
             Err(StoresError::UnsafeText {
                 field: "store name"
             }),
@@ -107,7 +108,10 @@ fn names_and_texts_refuse_hidden_characters() {
 #[test]
 fn a_store_is_created_once() {
     let store: Store = given(&[created()]);
-    assert_eq!(store.create("Again", "Here"), Err(StoresError::StoreExists));
+    assert_eq!(
+        store.create("Again", "Here", None),
+        Err(StoresError::StoreExists)
+    );
 }
 
 #[test]

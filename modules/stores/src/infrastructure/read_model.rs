@@ -20,6 +20,7 @@ pub(crate) mod stores {
         pub name: String,
         pub location: String,
         pub participating: bool,
+        pub owner_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }
@@ -66,6 +67,7 @@ pub(crate) async fn save_store<C: ConnectionTrait>(
         name: Set(store.name.clone()),
         location: Set(store.location.clone()),
         participating: Set(store.participating),
+        owner_id: Set(store.owner.map(|o| o.to_string())),
         created_at: Set(at),
         updated_at: Set(at),
     };
@@ -76,6 +78,7 @@ pub(crate) async fn save_store<C: ConnectionTrait>(
                     stores::Column::Name,
                     stores::Column::Location,
                     stores::Column::Participating,
+                    stores::Column::OwnerId,
                     stores::Column::UpdatedAt,
                 ])
                 .to_owned(),

@@ -1,0 +1,136 @@
+//! What one client may use at once: requests per second (a keyed token
+//! bucket from `governor`) and open websockets. A client is its verified
+//! identity, or its address when it sends no token.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::identity::Identity;
+
+/// The key a client's limits are counted under.
+pub fn key(identity: &Identity, address: IpAddr) -> String {
+    match &identity.actor {
+        Some(actor) if actor.id.is_nil() => format!("addr:{address}"),
+        Some(actor) => actor.header(),
+        None => format!("addr:{address}"),
+    }
+}
+
+/// Keys kept before the limiter forgets the clients that are back to full.
+const FORGET_OVER: usize = 10_000;
+
+pub struct RateLimits {
+    limiter: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(per_second);
+        RateLimits {
+            limiter: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            ),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// `Err(wait)` when `key` is over its rate: how long until it may ask again.
+    pub fn check(&self, key: &String) -> Result<(), Duration> {
+        if self.limiter.len() > FORGET_OVER {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// Open websockets per client.
+pub struct SocketCounts {
+    open: Mutex<HashMap<String, usize>>,
+    max: usize,
+}
+
+/// One admitted socket; dropping it frees its place.
+pub struct SocketSlot {
+    counts: Arc<SocketCounts>,
+    key: String,
+}
+
+impl SocketCounts {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(SocketCounts {
+            open: Mutex::default(),
+            max,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more socket of `key`, unless it has all it may.
+    pub fn admit(self: &Arc<Self>, key: String) -> Option<SocketSlot> {
+        let mut open = self.lock();
+        let n = open.entry(key.clone()).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_over_its_rate_waits_and_another_does_not() {
+        let limits = RateLimits::new(1, 2);
+        let (a, b) = ("a".to_owned(), "b".to_owned());
+        assert!(limits.check(&a).is_ok());
+        assert!(limits.check(&a).is_ok());
+        let wait = limits.check(&a).expect_err("over the burst");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limits.check(&b).is_ok());
+    }
+
+    #[test]
+    fn a_socket_slot_is_freed_when_dropped() {
+        let counts = SocketCounts::new(2);
+        let first = counts.admit("k".into()).expect("first");
+        let _second = counts.admit("k".into()).expect("second");
+        assert!(counts.admit("k".into()).is_none());
+        assert!(counts.admit("other".into()).is_some());
+        drop(first);
+        assert!(counts.admit("k".into()).is_some());
+    }
+}

@@ -1,0 +1,370 @@
+//! Identity at the doors, through the public API: tokens on HTTP (401 with
+//! `WWW-Authenticate: Bearer` for a bad one) and at the websocket's
+//! `connection_init` (4403, and 4403 again when the token expires on an
+//! open socket, after which a resume with a fresh token loses nothing);
+//! requests per identity (429 with `Retry-After`, another identity served);
+//! sockets per identity (4429); frames over the size limit (1009); CORS and
+//! introspection once tokens are verified; `mallbots token`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, WsClient, start_with};
+use mallbots_contracts::{Actor, Role};
+use mallbots_gateway::identity::mint;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const SECRET: &str = "identity-test-secret";
+
+fn token(role: Role, ttl: Duration) -> String {
+    let actor = Actor {
+        id: Uuid::now_v7(),
+        role,
+    };
+    mint(SECRET, actor, ttl).unwrap()
+}
+
+async fn secured(tune: impl FnOnce(&mut mallbots_gateway::Settings)) -> TestApp {
+    let mut settings = common::settings(common::Backend::Embedded).await;
+    settings.auth_jwt_secret = Some(SECRET.into());
+    tune(&mut settings);
+    start_with(settings).await
+}
+
+async fn post(app: &TestApp, bearer: Option<&str>, query: &str) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .json(&json!({ "query": query }));
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", bearer);
+    }
+    request.send().await.expect("POST /graphql")
+}
+
+#[tokio::test]
+async fn http_requests_prove_who_they_are_or_get_401() {
+    let mut app = secured(|_| {}).await;
+    let me = "{ customer(id: \"00000000-0000-7000-8000-000000000000\") { id } }";
+
+    for bad in [
+        "Bearer not-a-jwt".to_owned(),
+        format!(
+            "Bearer {}",
+            mint("another secret", Actor::OPEN, Duration::from_secs(60)).unwrap()
+        ),
+        format!("Basic {}", token(Role::Customer, Duration::from_secs(60))),
+    ] {
+        let response = post(&app, Some(&bad), me).await;
+        assert_eq!(response.status(), 401, "{bad}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{body}"
+        );
+        assert!(body["data"].is_null());
+    }
+
+    // No token: the public catalog is served; anything else is refused.
+    let response = post(&app, None, "{ stores { edges { node { id } } } }").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+    let body: Value = post(&app, None, me).await.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{body}"
+    );
+
+    // A customer token: its own query runs (nothing there yet).
+    let customer = Uuid::now_v7();
+    let own = mint(
+        SECRET,
+        Actor {
+            id: customer,
+            role: Role::Customer,
+        },
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let query = format!("{{ customer(id: \"{customer}\") {{ id }} }}");
+    let body: Value = post(&app, Some(&format!("Bearer {own}")), &query)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["customer"].is_null(), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_identity_over_its_rate_waits_and_another_is_served() {
+    let mut app = secured(|s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 5;
+    })
+    .await;
+    let greedy = format!("Bearer {}", token(Role::Customer, Duration::from_secs(60)));
+    let other = format!("Bearer {}", token(Role::Customer, Duration::from_secs(60)));
+    let query = "{ stores { edges { node { id } } } }";
+    let mut limited = None;
+    for _ in 0..10 {
+        let response = post(&app, Some(&greedy), query).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let limited = limited.expect("the burst of 5 runs out within 10 requests");
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    // Meanwhile another identity, from the same address, is served.
+    assert_eq!(post(&app, Some(&other), query).await.status(), 200);
+    app.stop().await;
+}
+
+/// A socket whose `connection_init` carries `payload`.
+async fn init(app: &TestApp, payload: Value) -> WsClient {
+    let mut ws = WsClient::open(&app.base, "graphql-transport-ws", None).await;
+    ws.send(json!({ "type": "connection_init", "payload": payload }))
+        .await;
+    ws
+}
+
+fn bearer(token: &str) -> Value {
+    json!({ "authorization": format!("Bearer {token}") })
+}
+
+#[tokio::test]
+async fn websockets_close_4403_on_a_bad_token_and_4429_past_the_sockets_per_identity() {
+    let mut app = secured(|s| s.ws_max_connections = 2).await;
+    let mut forged = init(
+        &app,
+        bearer(&mint("not the secret", Actor::OPEN, Duration::from_secs(60)).unwrap()),
+    )
+    .await;
+    assert_eq!(forged.close_code().await, 4403);
+    let mut garbage = init(&app, json!({ "authorization": "Bearer x.y.z" })).await;
+    assert_eq!(garbage.close_code().await, 4403);
+
+    let bot = token(Role::Bot, Duration::from_secs(60));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut ws = init(&app, bearer(&bot)).await;
+        assert_eq!(ws.next_message().await["type"], "connection_ack");
+        open.push(ws);
+    }
+    let mut third = init(&app, bearer(&bot)).await;
+    assert_eq!(third.close_code().await, 4429);
+    // Another identity still gets in; and a socket closed frees a place.
+    let mut other = init(&app, bearer(&token(Role::Bot, Duration::from_secs(60)))).await;
+    assert_eq!(other.next_message().await["type"], "connection_ack");
+    open.pop().unwrap().close().await;
+    common::wait_until("the closed socket's place to be free", || async {
+        let mut ws = init(&app, bearer(&bot)).await;
+        let first = ws.next_message_or_close().await;
+        (first == "connection_ack").then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_size_limit_closes_the_socket_with_1009() {
+    let mut app = secured(|s| s.max_body_bytes = 16 * 1024).await;
+    let mut ws = init(&app, json!({})).await;
+    assert_eq!(ws.next_message().await["type"], "connection_ack");
+    let huge = "x".repeat(64 * 1024);
+    ws.send(json!({ "type": "subscribe", "id": "1", "payload": { "query": huge } }))
+        .await;
+    assert_eq!(ws.close_code().await, 1009);
+    // The gateway goes on.
+    assert_eq!(
+        post(&app, None, "{ stores { edges { node { id } } } }")
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
+const CATALOG: &str = "subscription($s: ID!, $a: String) {
+  catalogChanged(storeId: $s, after: $a) { cursor product { name } } }";
+
+#[tokio::test]
+async fn an_expiring_token_closes_the_socket_and_a_fresh_one_resumes_without_a_gap() {
+    let mut app = secured(|_| {}).await;
+    let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(600)));
+    let call = |query: &'static str, vars: Value| {
+        let (app, operator) = (&app, operator.clone());
+        async move {
+            let (status, body) = app
+                .graphql_with(&[("authorization", &operator)], query, vars)
+                .await;
+            assert_eq!(status, 200);
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let store = call(
+        "mutation { createStore(input: {name: \"Expiry\", location: \"Here\"}) { id } }",
+        json!({}),
+    )
+    .await["createStore"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let add = "mutation($s: ID!, $n: String!) { addProduct(input: {storeId: $s, name: $n, price: \"1.00\"}) { id } }";
+
+    // A customer follows the catalog with a token that expires in seconds.
+    let mut ws = init(&app, bearer(&token(Role::Customer, Duration::from_secs(3)))).await;
+    assert_eq!(ws.next_message().await["type"], "connection_ack");
+    ws.send(json!({ "type": "subscribe", "id": "1", "payload": {
+        "query": CATALOG, "variables": { "s": store } } }))
+        .await;
+    app.wait_for_subscriptions(1).await;
+    call(add, json!({ "s": store, "n": "Before" })).await;
+    let first = ws.next_data().await;
+    assert_eq!(first["catalogChanged"]["product"]["name"], "Before");
+    let cursor = first["catalogChanged"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ws.close_code().await, 4403, "closed when the token expires");
+
+    // What happens while it is away is not lost: resumed with a fresh
+    // token from its last cursor, it gets exactly that, then what follows.
+    for name in ["Away 1", "Away 2"] {
+        call(add, json!({ "s": store, "n": name })).await;
+    }
+    let mut ws = init(
+        &app,
+        bearer(&token(Role::Customer, Duration::from_secs(600))),
+    )
+    .await;
+    assert_eq!(ws.next_message().await["type"], "connection_ack");
+    ws.send(json!({ "type": "subscribe", "id": "1", "payload": {
+        "query": CATALOG, "variables": { "s": store, "a": cursor } } }))
+        .await;
+    for name in ["Away 1", "Away 2"] {
+        assert_eq!(
+            ws.next_data().await["catalogChanged"]["product"]["name"],
+            name
+        );
+    }
+    call(add, json!({ "s": store, "n": "After" })).await;
+    assert_eq!(
+        ws.next_data().await["catalogChanged"]["product"]["name"],
+        "After"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_tokens_on_only_listed_origins_and_operators_introspect() {
+    let mut app = secured(|s| {
+        s.cors_origins = vec!["https://shop.example".into()];
+        s.introspection = false;
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let elsewhere = preflight("https://evil.example").await.unwrap();
+    assert!(
+        elsewhere
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let schema = "{ __schema { queryType { name } } }";
+    let customer = format!("Bearer {}", token(Role::Customer, Duration::from_secs(60)));
+    let body: Value = post(&app, Some(&customer), schema)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(60)));
+    let body: Value = post(&app, Some(&operator), schema)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"]["__schema"]["queryType"]["name"], "Query",
+        "{body}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_command_mints_a_token_the_gateway_accepts() {
+    let mut app = secured(|_| {}).await;
+    let sub = Uuid::now_v7();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args([
+            "token",
+            "--role",
+            "customer",
+            "--sub",
+            &sub.to_string(),
+            "--ttl",
+            "5m",
+        ])
+        .env("AUTH_JWT_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let minted = String::from_utf8(output.stdout).unwrap();
+    let query = format!("{{ customer(id: \"{sub}\") {{ id }} }}");
+    let body: Value = post(&app, Some(&format!("Bearer {}", minted.trim())), &query)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args(["token", "--role", "system", "--sub", &sub.to_string()])
+        .env("AUTH_JWT_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    app.stop().await;
+}
