@@ -124,6 +124,11 @@ pub struct Settings {
     )]
     pub max_query_complexity: usize,
 
+    /// The largest page (`first`) a list field returns (above it:
+    /// BAD_USER_INPUT).
+    #[arg(long, global = true, env = "MAX_PAGE_SIZE", default_value_t = 100)]
+    pub max_page_size: i32,
+
     /// The most aliased fields in one request (then QUERY_TOO_COMPLEX).
     #[arg(long, global = true, env = "MAX_ALIASES", default_value_t = 30)]
     pub max_aliases: usize,

@@ -268,14 +268,14 @@ async fn execute(
             return coded_error_response(status, &err, graphql_response);
         }
     }
-    let max_aliases = http.app.settings.max_aliases;
     // Parsed once: the request keeps the document, and execution reuses it.
-    let aliases = request.parsed_query().ok().map(crate::limits::aliases);
-    if aliases.is_some_and(|n| n > max_aliases) {
-        let body = serde_json::json!({ "errors": [{
-            "message": format!("a request may alias at most {max_aliases} fields"),
-            "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": max_aliases },
-        }] });
+    let oversized = match request.parsed_query() {
+        Ok(document) => Some(crate::limits::oversized(document, &http.app.settings)),
+        Err(_) => None,
+    };
+    let parsed = oversized.is_some();
+    if let Some(Some((message, limit))) = oversized {
+        let body = serde_json::json!({ "errors": [crate::limits::too_complex(&message, limit)] });
         // Like any validation error: a 400 under graphql-response+json.
         let status = if graphql_response {
             StatusCode::BAD_REQUEST
@@ -288,7 +288,7 @@ async fn execute(
         .schema
         .execute(request.data(request_context(headers, identity)))
         .await;
-    crate::limits::code_errors(&mut response, &http.app.settings, aliases.is_some());
+    crate::limits::code_errors(&mut response, &http.app.settings, parsed);
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.
     let request_error = response.data == async_graphql::Value::Null
@@ -481,6 +481,7 @@ async fn graphql_ws(
         client: client.ip(),
         header: authorization(&headers).map(str::to_owned),
         context: request_context(&headers, Identity::ANONYMOUS),
+        settings: http.app.settings.clone(),
     };
     let limits = crate::ws::Limits {
         init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),

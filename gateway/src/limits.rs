@@ -1,45 +1,126 @@
 //! The limits a query is held to before it runs, each refused with
 //! QUERY_TOO_COMPLEX and the limit in `extensions`. Depth, complexity and
 //! directives are async-graphql's own checks (their errors get the code
-//! here); aliases are counted here, since async-graphql has no such limit.
+//! here); aliases and the fields a document expands to are counted here
+//! ([`oversized`]), since async-graphql has no such limits.
 //! And every error of a request gets a code: GRAPHQL_PARSE_FAILED,
 //! GRAPHQL_VALIDATION_FAILED, or BAD_USER_INPUT for a value of the wrong
 //! shape.
 
+use std::collections::{HashMap, HashSet};
+
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, Response, Value};
+use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
 use mallbots_contracts::ErrorCode;
 
 use crate::Settings;
 
-/// The aliased fields in `document`, fragments included.
-pub fn aliases(document: &ExecutableDocument) -> usize {
-    fn count(set: &SelectionSet) -> usize {
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(field) => {
-                    usize::from(field.node.alias.is_some()) + count(&field.node.selection_set.node)
-                }
-                Selection::InlineFragment(fragment) => count(&fragment.node.selection_set.node),
-                Selection::FragmentSpread(_) => 0,
-            })
-            .sum()
-    }
-    let operations: usize = document
-        .operations
-        .iter()
-        .map(|(_, op)| count(&op.node.selection_set.node))
-        .sum();
-    let fragments: usize = document
-        .fragments
-        .values()
-        .map(|f| count(&f.node.selection_set.node))
-        .sum();
-    operations + fragments
+/// What a document amounts to once every fragment spread is expanded
+/// where it is used: its fields and its aliased fields. Each fragment is
+/// counted once and its size reused (saturating), so a document whose
+/// fragments double at every level is measured in a blink instead of being
+/// walked 2^n times; a fragment that spreads itself counts nothing more
+/// (validation refuses the cycle).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Size {
+    pub fields: usize,
+    pub aliases: usize,
 }
 
-fn set(error: &mut async_graphql::ServerError, code: ErrorCode) -> &mut ErrorExtensionValues {
+impl Size {
+    fn add(self, other: Size) -> Size {
+        Size {
+            fields: self.fields.saturating_add(other.fields),
+            aliases: self.aliases.saturating_add(other.aliases),
+        }
+    }
+}
+
+pub fn size(document: &ExecutableDocument) -> Size {
+    struct Walk<'a> {
+        document: &'a ExecutableDocument,
+        sizes: HashMap<&'a str, Size>,
+        open: HashSet<&'a str>,
+    }
+    impl<'a> Walk<'a> {
+        fn set(&mut self, set: &'a SelectionSet) -> Size {
+            set.items.iter().fold(Size::default(), |size, item| {
+                let more = match &item.node {
+                    Selection::Field(field) => Size {
+                        fields: 1,
+                        aliases: usize::from(field.node.alias.is_some()),
+                    }
+                    .add(self.set(&field.node.selection_set.node)),
+                    Selection::InlineFragment(f) => self.set(&f.node.selection_set.node),
+                    Selection::FragmentSpread(spread) => {
+                        self.fragment(spread.node.fragment_name.node.as_str())
+                    }
+                };
+                size.add(more)
+            })
+        }
+
+        fn fragment(&mut self, name: &'a str) -> Size {
+            if let Some(size) = self.sizes.get(name) {
+                return *size;
+            }
+            let Some(fragment) = self.document.fragments.get(name) else {
+                return Size::default();
+            };
+            if !self.open.insert(name) {
+                return Size::default();
+            }
+            let size = self.set(&fragment.node.selection_set.node);
+            self.open.remove(name);
+            self.sizes.insert(name, size);
+            size
+        }
+    }
+    let mut walk = Walk {
+        document,
+        sizes: HashMap::new(),
+        open: HashSet::new(),
+    };
+    document
+        .operations
+        .iter()
+        .fold(Size::default(), |size, (_, op)| {
+            size.add(walk.set(&op.node.selection_set.node))
+        })
+}
+
+/// A document over the alias limit, or one that expands to more fields
+/// than a query may cost at all: why, and the limit. Checked on the parsed
+/// document before async-graphql sees it (over HTTP and on websockets):
+/// its own depth and directive checks walk every fragment spread in full,
+/// which a kilobyte of doubling fragments turns into hours.
+pub fn oversized(document: &ExecutableDocument, settings: &Settings) -> Option<(String, usize)> {
+    let size = size(document);
+    let (aliases, fields) = (settings.max_aliases, settings.max_query_complexity);
+    if size.aliases > aliases {
+        Some((
+            format!("a request may alias at most {aliases} fields"),
+            aliases,
+        ))
+    } else if size.fields > fields {
+        Some((
+            format!("the query expands to more than {fields} fields"),
+            fields,
+        ))
+    } else {
+        None
+    }
+}
+
+/// The GraphQL error for a document over a limit.
+pub fn too_complex(message: &str, limit: usize) -> serde_json::Value {
+    serde_json::json!({
+        "message": message,
+        "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": limit },
+    })
+}
+
+fn set(error: &mut ServerError, code: ErrorCode) -> &mut ErrorExtensionValues {
     let extensions = error
         .extensions
         .get_or_insert_with(ErrorExtensionValues::default);
@@ -118,4 +199,33 @@ pub fn introspects(document: &ExecutableDocument) -> bool {
             .fragments
             .values()
             .any(|f| asks(&f.node.selection_set.node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubling_fragments_are_measured_without_being_walked() {
+        let levels = 70;
+        let mut query = "query { ...F0 } ".to_owned();
+        for i in 0..levels {
+            let n = i + 1;
+            query.push_str(&format!("fragment F{i} on Query {{ ...F{n} ...F{n} }} "));
+        }
+        query.push_str(&format!("fragment F{levels} on Query {{ __typename }}"));
+        let document = async_graphql::parser::parse_query(&query).unwrap();
+        assert_eq!(size(&document).fields, usize::MAX, "2^70 saturates");
+        let small = async_graphql::parser::parse_query(
+            "{ a: stores { edges { node { id } } } ...F } fragment F on Query { b: __typename }",
+        )
+        .unwrap();
+        assert_eq!(
+            size(&small),
+            Size {
+                fields: 5,
+                aliases: 2
+            }
+        );
+    }
 }

@@ -62,6 +62,8 @@ pub struct Door {
     pub header: Option<String>,
     /// The upgrade request's context; its identity is set at init.
     pub context: RequestContext,
+    /// The limits a subscription's document is held to.
+    pub settings: Arc<crate::Settings>,
 }
 
 /// What the guard knows of the conversation.
@@ -157,6 +159,20 @@ fn inspect(
                     DUPLICATE_ID,
                     &format!("Subscriber for {id} already exists"),
                 ));
+                return None;
+            }
+            // Measured before async-graphql walks it (see limits::oversized).
+            let oversized = message["payload"]["query"]
+                .as_str()
+                .and_then(|q| async_graphql::parser::parse_query(q).ok())
+                .and_then(|document| crate::limits::oversized(&document, &door.settings));
+            if let Some((why, limit)) = oversized {
+                let refusal = json!({
+                    "type": "error",
+                    "id": id,
+                    "payload": [crate::limits::too_complex(&why, limit)],
+                });
+                let _ = say.send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
             if c.active.len() >= limits.max_subscriptions {

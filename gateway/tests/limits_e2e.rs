@@ -55,6 +55,34 @@ async fn queries_over_a_limit_are_refused_before_they_run() {
     // 1,000 aliases (limit 30).
     let aliases: String = (0..1000).map(|n| format!("a{n}: __typename ")).collect();
     refused(&app, &format!("{{ {aliases} }}"), &[30]).await;
+    // A kilobyte of fragments, each spreading the next twice, ending in
+    // `__typename`: 2^30 fields once expanded (limit 5000), refused as it
+    // is parsed, over HTTP and on a websocket alike.
+    let mut doubling = "query { ...F0 } ".to_owned();
+    for i in 0..30 {
+        doubling.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{n} ...F{n} }} ",
+            n = i + 1
+        ));
+    }
+    doubling.push_str("fragment F30 on Query { __typename }");
+    assert!(doubling.len() < 1300);
+    refused(&app, &doubling, &[5000]).await;
+    let mut ws = app
+        .subscribe(
+            "graphql-transport-ws",
+            &doubling
+                .replacen("query", "subscription", 1)
+                .replace("on Query", "on Subscription"),
+            json!({}),
+        )
+        .await;
+    let answer = ws.next_message().await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(
+        answer["payload"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{answer}"
+    );
     // Too many directives on one field (limit 5).
     let directives = "@include(if: true) ".repeat(6);
     refused(&app, &format!("{{ __typename {directives} }}"), &[5]).await;

@@ -92,7 +92,7 @@ impl CustomersQuery {
     ) -> Result<Connection<String, Notification, EmptyFields, EmptyFields>> {
         let customer_id = parse_id(&customer_id, "customerId")?;
         authz::owner(ctx, Role::Customer, customer_id)?;
-        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
         let page = state(ctx)?
             .queries
             .notifications

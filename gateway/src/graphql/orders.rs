@@ -357,7 +357,7 @@ impl OrdersQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>> {
         let filter = filter.unwrap_or_default().parse()?;
-        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
         let Some(filter) = visible(ctx, filter).await? else {
             return Ok(pagination::connection(Vec::new(), after.is_some(), false));
         };
@@ -431,7 +431,7 @@ impl OrdersQuery {
     ) -> Result<Connection<String, ShoppingList, EmptyFields, EmptyFields>> {
         authz::require(ctx, &[Role::Bot])?;
         let app = state(ctx)?;
-        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
         let page = app
             .queries
             .depot

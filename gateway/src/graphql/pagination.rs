@@ -7,7 +7,6 @@ use uuid::Uuid;
 use super::ApiError;
 
 pub const DEFAULT_PAGE: i32 = 20;
-pub const MAX_PAGE: i32 = 100;
 
 /// A page's cost in the query's complexity: its size (`first`, or the
 /// default) times what each item costs, so a large page of large items is
@@ -17,11 +16,13 @@ pub fn cost(first: Option<i32>, child_complexity: usize) -> usize {
     n.saturating_mul(child_complexity.max(1))
 }
 
-pub fn first(first: Option<i32>) -> Result<u64, ApiError> {
-    let n = first.unwrap_or(DEFAULT_PAGE);
-    if !(0..=MAX_PAGE).contains(&n) {
+/// The page size asked for, within `MAX_PAGE_SIZE`.
+pub fn first(ctx: &async_graphql::Context<'_>, first: Option<i32>) -> Result<u64, ApiError> {
+    let max = super::dispatch::state(ctx)?.settings.max_page_size;
+    let n = first.unwrap_or(DEFAULT_PAGE.min(max));
+    if !(0..=max).contains(&n) {
         return Err(ApiError::bad_input(format!(
-            "first must be between 0 and {MAX_PAGE}"
+            "first must be between 0 and {max}"
         )));
     }
     Ok(n as u64)

@@ -87,7 +87,7 @@ async fn catalog_page(
     after: Option<String>,
 ) -> Result<Connection<String, Product, EmptyFields, EmptyFields>, ApiError> {
     let app = state(ctx)?;
-    let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+    let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
     let page = app
         .queries
         .stores
@@ -128,7 +128,7 @@ impl StoresQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Store, EmptyFields, EmptyFields>> {
         let app = state(ctx)?;
-        let (n, after) = (pagination::first(first)?, pagination::after(after)?);
+        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
         let page = app
             .queries
             .stores

@@ -65,6 +65,7 @@ pub async fn settings(backend: Backend) -> Settings {
         max_query_depth: 10,
         max_query_complexity: 5000,
         max_aliases: 30,
+        max_page_size: 100,
         max_directives: 5,
         ws_max_subscriptions: 100,
         message_retention_secs: 7 * 24 * 3600,
