@@ -9,7 +9,11 @@
 //! trip (mutation to reply, mutation to subscription push, one at a time),
 //! subscription fan-out (latency, delivered vs expected, RSS), and projection
 //! catch-up and rebuild (against a raw lapin publish-to-consume floor and a
-//! multi-row upsert floor on PostgreSQL). `--only` picks some of them.
+//! multi-row upsert floor on PostgreSQL), and the limits (see `limits`).
+//! `--only` picks some of them.
+
+#[path = "bench/limits.rs"]
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +75,9 @@ struct Cli {
     /// A run of seconds, for CI: checks the bench works, measures nothing.
     #[arg(long)]
     tiny: bool,
+    /// How long each hostile query is sent in the limits scenario, seconds.
+    #[arg(long, default_value_t = 30)]
+    hostile_seconds: u64,
     /// Run only these scenarios (comma-separated); all when not given.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
@@ -91,6 +98,8 @@ enum Scenario {
     Command,
     FanOut,
     Projection,
+    /// Token verification's cost, refusal times, hostile loads.
+    Limits,
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -1060,6 +1069,7 @@ async fn main() -> anyhow::Result<()> {
         (cli.subscribers, cli.stores, cli.fan_out_seconds, cli.rate) = (20, 2, 2, 2.0);
         (cli.sweep_steps, cli.sweep_seconds) = (1, 1);
         cli.events = 200;
+        cli.hostile_seconds = 1;
     }
     let runs = |scenario| cli.only.is_empty() || cli.only.contains(&scenario);
     let (system_addr, floor_addr) = (free_addr()?, free_addr()?);
@@ -1269,6 +1279,15 @@ async fn main() -> anyhow::Result<()> {
         results["projection"] = projected;
         results["broker_floor"] = broker;
         results["postgres_floor"] = postgres;
+    }
+    if runs(Scenario::Limits) {
+        eprintln!(
+            "limits: token cost, refusal times, {} s of each hostile query",
+            cli.hostile_seconds
+        );
+        let (measured, rows) = limits::limits(&cli).await?;
+        table.extend(rows);
+        results["limits"] = measured;
     }
     println!("{}", table.join("\n"));
     std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;

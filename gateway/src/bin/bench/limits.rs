@@ -1,0 +1,238 @@
+//! The limits scenario, on a system of its own with tokens verified:
+//! - what verifying a token costs: `store(id)` without a token and with one,
+//!   same system, same run;
+//! - how fast each hostile query is refused (1,000 aliases, 50 deep, the
+//!   depth-11 catalog nesting, a kilobyte of doubling fragments, `first:
+//!   1000000`), one at a time;
+//! - what a load of each from one client does to everyone else: `/healthz`
+//!   and another client's `store(id)`, alone and during each load.
+//!
+//! The per-client rate limit is lifted (see `mallbots()`), so this measures
+//! the refusal itself: with it on, a hostile client is held to
+//! RATE_LIMIT_PER_SECOND anyway.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mallbots_contracts::{Actor, Role};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Cli, Latencies};
+
+const SECRET: &str = "bench-secret";
+
+/// The hostile queries, each with the codes its refusal may carry.
+fn hostile() -> Vec<(&'static str, String)> {
+    let aliases: String = (0..1000).map(|n| format!("a{n}: __typename ")).collect();
+    let deep = format!(
+        "{{ stores {{ edges {{ node {{ {} id {} }} }} }} }}",
+        "catalog { edges { node { store { ".repeat(12),
+        "} } } } ".repeat(12)
+    );
+    let nested = "{ product(id: \"00000000-0000-7000-8000-000000000000\") { store { catalog(first: 100) { edges { node { store { catalog(first: 100) { edges { node { store { catalog(first: 100) { edges { node { name } } } } } } } } } } } } } }".to_owned();
+    let mut doubling = "query { ...F0 } ".to_owned();
+    for i in 0..30 {
+        doubling.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{n} ...F{n} }} ",
+            n = i + 1
+        ));
+    }
+    doubling.push_str("fragment F30 on Query { __typename }");
+    vec![
+        ("1,000 aliases", format!("{{ {aliases} }}")),
+        ("50 deep", deep),
+        ("depth-11 nesting", nested),
+        ("doubling fragments", doubling),
+        (
+            "first: 1000000",
+            "{ stores(first: 1000000) { edges { node { id } } } }".to_owned(),
+        ),
+    ]
+}
+
+struct Caller {
+    http: reqwest::Client,
+    url: String,
+    bearer: Option<String>,
+}
+
+impl Caller {
+    fn new(base: &str, bearer: Option<String>) -> Self {
+        Caller {
+            http: reqwest::Client::new(),
+            url: format!("{base}/graphql"),
+            bearer,
+        }
+    }
+
+    async fn post(&self, query: &str, variables: &Value) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(bearer) = &self.bearer {
+            request = request.header("authorization", bearer);
+        }
+        Ok(request.send().await?.json().await?)
+    }
+
+    /// A request that must succeed; its data.
+    async fn data(&self, query: &str, variables: &Value) -> anyhow::Result<Value> {
+        let response = self.post(query, variables).await?;
+        if let Some(errors) = response.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(response["data"].clone())
+    }
+}
+
+fn bearer(role: Role) -> anyhow::Result<String> {
+    let actor = Actor {
+        id: Uuid::now_v7(),
+        role,
+    };
+    let token = mallbots_gateway::identity::mint(SECRET, actor, Duration::from_secs(3600))?;
+    Ok(format!("Bearer {token}"))
+}
+
+/// One loop of `query` for `seconds`: requests/s and latencies.
+async fn timed(caller: &Caller, query: &str, variables: &Value, seconds: f64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let (mut latencies, mut failed) = (Latencies::default(), 0u64);
+    let started = Instant::now();
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        match caller.data(query, variables).await {
+            Ok(_) => latencies.0.push(start.elapsed()),
+            Err(_) => failed += 1,
+        }
+    }
+    let done = latencies.0.len();
+    let mut result = latencies.summary();
+    result["requests_per_s"] = json!(done as f64 / started.elapsed().as_secs_f64());
+    result["failed"] = json!(failed);
+    result
+}
+
+/// `/healthz` and `store(id)` by a well-behaved client, one after the other,
+/// for `seconds`.
+async fn bystander(base: &str, store: &str, seconds: f64) -> anyhow::Result<Value> {
+    let http = reqwest::Client::new();
+    let caller = Caller::new(base, None);
+    let variables = json!({ "s": store });
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let (mut health, mut reads) = (Latencies::default(), Latencies::default());
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await?
+            .error_for_status()?;
+        health.0.push(start.elapsed());
+        let start = Instant::now();
+        caller
+            .data("query($s: ID!) { store(id: $s) { id name } }", &variables)
+            .await?;
+        reads.0.push(start.elapsed());
+    }
+    Ok(json!({ "healthz": health.summary(), "store": reads.summary() }))
+}
+
+pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
+    let addr = super::free_addr()?;
+    let base = format!("http://{addr}");
+    let (database_url, amqp_url) = super::services(cli)?;
+    let database = super::fresh_database(database_url).await?;
+    let mut system = super::mallbots(&["run"], &database, amqp_url, &super::fresh_prefix())?
+        .env("LISTEN_ADDR", addr.to_string())
+        .env("AUTH_JWT_SECRET", SECRET)
+        .spawn()
+        .context("cannot start mallbots (build it first)")?;
+    super::wait_ready(&base).await?;
+
+    let owner = Caller::new(&base, Some(bearer(Role::StoreOwner)?));
+    let store = owner
+        .data(
+            "mutation { createStore(input: {name: \"Limits\", location: \"Hall\"}) { id } }",
+            &json!({}),
+        )
+        .await?["createStore"]["id"]
+        .as_str()
+        .context("store id")?
+        .to_owned();
+    let seconds = cli.seconds as f64;
+    let read = "query($s: ID!) { store(id: $s) { id name location participating } }";
+    let variables = json!({ "s": store });
+    let anonymous = timed(&Caller::new(&base, None), read, &variables, seconds).await;
+    let customer = Caller::new(&base, Some(bearer(Role::Customer)?));
+    let with_token = timed(&customer, read, &variables, seconds).await;
+
+    let mut table = vec![
+        super::row("store(id), no token (tokens on)", &anonymous, None),
+        super::row("store(id), with a verified token", &with_token, None),
+    ];
+    let hostile_caller = Caller::new(&base, None);
+    let mut refusals = Vec::new();
+    for (name, query) in hostile() {
+        let mut latencies = Latencies::default();
+        for _ in 0..cli.samples.max(10) {
+            let start = Instant::now();
+            let response = hostile_caller.post(&query, &json!({})).await?;
+            latencies.0.push(start.elapsed());
+            let code = response["errors"][0]["extensions"]["code"].as_str();
+            if !matches!(code, Some("QUERY_TOO_COMPLEX" | "BAD_USER_INPUT")) {
+                bail!("{name} was not refused: {response}");
+            }
+        }
+        let summary = latencies.summary();
+        table.push(super::row(&format!("refused: {name}"), &summary, None));
+        refusals.push(json!({ "query": name, "latency": summary }));
+    }
+
+    // Everyone else, alone and while one client sends each hostile query
+    // as fast as it is answered.
+    let load_seconds = cli.hostile_seconds as f64;
+    let alone = bystander(&base, &store, load_seconds.min(10.0)).await?;
+    let mut loads = Vec::new();
+    for (name, query) in hostile() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attacker = {
+            let (base, stop) = (base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let caller = Caller::new(&base, None);
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if caller.post(&query, &json!({})).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        };
+        let during = bystander(&base, &store, load_seconds).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = attacker.await?;
+        let during = during?;
+        table.push(format!(
+            "  during {load_seconds:.0} s of {name} ({:.0}/s refused): /healthz p99 {:.2} ms (alone {:.2}), another client's store(id) p99 {:.2} ms (alone {:.2})",
+            sent as f64 / load_seconds,
+            during["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            alone["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            during["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            alone["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        ));
+        loads.push(json!({ "query": name, "refused_per_s": sent as f64 / load_seconds, "bystander": during }));
+    }
+    let _ = system.kill().await;
+    Ok((
+        json!({
+            "store_without_token": anonymous,
+            "store_with_token": with_token,
+            "refusals": refusals,
+            "bystander_alone": alone,
+            "bystander_during_load": loads,
+        }),
+        table,
+    ))
+}
