@@ -434,6 +434,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let router = crate::http::router(state);
         let mut stop = stopping.clone();
         let send_buffer = settings.socket_send_buffer;
+        let per_address = settings.max_connections_per_address;
         let listener = listener.tap_io(move |stream| {
             // Small responses go out at once, not after the client's delayed ACK.
             if let Err(err) = stream.set_nodelay(true) {
@@ -447,8 +448,8 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         });
         door_tasks.push(tokio::spawn(async move {
             let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                crate::clients::Capped::new(listener, per_address),
+                router.into_make_service_with_connect_info::<crate::clients::Peer>(),
             )
             .with_graceful_shutdown(async move { stop.wait().await })
             .await;

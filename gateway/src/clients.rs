@@ -3,22 +3,28 @@
 //! identity, or its address when it sends no token.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::identity::Identity;
 
 /// The key a client's limits are counted under.
+/// A principal is its `sub`, whatever role its tokens claim.
 pub fn key(identity: &Identity, address: IpAddr) -> String {
     match &identity.actor {
-        Some(actor) if actor.id.is_nil() => format!("addr:{address}"),
-        Some(actor) => actor.header(),
-        None => format!("addr:{address}"),
+        Some(actor) if !actor.id.is_nil() => format!("sub:{}", actor.id),
+        _ => format!("addr:{address}"),
     }
 }
 
@@ -105,6 +111,107 @@ impl Drop for SocketSlot {
                 open.remove(&self.key);
             }
         }
+    }
+}
+
+/// A listener that holds each client address to so many open connections:
+/// one more is closed as soon as it is accepted, so no single address can
+/// take every file descriptor the process has (half-sent requests included).
+pub struct Capped<L> {
+    inner: L,
+    open: Arc<SocketCounts>,
+}
+
+impl<L> Capped<L> {
+    pub fn new(inner: L, max_per_address: usize) -> Self {
+        Capped {
+            inner,
+            open: SocketCounts::new(max_per_address),
+        }
+    }
+}
+
+/// An accepted connection; closing it frees its address's place.
+pub struct CappedIo<I> {
+    io: I,
+    _slot: SocketSlot,
+}
+
+impl<L> Listener for Capped<L>
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    type Io = CappedIo<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let (io, addr) = self.inner.accept().await;
+            match self.open.admit(format!("addr:{}", addr.ip())) {
+                Some(slot) => return (CappedIo { io, _slot: slot }, addr),
+                None => {
+                    tracing::debug!(%addr, "connection refused: too many from this address");
+                    drop(io);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CappedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CappedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The client's address, as handlers extract it (`ConnectInfo<Peer>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl<L> Connected<IncomingStream<'_, Capped<L>>> for Peer
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    fn connect_info(stream: IncomingStream<'_, Capped<L>>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }
 

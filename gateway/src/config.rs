@@ -224,6 +224,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "WS_MAX_CONNECTIONS", default_value_t = 20)]
     pub ws_max_connections: usize,
 
+    /// Connections one client address may hold open at once (HTTP and
+    /// websockets together); one more is closed as soon as it is accepted.
+    #[arg(
+        long,
+        global = true,
+        env = "MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    pub max_connections_per_address: usize,
+
     /// Origins browsers may call from, comma-separated. Unset: any origin
     /// while the gateway is open, none once tokens are verified.
     #[arg(long, global = true, env = "CORS_ORIGINS", value_delimiter = ',')]

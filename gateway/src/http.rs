@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::ServerError;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_graphql::http::WebSocketProtocols;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
-use crate::clients::{RateLimits, SocketCounts};
+use crate::clients::{Peer, RateLimits, SocketCounts};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::identity::{AuthError, Identity};
 use crate::playground;
@@ -131,11 +132,14 @@ fn request_context(headers: &HeaderMap, identity: Identity) -> RequestContext {
 }
 
 /// The `Authorization` header as text (a header that is not text is no
-/// bearer token either).
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("?"))
+/// bearer token either); more than one is refused, not picked from.
+fn authorization(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let first = all.next().map(|v| v.to_str().unwrap_or("?"));
+    match all.next() {
+        Some(_) => Err(AuthError::Several),
+        None => Ok(first),
+    }
 }
 
 /// An invalid or expired token: 401 with `WWW-Authenticate: Bearer`.
@@ -166,11 +170,17 @@ fn rate_limited(wait: Duration, graphql_response: bool) -> Response {
 /// Who the request is from, and whether it may be served now.
 fn admit(http: &Http, headers: &HeaderMap, client: IpAddr) -> Result<Identity, Box<Response>> {
     let graphql_response = wants_graphql_response(headers);
-    let identity = http
-        .app
-        .auth
-        .identify(authorization(headers))
-        .map_err(|err| Box::new(unauthenticated(&err, graphql_response)))?;
+    let identity = authorization(headers)
+        .and_then(|token| http.app.auth.identify(token))
+        .map_err(|err| {
+            // Bad tokens count against their address: guessing is rate
+            // limited too.
+            let address = crate::clients::key(&Identity::ANONYMOUS, client);
+            Box::new(match http.rate.check(&address) {
+                Ok(()) => unauthenticated(&err, graphql_response),
+                Err(wait) => rate_limited(wait, graphql_response),
+            })
+        })?;
     http.rate
         .check(&crate::clients::key(&identity, client))
         .map_err(|wait| Box::new(rate_limited(wait, graphql_response)))?;
@@ -213,10 +223,10 @@ fn coded_error_response(status: StatusCode, err: &ApiError, graphql_response: bo
     errors_body(status, body, graphql_response)
 }
 
-/// A response made of request errors only (no execution happened).
+/// A request refused before it was read as GraphQL (no execution
+/// happened): BAD_USER_INPUT.
 fn error_response(status: StatusCode, message: &str, graphql_response: bool) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message }] });
-    errors_body(status, body, graphql_response)
+    coded_error_response(status, &ApiError::bad_input(message), graphql_response)
 }
 
 fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bool) -> Response {
@@ -336,10 +346,26 @@ async fn execute(
 
 async fn graphql_post(
     State(http): State<Http>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let max = http.app.settings.max_body_bytes;
+            let message = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the body is larger than {max} bytes")
+            } else {
+                "the body could not be read".to_owned()
+            };
+            return error_response(
+                rejection.status(),
+                &message,
+                wants_graphql_response(&headers),
+            );
+        }
+    };
     let identity = match admit(&http, &headers, client.ip()) {
         Ok(identity) => identity,
         Err(refused) => return *refused,
@@ -404,7 +430,7 @@ fn operation_type(query: &str, name: Option<&str>) -> Option<OperationType> {
 
 async fn graphql_get(
     State(http): State<Http>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(params): Query<GetParams>,
 ) -> Response {
@@ -456,7 +482,7 @@ const WEBSOCKET_WRITE_BUFFER: usize = 4 * 1024;
 
 async fn graphql_ws(
     State(http): State<Http>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -479,9 +505,11 @@ async fn graphql_ws(
         auth: http.app.auth.clone(),
         sockets: http.sockets.clone(),
         client: client.ip(),
-        header: authorization(&headers).map(str::to_owned),
+        // Several headers: none is used (connection_init must carry one).
+        header: authorization(&headers).ok().flatten().map(str::to_owned),
         context: request_context(&headers, Identity::ANONYMOUS),
         settings: http.app.settings.clone(),
+        rate: http.rate.clone(),
     };
     let limits = crate::ws::Limits {
         init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),

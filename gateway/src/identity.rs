@@ -60,6 +60,8 @@ fn now() -> u64 {
 pub enum AuthError {
     #[error("send the token as `Bearer <token>`")]
     NotBearer,
+    #[error("send one Authorization header")]
+    Several,
     #[error("the token is not valid: {0}")]
     Invalid(String),
     #[error("cannot read the key in {path}: {reason}")]
@@ -141,11 +143,13 @@ impl Auth {
         let Some(authorization) = authorization else {
             return Ok(Identity::ANONYMOUS);
         };
+        // The scheme is case-insensitive (RFC 9110); the token is one word.
         let token = authorization
-            .strip_prefix("Bearer ")
-            .or_else(|| authorization.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty() && !t.contains(' '))
             .ok_or(AuthError::NotBearer)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| AuthError::Invalid(reason(e.kind())))?
@@ -263,6 +267,8 @@ mod tests {
             auth.identify(Some(&token)),
             Err(AuthError::NotBearer)
         ));
+        let shouted = auth.identify(Some(&format!("BEARER {token}"))).unwrap();
+        assert_eq!(shouted.actor, Some(actor));
         assert_eq!(auth.identify(None).unwrap(), Identity::ANONYMOUS);
     }
 

@@ -128,6 +128,9 @@ fn set(error: &mut ServerError, code: ErrorCode) -> &mut ErrorExtensionValues {
     extensions
 }
 
+/// The longest parse error message passed on.
+const MAX_PARSE_MESSAGE: usize = 300;
+
 /// Gives every error of `response` a code: async-graphql's limit errors
 /// QUERY_TOO_COMPLEX and their limit; a document that did not `parse`, or
 /// did not validate, the GraphQL codes; a value of the wrong shape
@@ -166,6 +169,15 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
         if let Some(limit) = limit {
             set(error, ErrorCode::QueryTooComplex).set("limit", Value::from(limit));
         } else if !parsed {
+            // The parser quotes the line it failed on: a long one is cut.
+            if error.message.len() > MAX_PARSE_MESSAGE {
+                let mut end = MAX_PARSE_MESSAGE;
+                while !error.message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.message.truncate(end);
+                error.message.push_str(" ...");
+            }
             set(error, ErrorCode::GraphqlParseFailed);
         } else if shape {
             set(error, ErrorCode::BadUserInput);

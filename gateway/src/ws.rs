@@ -27,8 +27,8 @@ use mallbots_platform::Shutdown;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::clients::SocketCounts;
 use crate::clients::SocketSlot;
+use crate::clients::{RateLimits, SocketCounts};
 use crate::graphql::{MallSchema, RequestContext};
 use crate::identity::{Auth, Identity};
 
@@ -64,6 +64,9 @@ pub struct Door {
     pub context: RequestContext,
     /// The limits a subscription's document is held to.
     pub settings: Arc<crate::Settings>,
+    /// Every operation on the socket counts against its client's rate, as
+    /// a request over HTTP does.
+    pub rate: Arc<RateLimits>,
 }
 
 /// What the guard knows of the conversation.
@@ -81,11 +84,16 @@ struct Conversation {
 /// Checks a `connection_init`'s token and the client's sockets: the close
 /// frame that refuses it, or nothing (admitted, noted in `c`).
 fn admit(payload: &Value, door: &Door, c: &mut Conversation) -> Option<WsFrame> {
-    let token = payload
+    let given = payload
         .get("authorization")
-        .or_else(|| payload.get("Authorization"))
-        .and_then(Value::as_str)
-        .or(door.header.as_deref());
+        .or_else(|| payload.get("Authorization"));
+    if given.is_some_and(|v| !v.is_string()) {
+        return Some(close(
+            FORBIDDEN,
+            "Forbidden: authorization must be \"Bearer <token>\"",
+        ));
+    }
+    let token = given.and_then(Value::as_str).or(door.header.as_deref());
     let identity = match door.auth.identify(token) {
         Ok(identity) => identity,
         Err(err) => return Some(close(FORBIDDEN, &format!("Forbidden: {err}"))),
@@ -159,6 +167,25 @@ fn inspect(
                     DUPLICATE_ID,
                     &format!("Subscriber for {id} already exists"),
                 ));
+                return None;
+            }
+            let client = crate::clients::key(
+                c.identity.as_ref().unwrap_or(&Identity::ANONYMOUS),
+                door.client,
+            );
+            if let Err(wait) = door.rate.check(&client) {
+                let refusal = json!({
+                    "type": "error",
+                    "id": id,
+                    "payload": [{
+                        "message": format!("too many requests: retry in {} ms", wait.as_millis()),
+                        "extensions": {
+                            "code": "RATE_LIMITED",
+                            "retryAfterMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        },
+                    }],
+                });
+                let _ = say.send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
             // Measured before async-graphql walks it (see limits::oversized).

@@ -794,6 +794,27 @@ async fn authorization_matrix(backend: Backend) {
         let found = who.data(&app, search, json!({})).await.to_string();
         assert_eq!(found.contains(&f.order), sees, "{}: {found}", who.name);
     }
+    // A store owner sees the order's items of its stores and who to contact
+    // (name, SMS number), not the customer record, invoice, saga or list.
+    let seen = cast
+        .owner
+        .call(
+            &app,
+            "{ searchOrders { edges { node { id customerName items { productName }
+               customer { id } invoice { id } saga { status } shoppingList { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let node = &seen["data"]["searchOrders"]["edges"][0]["node"];
+    assert_eq!(node["customerName"], "Me", "{seen}");
+    assert_eq!(node["items"][0]["productName"], "Pen", "{seen}");
+    for field in ["customer", "invoice", "saga", "shoppingList"] {
+        assert!(node[field].is_null(), "{field}: {seen}");
+    }
+    let orders = seen["data"]["searchOrders"]["edges"].as_array().unwrap().len();
+    let refused = seen["errors"].as_array().expect("errors");
+    assert_eq!(refused.len(), 4 * orders, "{seen}");
+    assert!(refused.iter().all(|e| e["extensions"]["code"] == "FORBIDDEN"), "{seen}");
     let named = cast
         .other_customer
         .call(

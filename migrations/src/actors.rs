@@ -5,36 +5,18 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
-enum Events {
-    Table,
-    Actor,
-}
-
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.has_column("events", "actor").await? {
-            return Ok(());
-        }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Events::Table)
-                    .add_column(ColumnDef::new(Events::Actor).text().null())
-                    .to_owned(),
-            )
-            .await
+        crate::add_column(
+            manager,
+            "events",
+            ColumnDef::new(Alias::new("actor")).text().null(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Events::Table)
-                    .drop_column(Events::Actor)
-                    .to_owned(),
-            )
-            .await
+        crate::drop_column(manager, "events", "actor").await
     }
 }

@@ -5,31 +5,21 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
-enum Stores {
-    Table,
-    OwnerId,
-}
-
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if !manager.has_column("stores", "owner_id").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Stores::Table)
-                        .add_column(ColumnDef::new(Stores::OwnerId).string().null())
-                        .to_owned(),
-                )
-                .await?;
-        }
+        crate::add_column(
+            manager,
+            "stores",
+            ColumnDef::new(Alias::new("owner_id")).string().null(),
+        )
+        .await?;
         manager
             .create_index(
                 Index::create()
                     .name("stores_owner_id")
-                    .table(Stores::Table)
-                    .col(Stores::OwnerId)
+                    .table(Alias::new("stores"))
+                    .col(Alias::new("owner_id"))
                     .if_not_exists()
                     .to_owned(),
             )
@@ -41,17 +31,10 @@ impl MigrationTrait for Migration {
             .drop_index(
                 Index::drop()
                     .name("stores_owner_id")
-                    .table(Stores::Table)
+                    .table(Alias::new("stores"))
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Stores::Table)
-                    .drop_column(Stores::OwnerId)
-                    .to_owned(),
-            )
-            .await
+        crate::drop_column(manager, "stores", "owner_id").await
     }
 }

@@ -467,6 +467,7 @@ fn mallbots(args: &[&str], database: &str, amqp: &str, prefix: &str) -> anyhow::
         .env("RATE_LIMIT_PER_SECOND", "100000000")
         .env("RATE_LIMIT_BURST", "100000000")
         .env("WS_MAX_CONNECTIONS", "1000000")
+        .env("MAX_CONNECTIONS_PER_ADDRESS", "1000000")
         .stdout(Stdio::null())
         .kill_on_drop(true);
     Ok(command)

@@ -46,21 +46,28 @@ impl Sent {
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d61_6c6c_626f_7473_8069_6465_6d70_6f74);
 
 /// The id `what` gets in this mutation: derived from the request's
-/// idempotency key (and the field it is for, so one request's several
-/// mutations differ) when it has one, so a retry names the same entity and
-/// the same command; otherwise new.
+/// idempotency key when it has one, so a retry names the same entity;
+/// otherwise new. The key is the caller's own: the name also holds who asks
+/// (another caller's same key names other ids) and the field it is for (one
+/// request's several mutations differ).
 pub fn id_for(ctx: &Context<'_>, what: &str) -> Uuid {
-    let key = ctx
-        .data_opt::<RequestContext>()
-        .and_then(|r| r.idempotency_key.as_deref());
-    match key {
-        Some(key) => {
-            let field = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
-            let name = format!("{key}\n{field}\n{what}");
-            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
-        }
-        None => Uuid::now_v7(),
-    }
+    derived(ctx, what.as_bytes()).unwrap_or_else(Uuid::now_v7)
+}
+
+/// The id named by the request's idempotency key, its caller, the field,
+/// and `what`; `None` without a key.
+fn derived(ctx: &Context<'_>, what: &[u8]) -> Option<Uuid> {
+    let request = ctx.data_opt::<RequestContext>()?;
+    let key = request.idempotency_key.as_deref()?;
+    let caller = request
+        .identity
+        .actor
+        .map(|a| a.header())
+        .unwrap_or_default();
+    let field = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
+    let mut name = format!("{caller}\n{key}\n{field}\n").into_bytes();
+    name.extend_from_slice(what);
+    Some(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name))
 }
 
 /// Sends `command` and waits for its reply: the domain's refusal, a timeout,
@@ -71,9 +78,11 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
     let actor = super::authz::actor(ctx)?;
     let request = ctx.data_opt::<RequestContext>();
     let correlation = request.map(|r| r.correlation_id);
-    let command_id = request
-        .and_then(|r| r.idempotency_key.as_ref())
-        .map(|_| id_for(ctx, M::TYPE));
+    // The command's id also holds the command itself: the same key with
+    // another request is another command (a create then finds its entity
+    // exists: CONFLICT), never the first one's reply.
+    let fingerprint = serde_json::to_vec(&command).unwrap_or_default();
+    let command_id = derived(ctx, &[M::TYPE.as_bytes(), b"\n", &fingerprint].concat());
     app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
     let reply = app
         .bus

@@ -26,7 +26,7 @@ fn plain(text: &str) -> bool {
 
 fn refused() -> InputValueError<Money> {
     InputValueError::custom(
-        "money is a string in plain decimal notation, like \"9.99\" (no exponent, sign or separators)",
+        "money is a string in plain decimal notation, like \"9.99\", or a whole number (no exponent, plus sign or separators)",
     )
 }
 

@@ -58,7 +58,9 @@ impl Order {
     async fn customer_sms_number(&self) -> &str {
         &self.0.customer_sms_number
     }
+    /// The customer and operators (a store owner sees name and SMS number).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        authz::require(ctx, &[Role::Customer])?;
         customer(ctx, self.0.order.customer_id).await
     }
     async fn payment_id(&self) -> ID {
@@ -67,8 +69,27 @@ impl Order {
     async fn basket_id(&self) -> ID {
         ID(self.0.order.basket_id.to_string())
     }
-    async fn items(&self) -> Vec<LineItem> {
-        lines(&self.0.order.items)
+    /// A store owner sees the items of its own stores only.
+    async fn items(&self, ctx: &Context<'_>) -> Result<Vec<LineItem>> {
+        let actor = authz::actor(ctx)?;
+        if actor.role != Role::StoreOwner {
+            return Ok(lines(&self.0.order.items));
+        }
+        let owned = state(ctx)?
+            .queries
+            .stores
+            .owned_by(actor.id)
+            .await
+            .map_err(ApiError::from)?;
+        let mine: Vec<_> = self
+            .0
+            .order
+            .items
+            .iter()
+            .filter(|item| owned.contains(&item.store_id))
+            .cloned()
+            .collect();
+        Ok(lines(&mine))
     }
     async fn total(&self) -> Money {
         Money(self.0.order.total)
@@ -83,7 +104,9 @@ impl Order {
     async fn shopping_list_id(&self) -> Option<ID> {
         self.0.order.shopping_list_id.map(|id| ID(id.to_string()))
     }
+    /// The customer and operators.
     async fn shopping_list(&self, ctx: &Context<'_>) -> Result<Option<ShoppingList>> {
+        authz::require(ctx, &[Role::Customer])?;
         let Some(id) = self.0.order.shopping_list_id else {
             return Ok(None);
         };
@@ -96,8 +119,9 @@ impl Order {
             .map_err(ApiError::from)?;
         Ok(found.map(ShoppingList))
     }
-    /// The invoice, once the order is ready.
+    /// The invoice, once the order is ready (the customer and operators).
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
+        authz::require(ctx, &[Role::Customer])?;
         let app = state(ctx)?;
         let found = app
             .queries
@@ -107,8 +131,10 @@ impl Order {
             .map_err(ApiError::from)?;
         Ok(found.map(Invoice))
     }
-    /// Where the create-order saga is with this order (operators, support).
+    /// Where the create-order saga is with this order (the customer and
+    /// operators).
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<CreateOrderSaga>> {
+        authz::require(ctx, &[Role::Customer])?;
         let app = state(ctx)?;
         let found = app
             .queries

@@ -80,6 +80,7 @@ pub async fn settings(backend: Backend) -> Settings {
         rate_limit_per_second: 1_000_000,
         rate_limit_burst: 1_000_000,
         ws_max_connections: 100_000,
+        max_connections_per_address: 100_000,
         cors_origins: Vec::new(),
         introspection: true,
     };
@@ -556,6 +557,7 @@ pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process
         .env("RATE_LIMIT_PER_SECOND", "1000000")
         .env("RATE_LIMIT_BURST", "1000000")
         .env("WS_MAX_CONNECTIONS", "100000")
+        .env("MAX_CONNECTIONS_PER_ADDRESS", "100000")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
