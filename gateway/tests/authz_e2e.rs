@@ -811,10 +811,18 @@ async fn authorization_matrix(backend: Backend) {
     for field in ["customer", "invoice", "saga", "shoppingList"] {
         assert!(node[field].is_null(), "{field}: {seen}");
     }
-    let orders = seen["data"]["searchOrders"]["edges"].as_array().unwrap().len();
+    let orders = seen["data"]["searchOrders"]["edges"]
+        .as_array()
+        .unwrap()
+        .len();
     let refused = seen["errors"].as_array().expect("errors");
     assert_eq!(refused.len(), 4 * orders, "{seen}");
-    assert!(refused.iter().all(|e| e["extensions"]["code"] == "FORBIDDEN"), "{seen}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["extensions"]["code"] == "FORBIDDEN"),
+        "{seen}"
+    );
     let named = cast
         .other_customer
         .call(

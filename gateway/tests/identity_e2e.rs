@@ -386,9 +386,12 @@ async fn an_idempotency_key_is_its_callers_own_and_names_one_request() {
         format!("Bearer {token}")
     };
     let (a, b) = (as_customer(alice), as_customer(bob));
-    let register = "mutation { registerCustomer(input: {name: \"Me\", smsNumber: \"+15550100200\"}) { id } }";
+    let register =
+        "mutation { registerCustomer(input: {name: \"Me\", smsNumber: \"+15550100200\"}) { id } }";
     for who in [&a, &b] {
-        let (status, body) = app.graphql_with(&[("authorization", who)], register, json!({})).await;
+        let (status, body) = app
+            .graphql_with(&[("authorization", who)], register, json!({}))
+            .await;
         assert_eq!(status, 200);
         assert!(body["errors"].is_null(), "{body}");
     }
@@ -400,25 +403,48 @@ async fn an_idempotency_key_is_its_callers_own_and_names_one_request() {
     let (_, again) = app
         .graphql_with(&[("authorization", &a), key], start, json!({ "c": alice }))
         .await;
-    assert_eq!(first["data"], again["data"], "a retry gets the first answer");
+    assert_eq!(
+        first["data"], again["data"],
+        "a retry gets the first answer"
+    );
     // Another caller with the same key: its own basket, not the first one.
     let (_, other) = app
         .graphql_with(&[("authorization", &b), key], start, json!({ "c": bob }))
         .await;
     assert!(other["errors"].is_null(), "{other}");
-    assert_ne!(other["data"]["startBasket"]["id"], first["data"]["startBasket"]["id"]);
-    assert_eq!(other["data"]["startBasket"]["basket"]["customerId"], bob.to_string());
+    assert_ne!(
+        other["data"]["startBasket"]["id"],
+        first["data"]["startBasket"]["id"]
+    );
+    assert_eq!(
+        other["data"]["startBasket"]["basket"]["customerId"],
+        bob.to_string()
+    );
     // The same key with another request is not answered with the first one.
     let pay = "mutation($c: ID!, $a: Decimal!) { authorizePayment(input: {customerId: $c, amount: $a}) { id payment { amount } } }";
     let key = ("idempotency-key", "shared-key-2");
     let (_, paid) = app
-        .graphql_with(&[("authorization", &a), key], pay, json!({ "c": alice, "a": "1.00" }))
+        .graphql_with(
+            &[("authorization", &a), key],
+            pay,
+            json!({ "c": alice, "a": "1.00" }),
+        )
         .await;
-    assert_eq!(paid["data"]["authorizePayment"]["payment"]["amount"], "1.00", "{paid}");
+    assert_eq!(
+        paid["data"]["authorizePayment"]["payment"]["amount"], "1.00",
+        "{paid}"
+    );
     let (_, changed) = app
-        .graphql_with(&[("authorization", &a), key], pay, json!({ "c": alice, "a": "2.00" }))
+        .graphql_with(
+            &[("authorization", &a), key],
+            pay,
+            json!({ "c": alice, "a": "2.00" }),
+        )
         .await;
-    assert_eq!(changed["errors"][0]["extensions"]["code"], "CONFLICT", "{changed}");
+    assert_eq!(
+        changed["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{changed}"
+    );
     app.stop().await;
 }
 
@@ -429,12 +455,18 @@ async fn operations_on_a_websocket_count_against_the_rate_and_bad_tokens_too() {
         s.rate_limit_burst = 3;
     })
     .await;
-    let mut ws = init(&app, bearer(&token(Role::Customer, Duration::from_secs(60)))).await;
+    let mut ws = init(
+        &app,
+        bearer(&token(Role::Customer, Duration::from_secs(60))),
+    )
+    .await;
     assert_eq!(ws.next_message().await["type"], "connection_ack");
     for id in 0..6 {
-        ws.send(json!({ "type": "subscribe", "id": id.to_string(), "payload": {
-            "query": "{ stores { pageInfo { hasNextPage } } }" } }))
-            .await;
+        ws.send(
+            json!({ "type": "subscribe", "id": id.to_string(), "payload": {
+            "query": "{ stores { pageInfo { hasNextPage } } }" } }),
+        )
+        .await;
     }
     let mut limited = 0;
     let mut answered = 0;
@@ -442,7 +474,10 @@ async fn operations_on_a_websocket_count_against_the_rate_and_bad_tokens_too() {
         let message = ws.next_message().await;
         match message["type"].as_str() {
             Some("error") => {
-                assert_eq!(message["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{message}");
+                assert_eq!(
+                    message["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+                    "{message}"
+                );
                 limited += 1;
                 answered += 1;
             }
@@ -450,14 +485,25 @@ async fn operations_on_a_websocket_count_against_the_rate_and_bad_tokens_too() {
             _ => {}
         }
     }
-    assert!(limited >= 2, "{limited} of 6 over a burst of 3 were limited");
+    assert!(
+        limited >= 2,
+        "{limited} of 6 over a burst of 3 were limited"
+    );
 
     // Guessing tokens is held to the address's rate as well.
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(post(&app, Some("Bearer forged.token.here"), "{ __typename }").await.status().as_u16());
+        statuses.push(
+            post(&app, Some("Bearer forged.token.here"), "{ __typename }")
+                .await
+                .status()
+                .as_u16(),
+        );
     }
-    assert!(statuses.contains(&401) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&401) && statuses.contains(&429),
+        "{statuses:?}"
+    );
     app.stop().await;
 }
 
@@ -488,22 +534,33 @@ async fn one_address_holds_only_so_many_connections() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        stream.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        stream
+            .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         held.push(stream);
     }
     // A fourth is closed as soon as it is accepted.
     let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let _ = fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(10), fourth.read(&mut buf))
         .await
         .expect("the fourth connection is answered or closed at once");
-    assert!(matches!(read, Ok(0) | Err(_)), "closed, not served: {read:?}");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed, not served: {read:?}"
+    );
     // One let go: the address may connect again.
     drop(held.pop());
     common::wait_until("a place to be free again", || async {
         let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.ok()?;
         answer.starts_with(b"HTTP/1.1 200").then_some(())

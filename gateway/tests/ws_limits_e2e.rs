@@ -1,7 +1,8 @@
 //! What a websocket client may hold open, per the graphql-transport-ws
 //! protocol: no `connection_init` in time → 4408; a subscribe before it →
 //! 4401; a subscription id already in use → 4409; one subscription past the
-//! limit is refused on its own, and the others go on.
+//! limit is refused on its own, and the others go on; a legacy `start` is
+//! served too.
 
 mod common;
 
@@ -104,5 +105,27 @@ async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     }
     assert!(again.contains("fits-now"), "{again:?}");
     assert!(!again.contains("0"), "{again:?}");
+    app.stop().await;
+}
+
+/// Python gql's default client misreads the lower-case subprotocol header,
+/// falls back, and sends the legacy `start` on a graphql-transport-ws
+/// socket: it is served there.
+#[tokio::test]
+async fn a_legacy_start_on_a_graphql_transport_ws_socket_is_served() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Old habits", "O").await;
+    let mut ws = initialized(&app).await;
+    let mut start = subscribe("legacy", &store);
+    start["type"] = json!("start");
+    ws.send(start).await;
+    app.wait_for_subscriptions(1).await;
+    shop::product(&app, &store, "Served", "1.00").await;
+    let pushed = ws.next_message().await;
+    assert_eq!(pushed["id"], "legacy", "{pushed}");
+    assert_eq!(
+        pushed["payload"]["data"]["catalogChanged"]["product"]["name"], "Served",
+        "{pushed}"
+    );
     app.stop().await;
 }

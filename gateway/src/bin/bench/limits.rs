@@ -5,11 +5,10 @@
 //!   depth-11 catalog nesting, a kilobyte of doubling fragments, `first:
 //!   1000000`), one at a time;
 //! - what a load of each from one client does to everyone else: `/healthz`
-//!   and another client's `store(id)`, alone and during each load.
-//!
-//! The per-client rate limit is lifted (see `mallbots()`), so this measures
-//! the refusal itself: with it on, a hostile client is held to
-//! RATE_LIMIT_PER_SECOND anyway.
+//!   and another client's `store(id)`, alone and during each load; once
+//!   with the per-client rate limit lifted (what the refusal itself costs)
+//!   and once at its defaults (what a deployment sees: the hostile client
+//!   is held to RATE_LIMIT_PER_SECOND and answered 429).
 
 use std::time::{Duration, Instant};
 
@@ -115,11 +114,11 @@ async fn timed(caller: &Caller, query: &str, variables: &Value, seconds: f64) ->
     result
 }
 
-/// `/healthz` and `store(id)` by a well-behaved client, one after the other,
-/// for `seconds`.
+/// `/healthz` and `store(id)` by a well-behaved client (an identity of its
+/// own), one after the other, 40 times a second, for `seconds`.
 async fn bystander(base: &str, store: &str, seconds: f64) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
-    let caller = Caller::new(base, None);
+    let caller = Caller::new(base, Some(bearer(Role::Customer)?));
     let variables = json!({ "s": store });
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let (mut health, mut reads) = (Latencies::default(), Latencies::default());
@@ -135,24 +134,39 @@ async fn bystander(base: &str, store: &str, seconds: f64) -> anyhow::Result<Valu
             .data("query($s: ID!) { store(id: $s) { id name } }", &variables)
             .await?;
         reads.0.push(start.elapsed());
+        // A well-behaved client: 40 reads a second, under the default rate.
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(json!({ "healthz": health.summary(), "store": reads.summary() }))
 }
 
-pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
+/// A system with tokens verified, on a fresh database, with `envs`.
+async fn secured(
+    cli: &Cli,
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let addr = super::free_addr()?;
     let base = format!("http://{addr}");
     let (database_url, amqp_url) = super::services(cli)?;
     let database = super::fresh_database(database_url).await?;
-    let mut system = super::mallbots(&["run"], &database, amqp_url, &super::fresh_prefix())?
+    let mut command = super::mallbots(&["run"], &database, amqp_url, &super::fresh_prefix())?;
+    command
         .env("LISTEN_ADDR", addr.to_string())
-        .env("AUTH_JWT_SECRET", SECRET)
+        .env("AUTH_JWT_SECRET", SECRET);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let system = command
         .spawn()
         .context("cannot start mallbots (build it first)")?;
     super::wait_ready(&base).await?;
+    Ok((system, base))
+}
 
-    let owner = Caller::new(&base, Some(bearer(Role::StoreOwner)?));
-    let store = owner
+/// A store its owner created: its id.
+async fn store(base: &str) -> anyhow::Result<String> {
+    let owner = Caller::new(base, Some(bearer(Role::StoreOwner)?));
+    Ok(owner
         .data(
             "mutation { createStore(input: {name: \"Limits\", location: \"Hall\"}) { id } }",
             &json!({}),
@@ -160,7 +174,56 @@ pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
         .await?["createStore"]["id"]
         .as_str()
         .context("store id")?
-        .to_owned();
+        .to_owned())
+}
+
+/// Everyone else, alone and while one client (no token) sends each hostile
+/// query as fast as it is answered: table rows and figures.
+async fn loads(
+    base: &str,
+    store: &str,
+    seconds: f64,
+    label: &str,
+) -> anyhow::Result<(Value, Vec<String>)> {
+    let alone = bystander(base, store, seconds.min(10.0)).await?;
+    let (mut rows, mut loads) = (Vec::new(), Vec::new());
+    for (name, query) in hostile() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attacker = {
+            let (base, stop) = (base.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let caller = Caller::new(&base, None);
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if caller.post(&query, &json!({})).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        };
+        let during = bystander(base, store, seconds).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = attacker.await?;
+        let during = during?;
+        rows.push(format!(
+            "  {label}, during {seconds:.0} s of {name} ({:.0}/s refused): /healthz p99 {:.2} ms (alone {:.2}), another client's store(id) p99 {:.2} ms (alone {:.2})",
+            sent as f64 / seconds,
+            during["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            alone["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            during["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            alone["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        ));
+        loads.push(
+            json!({ "query": name, "refused_per_s": sent as f64 / seconds, "bystander": during }),
+        );
+    }
+    Ok((json!({ "bystander_alone": alone, "during": loads }), rows))
+}
+
+pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
+    let (mut system, base) = secured(cli, &[]).await?;
+    let store = store(&base).await?;
     let seconds = cli.seconds as f64;
     let read = "query($s: ID!) { store(id: $s) { id name location participating } }";
     let variables = json!({ "s": store });
@@ -189,49 +252,28 @@ pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
         table.push(super::row(&format!("refused: {name}"), &summary, None));
         refusals.push(json!({ "query": name, "latency": summary }));
     }
-
-    // Everyone else, alone and while one client sends each hostile query
-    // as fast as it is answered.
     let load_seconds = cli.hostile_seconds as f64;
-    let alone = bystander(&base, &store, load_seconds.min(10.0)).await?;
-    let mut loads = Vec::new();
-    for (name, query) in hostile() {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let attacker = {
-            let (base, stop) = (base.clone(), stop.clone());
-            tokio::spawn(async move {
-                let caller = Caller::new(&base, None);
-                let mut sent = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if caller.post(&query, &json!({})).await.is_ok() {
-                        sent += 1;
-                    }
-                }
-                sent
-            })
-        };
-        let during = bystander(&base, &store, load_seconds).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let sent = attacker.await?;
-        let during = during?;
-        table.push(format!(
-            "  during {load_seconds:.0} s of {name} ({:.0}/s refused): /healthz p99 {:.2} ms (alone {:.2}), another client's store(id) p99 {:.2} ms (alone {:.2})",
-            sent as f64 / load_seconds,
-            during["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-            alone["healthz"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-            during["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-            alone["store"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-        ));
-        loads.push(json!({ "query": name, "refused_per_s": sent as f64 / load_seconds, "bystander": during }));
-    }
+    let (lifted, rows) = loads(&base, &store, load_seconds, "rate limit lifted").await?;
+    table.extend(rows);
+    let _ = system.kill().await;
+
+    // The same loads against the default rate limit (50/s, burst 100).
+    let (mut system, base) = secured(
+        cli,
+        &[("RATE_LIMIT_PER_SECOND", "50"), ("RATE_LIMIT_BURST", "100")],
+    )
+    .await?;
+    let store = self::store(&base).await?;
+    let (limited, rows) = loads(&base, &store, load_seconds, "default rate limit").await?;
+    table.extend(rows);
     let _ = system.kill().await;
     Ok((
         json!({
             "store_without_token": anonymous,
             "store_with_token": with_token,
             "refusals": refusals,
-            "bystander_alone": alone,
-            "bystander_during_load": loads,
+            "loads_rate_limit_lifted": lifted,
+            "loads_default_rate_limit": limited,
         }),
         table,
     ))
