@@ -50,12 +50,22 @@ impl RateLimits {
 
     /// `Err(wait)` when `key` is over its rate: how long until it may ask again.
     pub fn check(&self, key: &String) -> Result<(), Duration> {
+        self.check_n(key, 1)
+    }
+
+    /// Like [`RateLimits::check`], for `n` requests at once (a request
+    /// holding several mutations counts each).
+    pub fn check_n(&self, key: &String, n: u32) -> Result<(), Duration> {
         if self.limiter.len() > FORGET_OVER {
             self.limiter.retain_recent();
         }
-        self.limiter
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            // More at once than the burst ever allows: as good as never.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
     }
 }
 

@@ -79,6 +79,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(cors)
         .with_state(Http {
@@ -218,7 +219,10 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
 /// A request refused before execution, with the error's code.
 fn coded_error_response(status: StatusCode, err: &ApiError, graphql_response: bool) -> Response {
     let body = serde_json::json!({
-        "errors": [{ "message": err.message, "extensions": { "code": err.code.as_str() } }]
+        "errors": [{
+            "message": crate::limits::cut(err.message.clone()),
+            "extensions": { "code": err.code.as_str() },
+        }]
     });
     errors_body(status, body, graphql_response)
 }
@@ -241,7 +245,7 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
 async fn execute(
     http: &Http,
     headers: &HeaderMap,
-    identity: Identity,
+    (identity, client): (Identity, IpAddr),
     mut request: async_graphql::Request,
 ) -> Response {
     http.app
@@ -284,6 +288,18 @@ async fn execute(
         Err(_) => None,
     };
     let parsed = oversized.is_some();
+    // Each mutation beyond the first counts as a request of its own.
+    let mutations = request
+        .parsed_query()
+        .map(crate::limits::mutations)
+        .unwrap_or(0);
+    if mutations > 1 {
+        let key = crate::clients::key(&identity, client);
+        let more = u32::try_from(mutations - 1).unwrap_or(u32::MAX);
+        if let Err(wait) = http.rate.check_n(&key, more) {
+            return rate_limited(wait, graphql_response);
+        }
+    }
     if let Some(Some((message, limit))) = oversized {
         let body = serde_json::json!({ "errors": [crate::limits::too_complex(&message, limit)] });
         // Like any validation error: a 400 under graphql-response+json.
@@ -403,7 +419,7 @@ async fn graphql_post(
             );
         }
     };
-    execute(&http, &headers, identity, request).await
+    execute(&http, &headers, (identity, client.ip()), request).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -469,7 +485,7 @@ async fn graphql_get(
             }
         }
     }
-    execute(&http, &headers, identity, request).await
+    execute(&http, &headers, (identity, client.ip()), request).await
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB
@@ -526,6 +542,15 @@ async fn graphql_ws(
         .on_upgrade(move |socket| {
             crate::ws::serve(socket, http.ws_schema, protocol, door, limits, stopping)
         })
+}
+
+/// A method a path does not take: 405 with a coded body.
+async fn method_not_allowed(headers: HeaderMap) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take that method",
+        wants_graphql_response(&headers),
+    )
 }
 
 /// The first GraphQL subprotocol the client offers that we speak.

@@ -128,8 +128,21 @@ fn set(error: &mut ServerError, code: ErrorCode) -> &mut ErrorExtensionValues {
     extensions
 }
 
-/// The longest parse error message passed on.
-const MAX_PARSE_MESSAGE: usize = 300;
+/// The longest error message passed on.
+const MAX_MESSAGE: usize = 300;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes (on a character boundary).
+pub fn cut(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" ...");
+    }
+    message
+}
 
 /// Gives every error of `response` a code: async-graphql's limit errors
 /// QUERY_TOO_COMPLEX and their limit; a document that did not `parse`, or
@@ -137,6 +150,8 @@ const MAX_PARSE_MESSAGE: usize = 300;
 /// BAD_USER_INPUT.
 pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
     for error in &mut response.errors {
+        // Messages quote what they refuse (a line, a name): a long one is cut.
+        error.message = cut(std::mem::take(&mut error.message));
         if error
             .extensions
             .as_ref()
@@ -169,15 +184,6 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
         if let Some(limit) = limit {
             set(error, ErrorCode::QueryTooComplex).set("limit", Value::from(limit));
         } else if !parsed {
-            // The parser quotes the line it failed on: a long one is cut.
-            if error.message.len() > MAX_PARSE_MESSAGE {
-                let mut end = MAX_PARSE_MESSAGE;
-                while !error.message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                error.message.truncate(end);
-                error.message.push_str(" ...");
-            }
             set(error, ErrorCode::GraphqlParseFailed);
         } else if shape {
             set(error, ErrorCode::BadUserInput);
@@ -189,6 +195,18 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
             set(error, ErrorCode::BadUserInput);
         }
     }
+}
+
+/// The mutations `document` asks for: the root fields of its mutation
+/// operations (all of them: which one runs is known later).
+pub fn mutations(document: &ExecutableDocument) -> usize {
+    use async_graphql::parser::types::OperationType;
+    document
+        .operations
+        .iter()
+        .filter(|(_, op)| op.node.ty == OperationType::Mutation)
+        .map(|(_, op)| op.node.selection_set.node.items.len())
+        .sum()
 }
 
 /// Whether `document` asks for the schema itself (`__schema`, `__type`).

@@ -125,6 +125,7 @@ impl Cast {
 struct Fixture {
     store: String,
     product: String,
+    other_product: String,
     basket: String,
     open_basket: String,
     payment: String,
@@ -150,14 +151,28 @@ async fn fixture(app: &TestApp, cast: &Cast) -> Fixture {
             json!({ "s": store }),
         )
         .await;
-    // Another owner's store, so its searchOrders has something to look at.
-    cast.other_owner
+    // Another owner's store and product, so its searchOrders has something
+    // to look at.
+    let elsewhere = cast
+        .other_owner
         .data(
             app,
             "mutation { createStore(input: {name: \"Elsewhere\", location: \"There\"}) { id } }",
             json!({}),
         )
         .await;
+    let elsewhere = elsewhere["createStore"]["id"].as_str().unwrap().to_owned();
+    let other_product = cast
+        .other_owner
+        .data(
+            app,
+            "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Ink\", price: \"1.00\"}) { id } }",
+            json!({ "s": elsewhere }),
+        )
+        .await["addProduct"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let added = owner
         .data(
             app,
@@ -271,6 +286,7 @@ async fn fixture(app: &TestApp, cast: &Cast) -> Fixture {
     Fixture {
         store,
         product,
+        other_product,
         basket,
         open_basket,
         payment,
@@ -822,6 +838,29 @@ async fn authorization_matrix(backend: Backend) {
             .iter()
             .all(|e| e["extensions"]["code"] == "FORBIDDEN"),
         "{seen}"
+    );
+    // Naming another owner's product would tell which orders hold it.
+    let elsewhere = cast
+        .other_owner
+        .data(
+            &app,
+            "{ searchOrders { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(!elsewhere.to_string().contains(&f.order), "{elsewhere}");
+    let named = cast
+        .owner
+        .call(
+            &app,
+            "query($p: ID!) { searchOrders(filter: {productIds: [$p]}) { edges { node { id } } } }",
+            json!({ "p": f.other_product }),
+        )
+        .await;
+    assert_eq!(
+        code_of(&named["errors"]).as_deref(),
+        Some("FORBIDDEN"),
+        "{named}"
     );
     let named = cast
         .other_customer

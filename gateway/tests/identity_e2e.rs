@@ -569,3 +569,169 @@ async fn one_address_holds_only_so_many_connections() {
     drop(held);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn several_mutations_in_one_request_count_as_several() {
+    let mut app = secured(|s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 3;
+    })
+    .await;
+    let owner = format!(
+        "Bearer {}",
+        token(Role::StoreOwner, Duration::from_secs(60))
+    );
+    let four: String = (0..4)
+        .map(|n| format!("s{n}: createStore(input: {{name: \"S{n}\", location: \"L\"}}) {{ id }} "))
+        .collect();
+    let response = post(&app, Some(&owner), &format!("mutation {{ {four} }}")).await;
+    assert_eq!(response.status(), 429);
+    // Nothing ran.
+    let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(60)));
+    let body: Value = post(
+        &app,
+        Some(&operator),
+        "{ stores { edges { node { id } } } }",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_before_graphql_have_codes_and_short_messages() {
+    let mut app = secured(|_| {}).await;
+    let put = app
+        .http
+        .put(format!("{}/graphql", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    let body: Value = put.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    let huge = "v".repeat(60_000);
+    for request in [
+        json!({ "query": "{ __typename }", "variables": huge }),
+        json!({ "query": "{ __typename }", "operationName": huge }),
+        json!({ "query": format!("{{ {huge} }}") }),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}/graphql", app.base))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        let text = response.text().await.unwrap();
+        assert!(text.len() < 2000, "{} bytes back", text.len());
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            body["errors"][0]["extensions"]["code"].is_string(),
+            "{body}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reused_on_another_checkout_is_another_order() {
+    let mut app = secured(|_| {}).await;
+    let customer = Uuid::now_v7();
+    let me = format!(
+        "Bearer {}",
+        mint(
+            SECRET,
+            Actor {
+                id: customer,
+                role: Role::Customer,
+            },
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    );
+    let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(600)));
+    let call = |who: &str, query: &str, vars: Value| {
+        let (app, who, query) = (&app, who.to_owned(), query.to_owned());
+        async move {
+            let (_, body) = app
+                .graphql_with(&[("authorization", &who)], &query, vars)
+                .await;
+            body
+        }
+    };
+    let store = call(
+        &operator,
+        "mutation { createStore(input: {name: \"K\", location: \"L\"}) { id } }",
+        json!({}),
+    )
+    .await["data"]["createStore"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(
+        &operator,
+        "mutation($s: ID!) { enableParticipation(storeId: $s) { id } }",
+        json!({ "s": store }),
+    )
+    .await;
+    let product = call(&operator, "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"P\", price: \"5.00\"}) { id } }", json!({ "s": store })).await["data"]["addProduct"]["id"].as_str().unwrap().to_owned();
+    call(
+        &me,
+        "mutation { registerCustomer(input: {name: \"Me\", smsNumber: \"+15550100200\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let basket = call(
+            &me,
+            "mutation($c: ID!) { startBasket(customerId: $c) { id } }",
+            json!({ "c": customer }),
+        )
+        .await["data"]["startBasket"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        common::wait_until("the basket to know the product", || async {
+            let added = call(&me, "mutation($b: ID!, $p: ID!) { addItem(basketId: $b, productId: $p, quantity: 1) { id } }", json!({ "b": basket, "p": product })).await;
+            added["errors"].is_null().then_some(())
+        })
+        .await;
+        let payment = call(&me, "mutation($c: ID!) { authorizePayment(input: {customerId: $c, amount: \"5.00\"}) { id } }", json!({ "c": customer })).await["data"]["authorizePayment"]["id"].as_str().unwrap().to_owned();
+        let (_, checked) = app
+            .graphql_with(
+                &[("authorization", &me), ("idempotency-key", "one-key-two-checkouts")],
+                "mutation($b: ID!, $p: ID!) { checkoutBasket(basketId: $b, paymentId: $p) { basket { orderId } } }",
+                json!({ "b": basket, "p": payment }),
+            )
+            .await;
+        assert!(checked["errors"].is_null(), "{checked}");
+        orders.push(
+            checked["data"]["checkoutBasket"]["basket"]["orderId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_ne!(orders[0], orders[1], "each checkout has its own order");
+    for order in &orders {
+        common::wait_until("each order to be created", || async {
+            let found = call(
+                &me,
+                "query($o: ID!) { order(id: $o) { status } }",
+                json!({ "o": order }),
+            )
+            .await;
+            found["data"]["order"]["status"].as_str().map(drop)
+        })
+        .await;
+    }
+    app.stop().await;
+}

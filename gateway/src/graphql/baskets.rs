@@ -274,7 +274,10 @@ impl BasketsMutation {
         let command = msg::CheckoutBasket {
             basket_id,
             payment_id,
-            order_id: id_for(ctx, "order"),
+            // Under an idempotency key the order's id names the basket
+            // and payment too: the same key on another checkout is another
+            // order, never the first one's.
+            order_id: id_for(ctx, &format!("order\n{basket_id}\n{payment_id}")),
         };
         BasketPayload::send(ctx, basket_id, command).await
     }

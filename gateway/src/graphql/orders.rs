@@ -75,12 +75,7 @@ impl Order {
         if actor.role != Role::StoreOwner {
             return Ok(lines(&self.0.order.items));
         }
-        let owned = state(ctx)?
-            .queries
-            .stores
-            .owned_by(actor.id)
-            .await
-            .map_err(ApiError::from)?;
+        let owned = owned_stores(ctx, actor.id).await?;
         let mine: Vec<_> = self
             .0
             .order
@@ -319,6 +314,16 @@ impl OrderSearchFilter {
     }
 }
 
+/// The stores `owner` owns.
+async fn owned_stores(ctx: &Context<'_>, owner: Uuid) -> Result<Vec<Uuid>, ApiError> {
+    state(ctx)?
+        .queries
+        .stores
+        .owned_by(owner)
+        .await
+        .map_err(ApiError::from)
+}
+
 /// The filter narrowed to what the actor may see, in the search query
 /// itself: a customer its own orders, a store owner the orders holding
 /// items of its stores. `None`: nothing to see. Naming someone else's
@@ -337,14 +342,22 @@ async fn visible(ctx: &Context<'_>, mut filter: OrderFilter) -> Result<Option<Or
             filter.customer_id = Some(actor.id);
         }
         _ => {
-            let owned = state(ctx)?
-                .queries
-                .stores
-                .owned_by(actor.id)
-                .await
-                .map_err(ApiError::from)?;
+            let owned = owned_stores(ctx, actor.id).await?;
             if filter.store_ids.iter().any(|s| !owned.contains(s)) {
                 return Err(someone_else().into());
+            }
+            // Naming another store's product would tell which orders hold it.
+            for product in &filter.product_ids {
+                let store = state(ctx)?
+                    .queries
+                    .stores
+                    .product(*product)
+                    .await
+                    .map_err(ApiError::from)?
+                    .map(|p| p.store_id);
+                if store.is_some_and(|s| !owned.contains(&s)) {
+                    return Err(someone_else().into());
+                }
             }
             if owned.is_empty() {
                 return Ok(None);
