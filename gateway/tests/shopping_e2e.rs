@@ -1,4 +1,4 @@
-//! The whole shopping flow of DOMAIN.md end to end, through the GraphQL API
+//! The whole shopping flow end to end, through the GraphQL API
 //! only: stores, customers, baskets, payments, the create-order saga, the
 //! bots' shopping lists, invoices; and the saga's compensations.
 

@@ -23,7 +23,7 @@ pub struct ReplyError {
     pub message: String,
 }
 
-/// The error codes of the public API (API.md).
+/// The error codes of the public API (README, "Endpoints").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {

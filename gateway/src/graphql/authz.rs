@@ -1,4 +1,4 @@
-//! Who may do what at the gateway (API.md, "Identity and authorization"):
+//! Who may do what at the gateway (README, "Identity and who may do what"):
 //! roles are checked here, before a command is sent or a read model read;
 //! ownership of what a command changes is decided again by the module that
 //! owns the data, from the command's actor.

@@ -1,4 +1,4 @@
-//! Shopping through the API: the steps of the flow in DOMAIN.md, as a client
+//! Shopping through the API: the steps of the flow, as a client
 //! takes them, shared by the end-to-end tests.
 
 use serde_json::{Value, json};
