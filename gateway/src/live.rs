@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
-use mallbots_contracts::search::{Committed, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST};
+use mallbots_contracts::search::{
+    Committed, TOPIC_CATALOG, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+};
 use mallbots_platform::changes::Change;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, consumer};
-use mallbots_search::TOPIC_CATALOG;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 

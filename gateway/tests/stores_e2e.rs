@@ -216,7 +216,10 @@ async fn blank_store_name_is_refused_and_leaves_nothing(backend: Backend) {
 
     // The first event published is the next valid store's: nothing came before it.
     let valid = create_store(&app, "Valid").await;
-    let first = published.next().await.unwrap();
+    let first = tokio::time::timeout(common::DEADLINE, published.next())
+        .await
+        .expect("an event before the deadline")
+        .unwrap();
     let envelope = first.message.decode().unwrap();
     assert_eq!(envelope.message_type, msg::StoreCreated::TYPE);
     assert_eq!(

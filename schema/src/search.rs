@@ -11,6 +11,8 @@ use crate::ordering::OrderView;
 pub const TOPIC_ORDER: &str = "order";
 pub const TOPIC_SHOPPING_LIST: &str = "shopping_list";
 pub const TOPIC_EVENT: &str = "event";
+/// The catalog's changes, keyed by store (`catalogChanged`).
+pub const TOPIC_CATALOG: &str = "catalog";
 
 /// A change of a read model (or, on topic `event`, an integration event as
 /// archived).

@@ -15,7 +15,7 @@ use super::dispatch::{id_for, parse_id, send, state};
 use super::follow::follow;
 use super::{ApiError, pagination};
 use crate::live::{About, LiveChange, Route};
-use mallbots_search::TOPIC_CATALOG;
+use mallbots_contracts::search::TOPIC_CATALOG;
 
 pub struct Store(StoreRecord);
 

@@ -9,8 +9,8 @@ use mallbots_contracts::depot::ShoppingListView;
 use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
-    ArchivedEvent, Changed, Committed, LoggedChange, OrderSummary, TOPIC_EVENT, TOPIC_ORDER,
-    TOPIC_SHOPPING_LIST,
+    ArchivedEvent, Changed, Committed, LoggedChange, OrderSummary, TOPIC_CATALOG, TOPIC_EVENT,
+    TOPIC_ORDER, TOPIC_SHOPPING_LIST,
 };
 use mallbots_contracts::stores::ProductView;
 use mallbots_platform::changes::{self, Change};
@@ -35,8 +35,6 @@ use crate::infrastructure::{items, orders};
 use crate::projection::{self, Fold, Positioned, cents, newer, summary};
 
 const CUSTOMER: &str = "cache.customer";
-/// The catalog's changes, keyed by store (`catalogChanged`).
-pub const TOPIC_CATALOG: &str = "catalog";
 
 fn decode_error(what: &str, reason: impl std::fmt::Display) -> PlatformError {
     PlatformError::Decode {

@@ -11,7 +11,7 @@ mod application;
 mod infrastructure;
 pub mod projection;
 
-pub use application::{OrderFilter, SearchQueries, TOPIC_CATALOG};
+pub use application::{OrderFilter, SearchQueries};
 pub use infrastructure::{migrate, rebuild, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
