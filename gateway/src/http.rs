@@ -62,7 +62,11 @@ pub fn router(app: AppState) -> Router {
     // execute on one schema per connection, so with INTROSPECTION=false
     // theirs has none for anyone.
     let schema = limited_schema(&app, true);
-    let ws_schema = limited_schema(&app, settings.introspection);
+    let ws_schema = if settings.introspection {
+        schema.clone()
+    } else {
+        limited_schema(&app, false)
+    };
     let max_body = app.settings.max_body_bytes;
     let cors = cors(settings, app.auth.is_open());
     let rate = Arc::new(RateLimits::new(
@@ -253,16 +257,45 @@ async fn execute(
         .graphql_requests
         .fetch_add(1, Ordering::Relaxed);
     let graphql_response = wants_graphql_response(headers);
+    // Parsed once: the request keeps the document, and execution reuses it.
+    // Every refusal that needs only the document comes before any wait.
+    let settings = &http.app.settings;
+    let (parsed, oversized, mutations, introspects) = match request.parsed_query() {
+        Ok(document) => (
+            true,
+            crate::limits::oversized(document, settings),
+            crate::limits::mutations(document),
+            crate::limits::introspects(document),
+        ),
+        Err(_) => (false, None, 0, false),
+    };
     let trusted = identity.actor.is_some_and(|a| a.is_trusted());
-    if !http.app.settings.introspection && !trusted {
-        if request.parsed_query().is_ok_and(crate::limits::introspects) {
-            let err = ApiError::new(
-                ErrorCode::Forbidden,
-                "introspection is off here (INTROSPECTION=false): operators only",
-            );
-            return coded_error_response(StatusCode::FORBIDDEN, &err, graphql_response);
+    // `introspects` looks at every selection and fragment: nothing else
+    // reaches the schema's own fields.
+    if !settings.introspection && !trusted && introspects {
+        let err = ApiError::new(
+            ErrorCode::Forbidden,
+            "introspection is off here (INTROSPECTION=false): operators only",
+        );
+        return coded_error_response(StatusCode::FORBIDDEN, &err, graphql_response);
+    }
+    if let Some((message, limit)) = oversized {
+        let body = serde_json::json!({ "errors": [crate::limits::too_complex(&message, limit)] });
+        // Like any validation error: a 400 under graphql-response+json.
+        let status = if graphql_response {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        return errors_body(status, body, graphql_response);
+    }
+    // Each mutation beyond the first counts as a request of its own.
+    if mutations > 1 {
+        let key = crate::clients::key(&identity, client);
+        let more = u32::try_from(mutations - 1).unwrap_or(u32::MAX);
+        if let Err(wait) = http.rate.check_n(&key, more) {
+            return rate_limited(wait, graphql_response);
         }
-        request = request.disable_introspection();
     }
     if let Some(err) = bad_idempotency_key(headers) {
         return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response);
@@ -282,39 +315,11 @@ async fn execute(
             return coded_error_response(status, &err, graphql_response);
         }
     }
-    // Parsed once: the request keeps the document, and execution reuses it.
-    let oversized = match request.parsed_query() {
-        Ok(document) => Some(crate::limits::oversized(document, &http.app.settings)),
-        Err(_) => None,
-    };
-    let parsed = oversized.is_some();
-    // Each mutation beyond the first counts as a request of its own.
-    let mutations = request
-        .parsed_query()
-        .map(crate::limits::mutations)
-        .unwrap_or(0);
-    if mutations > 1 {
-        let key = crate::clients::key(&identity, client);
-        let more = u32::try_from(mutations - 1).unwrap_or(u32::MAX);
-        if let Err(wait) = http.rate.check_n(&key, more) {
-            return rate_limited(wait, graphql_response);
-        }
-    }
-    if let Some(Some((message, limit))) = oversized {
-        let body = serde_json::json!({ "errors": [crate::limits::too_complex(&message, limit)] });
-        // Like any validation error: a 400 under graphql-response+json.
-        let status = if graphql_response {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        return errors_body(status, body, graphql_response);
-    }
     let mut response = http
         .schema
         .execute(request.data(request_context(headers, identity)))
         .await;
-    crate::limits::code_errors(&mut response, &http.app.settings, parsed);
+    crate::limits::code_errors(&mut response, settings, parsed);
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.
     let request_error = response.data == async_graphql::Value::Null

@@ -62,6 +62,8 @@ pub enum AuthError {
     NotBearer,
     #[error("send one Authorization header")]
     Several,
+    #[error("cannot sign a token: {0}")]
+    Signing(String),
     #[error("the token is not valid: {0}")]
     Invalid(String),
     #[error("cannot read the key in {path}: {reason}")]
@@ -84,29 +86,30 @@ pub struct Auth {
 impl Auth {
     /// From the settings: open when neither a secret nor a public key is set.
     pub fn from_settings(settings: &Settings) -> Result<Auth, AuthError> {
-        let (key, algorithms) = if let Some(path) = &settings.auth_jwt_public_key {
+        let (key, algorithm) = if let Some(path) = &settings.auth_jwt_public_key {
             let key_error = |reason: String| AuthError::Key {
                 path: path.display().to_string(),
                 reason,
             };
             let pem = std::fs::read(path).map_err(|e| key_error(e.to_string()))?;
-            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                (key, vec![Algorithm::RS256])
-            } else {
-                let key = DecodingKey::from_ec_pem(&pem)
-                    .map_err(|_| key_error("neither an RSA nor an EC public key (PEM)".into()))?;
-                (key, vec![Algorithm::ES256])
+            match DecodingKey::from_rsa_pem(&pem) {
+                Ok(key) => (key, Algorithm::RS256),
+                Err(rsa) => {
+                    let key = DecodingKey::from_ec_pem(&pem).map_err(|ec| {
+                        key_error(format!("not an RSA key ({rsa}) nor an EC key ({ec})"))
+                    })?;
+                    (key, Algorithm::ES256)
+                }
             }
         } else if let Some(secret) = &settings.auth_jwt_secret {
             (
                 DecodingKey::from_secret(secret.as_bytes()),
-                vec![Algorithm::HS256],
+                Algorithm::HS256,
             )
         } else {
             return Ok(Auth { mode: Mode::Open });
         };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
+        let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -195,7 +198,7 @@ pub fn mint(secret: &str, actor: Actor, ttl: Duration) -> Result<String, AuthErr
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .map_err(|e| AuthError::Invalid(e.to_string()))
+    .map_err(|e| AuthError::Signing(e.to_string()))
 }
 
 /// A duration such as `90s`, `30m`, `1h` or `7d` (a bare number is seconds).

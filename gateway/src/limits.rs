@@ -134,11 +134,7 @@ const MAX_MESSAGE: usize = 300;
 /// `message`, cut to [`MAX_MESSAGE`] bytes (on a character boundary).
 pub fn cut(mut message: String) -> String {
     if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
+        message.truncate(message.floor_char_boundary(MAX_MESSAGE));
         message.push_str(" ...");
     }
     message

@@ -120,13 +120,9 @@ fn lock(c: &Mutex<Conversation>) -> std::sync::MutexGuard<'_, Conversation> {
 const MAX_REASON: usize = 123;
 
 fn close(code: u16, reason: &str) -> WsFrame {
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
     WsFrame::Close(Some(CloseFrame {
         code,
-        reason: reason[..end].into(),
+        reason: reason[..reason.floor_char_boundary(MAX_REASON)].into(),
     }))
 }
 

@@ -159,13 +159,7 @@ payload!(
 /// The customers module writes its view in the registering transaction, so
 /// a customer registered a moment ago is found.
 async fn registered(ctx: &Context<'_>, customer_id: uuid::Uuid) -> Result<()> {
-    let found = state(ctx)?
-        .queries
-        .customers
-        .customer(customer_id)
-        .await
-        .map_err(ApiError::from)?;
-    match found {
+    match customer(ctx, customer_id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::new(ErrorCode::NotFound, "the customer was not found").into()),
     }

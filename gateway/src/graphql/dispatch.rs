@@ -51,12 +51,12 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d61_6c6c_626f_7473_8069_6
 /// (another caller's same key names other ids) and the field it is for (one
 /// request's several mutations differ).
 pub fn id_for(ctx: &Context<'_>, what: &str) -> Uuid {
-    derived(ctx, what.as_bytes()).unwrap_or_else(Uuid::now_v7)
+    derived(ctx, || what.as_bytes().to_vec()).unwrap_or_else(Uuid::now_v7)
 }
 
 /// The id named by the request's idempotency key, its caller, the field,
-/// and `what`; `None` without a key.
-fn derived(ctx: &Context<'_>, what: &[u8]) -> Option<Uuid> {
+/// and `what` (made only when there is a key); `None` without a key.
+fn derived(ctx: &Context<'_>, what: impl FnOnce() -> Vec<u8>) -> Option<Uuid> {
     let request = ctx.data_opt::<RequestContext>()?;
     let key = request.idempotency_key.as_deref()?;
     let caller = request
@@ -66,7 +66,7 @@ fn derived(ctx: &Context<'_>, what: &[u8]) -> Option<Uuid> {
         .unwrap_or_default();
     let field = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
     let mut name = format!("{caller}\n{key}\n{field}\n").into_bytes();
-    name.extend_from_slice(what);
+    name.extend_from_slice(&what());
     Some(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name))
 }
 
@@ -81,8 +81,10 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
     // The command's id also holds the command itself: the same key with
     // another request is another command (a create then finds its entity
     // exists: CONFLICT), never the first one's reply.
-    let fingerprint = serde_json::to_vec(&command).unwrap_or_default();
-    let command_id = derived(ctx, &[M::TYPE.as_bytes(), b"\n", &fingerprint].concat());
+    let command_id = derived(ctx, || {
+        let body = serde_json::to_vec(&command).unwrap_or_default();
+        [M::TYPE.as_bytes(), b"\n", &body].concat()
+    });
     app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
     let reply = app
         .bus

@@ -165,7 +165,6 @@ const BATCH: u64 = 256;
 /// How soon a relay looks again while another process's relay publishes.
 const BUSY_POLL: Duration = Duration::from_millis(10);
 
-/// Publishes one batch in id order; returns how many were sent.
 /// Publishes one batch; `None` when another process's relay holds the
 /// outbox right now.
 async fn relay_batch(

@@ -316,6 +316,8 @@ impl<S: Saga> SagaEngine<S> {
     ) -> Result<Uuid, PlatformError> {
         let key = command.message_type;
         let mut envelope = cause.caused_outgoing(command);
+        // The saga acts on its own account, whoever's request started it.
+        envelope.set_actor(&mallbots_contracts::Actor::SYSTEM);
         envelope.reply_to = Some(self.reply_queue.clone());
         outbox
             .enqueue(txn, Exchange::Commands, key, &envelope)
