@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
 use mallbots_contracts::search::{
-    Committed, TOPIC_CATALOG, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+    ChangeBody, CommittedAsRead, ReadChange, TOPIC_CATALOG, TOPIC_EVENT, TOPIC_ORDER,
+    TOPIC_SHOPPING_LIST,
 };
 use mallbots_platform::changes::Change;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, consumer};
@@ -19,23 +20,53 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
-/// A committed read-side change, as pushed.
+/// A committed read-side change, as pushed: its body, or why it could not
+/// be decoded (its subscribers are told, at its position).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveChange {
     pub position: i64,
     pub topic: String,
     pub key: String,
-    pub body: serde_json::Value,
+    /// Known from a live notice; not from the log.
+    pub owner: Option<String>,
+    pub body: Result<ChangeBody, String>,
+}
+
+impl LiveChange {
+    fn new(read: ReadChange) -> Self {
+        if let Err(reason) = &read.body {
+            tracing::warn!(position = read.position, topic = %read.topic, key = %read.key, %reason, "a read-side change cannot be decoded");
+        }
+        LiveChange {
+            position: read.position,
+            topic: read.topic,
+            key: read.key,
+            owner: read.owner,
+            body: read.body,
+        }
+    }
+
+    /// Whether the change is on `route`, as far as it can tell without its
+    /// body (a change that cannot be decoded goes only where it surely
+    /// belongs).
+    pub fn is_on(&self, route: &Route) -> bool {
+        match &route.about {
+            About::All => true,
+            About::Key(key) => *key == self.key,
+            About::Owner(owner) => self.owner.as_ref() == Some(owner),
+        }
+    }
 }
 
 impl From<Change> for LiveChange {
     fn from(change: Change) -> Self {
-        LiveChange {
+        LiveChange::new(ReadChange {
+            body: ChangeBody::decode(&change.topic, &change.body),
             position: change.position,
             topic: change.topic,
             key: change.key,
-            body: change.body,
-        }
+            owner: None,
+        })
     }
 }
 
@@ -76,7 +107,7 @@ fn lock(
 
 /// Hands `change` to the subscriptions on its routes; forgets routes nobody
 /// listens to any more.
-fn dispatch(routes: &Routes, change: LiveChange, owner: Option<String>) {
+fn dispatch(routes: &Routes, change: LiveChange) {
     let Some(topic) = [TOPIC_ORDER, TOPIC_SHOPPING_LIST, TOPIC_EVENT, TOPIC_CATALOG]
         .into_iter()
         .find(|t| *t == change.topic)
@@ -84,7 +115,7 @@ fn dispatch(routes: &Routes, change: LiveChange, owner: Option<String>) {
         return;
     };
     let mut abouts = vec![About::All, About::Key(change.key.clone())];
-    abouts.extend(owner.map(About::Owner));
+    abouts.extend(change.owner.clone().map(About::Owner));
     let change = Arc::new(change);
     let mut routes = lock(routes);
     for about in abouts {
@@ -107,7 +138,7 @@ impl LiveFeed {
     ) -> Result<Self, BrokerError> {
         let routes: Routes = Arc::default();
         let spec = QueueSpec::transient(format!("gateway.live.{}", Uuid::new_v4().simple()))
-            .bind(Exchange::Events, Committed::TYPE);
+            .bind(Exchange::Events, CommittedAsRead::TYPE);
         let feed = LiveFeed {
             routes: routes.clone(),
             buffer: buffer.max(1),
@@ -121,21 +152,19 @@ impl LiveFeed {
             lock(&reset_routes).clear();
         };
         let on_message = move |envelope: mallbots_platform::Envelope| {
-            let Ok(committed) = envelope.decode::<Committed>() else {
-                tracing::warn!(message_type = %envelope.message_type, "unreadable change notice dropped");
-                return;
+            // Each change's body is decoded on its own: one that cannot be
+            // reaches its subscribers as an error at its position.
+            let committed = match envelope.decode::<CommittedAsRead>() {
+                Ok(committed) => committed,
+                Err(err) => {
+                    tracing::warn!(message_type = %envelope.message_type, error = %err, "unreadable change notice dropped");
+                    return;
+                }
             };
             let count = u64::try_from(committed.changes.len()).unwrap_or(u64::MAX);
             metrics.live_events.fetch_add(count, Ordering::Relaxed);
-            for logged in committed.changes {
-                let changed = logged.change;
-                let change = LiveChange {
-                    position: logged.position,
-                    topic: changed.topic,
-                    key: changed.key,
-                    body: changed.body,
-                };
-                dispatch(&routes, change, changed.owner);
+            for read in committed.changes {
+                dispatch(&routes, LiveChange::new(read));
             }
         };
         consumer::listen(broker.as_ref(), spec, shutdown, on_message, on_reset).await?;

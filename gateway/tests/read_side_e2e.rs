@@ -757,3 +757,81 @@ async fn a_token_makes_a_new_product_buyable_at_once(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(a_token_makes_a_new_product_buyable_at_once);
+
+const CATALOG_CHANGED: &str = "subscription($s: ID!, $after: String) {
+  catalogChanged(storeId: $s, after: $after) { cursor kind product { name } }
+}";
+
+/// The error a subscriber gets for a change that cannot be read: INTERNAL,
+/// with the change's position as the cursor to resume from.
+fn assert_unreadable_at(message: &Value, position: i64) {
+    assert_eq!(message["type"], "next", "{message}");
+    let error = &message["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{message}");
+    assert_eq!(
+        error["extensions"]["cursor"],
+        position.to_string(),
+        "{message}"
+    );
+}
+
+/// A change its readers cannot decode (written by another version, or
+/// damaged) reaches the subscribers of its store as an error at its
+/// position, live and in a replay; each subscription goes on after it.
+async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backend) {
+    use mallbots_contracts::Message;
+    use mallbots_contracts::search::{Committed, TOPIC_CATALOG};
+    use mallbots_platform::{Envelope, Exchange, Outgoing, changes};
+
+    let mut app = spawn_app(backend).await;
+    let store = store(&app, "Odd Books", "Attic").await;
+    let mut live = app
+        .subscribe(
+            "graphql-transport-ws",
+            CATALOG_CHANGED,
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+    // Logged as the search module would, then announced.
+    let body = json!({ "change": "ProductMelted", "product": { "name": "?" } });
+    let search = app.db("search").await;
+    let position = changes::record_all(&search, &[(TOPIC_CATALOG, &store, &body.to_string())])
+        .await
+        .unwrap()[0];
+    let notice = Envelope::first(Outgoing {
+        message_type: Committed::TYPE,
+        version: Committed::VERSION,
+        payload: json!({ "changes": [
+            { "position": position, "topic": TOPIC_CATALOG, "key": store, "body": body }
+        ] }),
+    });
+    app.broker()
+        .publish(Exchange::Events, Committed::TYPE, notice.to_wire())
+        .await
+        .unwrap();
+    assert_unreadable_at(&live.next_message().await, position);
+
+    product(&app, &store, "Sound Pen", "1.00").await;
+    let added = live.next_data().await;
+    assert_eq!(added["catalogChanged"]["kind"], "ADDED");
+    assert_eq!(added["catalogChanged"]["product"]["name"], "Sound Pen");
+
+    let mut replay = app
+        .subscribe(
+            "graphql-transport-ws",
+            CATALOG_CHANGED,
+            json!({ "s": store, "after": (position - 1).to_string() }),
+        )
+        .await;
+    assert_unreadable_at(&replay.next_message().await, position);
+    assert_eq!(
+        replay.next_data().await["catalogChanged"],
+        added["catalogChanged"]
+    );
+    live.close().await;
+    replay.close().await;
+    app.stop().await;
+}
+
+on_both_backends!(an_undecodable_change_reaches_the_subscriber_as_an_error);

@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{Backend, spawn_app, wait_until};
+use common::{Backend, shop, spawn_app, wait_until};
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{Actor, Message};
-use mallbots_platform::dead_letters;
-use mallbots_platform::{Envelope, Exchange, QueueSpec, WireMessage};
+use mallbots_platform::envelope::HEADER_POSITION;
+use mallbots_platform::{Envelope, Exchange, Outgoing, QueueSpec, WireMessage};
+use mallbots_platform::{catalog_cache, dead_letters, inbox};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -117,15 +118,7 @@ async fn catalog_is_pushed_and_listed(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn catalog_is_pushed_and_listed_embedded() {
-    catalog_is_pushed_and_listed(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn catalog_is_pushed_and_listed_real() {
-    catalog_is_pushed_and_listed(Backend::Real).await;
-}
+on_both_backends!(catalog_is_pushed_and_listed);
 
 /// Price changes sent all at once (stores handles several at a time), on
 /// one product and on many: all land, none lost to a race on a version.
@@ -174,15 +167,7 @@ async fn simultaneous_price_changes_all_land(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn simultaneous_price_changes_all_land_embedded() {
-    simultaneous_price_changes_all_land(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn simultaneous_price_changes_all_land_real() {
-    simultaneous_price_changes_all_land(Backend::Real).await;
-}
+on_both_backends!(simultaneous_price_changes_all_land);
 
 async fn blank_store_name_is_refused_and_leaves_nothing(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -235,15 +220,7 @@ async fn blank_store_name_is_refused_and_leaves_nothing(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn blank_store_name_is_refused_and_leaves_nothing_embedded() {
-    blank_store_name_is_refused_and_leaves_nothing(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn blank_store_name_is_refused_and_leaves_nothing_real() {
-    blank_store_name_is_refused_and_leaves_nothing(Backend::Real).await;
-}
+on_both_backends!(blank_store_name_is_refused_and_leaves_nothing);
 
 async fn undecodable_commands_are_dead_lettered(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -300,15 +277,7 @@ async fn undecodable_commands_are_dead_lettered(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn undecodable_commands_are_dead_lettered_embedded() {
-    undecodable_commands_are_dead_lettered(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn undecodable_commands_are_dead_lettered_real() {
-    undecodable_commands_are_dead_lettered(Backend::Real).await;
-}
+on_both_backends!(undecodable_commands_are_dead_lettered);
 
 async fn a_redelivered_command_changes_the_model_once(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -374,15 +343,7 @@ async fn a_redelivered_command_changes_the_model_once(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_redelivered_command_changes_the_model_once_embedded() {
-    a_redelivered_command_changes_the_model_once(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn a_redelivered_command_changes_the_model_once_real() {
-    a_redelivered_command_changes_the_model_once(Backend::Real).await;
-}
+on_both_backends!(a_redelivered_command_changes_the_model_once);
 
 /// RabbitMQ keeps what is published while the module is down; the in-process
 /// broker lives and dies with its process, so this is a real-broker test.
@@ -487,6 +448,77 @@ async fn domain_errors_have_codes() {
     assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT");
     app.stop().await;
 }
+
+/// A product event that arrives after the product's removal (a redelivery,
+/// a slow relay) does not bring the product back into the catalog caches of
+/// baskets and depot: the removal left a tombstone at its position.
+async fn a_late_event_does_not_bring_a_removed_product_back(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = shop::store(&app, "Late Books", "Lower level").await;
+    let product = shop::product(&app, &store, "Late Pen", "2.00").await;
+    let ada = shop::customer(&app, "Ada Late").await;
+    let basket = shop::basket(&app, &ada).await;
+    // Known to baskets (and so to the catalog's other caches) before removal.
+    shop::add_item(&app, &basket, &product, 1).await;
+    let read = app
+        .data(
+            "query($p: ID!) { product(id: $p) { description sku price } }",
+            json!({ "p": product }),
+        )
+        .await;
+    let removed = app
+        .data(
+            "mutation($p: ID!) { removeProduct(productId: $p) { consistencyToken } }",
+            json!({ "p": product }),
+        )
+        .await;
+    let token = removed["removeProduct"]["consistencyToken"]
+        .as_str()
+        .unwrap();
+    let removal: i64 = token.strip_prefix("stores:").unwrap().parse().unwrap();
+
+    let product_id = Uuid::parse_str(&product).unwrap();
+    let p = &read["product"];
+    let view = msg::ProductView {
+        product_id,
+        store_id: Uuid::parse_str(&store).unwrap(),
+        name: "Late Pen again".into(),
+        description: p["description"].as_str().unwrap().into(),
+        sku: p["sku"].as_str().unwrap().into(),
+        price: p["price"].as_str().unwrap().parse().unwrap(),
+        occurred_at: chrono::Utc::now(),
+    };
+    let mut late = Envelope::first(Outgoing::of(&msg::ProductRebranded(view)).unwrap());
+    late.headers
+        .insert(HEADER_POSITION.to_owned(), (removal - 1).to_string());
+    app.broker()
+        .publish(
+            Exchange::Events,
+            msg::ProductRebranded::TYPE,
+            late.to_wire(),
+        )
+        .await
+        .unwrap();
+    for module in ["baskets", "depot"] {
+        let db = app.db(module).await;
+        wait_until(&format!("{module} to handle the late event"), || async {
+            inbox::seen(&db, late.id).await.unwrap().then_some(())
+        })
+        .await;
+        assert_eq!(
+            catalog_cache::product(&db, product_id).await.unwrap(),
+            None,
+            "{module} has the removed product back"
+        );
+    }
+    let refused = app
+        .graphql(shop::ADD_ITEM, json!({ "b": basket, "p": product, "q": 1 }))
+        .await;
+    assert_eq!(refused["errors"][0]["message"], "product not found");
+    app.stop().await;
+}
+
+on_both_backends!(a_late_event_does_not_bring_a_removed_product_back);
 
 /// With no stores module running, a mutation is answered with TIMEOUT once
 /// its bounded wait is over; the gateway itself stays up.

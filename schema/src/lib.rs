@@ -14,7 +14,7 @@ pub mod search;
 pub mod stores;
 
 pub use identity::{Actor, Role};
-pub use reply::{CommandReply, ErrorCode, ReplyError};
+pub use reply::{Affected, CommandReply, ErrorCode, ReplyError};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -32,6 +32,22 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync {
     const TYPE: &'static str;
     /// Bumped on a breaking change of the payload; consumers check it.
     const VERSION: u16 = 1;
+}
+
+/// A message's payload decoded as `M`, after checking that its schema
+/// version is the one this contract reads.
+pub fn decode<'de, M: Message, D: serde::Deserializer<'de>>(
+    version: u16,
+    payload: D,
+) -> Result<M, String> {
+    if version != M::VERSION {
+        return Err(format!(
+            "{} schema version {version} is not the supported {}",
+            M::TYPE,
+            M::VERSION
+        ));
+    }
+    M::deserialize(payload).map_err(|e| format!("{}: {e}", M::TYPE))
 }
 
 /// Declares a message struct's type name (and optionally its version).
@@ -53,6 +69,21 @@ macro_rules! view_events {
             pub struct $name(pub $view);
             $crate::message!($name, $key);
         )+
+
+        impl $view {
+            /// The view an event of this aggregate carries, its schema
+            /// version checked; `None` when `message_type` is not one.
+            pub fn from_event<'de, D: serde::Deserializer<'de>>(
+                message_type: &str,
+                version: u16,
+                payload: D,
+            ) -> Option<Result<Self, String>> {
+                match message_type {
+                    $($key => Some($crate::decode::<$name, D>(version, payload).map(|m| m.0)),)+
+                    _ => None,
+                }
+            }
+        }
     };
 }
 pub(crate) use view_events;

@@ -1,19 +1,59 @@
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// What a module answers to a command, sent to the command's `reply_to`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommandReply {
     Accepted {
-        /// Command-specific result (ids of what was created, ...).
+        /// What the command was about: the ids it names.
         #[serde(default)]
-        result: serde_json::Value,
+        result: Affected,
         /// Where the change landed in the module's event log: a read model that
         /// has applied this position shows the change (read-your-writes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<i64>,
     },
     Rejected(ReplyError),
+}
+
+/// The entity an accepted command acted on, with the ids a caller reads
+/// back (a product's store, a shopping list's order): one variant per kind
+/// of aggregate, so a renamed field fails to compile, not silently.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Affected {
+    /// Nothing a caller reads back (events applied by a read side, ...).
+    #[default]
+    Nothing,
+    Store {
+        store_id: Uuid,
+    },
+    Product {
+        product_id: Uuid,
+        store_id: Uuid,
+    },
+    Customer {
+        customer_id: Uuid,
+    },
+    Basket {
+        basket_id: Uuid,
+        order_id: Option<Uuid>,
+    },
+    Order {
+        order_id: Uuid,
+    },
+    Payment {
+        payment_id: Uuid,
+    },
+    Invoice {
+        invoice_id: Uuid,
+        order_id: Option<Uuid>,
+    },
+    ShoppingList {
+        shopping_list_id: Uuid,
+        order_id: Uuid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

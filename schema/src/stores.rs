@@ -173,45 +173,34 @@ pub enum CatalogUpdate {
 
 impl CatalogUpdate {
     /// `None` when the message is not a stores event.
-    pub fn from_message(
+    pub fn from_message<'de, D: serde::Deserializer<'de>>(
         message_type: &str,
         version: u16,
-        payload: &serde_json::Value,
+        payload: D,
     ) -> Option<Result<Self, String>> {
-        fn parse<M: crate::Message>(
-            version: u16,
-            payload: &serde_json::Value,
-        ) -> Result<M, String> {
-            if version != M::VERSION {
-                return Err(format!(
-                    "{} schema version {version} is not the supported {}",
-                    M::TYPE,
-                    M::VERSION
-                ));
-            }
-            M::deserialize(payload).map_err(|e| format!("{}: {e}", M::TYPE))
-        }
-        use crate::Message;
+        use crate::{Message, decode};
         let (v, p) = (version, payload);
         Some(match message_type {
-            StoreCreated::TYPE => parse::<StoreCreated>(v, p).map(|m| Self::Store(m.0)),
+            StoreCreated::TYPE => decode::<StoreCreated, D>(v, p).map(|m| Self::Store(m.0)),
             StoreParticipationEnabled::TYPE => {
-                parse::<StoreParticipationEnabled>(v, p).map(|m| Self::Store(m.0))
+                decode::<StoreParticipationEnabled, D>(v, p).map(|m| Self::Store(m.0))
             }
             StoreParticipationDisabled::TYPE => {
-                parse::<StoreParticipationDisabled>(v, p).map(|m| Self::Store(m.0))
+                decode::<StoreParticipationDisabled, D>(v, p).map(|m| Self::Store(m.0))
             }
-            StoreRebranded::TYPE => parse::<StoreRebranded>(v, p).map(|m| Self::Store(m.0)),
-            ProductAdded::TYPE => parse::<ProductAdded>(v, p).map(|m| Self::Product(m.0)),
-            ProductRebranded::TYPE => parse::<ProductRebranded>(v, p).map(|m| Self::Product(m.0)),
+            StoreRebranded::TYPE => decode::<StoreRebranded, D>(v, p).map(|m| Self::Store(m.0)),
+            ProductAdded::TYPE => decode::<ProductAdded, D>(v, p).map(|m| Self::Product(m.0)),
+            ProductRebranded::TYPE => {
+                decode::<ProductRebranded, D>(v, p).map(|m| Self::Product(m.0))
+            }
             ProductPriceIncreased::TYPE => {
-                parse::<ProductPriceIncreased>(v, p).map(|m| Self::Product(m.product))
+                decode::<ProductPriceIncreased, D>(v, p).map(|m| Self::Product(m.product))
             }
             ProductPriceDecreased::TYPE => {
-                parse::<ProductPriceDecreased>(v, p).map(|m| Self::Product(m.product))
+                decode::<ProductPriceDecreased, D>(v, p).map(|m| Self::Product(m.product))
             }
             ProductRemoved::TYPE => {
-                parse::<ProductRemoved>(v, p).map(|m| Self::ProductRemoved(m.0))
+                decode::<ProductRemoved, D>(v, p).map(|m| Self::ProductRemoved(m.0))
             }
             _ => return None,
         })

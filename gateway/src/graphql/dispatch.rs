@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use async_graphql::{Context, ID};
-use mallbots_contracts::{Message, module_of};
+use mallbots_contracts::{Affected, Message, module_of};
 use mallbots_platform::commands::SendError;
 use uuid::Uuid;
 
@@ -27,19 +27,9 @@ pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
 
 /// An accepted command: its result and the token that reads its write.
 pub struct Sent {
-    pub result: serde_json::Value,
+    pub result: Affected,
     /// `<module>:<position>`: send as header `consistency-token`.
     pub token: String,
-}
-
-impl Sent {
-    /// An id the command's result names.
-    pub fn id(&self, field: &str) -> Option<Uuid> {
-        self.result
-            .get(field)
-            .and_then(|v| v.as_str())
-            .and_then(|s| Uuid::parse_str(s).ok())
-    }
 }
 
 /// Where ids derived from idempotency keys live (UUID v5).

@@ -2,7 +2,7 @@
 //! internal details are logged, never sent.
 
 use async_graphql::ErrorExtensions;
-use mallbots_contracts::{CommandReply, ErrorCode, ReplyError};
+use mallbots_contracts::{Affected, CommandReply, ErrorCode, ReplyError};
 use mallbots_platform::commands::SendError;
 use mallbots_platform::{BrokerError, PlatformError};
 
@@ -106,7 +106,7 @@ impl From<SendError> for ApiError {
 }
 
 /// The accepted reply's result, or the rejection as an API error.
-pub fn accepted(reply: CommandReply) -> Result<(serde_json::Value, Option<i64>), ApiError> {
+pub fn accepted(reply: CommandReply) -> Result<(Affected, Option<i64>), ApiError> {
     match reply {
         CommandReply::Accepted { result, position } => Ok((result, position)),
         CommandReply::Rejected(err) => Err(err.into()),

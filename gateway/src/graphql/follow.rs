@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use async_graphql::ErrorExtensions;
 use futures_util::Stream;
 use mallbots_contracts::ErrorCode;
+use mallbots_contracts::search::ChangeBody;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::ApiError;
@@ -72,7 +73,7 @@ pub fn follow<T, F>(
 ) -> Result<impl Stream<Item = async_graphql::Result<T>> + use<T, F>, ApiError>
 where
     T: Send + 'static,
-    F: Fn(&LiveChange) -> Option<T> + Send + Sync + 'static,
+    F: Fn(&LiveChange, &ChangeBody) -> Option<T> + Send + Sync + 'static,
 {
     let after = parse_cursor(after)?;
     // Subscribed before the replay reads the log: a change committed while
@@ -108,11 +109,30 @@ where
                 continue;
             }
             s.last = change.position;
-            if let Some(item) = (s.select)(&change) {
+            let body = match &change.body {
+                Ok(body) => body,
+                Err(_) if change.is_on(&s.route) => {
+                    return Some((Err(undecodable(change.position)), s));
+                }
+                Err(_) => continue,
+            };
+            if let Some(item) = (s.select)(&change, body) {
                 return Some((Ok(item), s));
             }
         }
     }))
+}
+
+/// The item a change that cannot be decoded becomes (logged where it was
+/// read): an error at its position; the subscription goes on after it.
+fn undecodable(position: i64) -> async_graphql::Error {
+    let err = async_graphql::Error::from(ApiError::new(
+        ErrorCode::Internal,
+        format!(
+            "the change at cursor {position} cannot be read; the subscription goes on after it"
+        ),
+    ));
+    err.extend_with(|_, e| e.set("cursor", position.to_string()))
 }
 
 /// Refuses a replay from before what the change log still keeps (its

@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Subscription};
 use futures_util::Stream;
 use mallbots_contracts::stores as msg;
-use mallbots_contracts::{Message, Role};
+use mallbots_contracts::{Affected, Message, Role};
 use mallbots_stores::{ProductRecord, StoreRecord};
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use super::dispatch::{id_for, parse_id, send, state};
 use super::follow::follow;
 use super::{ApiError, pagination};
 use crate::live::{About, LiveChange, Route};
-use mallbots_contracts::search::TOPIC_CATALOG;
+use mallbots_contracts::search::{ChangeBody, TOPIC_CATALOG};
 
 pub struct Store(StoreRecord);
 
@@ -266,7 +266,10 @@ async fn product_command<M: Message>(
     let sent = send(ctx, command).await?;
     Ok(ProductPayload {
         id,
-        store_id: sent.id("storeId"),
+        store_id: match sent.result {
+            Affected::Product { store_id, .. } => Some(store_id),
+            _ => None,
+        },
         token: sent.token,
     })
 }
@@ -430,25 +433,25 @@ fn record(view: msg::ProductView) -> ProductRecord {
 }
 
 /// The catalog change a logged change is, when it is one of `store_id`'s.
-fn catalog_change(change: &LiveChange, store_id: &str) -> Option<CatalogChange> {
-    use CatalogChangeKind::*;
+fn catalog_change(change: &LiveChange, body: &ChangeBody, store_id: &str) -> Option<CatalogChange> {
+    use mallbots_contracts::search::CatalogChangeKind as Change;
+    let ChangeBody::Catalog(catalog) = body else {
+        return None;
+    };
     if change.key != store_id {
         return None;
     }
-    let kind = match change.body.get("change")?.as_str()? {
-        "ProductAdded" => Added,
-        "ProductRebranded" => Rebranded,
-        "ProductPriceIncreased" => PriceIncreased,
-        "ProductPriceDecreased" => PriceDecreased,
-        "ProductRemoved" => Removed,
-        _ => return None,
+    let kind = match catalog.change {
+        Change::ProductAdded => CatalogChangeKind::Added,
+        Change::ProductRebranded => CatalogChangeKind::Rebranded,
+        Change::ProductPriceIncreased => CatalogChangeKind::PriceIncreased,
+        Change::ProductPriceDecreased => CatalogChangeKind::PriceDecreased,
+        Change::ProductRemoved => CatalogChangeKind::Removed,
     };
-    let view: msg::ProductView =
-        serde::Deserialize::deserialize(change.body.get("product")?).ok()?;
     Some(CatalogChange {
         cursor: change.position.to_string(),
         kind,
-        product: record(view),
+        product: record(catalog.product.clone()),
     })
 }
 
@@ -470,8 +473,8 @@ impl StoresSubscription {
             topic: TOPIC_CATALOG,
             about: About::Key(store_id.clone()),
         };
-        Ok(follow(state(ctx)?, route, after, move |change| {
-            catalog_change(change, &store_id)
+        Ok(follow(state(ctx)?, route, after, move |change, body| {
+            catalog_change(change, body, &store_id)
         })?)
     }
 }

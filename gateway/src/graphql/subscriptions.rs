@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use mallbots_contracts::depot::{ShoppingListStatus, ShoppingListView};
 use mallbots_contracts::search::{
-    ArchivedEvent, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+    ArchivedEvent, ChangeBody, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
 };
 
 use super::ApiError;
@@ -34,11 +34,14 @@ impl OrderChange {
     }
 }
 
-fn order_change(change: &LiveChange) -> Option<OrderChange> {
-    Some(OrderChange {
-        cursor: change.position.to_string(),
-        order: serde::Deserialize::deserialize(&change.body).ok()?,
-    })
+fn order_change(change: &LiveChange, body: &ChangeBody) -> Option<OrderChange> {
+    match body {
+        ChangeBody::Order(order) => Some(OrderChange {
+            cursor: change.position.to_string(),
+            order: order.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// A shopping list that became available to the bots.
@@ -118,9 +121,9 @@ impl OrdersSubscription {
             topic: TOPIC_ORDER,
             about: About::Key(order_id.clone()),
         };
-        Ok(follow(app, route, after, move |change| {
+        Ok(follow(app, route, after, move |change, body| {
             (change.key == order_id)
-                .then(|| order_change(change))
+                .then(|| order_change(change, body))
                 .flatten()
                 .filter(|c| actor.may_act_for(Role::Customer, Some(c.order.order.customer_id)))
         })?)
@@ -139,8 +142,8 @@ impl OrdersSubscription {
             topic: TOPIC_ORDER,
             about: About::Owner(customer_id.to_string()),
         };
-        Ok(follow(state(ctx)?, route, after, move |change| {
-            order_change(change).filter(|c| c.order.order.customer_id == customer_id)
+        Ok(follow(state(ctx)?, route, after, move |change, body| {
+            order_change(change, body).filter(|c| c.order.order.customer_id == customer_id)
         })?)
     }
 
@@ -155,13 +158,20 @@ impl OrdersSubscription {
             topic: TOPIC_SHOPPING_LIST,
             about: About::All,
         };
-        Ok(follow(state(ctx)?, route, after, |change| {
-            let list: ShoppingListView = serde::Deserialize::deserialize(&change.body).ok()?;
-            (list.status == ShoppingListStatus::Available).then(|| ShoppingListChange {
-                cursor: change.position.to_string(),
-                list,
-            })
-        })?)
+        Ok(follow(
+            state(ctx)?,
+            route,
+            after,
+            |change, body| match body {
+                ChangeBody::ShoppingList(list) if list.status == ShoppingListStatus::Available => {
+                    Some(ShoppingListChange {
+                        cursor: change.position.to_string(),
+                        list: list.clone(),
+                    })
+                }
+                _ => None,
+            },
+        )?)
     }
 
     /// The raw integration-event feed (operators), optionally only `types`.
@@ -176,14 +186,17 @@ impl OrdersSubscription {
             topic: TOPIC_EVENT,
             about: About::All,
         };
-        Ok(follow(state(ctx)?, route, after, move |change| {
+        Ok(follow(state(ctx)?, route, after, move |change, body| {
             if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
                 return None;
             }
-            Some(IntegrationEvent {
-                cursor: change.position.to_string(),
-                event: serde::Deserialize::deserialize(&change.body).ok()?,
-            })
+            match body {
+                ChangeBody::Event(event) => Some(IntegrationEvent {
+                    cursor: change.position.to_string(),
+                    event: event.clone(),
+                }),
+                _ => None,
+            }
         })?)
     }
 }

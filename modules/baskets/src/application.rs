@@ -4,14 +4,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::baskets::{self as msg, BasketStatus, BasketView};
 use mallbots_contracts::common;
-use mallbots_contracts::{Actor, Message, Role};
+use mallbots_contracts::{Actor, Affected, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, actor};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{Basket, BasketEvent};
@@ -32,8 +31,11 @@ fn view(id: Uuid, b: &Basket, at: DateTime<Utc>) -> BasketView {
 }
 
 impl Recorded for Basket {
-    fn result(id: Uuid, state: &Self) -> serde_json::Value {
-        json!({ "basketId": id, "orderId": state.order_id })
+    fn result(id: Uuid, state: &Self) -> Affected {
+        Affected::Basket {
+            basket_id: id,
+            order_id: state.order_id,
+        }
     }
 
     fn announce(

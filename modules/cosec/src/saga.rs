@@ -1,7 +1,7 @@
 //! The create-order saga's definition: pure data and functions, no I/O.
 
 use mallbots_contracts::common::LineItem;
-use mallbots_contracts::{customers, depot, ordering, payments};
+use mallbots_contracts::{Affected, customers, depot, ordering, payments};
 use mallbots_platform::saga::{Saga, Step};
 use mallbots_platform::{Outgoing, PlatformError};
 use rust_decimal::Decimal;
@@ -55,14 +55,14 @@ impl Saga for CreateOrderSaga {
                         items: d.items.clone(),
                     })
                 })
-                .on_success(|d, result| {
-                    let id = result
-                        .get("shoppingListId")
-                        .and_then(|v| v.as_str())
-                        .and_then(|s| Uuid::parse_str(s).ok())
-                        .ok_or("depot did not return a shopping list id")?;
-                    d.shopping_list_id = Some(id);
-                    Ok(())
+                .on_success(|d, result| match result {
+                    &Affected::ShoppingList {
+                        shopping_list_id, ..
+                    } => {
+                        d.shopping_list_id = Some(shopping_list_id);
+                        Ok(())
+                    }
+                    other => Err(format!("depot answered {other:?}, not a shopping list")),
                 })
                 .compensation(|d, _| {
                     Outgoing::of(&depot::CancelShoppingList {

@@ -4,14 +4,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::{self as msg, CustomerView};
-use mallbots_contracts::{Message, Role};
+use mallbots_contracts::{Affected, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{Customer, CustomerEvent};
@@ -29,8 +28,8 @@ fn view(id: Uuid, c: &Customer, at: DateTime<Utc>) -> CustomerView {
 }
 
 impl Recorded for Customer {
-    fn result(id: Uuid, _: &Self) -> serde_json::Value {
-        json!({ "customerId": id })
+    fn result(id: Uuid, _: &Self) -> Affected {
+        Affected::Customer { customer_id: id }
     }
 
     fn announce(

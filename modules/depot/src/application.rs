@@ -4,14 +4,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
 use mallbots_contracts::ordering::OrderCanceled;
-use mallbots_contracts::{Message, Role};
+use mallbots_contracts::{Affected, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Page, Row};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{MallMap, ShoppingList, ShoppingListEvent};
@@ -30,8 +29,11 @@ fn view(id: Uuid, l: &ShoppingList, at: DateTime<Utc>) -> ShoppingListView {
 }
 
 impl Recorded for ShoppingList {
-    fn result(id: Uuid, state: &Self) -> serde_json::Value {
-        json!({ "shoppingListId": id, "orderId": state.order_id })
+    fn result(id: Uuid, state: &Self) -> Affected {
+        Affected::ShoppingList {
+            shopping_list_id: id,
+            order_id: state.order_id,
+        }
     }
 
     fn announce(

@@ -11,7 +11,6 @@ use mallbots_platform::outbox::Outbox;
 use mallbots_platform::views::{self, Page, Row};
 use mallbots_platform::{Envelope, PlatformError, changes};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::domain::{Notification, message};
@@ -20,18 +19,12 @@ use crate::infrastructure::Sender;
 const CUSTOMER: &str = "cache.customer";
 const NOTIFICATION: &str = "notification";
 
-fn view<T: DeserializeOwned>(envelope: &Envelope) -> Result<T, PlatformError> {
-    let fail = |reason: String| PlatformError::Decode {
+/// A contract's decoding of `envelope`, as the platform's error.
+fn decoded<T>(envelope: &Envelope, view: Result<T, String>) -> Result<T, PlatformError> {
+    view.map_err(|reason| PlatformError::Decode {
         what: envelope.message_type.clone(),
         reason,
-    };
-    if envelope.schema_version != 1 {
-        return Err(fail(format!(
-            "schema version {} is not supported",
-            envelope.schema_version
-        )));
-    }
-    serde_json::from_value(envelope.payload.clone()).map_err(|e| fail(e.to_string()))
+    })
 }
 
 pub(crate) struct NotificationsHandler {
@@ -47,9 +40,13 @@ impl CommandHandler for NotificationsHandler {
         envelope: &Envelope,
     ) -> Result<Accepted, CommandError> {
         let position = envelope.position().unwrap_or(0);
-        let kind = envelope.message_type.as_str();
-        if kind.starts_with("customers.Customer.") {
-            let customer: CustomerView = view(envelope)?;
+        let (kind, version, payload) = (
+            envelope.message_type.as_str(),
+            envelope.schema_version,
+            &envelope.payload,
+        );
+        if let Some(customer) = CustomerView::from_event(kind, version, payload) {
+            let customer = decoded(envelope, customer)?;
             let row = Row {
                 kind: CUSTOMER,
                 id: customer.customer_id,
@@ -59,8 +56,8 @@ impl CommandHandler for NotificationsHandler {
                 position,
             };
             views::put(txn, row).await?;
-        } else if kind.starts_with("ordering.Order.") {
-            let order: OrderView = view(envelope)?;
+        } else if let Some(order) = OrderView::from_event(kind, version, payload) {
+            let order = decoded(envelope, order)?;
             let customer: Option<CustomerView> =
                 views::get(txn, CUSTOMER, order.customer_id).await?;
             let name = customer.as_ref().map_or("", |c| c.name.as_str());

@@ -7,14 +7,13 @@ use mallbots_contracts::common;
 use mallbots_contracts::depot::{ShoppingListAssigned, ShoppingListCompleted};
 use mallbots_contracts::ordering::{self as msg, OrderStatus, OrderView};
 use mallbots_contracts::payments::InvoicePaid;
-use mallbots_contracts::{Message, Role};
+use mallbots_contracts::{Affected, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, Order, OrderEvent};
@@ -38,8 +37,8 @@ fn view(id: Uuid, o: &Order, at: DateTime<Utc>) -> OrderView {
 }
 
 impl Recorded for Order {
-    fn result(id: Uuid, _: &Self) -> serde_json::Value {
-        json!({ "orderId": id })
+    fn result(id: Uuid, _: &Self) -> Affected {
+        Affected::Order { order_id: id }
     }
 
     fn announce(

@@ -4,14 +4,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::ordering::OrderReadied;
 use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
-use mallbots_contracts::{Message, Role};
+use mallbots_contracts::{Affected, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{Invoice, InvoiceEvent, Payment, PaymentEvent};
@@ -40,8 +39,8 @@ fn invoice_view(id: Uuid, i: &Invoice, at: DateTime<Utc>) -> InvoiceView {
 }
 
 impl Recorded for Payment {
-    fn result(id: Uuid, _: &Self) -> serde_json::Value {
-        json!({ "paymentId": id })
+    fn result(id: Uuid, _: &Self) -> Affected {
+        Affected::Payment { payment_id: id }
     }
 
     fn announce(
@@ -78,8 +77,11 @@ impl Recorded for Payment {
 }
 
 impl Recorded for Invoice {
-    fn result(id: Uuid, state: &Self) -> serde_json::Value {
-        json!({ "invoiceId": id, "orderId": state.order_id })
+    fn result(id: Uuid, state: &Self) -> Affected {
+        Affected::Invoice {
+            invoice_id: id,
+            order_id: state.order_id,
+        }
     }
 
     fn announce(

@@ -59,7 +59,7 @@ pub async fn apply<C: ConnectionTrait>(
             views::put(conn, row).await?;
         }
         CatalogUpdate::ProductRemoved(product) => {
-            views::delete(conn, PRODUCT, product.product_id).await?
+            views::remove(conn, PRODUCT, product.product_id, position).await?;
         }
     }
     // A consistency token from stores waits for this cache too.

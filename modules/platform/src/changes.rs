@@ -52,13 +52,14 @@ mod checkpoint {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// A change as logged.
+/// A change as logged; its body is JSON text, which the log does not read:
+/// its writer and readers agree on a type per topic (the contracts).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     pub position: i64,
     pub topic: String,
     pub key: String,
-    pub body: serde_json::Value,
+    pub body: String,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -70,14 +71,16 @@ fn body_of<T: DeserializeOwned>(row: &entity::Model) -> Result<T, PlatformError>
     })
 }
 
-fn decode(row: entity::Model) -> Result<Change, PlatformError> {
-    Ok(Change {
-        body: body_of(&row)?,
-        position: row.position,
-        topic: row.topic,
-        key: row.key,
-        recorded_at: row.recorded_at,
-    })
+impl From<entity::Model> for Change {
+    fn from(row: entity::Model) -> Self {
+        Change {
+            body: row.body,
+            position: row.position,
+            topic: row.topic,
+            key: row.key,
+            recorded_at: row.recorded_at,
+        }
+    }
 }
 
 /// The log rows of `topics` after `after`, oldest first: at most `limit`, or
@@ -104,11 +107,11 @@ enum Bound {
     Upto(i64),
 }
 
-/// Appends changes (topic, key, body) in order, many to a statement; their
-/// positions are returned in the same order.
+/// Appends changes (topic, key, JSON body) in order, many to a statement;
+/// their positions are returned in the same order.
 pub async fn record_all<C: ConnectionTrait>(
     conn: &C,
-    changes: &[(&str, &str, &serde_json::Value)],
+    changes: &[(&str, &str, &str)],
 ) -> Result<Vec<i64>, PlatformError> {
     let mut positions = Vec::with_capacity(changes.len());
     for chunk in changes.chunks(1000) {
@@ -116,7 +119,7 @@ pub async fn record_all<C: ConnectionTrait>(
         let rows = chunk.iter().map(|(topic, key, body)| entity::ActiveModel {
             topic: Set((*topic).to_owned()),
             key: Set((*key).to_owned()),
-            body: Set(body.to_string()),
+            body: Set((*body).to_owned()),
             recorded_at: Set(now),
             ..Default::default()
         });
@@ -138,11 +141,11 @@ pub async fn since<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    rows_after(conn, topics, after, Bound::Limit(limit))
+    Ok(rows_after(conn, topics, after, Bound::Limit(limit))
         .await?
         .into_iter()
-        .map(decode)
-        .collect()
+        .map(Change::from)
+        .collect())
 }
 
 /// The changes of `topics` in positions (`after`, `upto`], oldest first,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mallbots_contracts::{Actor, CommandReply, ErrorCode, Message, ReplyError, Role};
+use mallbots_contracts::{Actor, Affected, CommandReply, ErrorCode, Message, ReplyError, Role};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, S
 /// What a command handler produced.
 #[derive(Clone, Debug, Default)]
 pub struct Accepted {
-    pub result: serde_json::Value,
+    pub result: Affected,
     /// The module's event-log position of the change, when it made one.
     pub position: Option<i64>,
 }

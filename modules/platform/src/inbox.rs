@@ -52,6 +52,15 @@ pub async fn record<C: ConnectionTrait>(
     Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
 }
 
+/// Whether any consumer of this database has handled `message_id`.
+pub async fn seen<C: ConnectionTrait>(conn: &C, message_id: Uuid) -> Result<bool, PlatformError> {
+    Ok(entity::Entity::find()
+        .filter(entity::Column::MessageId.eq(message_id.to_string()))
+        .one(conn)
+        .await?
+        .is_some())
+}
+
 /// Records many message ids for `consumer` in one statement; returns those
 /// recorded now (the others were handled before).
 pub async fn record_all<C: ConnectionTrait>(

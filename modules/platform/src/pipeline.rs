@@ -4,6 +4,7 @@
 //! through [`Recorded`], what each aggregate shows the world.
 
 use chrono::{DateTime, Utc};
+use mallbots_contracts::Affected;
 use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
@@ -17,7 +18,7 @@ use crate::{Envelope, Exchange, PlatformError};
 /// What the pipeline needs of an aggregate beyond the domain.
 pub trait Recorded: Aggregate {
     /// The accepted reply's result for a command on aggregate `id`.
-    fn result(id: Uuid, state: &Self) -> serde_json::Value;
+    fn result(id: Uuid, state: &Self) -> Affected;
 
     /// The integration event announcing `event`, given the state after it
     /// (`None`: nothing for other modules).

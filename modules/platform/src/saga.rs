@@ -9,7 +9,7 @@
 //! queue and finds its saga by the command's id.
 
 use chrono::Utc;
-use mallbots_contracts::CommandReply;
+use mallbots_contracts::{Affected, CommandReply};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction};
 use serde::{Serialize, de::DeserializeOwned};
@@ -51,7 +51,7 @@ pub type MakeCommand<D> = fn(&D) -> Result<Outgoing, PlatformError>;
 /// Builds a compensation's command from the saga's data and why it failed.
 pub type MakeCompensation<D> = fn(&D, &str) -> Result<Outgoing, PlatformError>;
 /// Keeps what a step's accepted reply returned; an `Err` fails the step.
-pub type OnSuccess<D> = fn(&mut D, &serde_json::Value) -> Result<(), String>;
+pub type OnSuccess<D> = fn(&mut D, &Affected) -> Result<(), String>;
 
 pub struct Step<D> {
     pub name: &'static str,

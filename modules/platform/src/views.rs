@@ -4,7 +4,9 @@
 //! the caches they fill from other modules' events (event-carried state).
 //!
 //! Each row remembers the event-log position it was written at, so an event
-//! that arrives after a newer one cannot roll a row back.
+//! that arrives after a newer one cannot roll a row back. A removed entity
+//! leaves a tombstone at its removal's position (never read as a row), so a
+//! late event about it cannot bring it back either.
 
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
@@ -50,6 +52,16 @@ pub struct Row<'a, T> {
     pub position: i64,
 }
 
+/// The status of a tombstone: the row of a removed entity.
+const TOMBSTONE: &str = "(removed)";
+
+/// The rows that are not tombstones.
+fn present() -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(entity::Column::Status.is_null())
+        .add(entity::Column::Status.ne(TOMBSTONE))
+}
+
 fn decode_error(kind: &str, err: serde_json::Error) -> PlatformError {
     PlatformError::Decode {
         what: format!("{kind} view"),
@@ -70,21 +82,26 @@ fn model<T: Serialize>(row: &Row<'_, T>) -> Result<entity::ActiveModel, Platform
     })
 }
 
-/// Writes `row` unless the stored one is as new or newer; true when written.
+/// Writes `row` unless the stored one (or its tombstone) is as new or newer;
+/// true when written. One statement: the check and the write cannot be
+/// split by a concurrent writer.
 pub async fn put<C: ConnectionTrait, T: Serialize>(
     conn: &C,
     row: Row<'_, T>,
 ) -> Result<bool, PlatformError> {
-    let stored = entity::Entity::find_by_id((row.kind.to_owned(), row.id.to_string()))
-        .select_only()
-        .column(entity::Column::Position)
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?;
-    if stored.is_some_and(|p| p >= row.position) {
-        return Ok(false);
-    }
-    entity::Entity::insert(model(&row)?)
+    upsert(conn, model(&row)?).await
+}
+
+async fn upsert<C: ConnectionTrait>(
+    conn: &C,
+    model: entity::ActiveModel,
+) -> Result<bool, PlatformError> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+    let newer = Expr::col((entity::Entity, entity::Column::Position)).lt(Expr::col((
+        Alias::new("excluded"),
+        entity::Column::Position,
+    )));
+    let written = entity::Entity::insert(model)
         .on_conflict(
             OnConflict::columns([entity::Column::Kind, entity::Column::Id])
                 .update_columns([
@@ -94,11 +111,32 @@ pub async fn put<C: ConnectionTrait, T: Serialize>(
                     entity::Column::Position,
                     entity::Column::UpdatedAt,
                 ])
+                .action_and_where(newer)
                 .to_owned(),
         )
-        .exec(conn)
+        .exec_without_returning(conn)
         .await?;
-    Ok(true)
+    Ok(written > 0)
+}
+
+/// Removes an entity as of `position`: its row becomes a tombstone, which
+/// reads as absent and which an older write cannot replace; true when the
+/// removal is the newest thing known of it.
+pub async fn remove<C: ConnectionTrait>(
+    conn: &C,
+    kind: &'static str,
+    id: Uuid,
+    position: i64,
+) -> Result<bool, PlatformError> {
+    let tombstone = Row {
+        kind,
+        id,
+        ref_id: None,
+        status: Some(TOMBSTONE),
+        body: &(),
+        position,
+    };
+    upsert(conn, model(&tombstone)?).await
 }
 
 /// Inserts rows known to be new (a kind just emptied and being rebuilt), many
@@ -114,18 +152,6 @@ pub async fn insert_all<C: ConnectionTrait, T: Serialize>(
             .exec_without_returning(conn)
             .await?;
     }
-    Ok(())
-}
-
-/// Deletes a row (a removed product leaves its cache).
-pub async fn delete<C: ConnectionTrait>(
-    conn: &C,
-    kind: &str,
-    id: Uuid,
-) -> Result<(), PlatformError> {
-    entity::Entity::delete_by_id((kind.to_owned(), id.to_string()))
-        .exec(conn)
-        .await?;
     Ok(())
 }
 
@@ -148,6 +174,7 @@ pub async fn get<C: ConnectionTrait, T: DeserializeOwned>(
     id: Uuid,
 ) -> Result<Option<T>, PlatformError> {
     entity::Entity::find_by_id((kind.to_owned(), id.to_string()))
+        .filter(present())
         .one(conn)
         .await?
         .map(decode)
@@ -165,6 +192,7 @@ pub async fn get_all<C: ConnectionTrait, T: DeserializeOwned>(
         let rows = entity::Entity::find()
             .filter(entity::Column::Kind.eq(kind))
             .filter(entity::Column::Id.is_in(chunk.iter().map(Uuid::to_string)))
+            .filter(present())
             .all(conn)
             .await?;
         for row in rows {
@@ -184,6 +212,7 @@ pub async fn by_ref<C: ConnectionTrait, T: DeserializeOwned>(
     entity::Entity::find()
         .filter(entity::Column::Kind.eq(kind))
         .filter(entity::Column::RefId.eq(ref_id.to_string()))
+        .filter(present())
         .order_by_asc(entity::Column::Id)
         .all(conn)
         .await?
@@ -209,6 +238,7 @@ pub async fn page<C: ConnectionTrait, T: DeserializeOwned>(
 ) -> Result<Page<T>, PlatformError> {
     let mut query = entity::Entity::find()
         .filter(entity::Column::Kind.eq(kind))
+        .filter(present())
         .order_by_asc(entity::Column::Id);
     if let Some(status) = status {
         query = query.filter(entity::Column::Status.eq(status));

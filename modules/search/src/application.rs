@@ -9,10 +9,10 @@ use mallbots_contracts::depot::ShoppingListView;
 use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
-    ArchivedEvent, Changed, Committed, LoggedChange, OrderSummary, TOPIC_CATALOG, TOPIC_EVENT,
-    TOPIC_ORDER, TOPIC_SHOPPING_LIST,
+    ArchivedEvent, CatalogChange, CatalogChangeKind, ChangeBody, Changed, Committed, LoggedChange,
+    OrderSummary, TOPIC_EVENT,
 };
-use mallbots_contracts::stores::ProductView;
+use mallbots_contracts::stores::{CatalogUpdate, ProductView};
 use mallbots_platform::changes::{self, Change};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
 use mallbots_platform::db::SecondaryIndexes;
@@ -27,8 +27,6 @@ use sea_orm::{
     ActiveValue::Set, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, QueryOrder, QuerySelect, QueryTrait,
 };
-use serde::de::DeserializeOwned;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::infrastructure::{items, orders};
@@ -41,19 +39,6 @@ fn decode_error(what: &str, reason: impl std::fmt::Display) -> PlatformError {
         what: what.to_owned(),
         reason: reason.to_string(),
     }
-}
-
-/// The view an event carries (every event here carries its aggregate's
-/// whole view; price changes carry it as `product`).
-fn view<T: DeserializeOwned>(event: &ArchivedEvent) -> Result<T, PlatformError> {
-    if event.schema_version != 1 {
-        return Err(decode_error(
-            &event.message_type,
-            format!("schema version {} is not supported", event.schema_version),
-        ));
-    }
-    let payload = event.payload.get("product").unwrap_or(&event.payload);
-    T::deserialize(payload).map_err(|e| decode_error(&event.message_type, e))
 }
 
 /// Serializes the order projection against a rebuild (PostgreSQL; SQLite has
@@ -72,27 +57,39 @@ enum Fact {
     Customer(CustomerView),
     ShoppingList(ShoppingListView),
     Product {
-        change: String,
+        change: CatalogChangeKind,
         product: ProductView,
     },
     Other,
 }
 
 fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
-    let kind = event.message_type.as_str();
-    Ok(if kind.starts_with("ordering.Order.") {
-        Fact::Order(view(event)?)
-    } else if kind.starts_with("customers.Customer.") {
-        Fact::Customer(view(event)?)
-    } else if kind.starts_with("depot.ShoppingList.") {
-        Fact::ShoppingList(view(event)?)
-    } else if kind.starts_with("stores.Product.") {
-        Fact::Product {
-            change: kind.rsplit('.').next().unwrap_or_default().to_owned(),
-            product: view(event)?,
+    let (kind, version, payload) = (
+        event.message_type.as_str(),
+        event.schema_version,
+        &event.payload,
+    );
+    let fail = |reason: String| decode_error(kind, reason);
+    if let Some(order) = OrderView::from_event(kind, version, payload) {
+        return Ok(Fact::Order(order.map_err(fail)?));
+    }
+    if let Some(customer) = CustomerView::from_event(kind, version, payload) {
+        return Ok(Fact::Customer(customer.map_err(fail)?));
+    }
+    if let Some(list) = ShoppingListView::from_event(kind, version, payload) {
+        return Ok(Fact::ShoppingList(list.map_err(fail)?));
+    }
+    let (Some(update), Some(change)) = (
+        CatalogUpdate::from_message(kind, version, payload),
+        CatalogChangeKind::of(kind),
+    ) else {
+        return Ok(Fact::Other);
+    };
+    Ok(match update.map_err(fail)? {
+        CatalogUpdate::Product(product) | CatalogUpdate::ProductRemoved(product) => {
+            Fact::Product { change, product }
         }
-    } else {
-        Fact::Other
+        CatalogUpdate::Store(_) => Fact::Other,
     })
 }
 
@@ -170,7 +167,7 @@ impl Staged {
                 }
                 let customer = self.customers.get(&order.customer_id).map(|(c, _)| c);
                 let summary = summary(order, customer);
-                let change = order_change(&summary)?;
+                let change = order_change(&summary);
                 self.orders.insert(id, (summary, position));
                 self.dirty_orders.insert(id);
                 Ok(vec![change])
@@ -194,17 +191,14 @@ impl Staged {
                 self.recontact(conn, &customer).await
             }
             Fact::ShoppingList(list) => Ok(vec![Changed {
-                topic: TOPIC_SHOPPING_LIST.into(),
                 key: list.shopping_list_id.to_string(),
                 owner: Some(list.order_id.to_string()),
-                body: serde_json::to_value(&list)
-                    .map_err(|e| decode_error(&event.message_type, e))?,
+                body: ChangeBody::ShoppingList(list),
             }]),
             Fact::Product { change, product } => Ok(vec![Changed {
-                topic: TOPIC_CATALOG.into(),
                 key: product.store_id.to_string(),
                 owner: None,
-                body: json!({ "change": change, "product": product }),
+                body: ChangeBody::Catalog(CatalogChange { change, product }),
             }]),
             Fact::Other => Ok(vec![]),
         }
@@ -233,7 +227,7 @@ impl Staged {
         for id in theirs {
             if let Some((summary, _)) = self.orders.get_mut(&id) {
                 *summary = projection::summary(summary.order.clone(), Some(customer));
-                changed.push(order_change(summary)?);
+                changed.push(order_change(summary));
                 self.dirty_orders.insert(id);
             }
         }
@@ -268,13 +262,12 @@ fn customer_row(customer: &CustomerView, position: i64) -> Row<'_, CustomerView>
     }
 }
 
-fn order_change(summary: &OrderSummary) -> Result<Changed, PlatformError> {
-    Ok(Changed {
-        topic: TOPIC_ORDER.into(),
+fn order_change(summary: &OrderSummary) -> Changed {
+    Changed {
         key: summary.order.order_id.to_string(),
         owner: Some(summary.order.customer_id.to_string()),
-        body: serde_json::to_value(summary).map_err(|e| decode_error("order summary", e))?,
-    })
+        body: ChangeBody::Order(summary.clone()),
+    }
 }
 
 /// How [`write_orders`] treats rows already there.
@@ -464,14 +457,12 @@ impl CommandHandler for SearchHandler {
         let mut made: Vec<(usize, Changed)> = Vec::new();
         let mut checkpoints: Vec<(&str, i64)> = Vec::new();
         for (i, (event, fact)) in events.iter().zip(facts).enumerate() {
-            let body = serde_json::to_value(event).map_err(|e| decode_error("event", e))?;
             made.push((
                 i,
                 Changed {
-                    topic: TOPIC_EVENT.into(),
                     key: event.message_type.clone(),
                     owner: None,
-                    body,
+                    body: ChangeBody::Event(event.clone()),
                 },
             ));
             for change in staged.apply(txn, event, fact).await? {
@@ -486,9 +477,15 @@ impl CommandHandler for SearchHandler {
             }
         }
         staged.flush(txn).await?;
-        let rows: Vec<(&str, &str, &serde_json::Value)> = made
+        let bodies = made
             .iter()
-            .map(|(_, c)| (c.topic.as_str(), c.key.as_str(), &c.body))
+            .map(|(_, c)| c.body.to_json())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| decode_error("change", e))?;
+        let rows: Vec<(&str, &str, &str)> = made
+            .iter()
+            .zip(&bodies)
+            .map(|((_, c), body)| (c.body.topic(), c.key.as_str(), body.as_str()))
             .collect();
         let positions = changes::record_all(txn, &rows).await?;
         if positions.len() != made.len() {

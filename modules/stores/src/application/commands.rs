@@ -5,14 +5,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::stores as msg;
-use mallbots_contracts::{Actor, ErrorCode, Message, Role};
+use mallbots_contracts::{Actor, Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::event_store;
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{self, Recorded};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::DatabaseTransaction;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{NewProduct, Product, ProductEvent, Refusal, Store, StoreEvent, StoresError};
@@ -31,8 +30,8 @@ impl DomainError for StoresError {
 }
 
 impl Recorded for Store {
-    fn result(id: Uuid, _: &Self) -> serde_json::Value {
-        json!({ "storeId": id })
+    fn result(id: Uuid, _: &Self) -> Affected {
+        Affected::Store { store_id: id }
     }
 
     fn announce(
@@ -73,8 +72,11 @@ impl Recorded for Store {
 }
 
 impl Recorded for Product {
-    fn result(id: Uuid, state: &Self) -> serde_json::Value {
-        json!({ "productId": id, "storeId": state.store_id })
+    fn result(id: Uuid, state: &Self) -> Affected {
+        Affected::Product {
+            product_id: id,
+            store_id: state.store_id,
+        }
     }
 
     fn announce(
