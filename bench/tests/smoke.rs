@@ -7,6 +7,14 @@ fn a_tiny_bench_run_completes() {
         std::env::var(name)
             .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
     };
+    // The bench starts the `mallbots` binary next to its own: the
+    // workspace's test run (scripts/test) builds both.
+    let system = std::path::Path::new(env!("CARGO_BIN_EXE_bench")).with_file_name("mallbots");
+    assert!(
+        system.exists(),
+        "{} is not built: run the workspace's tests (scripts/test)",
+        system.display()
+    );
     let json = std::env::temp_dir().join(format!("bench-{}.json", std::process::id()));
     let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--tiny")

@@ -17,7 +17,10 @@ use mallbots_contracts::{Actor, Role};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Cli, Latencies};
+use crate::cli::Cli;
+use crate::client::{Latencies, free_addr, wait_ready};
+use crate::report::row;
+use crate::system::{fresh_database, fresh_prefix, mallbots, services};
 
 const SECRET: &str = "bench-secret";
 
@@ -145,11 +148,11 @@ async fn secured(
     cli: &Cli,
     envs: &[(&str, &str)],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    let addr = super::free_addr()?;
+    let addr = free_addr()?;
     let base = format!("http://{addr}");
-    let (database_url, amqp_url) = super::services(cli)?;
-    let database = super::fresh_database(database_url).await?;
-    let mut command = super::mallbots(&["run"], &database, amqp_url, &super::fresh_prefix())?;
+    let (database_url, amqp_url) = services(cli)?;
+    let database = fresh_database(database_url).await?;
+    let mut command = mallbots(&["run"], &database, amqp_url, &fresh_prefix())?;
     command
         .env("LISTEN_ADDR", addr.to_string())
         .env("AUTH_JWT_SECRET", SECRET);
@@ -159,7 +162,7 @@ async fn secured(
     let system = command
         .spawn()
         .context("cannot start mallbots (build it first)")?;
-    super::wait_ready(&base).await?;
+    wait_ready(&base).await?;
     Ok((system, base))
 }
 
@@ -232,8 +235,8 @@ pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
     let with_token = timed(&customer, read, &variables, seconds).await;
 
     let mut table = vec![
-        super::row("store(id), no token (tokens on)", &anonymous, None),
-        super::row("store(id), with a verified token", &with_token, None),
+        row("store(id), no token (tokens on)", &anonymous, None),
+        row("store(id), with a verified token", &with_token, None),
     ];
     let hostile_caller = Caller::new(&base, None);
     let mut refusals = Vec::new();
@@ -249,7 +252,7 @@ pub async fn limits(cli: &Cli) -> anyhow::Result<(Value, Vec<String>)> {
             }
         }
         let summary = latencies.summary();
-        table.push(super::row(&format!("refused: {name}"), &summary, None));
+        table.push(row(&format!("refused: {name}"), &summary, None));
         refusals.push(json!({ "query": name, "latency": summary }));
     }
     let load_seconds = cli.hostile_seconds as f64;
