@@ -20,50 +20,18 @@ use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
-use mallbots_platform::{Broker, Shutdown};
+use mallbots_platform::{Broker, QueueSpec, Shutdown};
 use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
 use crate::config::runs;
+use crate::config::{Part, Settings};
+use crate::consistency::Readers;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
-use crate::{Part, Settings};
-
-/// Every module's read side, as the gateway queries it.
-#[derive(Clone)]
-pub struct Queries {
-    pub stores: StoresQueries,
-    pub customers: CustomersQueries,
-    pub baskets: BasketsQueries,
-    pub payments: PaymentsQueries,
-    pub ordering: OrderingQueries,
-    pub depot: DepotQueries,
-    pub cosec: CosecQueries,
-    pub search: SearchQueries,
-    pub notifications: NotificationsQueries,
-}
-
-/// What every request handler and resolver can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub bus: CommandBus,
-    pub queries: Queries,
-    pub live: LiveFeed,
-    pub metrics: Arc<Metrics>,
-    pub broker: Arc<dyn Broker>,
-    /// Every module's database, by module name.
-    pub databases: Vec<(&'static str, DatabaseConnection)>,
-    pub settings: Arc<Settings>,
-    /// Verifies bearer tokens (or lets everyone in, when open).
-    pub auth: Arc<crate::identity::Auth>,
-    /// Fires when the gateway stops serving: subscriptions end with their
-    /// cursors, websockets close.
-    pub stopping: Shutdown,
-    /// Set from the first moment of a shutdown: `/readyz` says 503.
-    pub draining: Arc<AtomicBool>,
-}
+use crate::state::{ARCHIVE, AppState, DEAD_LETTERS, Queries};
 
 /// A started system; [`Running::stop`] shuts it down gracefully.
 pub struct Running {
@@ -129,61 +97,82 @@ type Starter =
 type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// Every module: its part, its database, how to migrate and start it.
-const MODULES: [(Part, &str, Migrator, Starter); 9] = [
-    (
-        Part::Stores,
-        mallbots_stores::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Customers,
-        mallbots_customers::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Baskets,
-        mallbots_baskets::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Payments,
-        mallbots_payments::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Ordering,
-        mallbots_ordering::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Depot,
-        mallbots_depot::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Cosec,
-        mallbots_cosec::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Search,
-        mallbots_search::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        |db, b, s, _| Box::pin(async move { Ok(mallbots_search::start(db, b, s).await?) }),
-    ),
-    (
-        Part::Notifications,
-        mallbots_notifications::MODULE,
-        |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
-        |db, b, s, settings| Box::pin(start_notifications(db, b, s, settings)),
-    ),
+/// A module as the system runs it.
+struct Module {
+    part: Part,
+    name: &'static str,
+    migrate: Migrator,
+    start: Starter,
+    /// Its queue: what it handles and which events it follows.
+    queue: fn() -> QueueSpec,
+}
+
+const MODULES: [Module; 9] = [
+    Module {
+        part: Part::Stores,
+        name: mallbots_stores::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
+        queue: mallbots_stores::queue,
+    },
+    Module {
+        part: Part::Customers,
+        name: mallbots_customers::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
+        start: |db, b, s, _| {
+            Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) })
+        },
+        queue: mallbots_customers::queue,
+    },
+    Module {
+        part: Part::Baskets,
+        name: mallbots_baskets::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
+        queue: mallbots_baskets::queue,
+    },
+    Module {
+        part: Part::Payments,
+        name: mallbots_payments::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
+        queue: mallbots_payments::queue,
+    },
+    Module {
+        part: Part::Ordering,
+        name: mallbots_ordering::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
+        queue: mallbots_ordering::queue,
+    },
+    Module {
+        part: Part::Depot,
+        name: mallbots_depot::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
+        queue: mallbots_depot::queue,
+    },
+    Module {
+        part: Part::Cosec,
+        name: mallbots_cosec::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
+        queue: mallbots_cosec::queue,
+    },
+    Module {
+        part: Part::Search,
+        name: mallbots_search::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
+        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_search::start(db, b, s).await?) }),
+        queue: mallbots_search::queue,
+    },
+    Module {
+        part: Part::Notifications,
+        name: mallbots_notifications::MODULE,
+        migrate: |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
+        start: |db, b, s, settings| Box::pin(start_notifications(db, b, s, settings)),
+        queue: mallbots_notifications::queue,
+    },
 ];
 
 async fn start_notifications(
@@ -202,10 +191,15 @@ async fn start_notifications(
     Ok(mallbots_notifications::start(db, broker, sender, shutdown).await?)
 }
 
+/// Which module's read models follow which modules' events, from their queues.
+pub fn readers() -> Readers {
+    Readers::of(MODULES.iter().map(|m| (m.name, (m.queue)())))
+}
+
 /// Each module's connection, in [`MODULES`] order.
 async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConnection>> {
     let mut all = Vec::with_capacity(MODULES.len());
-    for (_, name, _, _) in MODULES {
+    for Module { name, .. } in MODULES {
         let db = config
             .connect(name)
             .await
@@ -216,7 +210,7 @@ async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConn
 }
 
 async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
-    for ((_, name, migrate, _), db) in MODULES.iter().zip(dbs) {
+    for (Module { name, migrate, .. }, db) in MODULES.iter().zip(dbs) {
         migrate(db.clone())
             .await
             .with_context(|| format!("cannot migrate the {name} tables"))?;
@@ -243,13 +237,6 @@ async fn dead_letter_store(config: &DatabaseConfig) -> anyhow::Result<DatabaseCo
         .context("cannot migrate the dead-letter store")?;
     Ok(db)
 }
-
-/// Change-log topics kept whatever their age: the archive of integration
-/// events that `mallbots rebuild` replays.
-pub const ARCHIVE: &[&str] = &[mallbots_contracts::search::TOPIC_EVENT];
-
-/// The dead-letter store's database name.
-pub const DEAD_LETTERS: &str = "deadletters";
 
 /// The in-process broker, its durable queues kept in a database of its own
 /// (`broker`: a SQLite file beside the modules', or a PostgreSQL schema).
@@ -321,7 +308,7 @@ pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u6
 /// Whether `parts` is the whole system (every part in this process).
 fn all_in_one(parts: &[Part]) -> bool {
     parts.contains(&Part::All)
-        || (runs(parts, Part::Gateway) && MODULES.iter().all(|(p, ..)| runs(parts, *p)))
+        || (runs(parts, Part::Gateway) && MODULES.iter().all(|m| runs(parts, m.part)))
 }
 
 /// Starts `parts` of the system in this process.
@@ -349,7 +336,13 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         migrate_all(&dbs).await?;
     }
     let shared = Arc::new(settings.clone());
-    for ((part, name, _, start), db) in MODULES.iter().zip(&dbs) {
+    for (
+        Module {
+            part, name, start, ..
+        },
+        db,
+    ) in MODULES.iter().zip(&dbs)
+    {
         if runs(parts, *part) {
             let started = start(db.clone(), broker.clone(), shutdown.clone(), shared.clone());
             tasks.extend(started.await?);
@@ -409,18 +402,24 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             search: SearchQueries::new(search),
             notifications: NotificationsQueries::new(notifications),
         };
+        let readers = readers();
+        let databases: Vec<_> = MODULES
+            .iter()
+            .map(|m| m.name)
+            .zip(dbs.clone())
+            .chain([(DEAD_LETTERS, dead_letters.clone())])
+            .collect();
+        if let Some(reader) = readers.missing(&databases).next() {
+            bail!("the {reader} read model has no database");
+        }
         let state = AppState {
             bus,
             queries,
             live,
             metrics,
             broker: broker.clone(),
-            databases: MODULES
-                .iter()
-                .map(|m| m.1)
-                .zip(dbs.clone())
-                .chain([(DEAD_LETTERS, dead_letters.clone())])
-                .collect(),
+            readers: Arc::new(readers),
+            databases,
             settings: Arc::new(settings.clone()),
             auth: Arc::new(auth),
             stopping: stopping.clone(),

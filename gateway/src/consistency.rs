@@ -1,18 +1,24 @@
 //! Read-your-writes: a mutation's `consistencyToken` is `<module>:<position>`
 //! (where its change landed in that module's event log). A query sent with
-//! header `consistency-token` runs only once every read model that consumes
-//! that module's events has applied that position (bounded wait): search,
-//! notifications, and the catalog caches of baskets and depot (so an
-//! `addItem` sent with `addProduct`'s token knows the product).
+//! header `consistency-token` runs only once every read model that follows
+//! that module's events has applied that position (bounded wait). Which
+//! read models those are is read from the modules' own queues (a queue
+//! bound to `<module>.#` follows all of that module's events and keeps a
+//! checkpoint of it), not kept here by hand: today search, notifications,
+//! and the catalog caches of baskets and depot (so an `addItem` sent with
+//! `addProduct`'s token knows the product).
 
 use std::time::Duration;
 
 use mallbots_contracts::ErrorCode;
-use mallbots_platform::changes;
+use mallbots_platform::{QueueSpec, changes};
+use sea_orm::DatabaseConnection;
 use tokio::time::Instant;
 
-use crate::app::AppState;
-use crate::graphql::ApiError;
+use crate::graphql::errors::{ApiError, internal};
+
+/// Each module's database, by module name.
+pub type Databases = [(&'static str, DatabaseConnection)];
 
 /// A parsed token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,26 +27,53 @@ pub struct Token {
     pub position: i64,
 }
 
-/// Modules whose events read models consume; a token names one of them.
-const SOURCES: [&str; 6] = [
-    "stores",
-    "customers",
-    "baskets",
-    "payments",
-    "ordering",
-    "depot",
-];
-/// Which module keeps read models from which module's events. Search reads
-/// every module; notifications, customers and orders; baskets and depot
-/// cache the catalog.
-const READERS: [(&str, &[&str]); 4] = [
-    ("search", &SOURCES),
-    ("notifications", &["customers", "ordering"]),
-    ("baskets", &["stores"]),
-    ("depot", &["stores"]),
-];
+/// Which module's read models follow which modules' events.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Readers(Vec<(&'static str, Vec<String>)>);
 
-pub fn parse(token: &str) -> Result<Token, ApiError> {
+impl Readers {
+    /// From each module's queue (module name, queue).
+    pub fn of(queues: impl IntoIterator<Item = (&'static str, QueueSpec)>) -> Self {
+        Readers(
+            queues
+                .into_iter()
+                .map(|(module, queue)| {
+                    (
+                        module,
+                        queue.follows().map(str::to_owned).collect::<Vec<_>>(),
+                    )
+                })
+                .filter(|(_, sources)| !sources.is_empty())
+                .collect(),
+        )
+    }
+
+    /// The read models following `source`'s events.
+    fn of_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'static str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, sources)| sources.iter().any(|s| s == source))
+            .map(|(reader, _)| *reader)
+    }
+
+    /// The read models that have no database in `databases`.
+    pub fn missing<'a>(
+        &'a self,
+        databases: &'a Databases,
+    ) -> impl Iterator<Item = &'static str> + 'a {
+        self.0
+            .iter()
+            .map(|(reader, _)| *reader)
+            .filter(|reader| !databases.iter().any(|(name, _)| name == reader))
+    }
+
+    /// Whether some read model follows `source` (a token may name it).
+    fn followed(&self, source: &str) -> bool {
+        self.of_source(source).next().is_some()
+    }
+}
+
+pub fn parse(token: &str, readers: &Readers) -> Result<Token, ApiError> {
     let bad = || ApiError::bad_input(format!("{token:?} is not a consistency token"));
     let (module, position) = token.trim().split_once(':').ok_or_else(bad)?;
     let position = position
@@ -48,7 +81,7 @@ pub fn parse(token: &str) -> Result<Token, ApiError> {
         .ok()
         .filter(|p| *p >= 0)
         .ok_or_else(bad)?;
-    if !SOURCES.contains(&module) {
+    if !readers.followed(module) {
         return Err(bad());
     }
     Ok(Token {
@@ -57,15 +90,19 @@ pub fn parse(token: &str) -> Result<Token, ApiError> {
     })
 }
 
-/// Whether every read model consuming `token.module` has applied it.
-async fn applied(app: &AppState, token: &Token) -> Result<bool, ApiError> {
-    for (reader, sources) in READERS {
-        if !sources.contains(&token.module.as_str()) {
-            continue;
-        }
-        let Some((_, db)) = app.databases.iter().find(|(name, _)| *name == reader) else {
-            continue;
-        };
+/// Whether every read model following `token.module` has applied it. A
+/// reader whose database this gateway does not have is an error, never
+/// counted as caught up.
+async fn applied(
+    readers: &Readers,
+    databases: &Databases,
+    token: &Token,
+) -> Result<bool, ApiError> {
+    for reader in readers.of_source(&token.module) {
+        let (_, db) = databases
+            .iter()
+            .find(|(name, _)| *name == reader)
+            .ok_or_else(|| internal(format!("the {reader} database is not open here")))?;
         let at = changes::applied(db, &token.module)
             .await
             .map_err(ApiError::from)?;
@@ -77,18 +114,22 @@ async fn applied(app: &AppState, token: &Token) -> Result<bool, ApiError> {
 }
 
 /// Waits until `token`'s write is visible in every read model, or fails
-/// with `TIMEOUT` after the configured wait.
-pub async fn wait(app: &AppState, token: &str) -> Result<(), ApiError> {
-    let token = parse(token)?;
+/// with `TIMEOUT` after `limit`.
+pub async fn wait(
+    readers: &Readers,
+    databases: &Databases,
+    limit: Duration,
+    token: &str,
+) -> Result<(), ApiError> {
+    let token = parse(token, readers)?;
     if token.position == 0 {
         // The mutation changed nothing: there is nothing to wait for.
         return Ok(());
     }
-    let limit = Duration::from_millis(app.settings.consistency_timeout_ms);
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
     loop {
-        if applied(app, &token).await? {
+        if applied(readers, databases, &token).await? {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -110,11 +151,49 @@ pub async fn wait(app: &AppState, token: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mallbots_platform::Exchange;
+
+    fn readers() -> Readers {
+        Readers::of([
+            (
+                "search",
+                QueueSpec::durable("s")
+                    .bind(Exchange::Events, "stores.#")
+                    .bind(Exchange::Events, "ordering.#"),
+            ),
+            (
+                "ordering",
+                // One event type is not the whole stream: no checkpoint.
+                QueueSpec::durable("o")
+                    .bind(Exchange::Commands, "ordering.#")
+                    .bind(Exchange::Events, "baskets.Basket.BasketCheckedOut"),
+            ),
+            (
+                "depot",
+                QueueSpec::durable("d").bind(Exchange::Events, "stores.#"),
+            ),
+        ])
+    }
 
     #[test]
-    fn tokens_name_a_module_and_a_position() {
+    fn readers_are_the_queues_following_a_whole_stream() {
+        let readers = readers();
         assert_eq!(
-            parse("ordering:42").unwrap(),
+            readers.of_source("stores").collect::<Vec<_>>(),
+            ["search", "depot"]
+        );
+        assert_eq!(
+            readers.of_source("ordering").collect::<Vec<_>>(),
+            ["search"]
+        );
+        assert_eq!(readers.of_source("baskets").count(), 0);
+    }
+
+    #[test]
+    fn tokens_name_a_followed_module_and_a_position() {
+        let readers = readers();
+        assert_eq!(
+            parse("ordering:42", &readers).unwrap(),
             Token {
                 module: "ordering".into(),
                 position: 42
@@ -127,8 +206,9 @@ mod tests {
             "ordering:x",
             "nowhere:3",
             "search:1",
+            "baskets:1",
         ] {
-            assert!(parse(bad).is_err(), "{bad}");
+            assert!(parse(bad, &readers).is_err(), "{bad}");
         }
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use mallbots_platform::dead_letters::{self, DeadLetter, Selection};
 
-use crate::Settings;
+use crate::config::Settings;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {

@@ -25,11 +25,11 @@ use uuid::Uuid;
 
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::AppState;
 use crate::clients::{Peer, RateLimits, SocketCounts};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::identity::{AuthError, Identity};
 use crate::playground;
+use crate::state::AppState;
 use mallbots_contracts::ErrorCode;
 
 #[derive(Clone)]
@@ -98,7 +98,7 @@ pub fn router(app: AppState) -> Router {
 /// Which web pages may call the API from a browser: the listed origins; with
 /// none listed, any while the gateway is open and none once it verifies
 /// tokens (a page elsewhere must not act with a visitor's credentials).
-fn cors(settings: &crate::Settings, open: bool) -> CorsLayer {
+fn cors(settings: &crate::config::Settings, open: bool) -> CorsLayer {
     let listed: Vec<HeaderValue> = settings
         .cors_origins
         .iter()
@@ -302,7 +302,11 @@ async fn execute(
     }
     if let Some(token) = headers.get("consistency-token") {
         let waited = match token.to_str() {
-            Ok(token) => crate::consistency::wait(&http.app, token).await,
+            Ok(token) => {
+                let app = &http.app;
+                let limit = Duration::from_millis(app.settings.consistency_timeout_ms);
+                crate::consistency::wait(&app.readers, &app.databases, limit, token).await
+            }
             Err(_) => Err(ApiError::bad_input("the consistency token is not text")),
         };
         if let Err(err) = waited {
@@ -607,7 +611,7 @@ async fn metrics(State(http): State<Http>) -> impl IntoResponse {
         .app
         .databases
         .iter()
-        .find(|(name, _)| *name == crate::app::DEAD_LETTERS);
+        .find(|(name, _)| *name == crate::state::DEAD_LETTERS);
     if let Some((_, db)) = store {
         match mallbots_platform::dead_letters::counts(db).await {
             Ok(counts) => text.push_str(&crate::metrics::dead_letters(&counts)),

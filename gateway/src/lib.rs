@@ -13,6 +13,7 @@ mod limits;
 pub mod live;
 mod metrics;
 mod playground;
+pub mod state;
 mod ws;
 
 pub use app::{Running, start};

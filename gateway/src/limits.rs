@@ -13,7 +13,7 @@ use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
 use mallbots_contracts::ErrorCode;
 
-use crate::Settings;
+use crate::config::Settings;
 
 /// What a document amounts to once every fragment spread is expanded
 /// where it is used: its fields and its aliased fields. Each fragment is

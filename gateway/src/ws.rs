@@ -63,7 +63,7 @@ pub struct Door {
     /// The upgrade request's context; its identity is set at init.
     pub context: RequestContext,
     /// The limits a subscription's document is held to.
-    pub settings: Arc<crate::Settings>,
+    pub settings: Arc<crate::config::Settings>,
     /// Every operation on the socket counts against its client's rate, as
     /// a request over HTTP does.
     pub rate: Arc<RateLimits>,

@@ -7,7 +7,30 @@ use async_graphql::Context;
 use mallbots_contracts::{Actor, ErrorCode, Role};
 use uuid::Uuid;
 
-use super::{ApiError, RequestContext};
+use super::errors::ApiError;
+use crate::identity::Identity;
+
+/// One request's context, from HTTP headers or the websocket's
+/// `connection_init`: threaded into every resolver and onto every command.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub correlation_id: Uuid,
+    /// Who asks: the verified token's actor (or the open mode's operator).
+    pub identity: Identity,
+    /// The client's `Idempotency-Key`: a retried request under it gets the
+    /// first one's outcome instead of applying again.
+    pub idempotency_key: Option<String>,
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        RequestContext {
+            correlation_id: Uuid::now_v7(),
+            identity: Identity::ANONYMOUS,
+            idempotency_key: None,
+        }
+    }
+}
 
 /// The request's actor; none (no token) is UNAUTHENTICATED.
 pub fn actor(ctx: &Context<'_>) -> Result<Actor, ApiError> {

@@ -1,51 +1,17 @@
 //! Baskets and the payments authorized to check them out.
 
+use super::errors::ApiError;
 use super::money::Money;
-use crate::graphql::ApiError;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use mallbots_contracts::baskets::{self as msg, BasketView};
-use mallbots_contracts::common;
 use mallbots_contracts::payments::{self as pay, PaymentView};
 use mallbots_contracts::{ErrorCode, Role};
 
 use super::authz;
 use super::customers::{Customer, customer};
 use super::dispatch::{id_for, parse_id, payload, state};
+use super::lines::{LineItem, lines};
 use super::orders::{Order, order};
-
-/// A line of a basket or an order, as it was when it was added.
-pub struct LineItem(pub common::LineItem);
-
-#[Object]
-impl LineItem {
-    async fn store_id(&self) -> ID {
-        ID(self.0.store_id.to_string())
-    }
-    async fn store_name(&self) -> &str {
-        &self.0.store_name
-    }
-    async fn product_id(&self) -> ID {
-        ID(self.0.product_id.to_string())
-    }
-    async fn product_name(&self) -> &str {
-        &self.0.product_name
-    }
-    /// The unit price when the item was added.
-    async fn price(&self) -> Money {
-        Money(self.0.price)
-    }
-    async fn quantity(&self) -> i32 {
-        self.0.quantity
-    }
-    /// price x quantity.
-    async fn total(&self) -> Money {
-        Money(self.0.total())
-    }
-}
-
-pub fn lines(items: &[common::LineItem]) -> Vec<LineItem> {
-    items.iter().cloned().map(LineItem).collect()
-}
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(remote = "mallbots_contracts::baskets::BasketStatus")]

@@ -1,6 +1,6 @@
 //! Customers: registration, SMS number, enabling.
 
-use crate::graphql::ApiError;
+use super::errors::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};

@@ -8,9 +8,10 @@ use mallbots_contracts::{Affected, Message, module_of};
 use mallbots_platform::commands::SendError;
 use uuid::Uuid;
 
+use super::authz::RequestContext;
 use super::errors::accepted;
-use super::{ApiError, RequestContext, internal};
-use crate::app::AppState;
+use super::errors::{ApiError, internal};
+use crate::state::AppState;
 
 pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
     ctx.data::<AppState>().map_err(|e| internal(e.message))
@@ -133,7 +134,7 @@ macro_rules! payload {
                 let $id = self.id;
                 Ok($load
                     .await
-                    .map_err($crate::graphql::ApiError::from)?
+                    .map_err($crate::graphql::errors::ApiError::from)?
                     .map($object))
             }
             /// Send as header `consistency-token` to read this write.

@@ -13,10 +13,10 @@ use mallbots_contracts::ErrorCode;
 use mallbots_contracts::search::ChangeBody;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::ApiError;
-use crate::app::AppState;
+use super::errors::ApiError;
 use crate::live::{LiveChange, Route};
 use crate::metrics::Metrics;
+use crate::state::AppState;
 
 /// Changes read from the log per query while replaying.
 const REPLAY_PAGE: u64 = 500;
@@ -138,7 +138,7 @@ fn undecodable(position: i64) -> async_graphql::Error {
 /// Refuses a replay from before what the change log still keeps (its
 /// retention pruned changes after `s.last`): CURSOR_EXPIRED, never a gap.
 async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
-    if crate::app::ARCHIVE.contains(&s.topic) {
+    if crate::state::ARCHIVE.contains(&s.topic) {
         return Ok(());
     }
     let pruned = s

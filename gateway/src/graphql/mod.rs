@@ -5,8 +5,9 @@ mod authz;
 mod baskets;
 mod customers;
 mod dispatch;
-mod errors;
+pub(crate) mod errors;
 mod follow;
+mod lines;
 mod money;
 mod orders;
 mod pagination;
@@ -14,10 +15,8 @@ mod stores;
 mod subscriptions;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
-use uuid::Uuid;
 
-use crate::identity::Identity;
-
+pub use authz::RequestContext;
 pub use errors::{ApiError, internal};
 
 #[derive(MergedObject, Default)]
@@ -43,28 +42,6 @@ pub struct Subscription(
 );
 
 pub type MallSchema = Schema<Query, Mutation, Subscription>;
-
-/// One request's context, from HTTP headers or the websocket's
-/// `connection_init`: threaded into every resolver and onto every command.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    pub correlation_id: Uuid,
-    /// Who asks: the verified token's actor (or the open mode's operator).
-    pub identity: Identity,
-    /// The client's `Idempotency-Key`: a retried request under it gets the
-    /// first one's outcome instead of applying again.
-    pub idempotency_key: Option<String>,
-}
-
-impl Default for RequestContext {
-    fn default() -> Self {
-        RequestContext {
-            correlation_id: Uuid::now_v7(),
-            identity: Identity::ANONYMOUS,
-            idempotency_key: None,
-        }
-    }
-}
 
 pub fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(

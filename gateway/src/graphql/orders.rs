@@ -1,7 +1,7 @@
 //! Orders, their invoices, and the bots' shopping lists.
 
+use super::errors::ApiError;
 use super::money::Money;
-use crate::graphql::ApiError;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
@@ -14,9 +14,9 @@ use mallbots_search::OrderFilter;
 use uuid::Uuid;
 
 use super::authz;
-use super::baskets::{LineItem, lines};
 use super::customers::{Customer, customer};
 use super::dispatch::{parse_id, payload, state};
+use super::lines::{LineItem, lines};
 use super::pagination;
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -287,7 +287,7 @@ pub struct OrderSearchFilter {
     pub status: Option<OrderStatus>,
 }
 
-fn ids(ids: Option<Vec<ID>>, field: &str) -> Result<Vec<Uuid>, super::ApiError> {
+fn ids(ids: Option<Vec<ID>>, field: &str) -> Result<Vec<Uuid>, super::errors::ApiError> {
     ids.unwrap_or_default()
         .iter()
         .map(|id| parse_id(id, field))
@@ -295,7 +295,7 @@ fn ids(ids: Option<Vec<ID>>, field: &str) -> Result<Vec<Uuid>, super::ApiError> 
 }
 
 impl OrderSearchFilter {
-    fn parse(self) -> Result<OrderFilter, super::ApiError> {
+    fn parse(self) -> Result<OrderFilter, super::errors::ApiError> {
         Ok(OrderFilter {
             customer_id: self
                 .customer_id
@@ -500,7 +500,7 @@ payload!(
 /// An order from ordering's own view (what a mutation on it just changed),
 /// with its customer's contact from the customers module.
 async fn order_as_ordering_sees_it(
-    app: &crate::app::AppState,
+    app: &crate::state::AppState,
     id: Uuid,
 ) -> Result<Option<OrderSummary>, mallbots_platform::PlatformError> {
     let Some(order) = app.queries.ordering.order(id).await? else {

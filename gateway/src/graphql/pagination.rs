@@ -4,7 +4,7 @@ use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{OutputType, Result};
 use uuid::Uuid;
 
-use super::ApiError;
+use super::errors::ApiError;
 
 pub const DEFAULT_PAGE: i32 = 20;
 

@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::authz;
 use super::dispatch::{id_for, parse_id, send, state};
+use super::errors::ApiError;
 use super::follow::follow;
-use super::{ApiError, pagination};
+use super::pagination;
 use crate::live::{About, LiveChange, Route};
 use mallbots_contracts::search::{ChangeBody, TOPIC_CATALOG};
 

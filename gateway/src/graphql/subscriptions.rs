@@ -9,9 +9,9 @@ use mallbots_contracts::search::{
     ArchivedEvent, ChangeBody, OrderSummary, TOPIC_EVENT, TOPIC_ORDER, TOPIC_SHOPPING_LIST,
 };
 
-use super::ApiError;
 use super::authz;
 use super::dispatch::{parse_id, state};
+use super::errors::ApiError;
 use super::follow::follow;
 use super::orders::{Order, ShoppingList};
 use crate::live::{About, LiveChange, Route};

@@ -4,8 +4,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::baskets::{self as msg, BasketStatus, BasketView};
 use mallbots_contracts::common;
-use mallbots_contracts::{Actor, Affected, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, actor};
+use mallbots_contracts::{Actor, Affected, ErrorCode, Message, Role};
+use mallbots_platform::commands::{
+    self, Accepted, CommandError, CommandHandler, DomainError, actor,
+};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -13,7 +15,24 @@ use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{Basket, BasketEvent};
+use crate::domain::{Basket, BasketEvent, BasketsError};
+
+impl DomainError for BasketsError {
+    fn code(&self) -> ErrorCode {
+        use BasketsError::*;
+        match self {
+            NotFound | ProductNotFound => ErrorCode::NotFound,
+            AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) => ErrorCode::Conflict,
+            NonPositiveQuantity
+            | TooMany
+            | TotalTooHigh
+            | NotInBasket
+            | RemovingMoreThanHeld(_)
+            | Empty
+            | NoPayment => ErrorCode::BadUserInput,
+        }
+    }
+}
 
 const VIEW: &str = "basket";
 

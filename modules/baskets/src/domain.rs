@@ -1,11 +1,9 @@
 //! The pure domain: the Basket aggregate. No I/O, no async.
 
-use mallbots_contracts::ErrorCode;
 use mallbots_contracts::baskets::BasketStatus;
 use mallbots_contracts::common::{self, LineItem};
 use mallbots_contracts::stores::{ProductView, StoreView};
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::commands::DomainError;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -39,23 +37,6 @@ pub enum BasketsError {
     Empty,
     #[error("a checkout needs a payment")]
     NoPayment,
-}
-
-impl DomainError for BasketsError {
-    fn code(&self) -> ErrorCode {
-        use BasketsError::*;
-        match self {
-            NotFound | ProductNotFound => ErrorCode::NotFound,
-            AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) => ErrorCode::Conflict,
-            NonPositiveQuantity
-            | TooMany
-            | TotalTooHigh
-            | NotInBasket
-            | RemovingMoreThanHeld(_)
-            | Empty
-            | NoPayment => ErrorCode::BadUserInput,
-        }
-    }
 }
 
 /// `Default`: a basket not started yet.

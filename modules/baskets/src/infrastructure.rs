@@ -17,18 +17,22 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Its commands, and the stores' events its catalog cache is kept from,
+    // on one queue: a product added before an AddItem is known to it.
+    QueueSpec::durable("baskets.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, stores::EVENTS)
+        // The catalog cache follows the stores' events in order.
+        .single_active()
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // Its commands, and the stores' events its catalog cache is kept from,
-    // on one queue: a product added before an AddItem is known to it.
-    let queue = QueueSpec::durable("baskets.commands")
-        .bind(Exchange::Commands, COMMANDS)
-        .bind(Exchange::Events, stores::EVENTS)
-        // The catalog cache follows the stores' events in order.
-        .single_active();
-    module::run(db, broker, queue, Arc::new(BasketsHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(BasketsHandler), shutdown).await
 }

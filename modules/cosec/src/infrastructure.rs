@@ -22,18 +22,22 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // A saga: its steps in order, one process at a time.
+    QueueSpec::durable(QUEUE)
+        .bind(Exchange::Events, OrderCreated::TYPE)
+        .single_active()
+}
+
 /// Runs the saga until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // A saga: its steps in order, one process at a time.
-    let queue = QueueSpec::durable(QUEUE)
-        .bind(Exchange::Events, OrderCreated::TYPE)
-        .single_active();
     let handler = CosecHandler {
         engine: SagaEngine::new(QUEUE),
     };
-    module::run(db, broker, queue, Arc::new(handler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(handler), shutdown).await
 }

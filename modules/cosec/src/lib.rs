@@ -18,7 +18,7 @@ mod infrastructure;
 pub mod saga;
 
 pub use application::CosecQueries;
-pub use infrastructure::{migrate, start};
+pub use infrastructure::{migrate, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "cosec";

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::{self as msg, CustomerView};
-use mallbots_contracts::{Affected, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -13,7 +13,21 @@ use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{Customer, CustomerEvent};
+use crate::domain::{Customer, CustomerEvent, CustomersError};
+
+impl DomainError for CustomersError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CustomersError::BlankName
+            | CustomersError::NameTooLong
+            | CustomersError::UnsafeName
+            | CustomersError::InvalidSmsNumber => ErrorCode::BadUserInput,
+            CustomersError::AlreadyRegistered => ErrorCode::Conflict,
+            CustomersError::NotFound => ErrorCode::NotFound,
+            CustomersError::Disabled => ErrorCode::Forbidden,
+        }
+    }
+}
 
 const VIEW: &str = "customer";
 

@@ -1,8 +1,6 @@
 //! The pure domain: the Customer aggregate and its rules. No I/O, no async.
 
-use mallbots_contracts::ErrorCode;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::commands::DomainError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -21,20 +19,6 @@ pub enum CustomersError {
     NotFound,
     #[error("the customer is disabled")]
     Disabled,
-}
-
-impl DomainError for CustomersError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            CustomersError::BlankName
-            | CustomersError::NameTooLong
-            | CustomersError::UnsafeName
-            | CustomersError::InvalidSmsNumber => ErrorCode::BadUserInput,
-            CustomersError::AlreadyRegistered => ErrorCode::Conflict,
-            CustomersError::NotFound => ErrorCode::NotFound,
-            CustomersError::Disabled => ErrorCode::Forbidden,
-        }
-    }
 }
 
 /// A name as given, trimmed, non-blank and bounded.

@@ -16,12 +16,16 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    QueueSpec::durable("customers.commands").bind(Exchange::Commands, COMMANDS)
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    let queue = QueueSpec::durable("customers.commands").bind(Exchange::Commands, COMMANDS);
-    module::run(db, broker, queue, Arc::new(CustomersHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(CustomersHandler), shutdown).await
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
 use mallbots_contracts::ordering::OrderCanceled;
-use mallbots_contracts::{Affected, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Page, Row};
@@ -13,7 +13,17 @@ use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{MallMap, ShoppingList, ShoppingListEvent};
+use crate::domain::{DepotError, MallMap, ShoppingList, ShoppingListEvent};
+
+impl DomainError for DepotError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DepotError::NotFound | DepotError::StoreNotFound(_) => ErrorCode::NotFound,
+            DepotError::NoItems | DepotError::NoBot => ErrorCode::BadUserInput,
+            DepotError::AlreadyExists | DepotError::WrongStatus(..) => ErrorCode::Conflict,
+        }
+    }
+}
 
 const VIEW: &str = "shopping_list";
 

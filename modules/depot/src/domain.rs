@@ -2,12 +2,10 @@
 
 use std::collections::HashMap;
 
-use mallbots_contracts::ErrorCode;
 use mallbots_contracts::common::LineItem;
 use mallbots_contracts::depot::{ShoppingListStatus, Stop, StopItem};
 use mallbots_contracts::stores::{ProductView, StoreView};
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::commands::DomainError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,16 +23,6 @@ pub enum DepotError {
     WrongStatus(&'static str, &'static str),
     #[error("a bot id is required")]
     NoBot,
-}
-
-impl DomainError for DepotError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            DepotError::NotFound | DepotError::StoreNotFound(_) => ErrorCode::NotFound,
-            DepotError::NoItems | DepotError::NoBot => ErrorCode::BadUserInput,
-            DepotError::AlreadyExists | DepotError::WrongStatus(..) => ErrorCode::Conflict,
-        }
-    }
 }
 
 /// What depot knows of the mall, from its cache.

@@ -19,19 +19,23 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Its commands, the stores' events its cache is kept from, and canceled
+    // orders, on one queue.
+    QueueSpec::durable("depot.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, stores::EVENTS)
+        .bind(Exchange::Events, OrderCanceled::TYPE)
+        // The catalog cache follows the stores' events in order.
+        .single_active()
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // Its commands, the stores' events its cache is kept from, and canceled
-    // orders, on one queue.
-    let queue = QueueSpec::durable("depot.commands")
-        .bind(Exchange::Commands, COMMANDS)
-        .bind(Exchange::Events, stores::EVENTS)
-        .bind(Exchange::Events, OrderCanceled::TYPE)
-        // The catalog cache follows the stores' events in order.
-        .single_active();
-    module::run(db, broker, queue, Arc::new(DepotHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(DepotHandler), shutdown).await
 }

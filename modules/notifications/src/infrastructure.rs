@@ -72,6 +72,17 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Every customers' and ordering event, not only those it tells of: its
+    // checkpoints must pass each position (read-your-writes waits on them).
+    QueueSpec::durable("notifications.events")
+        .bind(Exchange::Events, customers::EVENTS)
+        .bind(Exchange::Events, ordering::EVENTS)
+        // A read model: in order, one process at a time.
+        .single_active()
+}
+
 /// Runs the module until `shutdown`, delivering through `sender`.
 pub async fn start(
     db: DatabaseConnection,
@@ -79,13 +90,6 @@ pub async fn start(
     sender: Arc<dyn Sender>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // Every customers' and ordering event, not only those it tells of: its
-    // checkpoints must pass each position (read-your-writes waits on them).
-    let queue = QueueSpec::durable("notifications.events")
-        .bind(Exchange::Events, customers::EVENTS)
-        .bind(Exchange::Events, ordering::EVENTS)
-        // A read model: in order, one process at a time.
-        .single_active();
     let handler = NotificationsHandler { sender };
-    module::run(db, broker, queue, Arc::new(handler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(handler), shutdown).await
 }

@@ -11,7 +11,7 @@ mod infrastructure;
 
 pub use application::NotificationsQueries;
 pub use domain::Notification;
-pub use infrastructure::{RecordOnly, Sender, Webhook, migrate, start};
+pub use infrastructure::{RecordOnly, Sender, Webhook, migrate, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "notifications";

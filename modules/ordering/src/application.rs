@@ -7,8 +7,8 @@ use mallbots_contracts::common;
 use mallbots_contracts::depot::{ShoppingListAssigned, ShoppingListCompleted};
 use mallbots_contracts::ordering::{self as msg, OrderStatus, OrderView};
 use mallbots_contracts::payments::InvoicePaid;
-use mallbots_contracts::{Affected, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -16,7 +16,17 @@ use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{NewOrder, Order, OrderEvent};
+use crate::domain::{NewOrder, Order, OrderEvent, OrderingError};
+
+impl DomainError for OrderingError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            OrderingError::NotFound => ErrorCode::NotFound,
+            OrderingError::NoItems => ErrorCode::BadUserInput,
+            OrderingError::AlreadyExists | OrderingError::WrongStatus(..) => ErrorCode::Conflict,
+        }
+    }
+}
 
 const VIEW: &str = "order";
 

@@ -1,11 +1,9 @@
 //! The pure domain: the Order aggregate and its life cycle. No I/O, no async.
 
 use chrono::{DateTime, Utc};
-use mallbots_contracts::ErrorCode;
 use mallbots_contracts::common::LineItem;
 use mallbots_contracts::ordering::OrderStatus;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::commands::DomainError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,16 +17,6 @@ pub enum OrderingError {
     NoItems,
     #[error("the order is {0} and cannot be {1}")]
     WrongStatus(&'static str, &'static str),
-}
-
-impl DomainError for OrderingError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            OrderingError::NotFound => ErrorCode::NotFound,
-            OrderingError::NoItems => ErrorCode::BadUserInput,
-            OrderingError::AlreadyExists | OrderingError::WrongStatus(..) => ErrorCode::Conflict,
-        }
-    }
 }
 
 /// `Default`: an order not created yet.

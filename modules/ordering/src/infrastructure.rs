@@ -20,18 +20,22 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Its commands and the events that move an order, on one queue.
+    QueueSpec::durable("ordering.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, BasketCheckedOut::TYPE)
+        .bind(Exchange::Events, ShoppingListAssigned::TYPE)
+        .bind(Exchange::Events, ShoppingListCompleted::TYPE)
+        .bind(Exchange::Events, InvoicePaid::TYPE)
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // Its commands and the events that move an order, on one queue.
-    let queue = QueueSpec::durable("ordering.commands")
-        .bind(Exchange::Commands, COMMANDS)
-        .bind(Exchange::Events, BasketCheckedOut::TYPE)
-        .bind(Exchange::Events, ShoppingListAssigned::TYPE)
-        .bind(Exchange::Events, ShoppingListCompleted::TYPE)
-        .bind(Exchange::Events, InvoicePaid::TYPE);
-    module::run(db, broker, queue, Arc::new(OrderingHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(OrderingHandler), shutdown).await
 }

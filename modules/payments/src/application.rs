@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::ordering::OrderReadied;
 use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
-use mallbots_contracts::{Affected, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
+use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Recorded, execute};
 use mallbots_platform::views::{self, Row};
@@ -13,7 +13,23 @@ use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{Invoice, InvoiceEvent, Payment, PaymentEvent};
+use crate::domain::{Invoice, InvoiceEvent, Payment, PaymentEvent, PaymentsError};
+
+impl DomainError for PaymentsError {
+    fn code(&self) -> ErrorCode {
+        use PaymentsError::*;
+        match self {
+            NonPositiveAmount | TooPrecise | TooHigh => ErrorCode::BadUserInput,
+            PaymentNotFound | InvoiceNotFound => ErrorCode::NotFound,
+            NotTheCustomersPayment => ErrorCode::Forbidden,
+            PaymentExists
+            | AmountMismatch { .. }
+            | PaymentUsed
+            | InvoiceExists
+            | InvoiceClosed(_) => ErrorCode::Conflict,
+        }
+    }
+}
 
 const PAYMENT: &str = "payment";
 const INVOICE: &str = "invoice";

@@ -1,9 +1,7 @@
 //! The pure domain: payments and invoices. No I/O, no async.
 
-use mallbots_contracts::ErrorCode;
 use mallbots_contracts::payments::InvoiceStatus;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
-use mallbots_platform::commands::DomainError;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,22 +30,6 @@ pub enum PaymentsError {
     InvoiceNotFound,
     #[error("the invoice is {0} and can no longer change")]
     InvoiceClosed(&'static str),
-}
-
-impl DomainError for PaymentsError {
-    fn code(&self) -> ErrorCode {
-        use PaymentsError::*;
-        match self {
-            NonPositiveAmount | TooPrecise | TooHigh => ErrorCode::BadUserInput,
-            PaymentNotFound | InvoiceNotFound => ErrorCode::NotFound,
-            NotTheCustomersPayment => ErrorCode::Forbidden,
-            PaymentExists
-            | AmountMismatch { .. }
-            | PaymentUsed
-            | InvoiceExists
-            | InvoiceClosed(_) => ErrorCode::Conflict,
-        }
-    }
 }
 
 /// A positive amount of money in cents.

@@ -18,14 +18,18 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    QueueSpec::durable("payments.commands")
+        .bind(Exchange::Commands, COMMANDS)
+        .bind(Exchange::Events, OrderReadied::TYPE)
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    let queue = QueueSpec::durable("payments.commands")
-        .bind(Exchange::Commands, COMMANDS)
-        .bind(Exchange::Events, OrderReadied::TYPE);
-    module::run(db, broker, queue, Arc::new(PaymentsHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(PaymentsHandler), shutdown).await
 }

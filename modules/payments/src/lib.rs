@@ -9,7 +9,7 @@ pub mod domain;
 mod infrastructure;
 
 pub use application::PaymentsQueries;
-pub use infrastructure::{migrate, start};
+pub use infrastructure::{migrate, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "payments";

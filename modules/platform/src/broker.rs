@@ -7,7 +7,8 @@
 
 use async_trait::async_trait;
 
-use crate::{BrokerError, WireMessage};
+use crate::envelope::WireMessage;
+use crate::error::BrokerError;
 
 /// Where a message is published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,6 +99,16 @@ impl QueueSpec {
             durable: false,
             ..QueueSpec::durable(name)
         }
+    }
+
+    /// The modules whose every event this queue receives (it binds
+    /// `<module>.#` on the events exchange): a consumer of such a queue can
+    /// say how far it has applied each of them (read-your-writes).
+    pub fn follows(&self) -> impl Iterator<Item = &str> {
+        self.bindings
+            .iter()
+            .filter(|b| b.exchange == Exchange::Events)
+            .filter_map(|b| b.pattern.strip_suffix(".#"))
     }
 
     pub fn bind(mut self, exchange: Exchange, pattern: impl Into<String>) -> Self {

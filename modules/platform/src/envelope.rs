@@ -14,7 +14,7 @@ use mallbots_contracts::{Actor, Message};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::PlatformError;
+use crate::error::PlatformError;
 
 pub const HEADER_SCHEMA_VERSION: &str = "x-schema-version";
 pub const HEADER_CAUSATION_ID: &str = "x-causation-id";

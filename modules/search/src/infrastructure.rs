@@ -75,22 +75,26 @@ const SOURCES: [&str; 6] = [
 /// Events applied in one transaction, at most.
 const BATCH: u16 = 100;
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Batched: catching up on a backlog commits (and notifies) once per
+    // batch instead of once per event.
+    SOURCES.iter().fold(
+        // In order, one process at a time (the others stand by).
+        QueueSpec::durable("search.events")
+            .batched(BATCH)
+            .single_active(),
+        |q, pattern| q.bind(Exchange::Events, *pattern),
+    )
+}
+
 /// Runs the module until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    // Batched: catching up on a backlog commits (and notifies) once per
-    // batch instead of once per event.
-    let queue = SOURCES.iter().fold(
-        // In order, one process at a time (the others stand by).
-        QueueSpec::durable("search.events")
-            .batched(BATCH)
-            .single_active(),
-        |q, pattern| q.bind(Exchange::Events, *pattern),
-    );
-    module::run(db, broker, queue, Arc::new(SearchHandler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(SearchHandler), shutdown).await
 }
 
 /// Recreates the search rows from the archived integration events, in one

@@ -12,7 +12,7 @@ mod infrastructure;
 pub mod projection;
 
 pub use application::{OrderFilter, SearchQueries};
-pub use infrastructure::{migrate, rebuild, start};
+pub use infrastructure::{migrate, queue, rebuild, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "search";

@@ -44,17 +44,21 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), ModuleError> {
 /// Commands handled at the same time.
 const CONCURRENT_COMMANDS: u16 = 8;
 
+/// The module's queue: what it handles, and the events it follows.
+pub fn queue() -> QueueSpec {
+    // Commands on different stores and products do not wait for each other;
+    // two on one aggregate race, and the loser retries on the winner's
+    // version (optimistic concurrency). The pool has 10 connections.
+    QueueSpec::durable(COMMAND_QUEUE)
+        .bind(Exchange::Commands, COMMANDS)
+        .concurrent(CONCURRENT_COMMANDS)
+}
+
 /// Runs the module: its command consumer and its outbox relay, until `shutdown`.
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, ModuleError> {
-    // Commands on different stores and products do not wait for each other;
-    // two on one aggregate race, and the loser retries on the winner's
-    // version (optimistic concurrency). The pool has 10 connections.
-    let queue = QueueSpec::durable(COMMAND_QUEUE)
-        .bind(Exchange::Commands, COMMANDS)
-        .concurrent(CONCURRENT_COMMANDS);
-    Ok(module::run(db, broker, queue, Arc::new(StoresHandler), shutdown).await?)
+    Ok(module::run(db, broker, queue(), Arc::new(StoresHandler), shutdown).await?)
 }
