@@ -8,7 +8,7 @@ pub struct Migration;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::add_column(
+        crate::columns::add_column(
             manager,
             "events",
             ColumnDef::new(Alias::new("actor")).text().null(),
@@ -17,6 +17,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::drop_column(manager, "events", "actor").await
+        crate::columns::drop_column(manager, "events", "actor").await
     }
 }

@@ -8,10 +8,11 @@ pub struct Migration;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::add_column(manager, "inbox", ColumnDef::new(Alias::new("reply")).text()).await
+        crate::columns::add_column(manager, "inbox", ColumnDef::new(Alias::new("reply")).text())
+            .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::drop_column(manager, "inbox", "reply").await
+        crate::columns::drop_column(manager, "inbox", "reply").await
     }
 }

@@ -8,7 +8,7 @@ pub struct Migration;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::add_column(
+        crate::columns::add_column(
             manager,
             "stores",
             ColumnDef::new(Alias::new("owner_id")).string().null(),
@@ -35,6 +35,6 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        crate::drop_column(manager, "stores", "owner_id").await
+        crate::columns::drop_column(manager, "stores", "owner_id").await
     }
 }

@@ -5,8 +5,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::codec::{message, view_events};
 use crate::common::LineItem;
-use crate::{message, view_events};
 
 pub const COMMANDS: &str = "baskets.*";
 pub const EVENTS: &str = "baskets.#";

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{message, view_events};
+use crate::codec::{message, view_events};
 
 pub const COMMANDS: &str = "customers.*";
 pub const EVENTS: &str = "customers.#";

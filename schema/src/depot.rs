@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::codec::{message, view_events};
 use crate::common::LineItem;
-use crate::{message, view_events};
 
 pub const COMMANDS: &str = "depot.*";
 pub const EVENTS: &str = "depot.#";

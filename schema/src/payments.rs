@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{message, view_events};
+use crate::codec::{message, view_events};
 
 pub const COMMANDS: &str = "payments.*";
 pub const EVENTS: &str = "payments.#";

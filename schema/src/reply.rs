@@ -109,6 +109,6 @@ impl ErrorCode {
     }
 }
 
-impl crate::Message for CommandReply {
+impl crate::codec::Message for CommandReply {
     const TYPE: &'static str = "mallbots.CommandReply";
 }

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::message;
 use crate::depot::ShoppingListView;
-use crate::message;
 use crate::ordering::OrderView;
 use crate::stores::ProductView;
 
@@ -96,7 +96,7 @@ pub enum CatalogChangeKind {
 impl CatalogChangeKind {
     /// The kind a stores product event is; `None` for any other message.
     pub fn of(message_type: &str) -> Option<Self> {
-        use crate::Message;
+        use crate::codec::Message;
         use crate::stores::{
             ProductAdded, ProductPriceDecreased, ProductPriceIncreased, ProductRebranded,
             ProductRemoved,
@@ -143,7 +143,7 @@ pub struct CommittedAsRead {
     pub changes: Vec<ReadChange>,
 }
 
-impl crate::Message for CommittedAsRead {
+impl crate::codec::Message for CommittedAsRead {
     const TYPE: &'static str = Committed::TYPE;
 }
 

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::message;
+use crate::codec::message;
 
 /// Routing pattern of every stores command; the module's command queue binds it.
 pub const COMMANDS: &str = "stores.*";
@@ -178,7 +178,7 @@ impl CatalogUpdate {
         version: u16,
         payload: D,
     ) -> Option<Result<Self, String>> {
-        use crate::{Message, decode};
+        use crate::codec::{Message, decode};
         let (v, p) = (version, payload);
         Some(match message_type {
             StoreCreated::TYPE => decode::<StoreCreated, D>(v, p).map(|m| Self::Store(m.0)),

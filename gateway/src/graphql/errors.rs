@@ -65,12 +65,6 @@ impl From<PlatformError> for ApiError {
     }
 }
 
-impl From<mallbots_stores::ModuleError> for ApiError {
-    fn from(err: mallbots_stores::ModuleError) -> Self {
-        PlatformError::from(err).into()
-    }
-}
-
 impl From<SendError> for ApiError {
     fn from(err: SendError) -> Self {
         match err {

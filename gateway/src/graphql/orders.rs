@@ -507,7 +507,7 @@ async fn order_as_ordering_sees_it(
         return Ok(None);
     };
     let customer = app.queries.customers.customer(order.customer_id).await?;
-    Ok(Some(mallbots_search::projection::summary(
+    Ok(Some(mallbots_search::domain::summary(
         order,
         customer.as_ref(),
     )))

@@ -95,7 +95,11 @@ async fn catalog_page(
         .catalog(store_id, n, after)
         .await
         .map_err(ApiError::from)?;
-    let items = page.items.into_iter().map(|p| (p.id, Product(p))).collect();
+    let items = page
+        .items
+        .into_iter()
+        .map(|(id, p)| (id, Product(p)))
+        .collect();
     Ok(pagination::connection(
         items,
         after.is_some(),
@@ -136,7 +140,11 @@ impl StoresQuery {
             .stores(participating, n, after)
             .await
             .map_err(ApiError::from)?;
-        let items = page.items.into_iter().map(|s| (s.id, Store(s))).collect();
+        let items = page
+            .items
+            .into_iter()
+            .map(|(id, s)| (id, Store(s)))
+            .collect();
         Ok(pagination::connection(
             items,
             after.is_some(),

@@ -6,12 +6,12 @@ use mallbots_contracts::ordering::OrderCreated;
 use mallbots_contracts::{CommandReply, Message};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::saga::{SagaEngine, SagaRecord};
+use mallbots_platform::saga::{self, SagaEngine, SagaRecord};
 use mallbots_platform::{Envelope, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::saga::{CreateOrderData, CreateOrderSaga};
+use crate::domain::{CreateOrderData, CreateOrderSaga};
 
 pub(crate) struct CosecHandler {
     pub(crate) engine: SagaEngine<CreateOrderSaga>,
@@ -55,13 +55,11 @@ impl CommandHandler for CosecHandler {
 #[derive(Clone)]
 pub struct CosecQueries {
     db: DatabaseConnection,
-    engine: std::sync::Arc<SagaEngine<CreateOrderSaga>>,
 }
 
 impl CosecQueries {
     pub fn new(db: DatabaseConnection) -> Self {
-        let engine = SagaEngine::new(crate::infrastructure::QUEUE).into();
-        CosecQueries { db, engine }
+        CosecQueries { db }
     }
 
     /// The create-order saga of `order_id`.
@@ -69,6 +67,6 @@ impl CosecQueries {
         &self,
         order_id: Uuid,
     ) -> Result<Option<SagaRecord<CreateOrderData>>, PlatformError> {
-        self.engine.find(&self.db, order_id).await
+        saga::find::<CreateOrderSaga, _>(&self.db, order_id).await
     }
 }

@@ -14,8 +14,8 @@
 //! Its public face: [`CosecQueries`] and [`start`]; it owns no messages.
 
 mod application;
+pub mod domain;
 mod infrastructure;
-pub mod saga;
 
 pub use application::CosecQueries;
 pub use infrastructure::{migrate, queue, start};

@@ -14,7 +14,6 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
 use crate::domain::{Notification, message};
-use crate::infrastructure::Sender;
 
 const CUSTOMER: &str = "cache.customer";
 const NOTIFICATION: &str = "notification";
@@ -25,6 +24,14 @@ fn decoded<T>(envelope: &Envelope, view: Result<T, String>) -> Result<T, Platfor
         what: envelope.message_type.clone(),
         reason,
     })
+}
+
+/// The port notifications go out through (adapters: infrastructure).
+/// Delivers notifications. Every notification is recorded (and queryable)
+/// whatever the sender; a sender failing makes the event be retried.
+#[async_trait]
+pub trait Sender: Send + Sync + 'static {
+    async fn send(&self, notification: &Notification) -> Result<(), String>;
 }
 
 pub(crate) struct NotificationsHandler {

@@ -1,4 +1,5 @@
-//! Senders, tables and the module's queue.
+//! The senders (adapters of the application's port), tables and the
+//! module's queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +12,8 @@ use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, modu
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
-use crate::application::NotificationsHandler;
+use crate::application::{NotificationsHandler, Sender};
 use crate::domain::Notification;
-
-/// Delivers notifications. Every notification is recorded (and queryable)
-/// whatever the sender; a sender failing makes the event be retried.
-#[async_trait]
-pub trait Sender: Send + Sync + 'static {
-    async fn send(&self, notification: &Notification) -> Result<(), String>;
-}
 
 /// The default: the record is the delivery.
 pub struct RecordOnly;

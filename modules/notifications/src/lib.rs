@@ -9,9 +9,9 @@ mod application;
 pub mod domain;
 mod infrastructure;
 
-pub use application::NotificationsQueries;
+pub use application::{NotificationsQueries, Sender};
 pub use domain::Notification;
-pub use infrastructure::{RecordOnly, Sender, Webhook, migrate, queue, start};
+pub use infrastructure::{RecordOnly, Webhook, migrate, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "notifications";

@@ -326,24 +326,7 @@ impl<S: Saga> SagaEngine<S> {
     }
 
     fn state(&self, row: entity::Model) -> Result<State<S::Data>, PlatformError> {
-        let step = usize::try_from(row.step)
-            .ok()
-            .filter(|s| *s < self.steps.len())
-            .ok_or_else(|| corrupt("saga step", row.step))?;
-        Ok(State {
-            id: Uuid::parse_str(&row.id).map_err(|e| corrupt("saga id", e))?,
-            step,
-            status: SagaStatus::parse(&row.status)
-                .ok_or_else(|| corrupt("saga status", &row.status))?,
-            data: serde_json::from_str(&row.data).map_err(|e| corrupt(S::NAME, e))?,
-            pending: row
-                .pending_command
-                .as_deref()
-                .map(Uuid::parse_str)
-                .transpose()
-                .map_err(|e| corrupt("saga pending command", e))?,
-            last_error: row.last_error,
-        })
+        state::<S>(row, self.steps.len())
     }
 
     async fn save(
@@ -374,26 +357,48 @@ impl<S: Saga> SagaEngine<S> {
         }
         Ok(())
     }
+}
 
-    /// Saga `id` as stored.
-    pub async fn find<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        id: Uuid,
-    ) -> Result<Option<SagaRecord<S::Data>>, PlatformError> {
-        let Some(row) = load_row(conn, S::NAME, id).await? else {
-            return Ok(None);
-        };
-        let state = self.state(row)?;
-        Ok(Some(SagaRecord {
-            id: state.id,
-            step: state.step,
-            step_name: self.steps[state.step].name,
-            status: state.status,
-            data: state.data,
-            last_error: state.last_error,
-        }))
-    }
+/// A stored saga row, read: `steps` is how many steps the saga has.
+fn state<S: Saga>(row: entity::Model, steps: usize) -> Result<State<S::Data>, PlatformError> {
+    let step = usize::try_from(row.step)
+        .ok()
+        .filter(|s| *s < steps)
+        .ok_or_else(|| corrupt("saga step", row.step))?;
+    Ok(State {
+        id: Uuid::parse_str(&row.id).map_err(|e| corrupt("saga id", e))?,
+        step,
+        status: SagaStatus::parse(&row.status)
+            .ok_or_else(|| corrupt("saga status", &row.status))?,
+        data: serde_json::from_str(&row.data).map_err(|e| corrupt(S::NAME, e))?,
+        pending: row
+            .pending_command
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|e| corrupt("saga pending command", e))?,
+        last_error: row.last_error,
+    })
+}
+
+/// Saga `id` of kind `S` as stored (a read: no engine, nothing sent).
+pub async fn find<S: Saga, C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+) -> Result<Option<SagaRecord<S::Data>>, PlatformError> {
+    let Some(row) = load_row(conn, S::NAME, id).await? else {
+        return Ok(None);
+    };
+    let steps = S::steps();
+    let state = state::<S>(row, steps.len())?;
+    Ok(Some(SagaRecord {
+        id: state.id,
+        step: state.step,
+        step_name: steps[state.step].name,
+        status: state.status,
+        data: state.data,
+        last_error: state.last_error,
+    }))
 }
 
 async fn load_row<C: ConnectionTrait>(

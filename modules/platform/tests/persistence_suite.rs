@@ -13,7 +13,7 @@ use mallbots_platform::db::SecondaryIndexes;
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
-use mallbots_platform::saga::{Saga, SagaEngine, SagaStatus, Step};
+use mallbots_platform::saga::{self, Saga, SagaEngine, SagaStatus, Step};
 use mallbots_platform::{
     Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
 };
@@ -328,7 +328,10 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     );
     txn.rollback().await.unwrap();
 
-    let saga = engine.find(&conn, saga_id).await.unwrap().unwrap();
+    let saga = saga::find::<TestSaga, _>(&conn, saga_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(saga.status, SagaStatus::Compensated);
     assert_eq!(saga.step_name, "step 0");
     assert_eq!(saga.last_error.as_deref(), Some("step 3: no money"));

@@ -29,8 +29,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::infrastructure::{items, orders};
-use crate::projection::{self, Fold, Positioned, cents, newer, summary};
+use crate::domain::{self, Fold, Positioned, cents, newer, summary};
+use crate::infrastructure::tables::{items, orders};
 
 const CUSTOMER: &str = "cache.customer";
 
@@ -226,7 +226,7 @@ impl Staged {
         let mut changed = Vec::with_capacity(theirs.len());
         for id in theirs {
             if let Some((summary, _)) = self.orders.get_mut(&id) {
-                *summary = projection::summary(summary.order.clone(), Some(customer));
+                *summary = domain::summary(summary.order.clone(), Some(customer));
                 changed.push(order_change(summary));
                 self.dirty_orders.insert(id);
             }

@@ -1,4 +1,4 @@
-//! Tables, the module's queue, and rebuilding.
+//! Tables (in `tables`), the module's queue, and rebuilding.
 
 use std::sync::Arc;
 
@@ -12,49 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::application::{self, SearchHandler};
 
-pub(crate) mod orders {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "search_orders")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub order_id: String,
-        pub customer_id: String,
-        pub customer_name: String,
-        pub status: String,
-        pub total_cents: i64,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-        #[sea_orm(column_type = "Text")]
-        pub body: String,
-        pub position: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub(crate) mod items {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "search_order_items")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub order_id: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub product_id: String,
-        pub store_id: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
+/// The search read model's own tables.
+pub(crate) mod tables;
 
 /// Creates or updates the module's tables.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {

@@ -8,8 +8,8 @@
 //! Its public face: [`SearchQueries`], [`start`], [`rebuild`].
 
 mod application;
+pub mod domain;
 mod infrastructure;
-pub mod projection;
 
 pub use application::{OrderFilter, SearchQueries};
 pub use infrastructure::{migrate, queue, rebuild, start};

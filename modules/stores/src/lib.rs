@@ -7,8 +7,8 @@ pub mod application;
 pub mod domain;
 mod infrastructure;
 
-pub use application::queries::{Page, ProductRecord, StoreRecord, StoresQueries};
-pub use infrastructure::{ModuleError, migrate, queue, start};
+pub use application::queries::{ProductRecord, StoreRecord, StoresQueries};
+pub use infrastructure::{migrate, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "stores";

@@ -6,8 +6,9 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{DatabaseConnection, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use crate::infrastructure::ModuleError;
 use crate::infrastructure::read_model::{products, stores};
+use mallbots_platform::PlatformError;
+use mallbots_platform::views::Page;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreRecord {
@@ -31,28 +32,23 @@ pub struct ProductRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One page of a keyset-paginated list, in id order (ids are time-ordered
-/// UUIDv7s, so this is creation order).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub has_next: bool,
-}
-
 #[derive(Clone)]
 pub struct StoresQueries {
     db: DatabaseConnection,
 }
 
-fn corrupt(what: &str, value: &str) -> ModuleError {
-    ModuleError::Unexpected(format!("stored {what} {value:?} is not valid"))
+fn corrupt(what: &str, value: &str) -> PlatformError {
+    PlatformError::Decode {
+        what: format!("stored {what}"),
+        reason: format!("{value:?} is not valid"),
+    }
 }
 
-fn uuid(value: &str) -> Result<Uuid, ModuleError> {
+fn uuid(value: &str) -> Result<Uuid, PlatformError> {
     Uuid::parse_str(value).map_err(|_| corrupt("id", value))
 }
 
-fn store_record(row: stores::Model) -> Result<StoreRecord, ModuleError> {
+fn store_record(row: stores::Model) -> Result<StoreRecord, PlatformError> {
     Ok(StoreRecord {
         id: uuid(&row.id)?,
         name: row.name,
@@ -63,7 +59,7 @@ fn store_record(row: stores::Model) -> Result<StoreRecord, ModuleError> {
     })
 }
 
-fn product_record(row: products::Model) -> Result<ProductRecord, ModuleError> {
+fn product_record(row: products::Model) -> Result<ProductRecord, PlatformError> {
     Ok(ProductRecord {
         id: uuid(&row.id)?,
         store_id: uuid(&row.store_id)?,
@@ -79,11 +75,13 @@ fn product_record(row: products::Model) -> Result<ProductRecord, ModuleError> {
     })
 }
 
+/// The first `first` of `rows` (fetched one over, to tell whether there is
+/// a next page), each with its id.
 fn page<R, T>(
     mut rows: Vec<R>,
     first: u64,
-    convert: impl Fn(R) -> Result<T, ModuleError>,
-) -> Result<Page<T>, ModuleError> {
+    convert: impl Fn(R) -> Result<(Uuid, T), PlatformError>,
+) -> Result<Page<T>, PlatformError> {
     let has_next = rows.len() as u64 > first;
     rows.truncate(first as usize);
     Ok(Page {
@@ -97,7 +95,7 @@ impl StoresQueries {
         StoresQueries { db }
     }
 
-    pub async fn store(&self, id: Uuid) -> Result<Option<StoreRecord>, ModuleError> {
+    pub async fn store(&self, id: Uuid) -> Result<Option<StoreRecord>, PlatformError> {
         stores::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
@@ -111,7 +109,7 @@ impl StoresQueries {
         participating: Option<bool>,
         first: u64,
         after: Option<Uuid>,
-    ) -> Result<Page<StoreRecord>, ModuleError> {
+    ) -> Result<Page<StoreRecord>, PlatformError> {
         let mut query = stores::Entity::find().order_by_asc(stores::Column::Id);
         if let Some(p) = participating {
             query = query.filter(stores::Column::Participating.eq(p));
@@ -120,11 +118,11 @@ impl StoresQueries {
             query = query.filter(stores::Column::Id.gt(after.to_string()));
         }
         let rows = query.limit(first + 1).all(&self.db).await?;
-        page(rows, first, store_record)
+        page(rows, first, |row| store_record(row).map(|s| (s.id, s)))
     }
 
     /// The ids of the stores `owner` owns.
-    pub async fn owned_by(&self, owner: Uuid) -> Result<Vec<Uuid>, ModuleError> {
+    pub async fn owned_by(&self, owner: Uuid) -> Result<Vec<Uuid>, PlatformError> {
         let ids: Vec<String> = stores::Entity::find()
             .select_only()
             .column(stores::Column::Id)
@@ -135,7 +133,7 @@ impl StoresQueries {
         ids.iter().map(|id| uuid(id)).collect()
     }
 
-    pub async fn product(&self, id: Uuid) -> Result<Option<ProductRecord>, ModuleError> {
+    pub async fn product(&self, id: Uuid) -> Result<Option<ProductRecord>, PlatformError> {
         products::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
@@ -149,7 +147,7 @@ impl StoresQueries {
         store_id: Uuid,
         first: u64,
         after: Option<Uuid>,
-    ) -> Result<Page<ProductRecord>, ModuleError> {
+    ) -> Result<Page<ProductRecord>, PlatformError> {
         let mut query = products::Entity::find()
             .filter(products::Column::StoreId.eq(store_id.to_string()))
             .order_by_asc(products::Column::Id);
@@ -157,6 +155,6 @@ impl StoresQueries {
             query = query.filter(products::Column::Id.gt(after.to_string()));
         }
         let rows = query.limit(first + 1).all(&self.db).await?;
-        page(rows, first, product_record)
+        page(rows, first, |row| product_record(row).map(|p| (p.id, p)))
     }
 }

@@ -3,8 +3,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::values::MAX_PRICE;
-use super::{Price, PriceDelta, ProductName, Store, StoresError, Text};
+use super::error::StoresError;
+use super::store::Store;
+use super::values::{MAX_PRICE, Price, PriceDelta, ProductName, Text};
 
 /// A product a store sells. `Default` is a product not added yet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@ use mallbots_platform::aggregate::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{StoreLocation, StoreName, StoresError};
+use super::error::StoresError;
+use super::values::{StoreLocation, StoreName};
 
 /// A store of the mall. `Default` is a store not created yet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use mallbots_contracts::common::is_unsafe_in_names;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::StoresError;
+use super::error::StoresError;
 
 const MAX_NAME: usize = 100;
 const MAX_TEXT: usize = 2000;

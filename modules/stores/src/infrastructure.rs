@@ -13,32 +13,12 @@ use tokio::task::JoinHandle;
 
 use crate::application::commands::StoresHandler;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ModuleError {
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error("database error: {0}")]
-    Database(#[from] DbErr),
-    #[error("unexpected: {0}")]
-    Unexpected(String),
-}
-
-impl From<ModuleError> for mallbots_platform::PlatformError {
-    fn from(err: ModuleError) -> Self {
-        match err {
-            ModuleError::Broker(e) => Self::Broker(e),
-            ModuleError::Database(e) => Self::Database(e),
-            ModuleError::Unexpected(e) => Self::Unexpected(e),
-        }
-    }
-}
-
 /// The queue the module's commands arrive on.
 pub const COMMAND_QUEUE: &str = "stores.commands";
 
 /// Creates or updates the module's tables.
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), ModuleError> {
-    Ok(StoresMigrator::up(db, None).await?)
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    StoresMigrator::up(db, None).await
 }
 
 /// Commands handled at the same time.
@@ -59,6 +39,6 @@ pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, ModuleError> {
-    Ok(module::run(db, broker, queue(), Arc::new(StoresHandler), shutdown).await?)
+) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    module::run(db, broker, queue(), Arc::new(StoresHandler), shutdown).await
 }
