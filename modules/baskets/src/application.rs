@@ -9,8 +9,8 @@ use mallbots_platform::commands::{
     self, Accepted, CommandError, CommandHandler, DomainError, actor,
 };
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Recorded, execute};
-use mallbots_platform::views::{self, Row};
+use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
@@ -36,20 +36,30 @@ impl DomainError for BasketsError {
 
 const VIEW: &str = "basket";
 
-fn view(id: Uuid, b: &Basket, at: DateTime<Utc>) -> BasketView {
-    BasketView {
-        basket_id: id,
-        customer_id: b.customer_id,
-        items: b.items.clone(),
-        total: common::total(&b.items),
-        status: b.status.unwrap_or(BasketStatus::Open),
-        payment_id: b.payment_id,
-        order_id: b.order_id,
-        occurred_at: at,
-    }
-}
-
 impl Recorded for Basket {
+    type View = BasketView;
+
+    fn view(id: Uuid, b: &Self, at: DateTime<Utc>) -> BasketView {
+        BasketView {
+            basket_id: id,
+            customer_id: b.customer_id,
+            items: b.items.clone(),
+            total: common::total(&b.items),
+            status: b.status.unwrap_or(BasketStatus::Open),
+            payment_id: b.payment_id,
+            order_id: b.order_id,
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, view: &BasketView) -> Option<Document> {
+        Some(Document {
+            kind: VIEW,
+            ref_id: Some(state.customer_id),
+            status: Some(view.status.as_str()),
+        })
+    }
+
     fn result(id: Uuid, state: &Self) -> Affected {
         Affected::Basket {
             basket_id: id,
@@ -63,7 +73,7 @@ impl Recorded for Basket {
         event: &BasketEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             BasketEvent::BasketStarted { .. } => Outgoing::of(&msg::BasketStarted(v)),
             BasketEvent::BasketItemAdded { .. } => Outgoing::of(&msg::BasketItemAdded(v)),
@@ -71,25 +81,6 @@ impl Recorded for Basket {
             BasketEvent::BasketCanceled => Outgoing::of(&msg::BasketCanceled(v)),
             BasketEvent::BasketCheckedOut { .. } => Outgoing::of(&msg::BasketCheckedOut(v)),
         })
-    }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = view(id, state, at);
-        let row = Row {
-            kind: VIEW,
-            id,
-            ref_id: Some(state.customer_id),
-            status: Some(body.status.as_str()),
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
     }
 }
 

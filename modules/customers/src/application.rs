@@ -7,8 +7,8 @@ use mallbots_contracts::customers::{self as msg, CustomerView};
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Recorded, execute};
-use mallbots_platform::views::{self, Row};
+use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
@@ -31,17 +31,27 @@ impl DomainError for CustomersError {
 
 const VIEW: &str = "customer";
 
-fn view(id: Uuid, c: &Customer, at: DateTime<Utc>) -> CustomerView {
-    CustomerView {
-        customer_id: id,
-        name: c.name.clone(),
-        sms_number: c.sms_number.clone(),
-        enabled: c.enabled,
-        occurred_at: at,
-    }
-}
-
 impl Recorded for Customer {
+    type View = CustomerView;
+
+    fn view(id: Uuid, c: &Self, at: DateTime<Utc>) -> CustomerView {
+        CustomerView {
+            customer_id: id,
+            name: c.name.clone(),
+            sms_number: c.sms_number.clone(),
+            enabled: c.enabled,
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, _view: &CustomerView) -> Option<Document> {
+        Some(Document {
+            kind: VIEW,
+            ref_id: None,
+            status: Some(if state.enabled { "enabled" } else { "disabled" }),
+        })
+    }
+
     fn result(id: Uuid, _: &Self) -> Affected {
         Affected::Customer { customer_id: id }
     }
@@ -52,7 +62,7 @@ impl Recorded for Customer {
         event: &CustomerEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             CustomerEvent::CustomerRegistered { .. } => Outgoing::of(&msg::CustomerRegistered(v)),
             CustomerEvent::CustomerSmsChanged { .. } => Outgoing::of(&msg::CustomerSmsChanged(v)),
@@ -60,26 +70,6 @@ impl Recorded for Customer {
             CustomerEvent::CustomerDisabled => Outgoing::of(&msg::CustomerDisabled(v)),
             CustomerEvent::CustomerAuthorized => Outgoing::of(&msg::CustomerAuthorized(v)),
         })
-    }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = view(id, state, at);
-        let status = if state.enabled { "enabled" } else { "disabled" };
-        let row = Row {
-            kind: VIEW,
-            id,
-            ref_id: None,
-            status: Some(status),
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
     }
 }
 

@@ -7,8 +7,8 @@ use mallbots_contracts::ordering::OrderCanceled;
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Recorded, execute};
-use mallbots_platform::views::{self, Page, Row};
+use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::views::{self, Page};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
@@ -27,18 +27,28 @@ impl DomainError for DepotError {
 
 const VIEW: &str = "shopping_list";
 
-fn view(id: Uuid, l: &ShoppingList, at: DateTime<Utc>) -> ShoppingListView {
-    ShoppingListView {
-        shopping_list_id: id,
-        order_id: l.order_id,
-        stops: l.stops.clone(),
-        status: l.status.unwrap_or(ShoppingListStatus::Pending),
-        bot_id: l.bot_id,
-        occurred_at: at,
-    }
-}
-
 impl Recorded for ShoppingList {
+    type View = ShoppingListView;
+
+    fn view(id: Uuid, l: &Self, at: DateTime<Utc>) -> ShoppingListView {
+        ShoppingListView {
+            shopping_list_id: id,
+            order_id: l.order_id,
+            stops: l.stops.clone(),
+            status: l.status.unwrap_or(ShoppingListStatus::Pending),
+            bot_id: l.bot_id,
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, view: &ShoppingListView) -> Option<Document> {
+        Some(Document {
+            kind: VIEW,
+            ref_id: Some(state.order_id),
+            status: Some(view.status.as_str()),
+        })
+    }
+
     fn result(id: Uuid, state: &Self) -> Affected {
         Affected::ShoppingList {
             shopping_list_id: id,
@@ -53,7 +63,7 @@ impl Recorded for ShoppingList {
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
         use ShoppingListEvent::*;
-        let v = view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             ShoppingListCreated { .. } => Outgoing::of(&msg::ShoppingListCreated(v)),
             ShoppingListCanceled => Outgoing::of(&msg::ShoppingListCanceled(v)),
@@ -61,25 +71,6 @@ impl Recorded for ShoppingList {
             ShoppingListAssigned { .. } => Outgoing::of(&msg::ShoppingListAssigned(v)),
             ShoppingListCompleted => Outgoing::of(&msg::ShoppingListCompleted(v)),
         })
-    }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = view(id, state, at);
-        let row = Row {
-            kind: VIEW,
-            id,
-            ref_id: Some(state.order_id),
-            status: Some(body.status.as_str()),
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
     }
 }
 

@@ -10,8 +10,8 @@ use mallbots_contracts::payments::InvoicePaid;
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Recorded, execute};
-use mallbots_platform::views::{self, Row};
+use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
@@ -30,23 +30,33 @@ impl DomainError for OrderingError {
 
 const VIEW: &str = "order";
 
-fn view(id: Uuid, o: &Order, at: DateTime<Utc>) -> OrderView {
-    OrderView {
-        order_id: id,
-        customer_id: o.customer_id,
-        payment_id: o.payment_id,
-        basket_id: o.basket_id,
-        shopping_list_id: o.shopping_list_id,
-        items: o.items.clone(),
-        total: common::total(&o.items),
-        status: o.status.unwrap_or(OrderStatus::Pending),
-        rejection: o.rejection.clone(),
-        created_at: o.created_at.unwrap_or(at),
-        occurred_at: at,
-    }
-}
-
 impl Recorded for Order {
+    type View = OrderView;
+
+    fn view(id: Uuid, o: &Self, at: DateTime<Utc>) -> OrderView {
+        OrderView {
+            order_id: id,
+            customer_id: o.customer_id,
+            payment_id: o.payment_id,
+            basket_id: o.basket_id,
+            shopping_list_id: o.shopping_list_id,
+            items: o.items.clone(),
+            total: common::total(&o.items),
+            status: o.status.unwrap_or(OrderStatus::Pending),
+            rejection: o.rejection.clone(),
+            created_at: o.created_at.unwrap_or(at),
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, view: &OrderView) -> Option<Document> {
+        Some(Document {
+            kind: VIEW,
+            ref_id: Some(state.customer_id),
+            status: Some(view.status.as_str()),
+        })
+    }
+
     fn result(id: Uuid, _: &Self) -> Affected {
         Affected::Order { order_id: id }
     }
@@ -57,7 +67,7 @@ impl Recorded for Order {
         event: &OrderEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             OrderEvent::OrderCreated(_) => Outgoing::of(&msg::OrderCreated(v)),
             OrderEvent::OrderRejected { .. } => Outgoing::of(&msg::OrderRejected(v)),
@@ -67,25 +77,6 @@ impl Recorded for Order {
             OrderEvent::OrderCompleted => Outgoing::of(&msg::OrderCompleted(v)),
             OrderEvent::OrderCanceled => Outgoing::of(&msg::OrderCanceled(v)),
         })
-    }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = view(id, state, at);
-        let row = Row {
-            kind: VIEW,
-            id,
-            ref_id: Some(state.customer_id),
-            status: Some(body.status.as_str()),
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
     }
 }
 

@@ -7,8 +7,8 @@ use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, Paym
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Recorded, execute};
-use mallbots_platform::views::{self, Row};
+use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
@@ -34,27 +34,27 @@ impl DomainError for PaymentsError {
 const PAYMENT: &str = "payment";
 const INVOICE: &str = "invoice";
 
-fn payment_view(id: Uuid, p: &Payment, at: DateTime<Utc>) -> PaymentView {
-    PaymentView {
-        payment_id: id,
-        customer_id: p.customer_id,
-        amount: p.amount,
-        confirmed: p.confirmed,
-        occurred_at: at,
-    }
-}
-
-fn invoice_view(id: Uuid, i: &Invoice, at: DateTime<Utc>) -> InvoiceView {
-    InvoiceView {
-        invoice_id: id,
-        order_id: i.order_id.unwrap_or_default(),
-        amount: i.amount,
-        status: i.status.unwrap_or(InvoiceStatus::Pending),
-        occurred_at: at,
-    }
-}
-
 impl Recorded for Payment {
+    type View = PaymentView;
+
+    fn view(id: Uuid, p: &Self, at: DateTime<Utc>) -> PaymentView {
+        PaymentView {
+            payment_id: id,
+            customer_id: p.customer_id,
+            amount: p.amount,
+            confirmed: p.confirmed,
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, _view: &PaymentView) -> Option<Document> {
+        Some(Document {
+            kind: PAYMENT,
+            ref_id: Some(state.customer_id),
+            status: None,
+        })
+    }
+
     fn result(id: Uuid, _: &Self) -> Affected {
         Affected::Payment { payment_id: id }
     }
@@ -65,34 +65,35 @@ impl Recorded for Payment {
         event: &PaymentEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = payment_view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             PaymentEvent::PaymentAuthorized { .. } => Outgoing::of(&msg::PaymentAuthorized(v)),
             PaymentEvent::PaymentConfirmed => Outgoing::of(&msg::PaymentConfirmed(v)),
         })
     }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = payment_view(id, state, at);
-        let row = Row {
-            kind: PAYMENT,
-            id,
-            ref_id: Some(state.customer_id),
-            status: None,
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
-    }
 }
 
 impl Recorded for Invoice {
+    type View = InvoiceView;
+
+    fn view(id: Uuid, i: &Self, at: DateTime<Utc>) -> InvoiceView {
+        InvoiceView {
+            invoice_id: id,
+            order_id: i.order_id.unwrap_or_default(),
+            amount: i.amount,
+            status: i.status.unwrap_or(InvoiceStatus::Pending),
+            occurred_at: at,
+        }
+    }
+
+    fn document(state: &Self, view: &InvoiceView) -> Option<Document> {
+        Some(Document {
+            kind: INVOICE,
+            ref_id: state.order_id,
+            status: Some(view.status.as_str()),
+        })
+    }
+
     fn result(id: Uuid, state: &Self) -> Affected {
         Affected::Invoice {
             invoice_id: id,
@@ -106,32 +107,13 @@ impl Recorded for Invoice {
         event: &InvoiceEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = invoice_view(id, state, at);
+        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             InvoiceEvent::InvoiceCreated { .. } => Outgoing::of(&msg::InvoiceCreated(v)),
             InvoiceEvent::InvoiceAdjusted { .. } => Outgoing::of(&msg::InvoiceAdjusted(v)),
             InvoiceEvent::InvoicePaid => Outgoing::of(&msg::InvoicePaid(v)),
             InvoiceEvent::InvoiceCanceled => Outgoing::of(&msg::InvoiceCanceled(v)),
         })
-    }
-
-    async fn project(
-        txn: &DatabaseTransaction,
-        id: Uuid,
-        state: &Self,
-        at: DateTime<Utc>,
-        position: i64,
-    ) -> Result<(), PlatformError> {
-        let body = invoice_view(id, state, at);
-        let row = Row {
-            kind: INVOICE,
-            id,
-            ref_id: state.order_id,
-            status: Some(body.status.as_str()),
-            body: &body,
-            position,
-        };
-        views::put(txn, row).await.map(drop)
     }
 }
 

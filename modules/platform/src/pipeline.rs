@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use mallbots_contracts::Affected;
 use sea_orm::DatabaseTransaction;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
@@ -13,12 +14,33 @@ use crate::commands::{Accepted, CommandError};
 use crate::envelope::{HEADER_POSITION, Outgoing};
 use crate::event_store::{self, Cause};
 use crate::outbox::Outbox;
+use crate::views::{self, Row};
 use crate::{Envelope, Exchange, PlatformError};
 
+/// Where an aggregate's view is kept among the document views (platform
+/// `views`), and what it is looked up by.
+pub struct Document {
+    pub kind: &'static str,
+    /// Its owner (a basket's customer, an invoice's order), to list by.
+    pub ref_id: Option<Uuid>,
+    pub status: Option<&'static str>,
+}
+
 /// What the pipeline needs of an aggregate beyond the domain.
-pub trait Recorded: Aggregate {
+pub trait Recorded: Aggregate + Sync {
+    /// What the aggregate shows the world: its integration events carry it,
+    /// its read side keeps it.
+    type View: Serialize + Send + Sync;
+
     /// The accepted reply's result for a command on aggregate `id`.
     fn result(id: Uuid, state: &Self) -> Affected;
+
+    /// Aggregate `id`'s view as of `at`.
+    fn view(id: Uuid, state: &Self, at: DateTime<Utc>) -> Self::View;
+
+    /// Where [`Recorded::project`] keeps the view as a document; `None` for
+    /// a module with tables of its own (it writes them in `project`).
+    fn document(state: &Self, view: &Self::View) -> Option<Document>;
 
     /// The integration event announcing `event`, given the state after it
     /// (`None`: nothing for other modules).
@@ -29,14 +51,31 @@ pub trait Recorded: Aggregate {
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError>;
 
-    /// Writes the aggregate's read side as of `position`.
+    /// Writes the aggregate's read side as of `position`: by default its
+    /// view, as the document [`Recorded::document`] says.
     fn project(
         txn: &DatabaseTransaction,
         id: Uuid,
         state: &Self,
         at: DateTime<Utc>,
         position: i64,
-    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send {
+        async move {
+            let view = Self::view(id, state, at);
+            let Some(document) = Self::document(state, &view) else {
+                return Ok(());
+            };
+            let row = Row {
+                kind: document.kind,
+                id,
+                ref_id: document.ref_id,
+                status: document.status,
+                body: &view,
+                position,
+            };
+            views::put(txn, row).await.map(drop)
+        }
+    }
 }
 
 /// An integration event caused by `cause`, stamped with its event-log position.

@@ -9,7 +9,7 @@ use mallbots_contracts::{Actor, Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
 use mallbots_platform::event_store;
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{self, Recorded};
+use mallbots_platform::pipeline::{self, Document, Recorded};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
@@ -30,8 +30,25 @@ impl DomainError for StoresError {
 }
 
 impl Recorded for Store {
+    type View = msg::StoreView;
+
     fn result(id: Uuid, _: &Self) -> Affected {
         Affected::Store { store_id: id }
+    }
+
+    fn view(id: Uuid, state: &Self, at: DateTime<Utc>) -> msg::StoreView {
+        msg::StoreView {
+            store_id: id,
+            name: state.name.clone(),
+            location: state.location.clone(),
+            participating: state.participating,
+            occurred_at: at,
+        }
+    }
+
+    /// Stores keeps tables of its own ([`read_model`]).
+    fn document(_: &Self, _: &msg::StoreView) -> Option<Document> {
+        None
     }
 
     fn announce(
@@ -40,13 +57,7 @@ impl Recorded for Store {
         event: &StoreEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let view = msg::StoreView {
-            store_id: id,
-            name: state.name.clone(),
-            location: state.location.clone(),
-            participating: state.participating,
-            occurred_at: at,
-        };
+        let view = Self::view(id, state, at);
         let message = match event {
             StoreEvent::StoreCreated { .. } => Outgoing::of(&msg::StoreCreated(view)),
             StoreEvent::StoreParticipationEnabled => {
@@ -72,6 +83,24 @@ impl Recorded for Store {
 }
 
 impl Recorded for Product {
+    type View = msg::ProductView;
+
+    fn view(id: Uuid, state: &Self, at: DateTime<Utc>) -> msg::ProductView {
+        msg::ProductView {
+            product_id: id,
+            store_id: state.store_id,
+            name: state.name.clone(),
+            description: state.description.clone(),
+            sku: state.sku.clone(),
+            price: state.price,
+            occurred_at: at,
+        }
+    }
+
+    fn document(_: &Self, _: &msg::ProductView) -> Option<Document> {
+        None
+    }
+
     fn result(id: Uuid, state: &Self) -> Affected {
         Affected::Product {
             product_id: id,
@@ -85,15 +114,7 @@ impl Recorded for Product {
         event: &ProductEvent,
         at: DateTime<Utc>,
     ) -> Result<Option<Outgoing>, PlatformError> {
-        let view = msg::ProductView {
-            product_id: id,
-            store_id: state.store_id,
-            name: state.name.clone(),
-            description: state.description.clone(),
-            sku: state.sku.clone(),
-            price: state.price,
-            occurred_at: at,
-        };
+        let view = Self::view(id, state, at);
         let message = match event {
             ProductEvent::ProductAdded { .. } => Outgoing::of(&msg::ProductAdded(view)),
             ProductEvent::ProductRebranded { .. } => Outgoing::of(&msg::ProductRebranded(view)),
