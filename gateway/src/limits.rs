@@ -113,7 +113,7 @@ pub fn oversized(document: &ExecutableDocument, settings: &Settings) -> Option<(
 }
 
 /// The GraphQL error for a document over a limit.
-pub fn too_complex(message: &str, limit: usize) -> serde_json::Value {
+pub(crate) fn too_complex(message: &str, limit: usize) -> serde_json::Value {
     serde_json::json!({
         "message": message,
         "extensions": { "code": ErrorCode::QueryTooComplex.as_str(), "limit": limit },
