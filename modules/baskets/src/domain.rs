@@ -242,17 +242,10 @@ impl Basket {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
+    use mallbots_platform::testing::given;
     use rust_decimal::Decimal;
 
     use super::*;
-
-    fn given(events: &[BasketEvent]) -> Basket {
-        let mut b = Basket::default();
-        for e in events {
-            b.apply(e);
-        }
-        b
-    }
 
     fn started() -> BasketEvent {
         BasketEvent::BasketStarted {
@@ -281,98 +274,95 @@ mod tests {
         (product, store)
     }
 
+    /// The line `quantity` of `p` adds, as the domain copies it.
+    fn line(p: &ProductView, s: &StoreView, quantity: i32) -> BasketEvent {
+        BasketEvent::BasketItemAdded {
+            item: LineItem {
+                store_id: s.store_id,
+                store_name: s.name.clone(),
+                product_id: p.product_id,
+                product_name: p.name.clone(),
+                price: p.price,
+                quantity,
+            },
+        }
+    }
+
     #[test]
     fn adding_copies_names_and_price_and_merges_lines() {
         let (p, s) = catalog(true);
-        let mut b = given(&[started()]);
-        for _ in 0..2 {
-            for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
-                b.apply(&e);
-            }
-        }
-        assert_eq!(b.items.len(), 1);
-        assert_eq!(b.items[0].quantity, 4);
-        assert_eq!(b.items[0].store_name, "Waldorf Books");
-        assert_eq!(b.items[0].total(), Decimal::new(1000, 2));
+        let b = given::<Basket>([started()])
+            .when(|b| b.add_item(Some(&p), Some(&s), 2))
+            .then([line(&p, &s, 2)])
+            .when(|b| b.add_item(Some(&p), Some(&s), 2))
+            .then([line(&p, &s, 2)]);
+        let items = &b.state().items;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].quantity, 4);
+        assert_eq!(items[0].store_name, "Waldorf Books");
+        assert_eq!(items[0].total(), Decimal::new(1000, 2));
     }
 
     #[test]
     fn unknown_products_and_bad_quantities_are_refused() {
         let (p, s) = catalog(true);
-        let b = given(&[started()]);
-        assert_eq!(
-            b.add_item(None, None, 1),
-            Err(BasketsError::ProductNotFound)
-        );
-        assert_eq!(
-            b.add_item(Some(&p), Some(&s), 0),
-            Err(BasketsError::NonPositiveQuantity)
-        );
-        assert_eq!(
-            b.add_item(Some(&p), Some(&s), -3),
-            Err(BasketsError::NonPositiveQuantity)
-        );
-        let (p, s) = catalog(false);
-        assert!(matches!(
-            b.add_item(Some(&p), Some(&s), 1),
-            Err(BasketsError::StoreNotParticipating(_))
-        ));
+        let (q, closed) = catalog(false);
+        given::<Basket>([started()])
+            .when(|b| b.add_item(None, None, 1))
+            .then_refused(BasketsError::ProductNotFound)
+            .when(|b| b.add_item(Some(&p), Some(&s), 0))
+            .then_refused(BasketsError::NonPositiveQuantity)
+            .when(|b| b.add_item(Some(&p), Some(&s), -3))
+            .then_refused(BasketsError::NonPositiveQuantity)
+            .when(|b| b.add_item(Some(&q), Some(&closed), 1))
+            .then_refused(BasketsError::StoreNotParticipating("Waldorf Books".into()));
     }
 
     #[test]
     fn a_basket_total_stays_within_what_a_payment_may_be() {
         let (mut p, s) = catalog(true);
         p.price = Decimal::new(40_000_000, 2); // 400,000.00
-        let mut b = given(&[started()]);
-        for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
-            b.apply(&e);
-        }
-        assert_eq!(
-            b.add_item(Some(&p), Some(&s), 1),
-            Err(BasketsError::TotalTooHigh)
-        );
+        given::<Basket>([started()])
+            .when(|b| b.add_item(Some(&p), Some(&s), 2))
+            .then([line(&p, &s, 2)])
+            .when(|b| b.add_item(Some(&p), Some(&s), 1))
+            .then_refused(BasketsError::TotalTooHigh);
         p.price = Decimal::MAX;
-        assert_eq!(
-            given(&[started()]).add_item(Some(&p), Some(&s), 2),
-            Err(BasketsError::TotalTooHigh)
-        );
+        given::<Basket>([started()])
+            .when(|b| b.add_item(Some(&p), Some(&s), 2))
+            .then_refused(BasketsError::TotalTooHigh);
     }
 
     #[test]
     fn only_open_non_empty_baskets_check_out() {
-        let b = given(&[started()]);
-        assert_eq!(
-            b.checkout(Uuid::now_v7(), Uuid::now_v7()),
-            Err(BasketsError::Empty)
-        );
-        let canceled = given(&[started(), BasketEvent::BasketCanceled]);
-        assert_eq!(canceled.cancel(), Err(BasketsError::NotOpen("canceled")));
         let (p, s) = catalog(true);
-        assert_eq!(
-            canceled.add_item(Some(&p), Some(&s), 1),
-            Err(BasketsError::NotOpen("canceled"))
-        );
-        assert_eq!(Basket::default().cancel(), Err(BasketsError::NotFound));
+        given::<Basket>([started()])
+            .when(|b| b.checkout(Uuid::now_v7(), Uuid::now_v7()))
+            .then_refused(BasketsError::Empty);
+        given::<Basket>([started(), BasketEvent::BasketCanceled])
+            .when(Basket::cancel)
+            .then_refused(BasketsError::NotOpen("canceled"))
+            .when(|b| b.add_item(Some(&p), Some(&s), 1))
+            .then_refused(BasketsError::NotOpen("canceled"));
+        given::<Basket>([])
+            .when(Basket::cancel)
+            .then_refused(BasketsError::NotFound);
     }
 
     #[test]
     fn removing_never_goes_below_zero() {
         let (p, s) = catalog(true);
-        let mut b = given(&[started()]);
-        for e in b.add_item(Some(&p), Some(&s), 2).unwrap() {
-            b.apply(&e);
-        }
-        assert_eq!(
-            b.remove_item(p.product_id, 3),
-            Err(BasketsError::RemovingMoreThanHeld(2))
-        );
-        for e in b.remove_item(p.product_id, 2).unwrap() {
-            b.apply(&e);
-        }
-        assert!(b.items.is_empty());
-        assert_eq!(
-            b.remove_item(p.product_id, 1),
-            Err(BasketsError::NotInBasket)
-        );
+        let emptied = given::<Basket>([started(), line(&p, &s, 2)])
+            .when(|b| b.remove_item(p.product_id, 3))
+            .then_refused(BasketsError::RemovingMoreThanHeld(2))
+            .when(|b| b.remove_item(p.product_id, 2))
+            .then([BasketEvent::BasketItemRemoved {
+                product_id: p.product_id,
+                quantity: 2,
+            }]);
+        assert!(emptied.state().items.is_empty());
+        emptied
+            .when(|b| b.remove_item(p.product_id, 1))
+            .then_refused(BasketsError::NotInBasket);
     }
 }

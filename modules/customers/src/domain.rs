@@ -160,76 +160,75 @@ impl Customer {
 
 #[cfg(test)]
 mod tests {
+    use mallbots_platform::testing::given;
+
     use super::*;
 
-    fn registered() -> Customer {
-        let mut c = Customer::default();
-        for e in c.register("Ada", "+44 20 7946 0958").unwrap() {
-            c.apply(&e);
+    fn registered() -> CustomerEvent {
+        CustomerEvent::CustomerRegistered {
+            name: "Ada".into(),
+            sms_number: "+442079460958".into(),
         }
-        c
     }
 
     #[test]
     fn registering_keeps_a_compact_sms_number_and_enables() {
-        let c = registered();
-        assert!(c.enabled);
-        assert_eq!(c.sms_number, "+442079460958");
-        assert_eq!(
-            c.register("Ada", "5550100"),
-            Err(CustomersError::AlreadyRegistered)
-        );
+        let ada = given::<Customer>([])
+            .when(|c| c.register("Ada", "+44 20 7946 0958"))
+            .then([registered()]);
+        assert!(ada.state().enabled);
+        ada.when(|c| c.register("Ada", "5550100"))
+            .then_refused(CustomersError::AlreadyRegistered);
     }
 
     #[test]
     fn bad_names_and_numbers_are_refused() {
-        let c = Customer::default();
-        assert_eq!(c.register("  ", "5550100"), Err(CustomersError::BlankName));
-        assert_eq!(
-            c.register("Ada", "12ab567"),
-            Err(CustomersError::InvalidSmsNumber)
-        );
-        assert_eq!(
-            c.register("Ada", "123"),
-            Err(CustomersError::InvalidSmsNumber)
-        );
+        let refused = |name: &str, sms: &str, why: CustomersError| {
+            given::<Customer>([])
+                .when(|c| c.register(name, sms))
+                .then_refused(why);
+        };
+        refused("  ", "5550100", CustomersError::BlankName);
+        refused("Ada", "12ab567", CustomersError::InvalidSmsNumber);
+        refused("Ada", "123", CustomersError::InvalidSmsNumber);
         for name in [
             "Ada\0",
             "Ada\u{1b}[31m",
             "Ada\r\nBob",
             "evil\u{202E}txt.exe",
         ] {
-            assert_eq!(
-                c.register(name, "5550100"),
-                Err(CustomersError::UnsafeName),
-                "{name:?}"
-            );
+            refused(name, "5550100", CustomersError::UnsafeName);
         }
-        assert!(c.register("Zoë 中村", "5550100").is_ok());
+        given::<Customer>([])
+            .when(|c| c.register("Zoë 中村", "5550100"))
+            .then([CustomerEvent::CustomerRegistered {
+                name: "Zoë 中村".into(),
+                sms_number: "5550100".into(),
+            }]);
     }
 
     #[test]
     fn a_disabled_or_unknown_customer_is_not_authorized() {
-        let mut c = registered();
-        assert_eq!(c.authorize(), Ok(vec![CustomerEvent::CustomerAuthorized]));
-        for e in c.disable().unwrap() {
-            c.apply(&e);
-        }
-        assert_eq!(c.authorize(), Err(CustomersError::Disabled));
-        assert_eq!(c.disable(), Ok(vec![]));
-        assert_eq!(
-            Customer::default().authorize(),
-            Err(CustomersError::NotFound)
-        );
+        given::<Customer>([registered()])
+            .when(Customer::authorize)
+            .then([CustomerEvent::CustomerAuthorized])
+            .when(Customer::disable)
+            .then([CustomerEvent::CustomerDisabled])
+            .when(Customer::authorize)
+            .then_refused(CustomersError::Disabled)
+            .when(Customer::disable)
+            .then([]);
+        given::<Customer>([])
+            .when(Customer::authorize)
+            .then_refused(CustomersError::NotFound);
     }
 
     #[test]
     fn unknown_customers_cannot_change() {
-        let c = Customer::default();
-        assert_eq!(c.enable(), Err(CustomersError::NotFound));
-        assert_eq!(
-            c.change_sms_number("5550100"),
-            Err(CustomersError::NotFound)
-        );
+        given::<Customer>([])
+            .when(Customer::enable)
+            .then_refused(CustomersError::NotFound)
+            .when(|c| c.change_sms_number("5550100"))
+            .then_refused(CustomersError::NotFound);
     }
 }

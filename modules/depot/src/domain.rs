@@ -175,6 +175,7 @@ impl ShoppingList {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
+    use mallbots_platform::testing::given;
     use rust_decimal::Decimal;
 
     use super::*;
@@ -231,28 +232,25 @@ mod tests {
             stores: [(a.store_id, a.clone())].into(),
             products: HashMap::new(),
         };
-        let mut list = ShoppingList::default();
-        let steps: [fn(&ShoppingList) -> Decision; 3] = [
-            ShoppingList::initiate,
-            |l| l.assign(Uuid::now_v7()),
-            ShoppingList::complete,
-        ];
-        for e in list.create(Uuid::nil(), &[item(&a, "x")], &map).unwrap() {
-            list.apply(&e);
-        }
-        assert_eq!(
-            list.complete(),
-            Err(DepotError::WrongStatus("pending", "completed"))
+        let bot = Uuid::now_v7();
+        let items = [item(&a, "x")];
+        let (created, list) = given::<ShoppingList>([])
+            .when(|l| l.create(Uuid::nil(), &items, &map))
+            .then_accepted();
+        assert!(
+            matches!(&created[..], [ShoppingListEvent::ShoppingListCreated { stops, .. }] if stops.len() == 1)
         );
-        for step in steps {
-            for e in step(&list).unwrap() {
-                list.apply(&e);
-            }
-        }
-        assert_eq!(list.status, Some(ShoppingListStatus::Completed));
-        assert_eq!(
-            list.cancel(),
-            Err(DepotError::WrongStatus("completed", "canceled"))
-        );
+        let done = list
+            .when(ShoppingList::complete)
+            .then_refused(DepotError::WrongStatus("pending", "completed"))
+            .when(ShoppingList::initiate)
+            .then([ShoppingListEvent::ShoppingListInitiated])
+            .when(|l| l.assign(bot))
+            .then([ShoppingListEvent::ShoppingListAssigned { bot_id: bot }])
+            .when(ShoppingList::complete)
+            .then([ShoppingListEvent::ShoppingListCompleted])
+            .when(ShoppingList::cancel)
+            .then_refused(DepotError::WrongStatus("completed", "canceled"));
+        assert_eq!(done.state().status, Some(ShoppingListStatus::Completed));
     }
 }

@@ -162,12 +162,13 @@ impl Order {
 
 #[cfg(test)]
 mod tests {
+    use mallbots_platform::testing::given;
     use rust_decimal::Decimal;
 
     use super::*;
 
-    fn created() -> Order {
-        let new = NewOrder {
+    fn created() -> OrderEvent {
+        OrderEvent::OrderCreated(NewOrder {
             customer_id: Uuid::now_v7(),
             payment_id: Uuid::now_v7(),
             basket_id: Uuid::now_v7(),
@@ -180,51 +181,53 @@ mod tests {
                 quantity: 1,
             }],
             created_at: Utc::now(),
-        };
-        let mut o = Order::default();
-        for e in o.create(new).unwrap() {
-            o.apply(&e);
-        }
-        o
-    }
-
-    fn after(mut o: Order, decision: Decision) -> Order {
-        for e in decision.unwrap() {
-            o.apply(&e);
-        }
-        o
+        })
     }
 
     #[test]
     fn an_order_walks_its_life_cycle() {
-        let o = created();
-        let o = after(o.clone(), o.approve(Uuid::now_v7()));
-        let o = after(o.clone(), o.start());
-        let o = after(o.clone(), o.ready());
-        assert_eq!(
-            o.cancel(),
-            Err(OrderingError::WrongStatus("ready", "canceled"))
-        );
-        let o = after(o.clone(), o.complete());
-        assert_eq!(o.status, Some(OrderStatus::Completed));
+        let list = Uuid::now_v7();
+        let done = given::<Order>([created()])
+            .when(|o| o.approve(list))
+            .then([OrderEvent::OrderApproved {
+                shopping_list_id: list,
+            }])
+            .when(Order::start)
+            .then([OrderEvent::OrderStarted])
+            .when(Order::ready)
+            .then([OrderEvent::OrderReadied])
+            .when(Order::cancel)
+            .then_refused(OrderingError::WrongStatus("ready", "canceled"))
+            .when(Order::complete)
+            .then([OrderEvent::OrderCompleted]);
+        assert_eq!(done.state().status, Some(OrderStatus::Completed));
     }
 
     #[test]
     fn a_rejected_order_stays_rejected() {
-        let o = created();
-        let o = after(o.clone(), o.reject("the customer is disabled"));
-        assert_eq!(o.rejection.as_deref(), Some("the customer is disabled"));
+        let rejected = given::<Order>([created()])
+            .when(|o| o.reject("the customer is disabled"))
+            .then([OrderEvent::OrderRejected {
+                reason: "the customer is disabled".into(),
+            }]);
         assert_eq!(
-            o.approve(Uuid::nil()),
-            Err(OrderingError::WrongStatus("rejected", "approved"))
+            rejected.state().rejection.as_deref(),
+            Some("the customer is disabled")
         );
-        assert_eq!(Order::default().cancel(), Err(OrderingError::NotFound));
+        rejected
+            .when(|o| o.approve(Uuid::nil()))
+            .then_refused(OrderingError::WrongStatus("rejected", "approved"));
+        given::<Order>([])
+            .when(Order::cancel)
+            .then_refused(OrderingError::NotFound);
     }
 
     #[test]
     fn a_pending_order_can_be_canceled_but_not_completed() {
-        let o = created();
-        assert!(o.complete().is_err());
-        assert_eq!(o.cancel(), Ok(vec![OrderEvent::OrderCanceled]));
+        given::<Order>([created()])
+            .when(Order::complete)
+            .then_refused(OrderingError::WrongStatus("pending", "completed"))
+            .when(Order::cancel)
+            .then([OrderEvent::OrderCanceled]);
     }
 }

@@ -231,91 +231,85 @@ impl Invoice {
 
 #[cfg(test)]
 mod tests {
+    use mallbots_platform::testing::given;
+
     use super::*;
 
     fn dec(s: &str) -> Decimal {
         s.parse().unwrap()
     }
 
-    fn authorized(customer: Uuid, amount: &str) -> Payment {
-        let mut p = Payment::default();
-        for e in p.authorize(customer, dec(amount)).unwrap() {
-            p.apply(&e);
+    fn authorized(customer_id: Uuid, amount: &str) -> PaymentEvent {
+        PaymentEvent::PaymentAuthorized {
+            customer_id,
+            amount: dec(amount),
         }
-        p
     }
 
     #[test]
     fn amounts_are_positive_cents_up_to_a_million() {
         let customer = Uuid::now_v7();
-        let p = Payment::default();
-        assert!(p.authorize(customer, dec("1000000.00")).is_ok());
-        assert_eq!(
-            p.authorize(customer, dec("1000000.01")),
-            Err(PaymentsError::TooHigh)
-        );
-        assert_eq!(
-            p.authorize(customer, Decimal::MAX),
-            Err(PaymentsError::TooHigh)
-        );
-        assert_eq!(
-            p.authorize(customer, dec("0.001")),
-            Err(PaymentsError::TooPrecise)
-        );
+        let refused = |amount: Decimal, why: PaymentsError| {
+            given::<Payment>([])
+                .when(|p| p.authorize(customer, amount))
+                .then_refused(why);
+        };
+        given::<Payment>([])
+            .when(|p| p.authorize(customer, dec("1000000.00")))
+            .then([authorized(customer, "1000000.00")]);
+        refused(dec("1000000.01"), PaymentsError::TooHigh);
+        refused(Decimal::MAX, PaymentsError::TooHigh);
+        refused(dec("0.001"), PaymentsError::TooPrecise);
+    }
+
+    #[test]
+    fn amounts_must_be_positive_cents() {
+        let refused = |amount: &str, why: PaymentsError| {
+            given::<Payment>([])
+                .when(|p| p.authorize(Uuid::nil(), dec(amount)))
+                .then_refused(why);
+        };
+        refused("0", PaymentsError::NonPositiveAmount);
+        refused("1.001", PaymentsError::TooPrecise);
     }
 
     #[test]
     fn a_payment_confirms_only_its_customers_exact_amount_once() {
         let customer = Uuid::now_v7();
-        let mut p = authorized(customer, "12.50");
-        assert_eq!(
-            p.confirm(customer, dec("12.00")),
-            Err(PaymentsError::AmountMismatch {
+        given::<Payment>([authorized(customer, "12.50")])
+            .when(|p| p.confirm(customer, dec("12.00")))
+            .then_refused(PaymentsError::AmountMismatch {
                 authorized: dec("12.50"),
-                total: dec("12.00")
+                total: dec("12.00"),
             })
-        );
-        assert_eq!(
-            p.confirm(Uuid::now_v7(), dec("12.50")),
-            Err(PaymentsError::NotTheCustomersPayment)
-        );
-        for e in p.confirm(customer, dec("12.5")).unwrap() {
-            p.apply(&e);
-        }
-        assert_eq!(
-            p.confirm(customer, dec("12.50")),
-            Err(PaymentsError::PaymentUsed)
-        );
-        assert_eq!(
-            Payment::default().confirm(customer, dec("1")),
-            Err(PaymentsError::PaymentNotFound)
-        );
-    }
-
-    #[test]
-    fn amounts_must_be_positive_cents() {
-        let p = Payment::default();
-        assert_eq!(
-            p.authorize(Uuid::nil(), dec("0")),
-            Err(PaymentsError::NonPositiveAmount)
-        );
-        assert_eq!(
-            p.authorize(Uuid::nil(), dec("1.001")),
-            Err(PaymentsError::TooPrecise)
-        );
+            .when(|p| p.confirm(Uuid::now_v7(), dec("12.50")))
+            .then_refused(PaymentsError::NotTheCustomersPayment)
+            .when(|p| p.confirm(customer, dec("12.5")))
+            .then([PaymentEvent::PaymentConfirmed])
+            .when(|p| p.confirm(customer, dec("12.50")))
+            .then_refused(PaymentsError::PaymentUsed);
+        given::<Payment>([])
+            .when(|p| p.confirm(customer, dec("1")))
+            .then_refused(PaymentsError::PaymentNotFound);
     }
 
     #[test]
     fn a_paid_invoice_is_closed() {
-        let mut i = Invoice::default();
-        assert_eq!(i.pay(), Err(PaymentsError::InvoiceNotFound));
-        for e in i.create(Uuid::nil(), Uuid::nil(), dec("9.99")).unwrap() {
-            i.apply(&e);
-        }
-        for e in i.pay().unwrap() {
-            i.apply(&e);
-        }
-        assert_eq!(i.pay(), Err(PaymentsError::InvoiceClosed("paid")));
-        assert_eq!(i.cancel(), Err(PaymentsError::InvoiceClosed("paid")));
+        let order = Uuid::now_v7();
+        given::<Invoice>([])
+            .when(Invoice::pay)
+            .then_refused(PaymentsError::InvoiceNotFound)
+            .when(|i| i.create(order, Uuid::nil(), dec("9.99")))
+            .then([InvoiceEvent::InvoiceCreated {
+                order_id: order,
+                amount: dec("9.99"),
+                customer_id: Some(Uuid::nil()),
+            }])
+            .when(Invoice::pay)
+            .then([InvoiceEvent::InvoicePaid])
+            .when(Invoice::pay)
+            .then_refused(PaymentsError::InvoiceClosed("paid"))
+            .when(Invoice::cancel)
+            .then_refused(PaymentsError::InvoiceClosed("paid"));
     }
 }

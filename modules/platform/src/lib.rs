@@ -35,6 +35,8 @@ pub mod rabbit;
 pub mod retention;
 pub mod saga;
 pub mod shutdown;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod views;
 
 pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};

@@ -1,18 +1,10 @@
 //! Given events, when a command, then events or an error.
 
-use mallbots_platform::aggregate::Aggregate;
+use mallbots_platform::testing::given;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::*;
-
-fn given<A: Aggregate>(events: &[A::Event]) -> A {
-    let mut state = A::default();
-    for e in events {
-        state.apply(e);
-    }
-    state
-}
 
 fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
@@ -46,34 +38,37 @@ fn new_product(price: &str) -> NewProduct<'static> {
     }
 }
 
+/// The store every product test adds to.
+fn store() -> Store {
+    given::<Store>([created()]).0
+}
+
 #[test]
 fn a_store_is_created_with_a_trimmed_name() {
-    let events = Store::default()
-        .create("  Waldorf Books ", "Upper level", None)
-        .unwrap();
-    assert_eq!(events, vec![created()]);
+    given::<Store>([])
+        .when(|s| s.create("  Waldorf Books ", "Upper level", None))
+        .then([created()]);
 }
 
 #[test]
 fn a_store_name_cannot_be_blank() {
-    assert_eq!(
-        Store::default().create("   ", "Upper level", None),
-        Err(StoresError::BlankStoreName)
-    );
-    let store: Store = given(&[created()]);
-    assert_eq!(store.rebrand(""), Err(StoresError::BlankStoreName));
+    given::<Store>([])
+        .when(|s| s.create("   ", "Upper level", None))
+        .then_refused(StoresError::BlankStoreName);
+    given::<Store>([created()])
+        .when(|s| s.rebrand(""))
+        .then_refused(StoresError::BlankStoreName);
 }
 
 #[test]
 fn a_store_name_is_bounded() {
     let long = "x".repeat(101);
-    assert_eq!(
-        Store::default().create(&long, "Upper level", None),
-        Err(StoresError::TooLong {
+    given::<Store>([])
+        .when(|s| s.create(&long, "Upper level", None))
+        .then_refused(StoresError::TooLong {
             field: "store name",
-            max: 100
-        })
-    );
+            max: 100,
+        });
 }
 
 #[test]
@@ -84,189 +79,146 @@ fn names_and_texts_refuse_hidden_characters() {
         "Books\r\nInjected",
         "koob\u{202E}s",
     ] {
-        assert_eq!(
-            Store::default().create(name, "Upper level", None),
-            Err(StoresError::UnsafeText {
-                field: "store name"
-            }),
-            "{name:?}"
-        );
+        given::<Store>([])
+            .when(|s| s.create(name, "Upper level", None))
+            .then_refused(StoresError::UnsafeText {
+                field: "store name",
+            });
     }
-    let store: Store = given(&[created()]);
+    let store = store();
     let mut product = new_product("1.00");
     product.description = "line one\nline two\tend";
-    assert!(Product::default().add(&store, product.clone()).is_ok());
+    given::<Product>([])
+        .when(|p| p.add(&store, product.clone()))
+        .then_accepted();
     product.description = "hidden\u{200B}mark";
-    assert_eq!(
-        Product::default().add(&store, product),
-        Err(StoresError::UnsafeText {
-            field: "description"
-        })
-    );
+    given::<Product>([])
+        .when(|p| p.add(&store, product))
+        .then_refused(StoresError::UnsafeText {
+            field: "description",
+        });
 }
 
 #[test]
 fn a_store_is_created_once() {
-    let store: Store = given(&[created()]);
-    assert_eq!(
-        store.create("Again", "Here", None),
-        Err(StoresError::StoreExists)
-    );
+    given::<Store>([created()])
+        .when(|s| s.create("Again", "Here", None))
+        .then_refused(StoresError::StoreExists);
 }
 
 #[test]
 fn participation_toggles_and_repeats_change_nothing() {
-    let store: Store = given(&[created()]);
-    assert_eq!(
-        store.enable_participation().unwrap(),
-        vec![StoreEvent::StoreParticipationEnabled]
-    );
-    let participating: Store = given(&[created(), StoreEvent::StoreParticipationEnabled]);
-    assert!(participating.participating);
-    assert_eq!(participating.enable_participation().unwrap(), vec![]);
-    assert_eq!(
-        participating.disable_participation().unwrap(),
-        vec![StoreEvent::StoreParticipationDisabled]
-    );
-    assert_eq!(store.disable_participation().unwrap(), vec![]);
+    let participating = given::<Store>([created()])
+        .when(Store::disable_participation)
+        .then([])
+        .when(Store::enable_participation)
+        .then([StoreEvent::StoreParticipationEnabled]);
+    assert!(participating.state().participating);
+    participating
+        .when(Store::enable_participation)
+        .then([])
+        .when(Store::disable_participation)
+        .then([StoreEvent::StoreParticipationDisabled]);
 }
 
 #[test]
 fn unknown_stores_are_errors() {
-    let none = Store::default();
-    assert_eq!(none.enable_participation(), Err(StoresError::StoreNotFound));
-    assert_eq!(none.rebrand("New"), Err(StoresError::StoreNotFound));
-    assert_eq!(
-        Product::default().add(&none, new_product("1")),
-        Err(StoresError::StoreNotFound)
-    );
+    given::<Store>([])
+        .when(Store::enable_participation)
+        .then_refused(StoresError::StoreNotFound)
+        .when(|s| s.rebrand("New"))
+        .then_refused(StoresError::StoreNotFound);
+    given::<Product>([])
+        .when(|p| p.add(&Store::default(), new_product("1")))
+        .then_refused(StoresError::StoreNotFound);
 }
 
 #[test]
 fn a_product_needs_a_name_and_a_positive_price() {
-    let store: Store = given(&[created()]);
-    let product = Product::default();
-    assert_eq!(
-        product.add(&store, new_product("9.99")).unwrap(),
-        vec![added("9.99")]
-    );
+    let store = store();
+    let add = |product: NewProduct<'_>| given::<Product>([]).when(|p| p.add(&store, product));
+    add(new_product("9.99")).then([added("9.99")]);
     let mut nameless = new_product("1");
     nameless.name = " ";
-    assert_eq!(
-        product.add(&store, nameless),
-        Err(StoresError::BlankProductName)
-    );
-    assert_eq!(
-        product.add(&store, new_product("0")),
-        Err(StoresError::NonPositivePrice)
-    );
-    assert_eq!(
-        product.add(&store, new_product("-1")),
-        Err(StoresError::NonPositivePrice)
-    );
-    assert_eq!(
-        product.add(&store, new_product("1.001")),
-        Err(StoresError::TooPrecise)
-    );
+    add(nameless).then_refused(StoresError::BlankProductName);
+    add(new_product("0")).then_refused(StoresError::NonPositivePrice);
+    add(new_product("-1")).then_refused(StoresError::NonPositivePrice);
+    add(new_product("1.001")).then_refused(StoresError::TooPrecise);
 }
 
 #[test]
 fn prices_move_by_positive_deltas_and_never_to_zero() {
-    let product: Product = given(&[added("5.00")]);
-    assert_eq!(
-        product.increase_price(dec("1.50")).unwrap(),
-        vec![ProductEvent::ProductPriceIncreased { delta: dec("1.5") }]
-    );
-    assert_eq!(
-        product.increase_price(dec("0")),
-        Err(StoresError::NonPositiveDelta)
-    );
-    assert_eq!(
-        product.decrease_price(dec("-1")),
-        Err(StoresError::NonPositiveDelta)
-    );
-    assert_eq!(
-        product.decrease_price(dec("5")),
-        Err(StoresError::PriceWouldDropToZero)
-    );
-    assert_eq!(
-        product.decrease_price(dec("4.99")).unwrap(),
-        vec![ProductEvent::ProductPriceDecreased { delta: dec("4.99") }]
-    );
-    let cheaper: Product = given(&[
-        added("5.00"),
-        ProductEvent::ProductPriceDecreased { delta: dec("4.99") },
-    ]);
-    assert_eq!(cheaper.price, dec("0.01"));
+    let cheaper = given::<Product>([added("5.00")])
+        .when(|p| p.increase_price(dec("0")))
+        .then_refused(StoresError::NonPositiveDelta)
+        .when(|p| p.decrease_price(dec("-1")))
+        .then_refused(StoresError::NonPositiveDelta)
+        .when(|p| p.decrease_price(dec("5")))
+        .then_refused(StoresError::PriceWouldDropToZero)
+        .when(|p| p.decrease_price(dec("4.99")))
+        .then([ProductEvent::ProductPriceDecreased { delta: dec("4.99") }]);
+    assert_eq!(cheaper.state().price, dec("0.01"));
+    given::<Product>([added("5.00")])
+        .when(|p| p.increase_price(dec("1.50")))
+        .then([ProductEvent::ProductPriceIncreased { delta: dec("1.5") }]);
 }
 
 #[test]
 fn prices_are_bounded_and_no_value_overflows() {
-    let store: Store = given(&[created()]);
+    let store = store();
     let huge = "79228162514264337593543950335";
     for price in ["1000000.01", huge] {
-        assert_eq!(
-            Product::default().add(&store, new_product(price)),
-            Err(StoresError::PriceTooHigh),
-            "{price}"
-        );
+        given::<Product>([])
+            .when(|p| p.add(&store, new_product(price)))
+            .then_refused(StoresError::PriceTooHigh);
     }
-    assert!(
-        Product::default()
-            .add(&store, new_product("1000000.00"))
-            .is_ok()
-    );
-    let product: Product = given(&[added("999999.00")]);
-    assert_eq!(
-        product.increase_price(dec("1.01")),
-        Err(StoresError::PriceTooHigh)
-    );
-    assert_eq!(
-        product.increase_price(dec(huge)),
-        Err(StoresError::DeltaTooHigh)
-    );
-    assert_eq!(
-        product.decrease_price(dec(huge)),
-        Err(StoresError::DeltaTooHigh)
-    );
-    assert!(product.increase_price(dec("1.00")).is_ok());
+    given::<Product>([])
+        .when(|p| p.add(&store, new_product("1000000.00")))
+        .then_accepted();
+    given::<Product>([added("999999.00")])
+        .when(|p| p.increase_price(dec("1.01")))
+        .then_refused(StoresError::PriceTooHigh)
+        .when(|p| p.increase_price(dec(huge)))
+        .then_refused(StoresError::DeltaTooHigh)
+        .when(|p| p.decrease_price(dec(huge)))
+        .then_refused(StoresError::DeltaTooHigh)
+        .when(|p| p.increase_price(dec("1.00")))
+        .then([ProductEvent::ProductPriceIncreased { delta: dec("1.00") }]);
     // Replaying events recorded under looser rules saturates, never panics.
-    let replayed: Product = given(&[
+    let replayed = given::<Product>([
         added("999999.00"),
         ProductEvent::ProductPriceIncreased { delta: dec(huge) },
         ProductEvent::ProductPriceIncreased { delta: dec(huge) },
     ]);
-    assert_eq!(replayed.price, Decimal::MAX);
+    assert_eq!(replayed.state().price, Decimal::MAX);
 }
 
 #[test]
 fn removed_and_unknown_products_are_errors() {
-    let removed: Product = given(&[added("1"), ProductEvent::ProductRemoved]);
-    assert_eq!(removed.remove(), Err(StoresError::ProductRemoved));
-    assert_eq!(removed.rebrand("x", ""), Err(StoresError::ProductRemoved));
-    assert_eq!(
-        removed.increase_price(dec("1")),
-        Err(StoresError::ProductRemoved)
-    );
-    let unknown = Product::default();
-    assert_eq!(unknown.remove(), Err(StoresError::ProductNotFound));
-    assert_eq!(
-        unknown.decrease_price(dec("1")),
-        Err(StoresError::ProductNotFound)
-    );
+    given::<Product>([added("1"), ProductEvent::ProductRemoved])
+        .when(Product::remove)
+        .then_refused(StoresError::ProductRemoved)
+        .when(|p| p.rebrand("x", ""))
+        .then_refused(StoresError::ProductRemoved)
+        .when(|p| p.increase_price(dec("1")))
+        .then_refused(StoresError::ProductRemoved);
+    given::<Product>([])
+        .when(Product::remove)
+        .then_refused(StoresError::ProductNotFound)
+        .when(|p| p.decrease_price(dec("1")))
+        .then_refused(StoresError::ProductNotFound);
 }
 
 #[test]
 fn a_product_is_rebranded_only_when_something_changes() {
-    let product: Product = given(&[added("1")]);
-    assert_eq!(product.rebrand("Pen", "").unwrap(), vec![]);
-    assert_eq!(
-        product.rebrand("Blue pen", "writes blue").unwrap(),
-        vec![ProductEvent::ProductRebranded {
+    given::<Product>([added("1")])
+        .when(|p| p.rebrand("Pen", ""))
+        .then([])
+        .when(|p| p.rebrand("Blue pen", "writes blue"))
+        .then([ProductEvent::ProductRebranded {
             name: "Blue pen".into(),
-            description: "writes blue".into()
-        }]
-    );
+            description: "writes blue".into(),
+        }]);
 }
 
 #[test]
