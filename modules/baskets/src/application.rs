@@ -4,12 +4,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::baskets::{self as msg, BasketStatus, BasketView};
 use mallbots_contracts::common;
-use mallbots_contracts::{Actor, Affected, ErrorCode, Message, Role};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{
-    self, Accepted, CommandError, CommandHandler, DomainError, actor,
+    self, Accepted, CommandError, CommandHandler, DomainError, Owned, actor,
 };
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
 use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
@@ -84,18 +84,14 @@ impl Recorded for Basket {
     }
 }
 
-/// Refuses an actor who is not the basket's customer. A basket not started
-/// has nothing to protect: the domain refuses it as not found.
-fn owns(actor: &Actor, basket: &Basket) -> Result<(), CommandError> {
-    if basket.status.is_none() {
-        return Ok(());
+impl Owned for Basket {
+    const OWNER: (Role, &'static str) = (Role::Customer, "the basket");
+    fn exists(&self) -> bool {
+        self.status.is_some()
     }
-    commands::authorize(
-        actor,
-        Role::Customer,
-        Some(basket.customer_id),
-        "the basket",
-    )
+    fn owner(&self) -> Option<Uuid> {
+        Some(self.customer_id)
+    }
 }
 
 pub(crate) struct BasketsHandler;
@@ -127,41 +123,26 @@ impl CommandHandler for BasketsHandler {
                     Some(p) => catalog_cache::store(t, p.store_id).await?,
                     None => None,
                 };
-                let actor = actor(c)?;
-                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    owns(&actor, b)?;
-                    Ok::<_, CommandError>(b.add_item(
-                        product.as_ref(),
-                        store.as_ref(),
-                        m.quantity,
-                    )?)
+                execute_owned::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.add_item(product.as_ref(), store.as_ref(), m.quantity)
                 })
                 .await
             }
             msg::RemoveItem::TYPE => {
                 let m: msg::RemoveItem = c.decode()?;
-                let actor = actor(c)?;
-                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    owns(&actor, b)?;
-                    Ok::<_, CommandError>(b.remove_item(m.product_id, m.quantity)?)
+                execute_owned::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.remove_item(m.product_id, m.quantity)
                 })
                 .await
             }
             msg::CancelBasket::TYPE => {
                 let m: msg::CancelBasket = c.decode()?;
-                let actor = actor(c)?;
-                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    owns(&actor, b)?;
-                    Ok::<_, CommandError>(b.cancel()?)
-                })
-                .await
+                execute_owned::<Basket, _>(t, o, c, m.basket_id, Basket::cancel).await
             }
             msg::CheckoutBasket::TYPE => {
                 let m: msg::CheckoutBasket = c.decode()?;
-                let actor = actor(c)?;
-                execute::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    owns(&actor, b)?;
-                    Ok::<_, CommandError>(b.checkout(m.payment_id, m.order_id)?)
+                execute_owned::<Basket, _>(t, o, c, m.basket_id, |b| {
+                    b.checkout(m.payment_id, m.order_id)
                 })
                 .await
             }

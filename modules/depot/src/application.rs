@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
 use mallbots_contracts::ordering::OrderCanceled;
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
+use mallbots_platform::commands::{
+    self, Accepted, CommandError, CommandHandler, DomainError, Owned,
+};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
 use mallbots_platform::views::{self, Page};
 use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
@@ -91,6 +93,16 @@ async fn mall_map<C: ConnectionTrait>(
     Ok(map)
 }
 
+impl Owned for ShoppingList {
+    const OWNER: (Role, &'static str) = (Role::Bot, "the shopping list");
+    fn exists(&self) -> bool {
+        self.status.is_some()
+    }
+    fn owner(&self) -> Option<Uuid> {
+        self.bot_id
+    }
+}
+
 pub(crate) struct DepotHandler;
 
 #[async_trait]
@@ -128,15 +140,9 @@ impl CommandHandler for DepotHandler {
             }
             msg::CompleteShoppingList::TYPE => {
                 let m: msg::CompleteShoppingList = c.decode()?;
-                let actor = commands::actor(c)?;
-                execute::<ShoppingList, _>(t, o, c, m.shopping_list_id, |l| {
-                    // Only the bot the list is assigned to completes it.
-                    if l.status.is_some() {
-                        commands::authorize(&actor, Role::Bot, l.bot_id, "the shopping list")?;
-                    }
-                    Ok::<_, CommandError>(l.complete()?)
-                })
-                .await
+                // Only the bot the list is assigned to completes it.
+                let list = m.shopping_list_id;
+                execute_owned::<ShoppingList, _>(t, o, c, list, ShoppingList::complete).await
             }
             // A canceled order's list is canceled too, unless a bot has it.
             OrderCanceled::TYPE => {

@@ -8,9 +8,9 @@ use mallbots_contracts::depot::{ShoppingListAssigned, ShoppingListCompleted};
 use mallbots_contracts::ordering::{self as msg, OrderStatus, OrderView};
 use mallbots_contracts::payments::InvoicePaid;
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, DomainError, Owned};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
 use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
@@ -80,6 +80,16 @@ impl Recorded for Order {
     }
 }
 
+impl Owned for Order {
+    const OWNER: (Role, &'static str) = (Role::Customer, "the order");
+    fn exists(&self) -> bool {
+        self.status.is_some()
+    }
+    fn owner(&self) -> Option<Uuid> {
+        Some(self.customer_id)
+    }
+}
+
 pub(crate) struct OrderingHandler;
 
 #[async_trait]
@@ -102,20 +112,7 @@ impl CommandHandler for OrderingHandler {
             }
             msg::CancelOrder::TYPE => {
                 let m: msg::CancelOrder = c.decode()?;
-                let actor = commands::actor(c)?;
-                execute::<Order, _>(t, o, c, m.order_id, |x| {
-                    // An order that does not exist is the domain's NOT_FOUND.
-                    if x.status.is_some() {
-                        commands::authorize(
-                            &actor,
-                            Role::Customer,
-                            Some(x.customer_id),
-                            "the order",
-                        )?;
-                    }
-                    Ok::<_, CommandError>(x.cancel()?)
-                })
-                .await
+                execute_owned::<Order, _>(t, o, c, m.order_id, Order::cancel).await
             }
             BasketCheckedOut::TYPE => {
                 let basket = c.decode::<BasketCheckedOut>()?.0;

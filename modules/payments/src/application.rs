@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use mallbots_contracts::ordering::OrderReadied;
 use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
+use mallbots_platform::commands::{
+    self, Accepted, CommandError, CommandHandler, DomainError, Owned,
+};
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Document, Recorded, execute};
+use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
 use mallbots_platform::views::{self};
 use mallbots_platform::{Envelope, Outgoing, PlatformError};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
@@ -117,6 +119,16 @@ impl Recorded for Invoice {
     }
 }
 
+impl Owned for Invoice {
+    const OWNER: (Role, &'static str) = (Role::Customer, "the invoice");
+    fn exists(&self) -> bool {
+        self.status.is_some()
+    }
+    fn owner(&self) -> Option<Uuid> {
+        self.customer_id
+    }
+}
+
 pub(crate) struct PaymentsHandler;
 
 #[async_trait]
@@ -151,15 +163,7 @@ impl CommandHandler for PaymentsHandler {
             }
             msg::PayInvoice::TYPE => {
                 let m: msg::PayInvoice = c.decode()?;
-                let actor = commands::actor(c)?;
-                execute::<Invoice, _>(t, o, c, m.invoice_id, |i| {
-                    // An invoice that does not exist is the domain's NOT_FOUND.
-                    if i.status.is_some() {
-                        commands::authorize(&actor, Role::Customer, i.customer_id, "the invoice")?;
-                    }
-                    Ok::<_, CommandError>(i.pay()?)
-                })
-                .await
+                execute_owned::<Invoice, _>(t, o, c, m.invoice_id, Invoice::pay).await
             }
             msg::CancelInvoice::TYPE => {
                 let m: msg::CancelInvoice = c.decode()?;

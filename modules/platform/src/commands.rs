@@ -83,6 +83,26 @@ pub fn authorize(
     }
 }
 
+/// An aggregate that belongs to one actor: only it (in its role) or a
+/// trusted actor may change it, decided where the data lives.
+pub trait Owned {
+    /// The owner's role, and what a refusal calls the aggregate.
+    const OWNER: (Role, &'static str);
+    /// Whether it exists: one that does not has nothing to protect (the
+    /// domain refuses it as not found, or creates it).
+    fn exists(&self) -> bool;
+    fn owner(&self) -> Option<Uuid>;
+}
+
+/// Refuses (FORBIDDEN) unless `actor` may act on `aggregate` as it is.
+pub fn authorize_owner<A: Owned>(actor: &Actor, aggregate: &A) -> Result<(), CommandError> {
+    if !aggregate.exists() {
+        return Ok(());
+    }
+    let (role, what) = A::OWNER;
+    authorize(actor, role, aggregate.owner(), what)
+}
+
 /// Refuses (FORBIDDEN) unless `actor` is trusted or has one of `roles`.
 pub fn require_role(actor: &Actor, roles: &[Role]) -> Result<(), CommandError> {
     if actor.is_trusted() || roles.contains(&actor.role) {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::commands::{Accepted, CommandError};
+use crate::commands::{self, Accepted, CommandError, Owned};
 use crate::envelope::{HEADER_POSITION, Outgoing};
 use crate::event_store::{self, Cause};
 use crate::outbox::Outbox;
@@ -85,6 +85,23 @@ pub fn event_envelope(cause: &Envelope, message: Outgoing, position: i64) -> Env
         .headers
         .insert(HEADER_POSITION.to_owned(), position.to_string());
     envelope
+}
+
+/// [`execute`] for the aggregate's owner only: the command's actor must own
+/// it (when it exists) before the domain decides.
+pub async fn execute_owned<A: Recorded + Owned, E: Into<CommandError>>(
+    txn: &DatabaseTransaction,
+    outbox: &Outbox,
+    cause: &Envelope,
+    id: Uuid,
+    decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Accepted, CommandError> {
+    let actor = commands::actor(cause)?;
+    execute::<A, CommandError>(txn, outbox, cause, id, |aggregate| {
+        commands::authorize_owner(&actor, aggregate)?;
+        decide(aggregate).map_err(Into::into)
+    })
+    .await
 }
 
 /// Runs `decide` on aggregate `id` as of now and records what it decided.

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{Actor, Affected, ErrorCode, Message, Role};
-use mallbots_platform::commands::{self, Accepted, CommandError, CommandHandler, DomainError};
+use mallbots_platform::commands::{
+    self, Accepted, CommandError, CommandHandler, DomainError, Owned,
+};
 use mallbots_platform::event_store;
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{self, Document, Recorded};
@@ -146,16 +148,18 @@ impl Recorded for Product {
     }
 }
 
-/// Refuses an actor who does not own `store`. A store that does not exist
-/// has nothing to protect: the domain refuses it as not found.
-fn owns(actor: &Actor, store: &Store) -> Result<(), CommandError> {
-    if !store.created {
-        return Ok(());
+impl Owned for Store {
+    const OWNER: (Role, &'static str) = (Role::StoreOwner, "the store");
+    fn exists(&self) -> bool {
+        self.created
     }
-    commands::authorize(actor, Role::StoreOwner, store.owner, "the store")
+    fn owner(&self) -> Option<Uuid> {
+        self.owner
+    }
 }
 
-/// [`owns`] for the store of product `id`, when the product exists.
+/// Refuses an actor who does not own the store of product `id`, when the
+/// product exists (a product's owner is its store's).
 async fn owns_product(
     txn: &DatabaseTransaction,
     actor: &Actor,
@@ -169,7 +173,7 @@ async fn owns_product(
         return Ok(());
     }
     let store = event_store::load::<Store, _>(txn, &product.state.store_id.to_string()).await?;
-    owns(actor, &store.state)
+    commands::authorize_owner(actor, &store.state)
 }
 
 #[async_trait]
@@ -183,13 +187,6 @@ impl CommandHandler for StoresHandler {
         let (txn, o, c) = (txn, outbox, command);
         // A store's owner may change it and its products; an operator any.
         // Each command is decoded first: an undecodable one is dead-lettered.
-        let owned = |decide: fn(&Store) -> Result<Vec<StoreEvent>, StoresError>| {
-            let actor = commands::actor(c);
-            move |s: &Store| -> Result<Vec<StoreEvent>, CommandError> {
-                owns(&actor?, s)?;
-                Ok(decide(s)?)
-            }
-        };
         match command.message_type.as_str() {
             msg::CreateStore::TYPE => {
                 let m: msg::CreateStore = c.decode()?;
@@ -203,28 +200,24 @@ impl CommandHandler for StoresHandler {
             }
             msg::EnableParticipation::TYPE => {
                 let m: msg::EnableParticipation = c.decode()?;
-                let decide = owned(Store::enable_participation);
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, decide).await
+                let decide = Store::enable_participation;
+                pipeline::execute_owned::<Store, _>(txn, o, c, m.store_id, decide).await
             }
             msg::DisableParticipation::TYPE => {
                 let m: msg::DisableParticipation = c.decode()?;
-                let decide = owned(Store::disable_participation);
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, decide).await
+                let decide = Store::disable_participation;
+                pipeline::execute_owned::<Store, _>(txn, o, c, m.store_id, decide).await
             }
             msg::RebrandStore::TYPE => {
                 let m: msg::RebrandStore = c.decode()?;
-                let actor = commands::actor(c)?;
-                pipeline::execute::<Store, _>(txn, o, c, m.store_id, |s| {
-                    owns(&actor, s)?;
-                    Ok::<_, CommandError>(s.rebrand(&m.name)?)
-                })
-                .await
+                pipeline::execute_owned::<Store, _>(txn, o, c, m.store_id, |s| s.rebrand(&m.name))
+                    .await
             }
             msg::AddProduct::TYPE => {
                 let m: msg::AddProduct = c.decode()?;
                 let actor = commands::actor(c)?;
                 let store = event_store::load::<Store, _>(txn, &m.store_id.to_string()).await?;
-                owns(&actor, &store.state)?;
+                commands::authorize_owner(&actor, &store.state)?;
                 let new = NewProduct {
                     store_id: m.store_id,
                     name: &m.name,
