@@ -92,23 +92,9 @@ impl CustomersQuery {
     ) -> Result<Connection<String, Notification, EmptyFields, EmptyFields>> {
         let customer_id = parse_id(&customer_id, "customerId")?;
         authz::owner(ctx, Role::Customer, customer_id)?;
-        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
-        let page = state(ctx)?
-            .queries
-            .notifications
-            .of_customer(customer_id, n, after)
-            .await
-            .map_err(ApiError::from)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|(id, n)| (id, Notification(n)))
-            .collect();
-        Ok(pagination::connection(
-            items,
-            after.is_some(),
-            page.has_next,
-        ))
+        let notifications = &state(ctx)?.queries.notifications;
+        let fetch = |n, after| notifications.of_customer(customer_id, n, after);
+        Ok(pagination::page(ctx, first, after, fetch, Notification).await?)
     }
 }
 

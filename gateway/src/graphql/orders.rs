@@ -396,27 +396,16 @@ impl OrdersQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>> {
         let filter = filter.unwrap_or_default().parse()?;
-        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
-        let Some(filter) = visible(ctx, filter).await? else {
-            return Ok(pagination::connection(Vec::new(), after.is_some(), false));
+        // None: the caller may see no order at all.
+        let visible = visible(ctx, filter).await?;
+        let search = &state(ctx)?.queries.search;
+        let fetch = |n, after| async move {
+            match &visible {
+                Some(filter) => search.search(filter, n, after).await,
+                None => Ok(mallbots_platform::views::Page::default()),
+            }
         };
-        let app = state(ctx)?;
-        let page = app
-            .queries
-            .search
-            .search(&filter, n, after)
-            .await
-            .map_err(ApiError::from)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|(id, order)| (id, Order(order)))
-            .collect();
-        Ok(pagination::connection(
-            items,
-            after.is_some(),
-            page.has_next,
-        ))
+        Ok(pagination::page(ctx, first, after, fetch, Order).await?)
     }
 
     /// A customer sees the invoices of its own orders; operators any.
@@ -469,24 +458,9 @@ impl OrdersQuery {
         after: Option<String>,
     ) -> Result<Connection<String, ShoppingList, EmptyFields, EmptyFields>> {
         authz::require(ctx, &[Role::Bot])?;
-        let app = state(ctx)?;
-        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
-        let page = app
-            .queries
-            .depot
-            .shopping_lists(status.map(Into::into), n, after)
-            .await
-            .map_err(ApiError::from)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|(id, list)| (id, ShoppingList(list)))
-            .collect();
-        Ok(pagination::connection(
-            items,
-            after.is_some(),
-            page.has_next,
-        ))
+        let depot = &state(ctx)?.queries.depot;
+        let fetch = |n, after| depot.shopping_lists(status.map(Into::into), n, after);
+        Ok(pagination::page(ctx, first, after, fetch, ShoppingList).await?)
     }
 }
 

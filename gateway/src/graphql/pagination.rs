@@ -1,7 +1,9 @@
 //! Relay connections over keyset pages: the cursor is the last item's id.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{OutputType, Result};
+use async_graphql::{Context, OutputType, Result};
+use mallbots_platform::PlatformError;
+use mallbots_platform::views::Page;
 use uuid::Uuid;
 
 use super::errors::ApiError;
@@ -48,4 +50,30 @@ pub fn connection<T: OutputType>(
             .map(|(id, node)| Edge::new(id.to_string(), node)),
     );
     connection
+}
+
+/// A connection of keyset pages.
+pub type Paged<T> = Connection<String, T, EmptyFields, EmptyFields>;
+
+/// The connection of one page: `first` and `after` checked, the page read by
+/// `fetch(size, after)`, each item made a node by `node`.
+pub async fn page<T, N, Fut>(
+    ctx: &Context<'_>,
+    size: Option<i32>,
+    cursor: Option<String>,
+    fetch: impl FnOnce(u64, Option<Uuid>) -> Fut,
+    node: impl Fn(T) -> N,
+) -> Result<Paged<N>, ApiError>
+where
+    N: OutputType,
+    Fut: Future<Output = Result<Page<T>, PlatformError>>,
+{
+    let (n, after) = (first(ctx, size)?, after(cursor)?);
+    let page = fetch(n, after).await.map_err(ApiError::from)?;
+    let items = page
+        .items
+        .into_iter()
+        .map(|(id, item)| (id, node(item)))
+        .collect();
+    Ok(connection(items, after.is_some(), page.has_next))
 }

@@ -87,24 +87,9 @@ async fn catalog_page(
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Connection<String, Product, EmptyFields, EmptyFields>, ApiError> {
-    let app = state(ctx)?;
-    let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
-    let page = app
-        .queries
-        .stores
-        .catalog(store_id, n, after)
-        .await
-        .map_err(ApiError::from)?;
-    let items = page
-        .items
-        .into_iter()
-        .map(|(id, p)| (id, Product(p)))
-        .collect();
-    Ok(pagination::connection(
-        items,
-        after.is_some(),
-        page.has_next,
-    ))
+    let stores = &state(ctx)?.queries.stores;
+    let fetch = |n, after| stores.catalog(store_id, n, after);
+    pagination::page(ctx, first, after, fetch, Product).await
 }
 
 #[derive(Default)]
@@ -132,24 +117,9 @@ impl StoresQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Store, EmptyFields, EmptyFields>> {
-        let app = state(ctx)?;
-        let (n, after) = (pagination::first(ctx, first)?, pagination::after(after)?);
-        let page = app
-            .queries
-            .stores
-            .stores(participating, n, after)
-            .await
-            .map_err(ApiError::from)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|(id, s)| (id, Store(s)))
-            .collect();
-        Ok(pagination::connection(
-            items,
-            after.is_some(),
-            page.has_next,
-        ))
+        let stores = &state(ctx)?.queries.stores;
+        let fetch = |n, after| stores.stores(participating, n, after);
+        Ok(pagination::page(ctx, first, after, fetch, Store).await?)
     }
 
     async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {

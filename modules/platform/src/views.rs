@@ -228,6 +228,15 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page {
+            items: Vec::new(),
+            has_next: false,
+        }
+    }
+}
+
 /// Rows of `kind` (with `status`, when given) after `after`, at most `first`.
 pub async fn page<C: ConnectionTrait, T: DeserializeOwned>(
     conn: &C,
