@@ -244,15 +244,7 @@ fn coded(body: &Value) -> bool {
 /// Every module's stored events: what the corpus must leave as it was.
 async fn events(app: &TestApp) -> Vec<u64> {
     let mut counts = Vec::new();
-    for module in [
-        "stores",
-        "customers",
-        "baskets",
-        "payments",
-        "ordering",
-        "depot",
-        "cosec",
-    ] {
+    for module in common::COMMAND_MODULES.into_iter().chain(["cosec"]) {
         let db = app.db(module).await;
         counts.push(mallbots_platform::event_store::count(&db).await.unwrap());
     }

@@ -9,25 +9,16 @@
 mod common;
 
 use common::shop::{self, add_item, authorize_payment, basket, checkout, customer, mall};
-use common::{Backend, spawn_app, wait_until};
+use common::{Backend, COMMAND_MODULES, spawn_app, wait_until};
 use mallbots_contracts::Message;
 use mallbots_contracts::ordering::OrderCreated;
 use mallbots_platform::dead_letters;
 use mallbots_platform::{Envelope, Exchange, Outgoing};
 
-const COMMAND_QUEUES: [&str; 6] = [
-    "stores",
-    "customers",
-    "baskets",
-    "payments",
-    "ordering",
-    "depot",
-];
-
 async fn every_module_survives_a_poison_message(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let broker = app.broker();
-    for module in COMMAND_QUEUES {
+    for module in COMMAND_MODULES {
         let kind = format!("{module}.Poison");
         let mut poison = Envelope::first(Outgoing {
             message_type: "poison",
@@ -52,7 +43,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
         .unwrap();
 
     let store = app.db("deadletters").await;
-    let expected: Vec<String> = COMMAND_QUEUES
+    let expected: Vec<String> = COMMAND_MODULES
         .iter()
         .map(|m| format!("{m}.commands"))
         .chain(["cosec.saga", "search.events", "notifications.events"].map(str::to_owned))

@@ -24,6 +24,16 @@ use uuid::Uuid;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The modules that handle commands, each on its queue `<module>.commands`.
+pub const COMMAND_MODULES: [&str; 6] = [
+    "stores",
+    "customers",
+    "baskets",
+    "payments",
+    "ordering",
+    "depot",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Embedded,

@@ -67,13 +67,7 @@ impl Recorded for Basket {
         }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &BasketEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = Self::view(id, state, at);
+    fn announce(event: &BasketEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             BasketEvent::BasketStarted { .. } => Outgoing::of(&msg::BasketStarted(v)),
             BasketEvent::BasketItemAdded { .. } => Outgoing::of(&msg::BasketItemAdded(v)),

@@ -56,13 +56,7 @@ impl Recorded for Customer {
         Affected::Customer { customer_id: id }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &CustomerEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = Self::view(id, state, at);
+    fn announce(event: &CustomerEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             CustomerEvent::CustomerRegistered { .. } => Outgoing::of(&msg::CustomerRegistered(v)),
             CustomerEvent::CustomerSmsChanged { .. } => Outgoing::of(&msg::CustomerSmsChanged(v)),

@@ -59,13 +59,10 @@ impl Recorded for ShoppingList {
     }
 
     fn announce(
-        id: Uuid,
-        state: &Self,
         event: &ShoppingListEvent,
-        at: DateTime<Utc>,
+        v: Self::View,
     ) -> Result<Option<Outgoing>, PlatformError> {
         use ShoppingListEvent::*;
-        let v = Self::view(id, state, at);
         Outgoing::of_some(match event {
             ShoppingListCreated { .. } => Outgoing::of(&msg::ShoppingListCreated(v)),
             ShoppingListCanceled => Outgoing::of(&msg::ShoppingListCanceled(v)),

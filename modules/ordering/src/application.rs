@@ -61,13 +61,7 @@ impl Recorded for Order {
         Affected::Order { order_id: id }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &OrderEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = Self::view(id, state, at);
+    fn announce(event: &OrderEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             OrderEvent::OrderCreated(_) => Outgoing::of(&msg::OrderCreated(v)),
             OrderEvent::OrderRejected { .. } => Outgoing::of(&msg::OrderRejected(v)),

@@ -61,13 +61,7 @@ impl Recorded for Payment {
         Affected::Payment { payment_id: id }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &PaymentEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = Self::view(id, state, at);
+    fn announce(event: &PaymentEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             PaymentEvent::PaymentAuthorized { .. } => Outgoing::of(&msg::PaymentAuthorized(v)),
             PaymentEvent::PaymentConfirmed => Outgoing::of(&msg::PaymentConfirmed(v)),
@@ -103,13 +97,7 @@ impl Recorded for Invoice {
         }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &InvoiceEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let v = Self::view(id, state, at);
+    fn announce(event: &InvoiceEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             InvoiceEvent::InvoiceCreated { .. } => Outgoing::of(&msg::InvoiceCreated(v)),
             InvoiceEvent::InvoiceAdjusted { .. } => Outgoing::of(&msg::InvoiceAdjusted(v)),

@@ -42,14 +42,9 @@ pub trait Recorded: Aggregate + Sync {
     /// a module with tables of its own (it writes them in `project`).
     fn document(state: &Self, view: &Self::View) -> Option<Document>;
 
-    /// The integration event announcing `event`, given the state after it
+    /// The integration event announcing `event`, given the view after it
     /// (`None`: nothing for other modules).
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &Self::Event,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError>;
+    fn announce(event: &Self::Event, view: Self::View) -> Result<Option<Outgoing>, PlatformError>;
 
     /// Writes the aggregate's read side as of `position`: by default its
     /// view, as the document [`Recorded::document`] says.
@@ -134,7 +129,8 @@ pub async fn execute<A: Recorded, E: Into<CommandError>>(
     let mut last = None;
     for stored in &stored {
         state.apply(&stored.event);
-        if let Some(message) = A::announce(id, &state, &stored.event, stored.recorded_at)? {
+        let view = A::view(id, &state, stored.recorded_at);
+        if let Some(message) = A::announce(&stored.event, view)? {
             let key = message.message_type;
             let envelope = event_envelope(cause, message, stored.position);
             outbox

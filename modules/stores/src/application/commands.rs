@@ -53,13 +53,7 @@ impl Recorded for Store {
         None
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &StoreEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let view = Self::view(id, state, at);
+    fn announce(event: &StoreEvent, view: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         let message = match event {
             StoreEvent::StoreCreated { .. } => Outgoing::of(&msg::StoreCreated(view)),
             StoreEvent::StoreParticipationEnabled => {
@@ -110,13 +104,7 @@ impl Recorded for Product {
         }
     }
 
-    fn announce(
-        id: Uuid,
-        state: &Self,
-        event: &ProductEvent,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Outgoing>, PlatformError> {
-        let view = Self::view(id, state, at);
+    fn announce(event: &ProductEvent, view: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         let message = match event {
             ProductEvent::ProductAdded { .. } => Outgoing::of(&msg::ProductAdded(view)),
             ProductEvent::ProductRebranded { .. } => Outgoing::of(&msg::ProductRebranded(view)),
