@@ -169,19 +169,12 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
 #[tokio::test]
 async fn a_module_process_killed_mid_saga_finishes_after_a_restart() {
     let split = Split::new().await;
-    let rest = split
-        .part(&[
-            "gateway",
-            "stores",
-            "customers",
-            "baskets",
-            "payments",
-            "ordering",
-            "depot",
-            "search",
-            "notifications",
-        ])
-        .await;
+    let everything_else: Vec<&str> = ["gateway"]
+        .into_iter()
+        .chain(common::COMMAND_MODULES)
+        .chain(["search", "notifications"])
+        .collect();
+    let rest = split.part(&everything_else).await;
     let mut cosec = split.part(&["cosec"]).await;
     let app = rest.client().await;
     let in_flight = shop::checkouts_in_flight(&app, 50).await;

@@ -312,21 +312,10 @@ fn expand(text: &str) -> Vec<Vec<String>> {
     vec![segments]
 }
 
+/// Where the `}` closing a group whose `{` was just passed is.
 fn matching_brace(text: &str) -> usize {
-    let mut depth = 1;
-    for (i, c) in text.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => {}
-        }
-    }
-    text.len()
+    // The group with its `{` put back ends one past its `}`.
+    item_end(&format!("{{{text}")).saturating_sub(2)
 }
 
 fn split_top(text: &str) -> Vec<&str> {

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::message;
+use crate::codec::{message, view_events};
 
 /// Routing pattern of every stores command; the module's command queue binds it.
 pub const COMMANDS: &str = "stores.*";
@@ -95,27 +95,13 @@ pub struct StoreView {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoreCreated(pub StoreView);
-message!(StoreCreated, "stores.Store.StoreCreated");
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoreParticipationEnabled(pub StoreView);
-message!(
-    StoreParticipationEnabled,
-    "stores.Store.StoreParticipationEnabled"
+view_events!(
+    StoreView,
+    StoreCreated = "stores.Store.StoreCreated",
+    StoreParticipationEnabled = "stores.Store.StoreParticipationEnabled",
+    StoreParticipationDisabled = "stores.Store.StoreParticipationDisabled",
+    StoreRebranded = "stores.Store.StoreRebranded",
 );
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoreParticipationDisabled(pub StoreView);
-message!(
-    StoreParticipationDisabled,
-    "stores.Store.StoreParticipationDisabled"
-);
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoreRebranded(pub StoreView);
-message!(StoreRebranded, "stores.Store.StoreRebranded");
 
 /// A product's full state after the change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,13 +115,14 @@ pub struct ProductView {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProductAdded(pub ProductView);
-message!(ProductAdded, "stores.Product.ProductAdded");
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProductRebranded(pub ProductView);
-message!(ProductRebranded, "stores.Product.ProductRebranded");
+// ProductRemoved carries the product's last state, so consumers can drop it
+// knowing its store.
+view_events!(
+    ProductView,
+    ProductAdded = "stores.Product.ProductAdded",
+    ProductRebranded = "stores.Product.ProductRebranded",
+    ProductRemoved = "stores.Product.ProductRemoved",
+);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProductPriceIncreased {
@@ -157,11 +144,6 @@ message!(
     "stores.Product.ProductPriceDecreased"
 );
 
-/// The product's last state, so consumers can drop it knowing its store.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProductRemoved(pub ProductView);
-message!(ProductRemoved, "stores.Product.ProductRemoved");
-
 /// What a stores event means to a module that caches stores and products
 /// (baskets, depot).
 #[derive(Clone, Debug, PartialEq)]
@@ -173,34 +155,28 @@ pub enum CatalogUpdate {
 
 impl CatalogUpdate {
     /// `None` when the message is not a stores event.
-    pub fn from_message<'de, D: serde::Deserializer<'de>>(
+    pub fn from_message<'de, D: serde::Deserializer<'de> + Copy>(
         message_type: &str,
         version: u16,
         payload: D,
     ) -> Option<Result<Self, String>> {
         use crate::codec::{Message, decode};
-        let (v, p) = (version, payload);
-        Some(match message_type {
-            StoreCreated::TYPE => decode::<StoreCreated, D>(v, p).map(|m| Self::Store(m.0)),
-            StoreParticipationEnabled::TYPE => {
-                decode::<StoreParticipationEnabled, D>(v, p).map(|m| Self::Store(m.0))
-            }
-            StoreParticipationDisabled::TYPE => {
-                decode::<StoreParticipationDisabled, D>(v, p).map(|m| Self::Store(m.0))
-            }
-            StoreRebranded::TYPE => decode::<StoreRebranded, D>(v, p).map(|m| Self::Store(m.0)),
-            ProductAdded::TYPE => decode::<ProductAdded, D>(v, p).map(|m| Self::Product(m.0)),
-            ProductRebranded::TYPE => {
-                decode::<ProductRebranded, D>(v, p).map(|m| Self::Product(m.0))
-            }
+        let (t, v, p) = (message_type, version, payload);
+        if let Some(store) = StoreView::from_event(t, v, p) {
+            return Some(store.map(Self::Store));
+        }
+        if t == ProductRemoved::TYPE {
+            return Some(decode::<ProductRemoved, D>(v, p).map(|m| Self::ProductRemoved(m.0)));
+        }
+        if let Some(product) = ProductView::from_event(t, v, p) {
+            return Some(product.map(Self::Product));
+        }
+        Some(match t {
             ProductPriceIncreased::TYPE => {
                 decode::<ProductPriceIncreased, D>(v, p).map(|m| Self::Product(m.product))
             }
             ProductPriceDecreased::TYPE => {
                 decode::<ProductPriceDecreased, D>(v, p).map(|m| Self::Product(m.product))
-            }
-            ProductRemoved::TYPE => {
-                decode::<ProductRemoved, D>(v, p).map(|m| Self::ProductRemoved(m.0))
             }
             _ => return None,
         })
