@@ -1,38 +1,35 @@
-//! The projection (live and replayed) and the queries.
+//! The projection: each event archived, applied and logged as a change;
+//! rebuilding it (`rebuild`) and its queries (`queries`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use mallbots_contracts::customers::CustomerView;
 use mallbots_contracts::depot::ShoppingListView;
 use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
     ArchivedEvent, CatalogChange, CatalogChangeKind, ChangeBody, Changed, Committed, LoggedChange,
-    OrderSummary, TOPIC_EVENT,
+    OrderSummary,
 };
 use mallbots_contracts::stores::{CatalogUpdate, ProductView};
-use mallbots_platform::changes::{self, Change};
+use mallbots_platform::changes::{self};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
-use mallbots_platform::db::SecondaryIndexes;
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::event_envelope;
 use mallbots_platform::views::{self, Row};
 use mallbots_platform::{Envelope, Exchange, Outgoing, PlatformError};
-use rust_decimal::Decimal;
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::Set, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, QueryOrder, QuerySelect, QueryTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{self, Fold, Positioned, cents, newer, summary};
-use crate::infrastructure::tables::{items, orders};
+use crate::domain::{self, Positioned, newer, summary};
+use crate::infrastructure::tables::{Rows, decode_summary, orders, write_orders};
 
-const CUSTOMER: &str = "cache.customer";
+pub mod queries;
+pub(crate) mod rebuild;
+
+pub(super) const CUSTOMER: &str = "cache.customer";
 
 fn decode_error(what: &str, reason: impl std::fmt::Display) -> PlatformError {
     PlatformError::Decode {
@@ -52,7 +49,7 @@ pub(crate) async fn lock<C: ConnectionTrait>(conn: &C) -> Result<(), PlatformErr
 }
 
 /// What an event means to search.
-enum Fact {
+pub(super) enum Fact {
     Order(OrderView),
     Customer(CustomerView),
     ShoppingList(ShoppingListView),
@@ -63,7 +60,7 @@ enum Fact {
     Other,
 }
 
-fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
+pub(super) fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
     let (kind, version, payload) = (
         event.message_type.as_str(),
         event.schema_version,
@@ -251,7 +248,7 @@ impl Staged {
     }
 }
 
-fn customer_row(customer: &CustomerView, position: i64) -> Row<'_, CustomerView> {
+pub(super) fn customer_row(customer: &CustomerView, position: i64) -> Row<'_, CustomerView> {
     Row {
         kind: CUSTOMER,
         id: customer.customer_id,
@@ -270,108 +267,6 @@ fn order_change(summary: &OrderSummary) -> Changed {
     }
 }
 
-/// How [`write_orders`] treats rows already there.
-#[derive(Clone, Copy, PartialEq)]
-enum Rows {
-    /// Some may exist: upsert each order and replace its items.
-    Replace,
-    /// The tables were just emptied (a rebuild): plain inserts. Upserts and
-    /// the per-order item deletes cost more than half a rebuild's time.
-    Fresh,
-}
-
-/// Writes order rows and their item rows, many to a statement.
-async fn write_orders<C: ConnectionTrait>(
-    conn: &C,
-    rows: &[&Positioned<OrderSummary>],
-    mode: Rows,
-) -> Result<(), PlatformError> {
-    // 9 columns a row: well under every backend's bound-parameter limit.
-    for chunk in rows.chunks(1000) {
-        let models = chunk
-            .iter()
-            .map(|(summary, position)| order_row(summary, *position))
-            .collect::<Result<Vec<_>, _>>()?;
-        let insert = orders::Entity::insert_many(models);
-        if mode == Rows::Fresh {
-            insert.exec_without_returning(conn).await?;
-        } else {
-            insert
-                .on_conflict(
-                    OnConflict::column(orders::Column::OrderId)
-                        .update_columns([
-                            orders::Column::CustomerId,
-                            orders::Column::CustomerName,
-                            orders::Column::Status,
-                            orders::Column::TotalCents,
-                            orders::Column::CreatedAt,
-                            orders::Column::UpdatedAt,
-                            orders::Column::Body,
-                            orders::Column::Position,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(conn)
-                .await?;
-            let ids = chunk.iter().map(|(s, _)| s.order.order_id.to_string());
-            items::Entity::delete_many()
-                .filter(items::Column::OrderId.is_in(ids))
-                .exec(conn)
-                .await?;
-        }
-        let lines: Vec<_> = chunk
-            .iter()
-            .flat_map(|(s, _)| item_rows(&s.order))
-            .collect();
-        for lines in lines.chunks(5000) {
-            items::Entity::insert_many(lines.to_vec())
-                .exec_without_returning(conn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// An order's row in `search_orders`.
-fn order_row(summary: &OrderSummary, position: i64) -> Result<orders::ActiveModel, PlatformError> {
-    let order = &summary.order;
-    let body = serde_json::to_string(summary).map_err(|e| decode_error("order summary", e))?;
-    Ok(orders::ActiveModel {
-        order_id: Set(order.order_id.to_string()),
-        customer_id: Set(order.customer_id.to_string()),
-        customer_name: Set(summary.customer_name.clone()),
-        status: Set(order.status.as_str().to_owned()),
-        total_cents: Set(cents(order.total)),
-        created_at: Set(order.created_at),
-        updated_at: Set(order.occurred_at),
-        body: Set(body),
-        position: Set(position),
-    })
-}
-
-/// An order's rows in `search_order_items`: one per product (an order
-/// lists each product once).
-fn item_rows(order: &OrderView) -> Vec<items::ActiveModel> {
-    let id = order.order_id.to_string();
-    let mut lines: Vec<items::ActiveModel> = Vec::new();
-    for item in &order.items {
-        let product_id = item.product_id.to_string();
-        if lines.iter().any(|l| l.product_id.as_ref() == &product_id) {
-            continue;
-        }
-        lines.push(items::ActiveModel {
-            order_id: Set(id.clone()),
-            product_id: Set(product_id),
-            store_id: Set(item.store_id.to_string()),
-        });
-    }
-    lines
-}
-
-fn decode_summary(row: &orders::Model) -> Result<OrderSummary, PlatformError> {
-    serde_json::from_str(&row.body).map_err(|e| decode_error("search row", e))
-}
-
 fn archived(envelope: &Envelope) -> ArchivedEvent {
     ArchivedEvent {
         message_type: envelope.message_type.clone(),
@@ -380,50 +275,6 @@ fn archived(envelope: &Envelope) -> ArchivedEvent {
         occurred_at: envelope.timestamp,
         payload: envelope.payload.clone(),
     }
-}
-
-/// Rebuild: folds every archived event in memory, in the order search
-/// applied them, then writes the model afresh, many rows to a statement.
-pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
-    let started = std::time::Instant::now();
-    let mut fold = Fold::default();
-    // Windows of log positions, about half of them archived events.
-    const WINDOW: i64 = 10_000;
-    let (last, mut after, mut replayed) = (changes::last(txn).await?, 0, 0);
-    while after < last {
-        let upto = after.saturating_add(WINDOW);
-        let batch =
-            changes::between_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, upto).await?;
-        after = upto;
-        for (_, event) in batch {
-            let position = event.source_position.unwrap_or(0);
-            match fact(&event)? {
-                Fact::Order(order) => fold.order(order, position),
-                Fact::Customer(customer) => fold.customer(customer, position),
-                Fact::ShoppingList(_) | Fact::Product { .. } | Fact::Other => {}
-            }
-            replayed += 1;
-        }
-    }
-    tracing::info!(replayed, elapsed = ?started.elapsed(), "rebuild: archive read and folded");
-    // Rows are written without their secondary indexes, which are built once
-    // at the end (queries on the search tables wait until the rebuild commits).
-    let tables = [items::Entity.table_name(), orders::Entity.table_name()];
-    let indexes = SecondaryIndexes::drop(txn, &tables).await?;
-    items::Entity::delete_many().exec(txn).await?;
-    orders::Entity::delete_many().exec(txn).await?;
-    views::delete_kind(txn, CUSTOMER).await?;
-    tracing::info!(elapsed = ?started.elapsed(), "rebuild: old rows deleted");
-    let (summaries, customers) = fold.finish();
-    write_orders(txn, &summaries.iter().collect::<Vec<_>>(), Rows::Fresh).await?;
-    indexes.create(txn).await?;
-    let rows: Vec<_> = customers
-        .iter()
-        .map(|(customer, position)| customer_row(customer, *position))
-        .collect();
-    views::insert_all(txn, &rows).await?;
-    tracing::info!(orders = summaries.len(), elapsed = ?started.elapsed(), "rebuild: rows written");
-    Ok(replayed)
 }
 
 pub(crate) struct SearchHandler;
@@ -513,114 +364,5 @@ impl CommandHandler for SearchHandler {
             outbox.enqueue(txn, Exchange::Events, key, &notice).await?;
         }
         Ok(accepted)
-    }
-}
-
-/// The filters of `searchOrders`; every one given must hold.
-#[derive(Clone, Debug, Default)]
-pub struct OrderFilter {
-    pub customer_id: Option<Uuid>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-    pub store_ids: Vec<Uuid>,
-    pub product_ids: Vec<Uuid>,
-    pub min_total: Option<Decimal>,
-    pub max_total: Option<Decimal>,
-    pub status: Option<String>,
-}
-
-/// The search read side.
-#[derive(Clone)]
-pub struct SearchQueries {
-    db: DatabaseConnection,
-}
-
-impl SearchQueries {
-    pub fn new(db: DatabaseConnection) -> Self {
-        SearchQueries { db }
-    }
-
-    pub async fn order(&self, id: Uuid) -> Result<Option<OrderSummary>, PlatformError> {
-        orders::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await?
-            .map(|row| decode_summary(&row))
-            .transpose()
-    }
-
-    /// Orders matching `filter` after `after`, oldest first.
-    pub async fn search(
-        &self,
-        filter: &OrderFilter,
-        first: u64,
-        after: Option<Uuid>,
-    ) -> Result<views::Page<OrderSummary>, PlatformError> {
-        use orders::Column as O;
-        let mut cond = Condition::all();
-        if let Some(c) = filter.customer_id {
-            cond = cond.add(O::CustomerId.eq(c.to_string()));
-        }
-        if let Some(t) = filter.created_after {
-            cond = cond.add(O::CreatedAt.gte(t));
-        }
-        if let Some(t) = filter.created_before {
-            cond = cond.add(O::CreatedAt.lt(t));
-        }
-        if let Some(m) = filter.min_total {
-            cond = cond.add(O::TotalCents.gte(cents(m)));
-        }
-        if let Some(m) = filter.max_total {
-            cond = cond.add(O::TotalCents.lte(cents(m)));
-        }
-        if let Some(s) = &filter.status {
-            cond = cond.add(O::Status.eq(s.clone()));
-        }
-        for (ids, column) in [
-            (&filter.store_ids, items::Column::StoreId),
-            (&filter.product_ids, items::Column::ProductId),
-        ] {
-            if !ids.is_empty() {
-                let holding = items::Entity::find()
-                    .select_only()
-                    .column(items::Column::OrderId)
-                    .filter(column.is_in(ids.iter().map(Uuid::to_string)))
-                    .into_query();
-                cond = cond.add(O::OrderId.in_subquery(holding));
-            }
-        }
-        if let Some(after) = after {
-            cond = cond.add(O::OrderId.gt(after.to_string()));
-        }
-        let mut rows = orders::Entity::find()
-            .filter(cond)
-            .order_by_asc(O::OrderId)
-            .limit(first + 1)
-            .all(&self.db)
-            .await?;
-        let has_next = rows.len() as u64 > first;
-        rows.truncate(first as usize);
-        let items = rows
-            .iter()
-            .map(|row| {
-                let summary = decode_summary(row)?;
-                Ok((summary.order.order_id, summary))
-            })
-            .collect::<Result<_, PlatformError>>()?;
-        Ok(views::Page { items, has_next })
-    }
-
-    /// The last change pruned from the log (0: none).
-    pub async fn pruned_through(&self) -> Result<i64, PlatformError> {
-        changes::pruned_through(&self.db).await
-    }
-
-    /// Logged changes of `topics` after `after` (subscription replay).
-    pub async fn changes(
-        &self,
-        topics: &[&str],
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, PlatformError> {
-        changes::since(&self.db, topics, after, limit).await
     }
 }

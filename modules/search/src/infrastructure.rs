@@ -62,7 +62,7 @@ pub async fn start(
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, PlatformError> {
     let txn = db.begin().await?;
     application::lock(&txn).await?;
-    let replayed = application::replay_all(&txn).await?;
+    let replayed = application::rebuild::replay_all(&txn).await?;
     txn.commit().await?;
     Ok(replayed)
 }

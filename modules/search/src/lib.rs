@@ -11,7 +11,7 @@ mod application;
 pub mod domain;
 mod infrastructure;
 
-pub use application::{OrderFilter, SearchQueries};
+pub use application::queries::{OrderFilter, SearchQueries};
 pub use infrastructure::{migrate, queue, rebuild, start};
 
 /// The module's name: its database schema (or file) and queue prefix.

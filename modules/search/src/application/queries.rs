@@ -1,0 +1,123 @@
+//! The search read side, as the gateway queries it.
+
+use chrono::{DateTime, Utc};
+use mallbots_contracts::search::OrderSummary;
+use mallbots_platform::PlatformError;
+use mallbots_platform::changes::{self, Change};
+use mallbots_platform::views;
+use rust_decimal::Decimal;
+use sea_orm::entity::prelude::*;
+use sea_orm::{Condition, DatabaseConnection, QueryOrder, QuerySelect, QueryTrait};
+use uuid::Uuid;
+
+use crate::domain::cents;
+use crate::infrastructure::tables::{decode_summary, items, orders};
+
+/// The filters of `searchOrders`; every one given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    pub customer_id: Option<Uuid>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub store_ids: Vec<Uuid>,
+    pub product_ids: Vec<Uuid>,
+    pub min_total: Option<Decimal>,
+    pub max_total: Option<Decimal>,
+    pub status: Option<String>,
+}
+
+/// The search read side.
+#[derive(Clone)]
+pub struct SearchQueries {
+    db: DatabaseConnection,
+}
+
+impl SearchQueries {
+    pub fn new(db: DatabaseConnection) -> Self {
+        SearchQueries { db }
+    }
+
+    pub async fn order(&self, id: Uuid) -> Result<Option<OrderSummary>, PlatformError> {
+        orders::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(|row| decode_summary(&row))
+            .transpose()
+    }
+
+    /// Orders matching `filter` after `after`, oldest first.
+    pub async fn search(
+        &self,
+        filter: &OrderFilter,
+        first: u64,
+        after: Option<Uuid>,
+    ) -> Result<views::Page<OrderSummary>, PlatformError> {
+        use orders::Column as O;
+        let mut cond = Condition::all();
+        if let Some(c) = filter.customer_id {
+            cond = cond.add(O::CustomerId.eq(c.to_string()));
+        }
+        if let Some(t) = filter.created_after {
+            cond = cond.add(O::CreatedAt.gte(t));
+        }
+        if let Some(t) = filter.created_before {
+            cond = cond.add(O::CreatedAt.lt(t));
+        }
+        if let Some(m) = filter.min_total {
+            cond = cond.add(O::TotalCents.gte(cents(m)));
+        }
+        if let Some(m) = filter.max_total {
+            cond = cond.add(O::TotalCents.lte(cents(m)));
+        }
+        if let Some(s) = &filter.status {
+            cond = cond.add(O::Status.eq(s.clone()));
+        }
+        for (ids, column) in [
+            (&filter.store_ids, items::Column::StoreId),
+            (&filter.product_ids, items::Column::ProductId),
+        ] {
+            if !ids.is_empty() {
+                let holding = items::Entity::find()
+                    .select_only()
+                    .column(items::Column::OrderId)
+                    .filter(column.is_in(ids.iter().map(Uuid::to_string)))
+                    .into_query();
+                cond = cond.add(O::OrderId.in_subquery(holding));
+            }
+        }
+        if let Some(after) = after {
+            cond = cond.add(O::OrderId.gt(after.to_string()));
+        }
+        let mut rows = orders::Entity::find()
+            .filter(cond)
+            .order_by_asc(O::OrderId)
+            .limit(first + 1)
+            .all(&self.db)
+            .await?;
+        let has_next = rows.len() as u64 > first;
+        rows.truncate(first as usize);
+        let items = rows
+            .iter()
+            .map(|row| {
+                let summary = decode_summary(row)?;
+                Ok((summary.order.order_id, summary))
+            })
+            .collect::<Result<_, PlatformError>>()?;
+        Ok(views::Page { items, has_next })
+    }
+
+    /// The last change pruned from the log (0: none).
+    pub async fn pruned_through(&self) -> Result<i64, PlatformError> {
+        changes::pruned_through(&self.db).await
+    }
+
+    /// Logged changes of `topics` after `after` (subscription replay).
+    pub async fn changes(
+        &self,
+        topics: &[&str],
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<Change>, PlatformError> {
+        changes::since(&self.db, topics, after, limit).await
+    }
+}

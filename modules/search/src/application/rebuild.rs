@@ -1,0 +1,57 @@
+//! Rebuilding the search model from the archived events, in one
+//! transaction, while the system runs.
+
+use mallbots_contracts::search::{ArchivedEvent, TOPIC_EVENT};
+use mallbots_platform::db::SecondaryIndexes;
+use mallbots_platform::views;
+use mallbots_platform::{PlatformError, changes};
+use sea_orm::DatabaseTransaction;
+use sea_orm::entity::prelude::*;
+
+use super::{CUSTOMER, Fact, customer_row, fact};
+use crate::domain::Fold;
+use crate::infrastructure::tables::{Rows, items, orders, write_orders};
+
+/// Rebuild: folds every archived event in memory, in the order search
+/// applied them, then writes the model afresh, many rows to a statement.
+pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
+    let started = std::time::Instant::now();
+    let mut fold = Fold::default();
+    // Windows of log positions, about half of them archived events.
+    const WINDOW: i64 = 10_000;
+    let (last, mut after, mut replayed) = (changes::last(txn).await?, 0, 0);
+    while after < last {
+        let upto = after.saturating_add(WINDOW);
+        let batch =
+            changes::between_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, upto).await?;
+        after = upto;
+        for (_, event) in batch {
+            let position = event.source_position.unwrap_or(0);
+            match fact(&event)? {
+                Fact::Order(order) => fold.order(order, position),
+                Fact::Customer(customer) => fold.customer(customer, position),
+                Fact::ShoppingList(_) | Fact::Product { .. } | Fact::Other => {}
+            }
+            replayed += 1;
+        }
+    }
+    tracing::info!(replayed, elapsed = ?started.elapsed(), "rebuild: archive read and folded");
+    // Rows are written without their secondary indexes, which are built once
+    // at the end (queries on the search tables wait until the rebuild commits).
+    let tables = [items::Entity.table_name(), orders::Entity.table_name()];
+    let indexes = SecondaryIndexes::drop(txn, &tables).await?;
+    items::Entity::delete_many().exec(txn).await?;
+    orders::Entity::delete_many().exec(txn).await?;
+    views::delete_kind(txn, CUSTOMER).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "rebuild: old rows deleted");
+    let (summaries, customers) = fold.finish();
+    write_orders(txn, &summaries.iter().collect::<Vec<_>>(), Rows::Fresh).await?;
+    indexes.create(txn).await?;
+    let rows: Vec<_> = customers
+        .iter()
+        .map(|(customer, position)| customer_row(customer, *position))
+        .collect();
+    views::insert_all(txn, &rows).await?;
+    tracing::info!(orders = summaries.len(), elapsed = ?started.elapsed(), "rebuild: rows written");
+    Ok(replayed)
+}
