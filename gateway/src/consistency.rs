@@ -73,14 +73,20 @@ impl Readers {
     }
 }
 
+/// A position written as positions are handed out: decimal digits, no
+/// sign, no space, no leading zero.
+pub fn canonical_position(text: &str) -> Option<i64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    (digits && !leading_zero)
+        .then(|| text.parse::<i64>().ok())
+        .flatten()
+}
+
 pub fn parse(token: &str, readers: &Readers) -> Result<Token, ApiError> {
     let bad = || ApiError::bad_input(format!("{token:?} is not a consistency token"));
-    let (module, position) = token.trim().split_once(':').ok_or_else(bad)?;
-    let position = position
-        .parse::<i64>()
-        .ok()
-        .filter(|p| *p >= 0)
-        .ok_or_else(bad)?;
+    let (module, position) = token.split_once(':').ok_or_else(bad)?;
+    let position = canonical_position(position).ok_or_else(bad)?;
     if !readers.followed(module) {
         return Err(bad());
     }
@@ -207,6 +213,11 @@ mod tests {
             "nowhere:3",
             "search:1",
             "baskets:1",
+            "ordering:+1",
+            "ordering:01",
+            " ordering:1",
+            "ordering:1 ",
+            "ordering:",
         ] {
             assert!(parse(bad, &readers).is_err(), "{bad}");
         }

@@ -192,13 +192,32 @@ fn admit(http: &Http, headers: &HeaderMap, client: IpAddr) -> Result<Identity, B
     Ok(identity)
 }
 
+/// Documents up to this size are parsed on the request's own task.
+const INLINE_PARSE_BYTES: usize = 16 * 1024;
+
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The longest idempotency key taken.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// An `Idempotency-Key` header that cannot be used, and why.
+/// The one value of header `name`, if sent; two are refused (which one
+/// would count is anybody's guess).
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::bad_input(format!(
+            "send one {name} header, not several"
+        )));
+    }
+    Ok(first)
+}
+
 fn bad_idempotency_key(headers: &HeaderMap) -> Option<ApiError> {
-    let value = headers.get(IDEMPOTENCY_KEY)?;
+    let value = match single(headers, IDEMPOTENCY_KEY) {
+        Ok(value) => value?,
+        Err(err) => return Some(err),
+    };
     let fine = value.to_str().is_ok_and(|key| {
         !key.is_empty()
             && key.len() <= MAX_IDEMPOTENCY_KEY
@@ -260,14 +279,43 @@ async fn execute(
     // Parsed once: the request keeps the document, and execution reuses it.
     // Every refusal that needs only the document comes before any wait.
     let settings = &http.app.settings;
-    let (parsed, oversized, mutations, introspects) = match request.parsed_query() {
-        Ok(document) => (
-            true,
-            crate::limits::oversized(document, settings),
-            crate::limits::mutations(document),
-            crate::limits::introspects(document),
-        ),
-        Err(_) => (false, None, 0, false),
+    let measure =
+        |request: &mut async_graphql::Request, settings: &crate::config::Settings| match request
+            .parsed_query()
+        {
+            Ok(document) => (
+                true,
+                crate::limits::oversized(document, settings),
+                crate::limits::mutations(document),
+                crate::limits::introspects(document),
+            ),
+            Err(_) => (false, None, 0, false),
+        };
+    // A large document takes a while to parse and measure: off the async
+    // workers, so it does not hold up everyone else's requests.
+    let (parsed, oversized, mutations, introspects) = if request.query.len() <= INLINE_PARSE_BYTES {
+        measure(&mut request, settings)
+    } else {
+        let settings = settings.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let found = measure(&mut request, &settings);
+            (request, found)
+        })
+        .await;
+        match measured {
+            Ok((back, found)) => {
+                request = back;
+                found
+            }
+            Err(err) => {
+                let err = crate::graphql::internal(err);
+                return coded_error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &err,
+                    graphql_response,
+                );
+            }
+        }
     };
     let trusted = identity.actor.is_some_and(|a| a.is_trusted());
     // `introspects` looks at every selection and fragment: nothing else
@@ -300,7 +348,11 @@ async fn execute(
     if let Some(err) = bad_idempotency_key(headers) {
         return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response);
     }
-    if let Some(token) = headers.get("consistency-token") {
+    let token = match single(headers, "consistency-token") {
+        Ok(token) => token,
+        Err(err) => return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response),
+    };
+    if let Some(token) = token {
         let waited = match token.to_str() {
             Ok(token) => {
                 let app = &http.app;

@@ -245,3 +245,50 @@ async fn playground_sdl_health_readiness_and_metrics_are_served() {
     );
     app.stop().await;
 }
+
+/// Headers that name one thing are sent once, and a consistency token is
+/// exactly as handed out: a second copy, a sign or a space is refused with
+/// 400, never silently read some other way.
+#[tokio::test]
+async fn ambiguous_request_headers_are_refused() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let store = app
+        .data(
+            "mutation { createStore(input: {name: \"Once\", location: \"L\"}) { consistencyToken } }",
+            json!({}),
+        )
+        .await;
+    let token = store["createStore"]["consistencyToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let query = "{ stores { edges { cursor } } }";
+    let (status, _) = app
+        .graphql_with(&[("consistency-token", &token)], query, json!({}))
+        .await;
+    assert_eq!(status, 200, "the token as handed out");
+    let (module, position) = token.split_once(':').unwrap();
+    let refused: [Vec<(&str, String)>; 5] = [
+        vec![
+            ("consistency-token", token.clone()),
+            ("consistency-token", format!("{module}:999999")),
+        ],
+        vec![("consistency-token", format!("{module}:+{position}"))],
+        vec![("consistency-token", format!("{module}:0{position}"))],
+        vec![("consistency-token", format!("{module}:"))],
+        vec![
+            ("idempotency-key", "a".into()),
+            ("idempotency-key", "b".into()),
+        ],
+    ];
+    for headers in refused {
+        let sent: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (status, body) = app.graphql_with(&sent, query, json!({})).await;
+        assert_eq!(status, 400, "{sent:?}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{sent:?}"
+        );
+    }
+    app.stop().await;
+}

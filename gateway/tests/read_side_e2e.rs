@@ -835,3 +835,31 @@ async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backe
 }
 
 on_both_backends!(an_undecodable_change_reaches_the_subscriber_as_an_error);
+
+/// A cursor is a position the change log handed out: one with a sign is
+/// not a cursor, and one beyond the log's end (from another system, or a
+/// log since reset) is refused instead of waiting forever for its changes.
+async fn a_cursor_the_log_never_gave_is_refused(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = store(&app, "Cursor Books", "Attic").await;
+    for after in ["+1", " 1", "01", "99999999", "9223372036854775807"] {
+        let mut ws = app
+            .subscribe(
+                "graphql-transport-ws",
+                CATALOG_CHANGED,
+                json!({ "s": store, "after": after }),
+            )
+            .await;
+        let message = ws.next_message().await;
+        assert_eq!(message["type"], "next", "{after}: {message}");
+        let error = &message["payload"]["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "BAD_USER_INPUT",
+            "{after}: {message}"
+        );
+        ws.close().await;
+    }
+    app.stop().await;
+}
+
+on_both_backends!(a_cursor_the_log_never_gave_is_refused);

@@ -41,9 +41,7 @@ impl Drop for Active {
 pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
     after
         .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|p| *p >= 0)
+            crate::consistency::canonical_position(&c)
                 .ok_or_else(|| ApiError::bad_input("after is not a valid cursor"))
         })
         .transpose()
@@ -162,6 +160,20 @@ async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
     Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())))
 }
 
+/// Refuses a cursor beyond the change log's last position (BAD_USER_INPUT).
+async fn check_not_ahead<F>(s: &State<F>) -> async_graphql::Result<()> {
+    let search = &s.app.queries.search;
+    let last = search.last_position().await.map_err(ApiError::from)?;
+    if s.last <= last {
+        return Ok(());
+    }
+    Err(ApiError::bad_input(format!(
+        "the cursor {} is ahead of the change log; subscribe again without after",
+        s.last
+    ))
+    .into())
+}
+
 /// The next change to consider: from the log while replaying, then live.
 /// Shared, not copied: a change goes to every subscriber on its route.
 async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChange>>> {
@@ -197,6 +209,9 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         // have held shows here, so a gap is refused, never passed over.
         check_retention(s).await?;
         if page.is_empty() {
+            // Nothing after the cursor: it must be one the log has given out
+            // (a cursor from elsewhere would wait forever for its changes).
+            check_not_ahead(s).await?;
             s.replaying = false;
         }
         s.replay

@@ -111,6 +111,11 @@ impl SearchQueries {
         changes::pruned_through(&self.db).await
     }
 
+    /// The change log's last position (0: empty): no cursor is beyond it.
+    pub async fn last_position(&self) -> Result<i64, PlatformError> {
+        changes::last(&self.db).await
+    }
+
     /// Logged changes of `topics` after `after` (subscription replay).
     pub async fn changes(
         &self,
