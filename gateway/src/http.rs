@@ -192,9 +192,6 @@ fn admit(http: &Http, headers: &HeaderMap, client: IpAddr) -> Result<Identity, B
     Ok(identity)
 }
 
-/// Documents up to this size are parsed on the request's own task.
-const INLINE_PARSE_BYTES: usize = 16 * 1024;
-
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The longest idempotency key taken.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -279,10 +276,9 @@ async fn execute(
     // Parsed once: the request keeps the document, and execution reuses it.
     // Every refusal that needs only the document comes before any wait.
     let settings = &http.app.settings;
-    let measure =
-        |request: &mut async_graphql::Request, settings: &crate::config::Settings| match request
-            .parsed_query()
-        {
+    let len = request.query.len();
+    let (parsed, oversized, mutations, introspects) =
+        crate::limits::off_the_workers(len, || match request.parsed_query() {
             Ok(document) => (
                 true,
                 crate::limits::oversized(document, settings),
@@ -290,33 +286,7 @@ async fn execute(
                 crate::limits::introspects(document),
             ),
             Err(_) => (false, None, 0, false),
-        };
-    // A large document takes a while to parse and measure: off the async
-    // workers, so it does not hold up everyone else's requests.
-    let (parsed, oversized, mutations, introspects) = if request.query.len() <= INLINE_PARSE_BYTES {
-        measure(&mut request, settings)
-    } else {
-        let settings = settings.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            let found = measure(&mut request, &settings);
-            (request, found)
-        })
-        .await;
-        match measured {
-            Ok((back, found)) => {
-                request = back;
-                found
-            }
-            Err(err) => {
-                let err = crate::graphql::internal(err);
-                return coded_error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &err,
-                    graphql_response,
-                );
-            }
-        }
-    };
+        });
     let trusted = identity.actor.is_some_and(|a| a.is_trusted());
     // `introspects` looks at every selection and fragment: nothing else
     // reaches the schema's own fields.

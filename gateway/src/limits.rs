@@ -113,6 +113,22 @@ pub fn oversized(document: &ExecutableDocument, settings: &Settings) -> Option<(
 }
 
 /// The GraphQL error for a document over a limit.
+/// Documents up to this size are parsed on the request's own task.
+pub(crate) const INLINE_PARSE_BYTES: usize = 16 * 1024;
+
+/// Runs `work` on a document of `len` bytes: a large one (slow to parse and
+/// measure) where it does not hold up the runtime's other tasks.
+pub(crate) fn off_the_workers<T>(len: usize, work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if len > INLINE_PARSE_BYTES && multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 pub(crate) fn too_complex(message: &str, limit: usize) -> serde_json::Value {
     serde_json::json!({
         "message": message,

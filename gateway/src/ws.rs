@@ -185,10 +185,13 @@ fn inspect(
                 return None;
             }
             // Measured before async-graphql walks it (see limits::oversized).
-            let oversized = message["payload"]["query"]
-                .as_str()
-                .and_then(|q| async_graphql::parser::parse_query(q).ok())
-                .and_then(|document| crate::limits::oversized(&document, &door.settings));
+            let oversized = message["payload"]["query"].as_str().and_then(|q| {
+                let measure = || {
+                    let document = async_graphql::parser::parse_query(q).ok()?;
+                    crate::limits::oversized(&document, &door.settings)
+                };
+                crate::limits::off_the_workers(q.len(), measure)
+            });
             if let Some((why, limit)) = oversized {
                 let refusal = json!({
                     "type": "error",
