@@ -31,6 +31,7 @@ use crate::identity::{AuthError, Identity};
 use crate::playground;
 use crate::state::AppState;
 use mallbots_contracts::ErrorCode;
+use tracing::Instrument;
 
 #[derive(Clone)]
 struct Http {
@@ -262,12 +263,32 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
 }
 
+/// [`execute_in`] within the request's span: every line its work logs
+/// (its commands sent and awaited too) carries its correlation id.
 async fn execute(
     http: &Http,
     headers: &HeaderMap,
     (identity, client): (Identity, IpAddr),
+    request: async_graphql::Request,
+) -> Response {
+    let context = request_context(headers, identity);
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %context.correlation_id,
+        operation = request.operation_name.as_deref().unwrap_or(""),
+    );
+    execute_in(http, headers, (context, client), request)
+        .instrument(span)
+        .await
+}
+
+async fn execute_in(
+    http: &Http,
+    headers: &HeaderMap,
+    (context, client): (RequestContext, IpAddr),
     mut request: async_graphql::Request,
 ) -> Response {
+    let identity = context.identity.clone();
     http.app
         .metrics
         .graphql_requests
@@ -341,10 +362,7 @@ async fn execute(
             return coded_error_response(status, &err, graphql_response);
         }
     }
-    let mut response = http
-        .schema
-        .execute(request.data(request_context(headers, identity)))
-        .await;
+    let mut response = http.schema.execute(request.data(context)).await;
     crate::limits::code_errors(&mut response, settings, parsed);
     // Parse and validation errors carry no path and stop execution (no data):
     // under graphql-response+json they are a 400; under plain JSON a 200.

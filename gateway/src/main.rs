@@ -61,11 +61,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Human text by default; one JSON object a line for log collectors,
+    // each with the fields of the spans it is in (a request's or a
+    // message's correlation id).
+    match std::env::var("LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .init(),
+        Ok(other) => anyhow::bail!("LOG_FORMAT is {other:?}: it is text (the default) or json"),
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run {
         parts: vec![Part::All],

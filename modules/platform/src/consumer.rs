@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown};
@@ -201,7 +202,20 @@ async fn process_batch(
     if envelopes.is_empty() {
         return Ok(());
     }
-    let outcome = guarded(handler.handle_batch(&envelopes)).await;
+    // One span for the batch's shared work, with its first message's
+    // correlation id; a message handled on its own gets its own span.
+    let span = tracing::info_span!(
+        "batch",
+        queue,
+        messages = envelopes.len(),
+        correlation_id = %envelopes[0].correlation_id,
+    );
+    let outcome = guarded(handler.handle_batch(&envelopes))
+        .instrument(span.clone())
+        .await;
+    if outcome.is_ok() {
+        span.in_scope(|| tracing::debug!("handled"));
+    }
     let mut first_error = None;
     for delivery in decoded {
         let settled = match &outcome {
@@ -232,10 +246,38 @@ async fn process(
             return dead_letter(broker, queue, delivery, &reason).await;
         }
     };
+    let span = message_span(queue, &envelope);
+    settle(broker, queue, handler, delivery, attempts, &envelope)
+        .instrument(span)
+        .await
+}
+
+/// The span every line of a message's handling carries: which message, of
+/// which request (its correlation id).
+fn message_span(queue: &str, envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        queue,
+        message_type = %envelope.message_type,
+        message_id = %envelope.id,
+        correlation_id = %envelope.correlation_id,
+    )
+}
+
+/// Hands `envelope` to the handler and settles its delivery by the outcome.
+async fn settle(
+    broker: &dyn Broker,
+    queue: &str,
+    handler: &dyn Handler,
+    delivery: Delivery,
+    attempts: &Attempts,
+    envelope: &Envelope,
+) -> Result<(), BrokerError> {
     let key = envelope.id.to_string();
-    match guarded(handler.handle(&envelope)).await {
+    match guarded(handler.handle(envelope)).await {
         Ok(()) => {
             attempts.forget(&key);
+            tracing::debug!("handled");
             delivery.ack().await
         }
         Err(HandleError::Permanent(reason)) => {
@@ -255,7 +297,7 @@ async fn process(
                 let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
                 tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
                 dead_letter(broker, queue, delivery, &reason).await?;
-                guarded_gave_up(handler, &envelope, &reason).await;
+                guarded_gave_up(handler, envelope, &reason).await;
                 Ok(())
             } else {
                 let backoff = Duration::from_millis(50 * 2u64.pow(n));

@@ -1,0 +1,112 @@
+//! Logs an operator can follow: with LOG_FORMAT=json every line is one JSON
+//! object, and the lines of a message's handling carry the correlation id
+//! of the request that caused it (the client's `x-request-id`).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{DEADLINE, wait_until};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+
+/// The binary on a fresh data directory with `envs`; its log lines as they come.
+fn start(envs: &[(&str, &str)]) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>) {
+    let data = std::env::temp_dir().join(format!("mallbots-test-{}", Uuid::new_v4().simple()));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DATA_DIR", &data)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start mallbots");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    for output in [
+        Box::new(child.stdout.take().expect("stdout"))
+            as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(output).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    (child, lines)
+}
+
+fn logged(lines: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    lines.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn json_lines_carry_the_requests_correlation_id() {
+    let (mut child, lines) = start(&[
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,mallbots_platform::consumer=debug"),
+    ]);
+    let base = wait_until("the gateway to say where it listens", || async {
+        logged(&lines).iter().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            let message = line["fields"]["message"].as_str()?;
+            let (_, rest) = message.split_once("GraphQL gateway on http://")?;
+            Some(format!("http://{}", rest.split('/').next()?))
+        })
+    })
+    .await;
+    let request_id = Uuid::now_v7().to_string();
+    let response: Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header("x-request-id", &request_id)
+        .json(&json!({ "query": "mutation { createStore(input: {name: \"Logged\", location: \"L\"}) { id } }" }))
+        .send()
+        .await
+        .expect("the mutation is answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(response["errors"].is_null(), "{response}");
+    let handled = wait_until("the stores module's lines for the request", || async {
+        logged(&lines).into_iter().find(|line| {
+            let line: Value = serde_json::from_str(line).unwrap_or_default();
+            line["span"]["correlation_id"] == request_id.as_str()
+                && line["span"]["queue"] == "stores.commands"
+                && line["fields"]["message"] == "handled"
+        })
+    })
+    .await;
+    let handled: Value = serde_json::from_str(&handled).unwrap();
+    assert_eq!(handled["span"]["message_type"], "stores.CreateStore");
+    for line in logged(&lines) {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok(),
+            "not one JSON object: {line}"
+        );
+    }
+    child.kill().await.ok();
+}
+
+#[tokio::test]
+async fn an_unknown_log_format_stops_the_start() {
+    let (mut child, lines) = start(&[("LOG_FORMAT", "yaml")]);
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("it exits before the deadline")
+        .expect("its status");
+    assert!(!status.success());
+    wait_until("the reason on its output", || async {
+        logged(&lines)
+            .iter()
+            .any(|l| l.contains("LOG_FORMAT is \"yaml\""))
+            .then_some(())
+    })
+    .await;
+}
