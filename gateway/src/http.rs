@@ -390,7 +390,20 @@ async fn execute_in(
     } else {
         JSON
     };
-    match serde_json::to_string(&response) {
+    // A request error (the document never ran) has no `data` entry under
+    // graphql-response+json (GraphQL over HTTP); under plain JSON it keeps
+    // `data: null`, which older clients expect.
+    let serialized = if request_error && graphql_response {
+        serde_json::to_value(&response).map(|mut body| {
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("data");
+            }
+            body.to_string()
+        })
+    } else {
+        serde_json::to_string(&response)
+    };
+    match serialized {
         Ok(body) if unavailable => (
             status,
             [(header::CONTENT_TYPE, kind), (header::RETRY_AFTER, "1")],

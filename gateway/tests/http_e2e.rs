@@ -62,6 +62,12 @@ async fn graphql_over_http_follows_the_spec() {
         r.headers()["content-type"],
         "application/graphql-response+json"
     );
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("data").is_none(), "no data entry: {body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "GRAPHQL_PARSE_FAILED"
+    );
 
     // A validation error (unknown field), same rule.
     let invalid = json!({ "query": "{ nothing }" }).to_string();
@@ -80,6 +86,7 @@ async fn graphql_over_http_follows_the_spec() {
             .unwrap()
             .contains("nothing")
     );
+    assert!(body.get("data").is_none(), "no data entry: {body}");
 
     // A domain error is an execution error: 200 with data null and a code.
     let blank =
@@ -93,6 +100,11 @@ async fn graphql_over_http_follows_the_spec() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("data").is_some(),
+        "an execution error keeps data: {body}"
+    );
 
     // Too large a body.
     let huge = json!({ "query": format!("{{ stores {{ edges {{ cursor }} }} }} #{}", "x".repeat(100_000)) }).to_string();
