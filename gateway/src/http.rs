@@ -30,6 +30,7 @@ use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::identity::{AuthError, Identity};
 use crate::playground;
 use crate::state::AppState;
+use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use mallbots_contracts::ErrorCode;
 use tracing::Instrument;
 
@@ -40,7 +41,12 @@ struct Http {
     ws_schema: MallSchema,
     rate: Arc<RateLimits>,
     sockets: Arc<SocketCounts>,
+    /// Apollo's automatic persisted queries, by their SHA-256.
+    persisted: LruCacheStorage,
 }
+
+/// Documents the persisted-query cache keeps (the least recently used go).
+const PERSISTED_QUERIES: usize = 1000;
 
 /// The schema with the limits of `app`'s settings.
 fn limited_schema(app: &AppState, introspection: bool) -> MallSchema {
@@ -93,6 +99,7 @@ pub fn router(app: AppState) -> Router {
             ws_schema,
             rate,
             sockets,
+            persisted: LruCacheStorage::new(PERSISTED_QUERIES),
         })
 }
 
@@ -263,6 +270,55 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
 }
 
+/// Apollo's automatic persisted queries: a query sent with its SHA-256
+/// (`extensions.persistedQuery`) is remembered, and afterwards its hash alone
+/// names it. The document is checked like any other on every use (limits,
+/// introspection, mutations), whoever registered it.
+async fn persisted(
+    cache: &LruCacheStorage,
+    request: &mut async_graphql::Request,
+) -> Result<(), ApiError> {
+    use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
+    use sha2::{Digest, Sha256};
+
+    #[derive(serde::Deserialize)]
+    struct Persisted {
+        version: i32,
+        #[serde(rename = "sha256Hash")]
+        hash: String,
+    }
+    let Some(value) = request.extensions.remove("persistedQuery") else {
+        return Ok(());
+    };
+    let persisted = async_graphql::from_value::<Persisted>(value)
+        .ok()
+        .filter(|p| p.version == 1)
+        .ok_or_else(|| {
+            ApiError::bad_input("extensions.persistedQuery is {version: 1, sha256Hash: <hex>}")
+        })?;
+    if request.query.is_empty() {
+        let document = cache.get(persisted.hash).await.ok_or_else(|| {
+            ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
+        })?;
+        request.set_parsed_query(document);
+        return Ok(());
+    }
+    let hash = format!("{:x}", Sha256::digest(request.query.as_bytes()));
+    if hash != persisted.hash {
+        return Err(ApiError::bad_input(
+            "extensions.persistedQuery.sha256Hash is not the query's SHA-256",
+        ));
+    }
+    // A document that does not parse is not kept; execution reports it.
+    let document = crate::limits::off_the_workers(request.query.len(), || {
+        request.parsed_query().ok().cloned()
+    });
+    if let Some(document) = document {
+        cache.set(hash, document).await;
+    }
+    Ok(())
+}
+
 /// [`execute_in`] within the request's span: every line its work logs
 /// (its commands sent and awaited too) carries its correlation id.
 async fn execute(
@@ -289,11 +345,21 @@ async fn execute_in(
     mut request: async_graphql::Request,
 ) -> Response {
     let identity = context.identity.clone();
+    let graphql_response = wants_graphql_response(headers);
+    if let Err(err) = persisted(&http.persisted, &mut request).await {
+        // Not found is the protocol's cue to send the query (Apollo's link
+        // reads it from a 200); anything else is a bad request.
+        let status = if err.code == ErrorCode::PersistedQueryNotFound {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return coded_error_response(status, &err, graphql_response);
+    }
     http.app
         .metrics
         .graphql_requests
         .fetch_add(1, Ordering::Relaxed);
-    let graphql_response = wants_graphql_response(headers);
     // Parsed once: the request keeps the document, and execution reuses it.
     // Every refusal that needs only the document comes before any wait.
     let settings = &http.app.settings;
@@ -453,7 +519,9 @@ async fn graphql_post(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with(JSON) {
+    // The media type itself, whatever its parameters (`; charset=utf-8`).
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(JSON) {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the request as application/json",

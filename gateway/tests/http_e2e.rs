@@ -47,6 +47,15 @@ async fn graphql_over_http_follows_the_spec() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
+    let query = json!({ "query": "{ stores { edges { cursor } } }" }).to_string();
+    for not_json in ["application/jsonx", "application/json-patch+json"] {
+        let r = post(query.clone(), not_json, "application/json").await.unwrap();
+        assert_eq!(r.status(), 415, "{not_json}");
+    }
+    let r = post(query, "Application/JSON; charset=utf-8", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the media type, whatever its case and parameters");
 
     // A parse error: 200 under application/json, 400 under graphql-response+json.
     let bad = json!({ "query": "{ stores { " }).to_string();
@@ -302,5 +311,72 @@ async fn ambiguous_request_headers_are_refused() {
             "{sent:?}"
         );
     }
+    app.stop().await;
+}
+
+/// Apollo's automatic persisted queries, as its link speaks them over POST:
+/// the hash alone (not known yet), then hash and query, then the hash alone
+/// again; a wrong hash is refused, and a remembered document is still held
+/// to every check (here: introspection is for operators only).
+#[tokio::test]
+async fn persisted_queries_round_trip() {
+    use sha2::{Digest, Sha256};
+
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.introspection = false;
+    settings.auth_jwt_secret = Some(common::JWT_SECRET.into());
+    let mut app = common::start_with(settings).await;
+    let customer = common::token(mallbots_contracts::Role::Customer, uuid::Uuid::now_v7());
+    let post = |body: Value| {
+        app.http
+            .post(format!("{}/graphql", app.base))
+            .header("authorization", format!("Bearer {customer}"))
+            .json(&body)
+            .send()
+    };
+    let query = "{ stores(first: 1) { edges { cursor } } }";
+    let hash = format!("{:x}", Sha256::digest(query.as_bytes()));
+    let persisted = |hash: &str| json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+
+    let unknown = post(json!({ "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 200);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+
+    let sent = post(json!({ "query": query, "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    let body: Value = sent.json().await.unwrap();
+    assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+
+    let known = post(json!({ "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    let body: Value = known.json().await.unwrap();
+    assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+
+    let wrong = post(json!({ "query": query, "extensions": persisted(&"0".repeat(64)) }))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+
+    // Introspection registered by hash and query is refused for a customer,
+    // and so is its hash alone afterwards.
+    let introspection = "{ __schema { queryType { name } } }";
+    let hash = format!("{:x}", Sha256::digest(introspection.as_bytes()));
+    let first = post(json!({ "query": introspection, "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 403);
+    let again = post(json!({ "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403);
     app.stop().await;
 }

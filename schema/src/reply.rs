@@ -86,6 +86,9 @@ pub enum ErrorCode {
     GraphqlParseFailed,
     /// The document does not fit the schema.
     GraphqlValidationFailed,
+    /// A persisted query's hash the server does not know (yet): send the
+    /// query with it (Apollo's automatic persisted queries).
+    PersistedQueryNotFound,
     Internal,
 }
 
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -607,3 +607,12 @@ impl Process {
         }
     }
 }
+
+/// The HS256 key of tests that verify tokens (`settings.auth_jwt_secret`).
+pub const JWT_SECRET: &str = "common-test-secret";
+
+/// A token for `id` in `role`, valid for an hour, signed with [`JWT_SECRET`].
+pub fn token(role: mallbots_contracts::Role, id: Uuid) -> String {
+    let actor = mallbots_contracts::Actor { id, role };
+    mallbots_gateway::identity::mint(JWT_SECRET, actor, Duration::from_secs(3600)).expect("a token")
+}
