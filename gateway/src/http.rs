@@ -32,6 +32,8 @@ use crate::playground;
 use crate::state::AppState;
 use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use mallbots_contracts::ErrorCode;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tracing::Instrument;
 
 #[derive(Clone)]
@@ -44,6 +46,9 @@ struct Http {
     /// Apollo's automatic persisted queries, by their SHA-256.
     persisted: LruCacheStorage,
 }
+
+/// Answers smaller than this go out as they are.
+const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
 /// Documents the persisted-query cache keeps (the least recently used go).
 const PERSISTED_QUERIES: usize = 1000;
@@ -92,6 +97,14 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // Large answers (a page of a hundred orders) gzipped for clients
+        // that accept it; small ones are not worth the CPU.
+        .layer(
+            CompressionLayer::new().compress_when(
+                SizeAbove::new(COMPRESS_ABOVE_BYTES)
+                    .and(NotForContentType::const_new("text/event-stream")),
+            ),
+        )
         .layer(cors)
         .with_state(Http {
             app,
@@ -561,17 +574,43 @@ struct GetParams {
 }
 
 /// The operation a document would run, when it can be told.
-fn operation_type(query: &str, name: Option<&str>) -> Option<OperationType> {
+/// The operation `name` picks in `query` (or its only one).
+fn operation(
+    query: &str,
+    name: Option<&str>,
+) -> Option<async_graphql::parser::types::OperationDefinition> {
+    use async_graphql::parser::types::DocumentOperations;
     let doc = async_graphql::parser::parse_query(query).ok()?;
-    let operations = doc.operations;
-    match (operations, name) {
-        (async_graphql::parser::types::DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (async_graphql::parser::types::DocumentOperations::Multiple(ops), Some(name)) => ops
-            .iter()
+    match (doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .into_iter()
             .find(|(n, _)| n.as_str() == name)
-            .map(|(_, op)| op.node.ty),
+            .map(|(_, op)| op.node),
         _ => None,
     }
+}
+
+/// Fields whose answer is the same for every client: the catalog.
+const PUBLIC_FIELDS: [&str; 5] = ["store", "stores", "product", "catalog", "__typename"];
+
+/// How long a shared cache may keep a public catalog answer.
+const PUBLIC_MAX_AGE_SECS: u32 = 5;
+
+/// Whether `operation` reads only the public catalog (its top-level fields,
+/// by name; any spread or inline fragment makes it not).
+fn reads_only_public(operation: &async_graphql::parser::types::OperationDefinition) -> bool {
+    use async_graphql::parser::types::Selection;
+    operation.ty == OperationType::Query
+        && operation
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|item| match &item.node {
+                Selection::Field(field) => PUBLIC_FIELDS.contains(&field.node.name.node.as_str()),
+                _ => false,
+            })
 }
 
 async fn graphql_get(
@@ -588,7 +627,8 @@ async fn graphql_get(
     let Some(query) = params.query else {
         return error_response(StatusCode::BAD_REQUEST, "missing query", graphql_response);
     };
-    if operation_type(&query, params.operation_name.as_deref()) == Some(OperationType::Mutation) {
+    let picked = operation(&query, params.operation_name.as_deref());
+    if picked.as_ref().map(|op| op.ty) == Some(OperationType::Mutation) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "mutations are sent with POST",
@@ -615,7 +655,28 @@ async fn graphql_get(
             }
         }
     }
-    execute(&http, &headers, (identity, client.ip()), request).await
+    let public = picked.as_ref().is_some_and(reads_only_public);
+    let mut response = execute(&http, &headers, (identity, client.ip()), request).await;
+    // A catalog read over GET may be kept a few seconds by any cache (per
+    // token and consistency token); anything else is the client's alone.
+    let cache = if !response.status().is_success() {
+        "no-store".to_owned()
+    } else if public && !headers.contains_key(header::AUTHORIZATION) {
+        format!("public, max-age={PUBLIC_MAX_AGE_SECS}")
+    } else if public {
+        format!("private, max-age={PUBLIC_MAX_AGE_SECS}")
+    } else {
+        "private, no-store".to_owned()
+    };
+    let response_headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&cache) {
+        response_headers.insert(header::CACHE_CONTROL, value);
+    }
+    response_headers.insert(
+        header::VARY,
+        HeaderValue::from_static("authorization, consistency-token, accept"),
+    );
+    response
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB

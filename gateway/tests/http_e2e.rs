@@ -49,13 +49,19 @@ async fn graphql_over_http_follows_the_spec() {
     assert_eq!(r.status(), 415);
     let query = json!({ "query": "{ stores { edges { cursor } } }" }).to_string();
     for not_json in ["application/jsonx", "application/json-patch+json"] {
-        let r = post(query.clone(), not_json, "application/json").await.unwrap();
+        let r = post(query.clone(), not_json, "application/json")
+            .await
+            .unwrap();
         assert_eq!(r.status(), 415, "{not_json}");
     }
     let r = post(query, "Application/JSON; charset=utf-8", "application/json")
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "the media type, whatever its case and parameters");
+    assert_eq!(
+        r.status(),
+        200,
+        "the media type, whatever its case and parameters"
+    );
 
     // A parse error: 200 under application/json, 400 under graphql-response+json.
     let bad = json!({ "query": "{ stores { " }).to_string();
@@ -378,5 +384,60 @@ async fn persisted_queries_round_trip() {
         .await
         .unwrap();
     assert_eq!(again.status(), 403);
+    app.stop().await;
+}
+
+/// Large answers are gzipped for clients that accept it, small ones are
+/// not; a catalog read over GET may be cached a few seconds by anyone,
+/// anything else only by its client and not kept.
+#[tokio::test]
+async fn large_answers_are_compressed_and_catalog_reads_cacheable() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    for n in 0..30 {
+        app.data(
+            "mutation($n: String!) { createStore(input: {name: $n, location: \"Upper level, east wing\"}) { id } }",
+            json!({ "n": format!("Compressed Store {n}") }),
+        )
+        .await;
+    }
+    let post = |query: &str| {
+        app.http
+            .post(format!("{}/graphql", app.base))
+            .header("accept-encoding", "gzip")
+            .json(&json!({ "query": query }))
+            .send()
+    };
+    let large = post("{ stores(first: 30) { edges { cursor node { id name location } } } }")
+        .await
+        .unwrap();
+    assert_eq!(large.headers()["content-encoding"], "gzip");
+    let gzipped = large.bytes().await.unwrap();
+    assert_eq!(&gzipped[..2], [0x1f, 0x8b], "a gzip stream");
+    let small = post("{ stores(first: 1) { edges { cursor } } }")
+        .await
+        .unwrap();
+    assert!(small.headers().get("content-encoding").is_none());
+    let plain: Value = small.json().await.unwrap();
+    assert!(plain["data"]["stores"]["edges"].is_array());
+
+    let get = |query: &str| {
+        app.http
+            .get(format!("{}/graphql", app.base))
+            .query(&[("query", query)])
+            .send()
+    };
+    let catalog = get("{ stores(first: 1) { edges { node { name } } } }")
+        .await
+        .unwrap();
+    assert_eq!(catalog.headers()["cache-control"], "public, max-age=5");
+    let vary = catalog.headers()["vary"].to_str().unwrap().to_owned();
+    assert!(
+        vary.contains("consistency-token") && vary.contains("authorization"),
+        "{vary}"
+    );
+    let private = get("{ notifications(customerId: \"0193b1d2-0000-7000-8000-000000000001\") { edges { cursor } } }")
+        .await
+        .unwrap();
+    assert_eq!(private.headers()["cache-control"], "private, no-store");
     app.stop().await;
 }
