@@ -42,6 +42,8 @@ ensure_packages() {
   command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || apt_install rabbitmq-server
   [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || apt_install postgresql
   command -v npm >/dev/null || apt_install npm
+  # Validates docker-compose.yml (no Docker engine needed).
+  command -v docker-compose >/dev/null || apt_install docker-compose
 }
 
 # pg_ctl start|stop on the cluster in $MALLBOTS_PG_DIR, as its owner.

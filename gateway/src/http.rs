@@ -562,6 +562,14 @@ async fn graphql_post(
             );
         }
     };
+    // A request names its document (or, persisted, its document's hash).
+    if request.query.is_empty() && !request.extensions.contains_key("persistedQuery") {
+        return coded_error_response(
+            StatusCode::BAD_REQUEST,
+            &ApiError::bad_input("the request has no query"),
+            graphql_response,
+        );
+    }
     execute(&http, &headers, (identity, client.ip()), request).await
 }
 

@@ -42,6 +42,18 @@ async fn graphql_over_http_follows_the_spec() {
             .contains("not a GraphQL request")
     );
 
+    // A request without a query (here: misspelled) is a bad request.
+    let r = post(
+        json!({ "qeury": "{ __typename }" }).to_string(),
+        "application/json",
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["message"], "the request has no query");
+
     // Not JSON content.
     let r = post("query=x".into(), "text/plain", "application/json")
         .await
