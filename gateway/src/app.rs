@@ -278,11 +278,24 @@ async fn broker(
     }
 }
 
-/// `mallbots migrate`: every module's tables.
+/// `mallbots migrate`: every module's tables and, on RabbitMQ, every
+/// module's queue with its bindings: a command or event published before its
+/// module first runs waits in its queue instead of being dropped unrouted.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let config = database_config(settings)?;
     migrate_all(&connect_all(&config).await?).await?;
     tracing::info!("migrations applied");
+    if settings.amqp_url.is_some() {
+        let broker = broker(settings, &config, false).await?;
+        for module in &MODULES {
+            let queue = (module.queue)();
+            broker
+                .declare(&queue)
+                .await
+                .with_context(|| format!("cannot declare the {} queue", queue.name))?;
+        }
+        tracing::info!("queues declared");
+    }
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{Backend, Process, shop, wait_until};
+use common::shop::{add_item, authorize_payment, basket, checkout, customer, mall};
+use common::shop::{order_with_status, saga_with_status};
+use common::{Backend, Process, TestApp, shop, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 6;
@@ -182,4 +184,108 @@ async fn a_module_process_killed_mid_saga_finishes_after_a_restart() {
     cosec.child.wait().await.expect("gone");
     let _cosec = split.part(&["cosec"]).await;
     shop::every_order_finished_once(&app, &in_flight).await;
+}
+
+/// Kills a process group when dropped (a test that fails midway).
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0);
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+    }
+}
+
+/// The topology of one process per module, started by `scripts/split`:
+/// `mallbots migrate`, each module in a process of its own and two
+/// gateways. A whole order goes through gateway 1 while a client follows
+/// the customer's orders on gateway 2; then a SIGTERM to the script stops
+/// every part cleanly.
+#[tokio::test]
+async fn the_split_script_serves_an_order_across_two_gateways() {
+    let settings = common::settings(Backend::Real).await;
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("its address").port()
+        })
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace");
+    let mut script = tokio::process::Command::new("bash")
+        // Its own process group: a failing test kills every part with it.
+        .process_group(0)
+        .arg(root.join("scripts/split"))
+        .env("MALLBOTS", env!("CARGO_BIN_EXE_mallbots"))
+        .env("DATABASE_URL", settings.database_url.expect("a database"))
+        .env("AMQP_URL", settings.amqp_url.expect("a broker"))
+        .env("AMQP_PREFIX", &settings.amqp_prefix)
+        .env("GATEWAY_PORTS", format!("{} {}", ports[0], ports[1]))
+        .env("SHUTDOWN_DRAIN_MS", "0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run scripts/split");
+    let _group = Group(script.id().expect("the script runs"));
+    let gateways: Vec<TestApp> = {
+        let mut gateways = Vec::new();
+        for port in &ports {
+            let app = common::client_of(format!("http://127.0.0.1:{port}")).await;
+            wait_until("the gateway to be ready", || async {
+                let ready = app
+                    .http
+                    .get(format!("{}/readyz", app.base))
+                    .send()
+                    .await
+                    .ok()?;
+                (ready.status() == 200).then_some(())
+            })
+            .await;
+            gateways.push(app);
+        }
+        gateways
+    };
+    let (one, two) = (&gateways[0], &gateways[1]);
+
+    let mall = mall(one).await;
+    let ada = customer(one, "Ada Split").await;
+    let mut follower = two
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($c: ID!) { customerOrders(customerId: $c) { order { id status } } }",
+            json!({ "c": ada }),
+        )
+        .await;
+    two.wait_for_subscriptions(1).await;
+    let basket = basket(one, &ada).await;
+    add_item(one, &basket, &mall.pen, 2).await;
+    let payment = authorize_payment(one, &ada, "25.00").await;
+    let order = checkout(one, &basket, &payment).await;
+    loop {
+        let pushed = follower.next_data().await;
+        let change = &pushed["customerOrders"]["order"];
+        assert_eq!(change["id"], order.as_str(), "only Ada's order: {pushed}");
+        if change["status"] == "APPROVED" {
+            break;
+        }
+    }
+    order_with_status(one, &order, "APPROVED").await;
+    saga_with_status(two, &order, "COMPLETED").await;
+    follower.close().await;
+
+    let pid = script.id().expect("the script runs").to_string();
+    let signalled = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(signalled.success());
+    let status = tokio::time::timeout(common::DEADLINE, script.wait())
+        .await
+        .expect("every part stops before the deadline")
+        .expect("the script's status");
+    assert!(status.success(), "a part did not stop cleanly: {status}");
 }

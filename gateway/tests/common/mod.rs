@@ -599,12 +599,17 @@ pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process
 impl Process {
     /// A client of this process, for the shop helpers.
     pub async fn client(&self) -> TestApp {
-        TestApp {
-            base: self.base.clone(),
-            settings: settings(Backend::Embedded).await,
-            running: None,
-            http: reqwest::Client::new(),
-        }
+        client_of(self.base.clone()).await
+    }
+}
+
+/// A client of a gateway running elsewhere (another process), at `base`.
+pub async fn client_of(base: String) -> TestApp {
+    TestApp {
+        base,
+        settings: settings(Backend::Embedded).await,
+        running: None,
+        http: reqwest::Client::new(),
     }
 }
 
