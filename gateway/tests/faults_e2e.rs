@@ -300,16 +300,7 @@ async fn a_database_outage_is_reported_at_once_and_recovered_from_by_itself() {
 
     // Back by itself: ready, reads and writes work, and only what was
     // acknowledged was applied.
-    wait_until("ready again", || async {
-        let ready = app
-            .http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .ok()?;
-        (ready.status().as_u16() == 200).then_some(())
-    })
-    .await;
+    app.wait_ready("ready again").await;
     let back = Instant::now();
     let mut unknown = 0;
     loop {

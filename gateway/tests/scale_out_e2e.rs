@@ -234,16 +234,7 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
         let mut gateways = Vec::new();
         for port in &ports {
             let app = common::client_of(format!("http://127.0.0.1:{port}")).await;
-            wait_until("the gateway to be ready", || async {
-                let ready = app
-                    .http
-                    .get(format!("{}/readyz", app.base))
-                    .send()
-                    .await
-                    .ok()?;
-                (ready.status() == 200).then_some(())
-            })
-            .await;
+            app.wait_ready("the gateway to be ready").await;
             gateways.push(app);
         }
         gateways

@@ -152,6 +152,20 @@ pub fn cents(price: &Value) -> i64 {
 }
 
 impl TestApp {
+    /// Waits until `/readyz` says 200 (the gateway may not listen yet).
+    pub async fn wait_ready(&self, what: &str) {
+        wait_until(what, || async {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .ok()?;
+            (ready.status() == 200).then_some(())
+        })
+        .await;
+    }
+
     /// `/readyz`'s status.
     pub async fn readyz(&self) -> u16 {
         let response = self.http.get(format!("{}/readyz", self.base)).send().await;
