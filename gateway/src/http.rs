@@ -543,12 +543,16 @@ async fn graphql_post(
     }
     // One operation per request: a JSON array (a batch) or any other
     // non-object is refused before it is read as a request.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    let refusal = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => None,
+        None => Some("the body is empty: send one GraphQL request, a JSON object"),
+        Some(b'[') => Some("batches are not accepted: send one GraphQL request, a JSON object"),
+        Some(_) => Some("the body must be one GraphQL request, a JSON object"),
+    };
+    if let Some(refusal) = refusal {
         return coded_error_response(
             StatusCode::BAD_REQUEST,
-            &ApiError::bad_input(
-                "the body must be one GraphQL request, a JSON object (batches are not accepted)",
-            ),
+            &ApiError::bad_input(refusal),
             graphql_response,
         );
     }

@@ -54,6 +54,23 @@ async fn graphql_over_http_follows_the_spec() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["message"], "the request has no query");
 
+    // An empty body and a batch are told apart.
+    for (body, says) in [
+        ("", "the body is empty"),
+        (
+            " [{\"query\": \"{ __typename }\"}]",
+            "batches are not accepted",
+        ),
+    ] {
+        let r = post(body.into(), "application/json", "application/json")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with(says), "{message}");
+    }
+
     // Not JSON content.
     let r = post("query=x".into(), "text/plain", "application/json")
         .await
