@@ -31,6 +31,7 @@ use crate::identity::{AuthError, Identity};
 use crate::playground;
 use crate::state::AppState;
 use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
+use axum::Extension;
 use mallbots_contracts::ErrorCode;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
@@ -50,8 +51,10 @@ struct Http {
 /// Answers smaller than this go out as they are.
 const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
-/// Documents the persisted-query cache keeps (the least recently used go).
+/// Documents the persisted-query cache keeps (the least recently used go),
+/// each at most this long: a bound on what any client can make it hold.
 const PERSISTED_QUERIES: usize = 1000;
+const PERSISTED_QUERY_BYTES: usize = 8 * 1024;
 
 /// The schema with the limits of `app`'s settings.
 fn limited_schema(app: &AppState, introspection: bool) -> MallSchema {
@@ -290,7 +293,7 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
 async fn persisted(
     cache: &LruCacheStorage,
     request: &mut async_graphql::Request,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
     use sha2::{Digest, Sha256};
 
@@ -301,35 +304,39 @@ async fn persisted(
         hash: String,
     }
     let Some(value) = request.extensions.remove("persistedQuery") else {
-        return Ok(());
+        return Ok(None);
     };
     let persisted = async_graphql::from_value::<Persisted>(value)
         .ok()
         .filter(|p| p.version == 1)
+        .filter(|p| p.hash.len() == 64 && p.hash.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| {
-            ApiError::bad_input("extensions.persistedQuery is {version: 1, sha256Hash: <hex>}")
+            ApiError::bad_input(
+                "extensions.persistedQuery is {version: 1, sha256Hash: <64 hex digits>}",
+            )
         })?;
+    let wanted = persisted.hash.to_ascii_lowercase();
     if request.query.is_empty() {
-        let document = cache.get(persisted.hash).await.ok_or_else(|| {
+        let document = cache.get(wanted).await.ok_or_else(|| {
             ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
         })?;
         request.set_parsed_query(document);
-        return Ok(());
+        return Ok(None);
     }
     let hash = format!("{:x}", Sha256::digest(request.query.as_bytes()));
-    if hash != persisted.hash {
+    if hash != wanted {
         return Err(ApiError::bad_input(
             "extensions.persistedQuery.sha256Hash is not the query's SHA-256",
         ));
     }
-    // A document that does not parse is not kept; execution reports it.
-    let document = crate::limits::off_the_workers(request.query.len(), || {
-        request.parsed_query().ok().cloned()
-    });
-    if let Some(document) = document {
-        cache.set(hash, document).await;
-    }
-    Ok(())
+    // Kept once it has run without a request error, if it is small enough.
+    Ok((request.query.len() <= PERSISTED_QUERY_BYTES).then_some(hash))
+}
+
+/// Whether an executed request's answer holds errors (for caching it).
+#[derive(Clone, Copy)]
+struct Answered {
+    errors: bool,
 }
 
 /// [`execute_in`] within the request's span: every line its work logs
@@ -359,16 +366,19 @@ async fn execute_in(
 ) -> Response {
     let identity = context.identity.clone();
     let graphql_response = wants_graphql_response(headers);
-    if let Err(err) = persisted(&http.persisted, &mut request).await {
-        // Not found is the protocol's cue to send the query (Apollo's link
-        // reads it from a 200); anything else is a bad request.
-        let status = if err.code == ErrorCode::PersistedQueryNotFound {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        return coded_error_response(status, &err, graphql_response);
-    }
+    let to_remember = match persisted(&http.persisted, &mut request).await {
+        Ok(hash) => hash,
+        Err(err) => {
+            // Not found is the protocol's cue to send the query (Apollo's
+            // link reads it from a 200); anything else is a bad request.
+            let status = if err.code == ErrorCode::PersistedQueryNotFound {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return coded_error_response(status, &err, graphql_response);
+        }
+    };
     http.app
         .metrics
         .graphql_requests
@@ -441,6 +451,9 @@ async fn execute_in(
             return coded_error_response(status, &err, graphql_response);
         }
     }
+    // A persisted query's document, kept only once it ran without a
+    // request error (one that fails to parse or validate is not).
+    let remember = to_remember.and_then(|hash| Some((hash, request.parsed_query().ok()?.clone())));
     let mut response = http.schema.execute(request.data(context)).await;
     crate::limits::code_errors(&mut response, settings, parsed);
     // Parse and validation errors carry no path and stop execution (no data):
@@ -457,6 +470,15 @@ async fn execute_in(
         e.extensions.as_ref().and_then(|x| x.get("code"))
             == Some(&async_graphql::Value::from(ErrorCode::Unavailable.as_str()))
     });
+    if let Some((hash, document)) = remember
+        && !request_error
+    {
+        use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
+        http.persisted.set(hash, document).await;
+    }
+    let answered = Answered {
+        errors: !response.errors.is_empty(),
+    };
     let status = if unavailable {
         StatusCode::SERVICE_UNAVAILABLE
     } else if request_error && graphql_response {
@@ -486,10 +508,17 @@ async fn execute_in(
         Ok(body) if unavailable => (
             status,
             [(header::CONTENT_TYPE, kind), (header::RETRY_AFTER, "1")],
+            Extension(answered),
             body,
         )
             .into_response(),
-        Ok(body) => (status, [(header::CONTENT_TYPE, kind)], body).into_response(),
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, kind)],
+            Extension(answered),
+            body,
+        )
+            .into_response(),
         Err(err) => {
             tracing::error!(error = %err, "cannot serialize a GraphQL response");
             error_response(
@@ -585,7 +614,6 @@ struct GetParams {
     operation_name: Option<String>,
 }
 
-/// The operation a document would run, when it can be told.
 /// The operation `name` picks in `query` (or its only one).
 fn operation(
     query: &str,
@@ -625,7 +653,44 @@ fn reads_only_public(operation: &async_graphql::parser::types::OperationDefiniti
             })
 }
 
+/// `GET /graphql`: [`answer_get`], and how long caches may keep its answer:
+/// a catalog read answered without an error, a few seconds (by anyone
+/// without a token; by its client with one); anything else, not at all.
 async fn graphql_get(
+    State(http): State<Http>,
+    connect: ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(params): Query<GetParams>,
+) -> Response {
+    let public = params
+        .query
+        .as_deref()
+        .and_then(|q| operation(q, params.operation_name.as_deref()))
+        .as_ref()
+        .is_some_and(reads_only_public);
+    let mut response = answer_get(State(http), connect, headers.clone(), Query(params)).await;
+    let clean = response.status().is_success()
+        && response
+            .extensions()
+            .get::<Answered>()
+            .is_some_and(|a| !a.errors);
+    let cache = match (clean && public, headers.contains_key(header::AUTHORIZATION)) {
+        (true, false) => format!("public, max-age={PUBLIC_MAX_AGE_SECS}"),
+        (true, true) => format!("private, max-age={PUBLIC_MAX_AGE_SECS}"),
+        (false, _) => "no-store".to_owned(),
+    };
+    let response_headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&cache) {
+        response_headers.insert(header::CACHE_CONTROL, value);
+    }
+    response_headers.insert(
+        header::VARY,
+        HeaderValue::from_static("authorization, consistency-token, accept"),
+    );
+    response
+}
+
+async fn answer_get(
     State(http): State<Http>,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
@@ -667,28 +732,7 @@ async fn graphql_get(
             }
         }
     }
-    let public = picked.as_ref().is_some_and(reads_only_public);
-    let mut response = execute(&http, &headers, (identity, client.ip()), request).await;
-    // A catalog read over GET may be kept a few seconds by any cache (per
-    // token and consistency token); anything else is the client's alone.
-    let cache = if !response.status().is_success() {
-        "no-store".to_owned()
-    } else if public && !headers.contains_key(header::AUTHORIZATION) {
-        format!("public, max-age={PUBLIC_MAX_AGE_SECS}")
-    } else if public {
-        format!("private, max-age={PUBLIC_MAX_AGE_SECS}")
-    } else {
-        "private, no-store".to_owned()
-    };
-    let response_headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&cache) {
-        response_headers.insert(header::CACHE_CONTROL, value);
-    }
-    response_headers.insert(
-        header::VARY,
-        HeaderValue::from_static("authorization, consistency-token, accept"),
-    );
-    response
+    execute(&http, &headers, (identity, client.ip()), request).await
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB

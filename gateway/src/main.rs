@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     // each with the fields of the spans it is in (a request's or a
     // message's correlation id).
     match std::env::var("LOG_FORMAT").as_deref() {
-        Err(_) | Ok("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Err(_) | Ok("" | "text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
         Ok("json") => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)

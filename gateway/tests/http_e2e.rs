@@ -400,9 +400,47 @@ async fn persisted_queries_round_trip() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 400);
+    for not_a_hash in ["abc", "", &"z".repeat(64), &"0".repeat(65)] {
+        let bad = post(json!({ "extensions": persisted(not_a_hash) }))
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{not_a_hash:?}");
+    }
+    let upper = post(json!({ "extensions": persisted(&hash.to_uppercase()) }))
+        .await
+        .unwrap();
+    let body: Value = upper.json().await.unwrap();
+    assert_eq!(
+        body["data"]["stores"]["edges"],
+        json!([]),
+        "hex in any case: {body}"
+    );
 
-    // Introspection registered by hash and query is refused for a customer,
-    // and so is its hash alone afterwards.
+    // Kept only once run without a request error, and only if small: a
+    // document that does not validate, or a large one, is asked for again.
+    let invalid = "{ nosuchfield }";
+    let large = format!(
+        "{{ stores(first: 1) {{ edges {{ cursor }} }} }} #{}",
+        "x".repeat(9000)
+    );
+    for document in [invalid, large.as_str()] {
+        let hash = format!("{:x}", Sha256::digest(document.as_bytes()));
+        post(json!({ "query": document, "extensions": persisted(&hash) }))
+            .await
+            .unwrap();
+        let again = post(json!({ "extensions": persisted(&hash) }))
+            .await
+            .unwrap();
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["message"], "PersistedQueryNotFound",
+            "{body}"
+        );
+    }
+
+    // Introspection sent with its hash by a customer is refused, and not
+    // kept; kept once an operator ran it, its hash alone is still refused
+    // to a customer: every use is checked.
     let introspection = "{ __schema { queryType { name } } }";
     let hash = format!("{:x}", Sha256::digest(introspection.as_bytes()));
     let first = post(json!({ "query": introspection, "extensions": persisted(&hash) }))
@@ -412,7 +450,25 @@ async fn persisted_queries_round_trip() {
     let again = post(json!({ "extensions": persisted(&hash) }))
         .await
         .unwrap();
-    assert_eq!(again.status(), 403);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["message"], "PersistedQueryNotFound",
+        "{body}"
+    );
+    let operator = common::token(mallbots_contracts::Role::Operator, uuid::Uuid::now_v7());
+    let registered = app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .header("authorization", format!("Bearer {operator}"))
+        .json(&json!({ "query": introspection, "extensions": persisted(&hash) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let replayed = post(json!({ "extensions": persisted(&hash) }))
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 403);
     app.stop().await;
 }
 
@@ -467,6 +523,15 @@ async fn large_answers_are_compressed_and_catalog_reads_cacheable() {
     let private = get("{ notifications(customerId: \"0193b1d2-0000-7000-8000-000000000001\") { edges { cursor } } }")
         .await
         .unwrap();
-    assert_eq!(private.headers()["cache-control"], "private, no-store");
+    assert_eq!(private.headers()["cache-control"], "no-store");
+    // A catalog read that answers an error is not kept, nor is a refusal.
+    let failed = get("{ store(id: \"nope\") { name } }").await.unwrap();
+    assert_eq!(failed.status(), 200);
+    assert_eq!(failed.headers()["cache-control"], "no-store");
+    let refused = get("mutation { createStore(input: {name: \"G\", location: \"L\"}) { id } }")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 405);
+    assert_eq!(refused.headers()["cache-control"], "no-store");
     app.stop().await;
 }
