@@ -267,13 +267,7 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
     saga_with_status(two, &order, "COMPLETED").await;
     follower.close().await;
 
-    let pid = script.id().expect("the script runs").to_string();
-    let signalled = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(signalled.success());
+    common::sigterm(&script).await;
     let status = tokio::time::timeout(common::DEADLINE, script.wait())
         .await
         .expect("every part stops before the deadline")

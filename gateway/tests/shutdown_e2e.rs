@@ -124,14 +124,8 @@ async fn sigterm_drains_then_closes_gracefully_and_loses_nothing() {
         (sent > 50).then_some(())
     })
     .await;
-    let pid = first.child.id().expect("a pid").to_string();
     let signalled = Instant::now();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(killed.success());
+    common::sigterm(&first.child).await;
     // Draining: not ready (once the signal is handled), still serving.
     wait_until("not ready while draining", || async {
         let ready = app

@@ -617,6 +617,17 @@ impl Process {
     }
 }
 
+/// Sends SIGTERM to `child`, as an operator stopping it would.
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("a running process").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+}
+
 /// A client of a gateway running elsewhere (another process), at `base`.
 pub async fn client_of(base: String) -> TestApp {
     TestApp {
