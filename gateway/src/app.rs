@@ -221,20 +221,27 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
 /// The dead-letter store of the system `settings` name (for the
 /// `dead-letters` commands).
 pub async fn dead_letters(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    dead_letter_store(&database_config(settings)?).await
+    dead_letter_store(&database_config(settings)?, true).await
 }
 
-/// The dead-letter store's database (`deadletters`), migrated.
-async fn dead_letter_store(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+/// The dead-letter store's database (`deadletters`), migrated unless
+/// `migrate` is false (`mallbots migrate` did it: gateways started at once
+/// must not race to create its tables).
+async fn dead_letter_store(
+    config: &DatabaseConfig,
+    migrate: bool,
+) -> anyhow::Result<DatabaseConnection> {
     use mallbots_migrations::DeadLetterMigrator;
     use mallbots_migrations::sea_orm_migration::MigratorTrait;
     let db = config
         .connect(DEAD_LETTERS)
         .await
         .context("cannot open the dead-letter store")?;
-    DeadLetterMigrator::up(&db, None)
-        .await
-        .context("cannot migrate the dead-letter store")?;
+    if migrate {
+        DeadLetterMigrator::up(&db, None)
+            .await
+            .context("cannot migrate the dead-letter store")?;
+    }
     Ok(db)
 }
 
@@ -284,6 +291,7 @@ async fn broker(
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let config = database_config(settings)?;
     migrate_all(&connect_all(&config).await?).await?;
+    dead_letter_store(&config, true).await?;
     tracing::info!("migrations applied");
     if settings.amqp_url.is_some() {
         let broker = broker(settings, &config, false).await?;
@@ -376,7 +384,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let metrics = Arc::new(Metrics::default());
         // The gateway keeps the dead letters: operators see and replay them
         // with `mallbots dead-letters`.
-        let dead_letters = dead_letter_store(&config).await?;
+        let dead_letters = dead_letter_store(&config, !settings.no_migrate).await?;
         tasks.extend(
             mallbots_platform::dead_letters::keep(
                 dead_letters.clone(),
