@@ -662,13 +662,13 @@ async fn graphql_get(
     headers: HeaderMap,
     Query(params): Query<GetParams>,
 ) -> Response {
-    let public = params
+    // The document is parsed once, here: for the cache and for answer_get.
+    let picked = params
         .query
         .as_deref()
-        .and_then(|q| operation(q, params.operation_name.as_deref()))
-        .as_ref()
-        .is_some_and(reads_only_public);
-    let mut response = answer_get(State(http), connect, headers.clone(), Query(params)).await;
+        .and_then(|q| operation(q, params.operation_name.as_deref()));
+    let public = picked.as_ref().is_some_and(reads_only_public);
+    let mut response = answer_get(&http, connect, &headers, params, picked).await;
     let clean = response.status().is_success()
         && response
             .extensions()
@@ -690,21 +690,22 @@ async fn graphql_get(
     response
 }
 
+/// `picked`: the operation the query's `operationName` picks, parsed.
 async fn answer_get(
-    State(http): State<Http>,
+    http: &Http,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(params): Query<GetParams>,
+    headers: &HeaderMap,
+    params: GetParams,
+    picked: Option<async_graphql::parser::types::OperationDefinition>,
 ) -> Response {
-    let identity = match admit(&http, &headers, client.ip()) {
+    let identity = match admit(http, headers, client.ip()) {
         Ok(identity) => identity,
         Err(refused) => return *refused,
     };
-    let graphql_response = wants_graphql_response(&headers);
+    let graphql_response = wants_graphql_response(headers);
     let Some(query) = params.query else {
         return error_response(StatusCode::BAD_REQUEST, "missing query", graphql_response);
     };
-    let picked = operation(&query, params.operation_name.as_deref());
     if picked.as_ref().map(|op| op.ty) == Some(OperationType::Mutation) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -732,7 +733,7 @@ async fn answer_get(
             }
         }
     }
-    execute(&http, &headers, (identity, client.ip()), request).await
+    execute(http, headers, (identity, client.ip()), request).await
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB
