@@ -163,12 +163,8 @@ fn request_context(headers: &HeaderMap, identity: Identity) -> RequestContext {
 /// The `Authorization` header as text (a header that is not text is no
 /// bearer token either); more than one is refused, not picked from.
 fn authorization(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let mut all = headers.get_all(header::AUTHORIZATION).iter();
-    let first = all.next().map(|v| v.to_str().unwrap_or("?"));
-    match all.next() {
-        Some(_) => Err(AuthError::Several),
-        None => Ok(first),
-    }
+    let value = single(headers, header::AUTHORIZATION.as_str()).map_err(|_| AuthError::Several)?;
+    Ok(value.map(|v| v.to_str().unwrap_or("?")))
 }
 
 /// An invalid or expired token: 401 with `WWW-Authenticate: Bearer`.
