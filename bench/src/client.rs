@@ -191,9 +191,10 @@ pub(crate) async fn subscriptions_active(base: &str) -> Option<i64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("mallbots_subscriptions_active "))?
-        .trim()
-        .parse()
-        .ok()
+    // One sample per field: the sum is every subscription.
+    let samples = text
+        .lines()
+        .filter(|l| l.starts_with("mallbots_subscriptions_active{"))
+        .map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<i64>().ok()));
+    samples.sum::<Option<i64>>().or(Some(0))
 }

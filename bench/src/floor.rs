@@ -151,7 +151,7 @@ pub(crate) async fn floor_server(listen: SocketAddr) -> anyhow::Result<()> {
         .finish();
     let metrics = move || {
         let n = active.load(std::sync::atomic::Ordering::Relaxed);
-        async move { format!("mallbots_subscriptions_active {n}\n") }
+        async move { format!("mallbots_subscriptions_active{{field=\"catalogChanged\"}} {n}\n") }
     };
     let app = axum::Router::new()
         .route(

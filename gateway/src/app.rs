@@ -20,6 +20,7 @@ use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, QueueSpec, Shutdown};
 use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
@@ -92,8 +93,13 @@ fn database_config(settings: &Settings) -> anyhow::Result<DatabaseConfig> {
 }
 
 type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
-type Starter =
-    fn(DatabaseConnection, Arc<dyn Broker>, Shutdown, Arc<Settings>) -> BoxFuture<'static, Tasks>;
+type Starter = fn(
+    DatabaseConnection,
+    Arc<dyn Broker>,
+    Messaging,
+    Shutdown,
+    Arc<Settings>,
+) -> BoxFuture<'static, Tasks>;
 type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// Every module: its part, its database, how to migrate and start it.
@@ -112,15 +118,17 @@ const MODULES: [Module; 9] = [
         part: Part::Stores,
         name: mallbots_stores::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_stores::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_stores::start(db, b, m, s).await?) })
+        },
         queue: mallbots_stores::queue,
     },
     Module {
         part: Part::Customers,
         name: mallbots_customers::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        start: |db, b, s, _| {
-            Box::pin(async move { Ok(mallbots_customers::start(db, b, s).await?) })
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_customers::start(db, b, m, s).await?) })
         },
         queue: mallbots_customers::queue,
     },
@@ -128,49 +136,61 @@ const MODULES: [Module; 9] = [
         part: Part::Baskets,
         name: mallbots_baskets::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_baskets::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_baskets::start(db, b, m, s).await?) })
+        },
         queue: mallbots_baskets::queue,
     },
     Module {
         part: Part::Payments,
         name: mallbots_payments::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_payments::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_payments::start(db, b, m, s).await?) })
+        },
         queue: mallbots_payments::queue,
     },
     Module {
         part: Part::Ordering,
         name: mallbots_ordering::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_ordering::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_ordering::start(db, b, m, s).await?) })
+        },
         queue: mallbots_ordering::queue,
     },
     Module {
         part: Part::Depot,
         name: mallbots_depot::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_depot::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_depot::start(db, b, m, s).await?) })
+        },
         queue: mallbots_depot::queue,
     },
     Module {
         part: Part::Cosec,
         name: mallbots_cosec::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_cosec::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_cosec::start(db, b, m, s).await?) })
+        },
         queue: mallbots_cosec::queue,
     },
     Module {
         part: Part::Search,
         name: mallbots_search::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        start: |db, b, s, _| Box::pin(async move { Ok(mallbots_search::start(db, b, s).await?) }),
+        start: |db, b, m, s, _| {
+            Box::pin(async move { Ok(mallbots_search::start(db, b, m, s).await?) })
+        },
         queue: mallbots_search::queue,
     },
     Module {
         part: Part::Notifications,
         name: mallbots_notifications::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
-        start: |db, b, s, settings| Box::pin(start_notifications(db, b, s, settings)),
+        start: |db, b, m, s, settings| Box::pin(start_notifications(db, b, m, s, settings)),
         queue: mallbots_notifications::queue,
     },
 ];
@@ -178,6 +198,7 @@ const MODULES: [Module; 9] = [
 async fn start_notifications(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
     settings: Arc<Settings>,
 ) -> Tasks {
@@ -188,7 +209,7 @@ async fn start_notifications(
         }
         None => Arc::new(mallbots_notifications::RecordOnly),
     };
-    Ok(mallbots_notifications::start(db, broker, sender, shutdown).await?)
+    Ok(mallbots_notifications::start(db, broker, sender, messaging, shutdown).await?)
 }
 
 /// Which module's read models follow which modules' events, from their queues.
@@ -357,6 +378,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         migrate_all(&dbs).await?;
     }
     let shared = Arc::new(settings.clone());
+    let metrics = Arc::new(Metrics::new());
     for (
         Module {
             part, name, start, ..
@@ -365,7 +387,13 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     ) in MODULES.iter().zip(&dbs)
     {
         if runs(parts, *part) {
-            let started = start(db.clone(), broker.clone(), shutdown.clone(), shared.clone());
+            let started = start(
+                db.clone(),
+                broker.clone(),
+                metrics.messaging.clone(),
+                shutdown.clone(),
+                shared.clone(),
+            );
             tasks.extend(started.await?);
             tasks.push(mallbots_platform::retention::spawn(
                 name,
@@ -381,7 +409,6 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if runs(parts, Part::Gateway) {
         let bus =
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
-        let metrics = Arc::new(Metrics::default());
         // The gateway keeps the dead letters: operators see and replay them
         // with `mallbots dead-letters`.
         let dead_letters = dead_letter_store(&config, !settings.no_migrate).await?;
@@ -437,7 +464,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             bus,
             queries,
             live,
-            metrics,
+            metrics: metrics.clone(),
             broker: broker.clone(),
             readers: Arc::new(readers),
             databases,
@@ -478,6 +505,31 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             }
         }));
         tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
+    }
+    if !runs(parts, Part::Gateway)
+        && let Some(at) = settings.metrics_listen
+    {
+        // A process without the gateway still shows what it counts.
+        let modules: Vec<_> = MODULES
+            .iter()
+            .zip(&dbs)
+            .filter(|(m, _)| runs(parts, m.part))
+            .map(|(m, db)| (m.name, db.clone()))
+            .collect();
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen on {at} for /metrics"))?;
+        let router = crate::http::metrics_only(metrics, broker.clone(), modules, readers());
+        let mut stop = stopping.clone();
+        door_tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the /metrics server failed");
+            }
+        }));
+        tracing::info!("/metrics on http://{at}/metrics");
     }
     tracing::info!(?parts, "running");
     Ok(Running {

@@ -42,6 +42,12 @@ pub struct Settings {
     )]
     pub listen: SocketAddr,
 
+    /// Where a process that runs no gateway serves `/metrics` and
+    /// `/healthz` (the gateway serves them on its own address). Unset: not
+    /// served.
+    #[arg(long, global = true, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PostgreSQL URL (postgres://...). Unset: SQLite files in --data-dir.
     #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,

@@ -56,6 +56,13 @@ impl Readers {
             .map(|(reader, _)| *reader)
     }
 
+    /// Each (read model, module it follows).
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.0
+            .iter()
+            .flat_map(|(reader, sources)| sources.iter().map(move |s| (*reader, s.as_str())))
+    }
+
     /// The read models that have no database in `databases`.
     pub fn missing<'a>(
         &'a self,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_graphql::ServerError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;
@@ -28,6 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::clients::{Peer, RateLimits, SocketCounts};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::identity::{AuthError, Identity};
+use crate::metrics::RequestOutcome;
 use crate::playground;
 use crate::state::AppState;
 use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
@@ -329,10 +330,13 @@ async fn persisted(
     Ok((request.query.len() <= PERSISTED_QUERY_BYTES).then_some(hash))
 }
 
-/// Whether an executed request's answer holds errors (for caching it).
+/// Whether an executed request's answer holds errors (for caching it and
+/// counting it); a request refused before it ran has none.
 #[derive(Clone, Copy)]
 struct Answered {
     errors: bool,
+    /// It did not parse or validate: it never ran.
+    invalid: bool,
 }
 
 /// [`execute_in`] within the request's span: every line its work logs
@@ -349,9 +353,20 @@ async fn execute(
         correlation_id = %context.correlation_id,
         operation = request.operation_name.as_deref().unwrap_or(""),
     );
-    execute_in(http, headers, (context, client), request)
+    let started = std::time::Instant::now();
+    let mut operation = request.operation_name.clone();
+    let response = execute_in(http, headers, (context, client), request, &mut operation)
         .instrument(span)
-        .await
+        .await;
+    let outcome = match response.extensions().get::<Answered>() {
+        Some(Answered { invalid: true, .. }) | None => RequestOutcome::refused,
+        Some(Answered { errors: true, .. }) => RequestOutcome::error,
+        Some(_) => RequestOutcome::ok,
+    };
+    http.app
+        .metrics
+        .request(operation.as_deref(), outcome, started.elapsed());
+    response
 }
 
 async fn execute_in(
@@ -359,6 +374,7 @@ async fn execute_in(
     headers: &HeaderMap,
     (context, client): (RequestContext, IpAddr),
     mut request: async_graphql::Request,
+    operation: &mut Option<String>,
 ) -> Response {
     let identity = context.identity.clone();
     let graphql_response = wants_graphql_response(headers);
@@ -375,24 +391,24 @@ async fn execute_in(
             return coded_error_response(status, &err, graphql_response);
         }
     };
-    http.app
-        .metrics
-        .graphql_requests
-        .fetch_add(1, Ordering::Relaxed);
     // Parsed once: the request keeps the document, and execution reuses it.
     // Every refusal that needs only the document comes before any wait.
     let settings = &http.app.settings;
     let len = request.query.len();
-    let (parsed, oversized, mutations, introspects) =
+    let (parsed, oversized, mutations, introspects, named) =
         crate::limits::off_the_workers(len, || match request.parsed_query() {
             Ok(document) => (
                 true,
                 crate::limits::oversized(document, settings),
                 crate::limits::mutations(document),
                 crate::limits::introspects(document),
+                only_operation_name(document),
             ),
-            Err(_) => (false, None, 0, false),
+            Err(_) => (false, None, 0, false, None),
         });
+    if operation.is_none() {
+        *operation = named;
+    }
     let trusted = identity.actor.is_some_and(|a| a.is_trusted());
     // `introspects` looks at every selection and fragment: nothing else
     // reaches the schema's own fields.
@@ -474,6 +490,7 @@ async fn execute_in(
     }
     let answered = Answered {
         errors: !response.errors.is_empty(),
+        invalid: request_error,
     };
     let status = if unavailable {
         StatusCode::SERVICE_UNAVAILABLE
@@ -523,6 +540,16 @@ async fn execute_in(
                 graphql_response,
             )
         }
+    }
+}
+
+/// The name of a document's one operation, when it has one and it is named.
+fn only_operation_name(document: &ExecutableDocument) -> Option<String> {
+    match &document.operations {
+        DocumentOperations::Multiple(operations) if operations.len() == 1 => {
+            operations.keys().next().map(|name| name.to_string())
+        }
+        _ => None,
     }
 }
 
@@ -783,8 +810,9 @@ async fn graphql_ws(
         .write_buffer_size(WEBSOCKET_WRITE_BUFFER)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| {
-            crate::ws::serve(socket, http.ws_schema, protocol, door, limits, stopping)
+        .on_upgrade(move |socket| async move {
+            let _open = http.app.metrics.websocket();
+            crate::ws::serve(socket, http.ws_schema, protocol, door, limits, stopping).await
         })
 }
 
@@ -840,18 +868,50 @@ async fn ready(State(http): State<Http>) -> Response {
     "ready".into_response()
 }
 
+/// The routes of a process that runs modules but no gateway: `/metrics`
+/// (its consumers, and the outboxes and read models of its modules) and
+/// `/healthz`.
+pub fn metrics_only(
+    metrics: Arc<crate::metrics::Metrics>,
+    broker: Arc<dyn mallbots_platform::Broker>,
+    modules: Vec<(&'static str, sea_orm::DatabaseConnection)>,
+    readers: crate::consistency::Readers,
+) -> Router {
+    let scrape = move || {
+        let (metrics, broker, modules, readers) = (
+            metrics.clone(),
+            broker.clone(),
+            modules.clone(),
+            readers.clone(),
+        );
+        async move {
+            let text = metrics
+                .scrape(broker.as_ref(), &modules, &readers, None)
+                .await;
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+        }
+    };
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
 async fn metrics(State(http): State<Http>) -> impl IntoResponse {
-    let mut text = http.app.metrics.render();
-    let store = http
-        .app
+    let app = &http.app;
+    let dead_letters = app
         .databases
         .iter()
-        .find(|(name, _)| *name == crate::state::DEAD_LETTERS);
-    if let Some((_, db)) = store {
-        match mallbots_platform::dead_letters::counts(db).await {
-            Ok(counts) => text.push_str(&crate::metrics::dead_letters(&counts)),
-            Err(err) => tracing::warn!(error = %err, "cannot count dead letters for /metrics"),
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+        .find(|(name, _)| *name == crate::state::DEAD_LETTERS)
+        .map(|(_, db)| db);
+    let modules: Vec<_> = app
+        .databases
+        .iter()
+        .filter(|(name, _)| *name != crate::state::DEAD_LETTERS)
+        .cloned()
+        .collect();
+    let text = app
+        .metrics
+        .scrape(app.broker.as_ref(), &modules, &app.readers, dead_letters)
+        .await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -5,7 +5,6 @@
 //! log: the subscription cursor, resumable on any replica.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
@@ -162,7 +161,7 @@ impl LiveFeed {
                 }
             };
             let count = u64::try_from(committed.changes.len()).unwrap_or(u64::MAX);
-            metrics.live_events.fetch_add(count, Ordering::Relaxed);
+            metrics.live_changes(count);
             for read in committed.changes {
                 dispatch(&routes, LiveChange::new(read));
             }

@@ -1,82 +1,403 @@
-//! A few counters in the Prometheus text format.
+//! `/metrics`, in the Prometheus (OpenMetrics) text format: what the
+//! messaging runtime counts ([`Messaging`]), what the gateway counts, and
+//! what is read from the databases when scraped (outbox backlog, projection
+//! lag, dead letters). docs/operations.md lists every metric and the
+//! dashboard in docs/grafana/ reads exactly these.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
-#[derive(Debug, Default)]
+use mallbots_platform::telemetry::{Bounded, Durations, Messaging, durations};
+use mallbots_platform::{Broker, changes, event_store, outbox};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::consistency::{Databases, Readers};
+
+/// The database-derived gauges are read at most this often, however often
+/// `/metrics` is asked (it is not rate limited).
+const READ_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+/// A database query made for a scrape gives up after this long.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// What `/metrics` answers in (Prometheus reads OpenMetrics).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    field: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RequestOutcome {
+    /// Ran; no error in the answer.
+    ok,
+    /// Ran; some field failed (its error is in the answer).
+    error,
+    /// Refused before running: malformed, invalid, too complex, rate limited.
+    refused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    outcome: RequestOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabels {
+    reader: &'static str,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    queue: String,
+    state: String,
+}
+
+/// Everything `/metrics` shows, registered in one registry per running system.
+#[derive(Debug)]
 pub struct Metrics {
-    pub subscriptions_active: AtomicI64,
-    pub subscriptions_closed_slow: AtomicU64,
-    pub live_events: AtomicU64,
-    pub commands_sent: AtomicU64,
-    pub commands_timed_out: AtomicU64,
-    pub graphql_requests: AtomicU64,
+    registry: Registry,
+    /// The consumers' counters, handed to the modules this process runs.
+    pub messaging: Messaging,
+    websockets: Gauge,
+    subscriptions: Family<FieldLabels, Gauge>,
+    closed_slow: Family<FieldLabels, Counter>,
+    live_changes: Counter,
+    commands_sent: Family<CommandLabels, Counter>,
+    commands_timed_out: Family<CommandLabels, Counter>,
+    command_seconds: Durations<CommandLabels>,
+    requests: Durations<RequestLabels>,
+    operations: Bounded,
+    broker_connected: Gauge,
+    outbox_backlog: Family<ModuleLabels, Gauge>,
+    outbox_oldest: Family<ModuleLabels, Seconds>,
+    lag_positions: Family<LagLabels, Gauge>,
+    lag_seconds: Family<LagLabels, Seconds>,
+    dead_letters: Family<DeadLetterLabels, Gauge>,
+    last_read: Mutex<Option<Instant>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            );
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let messaging = Messaging::register(&mut registry);
+        let m = Metrics {
+            registry: Registry::default(),
+            messaging,
+            websockets: Gauge::default(),
+            subscriptions: Family::default(),
+            closed_slow: Family::default(),
+            live_changes: Counter::default(),
+            commands_sent: Family::default(),
+            commands_timed_out: Family::default(),
+            command_seconds: durations(),
+            requests: durations(),
+            operations: Bounded::default(),
+            broker_connected: Gauge::default(),
+            outbox_backlog: Family::default(),
+            outbox_oldest: Family::default(),
+            lag_positions: Family::default(),
+            lag_seconds: Family::default(),
+            dead_letters: Family::default(),
+            last_read: Mutex::new(None),
         };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        line(
-            "mallbots_subscriptions_active",
-            "gauge",
-            "Live GraphQL subscriptions.",
-            self.subscriptions_active
-                .load(Ordering::Relaxed)
-                .to_string(),
+        let r = registry.sub_registry_with_prefix("mallbots");
+        r.register(
+            "websocket_connections",
+            "Open websockets (GraphQL subscriptions' connections).",
+            m.websockets.clone(),
         );
-        line(
-            "mallbots_subscriptions_closed_slow_total",
-            "counter",
-            "Subscriptions closed because the client fell behind.",
-            get(&self.subscriptions_closed_slow),
+        r.register(
+            "subscriptions_active",
+            "Live GraphQL subscriptions, by field.",
+            m.subscriptions.clone(),
         );
-        line(
-            "mallbots_live_events_total",
-            "counter",
-            "Events received for live subscriptions.",
-            get(&self.live_events),
+        r.register(
+            "subscriptions_closed_slow",
+            "Subscriptions closed because their client fell behind, by field.",
+            m.closed_slow.clone(),
         );
-        line(
-            "mallbots_commands_sent_total",
-            "counter",
-            "Commands sent by mutations.",
-            get(&self.commands_sent),
+        r.register(
+            "live_changes",
+            "Read-side changes received for live subscriptions.",
+            m.live_changes.clone(),
         );
-        line(
-            "mallbots_commands_timed_out_total",
-            "counter",
-            "Commands whose reply did not come in time.",
-            get(&self.commands_timed_out),
+        r.register(
+            "commands_sent",
+            "Commands sent by mutations, by command.",
+            m.commands_sent.clone(),
         );
-        line(
-            "mallbots_graphql_requests_total",
-            "counter",
-            "GraphQL requests over HTTP.",
-            get(&self.graphql_requests),
+        r.register(
+            "commands_timed_out",
+            "Commands whose reply did not come in time, by command.",
+            m.commands_timed_out.clone(),
         );
-        out
+        r.register(
+            "command_round_trip_seconds",
+            "From sending a command to its reply (or the timeout), by command.",
+            m.command_seconds.clone(),
+        );
+        r.register(
+            "graphql_request_seconds",
+            "GraphQL requests over HTTP and how long they took, by operation name (\"anonymous\" without one, \"other\" past 256 names) and outcome.",
+            m.requests.clone(),
+        );
+        r.register(
+            "broker_connected",
+            "1 while the broker takes messages (publisher session open), else 0.",
+            m.broker_connected.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Messages written to a module's outbox and not yet published, by module.",
+            m.outbox_backlog.clone(),
+        );
+        r.register(
+            "outbox_oldest_unsent_seconds",
+            "Age of the oldest unpublished outbox message (0 when none), by module.",
+            m.outbox_oldest.clone(),
+        );
+        r.register(
+            "projection_lag_positions",
+            "Event-log positions a read model is behind the module it follows, by reader and source.",
+            m.lag_positions.clone(),
+        );
+        r.register(
+            "projection_lag_seconds",
+            "Age of the oldest event a read model has yet to apply (0 when caught up), by reader and source.",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters kept, by the queue they failed on and their state (dead, replay, replayed).",
+            m.dead_letters.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts an open websocket until the returned guard drops.
+    pub fn websocket(&self) -> Held {
+        Held::new(self.websockets.clone())
+    }
+
+    /// Counts a live subscription to `field` until the returned guard drops.
+    pub fn subscription(&self, field: &'static str) -> Held {
+        // Its closings exist (at 0) from the first subscription on.
+        self.closed_slow.get_or_create(&FieldLabels { field }).inc_by(0);
+        Held::new(
+            self.subscriptions
+                .get_or_create_owned(&FieldLabels { field }),
+        )
+    }
+
+    pub fn closed_slow(&self, field: &'static str) {
+        self.closed_slow.get_or_create(&FieldLabels { field }).inc();
+    }
+
+    pub fn live_changes(&self, count: u64) {
+        self.live_changes.inc_by(count);
+    }
+
+    pub fn command_sent(&self, command: &'static str) {
+        let labels = CommandLabels { command };
+        self.commands_sent.get_or_create(&labels).inc();
+        // Its timeouts exist (at 0) from the first command on.
+        self.commands_timed_out.get_or_create(&labels).inc_by(0);
+    }
+
+    /// A command's round trip, ended by its reply or (`timed_out`) not.
+    pub fn command_done(&self, command: &'static str, took: Duration, timed_out: bool) {
+        let labels = CommandLabels { command };
+        self.command_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if timed_out {
+            self.commands_timed_out.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A GraphQL request over HTTP, named `operation` by its client.
+    pub fn request(&self, operation: Option<&str>, outcome: RequestOutcome, took: Duration) {
+        let operation = operation.map_or("anonymous", |name| self.operations.admit(name));
+        let labels = RequestLabels {
+            operation: operation.to_owned(),
+            outcome,
+        };
+        self.requests
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text of `/metrics`, with the database-derived gauges read anew
+    /// (at most once a second) from `databases`.
+    pub async fn scrape(
+        &self,
+        broker: &dyn Broker,
+        databases: &Databases,
+        readers: &Readers,
+        dead_letters: Option<&sea_orm::DatabaseConnection>,
+    ) -> String {
+        let due = {
+            let mut last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= READ_AT_MOST_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.read(broker, databases, readers, dead_letters).await;
+        }
+        let mut text = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %err, "cannot encode /metrics");
+        }
+        text
+    }
+
+    async fn read(
+        &self,
+        broker: &dyn Broker,
+        databases: &Databases,
+        readers: &Readers,
+        dead_letters: Option<&sea_orm::DatabaseConnection>,
+    ) {
+        let connected = matches!(
+            tokio::time::timeout(READ_DEADLINE, broker.check()).await,
+            Ok(Ok(()))
+        );
+        self.broker_connected.set(i64::from(connected));
+        let now = chrono::Utc::now();
+        let age = |at: Option<chrono::DateTime<chrono::Utc>>| {
+            at.map_or(0.0, |at| {
+                (now - at).to_std().unwrap_or_default().as_secs_f64()
+            })
+        };
+        for (module, db) in databases {
+            let labels = ModuleLabels { module };
+            let read = async {
+                Ok::<_, mallbots_platform::PlatformError>((
+                    outbox::pending(db).await?,
+                    outbox::oldest_unsent(db).await?,
+                ))
+            };
+            match deadline(read).await {
+                Some((backlog, oldest)) => {
+                    let backlog = i64::try_from(backlog).unwrap_or(i64::MAX);
+                    self.outbox_backlog.get_or_create(&labels).set(backlog);
+                    self.outbox_oldest.get_or_create(&labels).set(age(oldest));
+                }
+                None => tracing::warn!(module, "cannot read the outbox backlog for /metrics"),
+            }
+        }
+        let db_of = |name: &str| {
+            databases
+                .iter()
+                .find(|(module, _)| *module == name)
+                .map(|(_, db)| db)
+        };
+        for (reader, source) in readers.pairs() {
+            let (Some(reader_db), Some(source_db)) = (db_of(reader), db_of(source)) else {
+                continue;
+            };
+            let read = async {
+                let applied = changes::applied(reader_db, source).await?;
+                let head = event_store::head(source_db).await?;
+                let waiting = if head > applied {
+                    event_store::recorded_after(source_db, applied).await?
+                } else {
+                    None
+                };
+                Ok::<_, mallbots_platform::PlatformError>(((head - applied).max(0), waiting))
+            };
+            let labels = LagLabels {
+                reader,
+                source: source.to_owned(),
+            };
+            match deadline(read).await {
+                Some((behind, waiting)) => {
+                    self.lag_positions.get_or_create(&labels).set(behind);
+                    self.lag_seconds.get_or_create(&labels).set(age(waiting));
+                }
+                None => tracing::warn!(
+                    reader,
+                    source,
+                    "cannot read a projection's lag for /metrics"
+                ),
+            }
+        }
+        if let Some(db) = dead_letters {
+            match deadline(mallbots_platform::dead_letters::counts(db)).await {
+                Some(counts) => {
+                    self.dead_letters.clear();
+                    for (queue, state, n) in counts {
+                        self.dead_letters
+                            .get_or_create(&DeadLetterLabels { queue, state })
+                            .set(n);
+                    }
+                }
+                None => tracing::warn!("cannot count dead letters for /metrics"),
+            }
+        }
     }
 }
 
-/// Dead letters by queue and state (dead, replay, replayed), as a gauge.
-pub fn dead_letters(counts: &[(String, String, i64)]) -> String {
-    let mut out = String::from(
-        "# HELP mallbots_dead_letters Dead letters kept, by the queue they failed on and their state.\n\
-         # TYPE mallbots_dead_letters gauge\n",
-    );
-    for (queue, state, n) in counts {
-        let queue = queue.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "mallbots_dead_letters{{queue=\"{queue}\",state=\"{state}\"}} {n}"
-        );
+/// `read`'s value, or none (logged by the caller) when it failed or took
+/// longer than [`READ_DEADLINE`].
+async fn deadline<T>(
+    read: impl Future<Output = Result<T, mallbots_platform::PlatformError>>,
+) -> Option<T> {
+    match tokio::time::timeout(READ_DEADLINE, read).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "a /metrics read failed");
+            None
+        }
+        Err(_) => None,
     }
-    out
+}
+
+/// A gauge counted up while this lives.
+#[derive(Debug)]
+pub struct Held(Gauge);
+
+impl Held {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, spawn_app, wait_until};
+use common::{Backend, TestApp, metric, spawn_app, wait_until};
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{Actor, Message};
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
@@ -33,11 +33,6 @@ async fn operator(app: &TestApp, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("text")
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let response = app.http.get(format!("{}/metrics", app.base)).send().await;
-    response.expect("/metrics").text().await.expect("text")
 }
 
 async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
@@ -78,11 +73,13 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
     assert!(line.ends_with("the handler panicked: a bug"), "{line}");
     let shown = operator(&app, &["show", id]).await;
     assert!(shown.contains("\"name\": \"Second Chance\""), "{shown}");
-    assert!(
-        metrics(&app)
-            .await
-            .contains("mallbots_dead_letters{queue=\"stores.commands\",state=\"dead\"} 1")
-    );
+    // /metrics reads the store at most once a second: wait for a fresh read.
+    wait_until("the dead letter counted in /metrics", || async {
+        let text = app.metrics().await;
+        let dead = ["queue=\"stores.commands\"", "state=\"dead\""];
+        (metric(&text, "mallbots_dead_letters", &dead) == Some(1.0)).then_some(())
+    })
+    .await;
     // Nothing happened to the store yet.
     let query = "query($id: ID!) { store(id: $id) { name } }";
     let none = app.data(query, json!({ "id": store_id })).await;

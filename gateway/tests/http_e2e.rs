@@ -296,9 +296,10 @@ async fn playground_sdl_health_readiness_and_metrics_are_served() {
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("mallbots_subscriptions_active 0"),
+        metrics.contains("mallbots_websocket_connections 0"),
         "{metrics}"
     );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     app.stop().await;
 }
 

@@ -440,6 +440,13 @@ async fn a_slow_subscriber_is_closed_with_a_cursor(backend: Backend) {
         }
     };
     assert!(prices.len() < CHANGES, "the subscriber was never too slow");
+    let slow_closed = ["field=\"catalogChanged\""];
+    let closed = common::metric(
+        &app.metrics().await,
+        "mallbots_subscriptions_closed_slow_total",
+        &slow_closed,
+    );
+    assert_eq!(closed, Some(1.0), "counted in /metrics");
     let ended = slow.next_message().await;
     assert_eq!(ended["type"], "complete", "{ended}");
     let mut resumed = app

@@ -212,6 +212,11 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
             probe.local_addr().expect("its address").port()
         })
         .collect();
+    // Nine ports in a row, free when probed, for the modules' /metrics.
+    let metrics_base = (20_000u16..60_000)
+        .step_by(97)
+        .find(|base| (0..9).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("nine free ports");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace");
@@ -224,6 +229,7 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
         .env("AMQP_URL", settings.amqp_url.expect("a broker"))
         .env("AMQP_PREFIX", &settings.amqp_prefix)
         .env("GATEWAY_PORTS", format!("{} {}", ports[0], ports[1]))
+        .env("METRICS_BASE_PORT", metrics_base.to_string())
         .env("SHUTDOWN_DRAIN_MS", "0")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
@@ -266,6 +272,20 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
     order_with_status(one, &order, "APPROVED").await;
     saga_with_status(two, &order, "COMPLETED").await;
     follower.close().await;
+    // The stores process (the first module) shows what its consumer did.
+    let stores = common::client_of(format!("http://127.0.0.1:{metrics_base}")).await;
+    let text = stores.metrics().await;
+    let handled = common::metric(
+        &text,
+        "mallbots_messages_handled_total",
+        &["module=\"stores\""],
+    );
+    assert!(handled.is_some_and(|n| n >= 5.0), "{text}");
+    let running = ["queue=\"stores.commands\""];
+    assert_eq!(
+        common::metric(&text, "mallbots_consumers_running", &running),
+        Some(1.0)
+    );
 
     common::sigterm(&script).await;
     let status = tokio::time::timeout(common::DEADLINE, script.wait())

@@ -115,13 +115,8 @@ async fn sigterm_drains_then_closes_gracefully_and_loses_nothing() {
             .await
             .ok()?;
         let text = metrics.text().await.ok()?;
-        let sent: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("mallbots_commands_sent_total "))?
-            .trim()
-            .parse()
-            .ok()?;
-        (sent > 50).then_some(())
+        let sent = common::metric(&text, "mallbots_commands_sent_total", &[])?;
+        (sent > 50.0).then_some(())
     })
     .await;
     let signalled = Instant::now();

@@ -1,7 +1,7 @@
 //! What every resolver shares: the app state, id parsing, and sending a
 //! command over the broker for its reply.
 
-use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use async_graphql::{Context, ID};
 use mallbots_contracts::{Affected, Message, module_of};
@@ -76,18 +76,16 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
         let body = serde_json::to_vec(&command).unwrap_or_default();
         [M::TYPE.as_bytes(), b"\n", &body].concat()
     });
-    app.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
+    app.metrics.command_sent(M::TYPE);
+    let sent_at = Instant::now();
     let reply = app
         .bus
         .send_as(&command, correlation, command_id, &actor)
-        .await
-        .inspect_err(|err| {
-            if matches!(err, SendError::Timeout(_)) {
-                app.metrics
-                    .commands_timed_out
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        })?;
+        .await;
+    let timed_out = matches!(reply, Err(SendError::Timeout(_)));
+    app.metrics
+        .command_done(M::TYPE, sent_at.elapsed(), timed_out);
+    let reply = reply?;
     let (result, position) = accepted(reply)?;
     Ok(Sent {
         result,

@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use async_graphql::ErrorExtensions;
 use futures_util::Stream;
@@ -15,27 +14,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::errors::ApiError;
 use crate::live::{LiveChange, Route};
-use crate::metrics::Metrics;
+use crate::metrics::Held;
 use crate::state::AppState;
 
 /// Changes read from the log per query while replaying.
 const REPLAY_PAGE: u64 = 500;
-
-/// Counts a subscription as active for as long as it lives.
-struct Active(Arc<Metrics>);
-
-impl Active {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.subscriptions_active.fetch_add(1, Ordering::Relaxed);
-        Active(metrics)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.subscriptions_active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A cursor as sent back by a client.
 pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
@@ -58,13 +41,16 @@ struct State<F> {
     replaying: bool,
     closed: bool,
     select: F,
-    _active: Active,
+    /// The subscription's field, as counted in `/metrics`.
+    field: &'static str,
+    _active: Held,
 }
 
 /// The items `select` makes of the changes on `route`, from after `after`
-/// (or from now), each with its position.
+/// (or from now), each with its position, for a subscription to `field`.
 pub fn follow<T, F>(
     app: &AppState,
+    field: &'static str,
     route: Route,
     after: Option<String>,
     select: F,
@@ -86,7 +72,8 @@ where
         replaying: after.is_some(),
         closed: false,
         select,
-        _active: Active::new(app.metrics.clone()),
+        field,
+        _active: app.metrics.subscription(field),
     };
     Ok(futures_util::stream::unfold(state, |mut s| async move {
         if s.closed {
@@ -234,10 +221,7 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
     match received {
         Ok(change) => Ok(Some(change)),
         Err(RecvError::Lagged(missed)) => {
-            s.app
-                .metrics
-                .subscriptions_closed_slow
-                .fetch_add(1, Ordering::Relaxed);
+            s.app.metrics.closed_slow(s.field);
             let cursor = s.last.to_string();
             let err = async_graphql::Error::from(ApiError::new(
                 ErrorCode::RateLimited,

@@ -452,8 +452,12 @@ impl StoresSubscription {
             topic: TOPIC_CATALOG,
             about: About::Key(store_id.clone()),
         };
-        Ok(follow(state(ctx)?, route, after, move |change, body| {
-            catalog_change(change, body, &store_id)
-        })?)
+        Ok(follow(
+            state(ctx)?,
+            "catalogChanged",
+            route,
+            after,
+            move |change, body| catalog_change(change, body, &store_id),
+        )?)
     }
 }

@@ -121,12 +121,18 @@ impl OrdersSubscription {
             topic: TOPIC_ORDER,
             about: About::Key(order_id.clone()),
         };
-        Ok(follow(app, route, after, move |change, body| {
-            (change.key == order_id)
-                .then(|| order_change(change, body))
-                .flatten()
-                .filter(|c| actor.may_act_for(Role::Customer, Some(c.order.order.customer_id)))
-        })?)
+        Ok(follow(
+            app,
+            "orderUpdated",
+            route,
+            after,
+            move |change, body| {
+                (change.key == order_id)
+                    .then(|| order_change(change, body))
+                    .flatten()
+                    .filter(|c| actor.may_act_for(Role::Customer, Some(c.order.order.customer_id)))
+            },
+        )?)
     }
 
     /// Every change to any order of the customer.
@@ -142,9 +148,15 @@ impl OrdersSubscription {
             topic: TOPIC_ORDER,
             about: About::Owner(customer_id.to_string()),
         };
-        Ok(follow(state(ctx)?, route, after, move |change, body| {
-            order_change(change, body).filter(|c| c.order.order.customer_id == customer_id)
-        })?)
+        Ok(follow(
+            state(ctx)?,
+            "customerOrders",
+            route,
+            after,
+            move |change, body| {
+                order_change(change, body).filter(|c| c.order.order.customer_id == customer_id)
+            },
+        )?)
     }
 
     /// For bots: each shopping list as it becomes available to take.
@@ -160,6 +172,7 @@ impl OrdersSubscription {
         };
         Ok(follow(
             state(ctx)?,
+            "shoppingListsAvailable",
             route,
             after,
             |change, body| match body {
@@ -186,17 +199,23 @@ impl OrdersSubscription {
             topic: TOPIC_EVENT,
             about: About::All,
         };
-        Ok(follow(state(ctx)?, route, after, move |change, body| {
-            if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
-                return None;
-            }
-            match body {
-                ChangeBody::Event(event) => Some(IntegrationEvent {
-                    cursor: change.position.to_string(),
-                    event: event.clone(),
-                }),
-                _ => None,
-            }
-        })?)
+        Ok(follow(
+            state(ctx)?,
+            "events",
+            route,
+            after,
+            move |change, body| {
+                if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
+                    return None;
+                }
+                match body {
+                    ChangeBody::Event(event) => Some(IntegrationEvent {
+                        cursor: change.position.to_string(),
+                        event: event.clone(),
+                    }),
+                    _ => None,
+                }
+            },
+        )?)
     }
 }

@@ -58,6 +58,7 @@ pub async fn settings(backend: Backend) -> Settings {
     let id = Uuid::new_v4().simple().to_string();
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         database_url: None,
         data_dir: std::env::temp_dir().join(format!("mallbots-test-{id}")),
         amqp_url: None,
@@ -252,7 +253,34 @@ pub async fn start_parts(settings: Settings, parts: &[Part]) -> TestApp {
     }
 }
 
+/// The sum of every sample of `name` in a `/metrics` text whose labels
+/// include each of `labels` (`key="value"`); none: `name` has no such sample.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, set) = match series.split_once('{') {
+            Some((metric, set)) => (metric, set.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let matches =
+            metric == name && labels.iter().all(|l| set.split(',').any(|pair| pair == *l));
+        if matches && let Ok(value) = value.parse::<f64>() {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
 impl TestApp {
+    /// The text of the gateway's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.base)).send().await;
+        response.expect("/metrics").text().await.expect("text")
+    }
+
     pub fn broker(&self) -> Arc<dyn Broker> {
         self.running.as_ref().expect("running").broker.clone()
     }
@@ -316,13 +344,8 @@ impl TestApp {
                 .text()
                 .await
                 .ok()?;
-            let active: i64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("mallbots_subscriptions_active "))?
-                .trim()
-                .parse()
-                .ok()?;
-            (active >= n).then_some(())
+            let active = metric(&text, "mallbots_subscriptions_active", &[])?;
+            (active >= n as f64).then_some(())
         })
         .await;
     }

@@ -6,6 +6,7 @@ use mallbots_contracts::baskets::COMMANDS;
 use mallbots_contracts::stores;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -32,7 +33,16 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(db, broker, queue(), Arc::new(BasketsHandler), shutdown).await
+    module::run(
+        db,
+        broker,
+        queue(),
+        Arc::new(BasketsHandler),
+        messaging,
+        shutdown,
+    )
+    .await
 }

@@ -7,6 +7,7 @@ use mallbots_contracts::ordering::OrderCreated;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::saga::SagaEngine;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -34,10 +35,11 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
     let handler = CosecHandler {
         engine: SagaEngine::new(QUEUE),
     };
-    module::run(db, broker, queue(), Arc::new(handler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(handler), messaging, shutdown).await
 }

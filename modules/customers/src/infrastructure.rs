@@ -5,6 +5,7 @@ use std::sync::Arc;
 use mallbots_contracts::customers::COMMANDS;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -25,7 +26,16 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(db, broker, queue(), Arc::new(CustomersHandler), shutdown).await
+    module::run(
+        db,
+        broker,
+        queue(),
+        Arc::new(CustomersHandler),
+        messaging,
+        shutdown,
+    )
+    .await
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use mallbots_contracts::{customers, ordering};
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -82,8 +83,9 @@ pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     sender: Arc<dyn Sender>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
     let handler = NotificationsHandler { sender };
-    module::run(db, broker, queue(), Arc::new(handler), shutdown).await
+    module::run(db, broker, queue(), Arc::new(handler), messaging, shutdown).await
 }

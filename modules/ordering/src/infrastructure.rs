@@ -9,6 +9,7 @@ use mallbots_contracts::ordering::COMMANDS;
 use mallbots_contracts::payments::InvoicePaid;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -35,7 +36,16 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(db, broker, queue(), Arc::new(OrderingHandler), shutdown).await
+    module::run(
+        db,
+        broker,
+        queue(),
+        Arc::new(OrderingHandler),
+        messaging,
+        shutdown,
+    )
+    .await
 }

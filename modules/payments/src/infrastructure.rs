@@ -7,6 +7,7 @@ use mallbots_contracts::ordering::OrderReadied;
 use mallbots_contracts::payments::COMMANDS;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
@@ -29,7 +30,16 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(db, broker, queue(), Arc::new(PaymentsHandler), shutdown).await
+    module::run(
+        db,
+        broker,
+        queue(),
+        Arc::new(PaymentsHandler),
+        messaging,
+        shutdown,
+    )
+    .await
 }

@@ -8,7 +8,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::stream::FuturesUnordered;
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::telemetry::{Messaging, OTHER, Outcome};
 use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +112,22 @@ impl Attempts {
     }
 }
 
-/// Starts consuming `spec` with `handler` until `shutdown`. The queue exists
-/// (and receives) once this returns.
+/// What one consumer's deliveries are handled with.
+struct Consumer<'a> {
+    broker: &'a dyn Broker,
+    queue: &'a str,
+    handler: &'a dyn Handler,
+    attempts: Attempts,
+    messaging: &'a Messaging,
+}
+
+/// Starts consuming `spec` with `handler` until `shutdown`, counting into
+/// `messaging`. The queue exists (and receives) once this returns.
 pub async fn spawn(
     broker: Arc<dyn Broker>,
     spec: QueueSpec,
     handler: Arc<dyn Handler>,
+    messaging: Messaging,
     mut shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, BrokerError> {
     let mut subscription = broker.consume(&spec).await?;
@@ -127,9 +138,16 @@ pub async fn spawn(
         usize::from(spec.concurrency.max(1))
     };
     Ok(tokio::spawn(async move {
-        let attempts = Attempts::default();
-        let (broker, handler) = (broker.as_ref(), handler.as_ref());
-        let queue = spec.name.as_str();
+        let _running = messaging.consuming(&spec.name);
+        let consumer = Consumer {
+            broker: broker.as_ref(),
+            queue: spec.name.as_str(),
+            handler: handler.as_ref(),
+            attempts: Attempts::default(),
+            messaging: &messaging,
+        };
+        let consumer = &consumer;
+        let queue = consumer.queue;
         let mut in_flight = FuturesUnordered::new();
         loop {
             // Only the wait for the next delivery is interrupted by shutdown:
@@ -154,13 +172,10 @@ pub async fn spawn(
                     _ => break,
                 }
             }
-            let attempts = &attempts;
             in_flight.push(async move {
                 match <[Delivery; 1]>::try_from(deliveries) {
-                    Ok([delivery]) => process(broker, queue, handler, delivery, attempts).await,
-                    Err(deliveries) => {
-                        process_batch(broker, queue, handler, deliveries, attempts).await
-                    }
+                    Ok([delivery]) => consumer.process(delivery).await,
+                    Err(deliveries) => consumer.process_batch(deliveries).await,
                 }
             });
         }
@@ -176,80 +191,129 @@ fn log_unsettled(queue: &str, settled: Result<(), BrokerError>) {
     }
 }
 
-/// Handles `deliveries` as one unit; when that fails, one by one (so a bad
-/// message is dead-lettered or retried alone, and the others go through).
-async fn process_batch(
-    broker: &dyn Broker,
-    queue: &str,
-    handler: &dyn Handler,
-    deliveries: Vec<Delivery>,
-    attempts: &Attempts,
-) -> Result<(), BrokerError> {
-    let mut decoded = Vec::with_capacity(deliveries.len());
-    let mut envelopes = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        match delivery.message.decode() {
-            Ok(envelope) => {
-                envelopes.push(envelope);
-                decoded.push(delivery);
-            }
-            Err(reason) => {
-                tracing::warn!(queue, %reason, "undecodable message dead-lettered");
-                dead_letter(broker, queue, delivery, &reason).await?;
+impl Consumer<'_> {
+    /// Handles `deliveries` as one unit; when that fails, one by one (so a
+    /// bad message is dead-lettered or retried alone, and the others go
+    /// through).
+    async fn process_batch(&self, deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        let queue = self.queue;
+        let mut decoded = Vec::with_capacity(deliveries.len());
+        let mut envelopes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match delivery.message.decode() {
+                Ok(envelope) => {
+                    envelopes.push(envelope);
+                    decoded.push(delivery);
+                }
+                Err(reason) => self.undecodable(delivery, &reason).await?,
             }
         }
-    }
-    if envelopes.is_empty() {
-        return Ok(());
-    }
-    // One span for the batch's shared work, with its first message's
-    // correlation id; a message handled on its own gets its own span.
-    let span = tracing::info_span!(
-        "batch",
-        queue,
-        messages = envelopes.len(),
-        correlation_id = %envelopes[0].correlation_id,
-    );
-    let outcome = guarded(handler.handle_batch(&envelopes))
-        .instrument(span.clone())
-        .await;
-    if outcome.is_ok() {
-        span.in_scope(|| tracing::debug!("handled"));
-    }
-    let mut first_error = None;
-    for delivery in decoded {
-        let settled = match &outcome {
-            Ok(()) => delivery.ack().await,
-            Err(_) => process(broker, queue, handler, delivery, attempts).await,
-        };
-        if let Err(err) = settled {
-            first_error.get_or_insert(err);
+        if envelopes.is_empty() {
+            return Ok(());
         }
+        // One span for the batch's shared work, with its first message's
+        // correlation id; a message handled on its own gets its own span.
+        let span = tracing::info_span!(
+            "batch",
+            queue,
+            messages = envelopes.len(),
+            correlation_id = %envelopes[0].correlation_id,
+        );
+        let started = Instant::now();
+        let outcome = guarded(self.handler.handle_batch(&envelopes))
+            .instrument(span.clone())
+            .await;
+        if outcome.is_ok() {
+            span.in_scope(|| tracing::debug!("handled"));
+            // Each message is counted with its share of the batch's time.
+            let share = started.elapsed() / u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
+            for envelope in &envelopes {
+                self.messaging
+                    .attempted(queue, &envelope.message_type, share, Outcome::Handled);
+            }
+        }
+        let mut first_error = None;
+        for delivery in decoded {
+            let settled = match &outcome {
+                Ok(()) => delivery.ack().await,
+                Err(_) => self.process(delivery).await,
+            };
+            if let Err(err) = settled {
+                first_error.get_or_insert(err);
+            }
+        }
+        if let Err(err) = outcome {
+            tracing::debug!(queue, error = %err, "batch failed; its messages were handled one by one");
+        }
+        first_error.map_or(Ok(()), Err)
     }
-    if let Err(err) = outcome {
-        tracing::debug!(queue, error = %err, "batch failed; its messages were handled one by one");
-    }
-    first_error.map_or(Ok(()), Err)
-}
 
-async fn process(
-    broker: &dyn Broker,
-    queue: &str,
-    handler: &dyn Handler,
-    delivery: Delivery,
-    attempts: &Attempts,
-) -> Result<(), BrokerError> {
-    let envelope = match delivery.message.decode() {
-        Ok(envelope) => envelope,
-        Err(reason) => {
-            tracing::warn!(queue, %reason, "undecodable message dead-lettered");
-            return dead_letter(broker, queue, delivery, &reason).await;
+    async fn process(&self, delivery: Delivery) -> Result<(), BrokerError> {
+        let envelope = match delivery.message.decode() {
+            Ok(envelope) => envelope,
+            Err(reason) => return self.undecodable(delivery, &reason).await,
+        };
+        let span = message_span(self.queue, &envelope);
+        self.settle(delivery, &envelope).instrument(span).await
+    }
+
+    async fn undecodable(&self, delivery: Delivery, reason: &str) -> Result<(), BrokerError> {
+        tracing::warn!(queue = self.queue, %reason, "undecodable message dead-lettered");
+        self.messaging
+            .settled(self.queue, OTHER, Outcome::DeadLettered);
+        dead_letter(self.broker, self.queue, delivery, reason).await
+    }
+
+    /// Hands `envelope` to the handler and settles its delivery by the outcome.
+    async fn settle(&self, delivery: Delivery, envelope: &Envelope) -> Result<(), BrokerError> {
+        let (queue, handler) = (self.queue, self.handler);
+        let key = envelope.id.to_string();
+        let started = Instant::now();
+        let handled = guarded(handler.handle(envelope)).await;
+        let took = started.elapsed();
+        let count = |outcome| {
+            self.messaging
+                .attempted(queue, &envelope.message_type, took, outcome)
+        };
+        match handled {
+            Ok(()) => {
+                self.attempts.forget(&key);
+                count(Outcome::Handled);
+                tracing::debug!("handled");
+                delivery.ack().await
+            }
+            Err(HandleError::Permanent(reason)) => {
+                self.attempts.forget(&key);
+                count(Outcome::DeadLettered);
+                tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
+                dead_letter(self.broker, queue, delivery, &reason).await
+            }
+            Err(HandleError::Transient(reason)) if !handler.reachable().await => {
+                count(Outcome::Retried);
+                tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
+                tokio::time::sleep(UNREACHABLE_PAUSE).await;
+                delivery.requeue().await
+            }
+            Err(HandleError::Transient(reason)) => {
+                let n = self.attempts.failed(&key);
+                if n >= MAX_ATTEMPTS {
+                    self.attempts.forget(&key);
+                    count(Outcome::DeadLettered);
+                    let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
+                    tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
+                    dead_letter(self.broker, queue, delivery, &reason).await?;
+                    guarded_gave_up(handler, envelope, &reason).await;
+                    Ok(())
+                } else {
+                    count(Outcome::Retried);
+                    let backoff = Duration::from_millis(50 * 2u64.pow(n));
+                    tracing::warn!(queue, %reason, attempt = n, "handler failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    delivery.requeue().await
+                }
+            }
         }
-    };
-    let span = message_span(queue, &envelope);
-    settle(broker, queue, handler, delivery, attempts, &envelope)
-        .instrument(span)
-        .await
+    }
 }
 
 /// The span every line of a message's handling carries: which message, of
@@ -262,51 +326,6 @@ fn message_span(queue: &str, envelope: &Envelope) -> tracing::Span {
         message_id = %envelope.id,
         correlation_id = %envelope.correlation_id,
     )
-}
-
-/// Hands `envelope` to the handler and settles its delivery by the outcome.
-async fn settle(
-    broker: &dyn Broker,
-    queue: &str,
-    handler: &dyn Handler,
-    delivery: Delivery,
-    attempts: &Attempts,
-    envelope: &Envelope,
-) -> Result<(), BrokerError> {
-    let key = envelope.id.to_string();
-    match guarded(handler.handle(envelope)).await {
-        Ok(()) => {
-            attempts.forget(&key);
-            tracing::debug!("handled");
-            delivery.ack().await
-        }
-        Err(HandleError::Permanent(reason)) => {
-            attempts.forget(&key);
-            tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
-            dead_letter(broker, queue, delivery, &reason).await
-        }
-        Err(HandleError::Transient(reason)) if !handler.reachable().await => {
-            tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
-            tokio::time::sleep(UNREACHABLE_PAUSE).await;
-            delivery.requeue().await
-        }
-        Err(HandleError::Transient(reason)) => {
-            let n = attempts.failed(&key);
-            if n >= MAX_ATTEMPTS {
-                attempts.forget(&key);
-                let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
-                tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
-                dead_letter(broker, queue, delivery, &reason).await?;
-                guarded_gave_up(handler, envelope, &reason).await;
-                Ok(())
-            } else {
-                let backoff = Duration::from_millis(50 * 2u64.pow(n));
-                tracing::warn!(queue, %reason, attempt = n, "handler failed; will retry");
-                tokio::time::sleep(backoff).await;
-                delivery.requeue().await
-            }
-        }
-    }
 }
 
 /// Tells the handler it gave up on `envelope`; a panic there is only logged.

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, TryInsertResult};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect, TryInsertResult};
 use uuid::Uuid;
 
 use crate::PlatformError;
@@ -238,6 +238,31 @@ pub async fn snapshot_version<C: ConnectionTrait>(
         .one(conn)
         .await?
         .map_or(0, |s| s.version))
+}
+
+/// The log's last position (0: empty).
+pub async fn head<C: ConnectionTrait>(conn: &C) -> Result<i64, PlatformError> {
+    Ok(events::Entity::find()
+        .select_only()
+        .column_as(events::Column::Position.max(), "head")
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// When the first event after `position` was recorded (none: nothing is).
+pub async fn recorded_after<C: ConnectionTrait>(
+    conn: &C,
+    position: i64,
+) -> Result<Option<DateTime<Utc>>, PlatformError> {
+    Ok(events::Entity::find()
+        .filter(events::Column::Position.gt(position))
+        .order_by_asc(events::Column::Position)
+        .one(conn)
+        .await?
+        .map(|row| row.recorded_at))
 }
 
 /// How many events are stored (for tests and tooling).

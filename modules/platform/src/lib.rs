@@ -13,6 +13,7 @@
 //! - [`pipeline`]: one command on one event-sourced aggregate, recorded;
 //! - [`saga`]: orchestrated sagas with compensations;
 //! - [`views`]: document read models and caches;
+//! - [`telemetry`]: what the messaging runtime counts, for `/metrics`;
 //! - [`db`]: connecting a module to its own database (schema or SQLite file).
 
 pub mod aggregate;
@@ -35,6 +36,7 @@ pub mod rabbit;
 pub mod retention;
 pub mod saga;
 pub mod shutdown;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod views;

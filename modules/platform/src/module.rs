@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::{CommandHandler, CommandProcessor};
 use crate::outbox::Outbox;
+use crate::telemetry::Messaging;
 use crate::{Broker, BrokerError, QueueSpec, Shutdown, consumer};
 use sea_orm::DatabaseConnection;
 
@@ -16,6 +17,7 @@ pub async fn run(
     broker: Arc<dyn Broker>,
     queue: QueueSpec,
     handler: Arc<dyn CommandHandler>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
     let outbox = Outbox::new();
@@ -26,6 +28,6 @@ pub async fn run(
     };
     let processor = CommandProcessor::new(queue.name.clone(), db, outbox, handler)
         .refusing_when_unreachable(broker.clone());
-    let consumer = consumer::spawn(broker, queue, Arc::new(processor), shutdown).await?;
+    let consumer = consumer::spawn(broker, queue, Arc::new(processor), messaging, shutdown).await?;
     Ok(vec![relay, consumer])
 }

@@ -247,6 +247,18 @@ pub async fn pending(db: &DatabaseConnection) -> Result<u64, PlatformError> {
         .await?)
 }
 
+/// When the oldest unsent message was written (none: nothing waits).
+pub async fn oldest_unsent(
+    db: &DatabaseConnection,
+) -> Result<Option<chrono::DateTime<Utc>>, PlatformError> {
+    Ok(entity::Entity::find()
+        .filter(entity::Column::SentAt.is_null())
+        .order_by_asc(entity::Column::Id)
+        .one(db)
+        .await?
+        .map(|row| row.created_at))
+}
+
 /// Deletes up to `limit` sent rows sent before `cutoff` (never an unsent
 /// one); how many.
 pub async fn prune_sent(

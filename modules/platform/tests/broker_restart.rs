@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use mallbots_contracts::Message;
 use mallbots_platform::consumer::{self, HandleError, Handler};
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Envelope, Exchange, QueueSpec, Shutdown};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
@@ -107,9 +108,15 @@ async fn a_broker_restart_is_survived_without_a_process_restart() {
         held_once: false.into(),
     });
     let durable = QueueSpec::durable("restart.durable").bind(Exchange::Events, "test.#");
-    consumer::spawn(broker.clone(), durable, holder.clone(), shutdown.clone())
-        .await
-        .unwrap();
+    consumer::spawn(
+        broker.clone(),
+        durable,
+        holder.clone(),
+        Messaging::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let (heard_tx, mut heard) = mpsc::unbounded_channel();
     let reset_tx = heard_tx.clone();
     let live = QueueSpec::transient(format!("restart.live.{}", Uuid::new_v4().simple()))

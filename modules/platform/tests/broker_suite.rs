@@ -15,6 +15,7 @@ use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec, Shutdown, WireMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -208,9 +209,15 @@ async fn failures_end_in_the_dead_letter_queue_and_the_consumer_goes_on(broker: 
     let (_trigger, shutdown) = Shutdown::new();
     let (tx, mut handled) = mpsc::unbounded_channel();
     let spec = QueueSpec::durable("suite.picky").bind(Exchange::Events, "test.#");
-    consumer::spawn(broker.clone(), spec, Arc::new(Picky(tx)), shutdown)
-        .await
-        .unwrap();
+    consumer::spawn(
+        broker.clone(),
+        spec,
+        Arc::new(Picky(tx)),
+        Messaging::default(),
+        shutdown,
+    )
+    .await
+    .unwrap();
     let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
     publish_garbage_then(broker.as_ref(), &[1, 2, 3]).await;
     let mut reasons = Vec::new();
@@ -267,9 +274,15 @@ async fn a_panicking_handler_is_retried_then_dead_lettered_and_the_queue_goes_on
         handled: handled_tx,
         given_up: given_up_tx,
     };
-    let task = consumer::spawn(broker.clone(), spec, Arc::new(handler), shutdown)
-        .await
-        .unwrap();
+    let task = consumer::spawn(
+        broker.clone(),
+        spec,
+        Arc::new(handler),
+        Messaging::default(),
+        shutdown,
+    )
+    .await
+    .unwrap();
     let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
     for n in [1, 2, 3] {
         broker
@@ -347,6 +360,7 @@ async fn a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one(
         broker.clone(),
         spec,
         Arc::new(Batching { handled, batches }),
+        Messaging::default(),
         shutdown,
     )
     .await
@@ -449,9 +463,15 @@ async fn a_concurrent_queue_handles_that_many_at_once_each_once(broker: Arc<dyn 
         handled,
     });
     let (_trigger, shutdown) = Shutdown::new();
-    consumer::spawn(broker.clone(), spec, gathering.clone(), shutdown)
-        .await
-        .unwrap();
+    consumer::spawn(
+        broker.clone(),
+        spec,
+        gathering.clone(),
+        Messaging::default(),
+        shutdown,
+    )
+    .await
+    .unwrap();
     let d = next(&mut dead).await;
     assert_eq!(
         d.message.headers[HEADER_DEAD_LETTER_REASON],

@@ -18,6 +18,7 @@ use mallbots_platform::event_store::{self, Cause};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec, Shutdown, module};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,7 @@ async fn a_panicking_command_is_dead_lettered_and_its_sender_told(on: Db) {
         broker.clone(),
         queue,
         Arc::new(Buggy),
+        Messaging::default(),
         shutdown.clone(),
     )
     .await

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use mallbots_migrations::SearchMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{
     Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, module,
 };
@@ -51,9 +52,18 @@ pub fn queue() -> QueueSpec {
 pub async fn start(
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
+    messaging: Messaging,
     shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(db, broker, queue(), Arc::new(SearchHandler), shutdown).await
+    module::run(
+        db,
+        broker,
+        queue(),
+        Arc::new(SearchHandler),
+        messaging,
+        shutdown,
+    )
+    .await
 }
 
 /// Recreates the search rows from the archived integration events, in one
