@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use futures_util::future::BoxFuture;
 use mallbots_baskets::BasketsQueries;
 use mallbots_cosec::CosecQueries;
 use mallbots_customers::CustomersQueries;
@@ -20,8 +19,7 @@ use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, QueueSpec, Shutdown};
+use mallbots_platform::{Broker, Shutdown};
 use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
 use sea_orm::DatabaseConnection;
@@ -29,9 +27,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::runs;
 use crate::config::{Part, Settings};
-use crate::consistency::Readers;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
+use crate::modules::{MODULES, Module, readers};
 use crate::state::{ARCHIVE, AppState, DEAD_LETTERS, Queries};
 
 /// A started system; [`Running::stop`] shuts it down gracefully.
@@ -90,131 +88,6 @@ fn database_config(settings: &Settings) -> anyhow::Result<DatabaseConfig> {
         settings.database_url.as_deref(),
         &settings.data_dir,
     )?)
-}
-
-type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
-type Starter = fn(
-    DatabaseConnection,
-    Arc<dyn Broker>,
-    Messaging,
-    Shutdown,
-    Arc<Settings>,
-) -> BoxFuture<'static, Tasks>;
-type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
-
-/// Every module: its part, its database, how to migrate and start it.
-/// A module as the system runs it.
-struct Module {
-    part: Part,
-    name: &'static str,
-    migrate: Migrator,
-    start: Starter,
-    /// Its queue: what it handles and which events it follows.
-    queue: fn() -> QueueSpec,
-}
-
-const MODULES: [Module; 9] = [
-    Module {
-        part: Part::Stores,
-        name: mallbots_stores::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_stores::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_stores::queue,
-    },
-    Module {
-        part: Part::Customers,
-        name: mallbots_customers::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_customers::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_customers::queue,
-    },
-    Module {
-        part: Part::Baskets,
-        name: mallbots_baskets::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_baskets::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_baskets::queue,
-    },
-    Module {
-        part: Part::Payments,
-        name: mallbots_payments::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_payments::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_payments::queue,
-    },
-    Module {
-        part: Part::Ordering,
-        name: mallbots_ordering::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_ordering::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_ordering::queue,
-    },
-    Module {
-        part: Part::Depot,
-        name: mallbots_depot::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_depot::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_depot::queue,
-    },
-    Module {
-        part: Part::Cosec,
-        name: mallbots_cosec::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_cosec::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_cosec::queue,
-    },
-    Module {
-        part: Part::Search,
-        name: mallbots_search::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_search::start(db, b, m, s).await?) })
-        },
-        queue: mallbots_search::queue,
-    },
-    Module {
-        part: Part::Notifications,
-        name: mallbots_notifications::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
-        start: |db, b, m, s, settings| Box::pin(start_notifications(db, b, m, s, settings)),
-        queue: mallbots_notifications::queue,
-    },
-];
-
-async fn start_notifications(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-    settings: Arc<Settings>,
-) -> Tasks {
-    let sender: Arc<dyn mallbots_notifications::Sender> = match &settings.notifications_webhook_url
-    {
-        Some(url) => {
-            Arc::new(mallbots_notifications::Webhook::new(url).map_err(anyhow::Error::msg)?)
-        }
-        None => Arc::new(mallbots_notifications::RecordOnly),
-    };
-    Ok(mallbots_notifications::start(db, broker, sender, messaging, shutdown).await?)
-}
-
-/// Which module's read models follow which modules' events, from their queues.
-pub fn readers() -> Readers {
-    Readers::of(MODULES.iter().map(|m| (m.name, (m.queue)())))
 }
 
 /// Each module's connection, in [`MODULES`] order.

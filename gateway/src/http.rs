@@ -96,6 +96,7 @@ pub fn router(app: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/schema.graphql", get(sdl))
+        .route("/asyncapi.json", get(asyncapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -833,6 +834,15 @@ fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
         .ok()?
         .split(',')
         .find_map(|p| p.trim().parse().ok())
+}
+
+/// The message contracts (AsyncAPI 3), made once.
+async fn asyncapi() -> impl IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(crate::asyncapi::document).as_str(),
+    )
 }
 
 async fn sdl(State(http): State<Http>) -> impl IntoResponse {

@@ -2,6 +2,7 @@
 //! (or one part of it) as the `mallbots` binary.
 
 pub mod app;
+pub mod asyncapi;
 mod clients;
 pub mod config;
 mod consistency;
@@ -12,6 +13,7 @@ pub mod identity;
 mod limits;
 pub mod live;
 mod metrics;
+pub mod modules;
 mod playground;
 pub mod state;
 mod ws;

@@ -33,6 +33,8 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL), then exit.
     Schema,
+    /// Print the message contracts as an AsyncAPI 3 document, then exit.
+    Asyncapi,
     /// Recreate a read model from the stored events (safe while the system
     /// runs), then exit.
     Rebuild {
@@ -81,6 +83,10 @@ async fn main() -> anyhow::Result<()> {
     }) {
         Command::Schema => {
             print!("{}", mallbots_gateway::graphql::sdl());
+            Ok(())
+        }
+        Command::Asyncapi => {
+            print!("{}", mallbots_gateway::asyncapi::document());
             Ok(())
         }
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,

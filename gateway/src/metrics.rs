@@ -211,7 +211,9 @@ impl Metrics {
     /// Counts a live subscription to `field` until the returned guard drops.
     pub fn subscription(&self, field: &'static str) -> Held {
         // Its closings exist (at 0) from the first subscription on.
-        self.closed_slow.get_or_create(&FieldLabels { field }).inc_by(0);
+        self.closed_slow
+            .get_or_create(&FieldLabels { field })
+            .inc_by(0);
         Held::new(
             self.subscriptions
                 .get_or_create_owned(&FieldLabels { field }),

@@ -11,14 +11,14 @@ use crate::common::LineItem;
 pub const COMMANDS: &str = "baskets.*";
 pub const EVENTS: &str = "baskets.#";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StartBasket {
     pub basket_id: Uuid,
     pub customer_id: Uuid,
 }
 message!(StartBasket, "baskets.StartBasket");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AddItem {
     pub basket_id: Uuid,
     pub product_id: Uuid,
@@ -26,7 +26,7 @@ pub struct AddItem {
 }
 message!(AddItem, "baskets.AddItem");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RemoveItem {
     pub basket_id: Uuid,
     pub product_id: Uuid,
@@ -34,7 +34,7 @@ pub struct RemoveItem {
 }
 message!(RemoveItem, "baskets.RemoveItem");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelBasket {
     pub basket_id: Uuid,
 }
@@ -42,7 +42,7 @@ message!(CancelBasket, "baskets.CancelBasket");
 
 /// Checks the basket out with an authorized payment; `order_id` is the id the
 /// order it creates will have.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckoutBasket {
     pub basket_id: Uuid,
     pub payment_id: Uuid,
@@ -50,7 +50,7 @@ pub struct CheckoutBasket {
 }
 message!(CheckoutBasket, "baskets.CheckoutBasket");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BasketStatus {
     Open,
@@ -69,7 +69,7 @@ impl BasketStatus {
 }
 
 /// A basket's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BasketView {
     pub basket_id: Uuid,
     pub customer_id: Uuid,

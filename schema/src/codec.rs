@@ -35,11 +35,72 @@ pub fn decode<'de, M: Message, D: serde::Deserializer<'de>>(
     M::deserialize(payload).map_err(|e| format!("{}: {e}", M::TYPE))
 }
 
-/// Declares a message struct's type name (and optionally its version).
+/// What kind of message a type is, by how it is named: an event's type
+/// has three segments (`<module>.<Aggregate>.<Event>`), a command's two
+/// (`<module>.<Command>`); the reply is [`crate::CommandReply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Command,
+    Event,
+    Reply,
+}
+
+/// A message type as published: its name, version, kind and JSON Schema.
+/// Every type declared with `message!` (or `view_events!`) is one; see
+/// [`catalog`].
+#[derive(Debug)]
+pub struct Described {
+    pub message_type: &'static str,
+    pub version: u16,
+    schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
+
+impl Described {
+    #[doc(hidden)]
+    pub const fn of<M: Message + schemars::JsonSchema>(message_type: &'static str) -> Self {
+        Described {
+            message_type,
+            version: M::VERSION,
+            schema: schemars::SchemaGenerator::subschema_for::<M>,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        if self.message_type == <crate::CommandReply as Message>::TYPE {
+            Kind::Reply
+        } else if self.message_type.split('.').count() >= 3 {
+            Kind::Event
+        } else {
+            Kind::Command
+        }
+    }
+
+    /// The payload's JSON Schema, its named parts kept as definitions of
+    /// `generator` (which a document of several messages shares).
+    pub fn schema_in(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        (self.schema)(generator)
+    }
+}
+
+inventory::collect!(Described);
+
+/// Every message type the contracts declare, by name: what AsyncAPI
+/// publishes and what a test checks real messages against.
+pub fn catalog() -> Vec<&'static Described> {
+    let mut all: Vec<_> = inventory::iter::<Described>.into_iter().collect();
+    all.sort_by_key(|d| d.message_type);
+    all
+}
+
+/// Declares a message struct's type name (and optionally its version), and
+/// lists it in the [`catalog`].
 macro_rules! message {
     ($ty:ty, $name:literal) => {
         impl $crate::codec::Message for $ty {
             const TYPE: &'static str = $name;
+        }
+        inventory::submit! {
+            $crate::codec::Described::of::<$ty>($name)
         }
     };
 }
@@ -50,7 +111,7 @@ pub(crate) use message;
 macro_rules! view_events {
     ($view:ty, $($name:ident = $key:literal),+ $(,)?) => {
         $(
-            #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+            #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
             pub struct $name(pub $view);
             $crate::codec::message!($name, $key);
         )+

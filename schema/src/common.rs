@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 /// A line of a basket or an order: what was bought, with the names and the
 /// price copied when it was added (later catalog changes do not alter it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LineItem {
     pub store_id: Uuid,
     pub store_name: String,

@@ -9,7 +9,7 @@ use crate::codec::{message, view_events};
 pub const COMMANDS: &str = "customers.*";
 pub const EVENTS: &str = "customers.#";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegisterCustomer {
     pub customer_id: Uuid,
     pub name: String,
@@ -17,34 +17,34 @@ pub struct RegisterCustomer {
 }
 message!(RegisterCustomer, "customers.RegisterCustomer");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChangeSmsNumber {
     pub customer_id: Uuid,
     pub sms_number: String,
 }
 message!(ChangeSmsNumber, "customers.ChangeSmsNumber");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EnableCustomer {
     pub customer_id: Uuid,
 }
 message!(EnableCustomer, "customers.EnableCustomer");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DisableCustomer {
     pub customer_id: Uuid,
 }
 message!(DisableCustomer, "customers.DisableCustomer");
 
 /// Saga command: succeeds only for a known, enabled customer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuthorizeCustomer {
     pub customer_id: Uuid,
 }
 message!(AuthorizeCustomer, "customers.AuthorizeCustomer");
 
 /// A customer's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CustomerView {
     pub customer_id: Uuid,
     pub name: String,

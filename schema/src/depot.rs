@@ -11,7 +11,7 @@ pub const COMMANDS: &str = "depot.*";
 pub const EVENTS: &str = "depot.#";
 
 /// Saga command; replies with `{"shoppingListId": ...}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateShoppingList {
     pub order_id: Uuid,
     pub items: Vec<LineItem>,
@@ -19,33 +19,33 @@ pub struct CreateShoppingList {
 message!(CreateShoppingList, "depot.CreateShoppingList");
 
 /// Saga command (compensation).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelShoppingList {
     pub shopping_list_id: Uuid,
 }
 message!(CancelShoppingList, "depot.CancelShoppingList");
 
 /// Saga command: the list becomes available to the bots.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InitiateShopping {
     pub shopping_list_id: Uuid,
 }
 message!(InitiateShopping, "depot.InitiateShopping");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssignShoppingList {
     pub shopping_list_id: Uuid,
     pub bot_id: Uuid,
 }
 message!(AssignShoppingList, "depot.AssignShoppingList");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompleteShoppingList {
     pub shopping_list_id: Uuid,
 }
 message!(CompleteShoppingList, "depot.CompleteShoppingList");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShoppingListStatus {
     Pending,
@@ -70,7 +70,7 @@ impl ShoppingListStatus {
 }
 
 /// What to pick up at one store.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stop {
     pub store_id: Uuid,
     pub store_name: String,
@@ -78,7 +78,7 @@ pub struct Stop {
     pub items: Vec<StopItem>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StopItem {
     pub product_id: Uuid,
     pub product_name: String,
@@ -86,7 +86,7 @@ pub struct StopItem {
 }
 
 /// A shopping list's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShoppingListView {
     pub shopping_list_id: Uuid,
     pub order_id: Uuid,

@@ -15,6 +15,6 @@ pub mod stores;
 
 mod codec;
 
-pub use codec::{Message, decode, module_of};
+pub use codec::{Described, Kind, Message, catalog, decode, module_of};
 pub use identity::{Actor, Role};
 pub use reply::{Affected, CommandReply, ErrorCode, ReplyError};

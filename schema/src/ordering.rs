@@ -12,7 +12,7 @@ pub const COMMANDS: &str = "ordering.*";
 pub const EVENTS: &str = "ordering.#";
 
 /// Saga command (compensation of the create-order saga).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RejectOrder {
     pub order_id: Uuid,
     pub reason: String,
@@ -20,20 +20,20 @@ pub struct RejectOrder {
 message!(RejectOrder, "ordering.RejectOrder");
 
 /// Saga command: the order's shopping list is ready for the bots.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApproveOrder {
     pub order_id: Uuid,
     pub shopping_list_id: Uuid,
 }
 message!(ApproveOrder, "ordering.ApproveOrder");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelOrder {
     pub order_id: Uuid,
 }
 message!(CancelOrder, "ordering.CancelOrder");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
@@ -60,7 +60,7 @@ impl OrderStatus {
 }
 
 /// An order's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_id: Uuid,

@@ -10,7 +10,7 @@ use crate::codec::{message, view_events};
 pub const COMMANDS: &str = "payments.*";
 pub const EVENTS: &str = "payments.#";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuthorizePayment {
     pub payment_id: Uuid,
     pub customer_id: Uuid,
@@ -20,7 +20,7 @@ message!(AuthorizePayment, "payments.AuthorizePayment");
 
 /// Saga command: the payment must exist, be the customer's, unused, and of
 /// exactly `amount`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfirmPayment {
     pub payment_id: Uuid,
     pub customer_id: Uuid,
@@ -28,26 +28,26 @@ pub struct ConfirmPayment {
 }
 message!(ConfirmPayment, "payments.ConfirmPayment");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AdjustInvoice {
     pub invoice_id: Uuid,
     pub amount: Decimal,
 }
 message!(AdjustInvoice, "payments.AdjustInvoice");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PayInvoice {
     pub invoice_id: Uuid,
 }
 message!(PayInvoice, "payments.PayInvoice");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelInvoice {
     pub invoice_id: Uuid,
 }
 message!(CancelInvoice, "payments.CancelInvoice");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentView {
     pub payment_id: Uuid,
     pub customer_id: Uuid,
@@ -62,7 +62,7 @@ view_events!(
     PaymentConfirmed = "payments.Payment.PaymentConfirmed",
 );
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Pending,
@@ -80,7 +80,7 @@ impl InvoiceStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvoiceView {
     pub invoice_id: Uuid,
     pub order_id: Uuid,

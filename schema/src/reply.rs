@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What a module answers to a command, sent to the command's `reply_to`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommandReply {
     Accepted {
@@ -20,7 +20,7 @@ pub enum CommandReply {
 /// The entity an accepted command acted on, with the ids a caller reads
 /// back (a product's store, a shopping list's order): one variant per kind
 /// of aggregate, so a renamed field fails to compile, not silently.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Affected {
     /// Nothing a caller reads back (events applied by a read side, ...).
@@ -56,7 +56,7 @@ pub enum Affected {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReplyError {
     pub code: ErrorCode,
     /// In the domain's words; never internal details.
@@ -64,7 +64,7 @@ pub struct ReplyError {
 }
 
 /// The error codes of the public API (README, "Endpoints").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     BadUserInput,
@@ -113,6 +113,4 @@ impl ErrorCode {
     }
 }
 
-impl crate::codec::Message for CommandReply {
-    const TYPE: &'static str = "mallbots.CommandReply";
-}
+crate::codec::message!(CommandReply, "mallbots.CommandReply");

@@ -18,7 +18,7 @@ pub const TOPIC_CATALOG: &str = "catalog";
 
 /// A change of a read model (or, on topic `event`, an integration event as
 /// archived), as the search module writes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Changed {
     /// What changed: an order id, a list id, an event type, a store id.
     pub key: String,
@@ -31,7 +31,7 @@ pub struct Changed {
 }
 
 /// What a read-model change shows, by topic.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "topic", content = "body", rename_all = "snake_case")]
 pub enum ChangeBody {
     /// [`TOPIC_ORDER`]
@@ -84,7 +84,7 @@ impl ChangeBody {
 }
 
 /// How a product changed, in its store's catalog: the stores event's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum CatalogChangeKind {
     ProductAdded,
     ProductRebranded,
@@ -113,14 +113,14 @@ impl CatalogChangeKind {
 }
 
 /// A product of a store's catalog, as it is after a change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CatalogChange {
     pub change: CatalogChangeKind,
     pub product: ProductView,
 }
 
 /// A change with its position in the search change log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoggedChange {
     pub position: i64,
     #[serde(flatten)]
@@ -129,7 +129,7 @@ pub struct LoggedChange {
 
 /// The changes one search transaction committed, in log order: one notice
 /// per transaction, however many events it applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Committed {
     pub changes: Vec<LoggedChange>,
 }
@@ -189,7 +189,7 @@ impl<'de> Deserialize<'de> for ReadChange {
 }
 
 /// An order as the search read model shows it: the order and its customer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderSummary {
     pub order: OrderView,
     pub customer_name: String,
@@ -197,7 +197,7 @@ pub struct OrderSummary {
 }
 
 /// An integration event as the change log archives it (topic `event`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArchivedEvent {
     pub message_type: String,
     pub schema_version: u16,

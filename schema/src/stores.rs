@@ -17,7 +17,7 @@ pub const EVENTS: &str = "stores.#";
 
 // ---- commands ----
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateStore {
     pub store_id: Uuid,
     pub name: String,
@@ -25,26 +25,26 @@ pub struct CreateStore {
 }
 message!(CreateStore, "stores.CreateStore");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EnableParticipation {
     pub store_id: Uuid,
 }
 message!(EnableParticipation, "stores.EnableParticipation");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DisableParticipation {
     pub store_id: Uuid,
 }
 message!(DisableParticipation, "stores.DisableParticipation");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RebrandStore {
     pub store_id: Uuid,
     pub name: String,
 }
 message!(RebrandStore, "stores.RebrandStore");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AddProduct {
     pub product_id: Uuid,
     pub store_id: Uuid,
@@ -55,7 +55,7 @@ pub struct AddProduct {
 }
 message!(AddProduct, "stores.AddProduct");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RebrandProduct {
     pub product_id: Uuid,
     pub name: String,
@@ -63,21 +63,21 @@ pub struct RebrandProduct {
 }
 message!(RebrandProduct, "stores.RebrandProduct");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IncreaseProductPrice {
     pub product_id: Uuid,
     pub delta: Decimal,
 }
 message!(IncreaseProductPrice, "stores.IncreaseProductPrice");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DecreaseProductPrice {
     pub product_id: Uuid,
     pub delta: Decimal,
 }
 message!(DecreaseProductPrice, "stores.DecreaseProductPrice");
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RemoveProduct {
     pub product_id: Uuid,
 }
@@ -86,7 +86,7 @@ message!(RemoveProduct, "stores.RemoveProduct");
 // ---- integration events ----
 
 /// A store's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StoreView {
     pub store_id: Uuid,
     pub name: String,
@@ -104,7 +104,7 @@ view_events!(
 );
 
 /// A product's full state after the change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProductView {
     pub product_id: Uuid,
     pub store_id: Uuid,
@@ -124,7 +124,7 @@ view_events!(
     ProductRemoved = "stores.Product.ProductRemoved",
 );
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProductPriceIncreased {
     pub product: ProductView,
     pub delta: Decimal,
@@ -134,7 +134,7 @@ message!(
     "stores.Product.ProductPriceIncreased"
 );
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProductPriceDecreased {
     pub product: ProductView,
     pub delta: Decimal,
