@@ -340,6 +340,17 @@ struct Answered {
     invalid: bool,
 }
 
+/// The W3C trace context headers of a request, as text.
+fn trace_headers(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = single(headers, name).ok().flatten()?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
 /// [`execute_in`] within the request's span: every line its work logs
 /// (its commands sent and awaited too) carries its correlation id.
 async fn execute(
@@ -349,11 +360,17 @@ async fn execute(
     request: async_graphql::Request,
 ) -> Response {
     let context = request_context(headers, identity);
+    let operation = request.operation_name.as_deref().unwrap_or("");
     let span = tracing::info_span!(
         "request",
         correlation_id = %context.correlation_id,
-        operation = request.operation_name.as_deref().unwrap_or(""),
+        operation,
+        trace_id = tracing::field::Empty,
+        otel.name = format!("graphql {operation}").trim_end().to_owned(),
+        otel.kind = "server",
     );
+    // A client's own trace (W3C `traceparent`) goes on through this request.
+    mallbots_platform::propagation::continue_from(&span, &trace_headers(headers));
     let started = std::time::Instant::now();
     let mut operation = request.operation_name.clone();
     let response = execute_in(http, headers, (context, client), request, &mut operation)

@@ -16,6 +16,7 @@ mod metrics;
 pub mod modules;
 mod playground;
 pub mod state;
+pub mod traces;
 mod ws;
 
 pub use app::{Running, start};

@@ -4,7 +4,7 @@
 //! bounded broadcasts, one per route (topic, and entity or owner). Every change has a position in the read side's change
 //! log: the subscription cursor, resumable on any replica.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
@@ -29,10 +29,13 @@ pub struct LiveChange {
     /// Known from a live notice; not from the log.
     pub owner: Option<String>,
     pub body: Result<ChangeBody, String>,
+    /// The trace context of the work that made it (empty: none, or
+    /// replayed from the log).
+    pub trace: BTreeMap<String, String>,
 }
 
 impl LiveChange {
-    fn new(read: ReadChange) -> Self {
+    fn new(read: ReadChange, trace: BTreeMap<String, String>) -> Self {
         if let Err(reason) = &read.body {
             tracing::warn!(position = read.position, topic = %read.topic, key = %read.key, %reason, "a read-side change cannot be decoded");
         }
@@ -42,6 +45,7 @@ impl LiveChange {
             key: read.key,
             owner: read.owner,
             body: read.body,
+            trace,
         }
     }
 
@@ -59,13 +63,16 @@ impl LiveChange {
 
 impl From<Change> for LiveChange {
     fn from(change: Change) -> Self {
-        LiveChange::new(ReadChange {
-            body: ChangeBody::decode(&change.topic, &change.body),
-            position: change.position,
-            topic: change.topic,
-            key: change.key,
-            owner: None,
-        })
+        LiveChange::new(
+            ReadChange {
+                body: ChangeBody::decode(&change.topic, &change.body),
+                position: change.position,
+                topic: change.topic,
+                key: change.key,
+                owner: None,
+            },
+            BTreeMap::new(),
+        )
     }
 }
 
@@ -162,8 +169,20 @@ impl LiveFeed {
             };
             let count = u64::try_from(committed.changes.len()).unwrap_or(u64::MAX);
             metrics.live_changes(count);
+            // The notice's trace goes on to each push it causes.
+            let span = tracing::info_span!(
+                "live",
+                changes = count,
+                trace_id = tracing::field::Empty,
+                otel.name = "gateway receive change notice",
+                otel.kind = "consumer",
+            );
+            mallbots_platform::propagation::continue_from(&span, &envelope.headers);
+            let _entered = span.enter();
+            let mut trace = BTreeMap::new();
+            mallbots_platform::propagation::inject_current(&mut trace);
             for read in committed.changes {
-                dispatch(&routes, LiveChange::new(read));
+                dispatch(&routes, LiveChange::new(read, trace.clone()));
             }
         };
         consumer::listen(broker.as_ref(), spec, shutdown, on_message, on_reset).await?;

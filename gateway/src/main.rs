@@ -2,6 +2,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mallbots_gateway::{Part, Settings};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc: glibc's malloc and free took about a fifth of the gateway's CPU
 /// under query load (BENCHMARKS.md).
@@ -66,17 +70,33 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Human text by default; one JSON object a line for log collectors,
     // each with the fields of the spans it is in (a request's or a
-    // message's correlation id).
-    match std::env::var("LOG_FORMAT").as_deref() {
-        Err(_) | Ok("" | "text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        Ok("json") => tracing_subscriber::fmt()
+    // message's correlation id, and trace id when traced).
+    let logs = match std::env::var("LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => tracing_subscriber::fmt::layer().boxed(),
+        Ok("json") => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .with_env_filter(filter)
-            .init(),
+            .boxed(),
         Ok(other) => anyhow::bail!("LOG_FORMAT is {other:?}: it is text (the default) or json"),
+    };
+    let traces = mallbots_gateway::traces::provider().map_err(anyhow::Error::msg)?;
+    // Spans are traced at info whatever RUST_LOG keeps of the logs.
+    let traced = traces
+        .as_ref()
+        .map(|provider| mallbots_gateway::traces::layer(provider).with_filter(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traced)
+        .init();
+    let outcome = run().await;
+    if let Some(provider) = traces {
+        mallbots_gateway::traces::flush(provider).await;
     }
+    outcome
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run {
         parts: vec![Part::All],

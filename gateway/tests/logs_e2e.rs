@@ -49,12 +49,57 @@ fn logged(lines: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
 
 #[tokio::test]
 async fn json_lines_carry_the_requests_correlation_id() {
-    let (mut child, lines) = start(&[
+    let (child, lines) = start(&[
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "info,mallbots_platform::consumer=debug"),
     ]);
+    let handled = handled_lines(child, &lines).await;
+    assert!(
+        handled["span"].get("trace_id").is_none(),
+        "untraced: {handled}"
+    );
+}
+
+/// Traced (an OTLP endpoint set, here one that takes nothing: export
+/// fails, tracing goes on), the lines of a request's work in every module
+/// carry one trace id as well.
+#[tokio::test]
+async fn traced_json_lines_carry_one_trace_id_across_modules() {
+    let (child, lines) = start(&[
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,mallbots_platform::consumer=debug"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+    ]);
+    let handled = handled_lines(child, &lines).await;
+    let trace_id = handled["span"]["trace_id"]
+        .as_str()
+        .expect("a trace id")
+        .to_owned();
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    let correlation = handled["span"]["correlation_id"].clone();
+    // The search projection's lines of the same request, in the same trace.
+    let projected = wait_until("search's lines for the request", || async {
+        logged(&lines).into_iter().find_map(|line| {
+            let line: Value = serde_json::from_str(&line).ok()?;
+            let queue = line["span"]["queue"].as_str()?;
+            (queue == "search.events" && line["span"]["correlation_id"] == correlation)
+                .then_some(line)
+        })
+    })
+    .await;
+    assert_eq!(
+        projected["span"]["trace_id"],
+        trace_id.as_str(),
+        "{projected}"
+    );
+}
+
+/// Runs a mutation with its own `x-request-id` against the started
+/// process; the stores module's "handled" line for it (every line is
+/// checked to be one JSON object). Kills the process.
+async fn handled_lines(mut child: tokio::process::Child, lines: &Arc<Mutex<Vec<String>>>) -> Value {
     let base = wait_until("the gateway to say where it listens", || async {
-        logged(&lines).iter().find_map(|line| {
+        logged(lines).iter().find_map(|line| {
             let line: Value = serde_json::from_str(line).ok()?;
             let message = line["fields"]["message"].as_str()?;
             let (_, rest) = message.split_once("GraphQL gateway on http://")?;
@@ -75,7 +120,7 @@ async fn json_lines_carry_the_requests_correlation_id() {
         .expect("JSON");
     assert!(response["errors"].is_null(), "{response}");
     let handled = wait_until("the stores module's lines for the request", || async {
-        logged(&lines).into_iter().find(|line| {
+        logged(lines).into_iter().find(|line| {
             let line: Value = serde_json::from_str(line).unwrap_or_default();
             line["span"]["correlation_id"] == request_id.as_str()
                 && line["span"]["queue"] == "stores.commands"
@@ -85,13 +130,26 @@ async fn json_lines_carry_the_requests_correlation_id() {
     .await;
     let handled: Value = serde_json::from_str(&handled).unwrap();
     assert_eq!(handled["span"]["message_type"], "stores.CreateStore");
-    for line in logged(&lines) {
+    // The search projection has logged its lines for it too.
+    wait_until("search's lines for the request", || async {
+        logged(lines)
+            .iter()
+            .any(|line| {
+                let line: Value = serde_json::from_str(line).unwrap_or_default();
+                line["span"]["queue"] == "search.events"
+                    && line["span"]["correlation_id"] == request_id.as_str()
+            })
+            .then_some(())
+    })
+    .await;
+    for line in logged(lines) {
         assert!(
             serde_json::from_str::<Value>(&line).is_ok(),
             "not one JSON object: {line}"
         );
     }
     child.kill().await.ok();
+    handled
 }
 
 #[tokio::test]

@@ -102,10 +102,29 @@ where
                 Err(_) => continue,
             };
             if let Some(item) = (s.select)(&change, body) {
+                pushed(s.field, &change);
                 return Some((Ok(item), s));
             }
         }
     }))
+}
+
+/// Marks the push of `change` to a subscriber of `field` in the change's
+/// trace (the mutation's, when it had one), as the last span of that trace.
+fn pushed(field: &'static str, change: &LiveChange) {
+    if change.trace.is_empty() {
+        return;
+    }
+    let span = tracing::info_span!(
+        "push",
+        field,
+        position = change.position,
+        trace_id = tracing::field::Empty,
+        otel.name = format!("push {field}"),
+        otel.kind = "producer",
+    );
+    mallbots_platform::propagation::continue_from(&span, &change.trace);
+    span.in_scope(|| tracing::trace!("pushed"));
 }
 
 /// The item a change that cannot be decoded becomes (logged where it was

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::propagation;
 use crate::telemetry::{Messaging, OTHER, Outcome};
 use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown};
 
@@ -218,7 +219,15 @@ impl Consumer<'_> {
             queue,
             messages = envelopes.len(),
             correlation_id = %envelopes[0].correlation_id,
+            trace_id = tracing::field::Empty,
+            otel.name = format!("{queue} process batch"),
+            otel.kind = "consumer",
         );
+        // The batch continues its first message's trace, linked to the others'.
+        propagation::continue_from(&span, &envelopes[0].headers);
+        for envelope in &envelopes[1..] {
+            propagation::link_to(&span, &envelope.headers);
+        }
         let started = Instant::now();
         let outcome = guarded(self.handler.handle_batch(&envelopes))
             .instrument(span.clone())
@@ -319,13 +328,19 @@ impl Consumer<'_> {
 /// The span every line of a message's handling carries: which message, of
 /// which request (its correlation id).
 fn message_span(queue: &str, envelope: &Envelope) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "message",
         queue,
         message_type = %envelope.message_type,
         message_id = %envelope.id,
         correlation_id = %envelope.correlation_id,
-    )
+        trace_id = tracing::field::Empty,
+        otel.name = format!("{queue} process {}", envelope.message_type),
+        otel.kind = "consumer",
+    );
+    // A child of the span that sent it (its trace context in the headers).
+    propagation::continue_from(&span, &envelope.headers);
+    span
 }
 
 /// Tells the handler it gave up on `envelope`; a panic there is only logged.

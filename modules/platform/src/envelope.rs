@@ -53,9 +53,12 @@ impl Envelope {
         Ok(Envelope::first(Outgoing::of(message)?))
     }
 
-    /// A first message, already serialized.
+    /// A first message, already serialized. Made inside a traced span, it
+    /// carries that span's trace context.
     pub fn first(message: Outgoing) -> Self {
         let id = Uuid::now_v7();
+        let mut headers = BTreeMap::new();
+        crate::propagation::inject_current(&mut headers);
         Envelope {
             id,
             message_type: message.message_type.to_owned(),
@@ -64,7 +67,7 @@ impl Envelope {
             correlation_id: id,
             causation_id: id,
             reply_to: None,
-            headers: BTreeMap::new(),
+            headers,
             payload: message.payload,
         }
     }

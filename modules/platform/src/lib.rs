@@ -13,6 +13,7 @@
 //! - [`pipeline`]: one command on one event-sourced aggregate, recorded;
 //! - [`saga`]: orchestrated sagas with compensations;
 //! - [`views`]: document read models and caches;
+//! - [`propagation`]: the W3C trace context in every message's headers;
 //! - [`telemetry`]: what the messaging runtime counts, for `/metrics`;
 //! - [`db`]: connecting a module to its own database (schema or SQLite file).
 
@@ -32,6 +33,7 @@ pub mod memory;
 pub mod module;
 pub mod outbox;
 pub mod pipeline;
+pub mod propagation;
 pub mod rabbit;
 pub mod retention;
 pub mod saga;

@@ -214,12 +214,25 @@ async fn publish_batch<C: ConnectionTrait>(
     }
     let mut messages = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
+    // One span per message, in the trace of the work that wrote it, open
+    // until the broker confirmed the batch.
+    let mut publishing = Vec::with_capacity(rows.len());
     for row in &rows {
         ids.push(row.id);
         let exchange = Exchange::parse(&row.exchange);
         let envelope = serde_json::from_str::<Envelope>(&row.envelope);
         match (exchange, envelope) {
             (Some(exchange), Ok(envelope)) => {
+                let span = tracing::info_span!(
+                    "relay",
+                    message_type = %envelope.message_type,
+                    correlation_id = %envelope.correlation_id,
+                    trace_id = tracing::field::Empty,
+                    otel.name = format!("{} publish", envelope.message_type),
+                    otel.kind = "producer",
+                );
+                crate::propagation::continue_from(&span, &envelope.headers);
+                publishing.push(span);
                 messages.push((exchange, row.routing_key.clone(), envelope.to_wire()))
             }
             // Only this code writes the outbox, so this is a bug, not bad input:
@@ -231,6 +244,7 @@ async fn publish_batch<C: ConnectionTrait>(
     // aggregate's order (events keep theirs; the sort is stable).
     messages.sort_by_key(|(exchange, _, _)| *exchange != Exchange::Queue);
     broker.publish_all(messages).await?;
+    drop(publishing);
     entity::Entity::update_many()
         .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
         .filter(entity::Column::Id.is_in(ids))
