@@ -5,38 +5,19 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::{Backend, spawn_app};
 use serde_json::Value;
-use tokio::process::Command;
-
-async fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let output = tokio::time::timeout(
-        Duration::from_secs(300),
-        Command::new(program).args(args).current_dir(dir).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in 300 s"))
-    .unwrap_or_else(|e| panic!("{program} runs (scripts/test installs npm): {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
 
 #[tokio::test]
 async fn the_graphql_over_http_audit_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-http");
     if !dir.join("node_modules/graphql-http").is_dir() {
-        run(&dir, "npm", &["ci", "--no-audit", "--no-fund"]).await;
+        common::run_tool(&dir, "npm", &["ci", "--no-audit", "--no-fund"]).await;
     }
     let mut app = spawn_app(Backend::Embedded).await;
     let url = format!("{}/graphql", app.base);
-    let report = run(&dir, "node", &["audit.mjs", &url]).await;
+    let report = common::run_tool(&dir, "node", &["audit.mjs", &url]).await;
     let counts: Value = report
         .lines()
         .last()

@@ -669,3 +669,25 @@ pub fn token(role: mallbots_contracts::Role, id: Uuid) -> String {
     let actor = mallbots_contracts::Actor { id, role };
     mallbots_gateway::identity::mint(JWT_SECRET, actor, Duration::from_secs(3600)).expect("a token")
 }
+
+/// Runs a tool of the test suite (npm, node) in `dir`, for at most five
+/// minutes; its standard output. Fails the test when it fails.
+pub async fn run_tool(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in 300 s"))
+    .unwrap_or_else(|e| panic!("{program} runs (scripts/test installs npm): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
