@@ -213,23 +213,7 @@ async fn every_flow(app: &TestApp) {
 
     // An order taken by a bot, readied, invoiced, paid.
     let order = order_of(app, &ada, &mall.pen, "12.50").await;
-    let approved = order_with_status(app, &order, "APPROVED").await;
-    let list = approved["shoppingListId"].as_str().unwrap().to_owned();
-    mutate(
-        "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
-        json!({ "id": list, "bot": Uuid::now_v7().to_string() }),
-    )
-    .await;
-    mutate(
-        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
-        json!({ "id": list }),
-    )
-    .await;
-    let invoice = wait_until("the invoice", || async {
-        let order = app.data(ORDER, json!({ "id": order })).await;
-        order["order"]["invoice"]["id"].as_str().map(str::to_owned)
-    })
-    .await;
+    let invoice = invoiced(app, &order).await;
     mutate(
         "mutation($id: ID!) { payInvoice(invoiceId: $id) { id } }",
         json!({ "id": invoice }),
@@ -240,23 +224,7 @@ async fn every_flow(app: &TestApp) {
     // An invoice adjusted, then canceled: commands no mutation sends (an
     // operator's or another system's), sent here on the broker.
     let readied = order_of(app, &ada, &mall.tea, "7.00").await;
-    let approved = order_with_status(app, &readied, "APPROVED").await;
-    let list = approved["shoppingListId"].as_str().unwrap().to_owned();
-    mutate(
-        "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
-        json!({ "id": list, "bot": Uuid::now_v7().to_string() }),
-    )
-    .await;
-    mutate(
-        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
-        json!({ "id": list }),
-    )
-    .await;
-    let invoice = wait_until("the second invoice", || async {
-        let order = app.data(ORDER, json!({ "id": readied })).await;
-        order["order"]["invoice"]["id"].as_str().map(str::to_owned)
-    })
-    .await;
+    let invoice = invoiced(app, &readied).await;
     let invoice_id = Uuid::parse_str(&invoice).unwrap();
     send(
         app,
@@ -303,6 +271,29 @@ async fn every_flow(app: &TestApp) {
         json!({ "c": bob }),
     )
     .await;
+}
+
+/// Walks an approved `order` through a bot's shopping to its invoice; the
+/// invoice's id.
+async fn invoiced(app: &TestApp, order: &str) -> String {
+    let approved = order_with_status(app, order, "APPROVED").await;
+    let list = approved["shoppingListId"].as_str().unwrap();
+    let bot = Uuid::now_v7().to_string();
+    app.data(
+        "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
+        json!({ "id": list, "bot": bot }),
+    )
+    .await;
+    app.data(
+        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
+        json!({ "id": list }),
+    )
+    .await;
+    wait_until("the invoice", || async {
+        let found = app.data(ORDER, json!({ "id": order })).await;
+        found["order"]["invoice"]["id"].as_str().map(str::to_owned)
+    })
+    .await
 }
 
 /// Sends `command` on the broker as an operator (nobody waits for a reply).
