@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use mallbots_platform::telemetry::{Bounded, Durations, Messaging, durations};
 use mallbots_platform::{Broker, changes, event_store, outbox};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -23,8 +24,8 @@ use crate::consistency::{Databases, Readers};
 /// `/metrics` is asked (it is not rate limited).
 const READ_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
-/// A database query made for a scrape gives up after this long.
-const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// A read made for a scrape gives up after this long.
+const READ_DEADLINE: Duration = Duration::from_secs(1);
 
 type Seconds = Gauge<f64, AtomicU64>;
 
@@ -285,6 +286,9 @@ impl Metrics {
         text
     }
 
+    /// Reads every database-derived gauge at once (all reads run
+    /// concurrently, each within [`READ_DEADLINE`]): a database that does
+    /// not answer delays `/metrics` by that deadline at most.
     async fn read(
         &self,
         broker: &dyn Broker,
@@ -292,25 +296,26 @@ impl Metrics {
         readers: &Readers,
         dead_letters: Option<&sea_orm::DatabaseConnection>,
     ) {
-        let connected = matches!(
-            tokio::time::timeout(READ_DEADLINE, broker.check()).await,
-            Ok(Ok(()))
-        );
-        self.broker_connected.set(i64::from(connected));
         let now = chrono::Utc::now();
         let age = |at: Option<chrono::DateTime<chrono::Utc>>| {
             at.map_or(0.0, |at| {
                 (now - at).to_std().unwrap_or_default().as_secs_f64()
             })
         };
-        for (module, db) in databases {
+        let db_of = |name: &str| {
+            databases
+                .iter()
+                .find(|(module, _)| *module == name)
+                .map(|(_, db)| db)
+        };
+        let connected = async {
+            let checked = tokio::time::timeout(READ_DEADLINE, broker.check()).await;
+            self.broker_connected
+                .set(i64::from(matches!(checked, Ok(Ok(())))));
+        };
+        let outboxes = join_all(databases.iter().map(|(module, db)| async move {
+            let read = async { Ok((outbox::pending(db).await?, outbox::oldest_unsent(db).await?)) };
             let labels = ModuleLabels { module };
-            let read = async {
-                Ok::<_, mallbots_platform::PlatformError>((
-                    outbox::pending(db).await?,
-                    outbox::oldest_unsent(db).await?,
-                ))
-            };
             match deadline(read).await {
                 Some((backlog, oldest)) => {
                     let backlog = i64::try_from(backlog).unwrap_or(i64::MAX);
@@ -319,44 +324,41 @@ impl Metrics {
                 }
                 None => tracing::warn!(module, "cannot read the outbox backlog for /metrics"),
             }
-        }
-        let db_of = |name: &str| {
-            databases
-                .iter()
-                .find(|(module, _)| *module == name)
-                .map(|(_, db)| db)
-        };
-        for (reader, source) in readers.pairs() {
-            let (Some(reader_db), Some(source_db)) = (db_of(reader), db_of(source)) else {
-                continue;
-            };
-            let read = async {
-                let applied = changes::applied(reader_db, source).await?;
-                let head = event_store::head(source_db).await?;
-                let waiting = if head > applied {
-                    event_store::recorded_after(source_db, applied).await?
-                } else {
-                    None
+        }));
+        let lags = join_all(readers.pairs().filter_map(|(reader, source)| {
+            let (reader_db, source_db) = (db_of(reader)?, db_of(source)?);
+            Some(async move {
+                let read = async {
+                    let applied = changes::applied(reader_db, source).await?;
+                    let head = event_store::head(source_db).await?;
+                    let waiting = if head > applied {
+                        event_store::recorded_after(source_db, applied).await?
+                    } else {
+                        None
+                    };
+                    Ok(((head - applied).max(0), waiting))
                 };
-                Ok::<_, mallbots_platform::PlatformError>(((head - applied).max(0), waiting))
-            };
-            let labels = LagLabels {
-                reader,
-                source: source.to_owned(),
-            };
-            match deadline(read).await {
-                Some((behind, waiting)) => {
-                    self.lag_positions.get_or_create(&labels).set(behind);
-                    self.lag_seconds.get_or_create(&labels).set(age(waiting));
-                }
-                None => tracing::warn!(
+                let labels = LagLabels {
                     reader,
-                    source,
-                    "cannot read a projection's lag for /metrics"
-                ),
-            }
-        }
-        if let Some(db) = dead_letters {
+                    source: source.to_owned(),
+                };
+                match deadline(read).await {
+                    Some((behind, waiting)) => {
+                        self.lag_positions.get_or_create(&labels).set(behind);
+                        self.lag_seconds.get_or_create(&labels).set(age(waiting));
+                    }
+                    None => {
+                        tracing::warn!(
+                            reader,
+                            source,
+                            "cannot read a projection's lag for /metrics"
+                        )
+                    }
+                }
+            })
+        }));
+        let dead = async {
+            let Some(db) = dead_letters else { return };
             match deadline(mallbots_platform::dead_letters::counts(db)).await {
                 Some(counts) => {
                     self.dead_letters.clear();
@@ -368,7 +370,8 @@ impl Metrics {
                 }
                 None => tracing::warn!("cannot count dead letters for /metrics"),
             }
-        }
+        };
+        futures_util::join!(connected, outboxes, lags, dead);
     }
 }
 

@@ -161,6 +161,12 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
             503,
             "not ready while the broker is down"
         );
+        let connected =
+            || async { common::metric(&app.metrics().await, "mallbots_broker_connected", &[]) };
+        wait_until("/metrics to show the broker gone", || async {
+            (connected().await == Some(0.0)).then_some(())
+        })
+        .await;
         rabbit("start").await;
         let back = Instant::now();
         let applied = told.applied.load(Ordering::SeqCst);
@@ -173,6 +179,10 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
             "round {round}: serving again only after {:?}",
             back.elapsed()
         );
+        wait_until("/metrics to show the broker back", || async {
+            (connected().await == Some(1.0)).then_some(())
+        })
+        .await;
     }
     let after = told.applied.load(Ordering::SeqCst);
     wait_until("raises applied after the last outage", || async {
@@ -266,6 +276,15 @@ async fn a_database_outage_is_reported_at_once_and_recovered_from_by_itself() {
         assert!(
             asked.elapsed() < FAIL_FAST,
             "/readyz took {:?}",
+            asked.elapsed()
+        );
+
+        // /metrics answers, its database reads cut short.
+        let asked = Instant::now();
+        assert!(app.metrics().await.ends_with("# EOF\n"));
+        assert!(
+            asked.elapsed() < FAIL_FAST,
+            "/metrics took {:?}",
             asked.elapsed()
         );
 
