@@ -13,6 +13,7 @@ use mallbots_platform::envelope::{
     HEADER_CAUSATION_ID, HEADER_IDEMPOTENT, HEADER_POSITION, HEADER_SCHEMA_VERSION,
     HEADER_TIMESTAMP,
 };
+use mallbots_platform::propagation::{HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use mallbots_platform::{Exchange, QueueSpec};
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
@@ -83,7 +84,7 @@ fn build(queues: &[(&'static str, QueueSpec)]) -> Value {
         "info": {
             "title": "MallBots messages",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Every command, integration event and command reply that MallBots modules exchange over RabbitMQ. A message's body is its payload as JSON; its type, id, correlation id and timestamp are AMQP properties, its schema version and causation in the headers. Commands go to the topic exchange `mallbots.commands` and events to `mallbots.events`, routed by their type; a reply goes straight to the queue a command names in `reply_to`. Exchange and queue names take AMQP_PREFIX in front. What may change within a schema version: docs/messages.md.",
+            "description": "Every command, integration event and command reply that MallBots modules exchange over RabbitMQ. A message's body is its payload as JSON. Its AMQP properties carry its type (`type`), id (`message_id`), correlation id (`correlation_id`: the id every message caused by one client request shares), timestamp (seconds) and, on a command, `reply_to`; its headers (AmqpHeaders) carry its schema version, causation, timestamp (RFC 3339) and, when traced, the W3C trace context. Commands go to the topic exchange `mallbots.commands` and events to `mallbots.events`, routed by their type; a reply goes straight to the queue a command names in `reply_to`. Exchange and queue names take AMQP_PREFIX in front. What may change within a schema version: docs/messages.md.",
             "license": { "name": "MIT" },
         },
         "defaultContentType": "application/json",
@@ -189,7 +190,6 @@ fn message(described: &Described, payload: Value) -> Value {
         "contentType": "application/json",
         "headers": { "$ref": "#/components/schemas/AmqpHeaders" },
         "payload": payload,
-        "correlationId": { "location": "$message.header#/correlation_id", "description": "The id every message caused by one client request shares." },
         "bindings": {
             "amqp": { "messageType": described.message_type, "contentEncoding": "identity", "bindingVersion": AMQP_BINDING }
         },
@@ -212,6 +212,8 @@ fn headers() -> Value {
             HEADER_POSITION: { "type": "string", "pattern": "^[0-9]+$", "description": "An event's position in its module's event log." },
             HEADER_ACTOR: { "type": "string", "description": "Who caused it: `<role>:<uuid>`." },
             HEADER_IDEMPOTENT: { "type": "string", "description": "Set on a command retried under one id (an idempotency key): its module keeps the reply." },
+            HEADER_TRACEPARENT: { "type": "string", "maxLength": 256, "description": "W3C trace context: the trace and span that sent it (when the sender was traced)." },
+            HEADER_TRACESTATE: { "type": "string", "maxLength": 512, "description": "W3C trace state carried with it." },
         },
         "additionalProperties": { "type": "string" },
     })

@@ -923,7 +923,16 @@ pub fn metrics_only(
         .route("/healthz", get(|| async { "ok" }))
 }
 
-async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+async fn metrics(
+    State(http): State<Http>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
+) -> Response {
+    // Rate limited per address like any request: a scrape is cheap, a
+    // flood of them is not.
+    let address = crate::clients::key(&Identity::ANONYMOUS, client.ip());
+    if let Err(wait) = http.rate.check(&address) {
+        return rate_limited(wait, false);
+    }
     let app = &http.app;
     let dead_letters = app
         .databases
@@ -940,5 +949,5 @@ async fn metrics(State(http): State<Http>) -> impl IntoResponse {
         .metrics
         .scrape(app.broker.as_ref(), &modules, &app.readers, dead_letters)
         .await;
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

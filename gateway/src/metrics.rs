@@ -133,72 +133,72 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("mallbots");
         r.register(
             "websocket_connections",
-            "Open websockets (GraphQL subscriptions' connections).",
+            "Open websockets (GraphQL subscriptions' connections)",
             m.websockets.clone(),
         );
         r.register(
             "subscriptions_active",
-            "Live GraphQL subscriptions, by field.",
+            "Live GraphQL subscriptions, by field",
             m.subscriptions.clone(),
         );
         r.register(
             "subscriptions_closed_slow",
-            "Subscriptions closed because their client fell behind, by field.",
+            "Subscriptions closed because their client fell behind, by field",
             m.closed_slow.clone(),
         );
         r.register(
             "live_changes",
-            "Read-side changes received for live subscriptions.",
+            "Read-side changes received for live subscriptions",
             m.live_changes.clone(),
         );
         r.register(
             "commands_sent",
-            "Commands sent by mutations, by command.",
+            "Commands sent by mutations, by command",
             m.commands_sent.clone(),
         );
         r.register(
             "commands_timed_out",
-            "Commands whose reply did not come in time, by command.",
+            "Commands whose reply did not come in time, by command",
             m.commands_timed_out.clone(),
         );
         r.register(
             "command_round_trip_seconds",
-            "From sending a command to its reply (or the timeout), by command.",
+            "From sending a command to its reply (or the timeout), by command",
             m.command_seconds.clone(),
         );
         r.register(
             "graphql_request_seconds",
-            "GraphQL requests over HTTP and how long they took, by operation name (\"anonymous\" without one, \"other\" past 256 names) and outcome.",
+            "GraphQL requests over HTTP and how long they took, by operation name (\"anonymous\" without one, \"other\" past 256 names) and outcome",
             m.requests.clone(),
         );
         r.register(
             "broker_connected",
-            "1 while the broker takes messages (publisher session open), else 0.",
+            "1 while the broker takes messages (publisher session open), else 0",
             m.broker_connected.clone(),
         );
         r.register(
             "outbox_backlog",
-            "Messages written to a module's outbox and not yet published, by module.",
+            "Messages written to a module's outbox and not yet published, by module",
             m.outbox_backlog.clone(),
         );
         r.register(
             "outbox_oldest_unsent_seconds",
-            "Age of the oldest unpublished outbox message (0 when none), by module.",
+            "Age of the oldest unpublished outbox message (0 when none), by module",
             m.outbox_oldest.clone(),
         );
         r.register(
             "projection_lag_positions",
-            "Event-log positions a read model is behind the module it follows, by reader and source.",
+            "Event-log positions a read model is behind the module it follows, by reader and source",
             m.lag_positions.clone(),
         );
         r.register(
             "projection_lag_seconds",
-            "Age of the oldest event a read model has yet to apply (0 when caught up), by reader and source.",
+            "Age of the oldest event a read model has yet to apply (0 when caught up), by reader and source",
             m.lag_seconds.clone(),
         );
         r.register(
             "dead_letters",
-            "Dead letters kept, by the queue they failed on and their state (dead, replay, replayed).",
+            "Dead letters kept, by the queue they failed on and their state (dead, replay, replayed)",
             m.dead_letters.clone(),
         );
         Metrics { registry, ..m }
@@ -247,9 +247,15 @@ impl Metrics {
         }
     }
 
-    /// A GraphQL request over HTTP, named `operation` by its client.
+    /// A GraphQL request over HTTP, named `operation` by its client. Only
+    /// a request that ran gives its name a place among the 256: one
+    /// refused before (a name the document does not have, a parse error)
+    /// counts under its name only if that name has one already.
     pub fn request(&self, operation: Option<&str>, outcome: RequestOutcome, took: Duration) {
-        let operation = operation.map_or("anonymous", |name| self.operations.admit(name));
+        let operation = operation.map_or("anonymous", |name| match outcome {
+            RequestOutcome::refused => self.operations.known(name),
+            _ => self.operations.admit(name),
+        });
         let labels = RequestLabels {
             operation: operation.to_owned(),
             outcome,

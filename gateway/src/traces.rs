@@ -55,11 +55,15 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("mallbots"))
 }
 
-/// Sends what is still batched, then stops (at exit), off the runtime's
-/// threads.
+/// How long the exit waits for the last spans to go out: a collector that
+/// does not answer must not hold up a shutdown.
+const FLUSH_AT_MOST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends what is still batched, within [`FLUSH_AT_MOST`], then stops (at
+/// exit), off the runtime's threads.
 pub async fn flush(provider: SdkTracerProvider) {
     let stopped = tokio::task::spawn_blocking(move || {
-        let result = provider.shutdown();
+        let result = provider.shutdown_with_timeout(FLUSH_AT_MOST);
         drop(provider);
         result
     })

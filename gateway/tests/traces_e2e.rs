@@ -257,6 +257,37 @@ async fn a_mutation_is_one_trace_to_its_pushes() {
     .await;
     assert_causal(&chain);
 
+    // A client's own trace goes on through the system; a trace state too
+    // long to pass on (20 KB) is dropped, not copied into every message.
+    let (status, answer) = app
+        .graphql_with(
+            &[
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", &"vendor=value,".repeat(1600)),
+            ],
+            "mutation { createStore(input: {name: \"Continued\", location: \"L\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_until(
+        "the client's trace continued into the stores module",
+        || async {
+            let spans = received.lock().unwrap();
+            spans
+                .iter()
+                .any(|s| {
+                    s.trace == "4bf92f3577b34da6a3ce929d0e0e4736"
+                        && s.name == "stores.commands process stores.CreateStore"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     common::sigterm(&process.child).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }

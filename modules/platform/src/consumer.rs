@@ -353,6 +353,21 @@ async fn guarded_gave_up(handler: &dyn Handler, envelope: &Envelope, reason: &st
     }
 }
 
+/// The longest dead-letter reason kept, in bytes.
+const MAX_REASON_BYTES: usize = 2048;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}...", &text[..end])
+}
+
 /// Moves a delivery to the dead-letter queue with its reason; when that
 /// publish fails the delivery is requeued instead, never dropped.
 async fn dead_letter(
@@ -364,9 +379,12 @@ async fn dead_letter(
     let mut message = delivery.message.clone();
     // A dead letter stays until someone looks at it.
     message.ttl_ms = None;
-    message
-        .headers
-        .insert(HEADER_DEAD_LETTER_REASON.to_owned(), reason.to_owned());
+    // Headers travel in one AMQP frame: a reason is kept to its first
+    // kilobytes, whatever a handler's error said.
+    message.headers.insert(
+        HEADER_DEAD_LETTER_REASON.to_owned(),
+        truncated(reason, MAX_REASON_BYTES),
+    );
     message
         .headers
         .insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue.to_owned());

@@ -15,6 +15,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C header that names a message's trace and parent span.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// The W3C header of vendors' trace state, carried along with it.
+pub const HEADER_TRACESTATE: &str = "tracestate";
+
+/// The longest `traceparent` taken (version 00 is 55 characters; later
+/// versions may add fields).
+const MAX_TRACEPARENT: usize = 256;
+/// The longest `tracestate` taken: the W3C limit a vendor must pass on.
+/// A longer one is dropped (the trace goes on without it): a client's
+/// header must not grow every message its request causes.
+const MAX_TRACESTATE: usize = 512;
 
 struct Headers<'a>(&'a mut BTreeMap<String, String>);
 
@@ -28,7 +38,15 @@ struct Read<'a>(&'a BTreeMap<String, String>);
 
 impl Extractor for Read<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        let limit = match key {
+            HEADER_TRACEPARENT => MAX_TRACEPARENT,
+            HEADER_TRACESTATE => MAX_TRACESTATE,
+            _ => 0,
+        };
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|value| value.len() <= limit)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -99,6 +117,17 @@ mod tests {
         let mut out = BTreeMap::new();
         TraceContextPropagator::new().inject_context(&context, &mut Headers(&mut out));
         assert_eq!(out[HEADER_TRACEPARENT], headers[HEADER_TRACEPARENT]);
+        // A trace state too long to pass on is dropped, the trace kept.
+        headers.insert(HEADER_TRACESTATE.to_owned(), "k=v,".repeat(1000));
+        let context = extract(&headers).expect("still a context");
+        let mut out = BTreeMap::new();
+        TraceContextPropagator::new().inject_context(&context, &mut Headers(&mut out));
+        assert!(
+            out.get(HEADER_TRACESTATE).is_none_or(|s| s.is_empty()),
+            "{out:?}"
+        );
+        headers.insert(HEADER_TRACEPARENT.to_owned(), "0".repeat(300));
+        assert!(extract(&headers).is_none());
         headers.insert(
             HEADER_TRACEPARENT.to_owned(),
             "not a traceparent".to_owned(),

@@ -47,6 +47,13 @@ pub fn durations<L: Clone + std::hash::Hash + Eq>() -> Durations<L> {
 pub struct Bounded(Mutex<HashSet<String>>);
 
 impl Bounded {
+    /// `value` when it has been admitted already, else [`OTHER`] (for
+    /// values that should not take a place: a request that never ran).
+    pub fn known<'a>(&self, value: &'a str) -> &'a str {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(value) { value } else { OTHER }
+    }
+
     pub fn admit<'a>(&self, value: &'a str) -> &'a str {
         let fit = !value.is_empty()
             && value.len() <= 128
@@ -123,32 +130,32 @@ impl Messaging {
         let registry = registry.sub_registry_with_prefix("mallbots");
         registry.register(
             "messages_handled",
-            "Messages handled and acknowledged, by module and message type.",
+            "Messages handled and acknowledged, by module and message type",
             families.handled.clone(),
         );
         registry.register(
             "messages_failed",
-            "Failed attempts to handle a message (each attempt counts), by module and message type.",
+            "Failed attempts to handle a message (each attempt counts), by module and message type",
             families.failed.clone(),
         );
         registry.register(
             "messages_retried",
-            "Messages put back on their queue to be tried again, by module and message type.",
+            "Messages put back on their queue to be tried again, by module and message type",
             families.retried.clone(),
         );
         registry.register(
             "messages_dead_lettered",
-            "Messages moved to the dead letters (undecodable ones as type \"other\"), by module and message type.",
+            "Messages moved to the dead letters (undecodable ones as type \"other\"), by module and message type",
             families.dead_lettered.clone(),
         );
         registry.register(
             "message_handling_seconds",
-            "How long handling a message took (each attempt), by module and message type.",
+            "How long handling a message took (each attempt), by module and message type",
             families.handling.clone(),
         );
         registry.register(
             "consumers_running",
-            "Consumers running, by queue (1 while its consumer runs, 0 once it stopped).",
+            "Consumers running, by queue (1 while its consumer runs, 0 once it stopped)",
             families.consumers.clone(),
         );
         Messaging(Arc::new(families))
@@ -237,6 +244,8 @@ mod tests {
         }
         assert_eq!(values.admit("new"), OTHER);
         assert_eq!(values.admit("stores.commands"), "stores.commands");
+        assert_eq!(values.known("stores.commands"), "stores.commands");
+        assert_eq!(Bounded::default().known("stores.commands"), OTHER);
     }
 
     #[test]
