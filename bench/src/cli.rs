@@ -77,10 +77,15 @@ pub(crate) enum Scenario {
 
 #[derive(Clone, Debug, Subcommand)]
 pub(crate) enum Sub {
-    /// The floor: a minimal async-graphql server on axum (`{ hello }` and a
-    /// constant list of 50 objects), the same stack as the gateway.
+    /// The floor: a minimal async-graphql server on axum (`{ hello }`, a
+    /// constant list of 50 objects and, with a database, one primary-key
+    /// select and one 50-row select), the same stack as the gateway.
     FloorServer {
         #[arg(long)]
         listen: SocketAddr,
+        /// A database of its own for the database floors (`store(id)`,
+        /// `catalog`): tables like the system's, made and filled at start.
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }

@@ -28,17 +28,21 @@ use tokio::process::Command;
 
 use cli::{Cli, Scenario, Sub};
 use client::{Client, free_addr, load, throughput, wait_listening, wait_ready};
-use floor::floor_server;
+use floor::{FLOOR_STORE, floor_server, request_reply_floor};
 use projection::{broker_floor, postgres_floor, projection};
 use report::{ratio, row};
 use scenarios::{fan_out, round_trips, setup, sweep};
-use system::start_system;
+use system::{fresh_database, services, start_system};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    if let Some(Sub::FloorServer { listen }) = cli.command {
-        return floor_server(listen).await;
+    if let Some(Sub::FloorServer {
+        listen,
+        database_url,
+    }) = cli.command
+    {
+        return floor_server(listen, database_url).await;
     }
     if cli.tiny {
         (cli.clients, cli.seconds, cli.samples, cli.load_clients) = (4, 1, 10, 2);
@@ -50,8 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let runs = |scenario| cli.only.is_empty() || cli.only.contains(&scenario);
     let (system_addr, floor_addr) = (free_addr()?, free_addr()?);
     let mut system = start_system(&cli, system_addr).await?;
+    // The floors' own database: the same server as the system's.
+    let floor_database = fresh_database(services(&cli)?.0).await?;
     let mut floor = Command::new(std::env::current_exe()?)
         .args(["floor-server", "--listen", &floor_addr.to_string()])
+        .args(["--database-url", &floor_database])
         .kill_on_drop(true)
         .spawn()?;
     let (base, floor_base) = (
@@ -98,13 +105,45 @@ async fn main() -> anyhow::Result<()> {
             s,
         )
         .await;
+        // The database floors: the same stack and one select on equal
+        // tables in the same PostgreSQL, nothing else.
+        let store_db = throughput(
+            &floor_base,
+            "query($s: ID!) { store(id: $s) { id name location participating } }",
+            json!({ "s": FLOOR_STORE }),
+            c,
+            s,
+        )
+        .await;
+        let catalog_db = throughput(
+            &floor_base,
+            "query($s: ID!) { catalog(storeId: $s) { id name description sku price } }",
+            json!({ "s": FLOOR_STORE }),
+            c,
+            s,
+        )
+        .await;
+        let rate = |v: &Value| v["requests_per_s"].clone();
         table.extend([
-            row("store(id)", &store_q, Some(&hello)),
+            row("store(id)", &store_q, Some(&store_db)),
+            row("  floor: graphql + pk select", &store_db, None),
             row("  floor: { hello }", &hello, None),
-            row("catalog(storeId) 50 products", &catalog, Some(&list)),
+            format!(
+                "  store(id) vs {{ hello }}: {}",
+                ratio(&rate(&store_q), &rate(&hello))
+            ),
+            row("catalog(storeId) 50 products", &catalog, Some(&catalog_db)),
+            row("  floor: graphql + 50-row select", &catalog_db, None),
             row("  floor: constant 50-object list", &list, None),
+            format!(
+                "  catalog vs the constant list: {}",
+                ratio(&rate(&catalog), &rate(&list))
+            ),
         ]);
-        results["query"] = json!({ "store": store_q, "hello_floor": hello, "catalog": catalog, "list_floor": list });
+        results["query"] = json!({
+            "store": store_q, "store_db_floor": store_db, "hello_floor": hello,
+            "catalog": catalog, "catalog_db_floor": catalog_db, "list_floor": list,
+        });
     }
     if runs(Scenario::Command) {
         eprintln!("command round trips: {} one at a time", cli.samples);
@@ -163,6 +202,22 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or(0.0)
             ),
         ]);
+        eprintln!("request/reply floor: {} one at a time", cli.samples);
+        let floor_trips =
+            request_reply_floor(services(&cli)?.1, &floor_database, cli.samples).await?;
+        let times = |v: &Value| match (v["p50_ms"].as_f64(), floor_trips["p50_ms"].as_f64()) {
+            (Some(v), Some(f)) if f > 0.0 => format!("{:.2}x", v / f),
+            _ => "-".into(),
+        };
+        table.extend([
+            row("  floor: lapin req/reply + 1 txn", &floor_trips, None),
+            format!(
+                "  p50 vs that floor: reply {}, push {}",
+                times(&trips["mutation_to_reply"]),
+                times(&trips["mutation_to_push"])
+            ),
+        ]);
+        trips["request_reply_floor"] = floor_trips;
         results["command"] = trips;
     }
     if runs(Scenario::FanOut) {
