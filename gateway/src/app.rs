@@ -17,6 +17,7 @@ use mallbots_payments::PaymentsQueries;
 use mallbots_platform::commands::CommandBus;
 use mallbots_platform::db::DatabaseConfig;
 use mallbots_platform::memory::MemoryBroker;
+use mallbots_platform::module::Runtime;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
 use mallbots_platform::{Broker, Shutdown};
@@ -260,13 +261,13 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     ) in MODULES.iter().zip(&dbs)
     {
         if runs(parts, *part) {
-            let started = start(
-                db.clone(),
-                broker.clone(),
-                metrics.messaging.clone(),
-                shutdown.clone(),
-                shared.clone(),
-            );
+            let runtime = Runtime {
+                db: db.clone(),
+                broker: broker.clone(),
+                messaging: metrics.messaging.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let started = start(runtime, shared.clone());
             tasks.extend(started.await?);
             tasks.push(mallbots_platform::retention::spawn(
                 name,

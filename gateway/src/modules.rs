@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, QueueSpec, Shutdown};
+use mallbots_platform::QueueSpec;
+use mallbots_platform::module::Runtime;
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
@@ -15,13 +15,7 @@ use crate::config::{Part, Settings};
 use crate::consistency::Readers;
 
 pub type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
-pub type Starter = fn(
-    DatabaseConnection,
-    Arc<dyn Broker>,
-    Messaging,
-    Shutdown,
-    Arc<Settings>,
-) -> BoxFuture<'static, Tasks>;
+pub type Starter = fn(Runtime, Arc<Settings>) -> BoxFuture<'static, Tasks>;
 pub type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// Every module: its part, its database, how to migrate and start it.
@@ -40,90 +34,68 @@ pub const MODULES: [Module; 9] = [
         part: Part::Stores,
         name: mallbots_stores::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_stores::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_stores::start(runtime).await?) }),
         queue: mallbots_stores::queue,
     },
     Module {
         part: Part::Customers,
         name: mallbots_customers::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_customers::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_customers::start(runtime).await?) }),
         queue: mallbots_customers::queue,
     },
     Module {
         part: Part::Baskets,
         name: mallbots_baskets::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_baskets::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_baskets::start(runtime).await?) }),
         queue: mallbots_baskets::queue,
     },
     Module {
         part: Part::Payments,
         name: mallbots_payments::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_payments::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_payments::start(runtime).await?) }),
         queue: mallbots_payments::queue,
     },
     Module {
         part: Part::Ordering,
         name: mallbots_ordering::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_ordering::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_ordering::start(runtime).await?) }),
         queue: mallbots_ordering::queue,
     },
     Module {
         part: Part::Depot,
         name: mallbots_depot::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_depot::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_depot::start(runtime).await?) }),
         queue: mallbots_depot::queue,
     },
     Module {
         part: Part::Cosec,
         name: mallbots_cosec::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_cosec::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_cosec::start(runtime).await?) }),
         queue: mallbots_cosec::queue,
     },
     Module {
         part: Part::Search,
         name: mallbots_search::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        start: |db, b, m, s, _| {
-            Box::pin(async move { Ok(mallbots_search::start(db, b, m, s).await?) })
-        },
+        start: |runtime, _| Box::pin(async move { Ok(mallbots_search::start(runtime).await?) }),
         queue: mallbots_search::queue,
     },
     Module {
         part: Part::Notifications,
         name: mallbots_notifications::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
-        start: |db, b, m, s, settings| Box::pin(start_notifications(db, b, m, s, settings)),
+        start: |runtime, settings| Box::pin(start_notifications(runtime, settings)),
         queue: mallbots_notifications::queue,
     },
 ];
 
-async fn start_notifications(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-    settings: Arc<Settings>,
-) -> Tasks {
+async fn start_notifications(runtime: Runtime, settings: Arc<Settings>) -> Tasks {
     let sender: Arc<dyn mallbots_notifications::Sender> = match &settings.notifications_webhook_url
     {
         Some(url) => {
@@ -131,7 +103,7 @@ async fn start_notifications(
         }
         None => Arc::new(mallbots_notifications::RecordOnly),
     };
-    Ok(mallbots_notifications::start(db, broker, sender, messaging, shutdown).await?)
+    Ok(mallbots_notifications::start(runtime, sender).await?)
 }
 
 /// Each module's queue: what it handles and which events it follows.

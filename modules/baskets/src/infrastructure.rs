@@ -6,8 +6,8 @@ use mallbots_contracts::baskets::COMMANDS;
 use mallbots_contracts::stores;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use mallbots_platform::module::Runtime;
+use mallbots_platform::{BrokerError, Exchange, QueueSpec, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
@@ -30,19 +30,6 @@ pub fn queue() -> QueueSpec {
 }
 
 /// Runs the module until `shutdown`.
-pub async fn start(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(
-        db,
-        broker,
-        queue(),
-        Arc::new(BasketsHandler),
-        messaging,
-        shutdown,
-    )
-    .await
+pub async fn start(runtime: Runtime) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    module::run(runtime, queue(), Arc::new(BasketsHandler)).await
 }

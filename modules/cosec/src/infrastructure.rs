@@ -6,9 +6,9 @@ use mallbots_contracts::Message;
 use mallbots_contracts::ordering::OrderCreated;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
+use mallbots_platform::module::Runtime;
 use mallbots_platform::saga::SagaEngine;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use mallbots_platform::{BrokerError, Exchange, QueueSpec, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
@@ -32,14 +32,9 @@ pub fn queue() -> QueueSpec {
 }
 
 /// Runs the saga until `shutdown`.
-pub async fn start(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+pub async fn start(runtime: Runtime) -> Result<Vec<JoinHandle<()>>, BrokerError> {
     let handler = CosecHandler {
         engine: SagaEngine::new(QUEUE),
     };
-    module::run(db, broker, queue(), Arc::new(handler), messaging, shutdown).await
+    module::run(runtime, queue(), Arc::new(handler)).await
 }

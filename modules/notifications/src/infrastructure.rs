@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use mallbots_contracts::{customers, ordering};
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use mallbots_platform::module::Runtime;
+use mallbots_platform::{BrokerError, Exchange, QueueSpec, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
@@ -80,12 +80,8 @@ pub fn queue() -> QueueSpec {
 
 /// Runs the module until `shutdown`, delivering through `sender`.
 pub async fn start(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
+    runtime: Runtime,
     sender: Arc<dyn Sender>,
-    messaging: Messaging,
-    shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    let handler = NotificationsHandler { sender };
-    module::run(db, broker, queue(), Arc::new(handler), messaging, shutdown).await
+    module::run(runtime, queue(), Arc::new(NotificationsHandler { sender })).await
 }

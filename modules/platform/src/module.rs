@@ -12,14 +12,29 @@ use crate::telemetry::Messaging;
 use crate::{Broker, BrokerError, QueueSpec, Shutdown, consumer};
 use sea_orm::DatabaseConnection;
 
+/// What a module runs on: its database, the broker, the counters its
+/// consumer keeps, and the signal to stop.
+#[derive(Clone)]
+pub struct Runtime {
+    pub db: DatabaseConnection,
+    pub broker: Arc<dyn Broker>,
+    pub messaging: Messaging,
+    pub shutdown: Shutdown,
+}
+
+/// Runs a module on `runtime`: its outbox relay, and a consumer handing
+/// each message on `queue` to `handler`, until its shutdown.
 pub async fn run(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
+    runtime: Runtime,
     queue: QueueSpec,
     handler: Arc<dyn CommandHandler>,
-    messaging: Messaging,
-    shutdown: Shutdown,
 ) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    let Runtime {
+        db,
+        broker,
+        messaging,
+        shutdown,
+    } = runtime;
     let outbox = Outbox::new();
     let relay = {
         let (outbox, db, broker, shutdown) =

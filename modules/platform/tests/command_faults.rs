@@ -82,16 +82,13 @@ async fn a_panicking_command_is_dead_lettered_and_its_sender_told(on: Db) {
     let (db, broker) = parts(on).await;
     let (_trigger, shutdown) = Shutdown::new();
     let queue = QueueSpec::durable("faults.commands").bind(Exchange::Commands, "faults.*");
-    module::run(
-        db.clone(),
-        broker.clone(),
-        queue,
-        Arc::new(Buggy),
-        Messaging::default(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let runtime = module::Runtime {
+        db: db.clone(),
+        broker: broker.clone(),
+        messaging: Messaging::default(),
+        shutdown: shutdown.clone(),
+    };
+    module::run(runtime, queue, Arc::new(Buggy)).await.unwrap();
     let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
     let bus = CommandBus::start(broker.clone(), Duration::from_secs(20), shutdown)
         .await

@@ -4,10 +4,8 @@ use std::sync::Arc;
 
 use mallbots_migrations::SearchMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{
-    Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, module,
-};
+use mallbots_platform::module::Runtime;
+use mallbots_platform::{BrokerError, Exchange, PlatformError, QueueSpec, module};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::task::JoinHandle;
 
@@ -49,21 +47,8 @@ pub fn queue() -> QueueSpec {
 }
 
 /// Runs the module until `shutdown`.
-pub async fn start(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(
-        db,
-        broker,
-        queue(),
-        Arc::new(SearchHandler),
-        messaging,
-        shutdown,
-    )
-    .await
+pub async fn start(runtime: Runtime) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    module::run(runtime, queue(), Arc::new(SearchHandler)).await
 }
 
 /// Recreates the search rows from the archived integration events, in one

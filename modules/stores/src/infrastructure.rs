@@ -7,8 +7,8 @@ use std::sync::Arc;
 use mallbots_contracts::stores::COMMANDS;
 use mallbots_migrations::StoresMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
-use mallbots_platform::telemetry::Messaging;
-use mallbots_platform::{Broker, BrokerError, Exchange, QueueSpec, Shutdown, module};
+use mallbots_platform::module::Runtime;
+use mallbots_platform::{BrokerError, Exchange, QueueSpec, module};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::task::JoinHandle;
 
@@ -36,19 +36,6 @@ pub fn queue() -> QueueSpec {
 }
 
 /// Runs the module: its command consumer and its outbox relay, until `shutdown`.
-pub async fn start(
-    db: DatabaseConnection,
-    broker: Arc<dyn Broker>,
-    messaging: Messaging,
-    shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(
-        db,
-        broker,
-        queue(),
-        Arc::new(StoresHandler),
-        messaging,
-        shutdown,
-    )
-    .await
+pub async fn start(runtime: Runtime) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    module::run(runtime, queue(), Arc::new(StoresHandler)).await
 }
