@@ -92,6 +92,18 @@ async fn catalog_page(
     pagination::page(ctx, first, after, fetch, Product).await
 }
 
+/// Store `id` as it is now (none: not known).
+async fn find_store(ctx: &Context<'_>, id: Uuid) -> Result<Option<Store>, ApiError> {
+    let found = state(ctx)?.queries.stores.store(id).await?;
+    Ok(found.map(Store))
+}
+
+/// Product `id` as it is now (none: not known, or removed).
+async fn find_product(ctx: &Context<'_>, id: Uuid) -> Result<Option<Product>, ApiError> {
+    let found = state(ctx)?.queries.stores.product(id).await?;
+    Ok(found.map(Product))
+}
+
 #[derive(Default)]
 pub struct StoresQuery;
 
@@ -99,13 +111,7 @@ pub struct StoresQuery;
 impl StoresQuery {
     async fn store(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Store>> {
         let id = parse_id(&id, "id")?;
-        Ok(state(ctx)?
-            .queries
-            .stores
-            .store(id)
-            .await
-            .map_err(ApiError::from)?
-            .map(Store))
+        Ok(find_store(ctx, id).await?)
     }
 
     /// The mall's stores, optionally only those (not) participating.
@@ -124,13 +130,7 @@ impl StoresQuery {
 
     async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
         let id = parse_id(&id, "id")?;
-        Ok(state(ctx)?
-            .queries
-            .stores
-            .product(id)
-            .await
-            .map_err(ApiError::from)?
-            .map(Product))
+        Ok(find_product(ctx, id).await?)
     }
 
     /// A store's products.
@@ -177,13 +177,7 @@ impl StorePayload {
     }
     /// The store as it is now.
     async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
-        Ok(state(ctx)?
-            .queries
-            .stores
-            .store(self.id)
-            .await
-            .map_err(ApiError::from)?
-            .map(Store))
+        Ok(find_store(ctx, self.id).await?)
     }
     /// Send as header `consistency-token` to read this write.
     async fn consistency_token(&self) -> &str {
@@ -208,13 +202,7 @@ impl ProductPayload {
     }
     /// The product as it is now (null once removed).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        Ok(state(ctx)?
-            .queries
-            .stores
-            .product(self.id)
-            .await
-            .map_err(ApiError::from)?
-            .map(Product))
+        Ok(find_product(ctx, self.id).await?)
     }
     /// Send as header `consistency-token` to read this write.
     async fn consistency_token(&self) -> &str {
