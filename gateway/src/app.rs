@@ -30,8 +30,9 @@ use crate::config::runs;
 use crate::config::{Part, Settings};
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
-use crate::modules::{MODULES, Module, readers};
-use crate::state::{ARCHIVE, AppState, DEAD_LETTERS, Queries};
+
+use crate::modules::{DEAD_LETTERS, MODULES, Module, readers};
+use crate::state::{ARCHIVE, AppState, Queries};
 
 /// A started system; [`Running::stop`] shuts it down gracefully.
 pub struct Running {

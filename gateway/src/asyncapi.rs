@@ -61,10 +61,7 @@ fn build(queues: &[(&'static str, QueueSpec)]) -> Value {
         channels.insert(id.clone(), channel(described, exchange, &id, queues));
         operations.insert(format!("send_{id}"), send(described, &id));
         for (module, queue) in queues {
-            let receives = queue.bindings.iter().any(|b| {
-                b.exchange == exchange && topic_matches(&b.pattern, described.message_type)
-            });
-            if receives {
+            if receives(queue, exchange, described.message_type) {
                 operations.insert(
                     format!("receive_{id}_in_{module}"),
                     json!({
@@ -102,6 +99,14 @@ fn build(queues: &[(&'static str, QueueSpec)]) -> Value {
     })
 }
 
+/// Whether `queue` is bound to what `exchange` routes as `message_type`.
+fn receives(queue: &QueueSpec, exchange: Exchange, message_type: &str) -> bool {
+    queue
+        .bindings
+        .iter()
+        .any(|b| b.exchange == exchange && topic_matches(&b.pattern, message_type))
+}
+
 fn channel(
     described: &Described,
     exchange: Exchange,
@@ -111,11 +116,7 @@ fn channel(
     let exchange_name = format!("mallbots.{}", exchange.as_str());
     let receivers: Vec<_> = queues
         .iter()
-        .filter(|(_, q)| {
-            q.bindings.iter().any(|b| {
-                b.exchange == exchange && topic_matches(&b.pattern, described.message_type)
-            })
-        })
+        .filter(|(_, q)| receives(q, exchange, described.message_type))
         .map(|(_, q)| q.name.as_str())
         .collect();
     json!({

@@ -34,6 +34,7 @@ use crate::state::AppState;
 use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use axum::Extension;
 use mallbots_contracts::ErrorCode;
+use mallbots_platform::propagation::{HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tracing::Instrument;
@@ -342,7 +343,7 @@ struct Answered {
 
 /// The W3C trace context headers of a request, as text.
 fn trace_headers(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
-    ["traceparent", "tracestate"]
+    [HEADER_TRACEPARENT, HEADER_TRACESTATE]
         .into_iter()
         .filter_map(|name| {
             let value = single(headers, name).ok().flatten()?.to_str().ok()?;
@@ -366,7 +367,11 @@ async fn execute(
         correlation_id = %context.correlation_id,
         operation,
         trace_id = tracing::field::Empty,
-        otel.name = format!("graphql {operation}").trim_end().to_owned(),
+        otel.name = if operation.is_empty() {
+            "graphql".to_owned()
+        } else {
+            format!("graphql {operation}")
+        },
         otel.kind = "server",
     );
     // A client's own trace (W3C `traceparent`) goes on through this request.
@@ -904,6 +909,7 @@ pub fn metrics_only(
     modules: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     readers: crate::consistency::Readers,
 ) -> Router {
+    let (modules, readers) = (Arc::new(modules), Arc::new(readers));
     let scrape = move || {
         let (metrics, broker, modules, readers) = (
             metrics.clone(),
@@ -912,9 +918,7 @@ pub fn metrics_only(
             readers.clone(),
         );
         async move {
-            let text = metrics
-                .scrape(broker.as_ref(), &modules, &readers, None)
-                .await;
+            let text = metrics.scrape(broker.as_ref(), &modules, &readers).await;
             ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
         }
     };
@@ -934,20 +938,9 @@ async fn metrics(
         return rate_limited(wait, false);
     }
     let app = &http.app;
-    let dead_letters = app
-        .databases
-        .iter()
-        .find(|(name, _)| *name == crate::state::DEAD_LETTERS)
-        .map(|(_, db)| db);
-    let modules: Vec<_> = app
-        .databases
-        .iter()
-        .filter(|(name, _)| *name != crate::state::DEAD_LETTERS)
-        .cloned()
-        .collect();
     let text = app
         .metrics
-        .scrape(app.broker.as_ref(), &modules, &app.readers, dead_letters)
+        .scrape(app.broker.as_ref(), &app.databases, &app.readers)
         .await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -19,9 +19,10 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use crate::consistency::{Databases, Readers};
+use crate::modules::DEAD_LETTERS;
 
 /// The database-derived gauges are read at most this often, however often
-/// `/metrics` is asked (it is not rate limited).
+/// `/metrics` is asked.
 const READ_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// A read made for a scrape gives up after this long.
@@ -98,12 +99,6 @@ pub struct Metrics {
     lag_seconds: Family<LagLabels, Seconds>,
     dead_letters: Family<DeadLetterLabels, Gauge>,
     last_read: Mutex<Option<Instant>>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
 }
 
 impl Metrics {
@@ -266,13 +261,14 @@ impl Metrics {
     }
 
     /// The text of `/metrics`, with the database-derived gauges read anew
-    /// (at most once a second) from `databases`.
+    /// (at most once a second) from `databases`: the modules' (their
+    /// outboxes and read models) and, when among them, the dead-letter
+    /// store.
     pub async fn scrape(
         &self,
         broker: &dyn Broker,
         databases: &Databases,
         readers: &Readers,
-        dead_letters: Option<&sea_orm::DatabaseConnection>,
     ) -> String {
         let due = {
             let mut last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,7 +279,7 @@ impl Metrics {
             due
         };
         if due {
-            self.read(broker, databases, readers, dead_letters).await;
+            self.read(broker, databases, readers).await;
         }
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -295,13 +291,7 @@ impl Metrics {
     /// Reads every database-derived gauge at once (all reads run
     /// concurrently, each within [`READ_DEADLINE`]): a database that does
     /// not answer delays `/metrics` by that deadline at most.
-    async fn read(
-        &self,
-        broker: &dyn Broker,
-        databases: &Databases,
-        readers: &Readers,
-        dead_letters: Option<&sea_orm::DatabaseConnection>,
-    ) {
+    async fn read(&self, broker: &dyn Broker, databases: &Databases, readers: &Readers) {
         let now = chrono::Utc::now();
         let age = |at: Option<chrono::DateTime<chrono::Utc>>| {
             at.map_or(0.0, |at| {
@@ -319,16 +309,19 @@ impl Metrics {
             self.broker_connected
                 .set(i64::from(matches!(checked, Ok(Ok(())))));
         };
-        let outboxes = join_all(databases.iter().map(|(module, db)| async move {
+        let modules = databases.iter().filter(|(name, _)| *name != DEAD_LETTERS);
+        let outboxes = join_all(modules.map(|(module, db)| async move {
             let read = async { Ok((outbox::pending(db).await?, outbox::oldest_unsent(db).await?)) };
             let labels = ModuleLabels { module };
             match deadline(read).await {
-                Some((backlog, oldest)) => {
+                Ok((backlog, oldest)) => {
                     let backlog = i64::try_from(backlog).unwrap_or(i64::MAX);
                     self.outbox_backlog.get_or_create(&labels).set(backlog);
                     self.outbox_oldest.get_or_create(&labels).set(age(oldest));
                 }
-                None => tracing::warn!(module, "cannot read the outbox backlog for /metrics"),
+                Err(error) => {
+                    tracing::warn!(module, %error, "cannot read the outbox backlog for /metrics")
+                }
             }
         }));
         let lags = join_all(readers.pairs().filter_map(|(reader, source)| {
@@ -349,24 +342,25 @@ impl Metrics {
                     source: source.to_owned(),
                 };
                 match deadline(read).await {
-                    Some((behind, waiting)) => {
+                    Ok((behind, waiting)) => {
                         self.lag_positions.get_or_create(&labels).set(behind);
                         self.lag_seconds.get_or_create(&labels).set(age(waiting));
                     }
-                    None => {
-                        tracing::warn!(
-                            reader,
-                            source,
-                            "cannot read a projection's lag for /metrics"
-                        )
-                    }
+                    Err(error) => tracing::warn!(
+                        reader,
+                        source,
+                        %error,
+                        "cannot read a projection's lag for /metrics"
+                    ),
                 }
             })
         }));
         let dead = async {
-            let Some(db) = dead_letters else { return };
+            let Some(db) = db_of(DEAD_LETTERS) else {
+                return;
+            };
             match deadline(mallbots_platform::dead_letters::counts(db)).await {
-                Some(counts) => {
+                Ok(counts) => {
                     self.dead_letters.clear();
                     for (queue, state, n) in counts {
                         self.dead_letters
@@ -374,26 +368,30 @@ impl Metrics {
                             .set(n);
                     }
                 }
-                None => tracing::warn!("cannot count dead letters for /metrics"),
+                Err(error) => tracing::warn!(%error, "cannot count dead letters for /metrics"),
             }
         };
         futures_util::join!(connected, outboxes, lags, dead);
     }
 }
 
-/// `read`'s value, or none (logged by the caller) when it failed or took
-/// longer than [`READ_DEADLINE`].
+/// Why a read made for a scrape has no value.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailed {
+    #[error(transparent)]
+    Database(#[from] mallbots_platform::PlatformError),
+    #[error("no answer within {} ms", READ_DEADLINE.as_millis())]
+    TooSlow,
+}
+
+/// `read`'s value within [`READ_DEADLINE`], or why not.
 async fn deadline<T>(
     read: impl Future<Output = Result<T, mallbots_platform::PlatformError>>,
-) -> Option<T> {
-    match tokio::time::timeout(READ_DEADLINE, read).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "a /metrics read failed");
-            None
-        }
-        Err(_) => None,
-    }
+) -> Result<T, ReadFailed> {
+    tokio::time::timeout(READ_DEADLINE, read)
+        .await
+        .map_err(|_| ReadFailed::TooSlow)?
+        .map_err(ReadFailed::from)
 }
 
 /// A gauge counted up while this lives.

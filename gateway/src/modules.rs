@@ -106,6 +106,10 @@ async fn start_notifications(runtime: Runtime, settings: Arc<Settings>) -> Tasks
     Ok(mallbots_notifications::start(runtime, sender).await?)
 }
 
+/// The database of the dead-letter store the gateway keeps (beside the
+/// modules' own).
+pub const DEAD_LETTERS: &str = "deadletters";
+
 /// Each module's queue: what it handles and which events it follows.
 pub fn queues() -> Vec<(&'static str, QueueSpec)> {
     MODULES.iter().map(|m| (m.name, (m.queue)())).collect()
@@ -113,5 +117,5 @@ pub fn queues() -> Vec<(&'static str, QueueSpec)> {
 
 /// Which module's read models follow which modules' events, from their queues.
 pub fn readers() -> Readers {
-    Readers::of(MODULES.iter().map(|m| (m.name, (m.queue)())))
+    Readers::of(queues())
 }

@@ -26,9 +26,6 @@ use crate::metrics::Metrics;
 /// events that `mallbots rebuild` replays.
 pub const ARCHIVE: &[&str] = &[mallbots_contracts::search::TOPIC_EVENT];
 
-/// The dead-letter store's database name.
-pub const DEAD_LETTERS: &str = "deadletters";
-
 /// Every module's read side, as the gateway queries it.
 #[derive(Clone)]
 pub struct Queries {

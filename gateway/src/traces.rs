@@ -6,7 +6,7 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_SCHEDULE_DELAY`, ...).
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -21,12 +21,10 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
         return Ok(None);
     };
     std::thread::spawn(move || {
-        // The exporter appends /v1/traces to the base URL itself only when
-        // it reads the variable; given explicitly, it is the full URL.
-        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        // The exporter reads the endpoint variables itself (the base URL,
+        // to which it adds /v1/traces, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
         let exporter = SpanExporter::builder()
             .with_http()
-            .with_endpoint(url)
             .build()
             .map_err(|e| format!("cannot export traces to {endpoint}: {e}"))?;
         let mut resource = Resource::builder();

@@ -133,7 +133,6 @@ async fn pushed_through(
 
 fn assert_causal(chain: &[Span]) {
     let names: Vec<_> = chain.iter().map(|s| s.name.as_str()).collect();
-    eprintln!("lineage: {names:#?}");
     assert!(
         chain[0].parent.is_empty(),
         "the mutation is the root: {names:?}"

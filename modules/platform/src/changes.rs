@@ -168,14 +168,7 @@ pub async fn between_as<C: ConnectionTrait, T: DeserializeOwned>(
 
 /// The log's last position (0: empty).
 pub async fn last<C: ConnectionTrait>(conn: &C) -> Result<i64, PlatformError> {
-    Ok(entity::Entity::find()
-        .select_only()
-        .column_as(entity::Column::Position.max(), "last")
-        .into_tuple::<Option<i64>>()
-        .one(conn)
-        .await?
-        .flatten()
-        .unwrap_or(0))
+    crate::db::max_position::<entity::Entity, _>(conn, entity::Column::Position).await
 }
 
 /// Notes that events of `source` up to `position` are applied.

@@ -91,6 +91,24 @@ impl DatabaseConfig {
     }
 }
 
+/// The largest value of `column` in `E`'s table, a log position (0: the
+/// table is empty).
+pub(crate) async fn max_position<E, C>(conn: &C, column: E::Column) -> Result<i64, PlatformError>
+where
+    E: sea_orm::EntityTrait,
+    C: ConnectionTrait,
+{
+    use sea_orm::{ColumnTrait, QuerySelect};
+    Ok(E::find()
+        .select_only()
+        .column_as(column.max(), "max_position")
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
 /// A cheap round trip, for readiness.
 /// Whether the database answers, within [`PING_DEADLINE`] (readiness, and
 /// telling an outage from a bad message).

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect, TryInsertResult};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, TryInsertResult};
 use uuid::Uuid;
 
 use crate::PlatformError;
@@ -242,14 +242,7 @@ pub async fn snapshot_version<C: ConnectionTrait>(
 
 /// The log's last position (0: empty).
 pub async fn head<C: ConnectionTrait>(conn: &C) -> Result<i64, PlatformError> {
-    Ok(events::Entity::find()
-        .select_only()
-        .column_as(events::Column::Position.max(), "head")
-        .into_tuple::<Option<i64>>()
-        .one(conn)
-        .await?
-        .flatten()
-        .unwrap_or(0))
+    crate::db::max_position::<events::Entity, _>(conn, events::Column::Position).await
 }
 
 /// When the first event after `position` was recorded (none: nothing is).

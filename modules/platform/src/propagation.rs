@@ -90,7 +90,7 @@ pub fn link_to(span: &tracing::Span, headers: &BTreeMap<String, String>) {
 }
 
 /// Records `span`'s trace id in its `trace_id` field, when it has one.
-pub fn record_trace_id(span: &tracing::Span) {
+fn record_trace_id(span: &tracing::Span) {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {

@@ -15,9 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// The label sets a family keeps at most; later ones are counted under
-/// [`OTHER`], so whoever picks a label value (a client's operation name, a
-/// publisher's message type) cannot make the registry grow without bound.
+/// The values a [`Bounded`] label takes at most; later ones are counted
+/// under [`OTHER`], so whoever picks a label value (a client's operation
+/// name, a publisher's message type) cannot make the registry grow without
+/// bound.
 pub const MAX_LABEL_SETS: usize = 256;
 
 /// The label value that stands for values past [`MAX_LABEL_SETS`] or not
@@ -162,8 +163,8 @@ impl Messaging {
     }
 
     fn labels(&self, queue: &str, message_type: &str) -> MessageLabels {
-        // A module's queues are named after it: `<module>.<what>`.
-        let module = queue.split('.').next().unwrap_or(queue).to_owned();
+        // A module's queues are named like its messages: `<module>.<what>`.
+        let module = mallbots_contracts::module_of(queue).to_owned();
         MessageLabels {
             module,
             message_type: self.0.message_types.admit(message_type).to_owned(),
