@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::consumer::{self, HandleError, Handler};
 use crate::envelope::HEADER_IDEMPOTENT;
-use crate::outbox::Outbox;
+use crate::outbox::{Express, Outbox};
 use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
 
 /// What a command handler produced.
@@ -164,8 +164,9 @@ pub struct CommandProcessor {
     db: DatabaseConnection,
     outbox: Outbox,
     handler: Arc<dyn CommandHandler>,
-    /// Where refusals that cannot go through the outbox (its database is
-    /// down) are published straight away.
+    /// Where replies are published straight after their commit (express),
+    /// and refusals that cannot go through the outbox (its database is
+    /// down) straight away. Without it, the relay sends every reply.
     direct: Option<Arc<dyn Broker>>,
 }
 
@@ -185,34 +186,47 @@ impl CommandProcessor {
         }
     }
 
-    /// Lets the processor answer UNAVAILABLE straight over `broker` when its
-    /// database is unreachable, instead of holding the command until it is
-    /// back.
+    /// Lets the processor publish its replies over `broker` as soon as they
+    /// commit, and answer UNAVAILABLE straight over it when its database is
+    /// unreachable, instead of holding the command until it is back.
     pub fn refusing_when_unreachable(mut self, broker: Arc<dyn Broker>) -> Self {
         self.direct = Some(broker);
         self
     }
 
+    /// Writes the reply to `command` (if it wants one) in `txn`; it is sent
+    /// with [`CommandProcessor::send`] once `txn` commits.
     async fn reply(
         &self,
         txn: &DatabaseTransaction,
         command: &Envelope,
         reply: CommandReply,
-    ) -> Result<(), PlatformError> {
-        if let Some(queue) = &command.reply_to {
-            let envelope = command.caused(&reply)?;
-            self.outbox
-                .enqueue(txn, Exchange::Queue, queue, &envelope)
-                .await?;
-            if command.headers.contains_key(HEADER_IDEMPOTENT) {
-                let kept = serde_json::to_string(&reply).map_err(|e| PlatformError::Decode {
-                    what: "a reply".into(),
-                    reason: e.to_string(),
-                })?;
-                inbox::keep_reply(txn, &self.name, command.id, &kept).await?;
+    ) -> Result<Option<Express>, PlatformError> {
+        let Some(queue) = &command.reply_to else {
+            return Ok(None);
+        };
+        let envelope = command.caused(&reply)?;
+        let express = self.outbox.enqueue_express(txn, queue, &envelope).await?;
+        if command.headers.contains_key(HEADER_IDEMPOTENT) {
+            let kept = serde_json::to_string(&reply).map_err(|e| PlatformError::Decode {
+                what: "a reply".into(),
+                reason: e.to_string(),
+            })?;
+            inbox::keep_reply(txn, &self.name, command.id, &kept).await?;
+        }
+        Ok(Some(express))
+    }
+
+    /// Sends committed replies now; without a broker of its own (or should
+    /// that fail), the relay sends them.
+    async fn send(&self, replies: impl IntoIterator<Item = Express>) {
+        for express in replies {
+            if let Some(broker) = &self.direct {
+                self.outbox
+                    .send_express(express, &self.db, broker.as_ref())
+                    .await;
             }
         }
-        Ok(())
     }
 
     /// A retry of a command handled before: its sender gets the reply the
@@ -221,15 +235,15 @@ impl CommandProcessor {
         &self,
         txn: &DatabaseTransaction,
         command: &Envelope,
-    ) -> Result<(), PlatformError> {
+    ) -> Result<Option<Express>, PlatformError> {
         let Some(queue) = &command.reply_to else {
-            return Ok(());
+            return Ok(None);
         };
         if !command.headers.contains_key(HEADER_IDEMPOTENT) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(kept) = inbox::kept_reply(txn, &self.name, command.id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let reply: CommandReply =
             serde_json::from_str(&kept).map_err(|e| PlatformError::Decode {
@@ -238,8 +252,9 @@ impl CommandProcessor {
             })?;
         let envelope = command.caused(&reply)?;
         self.outbox
-            .enqueue(txn, Exchange::Queue, queue, &envelope)
+            .enqueue_express(txn, queue, &envelope)
             .await
+            .map(Some)
     }
 
     /// Records the command as handled and replies with `error`, in a
@@ -250,12 +265,15 @@ impl CommandProcessor {
             tracing::warn!(consumer = %self.name, message_type = %command.message_type, reason = %error.message, "reaction refused");
         }
         let txn = self.db.begin().await?;
+        let mut express = None;
         if inbox::record(&txn, &self.name, command.id).await? {
-            self.reply(&txn, command, CommandReply::Rejected(error))
+            express = self
+                .reply(&txn, command, CommandReply::Rejected(error))
                 .await?;
         }
         txn.commit().await?;
         self.outbox.wake();
+        self.send(express).await;
         Ok(())
     }
 }
@@ -286,22 +304,25 @@ impl CommandProcessor {
             {
                 // A redelivery of a command already handled (and replied
                 // to), or a retry under the same idempotency key.
-                self.reply_again(&txn, command).await.map_err(not_applied)?;
+                let express = self.reply_again(&txn, command).await.map_err(not_applied)?;
                 txn.commit()
                     .await
                     .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                 self.outbox.wake();
+                self.send(express).await;
                 return Ok(());
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
                 Ok(accepted) => {
-                    self.reply(&txn, command, accepted.into())
+                    let express = self
+                        .reply(&txn, command, accepted.into())
                         .await
                         .map_err(not_applied)?;
                     txn.commit()
                         .await
                         .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                     self.outbox.wake();
+                    self.send(express).await;
                     return Ok(());
                 }
                 Err(CommandError::Rejected(error)) => {
@@ -435,8 +456,9 @@ impl Handler for CommandProcessor {
         // under an idempotency key gets the first reply again.
         let (fresh, seen): (Vec<&Envelope>, Vec<&Envelope>) =
             commands.iter().partition(|c| recorded.remove(&c.id));
+        let mut replies = Vec::new();
         for command in seen {
-            self.reply_again(&txn, command).await.map_err(transient)?;
+            replies.extend(self.reply_again(&txn, command).await.map_err(transient)?);
         }
         let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
             Ok(accepted) if accepted.len() == fresh.len() => accepted,
@@ -457,12 +479,15 @@ impl Handler for CommandProcessor {
             }
         };
         for (command, accepted) in fresh.iter().zip(accepted) {
-            self.reply(&txn, command, accepted.into())
-                .await
-                .map_err(transient)?;
+            replies.extend(
+                self.reply(&txn, command, accepted.into())
+                    .await
+                    .map_err(transient)?,
+            );
         }
         txn.commit().await.map_err(transient)?;
         self.outbox.wake();
+        self.send(replies).await;
         Ok(())
     }
 }

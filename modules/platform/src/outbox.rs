@@ -2,8 +2,15 @@
 //! transaction as its state change; the relay publishes them afterwards, in
 //! order, with publisher confirms, and marks them sent. Nothing is published
 //! that was not committed, and nothing committed is lost.
+//!
+//! A reply, which a client waits on and which keeps no order with anything,
+//! can also go out *express*: its writer publishes it straight after the
+//! commit and marks it sent, while the relay leaves it alone. Should that
+//! fail (or the process stop first), the row is still unsent and the relay
+//! sends it as it would any other.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,6 +20,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{Broker, Envelope, Exchange, PlatformError, Shutdown};
 
@@ -42,6 +50,30 @@ mod entity {
 #[derive(Clone, Default)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    /// Rows their writers are sending express: the relay skips them.
+    express: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// A reply written to the outbox, to publish once its transaction has
+/// committed ([`Outbox::send_express`]). Dropped unsent, it is left to the
+/// relay.
+pub struct Express {
+    id: i64,
+    routing_key: String,
+    envelope: Envelope,
+    outbox: Outbox,
+}
+
+impl Drop for Express {
+    fn drop(&mut self) {
+        lock(&self.outbox.express).remove(&self.id);
+        // Whatever happened to it, the relay looks (again) at what is unsent.
+        self.outbox.wake();
+    }
+}
+
+fn lock(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
@@ -57,21 +89,51 @@ impl Outbox {
         routing_key: &str,
         envelope: &Envelope,
     ) -> Result<(), PlatformError> {
-        let json = serde_json::to_string(envelope).map_err(|e| PlatformError::Decode {
-            what: envelope.message_type.clone(),
-            reason: e.to_string(),
-        })?;
-        entity::ActiveModel {
-            exchange: Set(exchange.as_str().to_owned()),
-            routing_key: Set(routing_key.to_owned()),
-            envelope: Set(json),
-            created_at: Set(Utc::now()),
-            sent_at: Set(None),
-            ..Default::default()
-        }
-        .insert(txn)
-        .await?;
+        insert(txn, exchange, routing_key, envelope).await?;
         Ok(())
+    }
+
+    /// Adds a reply to the queue `queue`, to send straight after `txn`
+    /// commits with [`Outbox::send_express`] rather than wait for the relay.
+    pub async fn enqueue_express<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        queue: &str,
+        envelope: &Envelope,
+    ) -> Result<Express, PlatformError> {
+        let id = insert(txn, Exchange::Queue, queue, envelope).await?;
+        // Claimed before the commit, so the relay never sees it unclaimed.
+        lock(&self.express).insert(id);
+        Ok(Express {
+            id,
+            routing_key: queue.to_owned(),
+            envelope: envelope.clone(),
+            outbox: self.clone(),
+        })
+    }
+
+    /// Publishes a committed express reply and marks it sent. On failure it
+    /// is left to the relay (a reply sent twice is harmless: its waiter
+    /// takes the first).
+    pub async fn send_express(
+        &self,
+        express: Express,
+        db: &DatabaseConnection,
+        broker: &dyn Broker,
+    ) {
+        let publishing = publish_span(&express.envelope);
+        let message = express.envelope.to_wire();
+        if let Err(err) = broker
+            .publish(Exchange::Queue, &express.routing_key, message)
+            .instrument(publishing)
+            .await
+        {
+            tracing::debug!(error = %err, "express reply not sent; the relay sends it");
+            return;
+        }
+        if let Err(err) = mark_sent(db, vec![express.id]).await {
+            tracing::debug!(error = %err, "express reply sent but not marked; the relay sends it again");
+        }
     }
 
     /// Tells the relay there is something new (call after commit).
@@ -93,7 +155,7 @@ impl Outbox {
                 self.flush(&db, broker.as_ref()).await;
                 return;
             }
-            match relay_batch(&db, broker.as_ref()).await {
+            match relay_batch(&db, broker.as_ref(), &self.express).await {
                 // Another process's relay is publishing: what this one woke
                 // for is in that batch or the next; look again shortly.
                 Ok(None) => {
@@ -140,7 +202,7 @@ impl Outbox {
     async fn flush(&self, db: &DatabaseConnection, broker: &dyn Broker) {
         let until = tokio::time::Instant::now() + FLUSH_AT_MOST;
         while tokio::time::Instant::now() < until {
-            match relay_batch(db, broker).await {
+            match relay_batch(db, broker, &self.express).await {
                 Ok(None) => tokio::time::sleep(BUSY_POLL).await,
                 Ok(Some(0)) => {
                     let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
@@ -161,6 +223,40 @@ impl Outbox {
     }
 }
 
+/// Writes one outbox row; its id.
+async fn insert<C: ConnectionTrait>(
+    txn: &C,
+    exchange: Exchange,
+    routing_key: &str,
+    envelope: &Envelope,
+) -> Result<i64, PlatformError> {
+    let json = serde_json::to_string(envelope).map_err(|e| PlatformError::Decode {
+        what: envelope.message_type.clone(),
+        reason: e.to_string(),
+    })?;
+    let row = entity::ActiveModel {
+        exchange: Set(exchange.as_str().to_owned()),
+        routing_key: Set(routing_key.to_owned()),
+        envelope: Set(json),
+        created_at: Set(Utc::now()),
+        sent_at: Set(None),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(row.id)
+}
+
+async fn mark_sent<C: ConnectionTrait>(conn: &C, ids: Vec<i64>) -> Result<(), PlatformError> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
+        .filter(entity::Column::Id.is_in(ids))
+        .filter(entity::Column::SentAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
 const BATCH: u64 = 256;
 /// How soon a relay looks again while another process's relay publishes.
 const BUSY_POLL: Duration = Duration::from_millis(10);
@@ -170,10 +266,11 @@ const BUSY_POLL: Duration = Duration::from_millis(10);
 async fn relay_batch(
     db: &DatabaseConnection,
     broker: &dyn Broker,
+    express: &Mutex<HashSet<i64>>,
 ) -> Result<Option<usize>, PlatformError> {
     if db.get_database_backend() != DbBackend::Postgres {
         // SQLite: one process, one relay.
-        return publish_batch(db, broker).await.map(Some);
+        return publish_batch(db, broker, express).await.map(Some);
     }
     // Several processes of a module may run, each with a relay on the same
     // outbox: one batch at a time, across all of them, under a lock held
@@ -194,21 +291,41 @@ async fn relay_batch(
         txn.rollback().await?;
         return Ok(None);
     }
-    let sent = publish_batch(&txn, broker).await?;
+    let sent = publish_batch(&txn, broker, express).await?;
     txn.commit().await?;
     Ok(Some(sent))
 }
 
+/// A message's publishing, in the trace of the work that wrote it.
+fn publish_span(envelope: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "relay",
+        message_type = %envelope.message_type,
+        correlation_id = %envelope.correlation_id,
+        trace_id = tracing::field::Empty,
+        otel.name = format!("{} publish", envelope.message_type),
+        otel.kind = "producer",
+    );
+    crate::propagation::continue_from(&span, &envelope.headers);
+    span
+}
+
+/// Publishes the next unsent rows but those sent express; how many.
 async fn publish_batch<C: ConnectionTrait>(
     conn: &C,
     broker: &dyn Broker,
+    express: &Mutex<HashSet<i64>>,
 ) -> Result<usize, PlatformError> {
-    let rows = entity::Entity::find()
+    let mut rows = entity::Entity::find()
         .filter(entity::Column::SentAt.is_null())
         .order_by_asc(entity::Column::Id)
         .limit(BATCH)
         .all(conn)
         .await?;
+    {
+        let express = lock(express);
+        rows.retain(|row| !express.contains(&row.id));
+    }
     if rows.is_empty() {
         return Ok(0);
     }
@@ -223,16 +340,7 @@ async fn publish_batch<C: ConnectionTrait>(
         let envelope = serde_json::from_str::<Envelope>(&row.envelope);
         match (exchange, envelope) {
             (Some(exchange), Ok(envelope)) => {
-                let span = tracing::info_span!(
-                    "relay",
-                    message_type = %envelope.message_type,
-                    correlation_id = %envelope.correlation_id,
-                    trace_id = tracing::field::Empty,
-                    otel.name = format!("{} publish", envelope.message_type),
-                    otel.kind = "producer",
-                );
-                crate::propagation::continue_from(&span, &envelope.headers);
-                publishing.push(span);
+                publishing.push(publish_span(&envelope));
                 messages.push((exchange, row.routing_key.clone(), envelope.to_wire()))
             }
             // Only this code writes the outbox, so this is a bug, not bad input:
@@ -245,11 +353,7 @@ async fn publish_batch<C: ConnectionTrait>(
     messages.sort_by_key(|(exchange, _, _)| *exchange != Exchange::Queue);
     broker.publish_all(messages).await?;
     drop(publishing);
-    entity::Entity::update_many()
-        .col_expr(entity::Column::SentAt, Expr::value(Utc::now()))
-        .filter(entity::Column::Id.is_in(ids))
-        .exec(conn)
-        .await?;
+    mark_sent(conn, ids).await?;
     Ok(rows.len())
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::{Added, Counter, Db, database};
 use mallbots_contracts::{Affected, CommandReply, ErrorCode, Message, ReplyError};
 use mallbots_platform::changes;
+use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
+use mallbots_platform::consumer::Handler;
 use mallbots_platform::db::SecondaryIndexes;
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
@@ -181,6 +183,82 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
         0,
         "nothing else was published"
     );
+}
+
+/// Accepts every command, changing nothing.
+struct AcceptAll;
+
+#[async_trait::async_trait]
+impl CommandHandler for AcceptAll {
+    async fn handle(
+        &self,
+        _: &sea_orm::DatabaseTransaction,
+        _: &Outbox,
+        _: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        Ok(Accepted::default())
+    }
+}
+
+async fn wait_until_sent(conn: &DatabaseConnection) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while outbox::pending(conn).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox rows never marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A reply leaves as soon as its transaction commits, without the relay,
+/// and is marked sent; with the relay running too it still goes out once;
+/// a processor with no broker of its own leaves its replies to the relay.
+async fn replies_go_out_express_once(db: Db) {
+    let conn = database(db).await;
+    let broker = Arc::new(MemoryBroker::new());
+    let replies = QueueSpec::durable("replies.probe");
+    broker.declare(&replies).await.unwrap();
+    let outbox = Outbox::new();
+    let express =
+        CommandProcessor::new("express", conn.clone(), outbox.clone(), Arc::new(AcceptAll))
+            .refusing_when_unreachable(broker.clone());
+    let command = || {
+        let mut envelope = Envelope::new(&Note(1)).unwrap();
+        envelope.reply_to = Some(replies.name.clone());
+        envelope
+    };
+
+    // No relay runs: the processor itself sent it, once, and marked it.
+    express.handle(&command()).await.unwrap();
+    assert_eq!(broker.queue_len(&replies.name), 1);
+    assert_eq!(outbox::pending(&conn).await.unwrap(), 0);
+
+    let (trigger, shutdown) = Shutdown::new();
+    let relay = {
+        let (outbox, conn, broker) = (
+            outbox.clone(),
+            conn.clone(),
+            broker.clone() as Arc<dyn Broker>,
+        );
+        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
+    };
+    let commands: Vec<_> = (0..20).map(|_| command()).collect();
+    futures_util::future::join_all(commands.iter().map(|c| express.handle(c)))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    wait_until_sent(&conn).await;
+    assert_eq!(broker.queue_len(&replies.name), 21, "each reply sent once");
+
+    let relayed =
+        CommandProcessor::new("relayed", conn.clone(), outbox.clone(), Arc::new(AcceptAll));
+    relayed.handle(&command()).await.unwrap();
+    wait_until_sent(&conn).await;
+    assert_eq!(broker.queue_len(&replies.name), 22);
+    trigger.trigger();
+    relay.await.unwrap();
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -542,6 +620,7 @@ suite!(
     the_inbox_recognises_a_redelivery,
     the_inbox_records_a_batch_in_one_go,
     the_outbox_publishes_only_what_committed,
+    replies_go_out_express_once,
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
     the_change_log_reads_by_limit_and_by_window,
