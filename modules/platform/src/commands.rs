@@ -217,16 +217,24 @@ impl CommandProcessor {
         Ok(Some(express))
     }
 
-    /// Sends committed replies now; without a broker of its own (or should
-    /// that fail), the relay sends them.
-    async fn send(&self, replies: impl IntoIterator<Item = Express>) {
-        for express in replies {
-            if let Some(broker) = &self.direct {
-                self.outbox
-                    .send_express(express, &self.db, broker.as_ref())
-                    .await;
-            }
+    /// Sends committed replies now, beside the handling of the next
+    /// message: the command is acked without waiting for them (RabbitMQ
+    /// confirms the command to its sender once it is acked). Without a
+    /// broker of its own (or should that fail), the relay sends them.
+    fn send(&self, replies: impl IntoIterator<Item = Express>) {
+        let Some(broker) = &self.direct else {
+            return;
+        };
+        let replies: Vec<Express> = replies.into_iter().collect();
+        if replies.is_empty() {
+            return;
         }
+        let (outbox, db, broker) = (self.outbox.clone(), self.db.clone(), broker.clone());
+        tokio::spawn(async move {
+            for express in replies {
+                outbox.send_express(express, &db, broker.as_ref()).await;
+            }
+        });
     }
 
     /// A retry of a command handled before: its sender gets the reply the
@@ -273,7 +281,7 @@ impl CommandProcessor {
         }
         txn.commit().await?;
         self.outbox.wake();
-        self.send(express).await;
+        self.send(express);
         Ok(())
     }
 }
@@ -309,7 +317,7 @@ impl CommandProcessor {
                     .await
                     .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                 self.outbox.wake();
-                self.send(express).await;
+                self.send(express);
                 return Ok(());
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
@@ -322,7 +330,7 @@ impl CommandProcessor {
                         .await
                         .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                     self.outbox.wake();
-                    self.send(express).await;
+                    self.send(express);
                     return Ok(());
                 }
                 Err(CommandError::Rejected(error)) => {
@@ -487,7 +495,7 @@ impl Handler for CommandProcessor {
         }
         txn.commit().await.map_err(transient)?;
         self.outbox.wake();
-        self.send(replies).await;
+        self.send(replies);
         Ok(())
     }
 }
@@ -598,24 +606,28 @@ impl CommandBus {
         lock(&self.pending).entry(envelope.id).or_default().push(tx);
         let mut wire = envelope.to_wire();
         wire.ttl_ms = u64::try_from(self.timeout.as_millis()).ok();
-        let sent = tokio::time::timeout_at(
-            deadline,
-            self.broker.publish(Exchange::Commands, M::TYPE, wire),
-        )
+        let timeout = SendError::Timeout(self.timeout);
+        let exchanged = tokio::time::timeout_at(deadline, async move {
+            let publish = self.broker.publish(Exchange::Commands, M::TYPE, wire);
+            tokio::pin!(publish);
+            let mut rx = rx;
+            tokio::select! {
+                // The reply may come before the publisher confirm: RabbitMQ
+                // confirms a persistent message once its consumer has acked
+                // it (or it is on disk), and the reply proves it arrived.
+                reply = &mut rx => reply.ok(),
+                published = &mut publish => match published {
+                    Ok(()) => rx.await.ok(),
+                    Err(err) => return Err(SendError::from(err)),
+                },
+            }
+            .ok_or(SendError::Timeout(self.timeout))
+        })
         .await;
-        let outcome = match sent {
-            Ok(Ok(())) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(reply)) => return Ok(reply),
-                _ => Err(SendError::Timeout(self.timeout)),
-            },
-            Ok(Err(err)) => {
-                drop(rx);
-                Err(err.into())
-            }
-            Err(_) => {
-                drop(rx);
-                Err(SendError::Timeout(self.timeout))
-            }
+        let outcome = match exchanged {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(timeout),
         };
         // This send's waiter is gone (its receiver dropped): forget it.
         let mut pending = lock(&self.pending);
