@@ -51,6 +51,30 @@ pub(crate) struct Cli {
     /// How long each hostile query is sent in the limits scenario, seconds.
     #[arg(long, default_value_t = 30)]
     pub(crate) hostile_seconds: u64,
+    /// Subscriber counts of the fan-out cost curve (`curves`). This
+    /// machine allows 20,000 open files a process: 19,000 is its top.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,5000,10000,19000"
+    )]
+    pub(crate) curve_subscribers: Vec<usize>,
+    /// How long each fan-out point of the curve changes prices, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) curve_seconds: u64,
+    /// Batch sizes of the projection curve (`SEARCH_BATCH`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,25,50,100,250,500,1000"
+    )]
+    pub(crate) curve_batches: Vec<u16>,
+    /// Events queued for each point of the projection curve.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) curve_events: usize,
+    /// Where the curves are drawn (SVG); by default beside `--json`.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
     /// Run only these scenarios (comma-separated); all when not given.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) only: Vec<Scenario>,
@@ -73,6 +97,9 @@ pub(crate) enum Scenario {
     Projection,
     /// Token verification's cost, refusal times, hostile loads.
     Limits,
+    /// How cost grows: fan-out as subscribers grow, projection as its batch
+    /// grows, each beside its floor; drawn as an SVG.
+    Curves,
 }
 
 #[derive(Clone, Debug, Subcommand)]

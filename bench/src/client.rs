@@ -183,6 +183,16 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time a process has used so far (user and system), in seconds, from
+/// `/proc/<pid>/stat`. Its clock ticks are USER_HZ, 100 a second on Linux.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) may hold spaces: count from after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Live subscriptions the gateway counts (its `/metrics`).
 pub(crate) async fn subscriptions_active(base: &str) -> Option<i64> {
     let text = reqwest::get(format!("{base}/metrics"))

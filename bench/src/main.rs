@@ -14,6 +14,7 @@
 
 mod cli;
 mod client;
+mod curves;
 mod floor;
 mod limits;
 mod projection;
@@ -50,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
         (cli.sweep_steps, cli.sweep_seconds) = (1, 1);
         cli.events = 200;
         cli.hostile_seconds = 1;
+        (cli.curve_subscribers, cli.curve_seconds) = (vec![10, 20], 1);
+        (cli.curve_batches, cli.curve_events) = (vec![1, 10], 200);
     }
     let runs = |scenario| cli.only.is_empty() || cli.only.contains(&scenario);
     let (system_addr, floor_addr) = (free_addr()?, free_addr()?);
@@ -270,6 +273,21 @@ async fn main() -> anyhow::Result<()> {
         }
         results["fan_out"] = fan;
     }
+    let mut fan_curve = Value::Null;
+    if runs(Scenario::Curves) {
+        eprintln!(
+            "fan-out curve: {:?} subscribers, system and floor",
+            cli.curve_subscribers
+        );
+        let targets = curves::Targets {
+            base: &base,
+            pid: system.id().context("the system's pid")?,
+            floor_base: &floor_base,
+            floor_pid: floor.id().context("the floor's pid")?,
+        };
+        fan_curve = curves::fan_out_curve(&cli, &targets).await?;
+        results["fan_out_curve"] = fan_curve.clone();
+    }
     let _ = system.kill().await;
     let _ = floor.kill().await;
     if runs(Scenario::Projection) {
@@ -310,6 +328,33 @@ async fn main() -> anyhow::Result<()> {
         results["projection"] = projected;
         results["broker_floor"] = broker;
         results["postgres_floor"] = postgres;
+    }
+    if runs(Scenario::Curves) {
+        eprintln!("projection curve: batch sizes {:?}", cli.curve_batches);
+        let batches = curves::batch_curve(&cli).await?;
+        let broker = match results["broker_floor"]["messages_per_s"].as_f64() {
+            Some(floor) => floor,
+            None => broker_floor(&cli, cli.curve_events.min(50_000)).await?["messages_per_s"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        };
+        table.extend(curves::rows(&fan_curve, &batches));
+        table.push(format!(
+            "  floor: raw lapin, one queue, confirms, persistent: {broker:.0} messages/s"
+        ));
+        let plot = cli
+            .plot
+            .clone()
+            .unwrap_or_else(|| cli.json.with_extension("svg"));
+        curves::plot(
+            &plot,
+            &fan_curve,
+            &batches,
+            Some(broker).filter(|b| b.is_finite()),
+        )?;
+        eprintln!("curves drawn in {}", plot.display());
+        results["projection_curve"] =
+            json!({ "points": batches, "broker_floor_messages_per_s": broker });
     }
     if runs(Scenario::Limits) {
         eprintln!(

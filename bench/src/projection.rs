@@ -23,10 +23,17 @@ pub(crate) async fn search_checkpoint(db: &sea_orm::DatabaseConnection) -> anyho
     })
 }
 
-/// Projection: `events` new orders queued while the search module is not
-/// running, then it starts: events/s to catch up. Then the rebuild of the
-/// same model from its archive, timed.
-pub(crate) async fn projection(cli: &Cli) -> anyhow::Result<Value> {
+/// A backlog for the search projection: `events` new orders queued while
+/// the search module is not running, in a fresh database under a fresh
+/// queue prefix.
+pub(crate) struct Backlog {
+    events: usize,
+    database: String,
+    prefix: String,
+    db: sea_orm::DatabaseConnection,
+}
+
+pub(crate) async fn backlog(cli: &Cli, events: usize) -> anyhow::Result<Backlog> {
     use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
     use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec};
     let (database_url, amqp_url) = services(cli)?;
@@ -50,7 +57,7 @@ pub(crate) async fn projection(cli: &Cli) -> anyhow::Result<Value> {
         .await?;
     let (customer_id, store_id, product_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut batch = Vec::new();
-    for n in 1..=cli.events {
+    for n in 1..=events {
         // Orders: each one a search row with its items (what a rebuild rewrites).
         let now = chrono::Utc::now();
         let event =
@@ -81,24 +88,65 @@ pub(crate) async fn projection(cli: &Cli) -> anyhow::Result<Value> {
         );
         let key = "ordering.Order.OrderCreated".to_owned();
         batch.push((Exchange::Events, key, envelope.to_wire()));
-        if batch.len() == 1000 || n == cli.events {
+        if batch.len() == 1000 || n == events {
             broker.publish_all(std::mem::take(&mut batch)).await?;
         }
     }
+    Ok(Backlog {
+        events,
+        database,
+        prefix,
+        db,
+    })
+}
+
+/// Starts search on `backlog` (applying up to `batch` events a
+/// transaction; none: its default) and times it until it has applied them
+/// all, start-up and migration included. Search goes on running in the
+/// returned child.
+pub(crate) async fn catch_up(
+    cli: &Cli,
+    backlog: &Backlog,
+    batch: Option<u16>,
+) -> anyhow::Result<(f64, tokio::process::Child)> {
+    let (_, amqp_url) = services(cli)?;
     let started = Instant::now();
-    let mut search = mallbots(&["run", "search"], &database, amqp_url, &prefix)?.spawn()?;
+    let mut search = mallbots(
+        &["run", "search"],
+        &backlog.database,
+        amqp_url,
+        &backlog.prefix,
+    )?;
+    if let Some(batch) = batch {
+        search.env("SEARCH_BATCH", batch.to_string());
+    }
+    let search = search.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while search_checkpoint(&db).await.unwrap_or(0) < cli.events as i64 {
+    while search_checkpoint(&backlog.db).await.unwrap_or(0) < backlog.events as i64 {
         if Instant::now() > deadline {
             bail!("the projection did not catch up");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let catch_up = started.elapsed().as_secs_f64();
+    Ok((started.elapsed().as_secs_f64(), search))
+}
+
+/// Projection: `events` new orders queued while the search module is not
+/// running, then it starts: events/s to catch up. Then the rebuild of the
+/// same model from its archive, timed.
+pub(crate) async fn projection(cli: &Cli) -> anyhow::Result<Value> {
+    let (_, amqp_url) = services(cli)?;
+    let backlog = backlog(cli, cli.events).await?;
+    let (catch_up, mut search) = catch_up(cli, &backlog, None).await?;
     let rebuilding = Instant::now();
-    let status = mallbots(&["rebuild", "search"], &database, amqp_url, &prefix)?
-        .status()
-        .await?;
+    let status = mallbots(
+        &["rebuild", "search"],
+        &backlog.database,
+        amqp_url,
+        &backlog.prefix,
+    )?
+    .status()
+    .await?;
     let rebuild = rebuilding.elapsed().as_secs_f64();
     let _ = search.kill().await;
     if !status.success() {

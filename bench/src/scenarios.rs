@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
 use crate::cli::Cli;
-use crate::client::{Client, Latencies, Ws, rss_kib, subscribe, subscriptions_active};
+use crate::client::{Client, Latencies, Ws, cpu_seconds, rss_kib, subscribe, subscriptions_active};
 
 /// A store taking part, with 50 products: (store id, first product id).
 pub(crate) async fn setup(client: &Client) -> anyhow::Result<(String, String)> {
@@ -241,6 +241,7 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_idle = rss_kib(pid).unwrap_or(0);
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let tick = Duration::from_secs_f64(1.0 / cli.rate);
     for seq in 1..=changes {
@@ -266,6 +267,10 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
     }
     let expected = cli.subscribers * changes;
     let elapsed = started.elapsed().as_secs_f64();
+    // What serving the changes cost the process, per delivery made.
+    let cpu = cpu_before
+        .zip(cpu_seconds(pid))
+        .map(|(before, after)| after - before);
     // The subscribers' sockets are closed: wait until the server has let go
     // of them, so the next run counts only its own.
     let gone = Instant::now() + Duration::from_secs(30);
@@ -276,6 +281,9 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
     result["delivered"] = json!(latencies.0.len());
     result["expected"] = json!(expected);
     result["deliveries_per_s"] = json!(latencies.0.len() as f64 / elapsed);
+    result["cpu_s"] = json!(cpu);
+    result["cpu_us_per_delivery"] =
+        json!(cpu.map(|cpu| 1e6 * cpu / latencies.0.len().max(1) as f64));
     result["subscribers"] = json!(cli.subscribers);
     result["stores"] = json!(cli.stores);
     result["changes_per_store"] = json!(changes);

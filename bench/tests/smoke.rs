@@ -49,5 +49,29 @@ fn a_tiny_bench_run_completes() {
             .unwrap()
             > 0.0
     );
+    // The cost curves: every point measured, and drawn.
+    let fan = results["fan_out_curve"]
+        .as_array()
+        .expect("a fan-out curve");
+    assert_eq!(fan.len(), 2);
+    for point in fan {
+        for side in ["system", "floor"] {
+            assert_eq!(point[side]["delivered"], point[side]["expected"], "{point}");
+            assert!(point[side]["cpu_us_per_delivery"].as_f64().unwrap() >= 0.0);
+        }
+    }
+    let batches = results["projection_curve"]["points"]
+        .as_array()
+        .expect("a projection curve");
+    assert_eq!(batches.len(), 2);
+    assert!(
+        batches
+            .iter()
+            .all(|p| p["events_per_s"].as_f64().unwrap() > 0.0)
+    );
+    let plot = json.with_extension("svg");
+    let svg = std::fs::read_to_string(&plot).expect("the curves drawn beside the results");
+    assert!(svg.starts_with("<svg") && svg.contains("fan-out latency"));
+    let _ = std::fs::remove_file(plot);
     let _ = std::fs::remove_file(json);
 }

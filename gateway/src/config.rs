@@ -175,6 +175,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "CHANGE_LOG_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
     pub change_log_retention_secs: u64,
 
+    /// Events the search projection applies in one transaction, at most
+    /// (it never waits for a batch to fill: it takes what has arrived).
+    /// Larger batches catch up on a backlog faster and hold each change
+    /// back no longer; see BENCHMARKS.md for the curve.
+    #[arg(long, global = true, env = "SEARCH_BATCH", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub search_batch: u16,
+
     /// On SIGTERM, how long the gateway goes on serving (and accepting)
     /// while `/readyz` already says 503, so a load balancer stops sending
     /// before the listener closes, in milliseconds. Ctrl-C skips it.

@@ -83,7 +83,11 @@ pub const MODULES: [Module; 9] = [
         part: Part::Search,
         name: mallbots_search::MODULE,
         migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_search::start(runtime).await?) }),
+        start: |runtime, settings| {
+            Box::pin(
+                async move { Ok(mallbots_search::start(runtime, settings.search_batch).await?) },
+            )
+        },
         queue: mallbots_search::queue,
     },
     Module {

@@ -30,25 +30,31 @@ const SOURCES: [&str; 6] = [
     "depot.#",
 ];
 
-/// Events applied in one transaction, at most.
+/// Events applied in one transaction, at most, unless the process says.
 const BATCH: u16 = 100;
 
 /// The module's queue: what it handles, and the events it follows.
 pub fn queue() -> QueueSpec {
+    batched_queue(BATCH)
+}
+
+/// The queue, applying up to `batch` events in one transaction.
+fn batched_queue(batch: u16) -> QueueSpec {
     // Batched: catching up on a backlog commits (and notifies) once per
     // batch instead of once per event.
     SOURCES.iter().fold(
         // In order, one process at a time (the others stand by).
         QueueSpec::durable("search.events")
-            .batched(BATCH)
+            .batched(batch)
             .single_active(),
         |q, pattern| q.bind(Exchange::Events, *pattern),
     )
 }
 
-/// Runs the module until `shutdown`.
-pub async fn start(runtime: Runtime) -> Result<Vec<JoinHandle<()>>, BrokerError> {
-    module::run(runtime, queue(), Arc::new(SearchHandler)).await
+/// Runs the module until `shutdown`, applying up to `batch` events in one
+/// transaction.
+pub async fn start(runtime: Runtime, batch: u16) -> Result<Vec<JoinHandle<()>>, BrokerError> {
+    module::run(runtime, batched_queue(batch), Arc::new(SearchHandler)).await
 }
 
 /// Recreates the search rows from the archived integration events, in one
