@@ -51,7 +51,26 @@ mod entity {
 pub struct Outbox {
     wake: Arc<Notify>,
     /// Rows their writers are sending express: the relay skips them.
-    express: Arc<Mutex<HashSet<i64>>>,
+    express: Arc<Mutex<Claims>>,
+}
+
+/// The rows sent express. One sent and marked stays here until the relay's
+/// next read: the read under way may have found it still unsent.
+#[derive(Default)]
+struct Claims {
+    sending: HashSet<i64>,
+    sent: HashSet<i64>,
+}
+
+impl Claims {
+    /// A relay read begins: it sees every row marked so far as sent.
+    fn next_read(&mut self) {
+        self.sent.clear();
+    }
+
+    fn skips(&self, id: i64) -> bool {
+        self.sending.contains(&id) || self.sent.contains(&id)
+    }
 }
 
 /// A reply written to the outbox, to publish once its transaction has
@@ -62,18 +81,25 @@ pub struct Express {
     routing_key: String,
     envelope: Envelope,
     outbox: Outbox,
+    /// Published and marked sent.
+    sent: bool,
 }
 
 impl Drop for Express {
     fn drop(&mut self) {
-        lock(&self.outbox.express).remove(&self.id);
+        let mut claims = lock(&self.outbox.express);
+        claims.sending.remove(&self.id);
+        if self.sent {
+            claims.sent.insert(self.id);
+        }
+        drop(claims);
         // Whatever happened to it, the relay looks (again) at what is unsent.
         self.outbox.wake();
     }
 }
 
-fn lock(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-    set.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(claims: &Mutex<Claims>) -> std::sync::MutexGuard<'_, Claims> {
+    claims.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
@@ -103,12 +129,13 @@ impl Outbox {
     ) -> Result<Express, PlatformError> {
         let id = insert(txn, Exchange::Queue, queue, envelope).await?;
         // Claimed before the commit, so the relay never sees it unclaimed.
-        lock(&self.express).insert(id);
+        lock(&self.express).sending.insert(id);
         Ok(Express {
             id,
             routing_key: queue.to_owned(),
             envelope: envelope.clone(),
             outbox: self.clone(),
+            sent: false,
         })
     }
 
@@ -117,7 +144,7 @@ impl Outbox {
     /// takes the first).
     pub async fn send_express(
         &self,
-        express: Express,
+        mut express: Express,
         db: &DatabaseConnection,
         broker: &dyn Broker,
     ) {
@@ -131,8 +158,11 @@ impl Outbox {
             tracing::debug!(error = %err, "express reply not sent; the relay sends it");
             return;
         }
-        if let Err(err) = mark_sent(db, vec![express.id]).await {
-            tracing::debug!(error = %err, "express reply sent but not marked; the relay sends it again");
+        match mark_sent(db, vec![express.id]).await {
+            Ok(()) => express.sent = true,
+            Err(err) => {
+                tracing::debug!(error = %err, "express reply sent but not marked; the relay sends it again");
+            }
         }
     }
 
@@ -266,7 +296,7 @@ const BUSY_POLL: Duration = Duration::from_millis(10);
 async fn relay_batch(
     db: &DatabaseConnection,
     broker: &dyn Broker,
-    express: &Mutex<HashSet<i64>>,
+    express: &Mutex<Claims>,
 ) -> Result<Option<usize>, PlatformError> {
     if db.get_database_backend() != DbBackend::Postgres {
         // SQLite: one process, one relay.
@@ -314,8 +344,9 @@ fn publish_span(envelope: &Envelope) -> tracing::Span {
 async fn publish_batch<C: ConnectionTrait>(
     conn: &C,
     broker: &dyn Broker,
-    express: &Mutex<HashSet<i64>>,
+    express: &Mutex<Claims>,
 ) -> Result<usize, PlatformError> {
+    lock(express).next_read();
     let mut rows = entity::Entity::find()
         .filter(entity::Column::SentAt.is_null())
         .order_by_asc(entity::Column::Id)
@@ -323,8 +354,8 @@ async fn publish_batch<C: ConnectionTrait>(
         .all(conn)
         .await?;
     {
-        let express = lock(express);
-        rows.retain(|row| !express.contains(&row.id));
+        let claims = lock(express);
+        rows.retain(|row| !claims.skips(row.id));
     }
     if rows.is_empty() {
         return Ok(0);

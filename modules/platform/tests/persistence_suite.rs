@@ -149,15 +149,7 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     }
     txn.commit().await.unwrap();
 
-    let (trigger, shutdown) = Shutdown::new();
-    let relay = {
-        let (outbox, conn, broker) = (
-            outbox.clone(),
-            conn.clone(),
-            broker.clone() as Arc<dyn Broker>,
-        );
-        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
-    };
+    let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     outbox.wake();
     for envelope in &sent {
         let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
@@ -168,14 +160,7 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
         d.ack().await.unwrap();
     }
     // Marked sent once confirmed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while outbox::pending(&conn).await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox rows never marked sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_sent(&conn).await;
     trigger.trigger();
     relay.await.unwrap();
     assert_eq!(
@@ -198,6 +183,25 @@ impl CommandHandler for AcceptAll {
     ) -> Result<Accepted, CommandError> {
         Ok(Accepted::default())
     }
+}
+
+/// The outbox's relay, running until the returned trigger fires.
+fn spawn_relay(
+    outbox: &Outbox,
+    conn: &DatabaseConnection,
+    broker: &Arc<MemoryBroker>,
+) -> (
+    mallbots_platform::shutdown::ShutdownTrigger,
+    tokio::task::JoinHandle<()>,
+) {
+    let (trigger, shutdown) = Shutdown::new();
+    let (outbox, conn, broker) = (
+        outbox.clone(),
+        conn.clone(),
+        broker.clone() as Arc<dyn Broker>,
+    );
+    let relay = tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await });
+    (trigger, relay)
 }
 
 async fn wait_until_sent(conn: &DatabaseConnection) {
@@ -234,29 +238,21 @@ async fn replies_go_out_express_once(db: Db) {
     wait_until_sent(&conn).await;
     assert_eq!(broker.queue_len(&replies.name), 1);
 
-    let (trigger, shutdown) = Shutdown::new();
-    let relay = {
-        let (outbox, conn, broker) = (
-            outbox.clone(),
-            conn.clone(),
-            broker.clone() as Arc<dyn Broker>,
-        );
-        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
-    };
-    let commands: Vec<_> = (0..20).map(|_| command()).collect();
+    let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
+    let commands: Vec<_> = (0..100).map(|_| command()).collect();
     futures_util::future::join_all(commands.iter().map(|c| express.handle(c)))
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     wait_until_sent(&conn).await;
-    assert_eq!(broker.queue_len(&replies.name), 21, "each reply sent once");
+    assert_eq!(broker.queue_len(&replies.name), 101, "each reply sent once");
 
     let relayed =
         CommandProcessor::new("relayed", conn.clone(), outbox.clone(), Arc::new(AcceptAll));
     relayed.handle(&command()).await.unwrap();
     wait_until_sent(&conn).await;
-    assert_eq!(broker.queue_len(&replies.name), 22);
+    assert_eq!(broker.queue_len(&replies.name), 102);
     trigger.trigger();
     relay.await.unwrap();
 }
@@ -315,15 +311,7 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     let spec = QueueSpec::durable("saga.probe").bind(Exchange::Commands, "test.#");
     let mut sub = broker.consume(&spec).await.unwrap();
     let outbox = Outbox::new();
-    let (trigger, shutdown) = Shutdown::new();
-    let relay = {
-        let (outbox, conn, broker) = (
-            outbox.clone(),
-            conn.clone(),
-            broker.clone() as Arc<dyn Broker>,
-        );
-        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
-    };
+    let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     let engine = SagaEngine::<TestSaga>::new("saga.replies");
     let saga_id = Uuid::now_v7();
     let order = Envelope::new(&Note(1)).unwrap();
