@@ -499,12 +499,7 @@ async fn execute_in(
             .errors
             .iter()
             .all(|e: &ServerError| e.path.is_empty());
-    // A dependency that is down is the server's state, not the request's:
-    // 503 with Retry-After tells clients and proxies to come back.
-    let unavailable = response.errors.iter().any(|e| {
-        e.extensions.as_ref().and_then(|x| x.get("code"))
-            == Some(&async_graphql::Value::from(ErrorCode::Unavailable.as_str()))
-    });
+    let unavailable = unavailable(&response);
     if let Some((hash, document)) = remember
         && !request_error
     {
@@ -697,6 +692,26 @@ fn reads_only_public(operation: &async_graphql::parser::types::OperationDefiniti
                 Selection::Field(field) => PUBLIC_FIELDS.contains(&field.node.name.node.as_str()),
                 _ => false,
             })
+}
+
+/// Whether a dependency being down kept a whole top-level field from its
+/// answer: the server's state, not the request's, so 503 with Retry-After
+/// tells clients and proxies to come back. A field that answered (a
+/// mutation that was applied, whose payload could not read its entity
+/// back) makes no 503: a client retrying on it would apply it twice.
+fn unavailable(response: &async_graphql::Response) -> bool {
+    use async_graphql::{PathSegment, Value};
+    let code = Value::from(ErrorCode::Unavailable.as_str());
+    response.errors.iter().any(|e| {
+        let is_unavailable = e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&code);
+        let answered = match (e.path.first(), &response.data) {
+            (Some(PathSegment::Field(field)), Value::Object(data)) => {
+                data.get(field.as_str()).is_some_and(|v| *v != Value::Null)
+            }
+            _ => false,
+        };
+        is_unavailable && !answered
+    })
 }
 
 /// `GET /graphql`: [`answer_get`], and how long caches may keep its answer:
@@ -943,4 +958,62 @@ async fn metrics(
         .scrape(app.broker.as_ref(), &app.databases, &app.readers)
         .await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{ErrorExtensionValues, PathSegment, Response, ServerError, value};
+
+    use super::*;
+
+    fn failed(path: &[&str], code: ErrorCode) -> ServerError {
+        let mut error = ServerError::new("failed", None);
+        error.path = path
+            .iter()
+            .map(|f| PathSegment::Field((*f).to_owned()))
+            .collect();
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", code.as_str());
+        error.extensions = Some(extensions);
+        error
+    }
+
+    fn answer(data: async_graphql::Value, error: ServerError) -> Response {
+        let mut response = Response::new(data);
+        response.errors.push(error);
+        response
+    }
+
+    #[test]
+    fn a_field_lost_to_an_outage_is_a_503() {
+        let read = answer(
+            value!({ "store": null }),
+            failed(&["store"], ErrorCode::Unavailable),
+        );
+        assert!(unavailable(&read));
+        let refused = answer(
+            value!({ "increaseProductPrice": null }),
+            failed(&["increaseProductPrice"], ErrorCode::Unavailable),
+        );
+        assert!(unavailable(&refused));
+        let whole = answer(
+            async_graphql::Value::Null,
+            failed(&[], ErrorCode::Unavailable),
+        );
+        assert!(unavailable(&whole));
+    }
+
+    #[test]
+    fn an_applied_mutation_whose_read_back_failed_is_no_503() {
+        let applied = answer(
+            value!({ "increaseProductPrice": { "id": "p", "product": null } }),
+            failed(&["increaseProductPrice", "product"], ErrorCode::Unavailable),
+        );
+        assert!(!unavailable(&applied));
+        let internal = answer(
+            value!({ "store": null }),
+            failed(&["store"], ErrorCode::Internal),
+        );
+        assert!(!unavailable(&internal));
+    }
 }

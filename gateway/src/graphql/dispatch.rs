@@ -132,7 +132,7 @@ macro_rules! payload {
                 let $id = self.id;
                 Ok($load
                     .await
-                    .map_err($crate::graphql::errors::ApiError::from)?
+                    .map_err($crate::graphql::errors::read_back)?
                     .map($object))
             }
             /// Send as header `consistency-token` to read this write.

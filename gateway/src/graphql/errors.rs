@@ -37,6 +37,21 @@ impl From<ReplyError> for ApiError {
     }
 }
 
+/// A mutation's payload could not read back what the mutation changed.
+/// The mutation itself was applied (its id and consistency token are in
+/// the answer): the client must not send it again, only read again.
+pub fn read_back(err: impl Into<ApiError>) -> ApiError {
+    let err = err.into();
+    ApiError::new(
+        err.code,
+        format!(
+            "the mutation was applied, but reading its result back failed: {}. \
+             Do not send the mutation again: read the entity later (with the consistency token)",
+            err.message
+        ),
+    )
+}
+
 /// Logs what went wrong under a new error id, and gives the client only
 /// "internal error" and that id (to quote to an operator, who finds the
 /// details in the log): never SQL, paths or type names.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::authz;
 use super::dispatch::{id_for, parse_id, send, state};
-use super::errors::ApiError;
+use super::errors::{ApiError, read_back};
 use super::follow::follow;
 use super::pagination;
 use crate::live::{About, LiveChange, Route};
@@ -177,7 +177,7 @@ impl StorePayload {
     }
     /// The store as it is now.
     async fn store(&self, ctx: &Context<'_>) -> Result<Option<Store>> {
-        Ok(find_store(ctx, self.id).await?)
+        Ok(find_store(ctx, self.id).await.map_err(read_back)?)
     }
     /// Send as header `consistency-token` to read this write.
     async fn consistency_token(&self) -> &str {
@@ -202,7 +202,7 @@ impl ProductPayload {
     }
     /// The product as it is now (null once removed).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        Ok(find_product(ctx, self.id).await?)
+        Ok(find_product(ctx, self.id).await.map_err(read_back)?)
     }
     /// Send as header `consistency-token` to read this write.
     async fn consistency_token(&self) -> &str {
