@@ -15,7 +15,7 @@ use mallbots_notifications::NotificationsQueries;
 use mallbots_ordering::OrderingQueries;
 use mallbots_payments::PaymentsQueries;
 use mallbots_platform::commands::CommandBus;
-use mallbots_platform::db::DatabaseConfig;
+use mallbots_platform::db::{DatabaseConfig, StartupLock};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::module::Runtime;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
@@ -106,11 +106,19 @@ async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConn
 }
 
 async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
+    let Some(first) = dbs.first() else {
+        return Ok(());
+    };
+    // Every module's schema is in the one database: one lock covers them.
+    let lock = StartupLock::take(first)
+        .await
+        .context("cannot lock the database to migrate it")?;
     for (Module { name, migrate, .. }, db) in MODULES.iter().zip(dbs) {
         migrate(db.clone())
             .await
             .with_context(|| format!("cannot migrate the {name} tables"))?;
     }
+    lock.release().await?;
     Ok(())
 }
 
@@ -134,9 +142,11 @@ async fn dead_letter_store(
         .await
         .context("cannot open the dead-letter store")?;
     if migrate {
+        let lock = StartupLock::take(&db).await?;
         DeadLetterMigrator::up(&db, None)
             .await
             .context("cannot migrate the dead-letter store")?;
+        lock.release().await?;
     }
     Ok(db)
 }
@@ -150,9 +160,11 @@ async fn in_process_broker(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Br
         .connect("broker")
         .await
         .context("cannot open the in-process broker's database")?;
+    let lock = StartupLock::take(&db).await?;
     BrokerMigrator::up(&db, None)
         .await
         .context("cannot migrate the in-process broker's tables")?;
+    lock.release().await?;
     let broker = MemoryBroker::durable(db)
         .await
         .context("cannot load the in-process broker's queues")?;

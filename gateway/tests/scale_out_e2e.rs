@@ -6,6 +6,8 @@
 //!   pushes go on in order with no gap, and the survivors carry on.
 //! - One process per module; the saga's is killed with 50 sagas in flight
 //!   and started again: every order finishes, nothing twice.
+//! - Parts started at the same moment on a fresh database, each creating
+//!   and migrating the tables itself: none fails.
 
 mod common;
 
@@ -196,6 +198,55 @@ impl Drop for Group {
             .args(["-KILL", "--", &group])
             .status();
     }
+}
+
+/// Six processes started at the same moment on a fresh database, without
+/// `mallbots migrate` first: each creates the schemas and tables it needs
+/// (one process at a time, under the start-up lock), every one runs, and
+/// the system works across them.
+#[tokio::test]
+async fn parts_started_at_once_on_a_fresh_database_all_run() {
+    let settings = common::settings(Backend::Real).await;
+    let envs = [
+        ("DATABASE_URL", settings.database_url.expect("a database")),
+        ("AMQP_URL", settings.amqp_url.expect("a broker")),
+        ("AMQP_PREFIX", settings.amqp_prefix),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let parts: [&[&str]; 6] = [
+        &["gateway"],
+        &["stores"],
+        &["stores"],
+        &["search"],
+        &["customers", "baskets", "payments", "ordering"],
+        &["depot", "cosec", "notifications"],
+    ];
+    // `launch` fails the test if a process exits before it runs.
+    let launched = futures_util::future::join_all(parts.iter().map(|part| {
+        let args: Vec<&std::ffi::OsStr> = std::iter::once("run")
+            .chain(part.iter().copied())
+            .map(std::ffi::OsStr::new)
+            .collect();
+        let envs = envs.clone();
+        async move { common::launch(&args, &envs).await }
+    }))
+    .await;
+    let gateway = launched[0].client().await;
+    gateway.wait_ready("the gateway to be ready").await;
+    let store = shop::store(&gateway, "Opening Day", "Atrium").await;
+    shop::product(&gateway, &store, "Ribbon", "1.00").await;
+    let catalog = gateway
+        .data(
+            "query($s: ID!) { catalog(storeId: $s, first: 10) { edges { node { name } } } }",
+            json!({ "s": store }),
+        )
+        .await;
+    assert_eq!(
+        catalog["catalog"]["edges"][0]["node"]["name"], "Ribbon",
+        "{catalog}"
+    );
+    // And a module of another process: customers.
+    shop::customer(&gateway, "Ada Opening").await;
 }
 
 /// The topology of one process per module, started by `scripts/split`:

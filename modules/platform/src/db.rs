@@ -5,10 +5,38 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, Value,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    Statement, TransactionTrait, Value,
 };
 
 use crate::PlatformError;
+
+/// Held while a process creates schemas and tables, so that processes
+/// started at the same moment on one PostgreSQL database do it one after
+/// another (the later ones then find everything made). A transaction holds
+/// the lock on a connection of its own; dropped, it lets go too. SQLite
+/// needs none: one process owns its files.
+pub struct StartupLock(Option<DatabaseTransaction>);
+
+impl StartupLock {
+    /// Waits for the lock on `db`'s PostgreSQL database.
+    pub async fn take(db: &DatabaseConnection) -> Result<Self, PlatformError> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Ok(StartupLock(None));
+        }
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
+            .await?;
+        Ok(StartupLock(Some(txn)))
+    }
+
+    pub async fn release(self) -> Result<(), PlatformError> {
+        if let Some(txn) = self.0 {
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseConfig {
@@ -52,9 +80,12 @@ impl DatabaseConfig {
         match self {
             DatabaseConfig::Postgres { url } => {
                 let admin = Database::connect(url.as_str()).await?;
+                // Processes starting at once would race to create it.
+                let lock = StartupLock::take(&admin).await?;
                 admin
                     .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{module}\""))
                     .await?;
+                lock.release().await?;
                 admin.close().await?;
                 let mut options = ConnectOptions::new(url.as_str());
                 options
