@@ -78,7 +78,9 @@ pub struct Settings {
         long,
         global = true,
         env = "COMMAND_TIMEOUT_MS",
-        default_value_t = 5000
+        default_value_t = 5000,
+        // Less than a round trip times every command out, applied or not.
+        value_parser = clap::value_parser!(u64).range(100..)
     )]
     pub command_timeout_ms: u64,
 
@@ -149,7 +151,8 @@ pub struct Settings {
         long,
         global = true,
         env = "WS_INIT_TIMEOUT_MS",
-        default_value_t = 3000
+        default_value_t = 3000,
+        value_parser = clap::value_parser!(u64).range(100..)
     )]
     pub ws_init_timeout_ms: u64,
 

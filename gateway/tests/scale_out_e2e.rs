@@ -249,6 +249,36 @@ async fn parts_started_at_once_on_a_fresh_database_all_run() {
     shop::customer(&gateway, "Ada Opening").await;
 }
 
+/// A setting that would break every request is refused at start, naming
+/// itself and its range, before anything is opened.
+#[tokio::test]
+async fn settings_out_of_range_are_refused_at_start() {
+    for (name, value, flag) in [
+        ("COMMAND_TIMEOUT_MS", "0", "--command-timeout-ms"),
+        ("WS_INIT_TIMEOUT_MS", "5", "--ws-init-timeout-ms"),
+        ("SEARCH_BATCH", "0", "--search-batch"),
+        ("SEARCH_BATCH", "1001", "--search-batch"),
+        ("SEARCH_BATCH", "ten", "--search-batch"),
+    ] {
+        let refused = tokio::time::timeout(
+            common::DEADLINE,
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+                .arg("run")
+                .env(name, value)
+                .output(),
+        )
+        .await
+        .expect("refused at once")
+        .expect("run mallbots");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{name}={value}: {said}");
+        assert!(
+            said.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{name}={value}: {said}"
+        );
+    }
+}
+
 /// The topology of one process per module, started by `scripts/split`:
 /// `mallbots migrate`, each module in a process of its own and two
 /// gateways. A whole order goes through gateway 1 while a client follows
