@@ -694,24 +694,24 @@ fn reads_only_public(operation: &async_graphql::parser::types::OperationDefiniti
             })
 }
 
-/// Whether a dependency being down kept a whole top-level field from its
-/// answer: the server's state, not the request's, so 503 with Retry-After
-/// tells clients and proxies to come back. A field that answered (a
-/// mutation that was applied, whose payload could not read its entity
-/// back) makes no 503: a client retrying on it would apply it twice.
+/// Whether a dependency being down left the request with no answer at all:
+/// the server's state, not the request's, so 503 with Retry-After tells
+/// clients and proxies to come back. Once any top-level field answered (a
+/// mutation that was applied, even if its payload could not read its entity
+/// back, or one of two mutations) there is no 503: a client or proxy
+/// retrying on it would apply that again.
 fn unavailable(response: &async_graphql::Response) -> bool {
-    use async_graphql::{PathSegment, Value};
+    use async_graphql::Value;
     let code = Value::from(ErrorCode::Unavailable.as_str());
-    response.errors.iter().any(|e| {
-        let is_unavailable = e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&code);
-        let answered = match (e.path.first(), &response.data) {
-            (Some(PathSegment::Field(field)), Value::Object(data)) => {
-                data.get(field.as_str()).is_some_and(|v| *v != Value::Null)
-            }
-            _ => false,
-        };
-        is_unavailable && !answered
-    })
+    let any_unavailable = response
+        .errors
+        .iter()
+        .any(|e| e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&code));
+    let answered = match &response.data {
+        Value::Object(fields) => fields.values().any(|v| *v != Value::Null),
+        _ => false,
+    };
+    any_unavailable && !answered
 }
 
 /// `GET /graphql`: [`answer_get`], and how long caches may keep its answer:
@@ -1004,12 +1004,18 @@ mod tests {
     }
 
     #[test]
-    fn an_applied_mutation_whose_read_back_failed_is_no_503() {
+    fn an_answered_field_makes_no_503() {
         let applied = answer(
             value!({ "increaseProductPrice": { "id": "p", "product": null } }),
             failed(&["increaseProductPrice", "product"], ErrorCode::Unavailable),
         );
         assert!(!unavailable(&applied));
+        // Two mutations, one applied: a retry would apply it again.
+        let one_of_two = answer(
+            value!({ "a": { "id": "p" }, "b": null }),
+            failed(&["b"], ErrorCode::Unavailable),
+        );
+        assert!(!unavailable(&one_of_two));
         let internal = answer(
             value!({ "store": null }),
             failed(&["store"], ErrorCode::Internal),

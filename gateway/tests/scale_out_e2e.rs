@@ -249,6 +249,54 @@ async fn parts_started_at_once_on_a_fresh_database_all_run() {
     shop::customer(&gateway, "Ada Opening").await;
 }
 
+/// A process that finds another one creating the tables says it waits, and
+/// runs once that one is done.
+#[tokio::test]
+async fn a_start_waits_for_another_process_creating_tables_and_says_so() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let settings = common::settings(Backend::Real).await;
+    let database = settings.database_url.expect("a database");
+    // Another process's start-up, as it holds the lock.
+    let other = Database::connect(database.as_str()).await.unwrap();
+    let holding = other.begin().await.unwrap();
+    holding
+        .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
+        .await
+        .unwrap();
+    let mut starting = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args(["--listen", "127.0.0.1:0", "run", "stores"])
+        .env("DATABASE_URL", &database)
+        .env("AMQP_URL", settings.amqp_url.expect("a broker"))
+        .env("AMQP_PREFIX", &settings.amqp_prefix)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mallbots");
+    let mut lines = BufReader::new(starting.stdout.take().expect("its output")).lines();
+    async fn until(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        what: &str,
+    ) {
+        tokio::time::timeout(common::DEADLINE, async {
+            while let Some(line) = lines.next_line().await.expect("its log") {
+                if line.contains(what) {
+                    return;
+                }
+            }
+            panic!("mallbots exited before it logged {what:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what:?} in the log in time"));
+    }
+    until(&mut lines, "another process is creating tables").await;
+    holding.commit().await.unwrap();
+    until(&mut lines, "running").await;
+    let _ = starting.kill().await;
+}
+
 /// A setting that would break every request is refused at start, naming
 /// itself and its range, before anything is opened.
 #[tokio::test]

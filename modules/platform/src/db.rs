@@ -18,15 +18,43 @@ use crate::PlatformError;
 /// needs none: one process owns its files.
 pub struct StartupLock(Option<DatabaseTransaction>);
 
+/// The longest a process waits for another one's start-up: far more than
+/// creating the tables takes; past it, the holder is stuck.
+const STARTUP_LOCK_WAIT: Duration = Duration::from_secs(120);
+
 impl StartupLock {
-    /// Waits for the lock on `db`'s PostgreSQL database.
+    /// Waits for the lock on `db`'s PostgreSQL database, saying so when
+    /// another process holds it, for at most [`STARTUP_LOCK_WAIT`].
     pub async fn take(db: &DatabaseConnection) -> Result<Self, PlatformError> {
         if db.get_database_backend() != DbBackend::Postgres {
             return Ok(StartupLock(None));
         }
         let txn = db.begin().await?;
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
-            .await?;
+        let taken = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock(hashtext('mallbots.startup')) AS taken",
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "taken"))
+            .transpose()?
+            .unwrap_or(false);
+        if !taken {
+            let wait = STARTUP_LOCK_WAIT.as_secs();
+            tracing::info!("another process is creating tables; waiting for it (at most {wait} s)");
+            txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{wait}s'"))
+                .await?;
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
+                .await
+                .map_err(|err| match sqlstate(&err).as_deref() {
+                    // lock_not_available: the wait ran out.
+                    Some("55P03") => PlatformError::Unexpected(format!(
+                        "another process has been creating tables for over {wait} s \
+                         (stuck?): stop it, or start this one with --no-migrate"
+                    )),
+                    _ => err.into(),
+                })?;
+        }
         Ok(StartupLock(Some(txn)))
     }
 
@@ -35,6 +63,20 @@ impl StartupLock {
             txn.commit().await?;
         }
         Ok(())
+    }
+}
+
+/// The SQLSTATE of a database's refusal.
+fn sqlstate(err: &sea_orm::DbErr) -> Option<String> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sea_orm::SqlxError::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

@@ -694,3 +694,57 @@ mod racing {
         assert_eq!(arrivals.load(Ordering::SeqCst), 3);
     }
 }
+
+mod outages {
+    //! On PostgreSQL: a connection the server ends (an administrator's
+    //! command, a shutdown) is the database being unavailable, not an
+    //! internal error: a request is told to retry, a consumer retries.
+
+    use mallbots_platform::PlatformError;
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+
+    use super::{Db, database};
+
+    #[tokio::test]
+    async fn a_connection_the_server_terminates_is_unavailable() {
+        let admin = database(Db::Postgres).await;
+        let url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+        let victim = Database::connect(ConnectOptions::new(url)).await.unwrap();
+        // A query under way when the server ends its connection.
+        let marker = format!("victim-{}", uuid::Uuid::new_v4().simple());
+        let sleeping = {
+            let sql = format!("SELECT pg_sleep(30), '{marker}'");
+            tokio::spawn(async move { victim.execute_unprepared(&sql).await })
+        };
+        let find = format!(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%{marker}%' \
+             AND query NOT LIKE '%pg_stat_activity%'"
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pid: i32 = loop {
+            let row = admin
+                .query_one_raw(Statement::from_string(DbBackend::Postgres, find.clone()))
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                break row.try_get("", "pid").unwrap();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the query never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        admin
+            .execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+            .await
+            .unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeping)
+            .await
+            .expect("the query ended with its connection")
+            .unwrap()
+            .expect_err("the connection was terminated");
+        let err = PlatformError::from(err);
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+}
