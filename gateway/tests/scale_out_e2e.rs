@@ -297,6 +297,48 @@ async fn a_start_waits_for_another_process_creating_tables_and_says_so() {
     let _ = starting.kill().await;
 }
 
+/// A process whose PostgreSQL cannot be reached says at once where and why
+/// (the pool alone would only time out, 30 s later, without a cause), and
+/// never shows the URL, which may hold a password.
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_its_cause_at_start() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut starting = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args(["--listen", "127.0.0.1:0", "run"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://mallbots:s3cret@127.0.0.1:{port}/mallbots"),
+        )
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mallbots");
+    let mut lines = BufReader::new(starting.stdout.take().expect("its output")).lines();
+    let said = tokio::time::timeout(common::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("its log") {
+            if line.contains("cannot be reached") {
+                return line;
+            }
+        }
+        panic!("mallbots exited before it said why");
+    })
+    .await
+    .expect("the cause logged at once");
+    assert!(
+        said.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "{said}");
+    let _ = starting.kill().await;
+}
+
 /// A setting that would break every request is refused at start, naming
 /// itself and its range, before anything is opened.
 #[tokio::test]

@@ -66,6 +66,25 @@ impl StartupLock {
     }
 }
 
+/// Whether one connection to the PostgreSQL server of `url` opens; if not,
+/// why, with the server's address (never the URL: it may hold a password).
+async fn reach(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|err| format!("DATABASE_URL cannot be read: {err}"))?;
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = PgConnection::close(connection).await;
+            Ok(())
+        }
+        Ok(Err(err)) => Err(format!("cannot reach PostgreSQL at {at}: {err}")),
+        Err(_) => Err(format!("PostgreSQL at {at} did not answer within 5 s")),
+    }
+}
+
 /// The SQLSTATE of a database's refusal.
 fn sqlstate(err: &sea_orm::DbErr) -> Option<String> {
     use sea_orm::{DbErr, RuntimeErr};
@@ -121,7 +140,22 @@ impl DatabaseConfig {
         }
         match self {
             DatabaseConfig::Postgres { url } => {
-                let admin = Database::connect(url.as_str()).await?;
+                let reachable = reach(url).await;
+                if let Err(why) = &reachable {
+                    tracing::warn!(%why, "PostgreSQL cannot be reached yet; waiting for it");
+                }
+                // The pool waits for the server a while (a process started
+                // before its database); failing, it says why in its own
+                // words only, so the reason found above goes with it.
+                let admin =
+                    Database::connect(url.as_str())
+                        .await
+                        .map_err(|err| match reachable {
+                            Err(why) => PlatformError::Database(sea_orm::DbErr::Conn(
+                                sea_orm::RuntimeErr::Internal(why),
+                            )),
+                            Ok(()) => err.into(),
+                        })?;
                 // Processes starting at once would race to create it.
                 let lock = StartupLock::take(&admin).await?;
                 admin
