@@ -249,12 +249,43 @@ async fn parts_started_at_once_on_a_fresh_database_all_run() {
     shop::customer(&gateway, "Ada Opening").await;
 }
 
+type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// `mallbots <args>` with `envs`, its log read line by line as it comes.
+fn start_logged(args: &[&str], envs: &[(&str, &str)]) -> (tokio::process::Child, LogLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mallbots");
+    let out = child.stdout.take().expect("its output");
+    (child, tokio::io::BufReader::new(out).lines())
+}
+
+/// The first line of `lines` that holds `what`, within the deadline.
+async fn until(lines: &mut LogLines, what: &str) -> String {
+    tokio::time::timeout(common::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("its log") {
+            if line.contains(what) {
+                return line;
+            }
+        }
+        panic!("mallbots exited before it logged {what:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what:?} in the log in time"))
+}
+
 /// A process that finds another one creating the tables says it waits, and
 /// runs once that one is done.
 #[tokio::test]
 async fn a_start_waits_for_another_process_creating_tables_and_says_so() {
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let settings = common::settings(Backend::Real).await;
     let database = settings.database_url.expect("a database");
     // Another process's start-up, as it holds the lock.
@@ -264,33 +295,16 @@ async fn a_start_waits_for_another_process_creating_tables_and_says_so() {
         .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
         .await
         .unwrap();
-    let mut starting = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
-        .args(["--listen", "127.0.0.1:0", "run", "stores"])
-        .env("DATABASE_URL", &database)
-        .env("AMQP_URL", settings.amqp_url.expect("a broker"))
-        .env("AMQP_PREFIX", &settings.amqp_prefix)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mallbots");
-    let mut lines = BufReader::new(starting.stdout.take().expect("its output")).lines();
-    async fn until(
-        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-        what: &str,
-    ) {
-        tokio::time::timeout(common::DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("its log") {
-                if line.contains(what) {
-                    return;
-                }
-            }
-            panic!("mallbots exited before it logged {what:?}");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {what:?} in the log in time"));
-    }
+    let amqp = settings.amqp_url.expect("a broker");
+    let (mut starting, mut lines) = start_logged(
+        &["run", "stores"],
+        &[
+            ("DATABASE_URL", &database),
+            ("AMQP_URL", &amqp),
+            ("AMQP_PREFIX", &settings.amqp_prefix),
+            ("RUST_LOG", "info"),
+        ],
+    );
     until(&mut lines, "another process is creating tables").await;
     holding.commit().await.unwrap();
     until(&mut lines, "running").await;
@@ -302,35 +316,17 @@ async fn a_start_waits_for_another_process_creating_tables_and_says_so() {
 /// never shows the URL, which may hold a password.
 #[tokio::test]
 async fn an_unreachable_database_is_named_with_its_cause_at_start() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     // A port nothing listens on: bound, then let go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut starting = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
-        .args(["--listen", "127.0.0.1:0", "run"])
-        .env(
-            "DATABASE_URL",
-            format!("postgres://mallbots:s3cret@127.0.0.1:{port}/mallbots"),
-        )
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mallbots");
-    let mut lines = BufReader::new(starting.stdout.take().expect("its output")).lines();
-    let said = tokio::time::timeout(common::DEADLINE, async {
-        while let Some(line) = lines.next_line().await.expect("its log") {
-            if line.contains("cannot be reached") {
-                return line;
-            }
-        }
-        panic!("mallbots exited before it said why");
-    })
-    .await
-    .expect("the cause logged at once");
+    let database = format!("postgres://mallbots:s3cret@127.0.0.1:{port}/mallbots");
+    let (mut starting, mut lines) = start_logged(
+        &["run"],
+        &[("DATABASE_URL", &database), ("RUST_LOG", "warn")],
+    );
+    let said = until(&mut lines, "cannot be reached").await;
     assert!(
         said.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")),
         "{said}"

@@ -30,16 +30,7 @@ impl StartupLock {
             return Ok(StartupLock(None));
         }
         let txn = db.begin().await?;
-        let taken = txn
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT pg_try_advisory_xact_lock(hashtext('mallbots.startup')) AS taken",
-            ))
-            .await?
-            .map(|row| row.try_get::<bool>("", "taken"))
-            .transpose()?
-            .unwrap_or(false);
-        if !taken {
+        if !try_advisory_lock(&txn, "'mallbots.startup'").await? {
             let wait = STARTUP_LOCK_WAIT.as_secs();
             tracing::info!("another process is creating tables; waiting for it (at most {wait} s)");
             txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{wait}s'"))
@@ -83,6 +74,23 @@ async fn reach(url: &str) -> Result<(), String> {
         Ok(Err(err)) => Err(format!("cannot reach PostgreSQL at {at}: {err}")),
         Err(_) => Err(format!("PostgreSQL at {at} did not answer within 5 s")),
     }
+}
+
+/// Takes the advisory lock named by the SQL text expression `name` for
+/// the rest of `txn` (PostgreSQL) if no one holds it; whether it did.
+pub async fn try_advisory_lock(
+    txn: &DatabaseTransaction,
+    name: &str,
+) -> Result<bool, PlatformError> {
+    Ok(txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock(hashtext({name})) AS taken"),
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "taken"))
+        .transpose()?
+        .unwrap_or(false))
 }
 
 /// The SQLSTATE of a database's refusal.

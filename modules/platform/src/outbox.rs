@@ -16,8 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, QueryOrder, QuerySelect, Statement,
-    TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, DbBackend, QueryOrder, QuerySelect, TransactionTrait,
 };
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -308,16 +307,7 @@ async fn relay_batch(
     // order per aggregate holds. A relay that finds the lock taken lets the
     // other one work (and takes over when that one stops).
     let txn = db.begin().await?;
-    let locked = txn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox')) AS locked",
-        ))
-        .await?
-        .map(|row| row.try_get::<bool>("", "locked"))
-        .transpose()?
-        .unwrap_or(false);
-    if !locked {
+    if !crate::db::try_advisory_lock(&txn, "current_schema() || '.outbox'").await? {
         txn.rollback().await?;
         return Ok(None);
     }
