@@ -62,7 +62,8 @@ struct Claims {
 }
 
 impl Claims {
-    /// A relay read begins: it sees every row marked so far as sent.
+    /// A relay read is about to begin (none is under way): it will see
+    /// every row marked so far as sent.
     fn next_read(&mut self) {
         self.sent.clear();
     }
@@ -297,6 +298,9 @@ async fn relay_batch(
     broker: &dyn Broker,
     express: &Mutex<Claims>,
 ) -> Result<Option<usize>, PlatformError> {
+    // Here, between two reads, even when this batch finds another
+    // process's relay at work: the marked rows would pile up otherwise.
+    lock(express).next_read();
     if db.get_database_backend() != DbBackend::Postgres {
         // SQLite: one process, one relay.
         return publish_batch(db, broker, express).await.map(Some);
@@ -336,7 +340,6 @@ async fn publish_batch<C: ConnectionTrait>(
     broker: &dyn Broker,
     express: &Mutex<Claims>,
 ) -> Result<usize, PlatformError> {
-    lock(express).next_read();
     let mut rows = entity::Entity::find()
         .filter(entity::Column::SentAt.is_null())
         .order_by_asc(entity::Column::Id)
