@@ -195,7 +195,7 @@ impl CommandProcessor {
     }
 
     /// Writes the reply to `command` (if it wants one) in `txn`; it is sent
-    /// with [`CommandProcessor::send`] once `txn` commits.
+    /// with [`CommandProcessor::send_replies`] once `txn` commits.
     async fn reply(
         &self,
         txn: &DatabaseTransaction,
@@ -221,7 +221,7 @@ impl CommandProcessor {
     /// message: the command is acked without waiting for them (RabbitMQ
     /// confirms the command to its sender once it is acked). Without a
     /// broker of its own (or should that fail), the relay sends them.
-    fn send(&self, replies: impl IntoIterator<Item = Express>) {
+    fn send_replies(&self, replies: impl IntoIterator<Item = Express>) {
         let Some(broker) = &self.direct else {
             return;
         };
@@ -229,10 +229,10 @@ impl CommandProcessor {
         if replies.is_empty() {
             return;
         }
-        let (outbox, db, broker) = (self.outbox.clone(), self.db.clone(), broker.clone());
+        let (db, broker) = (self.db.clone(), broker.clone());
         tokio::spawn(async move {
             for express in replies {
-                outbox.send_express(express, &db, broker.as_ref()).await;
+                express.send(&db, broker.as_ref()).await;
             }
         });
     }
@@ -281,7 +281,7 @@ impl CommandProcessor {
         }
         txn.commit().await?;
         self.outbox.wake();
-        self.send(express);
+        self.send_replies(express);
         Ok(())
     }
 }
@@ -317,7 +317,7 @@ impl CommandProcessor {
                     .await
                     .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                 self.outbox.wake();
-                self.send(express);
+                self.send_replies(express);
                 return Ok(());
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
@@ -330,7 +330,7 @@ impl CommandProcessor {
                         .await
                         .map_err(|e| Failure::MaybeApplied(transient(e)))?;
                     self.outbox.wake();
-                    self.send(express);
+                    self.send_replies(express);
                     return Ok(());
                 }
                 Err(CommandError::Rejected(error)) => {
@@ -495,7 +495,7 @@ impl Handler for CommandProcessor {
         }
         txn.commit().await.map_err(transient)?;
         self.outbox.wake();
-        self.send(replies);
+        self.send_replies(replies);
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ impl Claims {
 }
 
 /// A reply written to the outbox, to publish once its transaction has
-/// committed ([`Outbox::send_express`]). Dropped unsent, it is left to the
+/// committed ([`Express::send`]). Dropped unsent, it is left to the
 /// relay.
 pub struct Express {
     id: i64,
@@ -83,6 +83,30 @@ pub struct Express {
     outbox: Outbox,
     /// Published and marked sent.
     sent: bool,
+}
+
+impl Express {
+    /// Publishes a committed express reply and marks it sent. On failure it
+    /// is left to the relay (a reply sent twice is harmless: its waiter
+    /// takes the first).
+    pub async fn send(mut self, db: &DatabaseConnection, broker: &dyn Broker) {
+        let publishing = publish_span(&self.envelope);
+        let message = self.envelope.to_wire();
+        if let Err(err) = broker
+            .publish(Exchange::Queue, &self.routing_key, message)
+            .instrument(publishing)
+            .await
+        {
+            tracing::debug!(error = %err, "express reply not sent; the relay sends it");
+            return;
+        }
+        match mark_sent(db, vec![self.id]).await {
+            Ok(()) => self.sent = true,
+            Err(err) => {
+                tracing::debug!(error = %err, "express reply sent but not marked; the relay sends it again");
+            }
+        }
+    }
 }
 
 impl Drop for Express {
@@ -120,7 +144,7 @@ impl Outbox {
     }
 
     /// Adds a reply to the queue `queue`, to send straight after `txn`
-    /// commits with [`Outbox::send_express`] rather than wait for the relay.
+    /// commits with [`Express::send`] rather than wait for the relay.
     pub async fn enqueue_express<C: ConnectionTrait>(
         &self,
         txn: &C,
@@ -137,33 +161,6 @@ impl Outbox {
             outbox: self.clone(),
             sent: false,
         })
-    }
-
-    /// Publishes a committed express reply and marks it sent. On failure it
-    /// is left to the relay (a reply sent twice is harmless: its waiter
-    /// takes the first).
-    pub async fn send_express(
-        &self,
-        mut express: Express,
-        db: &DatabaseConnection,
-        broker: &dyn Broker,
-    ) {
-        let publishing = publish_span(&express.envelope);
-        let message = express.envelope.to_wire();
-        if let Err(err) = broker
-            .publish(Exchange::Queue, &express.routing_key, message)
-            .instrument(publishing)
-            .await
-        {
-            tracing::debug!(error = %err, "express reply not sent; the relay sends it");
-            return;
-        }
-        match mark_sent(db, vec![express.id]).await {
-            Ok(()) => express.sent = true,
-            Err(err) => {
-                tracing::debug!(error = %err, "express reply sent but not marked; the relay sends it again");
-            }
-        }
     }
 
     /// Tells the relay there is something new (call after commit).
