@@ -46,6 +46,8 @@ struct Http {
     ws_schema: MallSchema,
     rate: Arc<RateLimits>,
     sockets: Arc<SocketCounts>,
+    /// Subscriptions executed once for every socket that asks for the same.
+    shared: Arc<crate::shared::Shared>,
     /// Apollo's automatic persisted queries, by their SHA-256.
     persisted: LruCacheStorage,
 }
@@ -91,6 +93,11 @@ pub fn router(app: AppState) -> Router {
         settings.rate_limit_burst,
     ));
     let sockets = SocketCounts::new(settings.ws_max_connections);
+    let shared = crate::shared::Shared::new(
+        ws_schema.clone(),
+        app.metrics.clone(),
+        settings.subscription_buffer,
+    );
     Router::new()
         .route("/", get(playground::page))
         .route("/graphiql/{name}", get(playground::asset))
@@ -118,6 +125,7 @@ pub fn router(app: AppState) -> Router {
             ws_schema,
             rate,
             sockets,
+            shared,
             persisted: LruCacheStorage::new(PERSISTED_QUERIES),
         })
 }
@@ -835,6 +843,7 @@ async fn graphql_ws(
         context: request_context(&headers, Identity::ANONYMOUS),
         settings: http.app.settings.clone(),
         rate: http.rate.clone(),
+        shared: http.shared.clone(),
     };
     let limits = crate::ws::Limits {
         init_timeout: Duration::from_millis(http.app.settings.ws_init_timeout_ms),

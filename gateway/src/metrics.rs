@@ -85,6 +85,7 @@ pub struct Metrics {
     pub messaging: Messaging,
     websockets: Gauge,
     subscriptions: Family<FieldLabels, Gauge>,
+    executions: Family<FieldLabels, Gauge>,
     closed_slow: Family<FieldLabels, Counter>,
     live_changes: Counter,
     commands_sent: Family<CommandLabels, Counter>,
@@ -110,6 +111,7 @@ impl Metrics {
             messaging,
             websockets: Gauge::default(),
             subscriptions: Family::default(),
+            executions: Family::default(),
             closed_slow: Family::default(),
             live_changes: Counter::default(),
             commands_sent: Family::default(),
@@ -135,6 +137,11 @@ impl Metrics {
             "subscriptions_active",
             "Live GraphQL subscriptions, by field",
             m.subscriptions.clone(),
+        );
+        r.register(
+            "subscription_executions_active",
+            "Executions serving live subscriptions, by field: one serves every socket that asked for the same subscription",
+            m.executions.clone(),
         );
         r.register(
             "subscriptions_closed_slow",
@@ -214,6 +221,12 @@ impl Metrics {
             self.subscriptions
                 .get_or_create_owned(&FieldLabels { field }),
         )
+    }
+
+    /// Counts an execution of `field` shared by sockets until the returned
+    /// guard drops.
+    pub fn execution(&self, field: &'static str) -> Held {
+        Held::new(self.executions.get_or_create_owned(&FieldLabels { field }))
     }
 
     pub fn closed_slow(&self, field: &'static str) {

@@ -14,7 +14,7 @@
 //! - when the gateway stops, each subscription ends with an error carrying
 //!   its cursor (see `follow`), and the socket closes with 1001.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use crate::clients::SocketSlot;
 use crate::clients::{RateLimits, SocketCounts};
 use crate::graphql::{MallSchema, RequestContext};
 use crate::identity::{Auth, Identity};
+use crate::shared::{Group, Out, Outbox, Shared, Subscribe};
 
 /// What a client may hold open on one socket.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +44,9 @@ pub struct Limits {
 /// (their cursors), once they have gone quiet for [`FLUSH_QUIET`].
 const FLUSH_AT_MOST: Duration = Duration::from_secs(1);
 const FLUSH_QUIET: Duration = Duration::from_millis(100);
+
+/// The most shared messages written before one flush.
+const WRITE_BATCH: usize = 64;
 
 /// Close codes of the graphql-transport-ws protocol (4429, too many
 /// sockets, is ours: the protocol's own 4429 is "too many inits").
@@ -67,10 +71,11 @@ pub struct Door {
     /// Every operation on the socket counts against its client's rate, as
     /// a request over HTTP does.
     pub rate: Arc<RateLimits>,
+    /// The executions subscriptions share.
+    pub shared: Arc<Shared>,
 }
 
 /// What the guard knows of the conversation.
-#[derive(Default)]
 struct Conversation {
     initialized: bool,
     /// Subscriptions the client started and that have not ended.
@@ -79,6 +84,52 @@ struct Conversation {
     identity: Option<Identity>,
     /// This socket's place among its client's sockets.
     slot: Option<SocketSlot>,
+    /// Where shared executions queue this socket's messages.
+    outbox: Arc<Outbox>,
+    /// The subscriptions served by a shared execution, by id.
+    joined: HashMap<String, Arc<Group>>,
+}
+
+impl Conversation {
+    fn new(outbox: Arc<Outbox>) -> Self {
+        Conversation {
+            initialized: false,
+            active: HashSet::new(),
+            identity: None,
+            slot: None,
+            outbox,
+            joined: HashMap::new(),
+        }
+    }
+
+    /// Notes a shared message the socket is about to write.
+    fn taken(&mut self, out: Out) -> WsFrame {
+        self.outbox.taken();
+        match out {
+            Out::Frame(frame) => frame,
+            Out::Ended(id, frame) => {
+                self.active.remove(&id);
+                self.joined.remove(&id);
+                frame
+            }
+        }
+    }
+}
+
+/// Leaves every shared execution when the socket ends, however it ends.
+struct Leaving {
+    conversation: Arc<Mutex<Conversation>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        let mut c = lock(&self.conversation);
+        let outbox = c.outbox.clone();
+        for (id, group) in c.joined.drain() {
+            self.shared.leave(&group, &outbox, &id);
+        }
+    }
 }
 
 /// Checks a `connection_init`'s token and the client's sockets: the close
@@ -185,13 +236,19 @@ fn inspect(
                 return None;
             }
             // Measured before async-graphql walks it (see limits::oversized).
-            let oversized = message["payload"]["query"].as_str().and_then(|q| {
-                let measure = || {
-                    let document = async_graphql::parser::parse_query(q).ok()?;
-                    crate::limits::oversized(&document, &door.settings)
-                };
-                crate::limits::off_the_workers(q.len(), measure)
-            });
+            let payload = &message["payload"];
+            let (oversized, shareable) = payload["query"]
+                .as_str()
+                .and_then(|q| {
+                    let measure = || {
+                        let document = async_graphql::parser::parse_query(q).ok()?;
+                        let oversized = crate::limits::oversized(&document, &door.settings);
+                        let shareable = door.shared.shareable(&document, payload);
+                        Some((oversized, shareable))
+                    };
+                    crate::limits::off_the_workers(q.len(), measure)
+                })
+                .unwrap_or_default();
             if let Some((why, limit)) = oversized {
                 let refusal = json!({
                     "type": "error",
@@ -214,10 +271,32 @@ fn inspect(
                 let _ = say.send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
+            if let Some(field) = shareable {
+                let context = crate::graphql::RequestContext {
+                    identity: c.identity.clone().unwrap_or(Identity::ANONYMOUS),
+                    ..door.context.clone()
+                };
+                let subscribe = Subscribe {
+                    payload,
+                    field,
+                    context,
+                };
+                let outbox = c.outbox.clone();
+                if let Some(group) = door.shared.join(subscribe, &outbox, &id) {
+                    c.active.insert(id.clone());
+                    c.joined.insert(id, group);
+                    return None;
+                }
+            }
             c.active.insert(id);
         }
         (Some("complete" | "stop"), Some(id)) => {
             c.active.remove(&id);
+            if let Some(group) = c.joined.remove(&id) {
+                door.shared.leave(&group, &c.outbox, &id);
+                c.outbox.complete(&id);
+                return None;
+            }
         }
         _ => {}
     }
@@ -269,7 +348,12 @@ pub async fn serve(
     limits: Limits,
     mut stopping: Shutdown,
 ) {
-    let conversation = Arc::new(Mutex::new(Conversation::default()));
+    let (outbox, mut queued) = Outbox::new(protocol);
+    let conversation = Arc::new(Mutex::new(Conversation::new(outbox)));
+    let _leaving = Leaving {
+        conversation: conversation.clone(),
+        shared: door.shared.clone(),
+    };
     let (say, mut said) = mpsc::unbounded_channel();
     let (mut sink, stream) = socket.split();
     let guard = conversation.clone();
@@ -313,6 +397,8 @@ pub async fn serve(
         });
     futures_util::pin_mut!(output);
     let init_by = tokio::time::Instant::now() + limits.init_timeout;
+    // Shared executions' messages wait for the protocol's acknowledgement.
+    let mut acked = false;
     loop {
         let (waiting_for_init, expires_in) = {
             let c = lock(&conversation);
@@ -331,6 +417,25 @@ pub async fn serve(
                 }
             },
             Some(frame) = said.recv() => frame,
+            Some(out) = queued.recv(), if acked => {
+                // Whatever else is waiting goes out with it, in one flush.
+                let mut next = Some(out);
+                let mut written = 0;
+                while let Some(out) = next.take() {
+                    let frame = lock(&conversation).taken(out);
+                    if sink.feed(frame).await.is_err() {
+                        return;
+                    }
+                    written += 1;
+                    if written < WRITE_BATCH {
+                        next = queued.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(init_by), if waiting_for_init => {
                 close(INIT_TIMEOUT, "Connection initialisation timeout")
             }
@@ -340,21 +445,29 @@ pub async fn serve(
             _ = stopping.wait() => break,
         };
         ended(&frame, &conversation);
+        acked = acked || matches!(&frame, WsFrame::Text(t) if t.contains("\"connection_ack\""));
         let closing = matches!(frame, WsFrame::Close(_));
         if sink.send(frame).await.is_err() || closing {
             return;
         }
     }
     let until = tokio::time::Instant::now() + FLUSH_AT_MOST;
+    let mut output_ended = false;
     loop {
         let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
-        match tokio::time::timeout_at(quiet, output.next()).await {
-            Ok(Some(frame)) => {
-                if sink.send(frame).await.is_err() {
-                    return;
+        let frame = tokio::select! {
+            frame = output.next(), if !output_ended => match frame {
+                Some(frame) => frame,
+                None => {
+                    output_ended = true;
+                    continue;
                 }
-            }
-            _ => break,
+            },
+            Some(out) = queued.recv() => lock(&conversation).taken(out),
+            _ = tokio::time::sleep_until(quiet) => break,
+        };
+        if sink.send(frame).await.is_err() {
+            return;
         }
     }
     let _ = sink

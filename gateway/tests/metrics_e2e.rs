@@ -51,6 +51,11 @@ async fn every_metric_moves_with_a_flow(backend: Backend) {
         metric(&text, "mallbots_subscriptions_active", &field),
         Some(1.0)
     );
+    assert_eq!(
+        metric(&text, "mallbots_subscription_executions_active", &field),
+        Some(1.0),
+        "a subscription from now on is served by a shared execution"
+    );
     let pushed_before = metric(&text, "mallbots_live_changes_total", &[]).unwrap_or(0.0);
 
     // A whole order, and a change pushed to the subscriber.
@@ -203,6 +208,8 @@ async fn every_metric_moves_with_a_flow(backend: Backend) {
     live.close().await;
     until(&app, "mallbots_websocket_connections", &[], |n| n == 0.0).await;
     until(&app, "mallbots_subscriptions_active", &field, |n| n == 0.0).await;
+    let executions = "mallbots_subscription_executions_active";
+    until(&app, executions, &field, |n| n == 0.0).await;
     app.stop().await;
 }
 

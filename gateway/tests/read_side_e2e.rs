@@ -870,3 +870,115 @@ async fn a_cursor_the_log_never_gave_is_refused(backend: Backend) {
 }
 
 on_both_backends!(a_cursor_the_log_never_gave_is_refused);
+
+const REPRICED: &str = "subscription($s: ID!, $after: String) {
+  catalogChanged(storeId: $s, after: $after) { cursor kind product { price } }
+}";
+
+/// The `catalogChanged` subscriptions and their shared executions, once
+/// `/metrics` shows exactly these.
+async fn wait_for_catalog(app: &TestApp, subscriptions: f64, executions: f64) {
+    let field = ["field=\"catalogChanged\""];
+    wait_until("the subscriptions and their executions", || async {
+        let text = app.metrics().await;
+        let active = common::metric(&text, "mallbots_subscriptions_active", &field);
+        let shared = common::metric(&text, "mallbots_subscription_executions_active", &field);
+        (active == Some(subscriptions) && shared.unwrap_or(0.0) == executions).then_some(())
+    })
+    .await;
+}
+
+/// A change as `ws` got it for its subscription `id`: (cursor, price).
+/// The product's addition may come first (search can log it after the
+/// subscription started): it is passed over.
+async fn repriced(ws: &mut WsClient, id: &str, data: &str) -> (String, String) {
+    let message = loop {
+        let message = ws.next_message().await;
+        if message["payload"]["data"]["catalogChanged"]["kind"] != "ADDED" {
+            break message;
+        }
+    };
+    assert_eq!(message["type"], data, "{message}");
+    assert_eq!(message["id"], id, "{message}");
+    let change = &message["payload"]["data"]["catalogChanged"];
+    assert_eq!(change["kind"], "PRICE_INCREASED", "{message}");
+    let cursor = change["cursor"].as_str().expect("a cursor").to_owned();
+    (
+        cursor,
+        change["product"]["price"]
+            .as_str()
+            .expect("a price")
+            .to_owned(),
+    )
+}
+
+/// Sockets that ask for the same subscription share one execution: each
+/// subscription still gets every change under its own id, on either
+/// protocol; one that completes leaves the others served; one with a cursor
+/// replays on its own; the execution ends with its last subscriber.
+async fn the_same_subscription_is_executed_once(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = store(&app, "Shared Goods", "Atrium").await;
+    let product = product(&app, &store, "Lamp", "1.00").await;
+    let from_now = json!({ "query": REPRICED, "variables": { "s": store } });
+    // Two subscriptions on one socket, one on another, one legacy.
+    let mut two = WsClient::open(&app.base, "graphql-transport-ws", None).await;
+    two.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(two.next_message().await["type"], "connection_ack");
+    for id in ["first", "second"] {
+        two.send(json!({ "type": "subscribe", "id": id, "payload": from_now }))
+            .await;
+    }
+    let mut one = app
+        .subscribe("graphql-transport-ws", REPRICED, json!({ "s": store }))
+        .await;
+    let mut legacy = app
+        .subscribe("graphql-ws", REPRICED, json!({ "s": store }))
+        .await;
+    let mut replaying = app
+        .subscribe(
+            "graphql-transport-ws",
+            REPRICED,
+            json!({ "s": store, "after": "0" }),
+        )
+        .await;
+    let added = replaying.next_data().await;
+    assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
+    wait_for_catalog(&app, 5.0, 1.0).await;
+
+    let reprice =
+        "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
+    app.data(reprice, json!({ "p": product })).await;
+    let first = repriced(&mut two, "first", "next").await;
+    assert_eq!(first.1, "1.01");
+    // The same change, at the same cursor, for every one of them.
+    assert_eq!(repriced(&mut two, "second", "next").await, first);
+    assert_eq!(repriced(&mut one, "1", "next").await, first);
+    assert_eq!(repriced(&mut legacy, "1", "data").await, first);
+    assert_eq!(repriced(&mut replaying, "1", "next").await, first);
+
+    // One completes: it hears so, and the others go on.
+    two.send(json!({ "type": "complete", "id": "first" })).await;
+    let completed = two.next_message().await;
+    assert_eq!(completed, json!({ "type": "complete", "id": "first" }));
+    wait_for_catalog(&app, 4.0, 1.0).await;
+    app.data(reprice, json!({ "p": product })).await;
+    let second = repriced(&mut two, "second", "next").await;
+    assert_eq!(second.1, "1.02");
+    assert_eq!(repriced(&mut one, "1", "next").await, second);
+    assert_eq!(repriced(&mut legacy, "1", "data").await, second);
+    assert_eq!(repriced(&mut replaying, "1", "next").await, second);
+
+    // Its id is free again: subscribing under it joins the execution.
+    two.send(json!({ "type": "subscribe", "id": "first", "payload": from_now }))
+        .await;
+    wait_for_catalog(&app, 5.0, 1.0).await;
+    two.close().await;
+    one.close().await;
+    legacy.close().await;
+    wait_for_catalog(&app, 1.0, 0.0).await;
+    replaying.close().await;
+    app.stop().await;
+}
+
+on_both_backends!(the_same_subscription_is_executed_once);

@@ -5,13 +5,15 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use async_graphql::ErrorExtensions;
+use async_graphql::{Context, ErrorExtensions};
 use futures_util::Stream;
 use mallbots_contracts::ErrorCode;
 use mallbots_contracts::search::ChangeBody;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::dispatch::state;
 use super::errors::ApiError;
 use crate::live::{LiveChange, Route};
 use crate::metrics::Held;
@@ -30,6 +32,17 @@ pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
+/// In the data of a subscription executed once for many sockets (see
+/// `crate::shared`): they count themselves in `/metrics`, and learn from it
+/// the position each item stands at and whether the execution fell behind.
+#[derive(Debug, Default)]
+pub struct SharedRun {
+    /// The last position handled: each item's cursor, read as it is pushed.
+    pub position: AtomicI64,
+    /// Set when the execution itself fell behind the live feed.
+    pub closed_slow: AtomicBool,
+}
+
 struct State<F> {
     app: AppState,
     route: Route,
@@ -43,13 +56,24 @@ struct State<F> {
     select: F,
     /// The subscription's field, as counted in `/metrics`.
     field: &'static str,
-    _active: Held,
+    /// Counted here, or by each socket of a shared execution.
+    _active: Option<Held>,
+    shared: Option<Arc<SharedRun>>,
+}
+
+impl<F> State<F> {
+    fn handled(&mut self, position: i64) {
+        self.last = position;
+        if let Some(shared) = &self.shared {
+            shared.position.store(position, Ordering::Release);
+        }
+    }
 }
 
 /// The items `select` makes of the changes on `route`, from after `after`
 /// (or from now), each with its position, for a subscription to `field`.
 pub fn follow<T, F>(
-    app: &AppState,
+    ctx: &Context<'_>,
     field: &'static str,
     route: Route,
     after: Option<String>,
@@ -59,6 +83,8 @@ where
     T: Send + 'static,
     F: Fn(&LiveChange, &ChangeBody) -> Option<T> + Send + Sync + 'static,
 {
+    let app = state(ctx)?;
+    let shared = ctx.data_opt::<Arc<SharedRun>>().cloned();
     let after = parse_cursor(after)?;
     // Subscribed before the replay reads the log: a change committed while
     // replaying is in the buffer, and skipped there if the replay had it.
@@ -73,7 +99,8 @@ where
         closed: false,
         select,
         field,
-        _active: app.metrics.subscription(field),
+        _active: shared.is_none().then(|| app.metrics.subscription(field)),
+        shared,
     };
     Ok(futures_util::stream::unfold(state, |mut s| async move {
         if s.closed {
@@ -93,7 +120,7 @@ where
             if change.position <= s.last {
                 continue;
             }
-            s.last = change.position;
+            s.handled(change.position);
             let body = match &change.body {
                 Ok(body) => body,
                 Err(_) if change.is_on(&s.route) => {
@@ -240,7 +267,10 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
     match received {
         Ok(change) => Ok(Some(change)),
         Err(RecvError::Lagged(missed)) => {
-            s.app.metrics.closed_slow(s.field);
+            match &s.shared {
+                Some(shared) => shared.closed_slow.store(true, Ordering::Release),
+                None => s.app.metrics.closed_slow(s.field),
+            }
             let cursor = s.last.to_string();
             let err = async_graphql::Error::from(ApiError::new(
                 ErrorCode::RateLimited,

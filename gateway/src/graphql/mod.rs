@@ -6,7 +6,7 @@ mod baskets;
 mod customers;
 mod dispatch;
 pub(crate) mod errors;
-mod follow;
+pub(crate) mod follow;
 mod lines;
 mod money;
 mod orders;

@@ -441,7 +441,7 @@ impl StoresSubscription {
             about: About::Key(store_id.clone()),
         };
         Ok(follow(
-            state(ctx)?,
+            ctx,
             "catalogChanged",
             route,
             after,

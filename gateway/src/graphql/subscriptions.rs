@@ -122,7 +122,7 @@ impl OrdersSubscription {
             about: About::Key(order_id.clone()),
         };
         Ok(follow(
-            app,
+            ctx,
             "orderUpdated",
             route,
             after,
@@ -149,7 +149,7 @@ impl OrdersSubscription {
             about: About::Owner(customer_id.to_string()),
         };
         Ok(follow(
-            state(ctx)?,
+            ctx,
             "customerOrders",
             route,
             after,
@@ -171,7 +171,7 @@ impl OrdersSubscription {
             about: About::All,
         };
         Ok(follow(
-            state(ctx)?,
+            ctx,
             "shoppingListsAvailable",
             route,
             after,
@@ -199,23 +199,17 @@ impl OrdersSubscription {
             topic: TOPIC_EVENT,
             about: About::All,
         };
-        Ok(follow(
-            state(ctx)?,
-            "events",
-            route,
-            after,
-            move |change, body| {
-                if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
-                    return None;
-                }
-                match body {
-                    ChangeBody::Event(event) => Some(IntegrationEvent {
-                        cursor: change.position.to_string(),
-                        event: event.clone(),
-                    }),
-                    _ => None,
-                }
-            },
-        )?)
+        Ok(follow(ctx, "events", route, after, move |change, body| {
+            if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
+                return None;
+            }
+            match body {
+                ChangeBody::Event(event) => Some(IntegrationEvent {
+                    cursor: change.position.to_string(),
+                    event: event.clone(),
+                }),
+                _ => None,
+            }
+        })?)
     }
 }
