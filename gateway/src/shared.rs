@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::parser::types::{
@@ -40,8 +41,17 @@ struct Key {
     operation_name: Option<String>,
     /// The variables as sent, serialized.
     variables: String,
-    /// Whose subscription: resolvers authorize (and filter) by the actor.
-    actor: Option<Actor>,
+    whose: Whose,
+}
+
+/// Whose subscription it is, as far as its items go.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Whose {
+    /// The resolver said its items are the same whoever asks.
+    Anyone,
+    /// Until then, the actor's (no token: `None`): resolvers may authorize
+    /// and filter by it.
+    Actor(Option<Actor>),
 }
 
 /// The executions of one gateway, by what they execute.
@@ -57,7 +67,8 @@ pub struct Shared {
 
 /// One execution and the sockets it serves.
 pub struct Group {
-    key: Key,
+    /// Where the registry has it (it moves once, to [`Whose::Anyone`]).
+    key: Mutex<Key>,
     field: &'static str,
     run: Arc<SharedRun>,
     members: Mutex<Vec<Member>>,
@@ -168,21 +179,26 @@ impl Shared {
         id: &str,
     ) -> Option<Arc<Group>> {
         let payload = subscribe.payload;
-        let key = Key {
+        let anyone = Key {
             query: payload["query"].as_str()?.to_owned(),
             operation_name: payload["operationName"].as_str().map(str::to_owned),
             variables: payload["variables"].to_string(),
-            actor: subscribe.context.identity.actor,
+            whose: Whose::Anyone,
+        };
+        let key = Key {
+            whose: Whose::Actor(subscribe.context.identity.actor),
+            ..anyone.clone()
         };
         let mut groups = lock(&self.groups);
-        let group = match groups.get(&key) {
-            Some(group) => group.clone(),
+        let found = groups.get(&anyone).or_else(|| groups.get(&key)).cloned();
+        let group = match found {
+            Some(group) => group,
             None => {
                 let request: Request = serde_json::from_value(payload.clone()).ok()?;
                 let run = Arc::new(SharedRun::default());
                 let request = request.data(subscribe.context).data(run.clone());
                 let group = Arc::new(Group {
-                    key: key.clone(),
+                    key: Mutex::new(key.clone()),
                     field: subscribe.field,
                     run,
                     members: Mutex::new(Vec::new()),
@@ -228,14 +244,37 @@ impl Shared {
     fn close(&self, group: &Arc<Group>) {
         forget(&mut lock(&self.groups), group);
     }
+
+    /// Once `group`'s resolver has said its items are the same whoever
+    /// asks, every actor's subscribers join it (unless another execution
+    /// already serves them all).
+    fn open_to_anyone(&self, group: &Arc<Group>) {
+        if !group.run.anyone.load(Ordering::Acquire) {
+            return;
+        }
+        let mut groups = lock(&self.groups);
+        let mut key = lock(&group.key);
+        if key.whose == Whose::Anyone {
+            return;
+        }
+        let anyone = Key {
+            whose: Whose::Anyone,
+            ..key.clone()
+        };
+        let listed = groups.get(&*key).is_some_and(|g| Arc::ptr_eq(g, group));
+        if !listed || groups.contains_key(&anyone) {
+            return;
+        }
+        groups.remove(&*key);
+        groups.insert(anyone.clone(), group.clone());
+        *key = anyone;
+    }
 }
 
 fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
-    if groups
-        .get(&group.key)
-        .is_some_and(|g| Arc::ptr_eq(g, group))
-    {
-        groups.remove(&group.key);
+    let key = lock(&group.key);
+    if groups.get(&*key).is_some_and(|g| Arc::ptr_eq(g, group)) {
+        groups.remove(&*key);
     }
 }
 
@@ -243,7 +282,15 @@ fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
 /// every member; at its end, each member's subscription completes.
 async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
     let mut responses = shared.schema.execute_stream(request);
-    while let Some(response) = responses.next().await {
+    // The first poll runs the resolver, which says who its items are for.
+    let first = futures_util::poll!(responses.next());
+    shared.open_to_anyone(&group);
+    let mut next = match first {
+        Poll::Ready(response) => response,
+        Poll::Pending => responses.next().await,
+    };
+    while let Some(response) = next.take() {
+        shared.open_to_anyone(&group);
         let payload = match serde_json::to_string(&response) {
             Ok(payload) => payload,
             Err(err) => {
@@ -256,21 +303,29 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
         if response.is_err() {
             shared.close(&group);
         }
-        let position = group.run.position.load(Ordering::Acquire);
-        let slow = group.run.closed_slow.swap(false, Ordering::AcqRel);
-        let mut members = lock(&group.members);
-        if slow {
-            for _ in members.iter() {
-                shared.metrics.closed_slow(group.field);
-            }
-        }
-        members.retain_mut(|m| m.push(&payload, position, &shared, group.field));
+        group.deliver(&payload, &shared);
+        next = responses.next().await;
     }
     shared.close(&group);
     for member in lock(&group.members).drain(..) {
         member
             .outbox
             .send(Out::Ended(member.id.clone(), complete(&member.id)));
+    }
+}
+
+impl Group {
+    /// Hands `payload`, the response to the last change, to every member.
+    fn deliver(&self, payload: &str, shared: &Shared) {
+        let position = self.run.position.load(Ordering::Acquire);
+        let slow = self.run.closed_slow.swap(false, Ordering::AcqRel);
+        let mut members = lock(&self.members);
+        if slow {
+            for _ in members.iter() {
+                shared.metrics.closed_slow(self.field);
+            }
+        }
+        members.retain_mut(|m| m.push(payload, position, shared, self.field));
     }
 }
 

@@ -735,3 +735,122 @@ async fn a_key_reused_on_another_checkout_is_another_order() {
     }
     app.stop().await;
 }
+
+/// The subscriptions of `field` and their shared executions, once `/metrics`
+/// shows exactly these.
+async fn wait_for_shared(app: &TestApp, field: &str, subscriptions: f64, executions: f64) {
+    let label = format!("field=\"{field}\"");
+    common::wait_until("the subscriptions and their executions", || async {
+        let text = app.metrics().await;
+        let active = common::metric(&text, "mallbots_subscriptions_active", &[&label]);
+        let shared = common::metric(&text, "mallbots_subscription_executions_active", &[&label]);
+        (active == Some(subscriptions) && shared.unwrap_or(0.0) == executions).then_some(())
+    })
+    .await;
+}
+
+/// A socket of `token`'s (none: anonymous), subscribed as `1` to `query`.
+async fn subscribed(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> WsClient {
+    let payload = token.map(bearer).unwrap_or_else(|| json!({}));
+    let mut ws = init(app, payload).await;
+    assert_eq!(ws.next_message().await["type"], "connection_ack");
+    let payload = json!({ "query": query, "variables": variables });
+    ws.send(json!({ "type": "subscribe", "id": "1", "payload": payload }))
+        .await;
+    ws
+}
+
+/// A store's catalog is the same whoever watches it: one execution serves
+/// every identity (and the anonymous). A customer's orders are theirs: their
+/// subscriptions share an execution only with their own, and another
+/// customer asking for them is refused, not let into theirs.
+#[tokio::test]
+async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not() {
+    let mut app = secured(|_| {}).await;
+    let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(600)));
+    let call = |query: &'static str, vars: Value| {
+        let (app, operator) = (&app, operator.clone());
+        async move {
+            let (status, body) = app
+                .graphql_with(&[("authorization", &operator)], query, vars)
+                .await;
+            assert_eq!(status, 200);
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let store = call(
+        "mutation { createStore(input: {name: \"Shared\", location: \"Hall\"}) { id } }",
+        json!({}),
+    )
+    .await["createStore"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let added = call(
+        "mutation($s: ID!) { addProduct(input: {storeId: $s, name: \"Lamp\", price: \"1.00\"}) { id } }",
+        json!({ "s": store }),
+    )
+    .await;
+    let product = added["addProduct"]["id"].as_str().unwrap().to_owned();
+    let reprice =
+        "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
+    let catalog =
+        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor kind product { price } } }";
+    let price_of = |message: &Value| {
+        let change = &message["payload"]["data"]["catalogChanged"];
+        (change["kind"] == "PRICE_INCREASED").then(|| change["product"]["price"].clone())
+    };
+    let customer = |id: Uuid| {
+        let actor = Actor {
+            id,
+            role: Role::Customer,
+        };
+        mint(SECRET, actor, Duration::from_secs(600)).unwrap()
+    };
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+
+    // Ada's subscription runs first, until its resolver has said who its
+    // items are for (its first change is proof).
+    let mut first = subscribed(&app, Some(&customer(ada)), catalog, json!({ "s": store })).await;
+    call(reprice, json!({ "p": product })).await;
+    let mut price = None;
+    while price.is_none() {
+        price = price_of(&first.next_message().await);
+    }
+    assert_eq!(price, Some(json!("1.01")));
+    let mut others = vec![
+        subscribed(&app, Some(&customer(bob)), catalog, json!({ "s": store })).await,
+        subscribed(&app, None, catalog, json!({ "s": store })).await,
+    ];
+    wait_for_shared(&app, "catalogChanged", 3.0, 1.0).await;
+    call(reprice, json!({ "p": product })).await;
+    for ws in std::iter::once(&mut first).chain(others.iter_mut()) {
+        let mut price = None;
+        while price.is_none() {
+            price = price_of(&ws.next_message().await);
+        }
+        assert_eq!(price, Some(json!("1.02")));
+    }
+
+    // Two sockets of Ada's share; Bob's own runs apart; Bob asking for
+    // Ada's is refused on its own.
+    let orders = "subscription($c: ID!) { customerOrders(customerId: $c) { cursor } }";
+    let ada_token = customer(ada);
+    let _ada_orders = [
+        subscribed(&app, Some(&ada_token), orders, json!({ "c": ada })).await,
+        subscribed(&app, Some(&ada_token), orders, json!({ "c": ada })).await,
+    ];
+    let _bob_orders = subscribed(&app, Some(&customer(bob)), orders, json!({ "c": bob })).await;
+    wait_for_shared(&app, "customerOrders", 3.0, 2.0).await;
+    let mut intruder = subscribed(&app, Some(&customer(bob)), orders, json!({ "c": ada })).await;
+    let refused = intruder.next_message().await;
+    assert_eq!(refused["type"], "next", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    assert_eq!(intruder.next_message().await["type"], "complete");
+    wait_for_shared(&app, "customerOrders", 3.0, 2.0).await;
+    app.stop().await;
+}

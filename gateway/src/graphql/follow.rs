@@ -41,6 +41,17 @@ pub struct SharedRun {
     pub position: AtomicI64,
     /// Set when the execution itself fell behind the live feed.
     pub closed_slow: AtomicBool,
+    /// Set when its items are the same whoever asks ([`Audience::Anyone`]).
+    pub anyone: AtomicBool,
+}
+
+/// Whether a subscription's items depend on who asks. One that does not is
+/// executed once for every client that sends it, whoever they are; one that
+/// does (it authorizes or filters by the actor) only for the same actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Anyone,
+    PerActor,
 }
 
 struct State<F> {
@@ -77,6 +88,7 @@ pub fn follow<T, F>(
     field: &'static str,
     route: Route,
     after: Option<String>,
+    audience: Audience,
     select: F,
 ) -> Result<impl Stream<Item = async_graphql::Result<T>> + use<T, F>, ApiError>
 where
@@ -85,6 +97,10 @@ where
 {
     let app = state(ctx)?;
     let shared = ctx.data_opt::<Arc<SharedRun>>().cloned();
+    if let Some(shared) = &shared {
+        let anyone = audience == Audience::Anyone;
+        shared.anyone.store(anyone, Ordering::Release);
+    }
     let after = parse_cursor(after)?;
     // Subscribed before the replay reads the log: a change committed while
     // replaying is in the buffer, and skipped there if the replay had it.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::authz;
 use super::dispatch::{id_for, parse_id, send, state};
 use super::errors::{ApiError, read_back};
-use super::follow::follow;
+use super::follow::{Audience, follow};
 use super::pagination;
 use crate::live::{About, LiveChange, Route};
 use mallbots_contracts::search::{ChangeBody, TOPIC_CATALOG};
@@ -445,6 +445,8 @@ impl StoresSubscription {
             "catalogChanged",
             route,
             after,
+            // A catalog is public: the same whoever watches it.
+            Audience::Anyone,
             move |change, body| catalog_change(change, body, &store_id),
         )?)
     }

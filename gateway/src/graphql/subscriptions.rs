@@ -12,7 +12,7 @@ use mallbots_contracts::search::{
 use super::authz;
 use super::dispatch::{parse_id, state};
 use super::errors::ApiError;
-use super::follow::follow;
+use super::follow::{Audience, follow};
 use super::orders::{Order, ShoppingList};
 use crate::live::{About, LiveChange, Route};
 use mallbots_contracts::Role;
@@ -126,6 +126,7 @@ impl OrdersSubscription {
             "orderUpdated",
             route,
             after,
+            Audience::PerActor,
             move |change, body| {
                 (change.key == order_id)
                     .then(|| order_change(change, body))
@@ -153,6 +154,7 @@ impl OrdersSubscription {
             "customerOrders",
             route,
             after,
+            Audience::PerActor,
             move |change, body| {
                 order_change(change, body).filter(|c| c.order.order.customer_id == customer_id)
             },
@@ -175,6 +177,7 @@ impl OrdersSubscription {
             "shoppingListsAvailable",
             route,
             after,
+            Audience::PerActor,
             |change, body| match body {
                 ChangeBody::ShoppingList(list) if list.status == ShoppingListStatus::Available => {
                     Some(ShoppingListChange {
@@ -199,17 +202,24 @@ impl OrdersSubscription {
             topic: TOPIC_EVENT,
             about: About::All,
         };
-        Ok(follow(ctx, "events", route, after, move |change, body| {
-            if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
-                return None;
-            }
-            match body {
-                ChangeBody::Event(event) => Some(IntegrationEvent {
-                    cursor: change.position.to_string(),
-                    event: event.clone(),
-                }),
-                _ => None,
-            }
-        })?)
+        Ok(follow(
+            ctx,
+            "events",
+            route,
+            after,
+            Audience::PerActor,
+            move |change, body| {
+                if types.as_ref().is_some_and(|t| !t.contains(&change.key)) {
+                    return None;
+                }
+                match body {
+                    ChangeBody::Event(event) => Some(IntegrationEvent {
+                        cursor: change.position.to_string(),
+                        event: event.clone(),
+                    }),
+                    _ => None,
+                }
+            },
+        )?)
     }
 }
