@@ -819,7 +819,7 @@ async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not(
         price = price_of(&first.next_message().await);
     }
     assert_eq!(price, Some(json!("1.01")));
-    let mut others = vec![
+    let mut others = [
         subscribed(&app, Some(&customer(bob)), catalog, json!({ "s": store })).await,
         subscribed(&app, None, catalog, json!({ "s": store })).await,
     ];
