@@ -207,6 +207,19 @@ async fn a_frame_over_the_size_limit_closes_the_socket_with_1009() {
     app.stop().await;
 }
 
+const CREATE_STORE: &str =
+    "mutation($n: String!) { createStore(input: {name: $n, location: \"Here\"}) { id } }";
+
+/// An operator's request that must succeed: its data.
+async fn as_operator(app: &TestApp, operator: &str, query: &str, vars: Value) -> Value {
+    let (status, body) = app
+        .graphql_with(&[("authorization", operator)], query, vars)
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["errors"].is_null(), "{body}");
+    body["data"].clone()
+}
+
 const CATALOG: &str = "subscription($s: ID!, $a: String) {
   catalogChanged(storeId: $s, after: $a) { cursor product { name } } }";
 
@@ -214,22 +227,8 @@ const CATALOG: &str = "subscription($s: ID!, $a: String) {
 async fn an_expiring_token_closes_the_socket_and_a_fresh_one_resumes_without_a_gap() {
     let mut app = secured(|_| {}).await;
     let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(600)));
-    let call = |query: &'static str, vars: Value| {
-        let (app, operator) = (&app, operator.clone());
-        async move {
-            let (status, body) = app
-                .graphql_with(&[("authorization", &operator)], query, vars)
-                .await;
-            assert_eq!(status, 200);
-            assert!(body["errors"].is_null(), "{body}");
-            body["data"].clone()
-        }
-    };
-    let store = call(
-        "mutation { createStore(input: {name: \"Expiry\", location: \"Here\"}) { id } }",
-        json!({}),
-    )
-    .await["createStore"]["id"]
+    let call = |query: &'static str, vars: Value| as_operator(&app, &operator, query, vars);
+    let store = call(CREATE_STORE, json!({ "n": "Expiry" })).await["createStore"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -736,19 +735,6 @@ async fn a_key_reused_on_another_checkout_is_another_order() {
     app.stop().await;
 }
 
-/// The subscriptions of `field` and their shared executions, once `/metrics`
-/// shows exactly these.
-async fn wait_for_shared(app: &TestApp, field: &str, subscriptions: f64, executions: f64) {
-    let label = format!("field=\"{field}\"");
-    common::wait_until("the subscriptions and their executions", || async {
-        let text = app.metrics().await;
-        let active = common::metric(&text, "mallbots_subscriptions_active", &[&label]);
-        let shared = common::metric(&text, "mallbots_subscription_executions_active", &[&label]);
-        (active == Some(subscriptions) && shared.unwrap_or(0.0) == executions).then_some(())
-    })
-    .await;
-}
-
 /// A socket of `token`'s (none: anonymous), subscribed as `1` to `query`.
 async fn subscribed(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> WsClient {
     let payload = token.map(bearer).unwrap_or_else(|| json!({}));
@@ -768,22 +754,8 @@ async fn subscribed(app: &TestApp, token: Option<&str>, query: &str, variables: 
 async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not() {
     let mut app = secured(|_| {}).await;
     let operator = format!("Bearer {}", token(Role::Operator, Duration::from_secs(600)));
-    let call = |query: &'static str, vars: Value| {
-        let (app, operator) = (&app, operator.clone());
-        async move {
-            let (status, body) = app
-                .graphql_with(&[("authorization", &operator)], query, vars)
-                .await;
-            assert_eq!(status, 200);
-            assert!(body["errors"].is_null(), "{body}");
-            body["data"].clone()
-        }
-    };
-    let store = call(
-        "mutation { createStore(input: {name: \"Shared\", location: \"Hall\"}) { id } }",
-        json!({}),
-    )
-    .await["createStore"]["id"]
+    let call = |query: &'static str, vars: Value| as_operator(&app, &operator, query, vars);
+    let store = call(CREATE_STORE, json!({ "n": "Shared" })).await["createStore"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -823,7 +795,7 @@ async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not(
         subscribed(&app, Some(&customer(bob)), catalog, json!({ "s": store })).await,
         subscribed(&app, None, catalog, json!({ "s": store })).await,
     ];
-    wait_for_shared(&app, "catalogChanged", 3.0, 1.0).await;
+    app.wait_for_shared("catalogChanged", 3.0, 1.0).await;
     call(reprice, json!({ "p": product })).await;
     for ws in std::iter::once(&mut first).chain(others.iter_mut()) {
         let mut price = None;
@@ -842,7 +814,7 @@ async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not(
         subscribed(&app, Some(&ada_token), orders, json!({ "c": ada })).await,
     ];
     let _bob_orders = subscribed(&app, Some(&customer(bob)), orders, json!({ "c": bob })).await;
-    wait_for_shared(&app, "customerOrders", 3.0, 2.0).await;
+    app.wait_for_shared("customerOrders", 3.0, 2.0).await;
     let mut intruder = subscribed(&app, Some(&customer(bob)), orders, json!({ "c": ada })).await;
     let refused = intruder.next_message().await;
     assert_eq!(refused["type"], "next", "{refused}");
@@ -851,6 +823,6 @@ async fn a_public_subscription_is_shared_across_identities_a_private_one_is_not(
         "{refused}"
     );
     assert_eq!(intruder.next_message().await["type"], "complete");
-    wait_for_shared(&app, "customerOrders", 3.0, 2.0).await;
+    app.wait_for_shared("customerOrders", 3.0, 2.0).await;
     app.stop().await;
 }

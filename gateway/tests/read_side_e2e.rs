@@ -875,19 +875,6 @@ const REPRICED: &str = "subscription($s: ID!, $after: String) {
   catalogChanged(storeId: $s, after: $after) { cursor kind product { price } }
 }";
 
-/// The `catalogChanged` subscriptions and their shared executions, once
-/// `/metrics` shows exactly these.
-async fn wait_for_catalog(app: &TestApp, subscriptions: f64, executions: f64) {
-    let field = ["field=\"catalogChanged\""];
-    wait_until("the subscriptions and their executions", || async {
-        let text = app.metrics().await;
-        let active = common::metric(&text, "mallbots_subscriptions_active", &field);
-        let shared = common::metric(&text, "mallbots_subscription_executions_active", &field);
-        (active == Some(subscriptions) && shared.unwrap_or(0.0) == executions).then_some(())
-    })
-    .await;
-}
-
 /// A change as `ws` got it for its subscription `id`: (cursor, price).
 /// The product's addition may come first (search can log it after the
 /// subscription started): it is passed over.
@@ -944,7 +931,7 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
         .await;
     let added = replaying.next_data().await;
     assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
-    wait_for_catalog(&app, 5.0, 1.0).await;
+    app.wait_for_shared("catalogChanged", 5.0, 1.0).await;
 
     let reprice =
         "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
@@ -961,7 +948,7 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
     two.send(json!({ "type": "complete", "id": "first" })).await;
     let completed = two.next_message().await;
     assert_eq!(completed, json!({ "type": "complete", "id": "first" }));
-    wait_for_catalog(&app, 4.0, 1.0).await;
+    app.wait_for_shared("catalogChanged", 4.0, 1.0).await;
     app.data(reprice, json!({ "p": product })).await;
     let second = repriced(&mut two, "second", "next").await;
     assert_eq!(second.1, "1.02");
@@ -972,11 +959,11 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
     // Its id is free again: subscribing under it joins the execution.
     two.send(json!({ "type": "subscribe", "id": "first", "payload": from_now }))
         .await;
-    wait_for_catalog(&app, 5.0, 1.0).await;
+    app.wait_for_shared("catalogChanged", 5.0, 1.0).await;
     two.close().await;
     one.close().await;
     legacy.close().await;
-    wait_for_catalog(&app, 1.0, 0.0).await;
+    app.wait_for_shared("catalogChanged", 1.0, 0.0).await;
     replaying.close().await;
     app.stop().await;
 }

@@ -351,6 +351,19 @@ impl TestApp {
         .await;
     }
 
+    /// Waits until `/metrics` shows exactly `subscriptions` subscriptions to
+    /// `field` and `executions` shared executions serving them.
+    pub async fn wait_for_shared(&self, field: &str, subscriptions: f64, executions: f64) {
+        let label = format!("field=\"{field}\"");
+        wait_until("the subscriptions and their executions", || async {
+            let text = self.metrics().await;
+            let active = metric(&text, "mallbots_subscriptions_active", &[&label]);
+            let shared = metric(&text, "mallbots_subscription_executions_active", &[&label]);
+            (active == Some(subscriptions) && shared.unwrap_or(0.0) == executions).then_some(())
+        })
+        .await;
+    }
+
     pub async fn subscribe(&self, protocol: &str, query: &str, variables: Value) -> WsClient {
         WsClient::connect(&self.base, protocol, query, variables, None).await
     }
