@@ -63,6 +63,7 @@ pub struct Shared {
     buffer: usize,
     fields: &'static [&'static str],
     groups: Mutex<HashMap<Key, Arc<Group>>>,
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 /// One execution and the sockets it serves.
@@ -81,23 +82,44 @@ struct Member {
     id: String,
     /// The message envelope up to its payload: `{"type":"next","id":…,"payload":`.
     prefix: String,
+    /// Which joining of `id` this is (an id is free again once completed).
+    ticket: u64,
     /// The cursor of the last change handed to this socket.
     last: i64,
     _counted: Held,
 }
 
-/// What a socket's shared subscriptions queue for it, in order.
-pub enum Out {
-    Frame(WsFrame),
-    /// The subscription `id` ended with this message.
-    Ended(String, WsFrame),
+/// A subscription's place in a shared execution.
+pub struct Joined {
+    pub group: Arc<Group>,
+    pub ticket: u64,
 }
+
+/// A message a socket's shared subscriptions queue for it, in order.
+pub struct Out {
+    pub frame: WsFrame,
+    /// The joining it ends, when it ends one (the socket forgets the id).
+    pub ends: Option<(String, u64)>,
+}
+
+/// The most bytes a socket may have waiting before its shared
+/// subscriptions are closed as too slow (besides `SUBSCRIPTION_BUFFER`
+/// messages): a long subscription id is in every message.
+const MAX_QUEUED_BYTES: usize = 1 << 20;
 
 /// A socket's queue of shared messages.
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
     queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
     protocol: WebSocketProtocols,
+}
+
+fn size(frame: &WsFrame) -> usize {
+    match frame {
+        WsFrame::Text(text) => text.len(),
+        _ => 0,
+    }
 }
 
 impl Outbox {
@@ -106,6 +128,7 @@ impl Outbox {
         let outbox = Outbox {
             tx,
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             protocol,
         };
         (Arc::new(outbox), rx)
@@ -114,18 +137,32 @@ impl Outbox {
     /// Queues `out`; false once the socket is gone.
     fn send(&self, out: Out) -> bool {
         self.queued.fetch_add(1, Ordering::AcqRel);
+        self.queued_bytes
+            .fetch_add(size(&out.frame), Ordering::AcqRel);
         self.tx.send(out).is_ok()
     }
 
     /// Notes a message taken off the queue (the socket is writing it).
-    pub fn taken(&self) {
+    pub fn taken(&self, out: &Out) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes
+            .fetch_sub(size(&out.frame), Ordering::AcqRel);
     }
 
-    /// Ends the subscription `id` from the client's side: its `complete`
-    /// comes after whatever was queued for it.
+    /// Whether the socket has more waiting than `buffer` messages (or
+    /// [`MAX_QUEUED_BYTES`]).
+    fn behind(&self, buffer: usize) -> bool {
+        self.queued.load(Ordering::Acquire) >= buffer
+            || self.queued_bytes.load(Ordering::Acquire) >= MAX_QUEUED_BYTES
+    }
+
+    /// Answers the client's `complete` of `id` (already forgotten): after
+    /// whatever was queued for it.
     pub fn complete(&self, id: &str) {
-        self.send(Out::Ended(id.to_owned(), complete(id)));
+        self.send(Out {
+            frame: complete(id),
+            ends: None,
+        });
     }
 }
 
@@ -153,6 +190,7 @@ impl Shared {
             buffer,
             fields,
             groups: Mutex::new(HashMap::new()),
+            tickets: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -177,7 +215,7 @@ impl Shared {
         subscribe: Subscribe<'_>,
         outbox: &Arc<Outbox>,
         id: &str,
-    ) -> Option<Arc<Group>> {
+    ) -> Option<Joined> {
         let payload = subscribe.payload;
         let anyone = Key {
             query: payload["query"].as_str()?.to_owned(),
@@ -216,28 +254,42 @@ impl Shared {
             WebSocketProtocols::SubscriptionsTransportWS => "data",
         };
         let quoted = Value::from(id).to_string();
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         lock(&group.members).push(Member {
             outbox: outbox.clone(),
             id: id.to_owned(),
             prefix: format!("{{\"type\":\"{kind}\",\"id\":{quoted},\"payload\":"),
+            ticket,
             last: group.run.position.load(Ordering::Acquire),
             _counted: self.metrics.subscription(group.field),
         });
-        Some(group)
+        Some(Joined { group, ticket })
     }
 
-    /// Takes `outbox`'s subscription `id` out of `group`; the execution
-    /// stops with its last member.
-    pub fn leave(&self, group: &Arc<Group>, outbox: &Arc<Outbox>, id: &str) {
+    /// Takes a subscription out of its execution, which stops with its
+    /// last member.
+    pub fn leave(&self, joined: &Joined) {
         let mut groups = lock(&self.groups);
+        let group = &joined.group;
         let mut members = lock(&group.members);
-        members.retain(|m| !(Arc::ptr_eq(&m.outbox, outbox) && m.id == id));
+        members.retain(|m| m.ticket != joined.ticket);
         if members.is_empty() {
             forget(&mut groups, group);
             if let Some(task) = group.task.get() {
                 task.abort();
             }
         }
+    }
+
+    /// Stops `group`'s execution if no member is left (they all fell
+    /// behind or went away); false while someone is served.
+    fn stop_if_empty(&self, group: &Arc<Group>) -> bool {
+        let mut groups = lock(&self.groups);
+        if !lock(&group.members).is_empty() {
+            return false;
+        }
+        forget(&mut groups, group);
+        true
     }
 
     /// No new member joins `group` (it ends, or answered an error).
@@ -303,20 +355,21 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
         if response.is_err() {
             shared.close(&group);
         }
-        group.deliver(&payload, &shared);
+        if !group.deliver(&payload, &shared) && shared.stop_if_empty(&group) {
+            return;
+        }
         next = responses.next().await;
     }
     shared.close(&group);
     for member in lock(&group.members).drain(..) {
-        member
-            .outbox
-            .send(Out::Ended(member.id.clone(), complete(&member.id)));
+        member.end(complete(&member.id));
     }
 }
 
 impl Group {
-    /// Hands `payload`, the response to the last change, to every member.
-    fn deliver(&self, payload: &str, shared: &Shared) {
+    /// Hands `payload`, the response to the last change, to every member;
+    /// false when none is left.
+    fn deliver(&self, payload: &str, shared: &Shared) -> bool {
         let position = self.run.position.load(Ordering::Acquire);
         let slow = self.run.closed_slow.swap(false, Ordering::AcqRel);
         let mut members = lock(&self.members);
@@ -326,6 +379,7 @@ impl Group {
             }
         }
         members.retain_mut(|m| m.push(payload, position, shared, self.field));
+        !members.is_empty()
     }
 }
 
@@ -333,7 +387,10 @@ impl Member {
     /// Hands the member a response at `position`; false when it is closed
     /// (too slow, or its socket is gone).
     fn push(&mut self, payload: &str, position: i64, shared: &Shared, field: &'static str) -> bool {
-        if self.outbox.queued.load(Ordering::Acquire) >= shared.buffer {
+        if self.outbox.tx.is_closed() {
+            return false;
+        }
+        if self.outbox.behind(shared.buffer) {
             shared.metrics.closed_slow(field);
             let cursor = self.last.to_string();
             let error = json!({
@@ -344,14 +401,27 @@ impl Member {
                     "extensions": { "code": ErrorCode::RateLimited.as_str(), "cursor": cursor },
                 }],
             });
-            self.outbox
-                .send(Out::Frame(self.message(&error.to_string())));
-            self.outbox
-                .send(Out::Ended(self.id.clone(), complete(&self.id)));
+            self.outbox.send(Out {
+                frame: self.message(&error.to_string()),
+                ends: None,
+            });
+            self.end(complete(&self.id));
             return false;
         }
         self.last = position;
-        self.outbox.send(Out::Frame(self.message(payload)))
+        self.outbox.send(Out {
+            frame: self.message(payload),
+            ends: None,
+        })
+    }
+
+    /// Queues the last message of this joining, after which the socket
+    /// forgets it.
+    fn end(&self, frame: WsFrame) {
+        self.outbox.send(Out {
+            frame,
+            ends: Some((self.id.clone(), self.ticket)),
+        });
     }
 
     fn message(&self, payload: &str) -> WsFrame {

@@ -31,7 +31,7 @@ use crate::clients::SocketSlot;
 use crate::clients::{RateLimits, SocketCounts};
 use crate::graphql::{MallSchema, RequestContext};
 use crate::identity::{Auth, Identity};
-use crate::shared::{Group, Out, Outbox, Shared, Subscribe};
+use crate::shared::{Joined, Out, Outbox, Shared, Subscribe};
 
 /// What a client may hold open on one socket.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +87,7 @@ struct Conversation {
     /// Where shared executions queue this socket's messages.
     outbox: Arc<Outbox>,
     /// The subscriptions served by a shared execution, by id.
-    joined: HashMap<String, Arc<Group>>,
+    joined: HashMap<String, Joined>,
 }
 
 impl Conversation {
@@ -104,15 +104,15 @@ impl Conversation {
 
     /// Notes a shared message the socket is about to write.
     fn taken(&mut self, out: Out) -> WsFrame {
-        self.outbox.taken();
-        match out {
-            Out::Frame(frame) => frame,
-            Out::Ended(id, frame) => {
-                self.active.remove(&id);
-                self.joined.remove(&id);
-                frame
-            }
+        self.outbox.taken(&out);
+        // Only the joining it ends: the id may be in use again already.
+        if let Some((id, ticket)) = out.ends
+            && self.joined.get(&id).is_some_and(|j| j.ticket == ticket)
+        {
+            self.active.remove(&id);
+            self.joined.remove(&id);
         }
+        out.frame
     }
 }
 
@@ -125,9 +125,8 @@ struct Leaving {
 impl Drop for Leaving {
     fn drop(&mut self) {
         let mut c = lock(&self.conversation);
-        let outbox = c.outbox.clone();
-        for (id, group) in c.joined.drain() {
-            self.shared.leave(&group, &outbox, &id);
+        for (_, joined) in c.joined.drain() {
+            self.shared.leave(&joined);
         }
     }
 }
@@ -282,9 +281,9 @@ fn inspect(
                     context,
                 };
                 let outbox = c.outbox.clone();
-                if let Some(group) = door.shared.join(subscribe, &outbox, &id) {
+                if let Some(joined) = door.shared.join(subscribe, &outbox, &id) {
                     c.active.insert(id.clone());
-                    c.joined.insert(id, group);
+                    c.joined.insert(id, joined);
                     return None;
                 }
             }
@@ -292,8 +291,8 @@ fn inspect(
         }
         (Some("complete" | "stop"), Some(id)) => {
             c.active.remove(&id);
-            if let Some(group) = c.joined.remove(&id) {
-                door.shared.leave(&group, &c.outbox, &id);
+            if let Some(joined) = c.joined.remove(&id) {
+                door.shared.leave(&joined);
                 c.outbox.complete(&id);
                 return None;
             }
@@ -336,7 +335,12 @@ fn ended(frame: &WsFrame, conversation: &Mutex<Conversation>) {
         && matches!(message["type"].as_str(), Some("complete" | "error"))
         && let Some(id) = message["id"].as_str()
     {
-        lock(conversation).active.remove(id);
+        // async-graphql ends only its own subscriptions: an id a shared
+        // execution serves now (reused after a `complete`) stays.
+        let mut c = lock(conversation);
+        if !c.joined.contains_key(id) {
+            c.active.remove(id);
+        }
     }
 }
 

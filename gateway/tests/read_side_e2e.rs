@@ -449,6 +449,8 @@ async fn a_slow_subscriber_is_closed_with_a_cursor(backend: Backend) {
     assert_eq!(closed, Some(1.0), "counted in /metrics");
     let ended = slow.next_message().await;
     assert_eq!(ended["type"], "complete", "{ended}");
+    // Its execution served only it: it stops (a probe found it running on).
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
     let mut resumed = app
         .subscribe(
             "graphql-transport-ws",

@@ -67,6 +67,33 @@ async fn a_subscription_id_in_use_is_closed_4409() {
     app.stop().await;
 }
 
+/// An id completed and subscribed again at once is in use once, whichever
+/// execution serves it: a third subscribe under it is still 4409 (found by
+/// a probe: the first `complete` freed the second subscription's id).
+#[tokio::test]
+async fn an_id_reused_at_once_after_complete_is_still_in_use() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Reused", "R").await;
+    let mut replaying = subscribe("x", &store);
+    replaying["payload"]["variables"]["after"] = json!("0");
+    for again in [subscribe("x", &store), replaying] {
+        let mut ws = initialized(&app).await;
+        ws.send(subscribe("x", &store)).await;
+        app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
+        ws.send(json!({ "type": "complete", "id": "x" })).await;
+        ws.send(again).await;
+        assert_eq!(
+            ws.next_message().await,
+            json!({ "type": "complete", "id": "x" })
+        );
+        ws.send(subscribe("x", &store)).await;
+        assert_eq!(ws.close_code().await, 4409);
+        // Nothing is left running for the closed socket.
+        app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     let mut app = app().await;
