@@ -24,10 +24,10 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Request, Value as ConstValue};
 use axum::extract::ws::Message as WsFrame;
+use futures_channel::mpsc;
 use futures_util::StreamExt;
 use mallbots_contracts::{Actor, ErrorCode};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::graphql::follow::SharedRun;
@@ -124,7 +124,7 @@ fn size(frame: &WsFrame) -> usize {
 
 impl Outbox {
     pub fn new(protocol: WebSocketProtocols) -> (Arc<Self>, mpsc::UnboundedReceiver<Out>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         let outbox = Outbox {
             tx,
             queued: AtomicUsize::new(0),
@@ -139,7 +139,7 @@ impl Outbox {
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.queued_bytes
             .fetch_add(size(&out.frame), Ordering::AcqRel);
-        self.tx.send(out).is_ok()
+        self.tx.unbounded_send(out).is_ok()
     }
 
     /// Notes a message taken off the queue (the socket is writing it).
@@ -396,7 +396,7 @@ impl Member {
             let error = json!({
                 "data": null,
                 "errors": [{
-                    "message": format!("the subscriber fell {} changes behind and was closed; subscribe again with after: \"{cursor}\"", shared.buffer),
+                    "message": format!("the subscriber's socket fell {} messages behind and the subscription was closed; subscribe again with after: \"{cursor}\"", shared.buffer),
                     "path": [field],
                     "extensions": { "code": ErrorCode::RateLimited.as_str(), "cursor": cursor },
                 }],

@@ -25,7 +25,9 @@ use axum::extract::ws::{CloseFrame, Message as WsFrame, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use mallbots_platform::Shutdown;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+// Its unbounded channel allocates per message, not a block of slots up
+// front: an idle socket holds two of them.
+use futures_channel::mpsc;
 
 use crate::clients::SocketSlot;
 use crate::clients::{RateLimits, SocketCounts};
@@ -196,7 +198,7 @@ fn inspect(
     match (message["type"].as_str(), id) {
         (Some("connection_init"), _) if !c.initialized => {
             if let Some(refusal) = admit(&message["payload"], door, &mut c) {
-                let _ = say.send(refusal);
+                let _ = say.unbounded_send(refusal);
                 return None;
             }
             c.initialized = true;
@@ -205,11 +207,11 @@ fn inspect(
         // on graphql-transport-ws too, and it is served there.
         (Some("subscribe" | "start"), Some(id)) => {
             if !c.initialized {
-                let _ = say.send(close(UNAUTHORIZED, "Unauthorized"));
+                let _ = say.unbounded_send(close(UNAUTHORIZED, "Unauthorized"));
                 return None;
             }
             if c.active.contains(&id) {
-                let _ = say.send(close(
+                let _ = say.unbounded_send(close(
                     DUPLICATE_ID,
                     &format!("Subscriber for {id} already exists"),
                 ));
@@ -231,7 +233,7 @@ fn inspect(
                         },
                     }],
                 });
-                let _ = say.send(WsFrame::Text(refusal.to_string().into()));
+                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
             // Measured before async-graphql walks it (see limits::oversized).
@@ -254,7 +256,7 @@ fn inspect(
                     "id": id,
                     "payload": [crate::limits::too_complex(&why, limit)],
                 });
-                let _ = say.send(WsFrame::Text(refusal.to_string().into()));
+                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
             if c.active.len() >= limits.max_subscriptions {
@@ -267,7 +269,7 @@ fn inspect(
                         "extensions": { "code": "RATE_LIMITED", "limit": max },
                     }],
                 });
-                let _ = say.send(WsFrame::Text(refusal.to_string().into()));
+                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
                 return None;
             }
             if let Some(field) = shareable {
@@ -358,7 +360,7 @@ pub async fn serve(
         conversation: conversation.clone(),
         shared: door.shared.clone(),
     };
-    let (say, mut said) = mpsc::unbounded_channel();
+    let (say, mut said) = mpsc::unbounded();
     let (mut sink, stream) = socket.split();
     let guard = conversation.clone();
     let mut context = door.context.clone();
@@ -368,7 +370,7 @@ pub async fn serve(
             // A frame the socket could not take ends the conversation, with
             // the close code that says why.
             if let Err(err) = frame {
-                let _ = refuse.send(refusal(&err.to_string()));
+                let _ = refuse.unbounded_send(refusal(&err.to_string()));
             }
             std::future::ready(frame.is_ok())
         })
@@ -420,8 +422,8 @@ pub async fn serve(
                     return;
                 }
             },
-            Some(frame) = said.recv() => frame,
-            Some(out) = queued.recv(), if acked => {
+            Some(frame) = said.next() => frame,
+            Some(out) = queued.next(), if acked => {
                 // Whatever else is waiting goes out with it, in one flush.
                 let mut next = Some(out);
                 let mut written = 0;
@@ -467,7 +469,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            Some(out) = queued.recv() => lock(&conversation).taken(out),
+            Some(out) = queued.next() => lock(&conversation).taken(out),
             _ = tokio::time::sleep_until(quiet) => break,
         };
         if sink.send(frame).await.is_err() {
