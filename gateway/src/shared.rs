@@ -81,7 +81,7 @@ struct Member {
     outbox: Arc<Outbox>,
     id: String,
     /// The message envelope up to its payload: `{"type":"next","id":…,"payload":`.
-    prefix: String,
+    prefix: Arc<str>,
     /// Which joining of `id` this is (an id is free again once completed).
     ticket: u64,
     /// The cursor of the last change handed to this socket.
@@ -258,7 +258,7 @@ impl Shared {
         lock(&group.members).push(Member {
             outbox: outbox.clone(),
             id: id.to_owned(),
-            prefix: format!("{{\"type\":\"{kind}\",\"id\":{quoted},\"payload\":"),
+            prefix: format!("{{\"type\":\"{kind}\",\"id\":{quoted},\"payload\":").into(),
             ticket,
             last: group.run.position.load(Ordering::Acquire),
             _counted: self.metrics.subscription(group.field),
@@ -378,7 +378,11 @@ impl Group {
                 shared.metrics.closed_slow(self.field);
             }
         }
-        members.retain_mut(|m| m.push(payload, position, shared, self.field));
+        // Members whose messages are the same to the byte (same protocol
+        // and id: clients often number their subscriptions from 1) share
+        // one message.
+        let mut built = None;
+        members.retain_mut(|m| m.push(payload, &mut built, position, shared, self.field));
         !members.is_empty()
     }
 }
@@ -386,7 +390,14 @@ impl Group {
 impl Member {
     /// Hands the member a response at `position`; false when it is closed
     /// (too slow, or its socket is gone).
-    fn push(&mut self, payload: &str, position: i64, shared: &Shared, field: &'static str) -> bool {
+    fn push(
+        &mut self,
+        payload: &str,
+        built: &mut Option<(Arc<str>, WsFrame)>,
+        position: i64,
+        shared: &Shared,
+        field: &'static str,
+    ) -> bool {
         if self.outbox.tx.is_closed() {
             return false;
         }
@@ -409,10 +420,15 @@ impl Member {
             return false;
         }
         self.last = position;
-        self.outbox.send(Out {
-            frame: self.message(payload),
-            ends: None,
-        })
+        let frame = match built {
+            Some((prefix, frame)) if *prefix == self.prefix => frame.clone(),
+            _ => {
+                let frame = self.message(payload);
+                *built = Some((self.prefix.clone(), frame.clone()));
+                frame
+            }
+        };
+        self.outbox.send(Out { frame, ends: None })
     }
 
     /// Queues the last message of this joining, after which the socket
