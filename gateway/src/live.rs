@@ -5,6 +5,7 @@
 //! log: the subscription cursor, resumable on any replica.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mallbots_contracts::Message;
@@ -103,7 +104,12 @@ pub struct LiveFeed {
     routes: Routes,
     buffer: usize,
     shutdown: Shutdown,
+    /// How many routes the last sweep left (see `subscribe`).
+    swept_to: Arc<AtomicUsize>,
 }
+
+/// Routes kept before the first sweep of those nobody listens to.
+const ROUTES_BEFORE_SWEEP: usize = 64;
 
 fn lock(
     routes: &Routes,
@@ -149,6 +155,7 @@ impl LiveFeed {
             routes: routes.clone(),
             buffer: buffer.max(1),
             shutdown: shutdown.clone(),
+            swept_to: Arc::new(AtomicUsize::new(ROUTES_BEFORE_SWEEP / 2)),
         };
         let reset_routes = routes.clone();
         let on_reset = move || {
@@ -204,7 +211,17 @@ impl LiveFeed {
         } else {
             self.buffer.min(QUIET_ROUTE_BUFFER)
         };
-        lock(&self.routes)
+        let mut routes = lock(&self.routes);
+        // A route goes when a change finds nobody on it; one that never
+        // changes (a client can make one per store id it names) would stay
+        // for good, with its buffer. So routes nobody listens to are swept
+        // whenever the map has doubled since the last sweep.
+        if routes.len() >= 2 * self.swept_to.load(Ordering::Relaxed) {
+            routes.retain(|_, sender| sender.receiver_count() > 0);
+            let kept = routes.len().max(ROUTES_BEFORE_SWEEP / 2);
+            self.swept_to.store(kept, Ordering::Relaxed);
+        }
+        routes
             .entry(route)
             .or_insert_with(|| broadcast::channel(capacity).0)
             .subscribe()

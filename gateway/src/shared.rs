@@ -74,7 +74,6 @@ pub struct Group {
     run: Arc<SharedRun>,
     members: Mutex<Vec<Member>>,
     task: OnceLock<AbortHandle>,
-    _counted: Held,
 }
 
 struct Member {
@@ -241,7 +240,6 @@ impl Shared {
                     run,
                     members: Mutex::new(Vec::new()),
                     task: OnceLock::new(),
-                    _counted: self.metrics.execution(subscribe.field),
                 });
                 let task = tokio::spawn(execute(self.clone(), group.clone(), request));
                 let _ = group.task.set(task.abort_handle());
@@ -333,6 +331,8 @@ fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
 /// Runs `group`'s execution: each response serialized once and handed to
 /// every member; at its end, each member's subscription completes.
 async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
+    // Counted while it runs (a socket may hold its group a while longer).
+    let _counted = shared.metrics.execution(group.field);
     let mut responses = shared.schema.execute_stream(request);
     // The first poll runs the resolver, which says who its items are for.
     let first = futures_util::poll!(responses.next());

@@ -422,7 +422,15 @@ pub async fn serve(
                     return;
                 }
             },
-            Some(frame) = said.next() => frame,
+            Some(frame) = said.next() => {
+                // The guard's own answers end nothing async-graphql serves
+                // (a refused id may be in use again already).
+                let closing = matches!(frame, WsFrame::Close(_));
+                if sink.send(frame).await.is_err() || closing {
+                    return;
+                }
+                continue;
+            }
             Some(out) = queued.next(), if acked => {
                 // Whatever else is waiting goes out with it, in one flush.
                 let mut next = Some(out);

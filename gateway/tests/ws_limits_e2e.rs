@@ -94,6 +94,35 @@ async fn an_id_reused_at_once_after_complete_is_still_in_use() {
     app.stop().await;
 }
 
+/// A subscribe the guard refuses (too complex) frees nothing: the same id
+/// subscribed again at once, and accepted, is in use (found by a probe: the
+/// refusal, written after the second subscribe was taken, freed its id).
+#[tokio::test]
+async fn an_id_refused_then_taken_at_once_is_in_use() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Refused", "R").await;
+    let mut ws = initialized(&app).await;
+    let aliases: Vec<String> = (0..31).map(|n| format!("a{n}: cursor")).collect();
+    let mut refused = subscribe("z", &store);
+    refused["payload"]["query"] = json!(format!(
+        "subscription($s: ID!) {{ catalogChanged(storeId: $s) {{ {} }} }}",
+        aliases.join(" ")
+    ));
+    let mut replaying = subscribe("z", &store);
+    replaying["payload"]["variables"]["after"] = json!("0");
+    ws.send(refused).await;
+    ws.send(replaying).await;
+    let error = ws.next_message().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"],
+        "QUERY_TOO_COMPLEX"
+    );
+    ws.send(subscribe("z", &store)).await;
+    assert_eq!(ws.close_code().await, 4409);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     let mut app = app().await;
