@@ -8,7 +8,8 @@
 //!   token and resumes each subscription from its last cursor;
 //! - one identity (or one address without a token) holds at most so many
 //!   sockets (else close 4429);
-//! - a subscription id already in use closes the socket (4409);
+//! - a subscription id already in use closes the socket (4409), as does
+//!   one longer than 128 bytes (4400);
 //! - past the limit of subscriptions per socket, a subscribe is refused on
 //!   its own (an `error` for its id) and the others go on;
 //! - when the gateway stops, each subscription ends with an error carrying
@@ -52,6 +53,7 @@ const WRITE_BATCH: usize = 64;
 
 /// Close codes of the graphql-transport-ws protocol (4429, too many
 /// sockets, is ours: the protocol's own 4429 is "too many inits").
+const BAD_REQUEST: u16 = 4400;
 const UNAUTHORIZED: u16 = 4401;
 const FORBIDDEN: u16 = 4403;
 const INIT_TIMEOUT: u16 = 4408;
@@ -167,6 +169,10 @@ fn lock(c: &Mutex<Conversation>) -> std::sync::MutexGuard<'_, Conversation> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The longest subscription id taken: every message of its subscription
+/// carries it (a client's long ids would multiply what it holds queued).
+const MAX_ID_BYTES: usize = 128;
+
 /// The longest close reason a frame carries (a control frame's payload is
 /// at most 125 bytes, two of them the code).
 const MAX_REASON: usize = 123;
@@ -208,6 +214,13 @@ fn inspect(
         (Some("subscribe" | "start"), Some(id)) => {
             if !c.initialized {
                 let _ = say.unbounded_send(close(UNAUTHORIZED, "Unauthorized"));
+                return None;
+            }
+            if id.len() > MAX_ID_BYTES {
+                let _ = say.unbounded_send(close(
+                    BAD_REQUEST,
+                    &format!("a subscription id is at most {MAX_ID_BYTES} bytes"),
+                ));
                 return None;
             }
             if c.active.contains(&id) {

@@ -123,6 +123,20 @@ async fn an_id_refused_then_taken_at_once_is_in_use() {
     app.stop().await;
 }
 
+/// Every message of a subscription carries its id: one over 128 bytes
+/// closes the socket with 4400; one of 128 is served.
+#[tokio::test]
+async fn a_subscription_id_over_128_bytes_is_closed_4400() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Long", "L").await;
+    let mut ws = initialized(&app).await;
+    ws.send(subscribe(&"i".repeat(128), &store)).await;
+    app.wait_for_subscriptions(1).await;
+    ws.send(subscribe(&"i".repeat(129), &store)).await;
+    assert_eq!(ws.close_code().await, 4400);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     let mut app = app().await;
