@@ -229,8 +229,11 @@ impl Metrics {
         Held::new(self.executions.get_or_create_owned(&FieldLabels { field }))
     }
 
-    pub fn closed_slow(&self, field: &'static str) {
-        self.closed_slow.get_or_create(&FieldLabels { field }).inc();
+    /// Counts `count` subscriptions to `field` closed for falling behind.
+    pub fn closed_slow(&self, field: &'static str, count: u64) {
+        self.closed_slow
+            .get_or_create(&FieldLabels { field })
+            .inc_by(count);
     }
 
     pub fn live_changes(&self, count: u64) {

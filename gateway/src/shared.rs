@@ -335,14 +335,14 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
     let _counted = shared.metrics.execution(group.field);
     let mut responses = shared.schema.execute_stream(request);
     // The first poll runs the resolver, which says who its items are for.
-    let first = futures_util::poll!(responses.next());
-    shared.open_to_anyone(&group);
-    let mut next = match first {
-        Poll::Ready(response) => response,
-        Poll::Pending => responses.next().await,
-    };
-    while let Some(response) = next.take() {
+    let mut first = Some(futures_util::poll!(responses.next()));
+    loop {
         shared.open_to_anyone(&group);
+        let response = match first.take() {
+            Some(Poll::Ready(response)) => response,
+            _ => responses.next().await,
+        };
+        let Some(response) = response else { break };
         let payload = match serde_json::to_string(&response) {
             Ok(payload) => payload,
             Err(err) => {
@@ -358,7 +358,6 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
         if !group.deliver(&payload, &shared) && shared.stop_if_empty(&group) {
             return;
         }
-        next = responses.next().await;
     }
     shared.close(&group);
     for member in lock(&group.members).drain(..) {
@@ -374,9 +373,7 @@ impl Group {
         let slow = self.run.closed_slow.swap(false, Ordering::AcqRel);
         let mut members = lock(&self.members);
         if slow {
-            for _ in members.iter() {
-                shared.metrics.closed_slow(self.field);
-            }
+            shared.metrics.closed_slow(self.field, members.len() as u64);
         }
         // Members whose messages are the same to the byte (same protocol
         // and id: clients often number their subscriptions from 1) share
@@ -402,7 +399,7 @@ impl Member {
             return false;
         }
         if self.outbox.behind(shared.buffer) {
-            shared.metrics.closed_slow(field);
+            shared.metrics.closed_slow(field, 1);
             let cursor = self.last.to_string();
             let error = json!({
                 "data": null,

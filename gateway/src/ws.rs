@@ -426,7 +426,15 @@ pub async fn serve(
         };
         let frame = tokio::select! {
             frame = output.next() => match frame {
-                Some(frame) => frame,
+                Some(frame) => {
+                    // async-graphql's ends free their ids (the guard's own
+                    // refusals end nothing: a refused id may be in use
+                    // again already), and its ack opens the shared queue.
+                    ended(&frame, &conversation);
+                    acked = acked
+                        || matches!(&frame, WsFrame::Text(t) if t.contains("\"connection_ack\""));
+                    frame
+                }
                 None => {
                     // The client's side ended: pass on why, when we know.
                     if let Ok(frame) = said.try_recv() {
@@ -435,15 +443,7 @@ pub async fn serve(
                     return;
                 }
             },
-            Some(frame) = said.next() => {
-                // The guard's own answers end nothing async-graphql serves
-                // (a refused id may be in use again already).
-                let closing = matches!(frame, WsFrame::Close(_));
-                if sink.send(frame).await.is_err() || closing {
-                    return;
-                }
-                continue;
-            }
+            Some(frame) = said.next() => frame,
             Some(out) = queued.next(), if acked => {
                 // Whatever else is waiting goes out with it, in one flush.
                 let mut next = Some(out);
@@ -471,8 +471,6 @@ pub async fn serve(
             }
             _ = stopping.wait() => break,
         };
-        ended(&frame, &conversation);
-        acked = acked || matches!(&frame, WsFrame::Text(t) if t.contains("\"connection_ack\""));
         let closing = matches!(frame, WsFrame::Close(_));
         if sink.send(frame).await.is_err() || closing {
             return;

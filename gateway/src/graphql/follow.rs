@@ -285,7 +285,7 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         Err(RecvError::Lagged(missed)) => {
             match &s.shared {
                 Some(shared) => shared.closed_slow.store(true, Ordering::Release),
-                None => s.app.metrics.closed_slow(s.field),
+                None => s.app.metrics.closed_slow(s.field, 1),
             }
             let cursor = s.last.to_string();
             let err = async_graphql::Error::from(ApiError::new(

@@ -37,7 +37,7 @@ impl StartupLock {
                 .await?;
             txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
                 .await
-                .map_err(|err| match sqlstate(&err).as_deref() {
+                .map_err(|err| match crate::error::sqlstate(&err).as_deref() {
                     // lock_not_available: the wait ran out.
                     Some("55P03") => PlatformError::Unexpected(format!(
                         "another process has been creating tables for over {wait} s \
@@ -93,20 +93,6 @@ pub async fn try_advisory_lock(
         .unwrap_or(false))
 }
 
-/// The SQLSTATE of a database's refusal.
-fn sqlstate(err: &sea_orm::DbErr) -> Option<String> {
-    use sea_orm::{DbErr, RuntimeErr};
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            match e.as_ref() {
-                sea_orm::SqlxError::Database(db) => db.code().map(|c| c.into_owned()),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseConfig {
     /// One SQLite file per module in this directory (the embedded default).
@@ -160,7 +146,7 @@ impl DatabaseConfig {
                         .await
                         .map_err(|err| match reachable {
                             Err(why) => PlatformError::Database(sea_orm::DbErr::Conn(
-                                sea_orm::RuntimeErr::Internal(why),
+                                sea_orm::RuntimeErr::Internal(format!("{why} (then: {err})")),
                             )),
                             Ok(()) => err.into(),
                         })?;

@@ -41,30 +41,35 @@ pub enum PlatformError {
 /// was wrong.
 pub fn database_unreachable(err: &sea_orm::DbErr) -> bool {
     use sea_orm::{DbErr, RuntimeErr};
-    match err {
+    let lost = match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(
-                e.as_ref(),
-                sea_orm::SqlxError::Io(_)
-                    | sea_orm::SqlxError::PoolTimedOut
-                    | sea_orm::SqlxError::PoolClosed
-                    | sea_orm::SqlxError::WorkerCrashed
-            ) || server_going_away(e.as_ref())
-        }
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            sea_orm::SqlxError::Io(_)
+                | sea_orm::SqlxError::PoolTimedOut
+                | sea_orm::SqlxError::PoolClosed
+                | sea_orm::SqlxError::WorkerCrashed
+        ),
         _ => false,
-    }
+    };
+    // Or PostgreSQL ending the connection itself: a connection exception
+    // (class 08), or the server shutting down or restarting (57P01-57P03,
+    // "terminating connection due to administrator command").
+    lost || sqlstate(err).is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
 }
 
-/// PostgreSQL ending the connection itself: a connection exception (class
-/// 08), or the server shutting down or restarting (57P01-57P03, "terminating
-/// connection due to administrator command").
-fn server_going_away(err: &sea_orm::SqlxError) -> bool {
-    let sea_orm::SqlxError::Database(err) = err else {
-        return false;
-    };
-    err.code()
-        .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+/// The SQLSTATE of a database's refusal of a statement.
+pub(crate) fn sqlstate(err: &sea_orm::DbErr) -> Option<String> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sea_orm::SqlxError::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 impl PlatformError {
