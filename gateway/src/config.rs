@@ -182,7 +182,7 @@ pub struct Settings {
     /// (it never waits for a batch to fill: it takes what has arrived).
     /// Larger batches catch up on a backlog faster and hold each change
     /// back no longer; see BENCHMARKS.md for the curve.
-    #[arg(long, global = true, env = "SEARCH_BATCH", default_value_t = 100,
+    #[arg(long, global = true, env = "SEARCH_BATCH", default_value_t = mallbots_search::BATCH,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub search_batch: u16,
 

@@ -71,7 +71,7 @@ pub async fn settings(backend: Backend) -> Settings {
         consistency_timeout_ms: 10_000,
         socket_send_buffer: None,
         no_migrate: false,
-        search_batch: 100,
+        search_batch: mallbots_search::BATCH,
         shutdown_drain_ms: 0,
         ws_init_timeout_ms: 3000,
         max_query_depth: 10,
