@@ -37,7 +37,20 @@ use system::{fresh_database, services, start_system};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
+    let cli = Cli::parse();
+    let server = cli.database_url.clone();
+    let outcome = run(cli).await;
+    // A run's databases hold up to gigabytes (the projection's backlog):
+    // none is kept, whatever the outcome.
+    if let Some(server) = server
+        && let Err(err) = system::drop_databases(&server).await
+    {
+        eprintln!("could not drop the bench's databases: {err:#}");
+    }
+    outcome
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
     if let Some(Sub::FloorServer {
         listen,
         database_url,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};
@@ -10,6 +11,9 @@ use uuid::Uuid;
 
 use crate::cli::Cli;
 use crate::client::sibling;
+
+/// The databases this run created, dropped by [`drop_databases`].
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// A fresh database on the server of `url`; returns its URL.
 pub(crate) async fn fresh_database(url: &str) -> anyhow::Result<String> {
@@ -21,8 +25,29 @@ pub(crate) async fn fresh_database(url: &str) -> anyhow::Result<String> {
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await?;
     admin.close().await?;
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.clone());
     let base = url.rsplit_once('/').context("DATABASE_URL has no path")?.0;
     Ok(format!("{base}/{name}"))
+}
+
+/// Drops the databases this run created on the server of `url` (their
+/// clients, the system's processes, may be exiting still: `FORCE`).
+pub(crate) async fn drop_databases(url: &str) -> anyhow::Result<()> {
+    let names = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin = Database::connect(url).await?;
+    for name in names {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+    admin.close().await?;
+    Ok(())
 }
 
 /// The real services: (PostgreSQL server URL, RabbitMQ URL).
