@@ -23,10 +23,11 @@ pub enum Action {
     /// They keep their message id, so a consumer that handled one after all
     /// ignores it.
     Replay {
-        /// The dead letter to send back.
+        /// The dead letter to send back (a dead or an expired one).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
-        /// Every one still dead (of --queue, when given).
+        /// Every one still dead (of --queue, when given). Not the expired
+        /// ones: their senders answered `TIMEOUT` and may have retried.
         #[arg(long)]
         all: bool,
         #[arg(long, requires = "all")]

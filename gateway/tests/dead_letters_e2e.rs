@@ -109,3 +109,69 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
 }
 
 on_both_backends!(a_dead_letter_is_listed_replayed_and_purged);
+
+/// A command that expired unhandled (its sender answered its client
+/// `TIMEOUT`, as during a broker or database outage) is kept as `expired`,
+/// not `dead`: it is counted apart, so the alert on dead letters stays
+/// quiet, and `replay --all` leaves it. Replayed by id, it is handled.
+async fn an_expired_command_is_kept_apart_from_dead_letters(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store_id = Uuid::now_v7();
+    let command = msg::CreateStore {
+        store_id,
+        name: "Too Late".into(),
+        location: "Waiting room".into(),
+    };
+    let mut envelope = Envelope::new(&command).unwrap();
+    envelope.set_actor(&Actor::OPEN);
+    let mut letter = envelope.to_wire();
+    // What both brokers write on a message whose time to live ran out.
+    letter
+        .headers
+        .insert(HEADER_DEAD_LETTER_REASON.into(), "expired".into());
+    letter
+        .headers
+        .insert(HEADER_DEAD_LETTER_QUEUE.into(), "stores.commands".into());
+    app.broker()
+        .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
+        .await
+        .unwrap();
+
+    let listed = wait_until("the expired command listed", || async {
+        let out = operator(&app, &["list"]).await;
+        out.contains("stores.commands").then_some(out)
+    })
+    .await;
+    let line = listed.lines().next().expect("a line");
+    let fields: Vec<&str> = line.split('\t').collect();
+    let id = fields[0];
+    assert_eq!(fields[1], "expired", "{line}");
+    wait_until("the expired command counted in /metrics", || async {
+        let text = app.metrics().await;
+        let expired = ["queue=\"stores.commands\"", "state=\"expired\""];
+        (metric(&text, "mallbots_dead_letters", &expired) == Some(1.0)).then_some(text)
+    })
+    .await;
+    let text = app.metrics().await;
+    let dead = ["queue=\"stores.commands\"", "state=\"dead\""];
+    assert_eq!(
+        metric(&text, "mallbots_dead_letters", &dead).unwrap_or(0.0),
+        0.0
+    );
+
+    let all = operator(&app, &["replay", "--all"]).await;
+    assert!(all.starts_with("0 dead letter(s)"), "{all}");
+    let query = "query($id: ID!) { store(id: $id) { name } }";
+    let none = app.data(query, json!({ "id": store_id })).await;
+    assert_eq!(none["store"], serde_json::Value::Null);
+    let one = operator(&app, &["replay", id]).await;
+    assert!(one.starts_with("1 dead letter(s) to replay"), "{one}");
+    wait_until("the replayed command handled", || async {
+        let found = app.data(query, json!({ "id": store_id })).await;
+        (found["store"]["name"] == "Too Late").then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+on_both_backends!(an_expired_command_is_kept_apart_from_dead_letters);

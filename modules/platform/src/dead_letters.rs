@@ -49,6 +49,11 @@ mod entity {
 pub enum State {
     /// Failed; waiting for an operator.
     Dead,
+    /// Expired before anyone handled it: a command whose sender had stopped
+    /// waiting (and answered its client `TIMEOUT`), so it was never applied.
+    /// Kept for the record, not as a failure (a broker or database outage
+    /// leaves a few); replayed only when asked for by id.
+    Expired,
     /// An operator asked to send it back; the keeper will.
     Replay,
     /// Sent back to its queue.
@@ -59,6 +64,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Dead => "dead",
+            State::Expired => "expired",
             State::Replay => "replay",
             State::Replayed => "replayed",
         }
@@ -142,12 +148,19 @@ pub async fn request_replay(
     which: Selection,
 ) -> Result<u64, PlatformError> {
     let update = entity::Entity::update_many()
-        .col_expr(entity::Column::State, Expr::value(State::Replay.as_str()))
-        .filter(entity::Column::State.eq(State::Dead.as_str()));
+        .col_expr(entity::Column::State, Expr::value(State::Replay.as_str()));
+    let (dead, expired) = (State::Dead.as_str(), State::Expired.as_str());
     let update = match which {
-        Selection::One(id) => update.filter(entity::Column::Id.eq(id)),
-        Selection::All { queue: Some(queue) } => update.filter(entity::Column::Queue.eq(queue)),
-        Selection::All { queue: None } => update,
+        Selection::One(id) => update
+            .filter(entity::Column::Id.eq(id))
+            .filter(entity::Column::State.is_in([dead, expired])),
+        Selection::All { queue } => {
+            let update = update.filter(entity::Column::State.eq(dead));
+            match queue {
+                Some(queue) => update.filter(entity::Column::Queue.eq(queue)),
+                None => update,
+            }
+        }
     };
     Ok(update.exec(db).await?.rows_affected)
 }
@@ -236,7 +249,14 @@ async fn record(
     let header = |name: &str| message.headers.get(name).cloned();
     let queue = header(HEADER_DEAD_LETTER_QUEUE).unwrap_or_else(|| "unknown".to_owned());
     let reason = header(HEADER_DEAD_LETTER_REASON).unwrap_or_else(|| "not given".to_owned());
-    tracing::warn!(%queue, %reason, message_type = ?message.message_type, "dead letter recorded");
+    // The broker's own word for a message whose time to live ran out.
+    let state = if reason == "expired" {
+        tracing::info!(%queue, message_type = ?message.message_type, "expired message recorded");
+        State::Expired
+    } else {
+        tracing::warn!(%queue, %reason, message_type = ?message.message_type, "dead letter recorded");
+        State::Dead
+    };
     entity::ActiveModel {
         message_id: Set(message.message_id.clone()),
         message_type: Set(message.message_type.clone()),
@@ -246,7 +266,7 @@ async fn record(
         properties: Set(message.properties_json()),
         body: Set(message.body.clone()),
         dead_at: Set(Utc::now()),
-        state: Set(State::Dead.as_str().to_owned()),
+        state: Set(state.as_str().to_owned()),
         replayed_at: Set(None),
         ..Default::default()
     }
