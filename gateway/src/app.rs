@@ -396,17 +396,29 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if !runs(parts, Part::Gateway)
         && let Some(at) = settings.metrics_listen
     {
-        // A process without the gateway still shows what it counts.
-        let modules: Vec<_> = MODULES
+        // A process without the gateway still shows what it counts, and
+        // how far behind the read models it runs are (their sources' logs
+        // are read for that alone).
+        let readers = readers();
+        let (run_here, elsewhere): (Vec<_>, Vec<_>) = MODULES
             .iter()
             .zip(&dbs)
-            .filter(|(m, _)| runs(parts, m.part))
-            .map(|(m, db)| (m.name, db.clone()))
+            .map(|(m, db)| (m.name, db.clone(), runs(parts, m.part)))
+            .partition(|(_, _, here)| *here);
+        let modules: Vec<_> = run_here.into_iter().map(|(n, db, _)| (n, db)).collect();
+        let follows = |source: &str| {
+            let run = |reader: &str| modules.iter().any(|(module, _)| *module == reader);
+            readers.pairs().any(|(r, s)| s == source && run(r))
+        };
+        let sources: Vec<_> = elsewhere
+            .into_iter()
+            .filter(|(name, _, _)| follows(name))
+            .map(|(n, db, _)| (n, db))
             .collect();
         let listener = tokio::net::TcpListener::bind(at)
             .await
             .with_context(|| format!("cannot listen on {at} for /metrics"))?;
-        let router = crate::http::metrics_only(metrics, broker.clone(), modules, readers());
+        let router = crate::http::metrics_only(metrics, broker.clone(), modules, sources, readers);
         let mut stop = stopping.clone();
         door_tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -931,18 +931,22 @@ pub fn metrics_only(
     metrics: Arc<crate::metrics::Metrics>,
     broker: Arc<dyn mallbots_platform::Broker>,
     modules: Vec<(&'static str, sea_orm::DatabaseConnection)>,
+    sources: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     readers: crate::consistency::Readers,
 ) -> Router {
-    let (modules, readers) = (Arc::new(modules), Arc::new(readers));
+    let (modules, sources, readers) = (Arc::new(modules), Arc::new(sources), Arc::new(readers));
     let scrape = move || {
-        let (metrics, broker, modules, readers) = (
+        let (metrics, broker, modules, sources, readers) = (
             metrics.clone(),
             broker.clone(),
             modules.clone(),
+            sources.clone(),
             readers.clone(),
         );
         async move {
-            let text = metrics.scrape(broker.as_ref(), &modules, &readers).await;
+            let text = metrics
+                .scrape(broker.as_ref(), &modules, &sources, &readers)
+                .await;
             ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
         }
     };
@@ -964,7 +968,7 @@ async fn metrics(
     let app = &http.app;
     let text = app
         .metrics
-        .scrape(app.broker.as_ref(), &app.databases, &app.readers)
+        .scrape(app.broker.as_ref(), &app.databases, &[], &app.readers)
         .await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

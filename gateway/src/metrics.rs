@@ -279,11 +279,13 @@ impl Metrics {
     /// The text of `/metrics`, with the database-derived gauges read anew
     /// (at most once a second) from `databases`: the modules' (their
     /// outboxes and read models) and, when among them, the dead-letter
-    /// store.
+    /// store. `sources` are modules not run here that a read model run here
+    /// follows: read only for that read model's lag.
     pub async fn scrape(
         &self,
         broker: &dyn Broker,
         databases: &Databases,
+        sources: &Databases,
         readers: &Readers,
     ) -> String {
         let due = {
@@ -295,7 +297,7 @@ impl Metrics {
             due
         };
         if due {
-            self.read(broker, databases, readers).await;
+            self.read(broker, databases, sources, readers).await;
         }
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -307,7 +309,13 @@ impl Metrics {
     /// Reads every database-derived gauge at once (all reads run
     /// concurrently, each within [`READ_DEADLINE`]): a database that does
     /// not answer delays `/metrics` by that deadline at most.
-    async fn read(&self, broker: &dyn Broker, databases: &Databases, readers: &Readers) {
+    async fn read(
+        &self,
+        broker: &dyn Broker,
+        databases: &Databases,
+        sources: &Databases,
+        readers: &Readers,
+    ) {
         let now = chrono::Utc::now();
         let age = |at: Option<chrono::DateTime<chrono::Utc>>| {
             at.map_or(0.0, |at| {
@@ -340,8 +348,16 @@ impl Metrics {
                 }
             }
         }));
+        let source_of = |name: &str| {
+            db_of(name).or_else(|| {
+                sources
+                    .iter()
+                    .find(|(module, _)| *module == name)
+                    .map(|(_, db)| db)
+            })
+        };
         let lags = join_all(readers.pairs().filter_map(|(reader, source)| {
-            let (reader_db, source_db) = (db_of(reader)?, db_of(source)?);
+            let (reader_db, source_db) = (db_of(reader)?, source_of(source)?);
             Some(async move {
                 let read = async {
                     let applied = changes::applied(reader_db, source).await?;

@@ -453,6 +453,19 @@ async fn the_split_script_serves_an_order_across_two_gateways() {
         common::metric(&text, "mallbots_consumers_running", &running),
         Some(1.0)
     );
+    // The search process (the eighth module) shows how far behind the
+    // modules it follows it is, though it runs none of them.
+    let search = common::client_of(format!("http://127.0.0.1:{}", metrics_base + 7)).await;
+    let lag = ["reader=\"search\"", "source=\"ordering\""];
+    common::wait_until(
+        "search's lag behind ordering on its own /metrics",
+        || async {
+            let text = search.metrics().await;
+            let behind = common::metric(&text, "mallbots_projection_lag_positions", &lag);
+            (behind == Some(0.0)).then_some(())
+        },
+    )
+    .await;
 
     common::sigterm(&script).await;
     let status = tokio::time::timeout(common::DEADLINE, script.wait())
