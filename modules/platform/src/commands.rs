@@ -286,8 +286,15 @@ impl CommandProcessor {
     }
 }
 
-fn transient(err: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(err.to_string())
+/// A failure worth retrying; `Unreachable` when the error itself says the
+/// database (or broker) cannot be reached.
+fn transient(err: impl Into<PlatformError>) -> HandleError {
+    let err = err.into();
+    if err.is_unavailable() {
+        HandleError::Unreachable(err.to_string())
+    } else {
+        HandleError::Transient(err.to_string())
+    }
 }
 
 /// How handling a command failed: before anything could have been applied,
@@ -297,7 +304,7 @@ enum Failure {
     MaybeApplied(HandleError),
 }
 
-fn not_applied(err: impl std::fmt::Display) -> Failure {
+fn not_applied(err: impl Into<PlatformError>) -> Failure {
     Failure::NotApplied(transient(err))
 }
 
@@ -408,8 +415,9 @@ impl Handler for CommandProcessor {
                 // A sender waits: rather than hold its command until the
                 // database is back (and answer it long after the sender
                 // gave up), refuse it now and drop it. Nothing was applied.
+                let unreachable = matches!(err, HandleError::Unreachable(_));
                 if command.reply_to.is_some()
-                    && !self.reachable().await
+                    && (unreachable || !self.reachable().await)
                     && self.refuse_unavailable(command).await
                 {
                     tracing::warn!(consumer = %self.name, command = %command.id, error = %err, "command refused: database unreachable");
@@ -644,5 +652,18 @@ impl CommandBus {
 impl From<sea_orm::DbErr> for CommandError {
     fn from(err: sea_orm::DbErr) -> Self {
         CommandError::Platform(PlatformError::Database(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_database_is_unreachable_a_failed_statement_is_not() {
+        let lost = sea_orm::DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout);
+        assert!(matches!(transient(lost), HandleError::Unreachable(_)));
+        let failed = sea_orm::DbErr::Custom("no such column".into());
+        assert!(matches!(transient(failed), HandleError::Transient(_)));
     }
 }

@@ -30,6 +30,11 @@ pub enum HandleError {
     /// Might work later (database busy, broker down): retry, then dead-letter.
     #[error("{0}")]
     Transient(String),
+    /// A dependency said it cannot be reached (a lost connection, a pool
+    /// that timed out): not the message's fault, whatever a later check of
+    /// that dependency finds. Retried without counting an attempt.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 #[async_trait]
@@ -302,6 +307,14 @@ impl Consumer<'_> {
                 count(Outcome::DeadLettered);
                 tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
                 dead_letter(self.broker, queue, delivery, &reason).await
+            }
+            // An outage's edge: the failure said unreachable, but the check
+            // may already find the dependency back. Either way, not counted.
+            Err(HandleError::Unreachable(reason)) => {
+                count(Outcome::Retried);
+                tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
+                tokio::time::sleep(UNREACHABLE_PAUSE).await;
+                delivery.requeue().await
             }
             Err(HandleError::Transient(reason)) if !handler.reachable().await => {
                 count(Outcome::Retried);

@@ -490,6 +490,60 @@ async fn a_concurrent_queue_handles_that_many_at_once_each_once(broker: Arc<dyn 
     assert_eq!(gathering.most_in_hand.load(Ordering::SeqCst), 3);
 }
 
+/// Fails every delivery with `Unreachable` until it has failed `times`
+/// times. Its `reachable` stays true: the dependency is back by the time
+/// anyone checks, as at the edge of an outage.
+struct Flapping {
+    failures: AtomicUsize,
+    times: usize,
+    handled: mpsc::UnboundedSender<u32>,
+}
+
+#[async_trait]
+impl Handler for Flapping {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        let n = allowed(envelope)?;
+        if self.failures.fetch_add(1, Ordering::SeqCst) < self.times {
+            return Err(HandleError::Unreachable("the connection was lost".into()));
+        }
+        let _ = self.handled.send(n);
+        Ok(())
+    }
+}
+
+async fn failures_saying_unreachable_never_use_up_the_attempts(broker: Arc<dyn Broker>) {
+    let (_trigger, shutdown) = Shutdown::new();
+    let (tx, mut handled) = mpsc::unbounded_channel();
+    let times = consumer::MAX_ATTEMPTS as usize + 1;
+    let flapping = Arc::new(Flapping {
+        failures: AtomicUsize::new(0),
+        times,
+        handled: tx,
+    });
+    let spec = QueueSpec::durable("suite.flapping").bind(Exchange::Events, "test.#");
+    consumer::spawn(
+        broker.clone(),
+        spec,
+        flapping.clone(),
+        Messaging::default(),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let mut dead = broker.consume(&QueueSpec::dead_letters()).await.unwrap();
+    broker
+        .publish(Exchange::Events, Counted::TYPE, message(0, 7))
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(DEADLINE, handled.recv())
+        .await
+        .expect("handled once the failures stop");
+    assert_eq!(n, Some(7));
+    assert_eq!(flapping.failures.load(Ordering::SeqCst), times + 1);
+    let none = tokio::time::timeout(Duration::from_millis(300), dead.next()).await;
+    assert!(none.is_err(), "nothing dead-lettered");
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
@@ -529,6 +583,7 @@ suite!(
     an_expired_message_is_dead_lettered_not_delivered,
     a_batched_queue_handles_each_message_once_and_dead_letters_the_bad_one,
     a_concurrent_queue_handles_that_many_at_once_each_once,
+    failures_saying_unreachable_never_use_up_the_attempts,
 );
 
 /// The embedded mode's promise: what the in-process broker accepted and was
