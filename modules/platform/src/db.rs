@@ -166,11 +166,6 @@ impl DatabaseConfig {
                     // consumer retries without blaming its message.
                     .acquire_timeout(Duration::from_secs(1))
                     .connect_timeout(Duration::from_secs(1))
-                    // A connection is pinged when released; pinging it
-                    // again on every acquire cost a round trip per query
-                    // and per transaction. One idle for a while may have
-                    // been dropped (a restart), so it is still checked.
-                    .test_before_acquire_if_idle_for(Duration::from_secs(1))
                     .set_schema_search_path(module)
                     .sqlx_logging(false);
                 Ok(Database::connect(options).await?)
