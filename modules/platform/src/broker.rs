@@ -6,6 +6,7 @@
 //! settled; one dropped unsettled (consumer crash, shutdown) is delivered again.
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 
 use crate::envelope::WireMessage;
 use crate::error::BrokerError;
@@ -155,6 +156,9 @@ impl QueueSpec {
 pub enum Settle {
     /// Done: remove it.
     Ack,
+    /// Done, and so is every delivery before it that [`Acker::covers`]
+    /// said this one covers: one acknowledgement for them all.
+    AckThrough,
     /// Not done: deliver it again.
     Requeue,
 }
@@ -162,6 +166,16 @@ pub enum Settle {
 #[async_trait]
 pub trait Acker: Send {
     async fn settle(self: Box<Self>, how: Settle) -> Result<(), BrokerError>;
+
+    /// Whether settling this delivery with [`Settle::AckThrough`] acks
+    /// `earlier` too (delivered before it, none settled yet). Only then is it
+    /// asked to.
+    fn covers(&self, _earlier: &[Box<dyn Acker>]) -> bool {
+        false
+    }
+
+    /// What the broker's own [`Acker::covers`] looks at.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 pub struct Delivery {
@@ -189,6 +203,27 @@ impl Delivery {
 
     pub async fn ack(self) -> Result<(), BrokerError> {
         self.acker.settle(Settle::Ack).await
+    }
+
+    /// Acks `deliveries`, received in this order from one subscription, with
+    /// every delivery that subscription gave before the last of them either
+    /// among them or settled already (a consumer that handles its queue in
+    /// order, one batch at a time): with one acknowledgement when the broker
+    /// can, else all at once.
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        let mut ackers: Vec<Box<dyn Acker>> = deliveries.into_iter().map(|d| d.acker).collect();
+        let Some(last) = ackers.pop() else {
+            return Ok(());
+        };
+        if last.covers(&ackers) {
+            return last.settle(Settle::AckThrough).await;
+        }
+        ackers.push(last);
+        let settled = join_all(ackers.into_iter().map(|a| a.settle(Settle::Ack))).await;
+        settled
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 
     pub async fn requeue(self) -> Result<(), BrokerError> {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
@@ -248,12 +247,10 @@ impl Consumer<'_> {
             }
         }
         let first_error = match outcome {
-            // All at once: the broker's client writes them out together.
-            // Awaited one by one, they took 5-6 ms a batch of 100; now 1.
-            Ok(()) => join_all(decoded.into_iter().map(Delivery::ack))
-                .await
-                .into_iter()
-                .find_map(Result::err),
+            // One acknowledgement for the batch where the broker allows it
+            // (batches run one at a time, in order). Awaited one by one, the
+            // acks took 5-6 ms a batch of 100.
+            Ok(()) => Delivery::ack_all(decoded).await.err(),
             Err(err) => {
                 let mut first_error = None;
                 for delivery in decoded {

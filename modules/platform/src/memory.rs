@@ -384,7 +384,8 @@ impl Drop for MemoryAcker {
 impl Acker for MemoryAcker {
     async fn settle(mut self: Box<Self>, how: Settle) -> Result<(), BrokerError> {
         match how {
-            Settle::Ack => {
+            // Never asked of this broker (it covers nothing but itself).
+            Settle::Ack | Settle::AckThrough => {
                 if let Some(Pending { row: Some(row), .. }) = self.pending.take()
                     && let Some(store) = &self.store
                 {
@@ -394,6 +395,10 @@ impl Acker for MemoryAcker {
             Settle::Requeue => self.requeue(),
         }
         Ok(())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -6,6 +6,7 @@
 //! publishing fails at once ([`BrokerError::Unavailable`]) instead of waiting.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -590,7 +591,15 @@ struct OpenConsumer {
     channel: Channel,
     consumer: lapin::Consumer,
     session: Arc<Session>,
+    /// This channel among every one opened (channel numbers are reused).
+    generation: u64,
+    /// Set when a settle on this channel failed: a delivery may be pending
+    /// on it unsettled, which a `multiple` ack would take with it.
+    missed: Arc<AtomicBool>,
 }
+
+/// Numbers each consumer channel opened, for [`RabbitAcker::covers`].
+static CHANNELS: AtomicU64 = AtomicU64::new(0);
 
 async fn open_consumer(
     shared: &Shared,
@@ -615,6 +624,8 @@ async fn open_consumer(
             channel,
             consumer,
             session: session.clone(),
+            generation: CHANNELS.fetch_add(1, Ordering::Relaxed),
+            missed: Arc::default(),
         })
     })
     .await;
@@ -711,6 +722,9 @@ impl Pump {
                             acker: delivery.acker,
                             session: mine.clone(),
                             sessions: self.shared.session.subscribe(),
+                            channel: current.generation,
+                            tag: delivery.delivery_tag,
+                            missed: current.missed.clone(),
                         }),
                     );
                     let lost = until_superseded(&mut sessions, &mine);
@@ -836,6 +850,10 @@ struct RabbitAcker {
     acker: lapin::Acker,
     session: Arc<Session>,
     sessions: watch::Receiver<Option<Arc<Session>>>,
+    /// The channel it came on ([`OpenConsumer::generation`]) and its tag there.
+    channel: u64,
+    tag: u64,
+    missed: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -849,6 +867,10 @@ impl Acker for RabbitAcker {
         let settled = async {
             match how {
                 Settle::Ack => bounded("an ack", this.acker.ack(BasicAckOptions::default())).await,
+                Settle::AckThrough => {
+                    let through = BasicAckOptions { multiple: true };
+                    bounded("an ack", this.acker.ack(through)).await
+                }
                 Settle::Requeue => {
                     let requeue = BasicNackOptions {
                         requeue: true,
@@ -858,11 +880,33 @@ impl Acker for RabbitAcker {
                 }
             }
         };
-        tokio::select! {
+        let settled = tokio::select! {
             settled = settled => settled.map(|_| ()),
             _ = until_superseded(&mut this.sessions, &this.session) => Err(BrokerError::Unavailable(
                 "the delivery's connection is gone; RabbitMQ delivers it again".into(),
             )),
+        };
+        if settled.is_err() {
+            this.missed.store(true, Ordering::Relaxed);
         }
+        settled
+    }
+
+    /// RabbitMQ's `multiple` ack settles every unsettled delivery of the
+    /// channel up to this tag: right when each earlier one came on the same
+    /// channel with a lower tag and no settle on that channel has failed
+    /// (the caller vouches that every other delivery before them was
+    /// settled, and a failed settle would have left one pending).
+    fn covers(&self, earlier: &[Box<dyn Acker>]) -> bool {
+        !self.missed.load(Ordering::Relaxed)
+            && earlier.iter().all(|a| {
+                a.as_any()
+                    .downcast_ref::<RabbitAcker>()
+                    .is_some_and(|a| a.channel == self.channel && a.tag < self.tag)
+            })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
