@@ -35,23 +35,22 @@ async fn operator(app: &TestApp, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("text")
 }
 
-async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
-    let mut app = spawn_app(backend).await;
-    // A good command that failed while a bug was in the way: in the
-    // dead-letter queue with its reason, as the consumer leaves it.
+/// A `CreateStore` for a new store, put straight into the dead letters as
+/// a broker leaves one that failed on `stores.commands` for `reason`; the
+/// store's id.
+async fn dead_create_store(app: &TestApp, name: &str, location: &str, reason: &str) -> Uuid {
     let store_id = Uuid::now_v7();
     let command = msg::CreateStore {
         store_id,
-        name: "Second Chance".into(),
-        location: "Lost and found".into(),
+        name: name.into(),
+        location: location.into(),
     };
     let mut envelope = Envelope::new(&command).unwrap();
     envelope.set_actor(&Actor::OPEN);
     let mut letter = envelope.to_wire();
-    letter.headers.insert(
-        HEADER_DEAD_LETTER_REASON.into(),
-        "gave up after 5 attempts: the handler panicked: a bug".into(),
-    );
+    letter
+        .headers
+        .insert(HEADER_DEAD_LETTER_REASON.into(), reason.into());
     letter
         .headers
         .insert(HEADER_DEAD_LETTER_QUEUE.into(), "stores.commands".into());
@@ -59,13 +58,27 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
         .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
         .await
         .unwrap();
+    store_id
+}
 
+/// The first line `dead-letters list` prints, once it lists a letter of
+/// `stores.commands`.
+async fn first_listed(app: &TestApp) -> String {
     let listed = wait_until("the dead letter listed", || async {
-        let out = operator(&app, &["list"]).await;
+        let out = operator(app, &["list"]).await;
         out.contains("stores.commands").then_some(out)
     })
     .await;
-    let line = listed.lines().next().expect("a line");
+    listed.lines().next().expect("a line").to_owned()
+}
+
+async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    // A good command that failed while a bug was in the way: in the
+    // dead-letter queue with its reason, as the consumer leaves it.
+    let reason = "gave up after 5 attempts: the handler panicked: a bug";
+    let store_id = dead_create_store(&app, "Second Chance", "Lost and found", reason).await;
+    let line = first_listed(&app).await;
     let fields: Vec<&str> = line.split('\t').collect();
     let id = fields[0];
     assert_eq!(fields[1], "dead", "{line}");
@@ -116,33 +129,9 @@ on_both_backends!(a_dead_letter_is_listed_replayed_and_purged);
 /// quiet, and `replay --all` leaves it. Replayed by id, it is handled.
 async fn an_expired_command_is_kept_apart_from_dead_letters(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let store_id = Uuid::now_v7();
-    let command = msg::CreateStore {
-        store_id,
-        name: "Too Late".into(),
-        location: "Waiting room".into(),
-    };
-    let mut envelope = Envelope::new(&command).unwrap();
-    envelope.set_actor(&Actor::OPEN);
-    let mut letter = envelope.to_wire();
     // What both brokers write on a message whose time to live ran out.
-    letter
-        .headers
-        .insert(HEADER_DEAD_LETTER_REASON.into(), "expired".into());
-    letter
-        .headers
-        .insert(HEADER_DEAD_LETTER_QUEUE.into(), "stores.commands".into());
-    app.broker()
-        .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
-        .await
-        .unwrap();
-
-    let listed = wait_until("the expired command listed", || async {
-        let out = operator(&app, &["list"]).await;
-        out.contains("stores.commands").then_some(out)
-    })
-    .await;
-    let line = listed.lines().next().expect("a line");
+    let store_id = dead_create_store(&app, "Too Late", "Waiting room", "expired").await;
+    let line = first_listed(&app).await;
     let fields: Vec<&str> = line.split('\t').collect();
     let id = fields[0];
     assert_eq!(fields[1], "expired", "{line}");
