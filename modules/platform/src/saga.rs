@@ -9,7 +9,7 @@
 //! queue and finds its saga by the command's id.
 
 use chrono::Utc;
-use mallbots_contracts::{Affected, CommandReply};
+use mallbots_contracts::{Affected, CommandReply, ErrorCode};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction};
 use serde::{Serialize, de::DeserializeOwned};
@@ -213,6 +213,21 @@ impl<S: Saga> SagaEngine<S> {
         let answer: CommandReply = reply.decode()?;
         let step = &self.steps[state.step];
         match (state.status, answer) {
+            // Refused because the module's database could not be reached
+            // (nothing was applied): not an answer to the step, so the same
+            // command goes again. The refusal itself took the module its
+            // pool's acquire timeout, which paces these.
+            (status, CommandReply::Rejected(error)) if error.code == ErrorCode::Unavailable => {
+                tracing::info!(saga = S::NAME, id = %state.id, step = step.name, error = %error.message, "step refused for now; sending it again");
+                let at = state.step;
+                match status {
+                    SagaStatus::Running => self.forward(txn, outbox, reply, &mut state, at).await?,
+                    _ => {
+                        self.backward(txn, outbox, reply, &mut state, Some(at))
+                            .await?
+                    }
+                }
+            }
             (SagaStatus::Running, CommandReply::Accepted { result, .. }) => {
                 let kept = match step.on_success {
                     Some(keep) => keep(&mut state.data, &result),

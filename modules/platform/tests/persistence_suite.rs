@@ -323,7 +323,15 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     txn.commit().await.unwrap();
     outbox.wake();
 
+    // Refused for now (the module's database unreachable): sent again.
+    let unavailable = || {
+        CommandReply::Rejected(ReplyError {
+            code: ErrorCode::Unavailable,
+            message: "the module's database cannot be reached right now".into(),
+        })
+    };
     let replies = [
+        ("do-1", unavailable()),
         (
             "do-1",
             CommandReply::Accepted {
@@ -345,6 +353,7 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
                 message: "no money".into(),
             }),
         ),
+        ("undo-2", unavailable()),
         (
             "undo-2",
             CommandReply::Accepted {
