@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::runs;
 use crate::config::{Part, Settings};
+use crate::consistency::database;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 
@@ -400,20 +401,23 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         // how far behind the read models it runs are (their sources' logs
         // are read for that alone).
         let readers = readers();
-        let (run_here, elsewhere): (Vec<_>, Vec<_>) = MODULES
+        let named = |(m, db): (&Module, &DatabaseConnection)| (m.name, db.clone());
+        let modules: Vec<_> = MODULES
             .iter()
             .zip(&dbs)
-            .map(|(m, db)| (m.name, db.clone(), runs(parts, m.part)))
-            .partition(|(_, _, here)| *here);
-        let modules: Vec<_> = run_here.into_iter().map(|(n, db, _)| (n, db)).collect();
-        let follows = |source: &str| {
-            let run = |reader: &str| modules.iter().any(|(module, _)| *module == reader);
-            readers.pairs().any(|(r, s)| s == source && run(r))
+            .filter(|(m, _)| runs(parts, m.part))
+            .map(named)
+            .collect();
+        let followed_here = |source: &str| {
+            readers
+                .of_source(source)
+                .any(|reader| database(&modules, reader).is_some())
         };
-        let sources: Vec<_> = elsewhere
-            .into_iter()
-            .filter(|(name, _, _)| follows(name))
-            .map(|(n, db, _)| (n, db))
+        let sources: Vec<_> = MODULES
+            .iter()
+            .zip(&dbs)
+            .filter(|(m, _)| !runs(parts, m.part) && followed_here(m.name))
+            .map(named)
             .collect();
         let listener = tokio::net::TcpListener::bind(at)
             .await

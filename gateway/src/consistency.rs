@@ -20,6 +20,14 @@ use crate::graphql::errors::{ApiError, internal};
 /// Each module's database, by module name.
 pub type Databases = [(&'static str, DatabaseConnection)];
 
+/// `module`'s database among `databases`.
+pub fn database<'a>(databases: &'a Databases, module: &str) -> Option<&'a DatabaseConnection> {
+    databases
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, db)| db)
+}
+
 /// A parsed token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -49,7 +57,7 @@ impl Readers {
     }
 
     /// The read models following `source`'s events.
-    fn of_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'static str> + 'a {
+    pub fn of_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'static str> + 'a {
         self.0
             .iter()
             .filter(move |(_, sources)| sources.iter().any(|s| s == source))
@@ -71,7 +79,7 @@ impl Readers {
         self.0
             .iter()
             .map(|(reader, _)| *reader)
-            .filter(|reader| !databases.iter().any(|(name, _)| name == reader))
+            .filter(|reader| database(databases, reader).is_none())
     }
 
     /// Whether some read model follows `source` (a token may name it).
@@ -112,9 +120,7 @@ async fn applied(
     token: &Token,
 ) -> Result<bool, ApiError> {
     for reader in readers.of_source(&token.module) {
-        let (_, db) = databases
-            .iter()
-            .find(|(name, _)| *name == reader)
+        let db = database(databases, reader)
             .ok_or_else(|| internal(format!("the {reader} database is not open here")))?;
         let at = changes::applied(db, &token.module)
             .await

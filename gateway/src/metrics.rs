@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::consistency::{Databases, Readers};
+use crate::consistency::{Databases, Readers, database};
 use crate::modules::DEAD_LETTERS;
 
 /// The database-derived gauges are read at most this often, however often
@@ -322,12 +322,7 @@ impl Metrics {
                 (now - at).to_std().unwrap_or_default().as_secs_f64()
             })
         };
-        let db_of = |name: &str| {
-            databases
-                .iter()
-                .find(|(module, _)| *module == name)
-                .map(|(_, db)| db)
-        };
+        let db_of = |name: &str| database(databases, name);
         let connected = async {
             let checked = tokio::time::timeout(READ_DEADLINE, broker.check()).await;
             self.broker_connected
@@ -348,14 +343,7 @@ impl Metrics {
                 }
             }
         }));
-        let source_of = |name: &str| {
-            db_of(name).or_else(|| {
-                sources
-                    .iter()
-                    .find(|(module, _)| *module == name)
-                    .map(|(_, db)| db)
-            })
-        };
+        let source_of = |name: &str| db_of(name).or_else(|| database(sources, name));
         let lags = join_all(readers.pairs().filter_map(|(reader, source)| {
             let (reader_db, source_db) = (db_of(reader)?, source_of(source)?);
             Some(async move {

@@ -30,6 +30,27 @@ fn subscribe(id: &str, store: &str) -> serde_json::Value {
     })
 }
 
+/// The same subscription, replaying from the start of the change log (so
+/// not shared with others).
+fn replaying(id: &str, store: &str) -> serde_json::Value {
+    let mut replaying = subscribe(id, store);
+    replaying["payload"]["variables"]["after"] = json!("0");
+    replaying
+}
+
+/// On one socket, `first` is subscribed and served, then `second` closes
+/// the socket with `code`.
+async fn second_subscribe_closes(first: &str, second: &str, code: u16) {
+    let mut app = app().await;
+    let store = shop::store(&app, "Closing", "C").await;
+    let mut ws = initialized(&app).await;
+    ws.send(subscribe(first, &store)).await;
+    app.wait_for_subscriptions(1).await;
+    ws.send(subscribe(second, &store)).await;
+    assert_eq!(ws.close_code().await, code);
+    app.stop().await;
+}
+
 async fn initialized(app: &TestApp) -> WsClient {
     let mut ws = WsClient::open(&app.base, PROTOCOL, None).await;
     ws.send(json!({ "type": "connection_init" })).await;
@@ -57,14 +78,7 @@ async fn a_subscribe_before_init_is_closed_4401() {
 
 #[tokio::test]
 async fn a_subscription_id_in_use_is_closed_4409() {
-    let mut app = app().await;
-    let store = shop::store(&app, "Twice", "T").await;
-    let mut ws = initialized(&app).await;
-    ws.send(subscribe("same", &store)).await;
-    app.wait_for_subscriptions(1).await;
-    ws.send(subscribe("same", &store)).await;
-    assert_eq!(ws.close_code().await, 4409);
-    app.stop().await;
+    second_subscribe_closes("same", "same", 4409).await;
 }
 
 /// An id completed and subscribed again at once is in use once, whichever
@@ -74,9 +88,7 @@ async fn a_subscription_id_in_use_is_closed_4409() {
 async fn an_id_reused_at_once_after_complete_is_still_in_use() {
     let mut app = app().await;
     let store = shop::store(&app, "Reused", "R").await;
-    let mut replaying = subscribe("x", &store);
-    replaying["payload"]["variables"]["after"] = json!("0");
-    for again in [subscribe("x", &store), replaying] {
+    for again in [subscribe("x", &store), replaying("x", &store)] {
         let mut ws = initialized(&app).await;
         ws.send(subscribe("x", &store)).await;
         app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
@@ -108,10 +120,8 @@ async fn an_id_refused_then_taken_at_once_is_in_use() {
         "subscription($s: ID!) {{ catalogChanged(storeId: $s) {{ {} }} }}",
         aliases.join(" ")
     ));
-    let mut replaying = subscribe("z", &store);
-    replaying["payload"]["variables"]["after"] = json!("0");
     ws.send(refused).await;
-    ws.send(replaying).await;
+    ws.send(replaying("z", &store)).await;
     let error = ws.next_message().await;
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(
@@ -127,14 +137,7 @@ async fn an_id_refused_then_taken_at_once_is_in_use() {
 /// closes the socket with 4400; one of 128 is served.
 #[tokio::test]
 async fn a_subscription_id_over_128_bytes_is_closed_4400() {
-    let mut app = app().await;
-    let store = shop::store(&app, "Long", "L").await;
-    let mut ws = initialized(&app).await;
-    ws.send(subscribe(&"i".repeat(128), &store)).await;
-    app.wait_for_subscriptions(1).await;
-    ws.send(subscribe(&"i".repeat(129), &store)).await;
-    assert_eq!(ws.close_code().await, 4400);
-    app.stop().await;
+    second_subscribe_closes(&"i".repeat(128), &"i".repeat(129), 4400).await;
 }
 
 #[tokio::test]

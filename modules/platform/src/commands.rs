@@ -288,7 +288,7 @@ impl CommandProcessor {
 
 /// A failure worth retrying; `Unreachable` when the error itself says the
 /// database (or broker) cannot be reached.
-fn transient(err: impl Into<PlatformError>) -> HandleError {
+fn retryable(err: impl Into<PlatformError>) -> HandleError {
     let err = err.into();
     if err.is_unavailable() {
         HandleError::Unreachable(err.to_string())
@@ -305,7 +305,7 @@ enum Failure {
 }
 
 fn not_applied(err: impl Into<PlatformError>) -> Failure {
-    Failure::NotApplied(transient(err))
+    Failure::NotApplied(retryable(err))
 }
 
 impl CommandProcessor {
@@ -322,7 +322,7 @@ impl CommandProcessor {
                 let express = self.reply_again(&txn, command).await.map_err(not_applied)?;
                 txn.commit()
                     .await
-                    .map_err(|e| Failure::MaybeApplied(transient(e)))?;
+                    .map_err(|e| Failure::MaybeApplied(retryable(e)))?;
                 self.outbox.wake();
                 self.send_replies(express);
                 return Ok(());
@@ -335,7 +335,7 @@ impl CommandProcessor {
                         .map_err(not_applied)?;
                     txn.commit()
                         .await
-                        .map_err(|e| Failure::MaybeApplied(transient(e)))?;
+                        .map_err(|e| Failure::MaybeApplied(retryable(e)))?;
                     self.outbox.wake();
                     self.send_replies(express);
                     return Ok(());
@@ -345,7 +345,7 @@ impl CommandProcessor {
                     return self
                         .reject(command, error)
                         .await
-                        .map_err(|e| Failure::MaybeApplied(transient(e)));
+                        .map_err(|e| Failure::MaybeApplied(retryable(e)));
                 }
                 Err(CommandError::Platform(PlatformError::Concurrency { .. })) => {
                     txn.rollback().await.map_err(not_applied)?;
@@ -360,7 +360,7 @@ impl CommandProcessor {
                     };
                     self.reject(command, error)
                         .await
-                        .map_err(|e| Failure::MaybeApplied(transient(e)))?;
+                        .map_err(|e| Failure::MaybeApplied(retryable(e)))?;
                     return Err(Failure::MaybeApplied(HandleError::Permanent(message)));
                 }
                 Err(CommandError::Platform(err)) => {
@@ -463,23 +463,23 @@ impl Handler for CommandProcessor {
     }
 
     async fn handle_batch(&self, commands: &[Envelope]) -> Result<(), HandleError> {
-        let txn = self.db.begin().await.map_err(transient)?;
+        let txn = self.db.begin().await.map_err(retryable)?;
         let ids: Vec<_> = commands.iter().map(|c| c.id).collect();
         let mut recorded = inbox::record_all(&txn, &self.name, &ids)
             .await
-            .map_err(transient)?;
+            .map_err(retryable)?;
         // Redeliveries (and repeats within the batch) are skipped; a retry
         // under an idempotency key gets the first reply again.
         let (fresh, seen): (Vec<&Envelope>, Vec<&Envelope>) =
             commands.iter().partition(|c| recorded.remove(&c.id));
         let mut replies = Vec::new();
         for command in seen {
-            replies.extend(self.reply_again(&txn, command).await.map_err(transient)?);
+            replies.extend(self.reply_again(&txn, command).await.map_err(retryable)?);
         }
         let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
             Ok(accepted) if accepted.len() == fresh.len() => accepted,
             Ok(accepted) => {
-                txn.rollback().await.map_err(transient)?;
+                txn.rollback().await.map_err(retryable)?;
                 return Err(HandleError::Transient(format!(
                     "a batch handler gave {} results for {} messages",
                     accepted.len(),
@@ -487,7 +487,7 @@ impl Handler for CommandProcessor {
                 )));
             }
             Err(err) => {
-                txn.rollback().await.map_err(transient)?;
+                txn.rollback().await.map_err(retryable)?;
                 return Err(HandleError::Transient(format!(
                     "a batch of {} failed: {err}",
                     commands.len()
@@ -498,10 +498,10 @@ impl Handler for CommandProcessor {
             replies.extend(
                 self.reply(&txn, command, accepted.into())
                     .await
-                    .map_err(transient)?,
+                    .map_err(retryable)?,
             );
         }
-        txn.commit().await.map_err(transient)?;
+        txn.commit().await.map_err(retryable)?;
         self.outbox.wake();
         self.send_replies(replies);
         Ok(())
@@ -662,8 +662,8 @@ mod tests {
     #[test]
     fn a_lost_database_is_unreachable_a_failed_statement_is_not() {
         let lost = sea_orm::DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout);
-        assert!(matches!(transient(lost), HandleError::Unreachable(_)));
+        assert!(matches!(retryable(lost), HandleError::Unreachable(_)));
         let failed = sea_orm::DbErr::Custom("no such column".into());
-        assert!(matches!(transient(failed), HandleError::Transient(_)));
+        assert!(matches!(retryable(failed), HandleError::Transient(_)));
     }
 }

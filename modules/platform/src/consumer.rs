@@ -288,6 +288,14 @@ impl Consumer<'_> {
         let started = Instant::now();
         let handled = guarded(handler.handle(envelope)).await;
         let took = started.elapsed();
+        let handled = match handled {
+            // A failure while the dependency does not answer is not the
+            // message's fault either.
+            Err(HandleError::Transient(reason)) if !handler.reachable().await => {
+                Err(HandleError::Unreachable(reason))
+            }
+            handled => handled,
+        };
         let count = |outcome| {
             self.messaging
                 .attempted(queue, &envelope.message_type, took, outcome)
@@ -305,15 +313,9 @@ impl Consumer<'_> {
                 tracing::warn!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
                 dead_letter(self.broker, queue, delivery, &reason).await
             }
-            // An outage's edge: the failure said unreachable, but the check
-            // may already find the dependency back. Either way, not counted.
+            // Said unreachable by the failure itself (at an outage's edge
+            // the check may already find the dependency back), or found so.
             Err(HandleError::Unreachable(reason)) => {
-                count(Outcome::Retried);
-                tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
-                tokio::time::sleep(UNREACHABLE_PAUSE).await;
-                delivery.requeue().await
-            }
-            Err(HandleError::Transient(reason)) if !handler.reachable().await => {
                 count(Outcome::Retried);
                 tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
                 tokio::time::sleep(UNREACHABLE_PAUSE).await;

@@ -13,7 +13,7 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
 use tokio::task::JoinHandle;
 
-use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON, REASON_EXPIRED};
 use crate::{Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, WireMessage};
 
 mod entity {
@@ -249,8 +249,7 @@ async fn record(
     let header = |name: &str| message.headers.get(name).cloned();
     let queue = header(HEADER_DEAD_LETTER_QUEUE).unwrap_or_else(|| "unknown".to_owned());
     let reason = header(HEADER_DEAD_LETTER_REASON).unwrap_or_else(|| "not given".to_owned());
-    // The broker's own word for a message whose time to live ran out.
-    let state = if reason == "expired" {
+    let state = if reason == REASON_EXPIRED {
         tracing::info!(%queue, message_type = ?message.message_type, "expired message recorded");
         State::Expired
     } else {

@@ -26,6 +26,9 @@ pub const HEADER_POSITION: &str = "x-position";
 pub const HEADER_IDEMPOTENT: &str = "x-idempotent";
 /// Set on a dead-lettered message: why it was dead-lettered.
 pub const HEADER_DEAD_LETTER_REASON: &str = "x-dead-letter-reason";
+/// The dead-letter reason of a message whose time to live ran out: RabbitMQ's
+/// own word, which the in-process broker writes too.
+pub const REASON_EXPIRED: &str = "expired";
 /// Set on a dead-lettered message: the queue it was taken from.
 pub const HEADER_DEAD_LETTER_QUEUE: &str = "x-dead-letter-queue";
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::PlatformError;
 
 use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle, topic_matches};
-use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON, REASON_EXPIRED};
 use crate::{Broker, BrokerError, Delivery, Exchange, QueueSpec, Subscription, WireMessage};
 
 #[derive(Clone, Default)]
@@ -172,7 +172,10 @@ impl MemoryBroker {
             return;
         };
         let headers = &mut expired.message.headers;
-        headers.insert(HEADER_DEAD_LETTER_REASON.to_owned(), "expired".to_owned());
+        headers.insert(
+            HEADER_DEAD_LETTER_REASON.to_owned(),
+            REASON_EXPIRED.to_owned(),
+        );
         headers.insert(HEADER_DEAD_LETTER_QUEUE.to_owned(), queue.to_owned());
         expired.message.ttl_ms = None;
         expired.expires_at = None;

@@ -8,7 +8,7 @@ use sea_orm::entity::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait};
+use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, Iterable};
 use uuid::Uuid;
 
 use crate::domain::{Positioned, cents};
@@ -123,38 +123,32 @@ pub(crate) async fn write_orders<C: ConnectionTrait>(
             .map(|(summary, position)| order_row(summary, *position))
             .collect::<Result<Vec<_>, _>>()?;
         let insert = orders::Entity::insert_many(models);
-        let none = HashMap::new();
         let stored = match mode {
             Rows::Fresh => {
                 insert.exec_without_returning(conn).await?;
-                &none
+                None
             }
             Rows::Replace { stored } => {
+                // Every column but the key, from the row.
+                let columns =
+                    orders::Column::iter().filter(|c| !matches!(c, orders::Column::OrderId));
                 insert
                     .on_conflict(
                         OnConflict::column(orders::Column::OrderId)
-                            .update_columns([
-                                orders::Column::CustomerId,
-                                orders::Column::CustomerName,
-                                orders::Column::Status,
-                                orders::Column::TotalCents,
-                                orders::Column::CreatedAt,
-                                orders::Column::UpdatedAt,
-                                orders::Column::Body,
-                                orders::Column::Position,
-                            ])
+                            .update_columns(columns)
                             .to_owned(),
                     )
                     .exec_without_returning(conn)
                     .await?;
-                stored
+                Some(stored)
             }
         };
         let (mut added, mut removed) = (Vec::new(), Condition::any());
         for (summary, _) in chunk {
             let order = &summary.order;
             let id = order.order_id.to_string();
-            let (gone, new) = item_changes(stored.get(&order.order_id), &item_rows(order));
+            let was = stored.and_then(|s| s.get(&order.order_id));
+            let (gone, new) = item_changes(was, &item_rows(order));
             for product in gone {
                 removed = removed.add(
                     Condition::all()
