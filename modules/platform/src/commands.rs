@@ -279,6 +279,16 @@ impl CommandProcessor {
                 .reply(&txn, command, CommandReply::Rejected(error))
                 .await?;
         }
+        self.commit(txn, express).await
+    }
+
+    /// Commits `txn`, then lets the relay know of its rows and sends its
+    /// reply (if any) at once.
+    async fn commit(
+        &self,
+        txn: DatabaseTransaction,
+        express: impl IntoIterator<Item = Express>,
+    ) -> Result<(), PlatformError> {
         txn.commit().await?;
         self.outbox.wake();
         self.send_replies(express);
@@ -320,12 +330,10 @@ impl CommandProcessor {
                 // A redelivery of a command already handled (and replied
                 // to), or a retry under the same idempotency key.
                 let express = self.reply_again(&txn, command).await.map_err(not_applied)?;
-                txn.commit()
+                return self
+                    .commit(txn, express)
                     .await
-                    .map_err(|e| Failure::MaybeApplied(retryable(e)))?;
-                self.outbox.wake();
-                self.send_replies(express);
-                return Ok(());
+                    .map_err(|e| Failure::MaybeApplied(retryable(e)));
             }
             match self.handler.handle(&txn, &self.outbox, command).await {
                 Ok(accepted) => {
@@ -333,12 +341,10 @@ impl CommandProcessor {
                         .reply(&txn, command, accepted.into())
                         .await
                         .map_err(not_applied)?;
-                    txn.commit()
+                    return self
+                        .commit(txn, express)
                         .await
-                        .map_err(|e| Failure::MaybeApplied(retryable(e)))?;
-                    self.outbox.wake();
-                    self.send_replies(express);
-                    return Ok(());
+                        .map_err(|e| Failure::MaybeApplied(retryable(e)));
                 }
                 Err(CommandError::Rejected(error)) => {
                     txn.rollback().await.map_err(not_applied)?;
@@ -501,10 +507,7 @@ impl Handler for CommandProcessor {
                     .map_err(retryable)?,
             );
         }
-        txn.commit().await.map_err(retryable)?;
-        self.outbox.wake();
-        self.send_replies(replies);
-        Ok(())
+        self.commit(txn, replies).await.map_err(retryable)
     }
 }
 
