@@ -12,7 +12,7 @@ use common::{Backend, TestApp, metric, spawn_app, wait_until};
 use mallbots_contracts::Message;
 use mallbots_contracts::stores::CreateStore;
 use mallbots_gateway::Part;
-use mallbots_platform::{Envelope, Exchange, Outgoing};
+use mallbots_platform::{Envelope, Exchange, Outgoing, Payload};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -88,7 +88,7 @@ async fn every_metric_moves_with_a_flow(backend: Backend) {
     let mut poison = Envelope::first(Outgoing {
         message_type: "poison",
         version: 1,
-        payload: json!({ "nothing": "known" }),
+        payload: Payload::of(&json!({ "nothing": "known" })).unwrap(),
     });
     poison.message_type = "stores.Poison".to_owned();
     app.broker()

@@ -13,7 +13,7 @@ use common::{Backend, COMMAND_MODULES, spawn_app, wait_until};
 use mallbots_contracts::Message;
 use mallbots_contracts::ordering::OrderCreated;
 use mallbots_platform::dead_letters;
-use mallbots_platform::{Envelope, Exchange, Outgoing};
+use mallbots_platform::{Envelope, Exchange, Outgoing, Payload};
 
 async fn every_module_survives_a_poison_message(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -23,7 +23,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
         let mut poison = Envelope::first(Outgoing {
             message_type: "poison",
             version: 1,
-            payload: serde_json::json!({ "nothing": "known" }),
+            payload: Payload::of(&serde_json::json!({ "nothing": "known" })).unwrap(),
         });
         poison.message_type = kind.clone();
         broker
@@ -35,7 +35,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
     let bad_order = Envelope::first(Outgoing {
         message_type: OrderCreated::TYPE,
         version: 1,
-        payload: serde_json::json!({ "order": "not one" }),
+        payload: Payload::of(&serde_json::json!({ "order": "not one" })).unwrap(),
     });
     broker
         .publish(Exchange::Events, OrderCreated::TYPE, bad_order.to_wire())

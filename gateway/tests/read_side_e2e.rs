@@ -790,7 +790,7 @@ fn assert_unreadable_at(message: &Value, position: i64) {
 async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backend) {
     use mallbots_contracts::Message;
     use mallbots_contracts::search::{Committed, TOPIC_CATALOG};
-    use mallbots_platform::{Envelope, Exchange, Outgoing, changes};
+    use mallbots_platform::{Envelope, Exchange, Outgoing, Payload, changes};
 
     let mut app = spawn_app(backend).await;
     let store = store(&app, "Odd Books", "Attic").await;
@@ -811,9 +811,10 @@ async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backe
     let notice = Envelope::first(Outgoing {
         message_type: Committed::TYPE,
         version: Committed::VERSION,
-        payload: json!({ "changes": [
+        payload: Payload::of(&json!({ "changes": [
             { "position": position, "topic": TOPIC_CATALOG, "key": store, "body": body }
-        ] }),
+        ] }))
+        .unwrap(),
     });
     app.broker()
         .publish(Exchange::Events, Committed::TYPE, notice.to_wire())

@@ -1,7 +1,7 @@
 //! The workspace's shape, checked from its sources:
 //! - no untyped JSON (`serde_json::Value`) in what one crate builds and
-//!   another reads (public signatures, fields and variants), except the
-//!   envelope's raw payload and the archived event handed out as it was;
+//!   another reads (public signatures, fields and variants), except a
+//!   message's body as JSON text (`Payload`);
 //! - no import circle between the files of one crate;
 //! - every module crate has the same top-level layout, and its domain
 //!   imports neither the platform's command types nor the API's error codes.
@@ -163,16 +163,11 @@ fn relative(path: &Path) -> String {
 }
 
 /// Places where JSON trees may cross a crate, each with why.
-const UNTYPED_ALLOWED: [(&str, &str); 2] = [
-    (
-        "modules/platform/src/envelope.rs",
-        "the envelope's raw payload, decoded by each reader into a contract type",
-    ),
-    (
-        "schema/src/search.rs",
-        "an archived event's payload, handed out as it was (the `events` feed)",
-    ),
-];
+const UNTYPED_ALLOWED: [(&str, &str); 1] = [(
+    "schema/src/payload.rs",
+    "a message's body as JSON text, decoded by each reader into a contract type \
+     (or handed out as it was: the `events` feed)",
+)];
 
 /// Public items (signatures, struct fields, enum variants) of the crates
 /// others read that hold a JSON tree.

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod depot;
 pub mod identity;
 pub mod ordering;
+mod payload;
 pub mod payments;
 pub mod reply;
 pub mod search;
@@ -17,4 +18,5 @@ mod codec;
 
 pub use codec::{Described, Kind, Message, catalog, decode, module_of};
 pub use identity::{Actor, Role};
+pub use payload::Payload;
 pub use reply::{Affected, CommandReply, ErrorCode, ReplyError};

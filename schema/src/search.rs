@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Payload;
 use crate::codec::message;
 use crate::depot::ShoppingListView;
 use crate::ordering::OrderView;
@@ -54,13 +55,14 @@ impl ChangeBody {
         }
     }
 
-    /// The body alone (without its topic), as the change log stores it.
-    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+    /// The body alone (without its topic), as the change log stores it and
+    /// a [`CommittedBodies`] notice carries it.
+    pub fn to_json(&self) -> Result<Payload, serde_json::Error> {
         match self {
-            ChangeBody::Order(b) => serde_json::to_string(b),
-            ChangeBody::ShoppingList(b) => serde_json::to_string(b),
-            ChangeBody::Event(b) => serde_json::to_string(b),
-            ChangeBody::Catalog(b) => serde_json::to_string(b),
+            ChangeBody::Order(b) => Payload::of(b),
+            ChangeBody::ShoppingList(b) => Payload::of(b),
+            ChangeBody::Event(b) => Payload::of(b),
+            ChangeBody::Catalog(b) => Payload::of(b),
         }
     }
 
@@ -135,6 +137,35 @@ pub struct Committed {
 }
 message!(Committed, "search.Change.Committed");
 
+/// A [`Committed`] notice as its writer sends it: the same JSON, from
+/// bodies serialized once, for the change log ([`ChangeBody::to_json`]).
+#[derive(Serialize)]
+pub struct CommittedBodies<'a> {
+    pub changes: Vec<LoggedBody<'a>>,
+}
+
+/// One change of a [`CommittedBodies`], as a [`LoggedChange`] writes it.
+#[derive(Serialize)]
+pub struct LoggedBody<'a> {
+    pub position: i64,
+    pub key: &'a str,
+    pub owner: Option<&'a str>,
+    pub topic: &'static str,
+    pub body: &'a Payload,
+}
+
+impl<'a> LoggedBody<'a> {
+    pub fn of(position: i64, change: &'a Changed, body: &'a Payload) -> Self {
+        LoggedBody {
+            position,
+            key: &change.key,
+            owner: change.owner.as_deref(),
+            topic: change.body.topic(),
+            body,
+        }
+    }
+}
+
 /// A [`Committed`] notice as a reader takes it: each change's body decoded
 /// on its own, so one that cannot be decoded is reported at its position
 /// instead of losing the notice's other changes with it.
@@ -175,11 +206,11 @@ impl<'de> Deserialize<'de> for ReadChange {
             key: String,
             #[serde(default)]
             owner: Option<String>,
-            body: serde_json::Value,
+            body: Box<serde_json::value::RawValue>,
         }
         let wire = Wire::deserialize(d)?;
         Ok(ReadChange {
-            body: ChangeBody::decode_from(&wire.topic, wire.body),
+            body: ChangeBody::decode_from(&wire.topic, &*wire.body),
             position: wire.position,
             topic: wire.topic,
             key: wire.key,
@@ -204,7 +235,7 @@ pub struct ArchivedEvent {
     /// Its position in its own module's event log.
     pub source_position: Option<i64>,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
-    pub payload: serde_json::Value,
+    pub payload: crate::Payload,
 }
 
 #[cfg(test)]
@@ -253,9 +284,15 @@ mod tests {
         );
         let stored = change.body.to_json().unwrap();
         assert_eq!(
-            ChangeBody::decode(TOPIC_SHOPPING_LIST, &stored),
-            Ok(change.body)
+            ChangeBody::decode(TOPIC_SHOPPING_LIST, stored.json()),
+            Ok(change.body.clone())
         );
+        // Its writer's form, from the stored body, is the same notice.
+        let from_bodies = serde_json::to_value(CommittedBodies {
+            changes: vec![LoggedBody::of(7, &change, &stored)],
+        })
+        .unwrap();
+        assert_eq!(from_bodies, written);
     }
 
     #[test]

@@ -85,8 +85,9 @@ impl IntegrationEvent {
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.event.occurred_at
     }
-    async fn payload(&self) -> Json<serde_json::Value> {
-        Json(self.event.payload.clone())
+    async fn payload(&self) -> Result<Json<serde_json::Value>> {
+        let payload = self.event.payload.to_value();
+        Ok(Json(payload.map_err(super::errors::internal)?))
     }
 }
 

@@ -50,7 +50,7 @@ impl CommandHandler for NotificationsHandler {
         let (kind, version, payload) = (
             envelope.message_type.as_str(),
             envelope.schema_version,
-            &envelope.payload,
+            envelope.payload.raw(),
         );
         if let Some(customer) = CustomerView::from_event(kind, version, payload) {
             let customer = decoded(envelope, customer)?;

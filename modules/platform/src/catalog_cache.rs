@@ -23,7 +23,7 @@ pub async fn apply<C: ConnectionTrait>(
     let Some(update) = CatalogUpdate::from_message(
         &envelope.message_type,
         envelope.schema_version,
-        &envelope.payload,
+        envelope.payload.raw(),
     ) else {
         return Ok(false);
     };

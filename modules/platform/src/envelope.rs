@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mallbots_contracts::identity::HEADER_ACTOR;
-use mallbots_contracts::{Actor, Message};
+use mallbots_contracts::{Actor, Message, Payload};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub struct Envelope {
     /// Anything else worth carrying (identity, positions, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
 }
 
 impl Envelope {
@@ -122,7 +122,7 @@ impl Envelope {
                 M::VERSION
             )));
         }
-        serde_json::from_value(self.payload.clone()).map_err(|e| fail(e.to_string()))
+        self.payload.decode().map_err(|e| fail(e.to_string()))
     }
 
     pub fn to_wire(&self) -> WireMessage {
@@ -144,8 +144,7 @@ impl Envelope {
             reply_to: self.reply_to.clone(),
             headers,
             ttl_ms: None,
-            // Serializing a `Value` cannot fail.
-            body: serde_json::to_vec(&self.payload).unwrap_or_default(),
+            body: self.payload.json().as_bytes().to_vec(),
         }
     }
 }
@@ -156,7 +155,7 @@ impl Envelope {
 pub struct Outgoing {
     pub message_type: &'static str,
     pub version: u16,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
 }
 
 impl Outgoing {
@@ -165,11 +164,21 @@ impl Outgoing {
         message.map(Some)
     }
 
+    /// A message of type `M` whose body was serialized from another form
+    /// of it (the same JSON, written without building an `M`).
+    pub fn of_body<M: Message>(payload: Payload) -> Self {
+        Outgoing {
+            message_type: M::TYPE,
+            version: M::VERSION,
+            payload,
+        }
+    }
+
     pub fn of<M: Message>(message: &M) -> Result<Self, PlatformError> {
         Ok(Outgoing {
             message_type: M::TYPE,
             version: M::VERSION,
-            payload: serde_json::to_value(message).map_err(|e| PlatformError::Decode {
+            payload: Payload::of(message).map_err(|e| PlatformError::Decode {
                 what: M::TYPE.to_owned(),
                 reason: e.to_string(),
             })?,
@@ -268,7 +277,7 @@ impl WireMessage {
                 .and_then(|s| DateTime::from_timestamp(i64::try_from(s).ok()?, 0))
                 .ok_or("missing timestamp")?,
         };
-        let payload: serde_json::Value = serde_json::from_slice(&self.body)
+        let payload = Payload::from_slice(&self.body)
             .map_err(|e| format!("the body is not valid JSON: {e}"))?;
         let headers = self
             .headers

@@ -46,4 +46,5 @@ pub mod views;
 pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};
 pub use envelope::{Envelope, Outgoing, WireMessage};
 pub use error::{BrokerError, PlatformError, database_unreachable};
+pub use mallbots_contracts::Payload;
 pub use shutdown::Shutdown;

@@ -9,8 +9,8 @@ use mallbots_contracts::depot::ShoppingListView;
 use mallbots_contracts::module_of;
 use mallbots_contracts::ordering::OrderView;
 use mallbots_contracts::search::{
-    ArchivedEvent, CatalogChange, CatalogChangeKind, ChangeBody, Changed, Committed, LoggedChange,
-    OrderSummary,
+    ArchivedEvent, CatalogChange, CatalogChangeKind, ChangeBody, Changed, Committed,
+    CommittedBodies, LoggedBody, OrderSummary,
 };
 use mallbots_contracts::stores::{CatalogUpdate, ProductView};
 use mallbots_platform::changes::{self};
@@ -18,7 +18,7 @@ use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::event_envelope;
 use mallbots_platform::views::{self, Row};
-use mallbots_platform::{Envelope, Exchange, Outgoing, PlatformError};
+use mallbots_platform::{Envelope, Exchange, Outgoing, Payload, PlatformError};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction};
 use uuid::Uuid;
@@ -66,7 +66,7 @@ pub(super) fn fact(event: &ArchivedEvent) -> Result<Fact, PlatformError> {
     let (kind, version, payload) = (
         event.message_type.as_str(),
         event.schema_version,
-        &event.payload,
+        event.payload.raw(),
     );
     let fail = |reason: String| decode_error(kind, reason);
     if let Some(order) = OrderView::from_event(kind, version, payload) {
@@ -344,7 +344,7 @@ impl CommandHandler for SearchHandler {
         let rows: Vec<(&str, &str, &str)> = made
             .iter()
             .zip(&bodies)
-            .map(|((_, c), body)| (c.body.topic(), c.key.as_str(), body.as_str()))
+            .map(|((_, c), body)| (c.body.topic(), c.key.as_str(), body.json()))
             .collect();
         let positions = changes::record_all(txn, &rows).await?;
         if positions.len() != made.len() {
@@ -357,16 +357,19 @@ impl CommandHandler for SearchHandler {
         }
         let mut accepted = vec![Accepted::default(); envelopes.len()];
         let mut logged = Vec::with_capacity(made.len());
-        for ((i, change), position) in made.into_iter().zip(positions) {
-            accepted[i].position = Some(position);
-            logged.push(LoggedChange { position, change });
+        for (((i, change), position), body) in made.iter().zip(positions).zip(&bodies) {
+            accepted[*i].position = Some(position);
+            logged.push(LoggedBody::of(position, change, body));
         }
         for (source, position) in checkpoints {
             changes::advance(txn, source, position).await?;
         }
         if let (Some(cause), Some(last)) = (envelopes.last(), logged.last()) {
             let position = last.position;
-            let message = Outgoing::of(&Committed { changes: logged })?;
+            // Each body as serialized for the log, not serialized again.
+            let notice = CommittedBodies { changes: logged };
+            let body = Payload::of(&notice).map_err(|e| decode_error("notice", e))?;
+            let message = Outgoing::of_body::<Committed>(body);
             let key = message.message_type;
             let notice = event_envelope(cause, message, position);
             outbox.enqueue(txn, Exchange::Events, key, &notice).await?;
