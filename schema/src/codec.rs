@@ -20,19 +20,19 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync {
 }
 
 /// A message's payload decoded as `M`, after checking that its schema
-/// version is the one this contract reads.
+/// version is the one this contract reads. The reason for a failure does
+/// not repeat the message's type, which its caller names.
 pub fn decode<'de, M: Message, D: serde::Deserializer<'de>>(
     version: u16,
     payload: D,
 ) -> Result<M, String> {
     if version != M::VERSION {
         return Err(format!(
-            "{} schema version {version} is not the supported {}",
-            M::TYPE,
+            "schema version {version} is not the supported {}",
             M::VERSION
         ));
     }
-    M::deserialize(payload).map_err(|e| format!("{}: {e}", M::TYPE))
+    M::deserialize(payload).map_err(|e| e.to_string())
 }
 
 /// What kind of message a type is, by how it is named: an event's type

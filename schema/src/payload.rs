@@ -8,9 +8,28 @@ use serde_json::value::RawValue;
 /// until a reader decodes it into its contract type. It is copied through
 /// envelopes, the outbox, the broker and the change log without being
 /// parsed into a tree and serialized again at each step.
-#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Payload(#[schemars(with = "serde_json::Value")] Box<RawValue>);
+pub struct Payload(Box<RawValue>);
+
+/// Any JSON value, as the schema of a `serde_json::Value` says.
+impl schemars::JsonSchema for Payload {
+    fn inline_schema() -> bool {
+        <serde_json::Value as schemars::JsonSchema>::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        <serde_json::Value as schemars::JsonSchema>::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        <serde_json::Value as schemars::JsonSchema>::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <serde_json::Value as schemars::JsonSchema>::json_schema(generator)
+    }
+}
 
 impl Payload {
     /// `value` serialized.
@@ -18,8 +37,12 @@ impl Payload {
         serde_json::value::to_raw_value(value).map(Payload)
     }
 
-    /// A body received as bytes, checked to be one JSON value.
+    /// A body received as bytes, checked to be one JSON value as strictly
+    /// as a parse into a tree would check it: capturing the text alone only
+    /// skims it (no depth limit, escapes in strings unchecked), and a body
+    /// kept as text is handed on, archived and decoded again later.
     pub fn from_slice(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice::<Checked>(body)?;
         serde_json::from_slice(body).map(Payload)
     }
 
@@ -41,6 +64,58 @@ impl Payload {
     /// The body as a JSON tree, for those who hand it out as one.
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
         self.decode()
+    }
+}
+
+/// A JSON value walked in full and kept nowhere: every string decoded,
+/// every number read, nesting within the parser's depth limit.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -84,6 +159,18 @@ mod tests {
     fn a_body_that_is_not_json_is_refused() {
         assert!(Payload::from_slice(b"{not json").is_err());
         assert!(Payload::from_slice(b"{} trailing").is_err());
+        // What a parse into a tree refuses, though a raw capture would not.
+        let deep = format!("{{\"x\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(Payload::from_slice(deep.as_bytes()).is_err());
+        assert!(Payload::from_slice(br#"{"x": "\ud800"}"#).is_err());
+        assert!(Payload::from_slice(br#"{"x": 1e999999}"#).is_err());
+        let nested = format!("{{\"x\": {}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(Payload::from_slice(nested.as_bytes()).is_ok());
+        let escaped = br#"{"\u00e9": ["\ud83d\ude00", -1, 2.5, true, null, {}]}"#;
+        assert_eq!(
+            Payload::from_slice(escaped).unwrap().json(),
+            std::str::from_utf8(escaped).unwrap()
+        );
         let list = Payload::from_slice(b" [1, 2] ").unwrap();
         assert_eq!(list.to_value().unwrap(), serde_json::json!([1, 2]));
     }

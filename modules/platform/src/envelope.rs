@@ -338,6 +338,13 @@ mod tests {
         let mut wire = Envelope::new(&Ping { n: 1 }).unwrap().to_wire();
         wire.body = b"{not json".to_vec();
         assert!(wire.decode().unwrap_err().contains("not valid JSON"));
+        // Refused on arrival, as a tree parse would: the body is kept as
+        // text, and archived, and must decode again wherever it goes.
+        let deep = format!(r#"{{"n": 1, "x": {}{}}}"#, "[".repeat(500), "]".repeat(500));
+        wire.body = deep.into_bytes();
+        assert!(wire.decode().unwrap_err().contains("recursion limit"));
+        wire.body = br#"{"n": 1, "x": "\ud800"}"#.to_vec();
+        assert!(wire.decode().unwrap_err().contains("not valid JSON"));
         let bare = WireMessage {
             body: b"hello".to_vec(),
             ..WireMessage::default()
