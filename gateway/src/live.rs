@@ -27,7 +27,8 @@ pub struct LiveChange {
     pub position: i64,
     pub topic: String,
     pub key: String,
-    /// Known from a live notice; not from the log.
+    /// From a live notice, or from the log (where changes logged before
+    /// owners were have none).
     pub owner: Option<String>,
     pub body: Result<ChangeBody, String>,
     /// The trace context of the work that made it (empty: none, or
@@ -70,7 +71,7 @@ impl From<Change> for LiveChange {
                 position: change.position,
                 topic: change.topic,
                 key: change.key,
-                owner: None,
+                owner: change.owner,
             },
             BTreeMap::new(),
         )

@@ -805,9 +805,9 @@ async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backe
     // Logged as the search module would, then announced.
     let body = json!({ "change": "ProductMelted", "product": { "name": "?" } });
     let search = app.db("search").await;
-    let position = changes::record_all(&search, &[(TOPIC_CATALOG, &store, &body.to_string())])
-        .await
-        .unwrap()[0];
+    let body_text = body.to_string();
+    let logged = [changes::NewChange::new(TOPIC_CATALOG, &store, &body_text)];
+    let position = changes::record_all(&search, &logged).await.unwrap()[0];
     let notice = Envelope::first(Outgoing {
         message_type: Committed::TYPE,
         version: Committed::VERSION,

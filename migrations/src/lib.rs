@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 
 mod actors;
 mod broker;
+mod change_owners;
 mod columns;
 mod dead_letters;
 mod documents;
@@ -20,6 +21,9 @@ mod stores_read_model;
 
 pub use sea_orm_migration;
 
+/// The platform's migrations written before any module had its own; those
+/// written later follow each module's own, in the order they were written
+/// (history is checked against it).
 fn platform_migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(platform::Migration),
@@ -37,7 +41,9 @@ pub struct PlatformMigrator;
 
 impl MigratorTrait for PlatformMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        platform_migrations()
+        let mut all = platform_migrations();
+        all.push(Box::new(change_owners::Migration));
+        all
     }
 }
 
@@ -55,6 +61,7 @@ impl MigratorTrait for StoresMigrator {
             Box::new(retention::Migration),
             Box::new(actors::Migration),
             Box::new(store_owners::Migration),
+            Box::new(change_owners::Migration),
         ]
     }
 }
@@ -66,6 +73,7 @@ impl MigratorTrait for SearchMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = platform_migrations();
         all.push(Box::new(search::Migration));
+        all.push(Box::new(change_owners::Migration));
         all
     }
 }

@@ -11,11 +11,12 @@ use async_graphql::{Context, ErrorExtensions};
 use futures_util::Stream;
 use mallbots_contracts::ErrorCode;
 use mallbots_contracts::search::ChangeBody;
+use mallbots_platform::changes;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::dispatch::state;
 use super::errors::ApiError;
-use crate::live::{LiveChange, Route};
+use crate::live::{About, LiveChange, Route};
 use crate::metrics::Held;
 use crate::state::AppState;
 
@@ -247,11 +248,17 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));
         }
+        // A route about one entity or owner replays only its changes.
+        let about = match &s.route.about {
+            About::All => None,
+            About::Key(key) => Some(changes::About::Key(key)),
+            About::Owner(owner) => Some(changes::About::Owner(owner)),
+        };
         let page = s
             .app
             .queries
             .search
-            .changes(&[s.topic], s.last, REPLAY_PAGE)
+            .changes(s.topic, about, s.last, REPLAY_PAGE)
             .await
             .map_err(ApiError::from)?;
         // Read after the page: pruning that removed anything the page could

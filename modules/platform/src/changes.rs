@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, QueryOrder, QuerySelect};
 use serde::de::DeserializeOwned;
 
 use crate::PlatformError;
@@ -24,6 +24,7 @@ mod entity {
         pub position: i64,
         pub topic: String,
         pub key: String,
+        pub owner: Option<String>,
         #[sea_orm(column_type = "Text")]
         pub body: String,
         pub recorded_at: DateTimeUtc,
@@ -59,6 +60,9 @@ pub struct Change {
     pub position: i64,
     pub topic: String,
     pub key: String,
+    /// Who the change is about (an order's customer), when it says; `None`
+    /// also for changes logged before owners were.
+    pub owner: Option<String>,
     pub body: String,
     pub recorded_at: DateTime<Utc>,
 }
@@ -78,6 +82,7 @@ impl From<entity::Model> for Change {
             position: row.position,
             topic: row.topic,
             key: row.key,
+            owner: row.owner,
             recorded_at: row.recorded_at,
         }
     }
@@ -107,19 +112,49 @@ enum Bound {
     Upto(i64),
 }
 
-/// Appends changes (topic, key, JSON body) in order, many to a statement;
-/// their positions are returned in the same order.
+/// A change to log.
+#[derive(Clone, Copy, Debug)]
+pub struct NewChange<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub owner: Option<&'a str>,
+    /// JSON text.
+    pub body: &'a str,
+}
+
+impl<'a> NewChange<'a> {
+    /// A change nobody in particular owns.
+    pub fn new(topic: &'a str, key: &'a str, body: &'a str) -> Self {
+        NewChange {
+            topic,
+            key,
+            owner: None,
+            body,
+        }
+    }
+
+    pub fn owned_by(self, owner: &'a str) -> Self {
+        NewChange {
+            owner: Some(owner),
+            ..self
+        }
+    }
+}
+
+/// Appends changes in order, many to a statement; their positions are
+/// returned in the same order.
 pub async fn record_all<C: ConnectionTrait>(
     conn: &C,
-    changes: &[(&str, &str, &str)],
+    changes: &[NewChange<'_>],
 ) -> Result<Vec<i64>, PlatformError> {
     let mut positions = Vec::with_capacity(changes.len());
     for chunk in changes.chunks(1000) {
         let now = Utc::now();
-        let rows = chunk.iter().map(|(topic, key, body)| entity::ActiveModel {
-            topic: Set((*topic).to_owned()),
-            key: Set((*key).to_owned()),
-            body: Set((*body).to_owned()),
+        let rows = chunk.iter().map(|change| entity::ActiveModel {
+            topic: Set(change.topic.to_owned()),
+            key: Set(change.key.to_owned()),
+            owner: Set(change.owner.map(str::to_owned)),
+            body: Set(change.body.to_owned()),
             recorded_at: Set(now),
             ..Default::default()
         });
@@ -142,6 +177,47 @@ pub async fn since<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
     Ok(rows_after(conn, topics, after, Bound::Limit(limit))
+        .await?
+        .into_iter()
+        .map(Change::from)
+        .collect())
+}
+
+/// Which changes of a topic a replay wants.
+#[derive(Clone, Copy, Debug)]
+pub enum About<'a> {
+    /// Those about one entity (an order, a store).
+    Key(&'a str),
+    /// Those of one owner (a customer), and those logged without an owner
+    /// (before owners were), which the reader sorts out itself.
+    Owner(&'a str),
+}
+
+/// The changes of `topic` that are `about` one entity or owner, after
+/// `after`, oldest first, at most `limit`. Read through the (topic, key,
+/// position) and (topic, owner, position) indexes: a replay for one
+/// customer reads that customer's changes, not every change logged after
+/// its cursor.
+pub async fn since_about<C: ConnectionTrait>(
+    conn: &C,
+    topic: &str,
+    about: About<'_>,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<Change>, PlatformError> {
+    let about = match about {
+        About::Key(key) => Condition::all().add(entity::Column::Key.eq(key)),
+        About::Owner(owner) => Condition::any()
+            .add(entity::Column::Owner.eq(owner))
+            .add(entity::Column::Owner.is_null()),
+    };
+    Ok(entity::Entity::find()
+        .filter(entity::Column::Topic.eq(topic))
+        .filter(about)
+        .filter(entity::Column::Position.gt(after))
+        .order_by_asc(entity::Column::Position)
+        .limit(limit)
+        .all(conn)
         .await?
         .into_iter()
         .map(Change::from)

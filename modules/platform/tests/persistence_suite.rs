@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Added, Counter, Db, database};
 use mallbots_contracts::{Affected, CommandReply, ErrorCode, Message, ReplyError};
-use mallbots_platform::changes;
+use mallbots_platform::changes::{self, About, NewChange};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
 use mallbots_platform::consumer::Handler;
 use mallbots_platform::db::SecondaryIndexes;
@@ -426,7 +426,7 @@ async fn the_change_log_reads_by_limit_and_by_window(db: Db) {
     let rows: Vec<_> = bodies
         .iter()
         .enumerate()
-        .map(|(n, body)| (if n % 2 == 0 { "a" } else { "b" }, "k", body.as_str()))
+        .map(|(n, body)| NewChange::new(if n % 2 == 0 { "a" } else { "b" }, "k", body))
         .collect();
     let at = changes::record_all(&conn, &rows).await.unwrap();
     assert_eq!(changes::last(&conn).await.unwrap(), at[5]);
@@ -434,6 +434,30 @@ async fn the_change_log_reads_by_limit_and_by_window(db: Db) {
     let first_two = changes::since(&conn, &["a"], 0, 2).await.unwrap();
     let bodies: Vec<_> = first_two.iter().map(|c| c.body.as_str()).collect();
     assert_eq!(bodies, [r#"{"n":0}"#, r#"{"n":2}"#]);
+    // About one key, or one owner: only those of the topic, after the cursor.
+    let more = [
+        NewChange::new("a", "other", "{}").owned_by("o"),
+        NewChange::new("a", "k", r#"{"n":6}"#).owned_by("p"),
+        NewChange::new("b", "k", "{}").owned_by("o"),
+    ];
+    let more = changes::record_all(&conn, &more).await.unwrap();
+    let positions = |changes: Vec<changes::Change>| -> Vec<i64> {
+        changes.iter().map(|c| c.position).collect()
+    };
+    let of_k = changes::since_about(&conn, "a", About::Key("k"), at[0], 10);
+    assert_eq!(positions(of_k.await.unwrap()), [at[2], at[4], more[1]]);
+    let first = changes::since_about(&conn, "a", About::Key("k"), at[0], 1);
+    assert_eq!(positions(first.await.unwrap()), [at[2]]);
+    let none = changes::since_about(&conn, "b", About::Key("other"), 0, 10);
+    assert!(none.await.unwrap().is_empty());
+    // An owner's: its own, and those logged without an owner (older rows).
+    let of_o = changes::since_about(&conn, "a", About::Owner("o"), at[2], 10)
+        .await
+        .unwrap();
+    assert_eq!(positions(of_o.clone()), [at[4], more[0]]);
+    assert_eq!(of_o[1].owner.as_deref(), Some("o"));
+    let of_p = changes::since_about(&conn, "a", About::Owner("p"), at[4], 10);
+    assert_eq!(positions(of_p.await.unwrap()), [more[1]]);
     // (at[0], at[4]]: the window excludes its start and includes its end.
     let window: Vec<(i64, serde_json::Value)> = changes::between_as(&conn, &["a"], at[0], at[4])
         .await
@@ -491,9 +515,11 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
         .unwrap();
     txn.commit().await.unwrap();
     let body = r#"{"n":1}"#;
-    let logged = changes::record_all(&conn, &[("live", "k", body), ("archive", "k", body)])
-        .await
-        .unwrap();
+    let rows = [
+        NewChange::new("live", "k", body),
+        NewChange::new("archive", "k", body),
+    ];
+    let logged = changes::record_all(&conn, &rows).await.unwrap();
 
     // Kept for an hour: nothing goes.
     let hour = Duration::from_secs(3600);

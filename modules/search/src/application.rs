@@ -13,7 +13,7 @@ use mallbots_contracts::search::{
     CommittedBodies, LoggedBody, OrderSummary,
 };
 use mallbots_contracts::stores::{CatalogUpdate, ProductView};
-use mallbots_platform::changes::{self};
+use mallbots_platform::changes::{self, NewChange};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler};
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::event_envelope;
@@ -341,10 +341,15 @@ impl CommandHandler for SearchHandler {
             .map(|(_, c)| c.body.to_json())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| decode_error("change", e))?;
-        let rows: Vec<(&str, &str, &str)> = made
+        let rows: Vec<NewChange> = made
             .iter()
             .zip(&bodies)
-            .map(|((_, c), body)| (c.body.topic(), c.key.as_str(), body.json()))
+            .map(|((_, c), body)| NewChange {
+                topic: c.body.topic(),
+                key: &c.key,
+                owner: c.owner.as_deref(),
+                body: body.json(),
+            })
             .collect();
         let positions = changes::record_all(txn, &rows).await?;
         if positions.len() != made.len() {

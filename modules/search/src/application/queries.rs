@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use mallbots_contracts::search::OrderSummary;
 use mallbots_platform::PlatformError;
-use mallbots_platform::changes::{self, Change};
+use mallbots_platform::changes::{self, About, Change};
 use mallbots_platform::views;
 use rust_decimal::Decimal;
 use sea_orm::entity::prelude::*;
@@ -116,13 +116,18 @@ impl SearchQueries {
         changes::last(&self.db).await
     }
 
-    /// Logged changes of `topics` after `after` (subscription replay).
+    /// Logged changes of `topic` after `after`, only those `about` one
+    /// entity or owner when it is given (subscription replay).
     pub async fn changes(
         &self,
-        topics: &[&str],
+        topic: &str,
+        about: Option<About<'_>>,
         after: i64,
         limit: u64,
     ) -> Result<Vec<Change>, PlatformError> {
-        changes::since(&self.db, topics, after, limit).await
+        match about {
+            Some(about) => changes::since_about(&self.db, topic, about, after, limit).await,
+            None => changes::since(&self.db, &[topic], after, limit).await,
+        }
     }
 }
