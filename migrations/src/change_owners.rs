@@ -10,35 +10,18 @@ pub struct Migration;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::columns::add_column(
+        crate::columns::add_indexed_column(
             manager,
             "changes",
             ColumnDef::new(Alias::new("owner")).string().null(),
+            "changes_topic_owner",
+            &["topic", "owner", "position"],
         )
-        .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("changes_topic_owner")
-                    .table(Alias::new("changes"))
-                    .col(Alias::new("topic"))
-                    .col(Alias::new("owner"))
-                    .col(Alias::new("position"))
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("changes_topic_owner")
-                    .table(Alias::new("changes"))
-                    .to_owned(),
-            )
-            .await?;
-        crate::columns::drop_column(manager, "changes", "owner").await
+        crate::columns::drop_indexed_column(manager, "changes", "owner", "changes_topic_owner")
+            .await
     }
 }

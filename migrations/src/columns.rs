@@ -38,3 +38,40 @@ pub(crate) async fn drop_column(
         )
         .await
 }
+
+/// Adds `column` to `table` and the index `index` on `indexed` (columns of
+/// `table`), each unless it is there already.
+pub(crate) async fn add_indexed_column(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    column: &mut ColumnDef,
+    index: &str,
+    indexed: &[&str],
+) -> Result<(), DbErr> {
+    add_column(manager, table, column).await?;
+    let mut create = Index::create();
+    create.name(index).table(Alias::new(table)).if_not_exists();
+    for name in indexed {
+        create.col(Alias::new(*name));
+    }
+    manager.create_index(create.to_owned()).await
+}
+
+/// Drops the index `index`, then `column` from `table` (the `down` of
+/// [`add_indexed_column`]).
+pub(crate) async fn drop_indexed_column(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    column: &str,
+    index: &str,
+) -> Result<(), DbErr> {
+    manager
+        .drop_index(
+            Index::drop()
+                .name(index)
+                .table(Alias::new(table))
+                .to_owned(),
+        )
+        .await?;
+    drop_column(manager, table, column).await
+}
