@@ -17,7 +17,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::consumer::{self, HandleError, Handler};
+use crate::consumer::{self, HandleError, Handler, MAX_REASON_BYTES, truncated};
 use crate::envelope::HEADER_IDEMPOTENT;
 use crate::outbox::{Express, Outbox};
 use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
@@ -360,6 +360,7 @@ impl CommandProcessor {
                 Err(CommandError::Platform(PlatformError::Decode { what, reason })) => {
                     txn.rollback().await.map_err(not_applied)?;
                     let message = format!("malformed {what}: {reason}");
+                    let message = truncated(&message, MAX_REASON_BYTES);
                     let error = ReplyError {
                         code: ErrorCode::BadUserInput,
                         message: message.clone(),

@@ -275,6 +275,7 @@ impl Consumer<'_> {
     }
 
     async fn undecodable(&self, delivery: Delivery, reason: &str) -> Result<(), BrokerError> {
+        let reason = &truncated(reason, MAX_REASON_BYTES);
         tracing::warn!(queue = self.queue, %reason, "undecodable message dead-lettered");
         self.messaging
             .settled(self.queue, OTHER, Outcome::DeadLettered);
@@ -295,7 +296,8 @@ impl Consumer<'_> {
                 Err(HandleError::Unreachable(reason))
             }
             handled => handled,
-        };
+        }
+        .map_err(HandleError::cut);
         let count = |outcome| {
             self.messaging
                 .attempted(queue, &envelope.message_type, took, outcome)
@@ -371,11 +373,24 @@ async fn guarded_gave_up(handler: &dyn Handler, envelope: &Envelope, reason: &st
     }
 }
 
-/// The longest dead-letter reason kept, in bytes.
-const MAX_REASON_BYTES: usize = 2048;
+/// The longest reason kept (in a dead letter, a log line, a refusal), in
+/// bytes: a decoder's error may quote a whole hostile value.
+pub(crate) const MAX_REASON_BYTES: usize = 2048;
+
+impl HandleError {
+    /// The same failure, its reason cut to [`MAX_REASON_BYTES`].
+    fn cut(self) -> Self {
+        let cut = |reason: String| truncated(&reason, MAX_REASON_BYTES);
+        match self {
+            HandleError::Permanent(reason) => HandleError::Permanent(cut(reason)),
+            HandleError::Transient(reason) => HandleError::Transient(cut(reason)),
+            HandleError::Unreachable(reason) => HandleError::Unreachable(cut(reason)),
+        }
+    }
+}
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-fn truncated(text: &str, max: usize) -> String {
+pub(crate) fn truncated(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
@@ -470,4 +485,19 @@ pub async fn listen(
             let _ = delivery.ack().await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_cut_to_its_limit_on_a_character_boundary() {
+        let quoted = format!("invalid type: string \"{}\"", "é".repeat(5000));
+        let cut = HandleError::Permanent(quoted).cut().to_string();
+        assert!(cut.len() <= MAX_REASON_BYTES + 3, "{}", cut.len());
+        assert!(cut.ends_with("..."));
+        let short = HandleError::Transient("short".into()).cut();
+        assert_eq!(short.to_string(), "short");
+    }
 }
