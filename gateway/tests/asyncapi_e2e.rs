@@ -65,6 +65,35 @@ async fn the_document_is_checked_in_served_and_complete() {
 
 /// Every message type named in `schema/src`: `message!(Type, "name")` and
 /// `Name = "name"` in `view_events!`, read from the source text.
+/// Every message's body is a JSON object (for a reply, each of its
+/// shapes is): receivers refuse any other body before decoding it.
+#[test]
+fn every_message_body_is_an_object() {
+    let document: Value = serde_json::from_str(CHECKED_IN).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let resolve = |schema: &Value| resolved(schemas, schema);
+    let messages = document["components"]["messages"].as_object().unwrap();
+    assert!(messages.len() > 50, "{}", messages.len());
+    for (id, message) in messages {
+        let payload = resolve(&message["payload"]);
+        let shapes = match payload["oneOf"].as_array() {
+            Some(shapes) => shapes.iter().map(&resolve).collect(),
+            None => vec![payload],
+        };
+        for shape in shapes {
+            assert_eq!(shape["type"], "object", "{id}: {shape}");
+        }
+    }
+}
+
+/// `schema`, or what its `$ref` chain names in `schemas`.
+fn resolved<'a>(schemas: &'a Value, mut schema: &'a Value) -> Value {
+    while let Some(name) = schema["$ref"].as_str() {
+        schema = &schemas[name.rsplit('/').next().unwrap()];
+    }
+    schema.clone()
+}
+
 fn declared_types() -> BTreeSet<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/src");
     let mut types = BTreeSet::new();

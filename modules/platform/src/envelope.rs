@@ -279,6 +279,11 @@ impl WireMessage {
         };
         let payload = Payload::from_slice(&self.body)
             .map_err(|e| format!("the body is not valid JSON: {e}"))?;
+        // Every contract's body is an object (a test of the AsyncAPI
+        // document holds that); a list would pass for a struct otherwise.
+        if !payload.json().starts_with('{') {
+            return Err("the body is not a JSON object".into());
+        }
         let headers = self
             .headers
             .iter()
@@ -345,6 +350,16 @@ mod tests {
         assert!(wire.decode().unwrap_err().contains("recursion limit"));
         wire.body = br#"{"n": 1, "x": "\ud800"}"#.to_vec();
         assert!(wire.decode().unwrap_err().contains("not valid JSON"));
+        // A list a struct would be read from, or any other non-object.
+        for body in [&b"[1]"[..], b"\"{}\"", b"null", b"7"] {
+            wire.body = body.to_vec();
+            assert_eq!(wire.decode().unwrap_err(), "the body is not a JSON object");
+        }
+        wire.body = b" \n{\"n\": 2} ".to_vec();
+        assert_eq!(
+            wire.decode().unwrap().decode::<Ping>().unwrap(),
+            Ping { n: 2 }
+        );
         let bare = WireMessage {
             body: b"hello".to_vec(),
             ..WireMessage::default()
