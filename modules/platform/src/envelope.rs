@@ -149,6 +149,9 @@ impl Envelope {
     }
 }
 
+/// Why a body is refused: a message's body is always one JSON object.
+const NOT_AN_OBJECT: &str = "the body is not a JSON object";
+
 /// A message serialized but not yet enveloped: what domain code hands the
 /// platform to send (an integration event, a saga's command).
 #[derive(Clone, Debug, PartialEq)]
@@ -175,13 +178,19 @@ impl Outgoing {
     }
 
     pub fn of<M: Message>(message: &M) -> Result<Self, PlatformError> {
+        let fail = |reason: String| PlatformError::Decode {
+            what: M::TYPE.to_owned(),
+            reason,
+        };
+        let payload = Payload::of(message).map_err(|e| fail(e.to_string()))?;
+        // What receivers take (`WireMessage::decode`), and so what is sent.
+        if !payload.json().starts_with('{') {
+            return Err(fail(NOT_AN_OBJECT.to_owned()));
+        }
         Ok(Outgoing {
             message_type: M::TYPE,
             version: M::VERSION,
-            payload: Payload::of(message).map_err(|e| PlatformError::Decode {
-                what: M::TYPE.to_owned(),
-                reason: e.to_string(),
-            })?,
+            payload,
         })
     }
 }
@@ -279,10 +288,11 @@ impl WireMessage {
         };
         let payload = Payload::from_slice(&self.body)
             .map_err(|e| format!("the body is not valid JSON: {e}"))?;
-        // Every contract's body is an object (a test of the AsyncAPI
-        // document holds that); a list would pass for a struct otherwise.
+        // A list would pass for a struct otherwise. Every contract's body is
+        // an object (a test of the AsyncAPI document holds that), and
+        // `Outgoing::of` sends nothing else.
         if !payload.json().starts_with('{') {
-            return Err("the body is not a JSON object".into());
+            return Err(NOT_AN_OBJECT.into());
         }
         let headers = self
             .headers
@@ -365,6 +375,16 @@ mod tests {
             ..WireMessage::default()
         };
         assert_eq!(bare.decode().unwrap_err(), "missing message id");
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_object_is_not_sent() {
+        #[derive(Serialize, Deserialize)]
+        struct Bare(u32);
+        impl Message for Bare {
+            const TYPE: &'static str = "test.Bare";
+        }
+        assert!(Envelope::new(&Bare(1)).is_err());
     }
 
     #[test]

@@ -27,10 +27,17 @@ use uuid::Uuid;
 /// The id step 2's reply names, which the saga keeps for its compensation.
 const KEPT: Uuid = Uuid::from_u128(7);
 
+/// A message's body is a JSON object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Note(u32);
+struct Note {
+    n: u32,
+}
 impl Message for Note {
     const TYPE: &'static str = "test.Note.Noted";
+}
+
+fn note(n: u32) -> Note {
+    Note { n }
 }
 
 fn cause() -> Cause {
@@ -130,7 +137,7 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     let outbox = Outbox::new();
 
     let rolled_back = conn.begin().await.unwrap();
-    let lost = Envelope::new(&Note(0)).unwrap();
+    let lost = Envelope::new(&note(0)).unwrap();
     outbox
         .enqueue(&rolled_back, Exchange::Events, Note::TYPE, &lost)
         .await
@@ -140,7 +147,7 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     let txn = conn.begin().await.unwrap();
     let mut sent = Vec::new();
     for n in 1..=3 {
-        let envelope = Envelope::new(&Note(n)).unwrap();
+        let envelope = Envelope::new(&note(n)).unwrap();
         outbox
             .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
             .await
@@ -228,7 +235,7 @@ async fn replies_go_out_express_once(db: Db) {
         CommandProcessor::new("express", conn.clone(), outbox.clone(), Arc::new(AcceptAll))
             .refusing_when_unreachable(broker.clone());
     let command = || {
-        let mut envelope = Envelope::new(&Note(1)).unwrap();
+        let mut envelope = Envelope::new(&note(1)).unwrap();
         envelope.reply_to = Some(replies.name.clone());
         envelope
     };
@@ -314,7 +321,7 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
     let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     let engine = SagaEngine::<TestSaga>::new("saga.replies");
     let saga_id = Uuid::now_v7();
-    let order = Envelope::new(&Note(1)).unwrap();
+    let order = Envelope::new(&note(1)).unwrap();
     let txn = conn.begin().await.unwrap();
     engine
         .start(&txn, &outbox, &order, saga_id, None)
@@ -486,7 +493,7 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     let outbox = Outbox::new();
     let txn = conn.begin().await.unwrap();
     for n in 0..3 {
-        let envelope = Envelope::new(&Note(n)).unwrap();
+        let envelope = Envelope::new(&note(n)).unwrap();
         outbox
             .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
             .await
@@ -508,7 +515,7 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     trigger.trigger();
     relay.await.unwrap();
     let txn = conn.begin().await.unwrap();
-    let unsent = Envelope::new(&Note(9)).unwrap();
+    let unsent = Envelope::new(&note(9)).unwrap();
     outbox
         .enqueue(&txn, Exchange::Events, Note::TYPE, &unsent)
         .await
@@ -668,7 +675,7 @@ mod racing {
     use tokio::sync::Barrier;
     use uuid::Uuid;
 
-    use super::{Added, Counter, Db, Note, database};
+    use super::{Added, Counter, Db, Note, database, note};
 
     /// Adds the command's note to counter `id`. The first two arrivals load
     /// the counter, then wait for each other before appending, so both
@@ -693,7 +700,7 @@ mod racing {
             if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
                 self.meet.wait().await;
             }
-            let added = [Added(i64::from(note.0))];
+            let added = [Added(i64::from(note.n))];
             event_store::append(txn, &stream, &current, &added, super::cause()).await?;
             Ok(Accepted::default())
         }
@@ -715,8 +722,8 @@ mod racing {
         };
         let (a, b) = (processor("replica-a"), processor("replica-b"));
         let (one, two) = (
-            Envelope::new(&Note(1)).unwrap(),
-            Envelope::new(&Note(10)).unwrap(),
+            Envelope::new(&note(1)).unwrap(),
+            Envelope::new(&note(10)).unwrap(),
         );
         let (ra, rb) = tokio::join!(a.handle(&one), b.handle(&two));
         ra.unwrap();
