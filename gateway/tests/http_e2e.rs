@@ -16,6 +16,24 @@ fn the_checked_in_schema_matches_the_code() {
     );
 }
 
+/// The body of an answer that must have `status`.
+async fn answered(answer: reqwest::Response, status: u16) -> Value {
+    assert_eq!(answer.status(), status);
+    answer.json().await.unwrap()
+}
+
+/// The first error's message in `body`.
+fn first_error(body: &Value) -> &str {
+    body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {body}"))
+}
+
+/// The first error's message of an answer that must have `status`.
+async fn refused(answer: reqwest::Response, status: u16) -> String {
+    first_error(&answered(answer, status).await).to_owned()
+}
+
 #[tokio::test]
 async fn graphql_over_http_follows_the_spec() {
     let mut app = spawn_app(Backend::Embedded).await;
@@ -33,14 +51,8 @@ async fn graphql_over_http_follows_the_spec() {
     let r = post("{nope".into(), "application/json", "application/json")
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a GraphQL request")
-    );
+    let message = refused(r, 400).await;
+    assert!(message.contains("not a GraphQL request"), "{message}");
 
     // A request without a query (here: misspelled) is a bad request.
     let r = post(
@@ -50,9 +62,7 @@ async fn graphql_over_http_follows_the_spec() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["message"], "the request has no query");
+    assert_eq!(refused(r, 400).await, "the request has no query");
 
     // An empty body and a batch are told apart.
     for (body, says) in [
@@ -65,9 +75,7 @@ async fn graphql_over_http_follows_the_spec() {
         let r = post(body.into(), "application/json", "application/json")
             .await
             .unwrap();
-        assert_eq!(r.status(), 400);
-        let body: Value = r.json().await.unwrap();
-        let message = body["errors"][0]["message"].as_str().unwrap();
+        let message = refused(r, 400).await;
         assert!(message.starts_with(says), "{message}");
     }
 
@@ -122,14 +130,8 @@ async fn graphql_over_http_follows_the_spec() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing")
-    );
+    let body = answered(r, 400).await;
+    assert!(first_error(&body).contains("nothing"), "{body}");
     assert!(body.get("data").is_none(), "no data entry: {body}");
 
     // A domain error is an execution error: 200 with data null and a code.
@@ -143,8 +145,7 @@ async fn graphql_over_http_follows_the_spec() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let body = answered(r, 200).await;
     assert!(
         body.get("data").is_some(),
         "an execution error keeps data: {body}"
@@ -165,8 +166,7 @@ async fn graphql_over_http_follows_the_spec() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let body = answered(r, 200).await;
     assert_eq!(body["data"]["stores"]["edges"], json!([]));
     let r = app
         .http

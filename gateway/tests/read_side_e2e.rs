@@ -207,6 +207,12 @@ async fn complete(app: &TestApp, order: &str) {
     let approved = order_with_status(app, order, "APPROVED").await;
     let list = approved["shoppingListId"].as_str().unwrap().to_owned();
     assign(app, &list).await;
+    deliver_and_pay(app, order, &list).await;
+}
+
+/// Completes the assigned shopping `list` of `order`, then pays its
+/// invoice: the order ends COMPLETED.
+async fn deliver_and_pay(app: &TestApp, order: &str, list: &str) {
     app.data(
         "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
         json!({ "id": list }),
@@ -251,22 +257,7 @@ async fn five_more_changes(app: &TestApp, mall: &Mall, customer: &str, a: &str) 
         .as_str()
         .unwrap()
         .to_owned();
-    app.data(
-        "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
-        json!({ "id": list }),
-    )
-    .await;
-    let invoice = wait_until("the invoice", || async {
-        let found = app.data(ORDER, json!({ "id": a })).await;
-        found["order"]["invoice"]["id"].as_str().map(str::to_owned)
-    })
-    .await;
-    app.data(
-        "mutation($id: ID!) { payInvoice(invoiceId: $id) { id } }",
-        json!({ "id": invoice }),
-    )
-    .await;
-    order_with_status(app, a, "COMPLETED").await;
+    deliver_and_pay(app, a, &list).await;
     let b = order_of(app, customer, &[(&mall.tea, 1)], "7.00").await;
     order_with_status(app, &b, "APPROVED").await;
     saga_with_status(app, &b, "COMPLETED").await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, shop, wait_until};
+use common::{Backend, TestApp, wait_until};
 use serde_json::{Value, json};
 
 const FOLLOW: &str = "subscription($s: ID!, $after: String) {
@@ -42,16 +42,8 @@ async fn a_pruned_cursor_is_refused_with_cursor_expired(backend: Backend) {
     let mut settings = common::settings(backend).await;
     settings.change_log_retention_secs = 1;
     let mut app = common::start_with(settings).await;
-    let store = shop::store(&app, "Fleeting Goods", "Gone soon").await;
-    let product = shop::product(&app, &store, "Mayfly", "1.00").await;
-    let mut ws = app
-        .subscribe(
-            "graphql-transport-ws",
-            FOLLOW,
-            json!({ "s": store, "after": null }),
-        )
-        .await;
-    app.wait_for_subscriptions(1).await;
+    let (store, products, mut ws) = common::followed_catalog(&app, "Fleeting Goods", 1).await;
+    let product = &products[0];
     app.data(RAISE, json!({ "p": product })).await;
     let cursor = next_raise(&mut ws).await;
     // A change after the cursor, which the retention will prune.

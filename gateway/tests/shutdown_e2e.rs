@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{cents, shop, wait_until};
+use common::{cents, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 5;
@@ -67,21 +67,9 @@ async fn sigterm_drains_then_closes_gracefully_and_loses_nothing() {
     ];
     let mut first = common::launch(&args, &envs).await;
     let app = first.client().await;
-    let store = shop::store(&app, "Closing Time", "Exit").await;
-    let mut products = Vec::new();
-    for i in 0..CLIENTS {
-        products.push(shop::product(&app, &store, &format!("Last call {i}"), "1.00").await);
-    }
     // A subscriber of the store's catalog: every raise it is pushed must be
     // the next one of its product (no gap, no duplicate), across the restart.
-    let mut live = app
-        .subscribe(
-            "graphql-transport-ws",
-            FOLLOW,
-            json!({ "s": store, "after": null }),
-        )
-        .await;
-    app.wait_for_subscriptions(1).await;
+    let (store, products, mut live) = common::followed_catalog(&app, "Closing Time", CLIENTS).await;
     let mut prices: HashMap<String, i64> = products.iter().map(|p| (p.clone(), 100)).collect();
     let mut cursor = 0i64;
     let push = |prices: &mut HashMap<String, i64>, change: &Value| -> i64 {
