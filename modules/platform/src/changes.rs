@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, QueryOrder, QuerySelect};
 use serde::de::DeserializeOwned;
 
@@ -253,20 +253,22 @@ pub async fn advance<C: ConnectionTrait>(
     source: &str,
     position: i64,
 ) -> Result<(), PlatformError> {
-    if applied(conn, source).await? >= position {
-        return Ok(());
-    }
     let row = checkpoint::ActiveModel {
         source: Set(source.to_owned()),
         position: Set(position),
     };
+    // One statement, never backwards: the stored position is replaced only
+    // by a higher one.
+    let stored = Expr::col((checkpoint::Entity, checkpoint::Column::Position));
+    let offered = Expr::col((Alias::new("excluded"), checkpoint::Column::Position));
     checkpoint::Entity::insert(row)
         .on_conflict(
             OnConflict::column(checkpoint::Column::Source)
                 .update_column(checkpoint::Column::Position)
+                .action_and_where(stored.lt(offered))
                 .to_owned(),
         )
-        .exec(conn)
+        .exec_without_returning(conn)
         .await?;
     Ok(())
 }

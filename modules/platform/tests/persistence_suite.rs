@@ -429,6 +429,13 @@ async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
 async fn the_change_log_reads_by_limit_and_by_window(db: Db) {
     let conn = database(db).await;
     assert_eq!(changes::last(&conn).await.unwrap(), 0);
+    // A checkpoint only ever moves forward.
+    assert_eq!(changes::applied(&conn, "src").await.unwrap(), 0);
+    for (offered, kept) in [(5, 5), (3, 5), (5, 5), (7, 7)] {
+        changes::advance(&conn, "src", offered).await.unwrap();
+        assert_eq!(changes::applied(&conn, "src").await.unwrap(), kept);
+    }
+    assert_eq!(changes::applied(&conn, "other").await.unwrap(), 0);
     let bodies: Vec<_> = (0..6).map(|n| json!({ "n": n }).to_string()).collect();
     let rows: Vec<_> = bodies
         .iter()
