@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Alias, ExprTrait, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, QueryOrder, QuerySelect};
 use serde::de::DeserializeOwned;
 
@@ -259,13 +259,12 @@ pub async fn advance<C: ConnectionTrait>(
     };
     // One statement, never backwards: the stored position is replaced only
     // by a higher one.
-    let stored = Expr::col((checkpoint::Entity, checkpoint::Column::Position));
-    let offered = Expr::col((Alias::new("excluded"), checkpoint::Column::Position));
+    let raised = crate::db::offered_is_higher::<checkpoint::Entity>(checkpoint::Column::Position);
     checkpoint::Entity::insert(row)
         .on_conflict(
             OnConflict::column(checkpoint::Column::Source)
                 .update_column(checkpoint::Column::Position)
-                .action_and_where(stored.lt(offered))
+                .action_and_where(raised)
                 .to_owned(),
         )
         .exec_without_returning(conn)

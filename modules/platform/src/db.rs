@@ -192,6 +192,15 @@ impl DatabaseConfig {
     }
 }
 
+/// An upsert's `DO UPDATE ... WHERE` that writes only what is newer: the
+/// stored `column` of `E` lower than the offered one.
+pub(crate) fn offered_is_higher<E: sea_orm::EntityTrait>(
+    column: E::Column,
+) -> sea_orm::sea_query::Expr {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+    Expr::col((E::default(), column)).lt(Expr::col((Alias::new("excluded"), column)))
+}
+
 /// The largest value of `column` in `E`'s table, a log position (0: the
 /// table is empty).
 pub(crate) async fn max_position<E, C>(conn: &C, column: E::Column) -> Result<i64, PlatformError>

@@ -96,11 +96,7 @@ async fn upsert<C: ConnectionTrait>(
     conn: &C,
     model: entity::ActiveModel,
 ) -> Result<bool, PlatformError> {
-    use sea_orm::sea_query::{Alias, Expr, ExprTrait};
-    let newer = Expr::col((entity::Entity, entity::Column::Position)).lt(Expr::col((
-        Alias::new("excluded"),
-        entity::Column::Position,
-    )));
+    let newer = crate::db::offered_is_higher::<entity::Entity>(entity::Column::Position);
     let written = entity::Entity::insert(model)
         .on_conflict(
             OnConflict::columns([entity::Column::Kind, entity::Column::Id])
