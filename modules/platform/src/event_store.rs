@@ -91,33 +91,88 @@ fn decode_error(what: &str, err: serde_json::Error) -> PlatformError {
     }
 }
 
-/// Loads an aggregate: its latest snapshot plus the events after it.
+/// Loads an aggregate: its latest snapshot plus the events after it, read
+/// in one statement (one round trip, one consistent view of both tables).
 pub async fn load<A: Aggregate, C: ConnectionTrait>(
     conn: &C,
     stream_id: &str,
 ) -> Result<Versioned<A>, PlatformError> {
-    let mut current = Versioned::<A>::default();
-    if let Some(snap) = snapshots::Entity::find_by_id(stream_id.to_owned())
-        .one(conn)
+    let statement = conn.get_database_backend().build(&stream_query(stream_id));
+    let mut parts = conn
+        .query_all_raw(statement)
         .await?
-    {
-        current.state =
-            serde_json::from_str(&snap.state).map_err(|e| decode_error(A::STREAM_TYPE, e))?;
-        current.version = snap.version;
-    }
-    let rows = events::Entity::find()
-        .filter(events::Column::StreamId.eq(stream_id))
-        .filter(events::Column::Version.gt(current.version))
-        .order_by_asc(events::Column::Version)
-        .all(conn)
-        .await?;
-    for row in rows {
-        let event: A::Event =
-            serde_json::from_str(&row.payload).map_err(|e| decode_error(&row.event_type, e))?;
-        current.state.apply(&event);
-        current.version = row.version;
+        .iter()
+        .map(|row| {
+            Ok(StreamPart {
+                is_event: row.try_get::<i32>("", "is_event")? == 1,
+                version: row.try_get("", "version")?,
+                body: row.try_get("", "body")?,
+                event_type: row.try_get("", "event_type")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    // The snapshot (if any) first, then the events in order.
+    parts.sort_by_key(|part| (part.is_event, part.version));
+    let mut current = Versioned::<A>::default();
+    for part in parts {
+        if part.is_event {
+            let event: A::Event =
+                serde_json::from_str(&part.body).map_err(|e| decode_error(&part.event_type, e))?;
+            current.state.apply(&event);
+        } else {
+            current.state =
+                serde_json::from_str(&part.body).map_err(|e| decode_error(A::STREAM_TYPE, e))?;
+        }
+        current.version = part.version;
     }
     Ok(current)
+}
+
+/// A row of [`stream_query`]: the snapshot's state, or an event's payload.
+struct StreamPart {
+    is_event: bool,
+    version: i64,
+    body: String,
+    event_type: String,
+}
+
+/// A stream's snapshot and the events after it: `is_event` 0 for the
+/// snapshot's row (its state in `body`), 1 for each event (its payload).
+fn stream_query(stream_id: &str) -> sea_orm::sea_query::SelectStatement {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, UnionType};
+    let snapshot = || {
+        Query::select()
+            .from(snapshots::Entity)
+            .and_where(snapshots::Column::StreamId.eq(stream_id))
+            .to_owned()
+    };
+    let snapshot_version = snapshot().column(snapshots::Column::Version).to_owned();
+    let after = Func::coalesce([
+        Expr::SubQuery(None, Box::new(snapshot_version.into())),
+        0.into(),
+    ]);
+    let events = Query::select()
+        .expr_as(Expr::val(1), Alias::new("is_event"))
+        .column(events::Column::Version)
+        .expr_as(Expr::col(events::Column::Payload), Alias::new("body"))
+        .expr_as(
+            Expr::col(events::Column::EventType),
+            Alias::new("event_type"),
+        )
+        .from(events::Entity)
+        .and_where(events::Column::StreamId.eq(stream_id))
+        .and_where(Expr::col(events::Column::Version).gt(after))
+        .to_owned();
+    snapshot()
+        .expr_as(Expr::val(0), Alias::new("is_event"))
+        .column(snapshots::Column::Version)
+        .expr_as(Expr::col(snapshots::Column::State), Alias::new("body"))
+        .expr_as(
+            Expr::col(snapshots::Column::StreamType),
+            Alias::new("event_type"),
+        )
+        .union(UnionType::All, events)
+        .to_owned()
 }
 
 /// Appends `events` to a stream that must be at `current.version`.
