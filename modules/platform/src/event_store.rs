@@ -139,7 +139,9 @@ struct StreamPart {
 /// A stream's snapshot and the events after it: `is_event` 0 for the
 /// snapshot's row (its state in `body`), 1 for each event (its payload).
 fn stream_query(stream_id: &str) -> sea_orm::sea_query::SelectStatement {
-    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, UnionType};
+    use events::Column as E;
+    use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, UnionType};
+    use snapshots::Column as S;
     let snapshot = || {
         Query::select()
             .from(snapshots::Entity)
@@ -151,28 +153,31 @@ fn stream_query(stream_id: &str) -> sea_orm::sea_query::SelectStatement {
         Expr::SubQuery(None, Box::new(snapshot_version.into())),
         0.into(),
     ]);
-    let events = Query::select()
-        .expr_as(Expr::val(1), Alias::new("is_event"))
-        .column(events::Column::Version)
-        .expr_as(Expr::col(events::Column::Payload), Alias::new("body"))
-        .expr_as(
-            Expr::col(events::Column::EventType),
-            Alias::new("event_type"),
-        )
+    let mut events = Query::select()
         .from(events::Entity)
         .and_where(events::Column::StreamId.eq(stream_id))
         .and_where(Expr::col(events::Column::Version).gt(after))
         .to_owned();
-    snapshot()
-        .expr_as(Expr::val(0), Alias::new("is_event"))
-        .column(snapshots::Column::Version)
-        .expr_as(Expr::col(snapshots::Column::State), Alias::new("body"))
-        .expr_as(
-            Expr::col(snapshots::Column::StreamType),
-            Alias::new("event_type"),
-        )
-        .union(UnionType::All, events)
-        .to_owned()
+    part(&mut events, 1, [E::Version, E::Payload, E::EventType]);
+    let mut parts = snapshot();
+    part(&mut parts, 0, [S::Version, S::State, S::StreamType]);
+    parts.union(UnionType::All, events).to_owned()
+}
+
+/// Selects a [`StreamPart`]'s columns: `is_event`, and the version, body
+/// and event type from `columns`.
+fn part<C: sea_orm::sea_query::IntoColumnRef + Copy>(
+    select: &mut sea_orm::sea_query::SelectStatement,
+    is_event: i32,
+    columns: [C; 3],
+) {
+    use sea_orm::sea_query::{Alias, Expr};
+    let [version, body, event_type] = columns;
+    select
+        .expr_as(Expr::val(is_event), Alias::new("is_event"))
+        .expr_as(Expr::col(version), Alias::new("version"))
+        .expr_as(Expr::col(body), Alias::new("body"))
+        .expr_as(Expr::col(event_type), Alias::new("event_type"));
 }
 
 /// Appends `events` to a stream that must be at `current.version`.
