@@ -61,6 +61,11 @@ impl Payload {
         self.0.get()
     }
 
+    /// Whether the body is a JSON object (its text has no blank around it).
+    pub fn is_object(&self) -> bool {
+        self.json().starts_with('{')
+    }
+
     /// The body as a JSON tree, for those who hand it out as one.
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
         self.decode()
@@ -172,6 +177,8 @@ mod tests {
             std::str::from_utf8(escaped).unwrap()
         );
         let list = Payload::from_slice(b" [1, 2] ").unwrap();
+        assert!(!list.is_object());
+        assert!(Payload::from_slice(b" {} ").unwrap().is_object());
         assert_eq!(list.to_value().unwrap(), serde_json::json!([1, 2]));
     }
 }

@@ -184,7 +184,7 @@ impl Outgoing {
         };
         let payload = Payload::of(message).map_err(|e| fail(e.to_string()))?;
         // What receivers take (`WireMessage::decode`), and so what is sent.
-        if !payload.json().starts_with('{') {
+        if !payload.is_object() {
             return Err(fail(NOT_AN_OBJECT.to_owned()));
         }
         Ok(Outgoing {
@@ -291,7 +291,7 @@ impl WireMessage {
         // A list would pass for a struct otherwise. Every contract's body is
         // an object (a test of the AsyncAPI document holds that), and
         // `Outgoing::of` sends nothing else.
-        if !payload.json().starts_with('{') {
+        if !payload.is_object() {
             return Err(NOT_AN_OBJECT.into());
         }
         let headers = self
