@@ -65,11 +65,6 @@ impl Payload {
     pub fn is_object(&self) -> bool {
         self.json().starts_with('{')
     }
-
-    /// The body as a JSON tree, for those who hand it out as one.
-    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
-        self.decode()
-    }
 }
 
 /// A JSON value walked in full and kept nowhere: every string decoded,
@@ -179,6 +174,9 @@ mod tests {
         let list = Payload::from_slice(b" [1, 2] ").unwrap();
         assert!(!list.is_object());
         assert!(Payload::from_slice(b" {} ").unwrap().is_object());
-        assert_eq!(list.to_value().unwrap(), serde_json::json!([1, 2]));
+        assert_eq!(
+            list.decode::<serde_json::Value>().unwrap(),
+            serde_json::json!([1, 2])
+        );
     }
 }

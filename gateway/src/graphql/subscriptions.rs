@@ -86,7 +86,7 @@ impl IntegrationEvent {
         self.event.occurred_at
     }
     async fn payload(&self) -> Result<Json<serde_json::Value>> {
-        let payload = self.event.payload.to_value();
+        let payload = self.event.payload.decode::<serde_json::Value>();
         Ok(Json(payload.map_err(super::errors::internal)?))
     }
 }

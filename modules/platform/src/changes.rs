@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, QueryOrder, QuerySelect, QueryTrait};
 use serde::de::DeserializeOwned;
 
 use crate::PlatformError;
@@ -88,16 +88,19 @@ impl From<entity::Model> for Change {
     }
 }
 
-/// The log rows of `topics` after `after`, oldest first: at most `limit`, or
-/// those up to `upto` (inclusive).
+/// The log rows of `topics` (only those `about` one entity or owner, when
+/// given) after `after`, oldest first: at most `limit`, or those up to
+/// `upto` (inclusive).
 async fn rows_after<C: ConnectionTrait>(
     conn: &C,
     topics: &[&str],
+    about: Option<About<'_>>,
     after: i64,
     bound: Bound,
 ) -> Result<Vec<entity::Model>, PlatformError> {
     let query = entity::Entity::find()
         .filter(entity::Column::Topic.is_in(topics.iter().copied()))
+        .apply_if(about, |query, about| query.filter(about.condition()))
         .filter(entity::Column::Position.gt(after))
         .order_by_asc(entity::Column::Position);
     let query = match bound {
@@ -176,7 +179,7 @@ pub async fn since<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    Ok(rows_after(conn, topics, after, Bound::Limit(limit))
+    Ok(rows_after(conn, topics, None, after, Bound::Limit(limit))
         .await?
         .into_iter()
         .map(Change::from)
@@ -193,6 +196,17 @@ pub enum About<'a> {
     Owner(&'a str),
 }
 
+impl About<'_> {
+    fn condition(self) -> Condition {
+        match self {
+            About::Key(key) => Condition::all().add(entity::Column::Key.eq(key)),
+            About::Owner(owner) => Condition::any()
+                .add(entity::Column::Owner.eq(owner))
+                .add(entity::Column::Owner.is_null()),
+        }
+    }
+}
+
 /// The changes of `topic` that are `about` one entity or owner, after
 /// `after`, oldest first, at most `limit`. Read through the (topic, key,
 /// position) and (topic, owner, position) indexes: a replay for one
@@ -205,23 +219,13 @@ pub async fn since_about<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> Result<Vec<Change>, PlatformError> {
-    let about = match about {
-        About::Key(key) => Condition::all().add(entity::Column::Key.eq(key)),
-        About::Owner(owner) => Condition::any()
-            .add(entity::Column::Owner.eq(owner))
-            .add(entity::Column::Owner.is_null()),
-    };
-    Ok(entity::Entity::find()
-        .filter(entity::Column::Topic.eq(topic))
-        .filter(about)
-        .filter(entity::Column::Position.gt(after))
-        .order_by_asc(entity::Column::Position)
-        .limit(limit)
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(Change::from)
-        .collect())
+    Ok(
+        rows_after(conn, &[topic], Some(about), after, Bound::Limit(limit))
+            .await?
+            .into_iter()
+            .map(Change::from)
+            .collect(),
+    )
 }
 
 /// The changes of `topics` in positions (`after`, `upto`], oldest first,
@@ -235,7 +239,7 @@ pub async fn between_as<C: ConnectionTrait, T: DeserializeOwned>(
     after: i64,
     upto: i64,
 ) -> Result<Vec<(i64, T)>, PlatformError> {
-    rows_after(conn, topics, after, Bound::Upto(upto))
+    rows_after(conn, topics, None, after, Bound::Upto(upto))
         .await?
         .iter()
         .map(|row| Ok((row.position, body_of(row)?)))

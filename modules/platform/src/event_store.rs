@@ -145,18 +145,18 @@ fn stream_query(stream_id: &str) -> sea_orm::sea_query::SelectStatement {
     let snapshot = || {
         Query::select()
             .from(snapshots::Entity)
-            .and_where(snapshots::Column::StreamId.eq(stream_id))
+            .and_where(S::StreamId.eq(stream_id))
             .to_owned()
     };
-    let snapshot_version = snapshot().column(snapshots::Column::Version).to_owned();
+    let snapshot_version = snapshot().column(S::Version).to_owned();
     let after = Func::coalesce([
         Expr::SubQuery(None, Box::new(snapshot_version.into())),
         0.into(),
     ]);
     let mut events = Query::select()
         .from(events::Entity)
-        .and_where(events::Column::StreamId.eq(stream_id))
-        .and_where(Expr::col(events::Column::Version).gt(after))
+        .and_where(E::StreamId.eq(stream_id))
+        .and_where(Expr::col(E::Version).gt(after))
         .to_owned();
     part(&mut events, 1, [E::Version, E::Payload, E::EventType]);
     let mut parts = snapshot();
