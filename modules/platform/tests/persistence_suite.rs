@@ -11,7 +11,7 @@ use mallbots_contracts::{Affected, CommandReply, ErrorCode, Message, ReplyError}
 use mallbots_platform::changes::{self, About, NewChange};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
 use mallbots_platform::consumer::Handler;
-use mallbots_platform::db::SecondaryIndexes;
+use mallbots_platform::db::{SecondaryIndexes, empty_tables, execute_all};
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
@@ -629,6 +629,109 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
     );
 }
 
+async fn tables_are_emptied_in_the_transaction(db: Db) {
+    let conn = database(db).await;
+    conn.execute_unprepared(
+        "CREATE TABLE t (id TEXT PRIMARY KEY); CREATE TABLE u (id TEXT PRIMARY KEY); \
+         INSERT INTO t VALUES ('1'), ('2'); INSERT INTO u VALUES ('3');",
+    )
+    .await
+    .unwrap();
+    let count = |table: &'static str| {
+        let conn = &conn;
+        async move {
+            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+            let row = conn
+                .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+
+    // A rollback keeps every row.
+    let txn = conn.begin().await.unwrap();
+    empty_tables(&txn, &["t", "u"]).await.unwrap();
+    txn.rollback().await.unwrap();
+    assert_eq!((count("t").await, count("u").await), (2, 1));
+
+    // Emptied and written again in one transaction: only the new rows.
+    let txn = conn.begin().await.unwrap();
+    empty_tables(&txn, &["t", "u"]).await.unwrap();
+    txn.execute_unprepared("INSERT INTO t VALUES ('1')")
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!((count("t").await, count("u").await), (1, 0));
+}
+
+async fn statements_run_in_order_up_to_the_first_error(db: Db) {
+    let conn = database(db).await;
+    conn.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        .await
+        .unwrap();
+    let backend = conn.get_database_backend();
+    let insert = |id: &str, n: i32| {
+        Ok(Statement::from_string(
+            backend,
+            format!("INSERT INTO t VALUES ('{id}', {n})"),
+        ))
+    };
+    let update = |n: i32| {
+        Ok(Statement::from_string(
+            backend,
+            format!("UPDATE t SET n = {n}"),
+        ))
+    };
+    let rows = |conn: &DatabaseConnection| {
+        let conn = conn.clone();
+        async move {
+            let sql = "SELECT id, n FROM t ORDER BY id";
+            conn.query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (
+                        row.try_get::<String>("", "id").unwrap(),
+                        row.try_get::<i32>("", "n").unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // In order: the update sees the inserts before it, not the one after.
+    execute_all(
+        &conn,
+        [insert("a", 1), insert("b", 1), update(2), insert("c", 3)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&conn).await,
+        [("a".into(), 2), ("b".into(), 2), ("c".into(), 3)]
+    );
+
+    // A failing statement stops the rest.
+    assert!(
+        execute_all(&conn, [update(4), insert("a", 5), update(6)])
+            .await
+            .is_err()
+    );
+    assert!(rows(&conn).await.iter().all(|(_, n)| *n == 4));
+
+    // So does a statement that could not be made.
+    let unmade = Err(PlatformError::Unexpected("no statement".into()));
+    assert!(
+        execute_all(&conn, [update(7), unmade, update(8)])
+            .await
+            .is_err()
+    );
+    assert!(rows(&conn).await.iter().all(|(_, n)| *n == 7));
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -660,6 +763,8 @@ suite!(
     replies_go_out_express_once,
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
+    tables_are_emptied_in_the_transaction,
+    statements_run_in_order_up_to_the_first_error,
     the_change_log_reads_by_limit_and_by_window,
     retention_prunes_old_rows_but_never_an_unsent_one,
 );

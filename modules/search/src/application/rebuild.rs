@@ -2,7 +2,7 @@
 //! transaction, while the system runs.
 
 use mallbots_contracts::search::{ArchivedEvent, TOPIC_EVENT};
-use mallbots_platform::db::SecondaryIndexes;
+use mallbots_platform::db::{self, SecondaryIndexes};
 use mallbots_platform::views;
 use mallbots_platform::{PlatformError, changes};
 use sea_orm::DatabaseTransaction;
@@ -17,31 +17,41 @@ use crate::infrastructure::tables::{Rows, items, orders, write_orders};
 pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, PlatformError> {
     let started = std::time::Instant::now();
     let mut fold = Fold::default();
-    // Windows of log positions, about half of them archived events.
+    // Windows of log positions, about half of them archived events. The
+    // next window is read while the last one is folded.
     const WINDOW: i64 = 10_000;
-    let (last, mut after, mut replayed) = (changes::last(txn).await?, 0, 0);
-    while after < last {
+    let last = changes::last(txn).await?;
+    let window = |after: i64| async move {
+        if after >= last {
+            return Ok(None);
+        }
         let upto = after.saturating_add(WINDOW);
         let batch =
             changes::between_as::<_, ArchivedEvent>(txn, &[TOPIC_EVENT], after, upto).await?;
-        after = upto;
-        for (_, event) in batch {
-            let position = event.source_position.unwrap_or(0);
-            match fact(&event)? {
-                Fact::Order(order) => fold.order(order, position),
-                Fact::Customer(customer) => fold.customer(customer, position),
-                Fact::ShoppingList(_) | Fact::Product { .. } | Fact::Other => {}
+        Ok::<_, PlatformError>(Some((upto, batch)))
+    };
+    let (mut next, mut replayed) = (window(0).await?, 0);
+    while let Some((upto, batch)) = next {
+        let (read, folded) = tokio::join!(window(upto), async {
+            for (_, event) in &batch {
+                let position = event.source_position.unwrap_or(0);
+                match fact(event)? {
+                    Fact::Order(order) => fold.order(order, position),
+                    Fact::Customer(customer) => fold.customer(customer, position),
+                    Fact::ShoppingList(_) | Fact::Product { .. } | Fact::Other => {}
+                }
             }
-            replayed += 1;
-        }
+            Ok::<_, PlatformError>(batch.len() as u64)
+        });
+        replayed += folded?;
+        next = read?;
     }
     tracing::info!(replayed, elapsed = ?started.elapsed(), "rebuild: archive read and folded");
     // Rows are written without their secondary indexes, which are built once
     // at the end (queries on the search tables wait until the rebuild commits).
     let tables = [items::Entity.table_name(), orders::Entity.table_name()];
     let indexes = SecondaryIndexes::drop(txn, &tables).await?;
-    items::Entity::delete_many().exec(txn).await?;
-    orders::Entity::delete_many().exec(txn).await?;
+    db::empty_tables(txn, &tables).await?;
     views::delete_kind(txn, CUSTOMER).await?;
     tracing::info!(elapsed = ?started.elapsed(), "rebuild: old rows deleted");
     let (summaries, customers) = fold.finish();

@@ -7,8 +7,11 @@ use mallbots_platform::PlatformError;
 use sea_orm::entity::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
+use mallbots_platform::db;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, Condition, ConnectionTrait, Iterable};
+use sea_orm::{
+    ActiveValue::Set, Condition, ConnectionTrait, DbBackend, Iterable, QueryTrait, Statement,
+};
 use uuid::Uuid;
 
 use crate::domain::{Positioned, cents};
@@ -110,71 +113,115 @@ pub(crate) enum Rows<'a> {
     Fresh,
 }
 
-/// Writes order rows and their item rows, many to a statement.
+/// Writes order rows and their item rows, many to a statement. Each
+/// statement is built (rows serialized, SQL made) while the database runs
+/// the one before it.
 pub(crate) async fn write_orders<C: ConnectionTrait>(
     conn: &C,
     rows: &[&Positioned<OrderSummary>],
     mode: Rows<'_>,
 ) -> Result<(), PlatformError> {
-    // 9 columns a row: well under every backend's bound-parameter limit.
-    for chunk in rows.chunks(1000) {
-        let models = chunk
-            .iter()
-            .map(|(summary, position)| order_row(summary, *position))
-            .collect::<Result<Vec<_>, _>>()?;
-        let insert = orders::Entity::insert_many(models);
-        let stored = match mode {
-            Rows::Fresh => {
-                insert.exec_without_returning(conn).await?;
-                None
+    let statements = OrderStatements {
+        // 9 columns a row: well under every backend's bound-parameter limit.
+        chunks: rows.chunks(1000),
+        mode,
+        backend: conn.get_database_backend(),
+        items_of: None,
+        items: Vec::new().into_iter(),
+    };
+    db::execute_all(conn, statements).await
+}
+
+/// [`write_orders`]' statements, made as they are asked for: a chunk's
+/// order rows, then its item rows, then the next chunk's.
+struct OrderStatements<'a> {
+    chunks: std::slice::Chunks<'a, &'a Positioned<OrderSummary>>,
+    mode: Rows<'a>,
+    backend: DbBackend,
+    /// The chunk whose orders were made and whose items are next.
+    items_of: Option<&'a [&'a Positioned<OrderSummary>]>,
+    items: std::vec::IntoIter<Statement>,
+}
+
+impl Iterator for OrderStatements<'_> {
+    type Item = Result<Statement, PlatformError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(statement) = self.items.next() {
+                return Some(Ok(statement));
             }
-            Rows::Replace { stored } => {
-                // Every column but the key, from the row.
-                let columns =
-                    orders::Column::iter().filter(|c| !matches!(c, orders::Column::OrderId));
-                insert
-                    .on_conflict(
-                        OnConflict::column(orders::Column::OrderId)
-                            .update_columns(columns)
-                            .to_owned(),
-                    )
-                    .exec_without_returning(conn)
-                    .await?;
-                Some(stored)
+            if let Some(chunk) = self.items_of.take() {
+                self.items = items_statements(chunk, self.mode, self.backend).into_iter();
+                continue;
             }
-        };
-        let (mut added, mut removed) = (Vec::new(), Condition::any());
-        for (summary, _) in chunk {
-            let order = &summary.order;
-            let id = order.order_id.to_string();
-            let was = stored.and_then(|s| s.get(&order.order_id));
-            let (gone, new) = item_changes(was, &item_rows(order));
-            for product in gone {
-                removed = removed.add(
-                    Condition::all()
-                        .add(items::Column::OrderId.eq(id.clone()))
-                        .add(items::Column::ProductId.eq(product.to_string())),
-                );
-            }
-            added.extend(new.into_iter().map(|(product, store)| items::ActiveModel {
-                order_id: Set(id.clone()),
-                product_id: Set(product.to_string()),
-                store_id: Set(store.to_string()),
-            }));
-        }
-        if !removed.is_empty() {
-            items::Entity::delete_many()
-                .filter(removed)
-                .exec(conn)
-                .await?;
-        }
-        for lines in added.chunks(5000) {
-            items::Entity::insert_many(lines.to_vec())
-                .exec_without_returning(conn)
-                .await?;
+            let chunk = self.chunks.next()?;
+            self.items_of = Some(chunk);
+            return Some(orders_statement(chunk, self.mode, self.backend));
         }
     }
-    Ok(())
+}
+
+/// The insert (or upsert) of `chunk`'s order rows.
+fn orders_statement(
+    chunk: &[&Positioned<OrderSummary>],
+    mode: Rows<'_>,
+    backend: DbBackend,
+) -> Result<Statement, PlatformError> {
+    let models = chunk
+        .iter()
+        .map(|(summary, position)| order_row(summary, *position))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut insert = orders::Entity::insert_many(models);
+    if let Rows::Replace { .. } = mode {
+        // Every column but the key, from the row.
+        let columns = orders::Column::iter().filter(|c| !matches!(c, orders::Column::OrderId));
+        insert = insert.on_conflict(
+            OnConflict::column(orders::Column::OrderId)
+                .update_columns(columns)
+                .to_owned(),
+        );
+    }
+    Ok(insert.build(backend))
+}
+
+/// The statements that bring `chunk`'s item rows to its orders' items.
+fn items_statements(
+    chunk: &[&Positioned<OrderSummary>],
+    mode: Rows<'_>,
+    backend: DbBackend,
+) -> Vec<Statement> {
+    let stored = match mode {
+        Rows::Replace { stored } => Some(stored),
+        Rows::Fresh => None,
+    };
+    let (mut added, mut removed) = (Vec::new(), Condition::any());
+    for (summary, _) in chunk {
+        let order = &summary.order;
+        let id = order.order_id.to_string();
+        let was = stored.and_then(|s| s.get(&order.order_id));
+        let (gone, new) = item_changes(was, &item_rows(order));
+        for product in gone {
+            removed = removed.add(
+                Condition::all()
+                    .add(items::Column::OrderId.eq(id.clone()))
+                    .add(items::Column::ProductId.eq(product.to_string())),
+            );
+        }
+        added.extend(new.into_iter().map(|(product, store)| items::ActiveModel {
+            order_id: Set(id.clone()),
+            product_id: Set(product.to_string()),
+            store_id: Set(store.to_string()),
+        }));
+    }
+    let mut statements = Vec::new();
+    if !removed.is_empty() {
+        statements.push(items::Entity::delete_many().filter(removed).build(backend));
+    }
+    for lines in added.chunks(5000) {
+        statements.push(items::Entity::insert_many(lines.to_vec()).build(backend));
+    }
+    statements
 }
 
 /// An order's row in `search_orders`.
