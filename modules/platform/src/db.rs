@@ -289,24 +289,77 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Some tables' secondary indexes (non-unique, so never a constraint), as the
-/// statements that made them. A bulk load drops them, writes, and creates
-/// them again: building an index once is several times cheaper than
-/// maintaining it row by row. The definitions come from the database's own
-/// catalog, so they cannot drift from the migrations.
+/// Indexes dropped for a bulk load, as the statements that make them
+/// again. A bulk load drops them, writes, and creates them again: building
+/// an index once is several times cheaper than maintaining it row by row.
+/// The definitions come from the database's own catalog, so they cannot
+/// drift from the migrations.
 #[derive(Debug)]
-pub struct SecondaryIndexes {
+pub struct DroppedIndexes {
     /// (name, the statement that creates it)
     indexes: Vec<(String, String)>,
 }
 
-impl SecondaryIndexes {
-    /// Drops `tables`' secondary indexes in the caller's transaction (on
-    /// PostgreSQL the tables are locked until it ends: readers wait).
-    pub async fn drop<C: ConnectionTrait>(
+impl DroppedIndexes {
+    /// Drops `tables`' secondary indexes (non-unique, so never a
+    /// constraint) in the caller's transaction (on PostgreSQL the tables are
+    /// locked until it ends: readers wait).
+    pub async fn secondary<C: ConnectionTrait>(
         conn: &C,
         tables: &[&str],
     ) -> Result<Self, PlatformError> {
+        let mut dropped = DroppedIndexes {
+            indexes: Vec::new(),
+        };
+        dropped.drop_secondary(conn, tables).await?;
+        Ok(dropped)
+    }
+
+    /// As [`DroppedIndexes::secondary`], and on PostgreSQL the tables'
+    /// primary keys too, for tables written afresh: [`DroppedIndexes::create`]
+    /// builds each key again, and so checks it, before the transaction can
+    /// commit. (SQLite cannot drop a key.) Inserting 100,000 item rows took
+    /// 320 ms under their key, 45 ms without it and 130 ms to build it after.
+    pub async fn with_primary_keys<C: ConnectionTrait>(
+        conn: &C,
+        tables: &[&str],
+    ) -> Result<Self, PlatformError> {
+        let mut dropped = Self::secondary(conn, tables).await?;
+        if conn.get_database_backend() != DbBackend::Postgres {
+            return Ok(dropped);
+        }
+        let sql = "SELECT con.conname AS name, pg_get_constraintdef(con.oid) AS definition \
+                   FROM pg_constraint con \
+                   JOIN pg_class t ON t.oid = con.conrelid \
+                   JOIN pg_namespace n ON n.oid = t.relnamespace \
+                   WHERE n.nspname = current_schema() AND con.contype = 'p' \
+                   AND t.relname = $1";
+        for table in tables {
+            let rows = conn
+                .query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    [Value::from(*table)],
+                ))
+                .await?;
+            for row in rows {
+                let name: String = row.try_get("", "name")?;
+                let definition: String = row.try_get("", "definition")?;
+                let (table, key) = (quoted(table), quoted(&name));
+                conn.execute_unprepared(&format!("ALTER TABLE {table} DROP CONSTRAINT {key}"))
+                    .await?;
+                let create = format!("ALTER TABLE {table} ADD CONSTRAINT {key} {definition}");
+                dropped.indexes.push((name, create));
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn drop_secondary<C: ConnectionTrait>(
+        &mut self,
+        conn: &C,
+        tables: &[&str],
+    ) -> Result<(), PlatformError> {
         let backend = conn.get_database_backend();
         let sql = match backend {
             DbBackend::Postgres => {
@@ -325,7 +378,6 @@ impl SecondaryIndexes {
                  AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name = ? ORDER BY 1"
             }
         };
-        let mut indexes = Vec::new();
         for table in tables {
             let rows = conn
                 .query_all_raw(Statement::from_sql_and_values(
@@ -339,10 +391,10 @@ impl SecondaryIndexes {
                 let definition: String = row.try_get("", "definition")?;
                 conn.execute_unprepared(&format!("DROP INDEX {}", quoted(&name)))
                     .await?;
-                indexes.push((name, definition));
+                self.indexes.push((name, definition));
             }
         }
-        Ok(SecondaryIndexes { indexes })
+        Ok(())
     }
 
     /// The names of the indexes dropped.

@@ -11,7 +11,7 @@ use mallbots_contracts::{Affected, CommandReply, ErrorCode, Message, ReplyError}
 use mallbots_platform::changes::{self, About, NewChange};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
 use mallbots_platform::consumer::Handler;
-use mallbots_platform::db::{SecondaryIndexes, empty_tables, execute_all};
+use mallbots_platform::db::{DroppedIndexes, empty_tables, execute_all};
 use mallbots_platform::event_store::{self, Cause, SNAPSHOT_EVERY};
 use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
@@ -611,7 +611,7 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
     assert!(before.contains(&"t_a".to_owned()), "{before:?}");
 
     let txn = conn.begin().await.unwrap();
-    let dropped = SecondaryIndexes::drop(&txn, &["t"]).await.unwrap();
+    let dropped = DroppedIndexes::secondary(&txn, &["t"]).await.unwrap();
     // Only the plain index: keys and unique indexes guard the data.
     assert_eq!(dropped.names().collect::<Vec<_>>(), ["t_a"]);
     txn.execute_unprepared("INSERT INTO t VALUES ('1', 'x', 'y'), ('2', 'x', 'z')")
@@ -627,6 +627,56 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
             .await
             .is_err()
     );
+}
+
+async fn primary_keys_are_dropped_and_checked_again(db: Db) {
+    let conn = database(db).await;
+    conn.execute_unprepared(
+        "CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT NOT NULL); \
+         CREATE INDEX t_a ON t (a, id); INSERT INTO t VALUES ('1', 'x');",
+    )
+    .await
+    .unwrap();
+    let before = index_names(&conn).await;
+
+    let txn = conn.begin().await.unwrap();
+    let dropped = DroppedIndexes::with_primary_keys(&txn, &["t"])
+        .await
+        .unwrap();
+    let names: Vec<_> = dropped.names().collect();
+    match db {
+        Db::Postgres => assert_eq!(names, ["t_a", "t_pkey"]),
+        // SQLite cannot drop a key: it stays and guards the rows.
+        Db::Sqlite => assert_eq!(names, ["t_a"]),
+    }
+    txn.execute_unprepared("INSERT INTO t VALUES ('2', 'y')")
+        .await
+        .unwrap();
+    dropped.create(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(index_names(&conn).await, before);
+    assert!(
+        conn.execute_unprepared("INSERT INTO t VALUES ('2', 'z')")
+            .await
+            .is_err()
+    );
+
+    // A duplicate written while the key is away fails the key's rebuild (or,
+    // where the key stayed, the insert): the transaction cannot commit it.
+    let txn = conn.begin().await.unwrap();
+    let dropped = DroppedIndexes::with_primary_keys(&txn, &["t"])
+        .await
+        .unwrap();
+    let duplicate = match txn
+        .execute_unprepared("INSERT INTO t VALUES ('1', 'z')")
+        .await
+    {
+        Ok(_) => dropped.create(&txn).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(duplicate, "a duplicate key got through");
+    txn.rollback().await.unwrap();
+    assert_eq!(index_names(&conn).await, before);
 }
 
 async fn tables_are_emptied_in_the_transaction(db: Db) {
@@ -764,6 +814,7 @@ suite!(
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
     tables_are_emptied_in_the_transaction,
+    primary_keys_are_dropped_and_checked_again,
     statements_run_in_order_up_to_the_first_error,
     the_change_log_reads_by_limit_and_by_window,
     retention_prunes_old_rows_but_never_an_unsent_one,

@@ -2,7 +2,7 @@
 //! transaction, while the system runs.
 
 use mallbots_contracts::search::{ArchivedEvent, TOPIC_EVENT};
-use mallbots_platform::db::{self, SecondaryIndexes};
+use mallbots_platform::db::{self, DroppedIndexes};
 use mallbots_platform::views;
 use mallbots_platform::{PlatformError, changes};
 use sea_orm::DatabaseTransaction;
@@ -47,10 +47,10 @@ pub(crate) async fn replay_all(txn: &DatabaseTransaction) -> Result<u64, Platfor
         next = read?;
     }
     tracing::info!(replayed, elapsed = ?started.elapsed(), "rebuild: archive read and folded");
-    // Rows are written without their secondary indexes, which are built once
+    // Rows are written without their indexes and keys, which are built once
     // at the end (queries on the search tables wait until the rebuild commits).
     let tables = [items::Entity.table_name(), orders::Entity.table_name()];
-    let indexes = SecondaryIndexes::drop(txn, &tables).await?;
+    let indexes = DroppedIndexes::with_primary_keys(txn, &tables).await?;
     db::empty_tables(txn, &tables).await?;
     views::delete_kind(txn, CUSTOMER).await?;
     tracing::info!(elapsed = ?started.elapsed(), "rebuild: old rows deleted");
