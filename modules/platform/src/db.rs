@@ -284,6 +284,20 @@ pub async fn empty_tables<C: ConnectionTrait>(
     Ok(())
 }
 
+/// (name, definition) pairs that catalog query `sql` finds for `table`.
+async fn definitions<C: ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, PlatformError> {
+    let statement =
+        Statement::from_sql_and_values(conn.get_database_backend(), sql, [Value::from(table)]);
+    let rows = conn.query_all_raw(statement).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "name")?, row.try_get("", "definition")?)))
+        .collect()
+}
+
 /// An identifier as SQL: in double quotes, its own quotes doubled.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -335,16 +349,7 @@ impl DroppedIndexes {
                    WHERE n.nspname = current_schema() AND con.contype = 'p' \
                    AND t.relname = $1";
         for table in tables {
-            let rows = conn
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    sql,
-                    [Value::from(*table)],
-                ))
-                .await?;
-            for row in rows {
-                let name: String = row.try_get("", "name")?;
-                let definition: String = row.try_get("", "definition")?;
+            for (name, definition) in definitions(conn, sql, table).await? {
                 let (table, key) = (quoted(table), quoted(&name));
                 conn.execute_unprepared(&format!("ALTER TABLE {table} DROP CONSTRAINT {key}"))
                     .await?;
@@ -360,8 +365,7 @@ impl DroppedIndexes {
         conn: &C,
         tables: &[&str],
     ) -> Result<(), PlatformError> {
-        let backend = conn.get_database_backend();
-        let sql = match backend {
+        let sql = match conn.get_database_backend() {
             DbBackend::Postgres => {
                 "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition \
                  FROM pg_index i \
@@ -379,16 +383,7 @@ impl DroppedIndexes {
             }
         };
         for table in tables {
-            let rows = conn
-                .query_all_raw(Statement::from_sql_and_values(
-                    backend,
-                    sql,
-                    [Value::from(*table)],
-                ))
-                .await?;
-            for row in rows {
-                let name: String = row.try_get("", "name")?;
-                let definition: String = row.try_get("", "definition")?;
+            for (name, definition) in definitions(conn, sql, table).await? {
                 conn.execute_unprepared(&format!("DROP INDEX {}", quoted(&name)))
                     .await?;
                 self.indexes.push((name, definition));

@@ -617,16 +617,30 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
     txn.execute_unprepared("INSERT INTO t VALUES ('1', 'x', 'y'), ('2', 'x', 'z')")
         .await
         .unwrap();
+    // The unique index still refuses a duplicate.
+    made_again(
+        &conn,
+        txn,
+        dropped,
+        &before,
+        "INSERT INTO t VALUES ('3', 'x', 'y')",
+    )
+    .await;
+}
+
+/// Creates `dropped` again and commits `txn`: `t` has the indexes it had
+/// `before`, and they refuse `duplicate`.
+async fn made_again(
+    conn: &DatabaseConnection,
+    txn: sea_orm::DatabaseTransaction,
+    dropped: DroppedIndexes,
+    before: &[String],
+    duplicate: &str,
+) {
     dropped.create(&txn).await.unwrap();
     txn.commit().await.unwrap();
-
-    assert_eq!(index_names(&conn).await, before);
-    // The unique index still refuses a duplicate.
-    assert!(
-        conn.execute_unprepared("INSERT INTO t VALUES ('3', 'x', 'y')")
-            .await
-            .is_err()
-    );
+    assert_eq!(index_names(conn).await, before);
+    assert!(conn.execute_unprepared(duplicate).await.is_err());
 }
 
 async fn primary_keys_are_dropped_and_checked_again(db: Db) {
@@ -652,14 +666,14 @@ async fn primary_keys_are_dropped_and_checked_again(db: Db) {
     txn.execute_unprepared("INSERT INTO t VALUES ('2', 'y')")
         .await
         .unwrap();
-    dropped.create(&txn).await.unwrap();
-    txn.commit().await.unwrap();
-    assert_eq!(index_names(&conn).await, before);
-    assert!(
-        conn.execute_unprepared("INSERT INTO t VALUES ('2', 'z')")
-            .await
-            .is_err()
-    );
+    made_again(
+        &conn,
+        txn,
+        dropped,
+        &before,
+        "INSERT INTO t VALUES ('2', 'z')",
+    )
+    .await;
 
     // A duplicate written while the key is away fails the key's rebuild (or,
     // where the key stayed, the insert): the transaction cannot commit it.
