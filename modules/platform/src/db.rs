@@ -284,6 +284,17 @@ pub async fn empty_tables<C: ConnectionTrait>(
     Ok(())
 }
 
+/// PostgreSQL: the statements that make index `oid` (named `name`, in
+/// schema `n`) again as it is: its definition (with its storage options and
+/// tablespace), then its comment, if any.
+fn index_sql(oid: &str, name: &str) -> String {
+    format!(
+        "pg_get_indexdef({oid}) || coalesce('; COMMENT ON INDEX ' || quote_ident(n.nspname) \
+         || '.' || quote_ident({name}) || ' IS ' \
+         || quote_literal(obj_description({oid}, 'pg_class')), '')"
+    )
+}
+
 /// (name, definition) pairs that catalog query `sql` finds for `table`.
 async fn definitions<C: ConnectionTrait>(
     conn: &C,
@@ -342,18 +353,25 @@ impl DroppedIndexes {
         if conn.get_database_backend() != DbBackend::Postgres {
             return Ok(dropped);
         }
-        let sql = "SELECT con.conname AS name, pg_get_constraintdef(con.oid) AS definition \
-                   FROM pg_constraint con \
-                   JOIN pg_class t ON t.oid = con.conrelid \
-                   JOIN pg_namespace n ON n.oid = t.relnamespace \
-                   WHERE n.nspname = current_schema() AND con.contype = 'p' \
-                   AND t.relname = $1";
+        // The key's index as it was (its storage options, its tablespace,
+        // its comment), made a key again from that index.
+        let sql = format!(
+            "SELECT con.conname AS name, {} AS definition \
+             FROM pg_constraint con \
+             JOIN pg_class t ON t.oid = con.conrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = current_schema() AND con.contype = 'p' \
+             AND t.relname = $1",
+            index_sql("con.conindid", "con.conname")
+        );
         for table in tables {
-            for (name, definition) in definitions(conn, sql, table).await? {
+            for (name, index) in definitions(conn, &sql, table).await? {
                 let (table, key) = (quoted(table), quoted(&name));
                 conn.execute_unprepared(&format!("ALTER TABLE {table} DROP CONSTRAINT {key}"))
                     .await?;
-                let create = format!("ALTER TABLE {table} ADD CONSTRAINT {key} {definition}");
+                let create = format!(
+                    "{index}; ALTER TABLE {table} ADD CONSTRAINT {key} PRIMARY KEY USING INDEX {key}"
+                );
                 dropped.indexes.push((name, create));
             }
         }
@@ -366,24 +384,24 @@ impl DroppedIndexes {
         tables: &[&str],
     ) -> Result<(), PlatformError> {
         let sql = match conn.get_database_backend() {
-            DbBackend::Postgres => {
-                "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition \
+            DbBackend::Postgres => format!(
+                "SELECT c.relname AS name, {} AS definition \
                  FROM pg_index i \
                  JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN pg_class t ON t.oid = i.indrelid \
                  JOIN pg_namespace n ON n.oid = t.relnamespace \
                  WHERE n.nspname = current_schema() AND NOT i.indisunique \
-                 AND t.relname = $1 ORDER BY 1"
-            }
+                 AND t.relname = $1 ORDER BY 1",
+                index_sql("i.indexrelid", "c.relname")
+            ),
             // Indexes SQLite makes itself (keys, unique constraints) have no SQL.
-            _ => {
-                "SELECT name, sql AS definition FROM sqlite_master \
-                 WHERE type = 'index' AND sql IS NOT NULL \
-                 AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name = ? ORDER BY 1"
-            }
+            _ => "SELECT name, sql AS definition FROM sqlite_master \
+                  WHERE type = 'index' AND sql IS NOT NULL \
+                  AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name = ? ORDER BY 1"
+                .to_owned(),
         };
         for table in tables {
-            for (name, definition) in definitions(conn, sql, table).await? {
+            for (name, definition) in definitions(conn, &sql, table).await? {
                 conn.execute_unprepared(&format!("DROP INDEX {}", quoted(&name)))
                     .await?;
                 self.indexes.push((name, definition));

@@ -580,14 +580,20 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     assert_eq!(changes::pruned_through(&conn).await.unwrap(), logged[0]);
 }
 
-/// The names of table `t`'s indexes, from the catalog.
+/// Table `t`'s indexes as the catalog describes them: name, definition
+/// (storage options included) and comment.
 async fn index_names(conn: &DatabaseConnection) -> Vec<String> {
     let sql = match conn.get_database_backend() {
         DbBackend::Postgres => {
-            "SELECT indexname AS name FROM pg_indexes \
+            "SELECT indexname || ': ' || indexdef || coalesce(' -- ' || obj_description( \
+             format('%I.%I', schemaname, indexname)::regclass, 'pg_class'), '') AS name \
+             FROM pg_indexes \
              WHERE schemaname = current_schema() AND tablename = 't' ORDER BY 1"
         }
-        _ => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 't' ORDER BY 1",
+        _ => {
+            "SELECT name || ': ' || coalesce(sql, '') AS name FROM sqlite_master \
+             WHERE type = 'index' AND tbl_name = 't' ORDER BY 1"
+        }
     };
     let rows = conn
         .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
@@ -608,7 +614,7 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
     .await
     .unwrap();
     let before = index_names(&conn).await;
-    assert!(before.contains(&"t_a".to_owned()), "{before:?}");
+    assert!(before.iter().any(|i| i.starts_with("t_a: ")), "{before:?}");
 
     let txn = conn.begin().await.unwrap();
     let dropped = DroppedIndexes::secondary(&txn, &["t"]).await.unwrap();
@@ -651,7 +657,24 @@ async fn primary_keys_are_dropped_and_checked_again(db: Db) {
     )
     .await
     .unwrap();
+    if matches!(db, Db::Postgres) {
+        // Storage options and comments come back too.
+        conn.execute_unprepared(
+            "ALTER INDEX t_pkey SET (fillfactor = 80); COMMENT ON INDEX t_pkey IS 'the key''s'; \
+             ALTER INDEX t_a SET (fillfactor = 70); COMMENT ON INDEX t_a IS 'by a';",
+        )
+        .await
+        .unwrap();
+    }
     let before = index_names(&conn).await;
+    if matches!(db, Db::Postgres) {
+        assert!(
+            before
+                .iter()
+                .any(|i| i.contains("fillfactor='80'") && i.ends_with("the key's")),
+            "{before:?}"
+        );
+    }
 
     let txn = conn.begin().await.unwrap();
     let dropped = DroppedIndexes::with_primary_keys(&txn, &["t"])

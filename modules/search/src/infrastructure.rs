@@ -6,7 +6,9 @@ use mallbots_migrations::SearchMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::module::Runtime;
 use mallbots_platform::{BrokerError, Exchange, PlatformError, QueueSpec, module};
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{
+    DatabaseConnection, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use tokio::task::JoinHandle;
 
 use crate::application::{self, SearchHandler};
@@ -63,7 +65,17 @@ pub async fn start(runtime: Runtime, batch: u16) -> Result<Vec<JoinHandle<()>>, 
 /// transaction, while the system runs (the live projection waits for it).
 /// Returns how many events were replayed.
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, PlatformError> {
-    let txn = db.begin().await?;
+    // On SQLite the rebuild is another process than the system's: a
+    // transaction that read first could not then write once the system had
+    // written meanwhile ("database is locked"). It takes the write lock up
+    // front instead, waiting for it like any writer.
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            isolation_level: None,
+            access_mode: None,
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        })
+        .await?;
     application::lock(&txn).await?;
     let replayed = application::rebuild::replay_all(&txn).await?;
     txn.commit().await?;
