@@ -54,8 +54,17 @@ pub fn database_unreachable(err: &sea_orm::DbErr) -> bool {
     };
     // Or PostgreSQL ending the connection itself: a connection exception
     // (class 08), or the server shutting down or restarting (57P01-57P03,
-    // "terminating connection due to administrator command").
-    lost || sqlstate(err).is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+    // "terminating connection due to administrator command"). Or SQLite
+    // busy past its timeout, or locked (result codes 5 and 6 with their
+    // extended forms): another process (a rebuild, a second module process)
+    // holds the file, which says nothing against the message.
+    lost || sqlstate(err).is_some_and(|code| {
+        code.starts_with("08")
+            || code.starts_with("57P")
+            || code
+                .parse::<i32>()
+                .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+    })
 }
 
 /// The SQLSTATE of a database's refusal of a statement.

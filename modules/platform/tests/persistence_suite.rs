@@ -819,6 +819,47 @@ async fn statements_run_in_order_up_to_the_first_error(db: Db) {
     assert!(rows(&conn).await.iter().all(|(_, n)| *n == 7));
 }
 
+/// SQLite busy (another process writing the same file, past the busy
+/// timeout) is the database being unavailable, not the message's fault: it
+/// is retried without being counted against the message.
+#[tokio::test]
+async fn a_busy_sqlite_file_is_unavailable() {
+    let dir = std::env::temp_dir().join(format!("mallbots-busy-{}", Uuid::new_v4().simple()));
+    let config = mallbots_platform::db::DatabaseConfig::Sqlite { dir: dir.clone() };
+    let holder = config.connect("busy").await.unwrap();
+    holder
+        .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    let other = config.connect("busy").await.unwrap();
+    other
+        .execute_unprepared("PRAGMA busy_timeout = 0")
+        .await
+        .unwrap();
+    let writing = holder.begin().await.unwrap();
+    writing
+        .execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let err = other
+        .execute_unprepared("INSERT INTO t VALUES (2)")
+        .await
+        .expect_err("the file is locked by the other connection");
+    assert!(PlatformError::from(err).is_unavailable());
+    writing.commit().await.unwrap();
+    other
+        .execute_unprepared("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    // A statement that fails for what it says is still not "unavailable".
+    let err = other
+        .execute_unprepared("INSERT INTO t VALUES (2)")
+        .await
+        .expect_err("a duplicate key");
+    assert!(!PlatformError::from(err).is_unavailable());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
