@@ -26,7 +26,8 @@ pub enum HandleError {
     /// Retrying cannot help (bad payload, unknown type): dead-letter it.
     #[error("{0}")]
     Permanent(String),
-    /// Might work later (database busy, broker down): retry, then dead-letter.
+    /// Might work later (a conflict, a failed statement): retry, then
+    /// dead-letter.
     #[error("{0}")]
     Transient(String),
     /// A dependency said it cannot be reached (a lost connection, a pool
