@@ -620,29 +620,30 @@ async fn secondary_indexes_are_dropped_and_made_again(db: Db) {
     let dropped = DroppedIndexes::secondary(&txn, &["t"]).await.unwrap();
     // Only the plain index: keys and unique indexes guard the data.
     assert_eq!(dropped.names().collect::<Vec<_>>(), ["t_a"]);
-    txn.execute_unprepared("INSERT INTO t VALUES ('1', 'x', 'y'), ('2', 'x', 'z')")
-        .await
-        .unwrap();
     // The unique index still refuses a duplicate.
+    let rows = "INSERT INTO t VALUES ('1', 'x', 'y'), ('2', 'x', 'z')";
     made_again(
         &conn,
         txn,
         dropped,
+        rows,
         &before,
         "INSERT INTO t VALUES ('3', 'x', 'y')",
     )
     .await;
 }
 
-/// Creates `dropped` again and commits `txn`: `t` has the indexes it had
-/// `before`, and they refuse `duplicate`.
+/// Writes `rows`, creates `dropped` again and commits `txn`: `t` has the
+/// indexes it had `before`, and they refuse `duplicate`.
 async fn made_again(
     conn: &DatabaseConnection,
     txn: sea_orm::DatabaseTransaction,
     dropped: DroppedIndexes,
+    rows: &str,
     before: &[String],
     duplicate: &str,
 ) {
+    txn.execute_unprepared(rows).await.unwrap();
     dropped.create(&txn).await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(index_names(conn).await, before);
@@ -686,13 +687,12 @@ async fn primary_keys_are_dropped_and_checked_again(db: Db) {
         // SQLite cannot drop a key: it stays and guards the rows.
         Db::Sqlite => assert_eq!(names, ["t_a"]),
     }
-    txn.execute_unprepared("INSERT INTO t VALUES ('2', 'y')")
-        .await
-        .unwrap();
+    let rows = "INSERT INTO t VALUES ('2', 'y')";
     made_again(
         &conn,
         txn,
         dropped,
+        rows,
         &before,
         "INSERT INTO t VALUES ('2', 'z')",
     )
