@@ -188,7 +188,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             "mutation_to_push": loaded["mutation_to_push"],
             "delivered": loaded["delivered"],
             "expected": loaded["expected"],
+            "other_pushes_skipped": loaded["other_pushes_skipped"],
         });
+        eprintln!(
+            "pushes of other changes skipped while waiting for each mutation's own: {} alone, {} under load",
+            trips["other_pushes_skipped"], loaded["other_pushes_skipped"]
+        );
         table.extend([
             row(
                 "mutation -> reply (one at a time)",

@@ -44,7 +44,11 @@ pub(crate) async fn setup(client: &Client) -> anyhow::Result<(String, String)> {
     Ok((store, first.context("a product")?))
 }
 
-/// Mutation to reply, and mutation to the subscription's push, one at a time.
+/// Mutation to reply, and mutation to the subscription's push of that
+/// same change, one at a time. A push is known by its product and price:
+/// the catalog may still be pushing the setup's earlier changes when the
+/// subscription starts, and taking the first push after each mutation
+/// would then time an older change's push, already waiting.
 pub(crate) async fn round_trips(
     base: &str,
     store: &str,
@@ -54,15 +58,25 @@ pub(crate) async fn round_trips(
     let client = Client::new(base);
     let mut ws = subscribe(
         base,
-        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { price } } }",
+        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { id price } } }",
         json!({ "s": store }),
     )
     .await?;
-    // The subscription is live once a change made after it arrives.
+    let price = client
+        .post(
+            "query($p: ID!) { product(id: $p) { price } }",
+            json!({ "p": product }),
+        )
+        .await?["product"]["price"]
+        .as_str()
+        .and_then(cents)
+        .context("the product's price")?;
     let mut replies = Latencies::default();
     let mut pushes = Latencies::default();
-    let mut delivered = 0;
+    let (mut delivered, mut others) = (0, 0);
     for n in 0..samples + 1 {
+        // Each mutation adds a cent.
+        let expected = price + 1 + n as i64;
         let start = Instant::now();
         client
             .post(
@@ -72,16 +86,24 @@ pub(crate) async fn round_trips(
             .await?;
         let replied = start.elapsed();
         let pushed = loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .context("no push within 10 s")?
-                .context("the websocket closed")??;
-            if let WsMessage::Text(text) = frame {
-                let message: Value = serde_json::from_str(&text)?;
-                if message["type"] == "next" {
-                    break start.elapsed();
-                }
+            let frame =
+                tokio::time::timeout_at((start + Duration::from_secs(10)).into(), ws.next())
+                    .await
+                    .context("no push of the change within 10 s")?
+                    .context("the websocket closed")??;
+            let WsMessage::Text(text) = frame else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text)?;
+            if message["type"] != "next" {
+                continue;
             }
+            let pushed = &message["payload"]["data"]["catalogChanged"]["product"];
+            if pushed["id"] == product && pushed["price"].as_str().and_then(cents) == Some(expected)
+            {
+                break start.elapsed();
+            }
+            others += 1;
         };
         // The first one may race the subscription's start: not measured.
         if n > 0 {
@@ -95,7 +117,14 @@ pub(crate) async fn round_trips(
         "mutation_to_push": pushes.summary(),
         "delivered": delivered,
         "expected": samples,
+        "other_pushes_skipped": others,
     }))
+}
+
+/// A price as whole cents ("10.78" -> 1078).
+fn cents(price: &str) -> Option<i64> {
+    let value: f64 = price.parse().ok()?;
+    Some((value * 100.0).round() as i64)
 }
 
 /// The highest deliveries/s held with every delivery made and p99 under
