@@ -113,4 +113,4 @@ impl ErrorCode {
     }
 }
 
-crate::codec::message!(CommandReply, "mallbots.CommandReply");
+crate::codec::message!(CommandReply, crate::codec::REPLY_TYPE);
