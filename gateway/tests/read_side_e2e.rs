@@ -776,8 +776,9 @@ fn assert_unreadable_at(message: &Value, position: i64) {
 }
 
 /// A change its readers cannot decode (written by another version, or
-/// damaged) reaches the subscribers of its store as an error at its
-/// position, live and in a replay; each subscription goes on after it.
+/// damaged) is logged with its position and reaches the subscribers of its
+/// store as an error at that position, live and in a replay; each
+/// subscription goes on after it.
 async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backend) {
     use mallbots_contracts::Message;
     use mallbots_contracts::search::{Committed, TOPIC_CATALOG};
@@ -812,6 +813,16 @@ async fn an_undecodable_change_reaches_the_subscriber_as_an_error(backend: Backe
         .await
         .unwrap();
     assert_unreadable_at(&live.next_message().await, position);
+    // And logged, with where it is, before it went out.
+    let logged = common::logs::logged(&[
+        "a read-side change cannot be decoded",
+        &format!("position={position}"),
+        &format!("key={store}"),
+    ]);
+    assert!(
+        !logged.is_empty(),
+        "no warning for the change at {position}"
+    );
 
     product(&app, &store, "Sound Pen", "1.00").await;
     let added = live.next_data().await;

@@ -5,6 +5,8 @@
 //! HTTP and websocket.
 #![allow(dead_code)]
 
+pub mod logs;
+pub mod raisers;
 pub mod shop;
 
 use std::path::PathBuf;
@@ -175,58 +177,6 @@ impl TestApp {
     }
 }
 
-/// Waits until `product` (priced 1.00 at first, raised a cent at a time)
-/// shows every one of `acked` acknowledged raises; checks that it shows no
-/// more than those plus the `unknown` ones (answered TIMEOUT: maybe
-/// applied); its price in cents.
-pub async fn settled_price(app: &TestApp, product: &str, acked: i64, unknown: i64) -> i64 {
-    let raised = wait_until("the product's price to settle", || async {
-        let read = app
-            .data(
-                "query($p: ID!) { product(id: $p) { price } }",
-                json!({ "p": product }),
-            )
-            .await;
-        let raised = cents(&read["product"]["price"]) - 100;
-        (raised >= acked).then_some(raised)
-    })
-    .await;
-    assert!(
-        raised <= acked + unknown,
-        "{product}: raised {raised} times, {acked} acknowledged, {unknown} unknown"
-    );
-    raised + 100
-}
-
-/// Reads a `catalogChanged { kind product { id price } }` subscription until
-/// every product in `seen` (its price in cents so far) is at its price in
-/// `finals`; each raise pushed must be the next cent of its product: no gap,
-/// no duplicate. Products not in `seen` are passed over.
-pub async fn follow_raises(
-    live: &mut WsClient,
-    seen: &mut std::collections::HashMap<String, i64>,
-    finals: &std::collections::HashMap<String, i64>,
-) {
-    while seen != finals {
-        let data = live.next_data().await;
-        let change = &data["catalogChanged"];
-        if change["kind"] != "PRICE_INCREASED" {
-            continue;
-        }
-        let product = change["product"]["id"].as_str().expect("an id");
-        let Some(last) = seen.get_mut(product) else {
-            continue;
-        };
-        let price = cents(&change["product"]["price"]);
-        assert_eq!(
-            price,
-            *last + 1,
-            "{product}: a gap or a duplicate in the pushes"
-        );
-        *last = price;
-    }
-}
-
 pub async fn spawn_app(backend: Backend) -> TestApp {
     start_with(settings(backend).await).await
 }
@@ -237,11 +187,7 @@ pub async fn start_with(settings: Settings) -> TestApp {
 
 /// Starts `parts` of the system (the gateway among them) in this process.
 pub async fn start_parts(settings: Settings, parts: &[Part]) -> TestApp {
-    // Logs follow RUST_LOG (off unless set), to see what a failing test saw.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    logs::install();
     let running = mallbots_gateway::start(settings.clone(), parts)
         .await
         .expect("the system starts");
