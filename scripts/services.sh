@@ -187,22 +187,26 @@ as_fault_postgres() {
   "$@"
 }
 
+# Starts a fault service ($1: as_fault_postgres or as_fault_node, $2: its
+# start function) and exports its URL as TEST_FAULT_$3 (DATABASE_URL or
+# AMQP_URL), leaving the shared service's TEST_$3 as it was, and the path of
+# its control script ($4, in scripts/) as $5.
+start_fault_service() {
+  local as=$1 start=$2 var=$3 script=$4 ctl_var=$5
+  local url_var="TEST_$var" shared_url
+  shared_url=${!url_var}
+  "$as" "$start"
+  export "TEST_FAULT_$var=${!url_var}"
+  export "$url_var=$shared_url"
+  export "$ctl_var=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$script"
+}
+
 start_fault_postgres() {
-  local shared_url=$TEST_DATABASE_URL
-  as_fault_postgres start_postgres
-  export TEST_FAULT_DATABASE_URL=$TEST_DATABASE_URL
-  export TEST_DATABASE_URL=$shared_url
-  TEST_FAULT_POSTGRES_CTL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fault-postgres"
-  export TEST_FAULT_POSTGRES_CTL
+  start_fault_service as_fault_postgres start_postgres DATABASE_URL fault-postgres TEST_FAULT_POSTGRES_CTL
 }
 
 start_fault_rabbitmq() {
-  local shared_url=$TEST_AMQP_URL
-  as_fault_node start_rabbitmq
-  export TEST_FAULT_AMQP_URL=$TEST_AMQP_URL
-  export TEST_AMQP_URL=$shared_url
-  TEST_FAULT_RABBIT_CTL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fault-rabbit"
-  export TEST_FAULT_RABBIT_CTL
+  start_fault_service as_fault_node start_rabbitmq AMQP_URL fault-rabbit TEST_FAULT_RABBIT_CTL
 }
 
 start_services() {

@@ -33,14 +33,11 @@ fn hostile() -> Vec<(&'static str, String)> {
         "} } } } ".repeat(12)
     );
     let nested = "{ product(id: \"00000000-0000-7000-8000-000000000000\") { store { catalog(first: 100) { edges { node { store { catalog(first: 100) { edges { node { store { catalog(first: 100) { edges { node { name } } } } } } } } } } } } } }".to_owned();
-    let mut doubling = "query { ...F0 } ".to_owned();
-    for i in 0..30 {
-        doubling.push_str(&format!(
-            "fragment F{i} on Query {{ ...F{n} ...F{n} }} ",
-            n = i + 1
-        ));
-    }
-    doubling.push_str("fragment F30 on Query { __typename }");
+    // Each of 30 fragments spreads the next twice: 2^30 fields expanded.
+    let spreads: String = (0..30)
+        .map(|i| format!("fragment F{i} on Query {{ ...F{n} ...F{n} }} ", n = i + 1))
+        .collect();
+    let doubling = format!("query {{ ...F0 }} {spreads}fragment F30 on Query {{ __typename }}");
     vec![
         ("1,000 aliases", format!("{{ {aliases} }}")),
         ("50 deep", deep),

@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::raisers::{RAISE, Raisers, Unavailable};
 use common::{Backend, cents, shop, wait_until};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CLIENTS: usize = 10;
 /// Broker restarts in a row: a consumer lost at any of them fails the test.
@@ -43,64 +41,8 @@ async fn postgres(action: &'static str) {
     control("TEST_FAULT_POSTGRES_CTL", action).await;
 }
 
-/// What the clients were told, counted.
-#[derive(Default)]
-struct Told {
-    applied: AtomicUsize,
-    unavailable: AtomicUsize,
-    unknown: AtomicUsize,
-}
-
-const RAISE: &str =
-    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
 /// The raise, reading the product back in its payload.
 const RAISE_AND_READ: &str = "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id product { price } } }";
-
-/// Raises `product` by 0.01 until `stop`, counting each answer; returns how
-/// many raises were acknowledged and how many may or may not have applied.
-async fn client(
-    base: String,
-    product: String,
-    stop: Arc<AtomicBool>,
-    told: Arc<Told>,
-) -> (u32, u32) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let (mut acked, mut unknown) = (0, 0);
-    while !stop.load(Ordering::SeqCst) {
-        let sent = Instant::now();
-        let response = http
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": RAISE, "variables": { "p": product } }))
-            .send()
-            .await
-            .expect("the gateway answers HTTP");
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.expect("a JSON answer");
-        let took = sent.elapsed();
-        assert!(took < ANSWER_WITHIN, "an answer took {took:?}: {body}");
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => {
-                acked += 1;
-                told.applied.fetch_add(1, Ordering::SeqCst);
-            }
-            Some("UNAVAILABLE") => {
-                assert_eq!(status, 503, "UNAVAILABLE is a 503");
-                told.unavailable.fetch_add(1, Ordering::SeqCst);
-                // A client backs off a little before retrying.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Some("TIMEOUT") => {
-                unknown += 1;
-                told.unknown.fetch_add(1, Ordering::SeqCst);
-            }
-            Some(other) => panic!("unexpected {other}: {body}"),
-        }
-    }
-    (acked, unknown)
-}
 
 #[tokio::test]
 async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hanging() {
@@ -131,31 +73,20 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         keyed_answers.push(keyed_raise().await.expect("accepted before the restarts"));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let told = Arc::new(Told::default());
-    let clients: Vec<_> = products
-        .iter()
-        .map(|p| {
-            tokio::spawn(client(
-                app.base.clone(),
-                p.clone(),
-                stop.clone(),
-                told.clone(),
-            ))
-        })
-        .collect();
+    let raisers = Raisers::start(&app.base, &products, ANSWER_WITHIN, Unavailable::Expected);
+    let told = raisers.told.clone();
 
     for round in 1..=ROUNDS {
-        let before = told.applied.load(Ordering::SeqCst);
+        let before = told.applied();
         wait_until("raises applied before the outage", || async {
-            (told.applied.load(Ordering::SeqCst) >= before + 20).then_some(())
+            (told.applied() >= before + 20).then_some(())
         })
         .await;
         rabbit("stop").await;
-        let refused = told.unavailable.load(Ordering::SeqCst);
+        let refused = told.unavailable();
         wait_until(
             "clients told UNAVAILABLE while the broker is down",
-            || async { (told.unavailable.load(Ordering::SeqCst) >= refused + 10).then_some(()) },
+            || async { (told.unavailable() >= refused + 10).then_some(()) },
         )
         .await;
         assert_eq!(
@@ -171,9 +102,9 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         .await;
         rabbit("start").await;
         let back = Instant::now();
-        let applied = told.applied.load(Ordering::SeqCst);
+        let applied = told.applied();
         wait_until("raises applied again after the broker's return", || async {
-            (told.applied.load(Ordering::SeqCst) > applied).then_some(())
+            (told.applied() > applied).then_some(())
         })
         .await;
         assert!(
@@ -186,16 +117,14 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         })
         .await;
     }
-    let after = told.applied.load(Ordering::SeqCst);
+    let after = told.applied();
     wait_until("raises applied after the last outage", || async {
-        (told.applied.load(Ordering::SeqCst) >= after + 20).then_some(())
+        (told.applied() >= after + 20).then_some(())
     })
     .await;
     // At least 2,000 requests in all, each answered in time.
     wait_until("2,000 requests answered", || async {
-        let answered = told.applied.load(Ordering::SeqCst)
-            + told.unavailable.load(Ordering::SeqCst)
-            + told.unknown.load(Ordering::SeqCst);
+        let answered = told.applied() + told.unavailable() + told.unknown();
         (answered >= 2000).then_some(())
     })
     .await;
@@ -216,34 +145,11 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
         keyed["product"]["price"], "1.50",
         "the keyed raise applied once"
     );
-    stop.store(true, Ordering::SeqCst);
-    let mut outcomes = Vec::new();
-    for c in clients {
-        outcomes.push(c.await.expect("a client finished without failing"));
-    }
-
     // Every acknowledged raise applied exactly once; an answer of TIMEOUT
-    // may or may not have applied; UNAVAILABLE never did.
-    let mut finals = HashMap::new();
-    for (product, (acked, unknown)) in products.iter().zip(&outcomes) {
-        let (acked, unknown) = (i64::from(*acked), i64::from(*unknown));
-        let price = common::settled_price(&app, product, acked, unknown).await;
-        finals.insert(product.clone(), price);
-    }
-
-    // The subscription saw every raise of every product, in order, once:
-    // 1.01, 1.02, ... up to the final price, across both outages.
-    let mut seen: HashMap<String, i64> = products.iter().map(|p| (p.clone(), 100)).collect();
-    common::follow_raises(&mut live, &mut seen, &finals).await;
-    let totals = (
-        told.applied.load(Ordering::SeqCst),
-        told.unavailable.load(Ordering::SeqCst),
-        told.unknown.load(Ordering::SeqCst),
-    );
-    eprintln!(
-        "applied {}, unavailable {}, unknown {}",
-        totals.0, totals.1, totals.2
-    );
+    // may or may not have applied; UNAVAILABLE never did. The subscription
+    // saw every raise of every product, in order, once: 1.01, 1.02, ... up
+    // to the final price, across every outage.
+    raisers.stop_and_check(&app, &mut live).await;
     app.stop().await;
 }
 

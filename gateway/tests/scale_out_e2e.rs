@@ -11,51 +11,18 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use common::raisers::{Raisers, Unavailable};
 use common::shop::{add_item, authorize_payment, basket, checkout, customer, mall};
 use common::shop::{order_with_status, saga_with_status};
 use common::{Backend, Process, TestApp, shop, wait_until};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CLIENTS: usize = 6;
-const RAISE: &str =
-    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
-
-/// Raises `product` until `stop`: (acknowledged, unknown outcome).
-async fn client(
-    base: String,
-    product: String,
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicUsize>,
-) -> (i64, i64) {
-    let http = reqwest::Client::new();
-    let (mut ok, mut unknown) = (0, 0);
-    while !stop.load(Ordering::SeqCst) {
-        let body: Value = http
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": RAISE, "variables": { "p": product } }))
-            .send()
-            .await
-            .expect("the gateway answers")
-            .json()
-            .await
-            .expect("JSON");
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => {
-                ok += 1;
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-            // A command in the killed process's hands: its outcome comes later.
-            Some("TIMEOUT") => unknown += 1,
-            Some(other) => panic!("unexpected {other}: {body}"),
-        }
-    }
-    (ok, unknown)
-}
+/// How long a raise may take to be answered: the command's deadline
+/// (COMMAND_TIMEOUT_MS) and the HTTP round trip.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// A system as separate processes on the real services: its own database
 /// (migrated once) and broker prefix.
@@ -120,49 +87,29 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
     let app = rest.client().await;
     let (_store, products, mut live) = common::followed_catalog(&app, "Twin Towers", CLIENTS).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = products
-        .iter()
-        .map(|p| {
-            tokio::spawn(client(
-                app.base.clone(),
-                p.clone(),
-                stop.clone(),
-                acked.clone(),
-            ))
-        })
-        .collect();
+    let raisers = Raisers::start(&app.base, &products, ANSWER_WITHIN, Unavailable::Failure);
+    let told = raisers.told.clone();
     wait_until("load before the kill", || async {
-        (acked.load(Ordering::SeqCst) >= 60).then_some(())
+        (told.applied() >= 60).then_some(())
     })
     .await;
     for killed in [&mut stores[0], &mut search[0]] {
         killed.child.start_kill().expect("kill -9");
         killed.child.wait().await.expect("gone");
     }
-    let at_kill = acked.load(Ordering::SeqCst);
+    let at_kill = told.applied();
     let killed = Instant::now();
     wait_until("the survivors carry the load", || async {
-        (acked.load(Ordering::SeqCst) >= at_kill + 120).then_some(())
+        (told.applied() >= at_kill + 120).then_some(())
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
-    let mut finals = HashMap::new();
-    for (product, c) in products.iter().zip(clients) {
-        let (ok, unknown) = c.await.expect("a client");
-        let price = common::settled_price(&app, product, ok, unknown).await;
-        finals.insert(product.clone(), price);
-    }
-
     // The standby search applied everything after the active one died, in
     // order: every product's pushes step by one cent up to its price.
-    let mut seen: HashMap<String, i64> = products.iter().map(|p| (p.clone(), 100)).collect();
-    common::follow_raises(&mut live, &mut seen, &finals).await;
+    raisers.stop_and_check(&app, &mut live).await;
     eprintln!(
         "{} raises acknowledged, {} after the kill, within {:?}",
-        acked.load(Ordering::SeqCst),
-        acked.load(Ordering::SeqCst) - at_kill,
+        told.applied(),
+        told.applied() - at_kill,
         killed.elapsed()
     );
 }

@@ -5,7 +5,8 @@ use super::money::Money;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use mallbots_contracts::baskets::{self as msg, BasketView};
 use mallbots_contracts::payments::{self as pay, PaymentView};
-use mallbots_contracts::{ErrorCode, Role};
+use mallbots_contracts::{ErrorCode, Message, Role};
+use uuid::Uuid;
 
 use super::authz;
 use super::customers::{Customer, customer};
@@ -121,10 +122,23 @@ payload!(
     |app, id| app.queries.payments.payment(id)
 );
 
+/// Sends the command `make` builds for basket `basket_id` (its id checked
+/// first, then the actor's role: the baskets module checks that the basket
+/// is the actor's).
+async fn basket_command<M: Message>(
+    ctx: &Context<'_>,
+    basket_id: &ID,
+    make: impl FnOnce(Uuid) -> Result<M>,
+) -> Result<BasketPayload> {
+    let basket_id = parse_id(basket_id, "basketId")?;
+    authz::require(ctx, &[Role::Customer])?;
+    BasketPayload::send(ctx, basket_id, make(basket_id)?).await
+}
+
 /// Refuses (NOT_FOUND) a command naming a customer who never registered.
 /// The customers module writes its view in the registering transaction, so
 /// a customer registered a moment ago is found.
-async fn registered(ctx: &Context<'_>, customer_id: uuid::Uuid) -> Result<()> {
+async fn registered(ctx: &Context<'_>, customer_id: Uuid) -> Result<()> {
     match customer(ctx, customer_id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::new(ErrorCode::NotFound, "the customer was not found").into()),
@@ -173,15 +187,14 @@ impl BasketsMutation {
         product_id: ID,
         quantity: i32,
     ) -> Result<BasketPayload> {
-        let basket_id = parse_id(&basket_id, "basketId")?;
-        // The baskets module checks that the basket is the actor's.
-        authz::require(ctx, &[Role::Customer])?;
-        let command = msg::AddItem {
-            basket_id,
-            product_id: parse_id(&product_id, "productId")?,
-            quantity,
-        };
-        BasketPayload::send(ctx, basket_id, command).await
+        basket_command(ctx, &basket_id, |basket_id| {
+            Ok(msg::AddItem {
+                basket_id,
+                product_id: parse_id(&product_id, "productId")?,
+                quantity,
+            })
+        })
+        .await
     }
 
     async fn remove_item(
@@ -191,22 +204,21 @@ impl BasketsMutation {
         product_id: ID,
         quantity: i32,
     ) -> Result<BasketPayload> {
-        let basket_id = parse_id(&basket_id, "basketId")?;
-        // The baskets module checks that the basket is the actor's.
-        authz::require(ctx, &[Role::Customer])?;
-        let command = msg::RemoveItem {
-            basket_id,
-            product_id: parse_id(&product_id, "productId")?,
-            quantity,
-        };
-        BasketPayload::send(ctx, basket_id, command).await
+        basket_command(ctx, &basket_id, |basket_id| {
+            Ok(msg::RemoveItem {
+                basket_id,
+                product_id: parse_id(&product_id, "productId")?,
+                quantity,
+            })
+        })
+        .await
     }
 
     async fn cancel_basket(&self, ctx: &Context<'_>, basket_id: ID) -> Result<BasketPayload> {
-        let basket_id = parse_id(&basket_id, "basketId")?;
-        // The baskets module checks that the basket is the actor's.
-        authz::require(ctx, &[Role::Customer])?;
-        BasketPayload::send(ctx, basket_id, msg::CancelBasket { basket_id }).await
+        basket_command(ctx, &basket_id, |basket_id| {
+            Ok(msg::CancelBasket { basket_id })
+        })
+        .await
     }
 
     /// Checks out with an authorized payment; the basket's `orderId` is the

@@ -39,7 +39,7 @@ pub mod retention;
 pub mod saga;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod views;
 

@@ -3,28 +3,22 @@
 //! (TEST_FAULT_RABBIT_CTL), which scripts/test sets up. The other suites use
 //! another node, so they never see this one go away.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::{Note, note};
 use mallbots_contracts::Message;
 use mallbots_platform::consumer::{self, HandleError, Handler};
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::telemetry::Messaging;
 use mallbots_platform::{Broker, BrokerError, Envelope, Exchange, QueueSpec, Shutdown};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Numbered {
-    n: u32,
-}
-impl Message for Numbered {
-    const TYPE: &'static str = "test.Thing.Numbered";
-}
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -44,8 +38,8 @@ async fn rabbit(action: &'static str) {
 }
 
 async fn publish(broker: &dyn Broker, n: u32) -> Result<(), BrokerError> {
-    let wire = Envelope::new(&Numbered { n }).unwrap().to_wire();
-    broker.publish(Exchange::Events, Numbered::TYPE, wire).await
+    let wire = Envelope::new(&note(n)).unwrap().to_wire();
+    broker.publish(Exchange::Events, Note::TYPE, wire).await
 }
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
@@ -68,7 +62,7 @@ struct Holding {
 impl Handler for Holding {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
         let n = envelope
-            .decode::<Numbered>()
+            .decode::<Note>()
             .map_err(|e| HandleError::Permanent(e.to_string()))?
             .n;
         if n == 1
@@ -126,7 +120,7 @@ async fn a_broker_restart_is_survived_without_a_process_restart() {
         live,
         shutdown,
         move |envelope| {
-            let n = envelope.decode::<Numbered>().map(|m| m.n).unwrap_or(0);
+            let n = envelope.decode::<Note>().map(|m| m.n).unwrap_or(0);
             let _ = heard_tx.send(format!("message {n}"));
         },
         move || {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Added, Counter, Db, database};
+use common::{Added, Counter, Db, Note, database, note};
 use mallbots_contracts::{Affected, CommandReply, ErrorCode, Message, ReplyError};
 use mallbots_platform::changes::{self, About, NewChange};
 use mallbots_platform::commands::{Accepted, CommandError, CommandHandler, CommandProcessor};
@@ -19,7 +19,10 @@ use mallbots_platform::saga::{self, Saga, SagaEngine, SagaStatus, Step};
 use mallbots_platform::{
     Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -27,17 +30,14 @@ use uuid::Uuid;
 /// The id step 2's reply names, which the saga keeps for its compensation.
 const KEPT: Uuid = Uuid::from_u128(7);
 
-/// A message's body is a JSON object.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Note {
-    n: u32,
-}
-impl Message for Note {
-    const TYPE: &'static str = "test.Note.Noted";
-}
-
-fn note(n: u32) -> Note {
-    Note { n }
+/// Puts note `n` in `txn`'s outbox, bound for the events exchange.
+async fn enqueue_note(outbox: &Outbox, txn: &DatabaseTransaction, n: u32) -> Envelope {
+    let envelope = Envelope::new(&note(n)).unwrap();
+    outbox
+        .enqueue(txn, Exchange::Events, Note::TYPE, &envelope)
+        .await
+        .unwrap();
+    envelope
 }
 
 fn cause() -> Cause {
@@ -137,22 +137,13 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     let outbox = Outbox::new();
 
     let rolled_back = conn.begin().await.unwrap();
-    let lost = Envelope::new(&note(0)).unwrap();
-    outbox
-        .enqueue(&rolled_back, Exchange::Events, Note::TYPE, &lost)
-        .await
-        .unwrap();
+    enqueue_note(&outbox, &rolled_back, 0).await;
     rolled_back.rollback().await.unwrap();
 
     let txn = conn.begin().await.unwrap();
     let mut sent = Vec::new();
     for n in 1..=3 {
-        let envelope = Envelope::new(&note(n)).unwrap();
-        outbox
-            .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
-            .await
-            .unwrap();
-        sent.push(envelope);
+        sent.push(enqueue_note(&outbox, &txn, n).await);
     }
     txn.commit().await.unwrap();
 
@@ -500,11 +491,7 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     let outbox = Outbox::new();
     let txn = conn.begin().await.unwrap();
     for n in 0..3 {
-        let envelope = Envelope::new(&note(n)).unwrap();
-        outbox
-            .enqueue(&txn, Exchange::Events, Note::TYPE, &envelope)
-            .await
-            .unwrap();
+        let envelope = enqueue_note(&outbox, &txn, n).await;
         inbox::record(&txn, "probe", envelope.id).await.unwrap();
     }
     txn.commit().await.unwrap();
@@ -522,11 +509,7 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     trigger.trigger();
     relay.await.unwrap();
     let txn = conn.begin().await.unwrap();
-    let unsent = Envelope::new(&note(9)).unwrap();
-    outbox
-        .enqueue(&txn, Exchange::Events, Note::TYPE, &unsent)
-        .await
-        .unwrap();
+    let unsent = enqueue_note(&outbox, &txn, 9).await;
     txn.commit().await.unwrap();
     let body = r#"{"n":1}"#;
     let rows = [

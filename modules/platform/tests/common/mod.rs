@@ -3,6 +3,7 @@
 //! (TEST_DATABASE_URL), with the platform's tables.
 #![allow(dead_code)]
 
+use mallbots_contracts::Message;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_platform::aggregate::{Aggregate, DomainEvent};
@@ -31,6 +32,19 @@ impl Aggregate for Counter {
     fn apply(&mut self, event: &Added) {
         self.total += event.0;
     }
+}
+
+/// A message numbered `n` (a message's body is a JSON object).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    pub n: u32,
+}
+impl Message for Note {
+    const TYPE: &'static str = "test.Note.Noted";
+}
+
+pub fn note(n: u32) -> Note {
+    Note { n }
 }
 
 #[derive(Clone, Copy)]
