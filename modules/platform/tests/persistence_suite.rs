@@ -17,7 +17,7 @@ use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::outbox::{self, Outbox};
 use mallbots_platform::saga::{self, Saga, SagaEngine, SagaStatus, Step};
 use mallbots_platform::{
-    Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, inbox,
+    Broker, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown, Subscription, inbox,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
@@ -129,12 +129,27 @@ async fn the_inbox_records_a_batch_in_one_go(db: Db) {
     assert_eq!(other, [a].into_iter().collect());
 }
 
-async fn the_outbox_publishes_only_what_committed(db: Db) {
+/// A fresh database, an in-process broker with a queue `queue` of what
+/// `exchange` carries under `test.#` (consumed), and an outbox.
+async fn probed(
+    db: Db,
+    queue: &str,
+    exchange: Exchange,
+) -> (
+    DatabaseConnection,
+    Arc<MemoryBroker>,
+    Box<dyn Subscription>,
+    Outbox,
+) {
     let conn = database(db).await;
     let broker = Arc::new(MemoryBroker::new());
-    let spec = QueueSpec::durable("outbox.probe").bind(Exchange::Events, "test.#");
-    let mut sub = broker.consume(&spec).await.unwrap();
-    let outbox = Outbox::new();
+    let spec = QueueSpec::durable(queue).bind(exchange, "test.#");
+    let sub = broker.consume(&spec).await.unwrap();
+    (conn, broker, sub, Outbox::new())
+}
+
+async fn the_outbox_publishes_only_what_committed(db: Db) {
+    let (conn, broker, mut sub, outbox) = probed(db, "outbox.probe", Exchange::Events).await;
 
     let rolled_back = conn.begin().await.unwrap();
     enqueue_note(&outbox, &rolled_back, 0).await;
@@ -304,11 +319,7 @@ impl Saga for TestSaga {
 }
 
 async fn a_saga_runs_forward_then_compensates_backwards(db: Db) {
-    let conn = database(db).await;
-    let broker = Arc::new(MemoryBroker::new());
-    let spec = QueueSpec::durable("saga.probe").bind(Exchange::Commands, "test.#");
-    let mut sub = broker.consume(&spec).await.unwrap();
-    let outbox = Outbox::new();
+    let (conn, broker, mut sub, outbox) = probed(db, "saga.probe", Exchange::Commands).await;
     let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     let engine = SagaEngine::<TestSaga>::new("saga.replies");
     let saga_id = Uuid::now_v7();
