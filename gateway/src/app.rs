@@ -223,13 +223,21 @@ pub enum ReadModel {
     Search,
 }
 
-/// `mallbots rebuild <model>`: returns how many events were replayed.
+/// `mallbots rebuild <model>`: returns how many events were replayed. Its
+/// tables are migrated first, unless `NO_MIGRATE` says the schema is
+/// someone else's to change.
 pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u64> {
     let config = database_config(settings)?;
     match model {
         ReadModel::Search => {
             let db = config.connect(mallbots_search::MODULE).await?;
-            mallbots_search::migrate(&db).await?;
+            if !settings.no_migrate {
+                mallbots_search::migrate(&db).await?;
+            } else if !mallbots_search::migrated(&db).await? {
+                bail!(
+                    "the search tables are missing or not up to date, and NO_MIGRATE is set: run `mallbots migrate` first"
+                );
+            }
             Ok(mallbots_search::rebuild(&db).await?)
         }
     }

@@ -267,7 +267,8 @@ pub struct Settings {
     )]
     pub introspection: bool,
 
-    /// Skip creating/updating tables at start (run `mallbots migrate` instead).
+    /// Skip creating/updating tables at start and before a rebuild (run
+    /// `mallbots migrate` instead).
     #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,
 }

@@ -603,6 +603,66 @@ async fn rebuilding_search_yields_the_live_rows(backend: Backend) {
 }
 on_both_backends!(rebuilding_search_yields_the_live_rows);
 
+/// The tables of the embedded search database under `dir`.
+async fn search_tables(dir: &std::path::Path) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let url = format!("sqlite://{}?mode=rwc", dir.join("search.db").display());
+    let db = Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT name FROM sqlite_master WHERE type = 'table'",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "name").unwrap())
+        .collect()
+}
+
+/// `NO_MIGRATE` holds for `mallbots rebuild` too: on a database without
+/// the search tables the rebuild fails and creates none; without it, the
+/// rebuild makes them.
+#[tokio::test]
+async fn a_rebuild_under_no_migrate_leaves_the_schema_alone() {
+    let dir = std::env::temp_dir().join(format!("mallbots-no-migrate-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rebuild = |no_migrate: bool| {
+        let mut rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+        rebuild
+            .args(["rebuild", "search"])
+            .env("DATA_DIR", &dir)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "error");
+        if no_migrate {
+            rebuild.env("NO_MIGRATE", "true");
+        } else {
+            rebuild.env_remove("NO_MIGRATE");
+        }
+        rebuild.output()
+    };
+    let refused = rebuild(true).await.expect("mallbots rebuild runs");
+    assert!(
+        !refused.status.success(),
+        "a rebuild without its tables succeeded under NO_MIGRATE"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("run `mallbots migrate` first"), "{said}");
+    let tables = search_tables(&dir).await;
+    assert!(
+        tables.is_empty(),
+        "tables made under NO_MIGRATE: {tables:?}"
+    );
+    let done = rebuild(false).await.expect("mallbots rebuild runs");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(!search_tables(&dir).await.is_empty(), "no tables made");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `orderUpdated`, `shoppingListsAvailable` and `events` along one order:
 /// each push shows a state a query made right after it already returns.
 async fn order_list_and_event_feeds_push_committed_state(backend: Backend) {

@@ -21,6 +21,14 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     SearchMigrator::up(db, None).await
 }
 
+/// Whether the module's tables are up to date (no migration left to run).
+/// Changes nothing: where migrations never ran, their own table is not made.
+pub async fn migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    Ok(SearchMigrator::get_pending_migrations_read_only(db)
+        .await?
+        .is_empty())
+}
+
 /// The events search keeps its model from (never its own: it publishes on
 /// `search.#`).
 const SOURCES: [&str; 6] = [

@@ -12,7 +12,7 @@ pub mod domain;
 mod infrastructure;
 
 pub use application::queries::{OrderFilter, SearchQueries};
-pub use infrastructure::{BATCH, migrate, queue, rebuild, start};
+pub use infrastructure::{BATCH, migrate, migrated, queue, rebuild, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "search";
