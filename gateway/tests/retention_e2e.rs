@@ -5,13 +5,12 @@
 
 mod common;
 
+use common::raisers::RAISE;
 use common::{Backend, TestApp, wait_until};
 use serde_json::{Value, json};
 
 const FOLLOW: &str = "subscription($s: ID!, $after: String) {
   catalogChanged(storeId: $s, after: $after) { cursor kind product { price } } }";
-const RAISE: &str =
-    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
 
 /// The cursor of the next price change pushed to `ws`.
 async fn next_raise(ws: &mut common::WsClient) -> String {

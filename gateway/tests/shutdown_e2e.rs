@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::raisers::RAISE;
 use common::{cents, wait_until};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 5;
 const DRAIN: Duration = Duration::from_millis(1500);
-const RAISE: &str =
-    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
 const FOLLOW: &str = "subscription($s: ID!, $after: String) {
   catalogChanged(storeId: $s, after: $after) { cursor kind product { id price } } }";
 

@@ -523,29 +523,38 @@ fn no_two_files_of_a_crate_import_each_other() {
     );
 }
 
+/// The file graph of a crate made of `files` (path under `src/`, text),
+/// written to a directory of its own (`name`) for the time of the reading.
+fn graph_of(name: &str, files: &[(&str, &str)]) -> BTreeMap<String, BTreeSet<String>> {
+    let dir = std::env::temp_dir().join(format!("structure-{name}-{}", std::process::id()));
+    let src = dir.join("src");
+    for (path, text) in files {
+        let path = src.join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let graph = file_graph(&src, &rust_files(&src));
+    std::fs::remove_dir_all(&dir).ok();
+    graph
+}
+
 /// The checker finds a circle where there is one (so its silence means
 /// something): two files naming each other, through a `use` group.
 #[test]
 fn the_circle_check_sees_a_circle() {
-    let dir = std::env::temp_dir().join(format!("structure-{}", std::process::id()));
-    let src = dir.join("src");
-    std::fs::create_dir_all(src.join("a")).unwrap();
-    std::fs::write(src.join("lib.rs"), "mod a;\nmod b;\n").unwrap();
-    std::fs::write(src.join("a.rs"), "mod inner;\nuse crate::{b::B, x};\n").unwrap();
-    std::fs::write(
-        src.join("a/inner.rs"),
-        "// crate::b, in a comment\npub fn g() { super::super::a::h(\"crate::b\") }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("b.rs"),
-        "pub struct B;\nfn f() { super::a::inner::g() }\n",
-    )
-    .unwrap();
-    let files = rust_files(&src);
-    let graph = file_graph(&src, &files);
+    let graph = graph_of(
+        "use",
+        &[
+            ("lib.rs", "mod a;\nmod b;\n"),
+            ("a.rs", "mod inner;\nuse crate::{b::B, x};\n"),
+            (
+                "a/inner.rs",
+                "// crate::b, in a comment\npub fn g() { super::super::a::h(\"crate::b\") }\n",
+            ),
+            ("b.rs", "pub struct B;\nfn f() { super::a::inner::g() }\n"),
+        ],
+    );
     let circle = a_circle(&graph).expect("a circle");
-    std::fs::remove_dir_all(&dir).ok();
     // a -> b -> a/inner -> a, closed: four entries, three files.
     assert_eq!(circle.len(), 4, "{circle:?}");
     assert_eq!(circle.first(), circle.last());
@@ -558,37 +567,22 @@ fn the_circle_check_sees_a_circle() {
 /// through another crate's item re-exported is not.
 #[test]
 fn the_circle_check_follows_re_exports() {
-    let dir = std::env::temp_dir().join(format!("structure-re-{}", std::process::id()));
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("lib.rs"),
-        "mod codec;\nmod reply;\nmod other;\npub use reply::{Reply, x as y};\npub use codec::Codec;\npub use serde::Serialize;\n",
-    )
-    .unwrap();
-    std::fs::write(src.join("codec.rs"), "pub struct Codec(crate::Reply);\n").unwrap();
-    std::fs::write(
-        src.join("reply.rs"),
-        "use crate::Codec;\npub struct Reply;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("other.rs"),
-        "pub fn f(_: impl crate::Serialize) {}\n",
-    )
-    .unwrap();
-    let files = rust_files(&src);
-    let graph = file_graph(&src, &files);
-    std::fs::remove_dir_all(&dir).ok();
+    let graph = graph_of(
+        "re-export",
+        &[
+            (
+                "lib.rs",
+                "mod codec;\nmod reply;\nmod other;\npub use reply::{Reply, x as y};\npub use codec::Codec;\npub use serde::Serialize;\n",
+            ),
+            ("codec.rs", "pub struct Codec(crate::Reply);\n"),
+            ("reply.rs", "use crate::Codec;\npub struct Reply;\n"),
+            ("other.rs", "pub fn f(_: impl crate::Serialize) {}\n"),
+        ],
+    );
     let circle = a_circle(&graph).expect("a circle");
     let files: BTreeSet<&str> = circle.iter().map(String::as_str).collect();
-    assert!(
-        files.len() == 2
-            && circle
-                .iter()
-                .all(|f| f.contains("codec") || f.contains("reply")),
-        "{circle:?}"
-    );
+    let between = |f: &String| f.contains("codec") || f.contains("reply");
+    assert!(files.len() == 2 && circle.iter().all(between), "{circle:?}");
     let other = graph
         .iter()
         .find(|(file, _)| file.ends_with("other.rs"))
