@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use axum::serve::ListenerExt;
 use mallbots_baskets::BasketsQueries;
 use mallbots_cosec::CosecQueries;
@@ -20,7 +20,7 @@ use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::module::Runtime;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
-use mallbots_platform::{Broker, Shutdown};
+use mallbots_platform::{Broker, PlatformError, Shutdown};
 use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
 use sea_orm::DatabaseConnection;
@@ -93,15 +93,32 @@ fn database_config(settings: &Settings) -> anyhow::Result<DatabaseConfig> {
     )?)
 }
 
-/// Each module's connection, in [`MODULES`] order.
-async fn connect_all(config: &DatabaseConfig) -> anyhow::Result<Vec<DatabaseConnection>> {
+/// Module `name`'s connection: to a schema made here if missing, or, when
+/// the process may not `create` (`NO_MIGRATE`), to one migrated before.
+async fn open(
+    config: &DatabaseConfig,
+    name: &str,
+    create: bool,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = if create {
+        config.connect(name).await
+    } else {
+        config.connect_existing(name).await
+    };
+    db.map_err(|err| match err {
+        PlatformError::NotMigrated(_) => anyhow!("{err}: run `mallbots migrate` first"),
+        err => anyhow::Error::new(err).context(format!("cannot open the {name} database")),
+    })
+}
+
+/// Each module's connection, in [`MODULES`] order (see [`open`]).
+async fn connect_all(
+    config: &DatabaseConfig,
+    create: bool,
+) -> anyhow::Result<Vec<DatabaseConnection>> {
     let mut all = Vec::with_capacity(MODULES.len());
     for Module { name, .. } in MODULES {
-        let db = config
-            .connect(name)
-            .await
-            .with_context(|| format!("cannot open the {name} database"))?;
-        all.push(db);
+        all.push(open(config, name, create).await?);
     }
     Ok(all)
 }
@@ -126,20 +143,19 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
 /// The dead-letter store of the system `settings` name (for the
 /// `dead-letters` commands).
 pub async fn dead_letters(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    dead_letter_store(&database_config(settings)?, true).await
+    dead_letter_store(&database_config(settings)?, !settings.no_migrate).await
 }
 
 /// The dead-letter store's database (`deadletters`), migrated unless
 /// `migrate` is false (`mallbots migrate` did it: gateways started at once
-/// must not race to create its tables).
+/// must not race to create its tables, nor need the right to).
 async fn dead_letter_store(
     config: &DatabaseConfig,
     migrate: bool,
 ) -> anyhow::Result<DatabaseConnection> {
     use mallbots_migrations::DeadLetterMigrator;
     use mallbots_migrations::sea_orm_migration::MigratorTrait;
-    let db = config
-        .connect(DEAD_LETTERS)
+    let db = open(config, DEAD_LETTERS, migrate)
         .await
         .context("cannot open the dead-letter store")?;
     if migrate {
@@ -199,7 +215,7 @@ async fn broker(
 /// module first runs waits in its queue instead of being dropped unrouted.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let config = database_config(settings)?;
-    migrate_all(&connect_all(&config).await?).await?;
+    migrate_all(&connect_all(&config, true).await?).await?;
     dead_letter_store(&config, true).await?;
     tracing::info!("migrations applied");
     if settings.amqp_url.is_some() {
@@ -230,7 +246,7 @@ pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u6
     let config = database_config(settings)?;
     match model {
         ReadModel::Search => {
-            let db = config.connect(mallbots_search::MODULE).await?;
+            let db = open(&config, mallbots_search::MODULE, !settings.no_migrate).await?;
             if !settings.no_migrate {
                 mallbots_search::migrate(&db).await?;
             } else if !mallbots_search::migrated(&db).await? {
@@ -269,7 +285,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     let (mut door_tasks, mut tasks) = (Vec::new(), Vec::new());
     let draining = Arc::new(AtomicBool::new(false));
 
-    let dbs = connect_all(&config).await?;
+    let dbs = connect_all(&config, !settings.no_migrate).await?;
     if !settings.no_migrate {
         migrate_all(&dbs).await?;
     }

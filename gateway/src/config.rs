@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
 /// Which part of the system a process runs.
@@ -69,7 +70,8 @@ pub struct Settings {
         long,
         global = true,
         env = "AMQP_QUORUM_QUEUES",
-        default_value_t = false
+        default_value_t = false,
+        value_parser = BoolishValueParser::new()
     )]
     pub amqp_quorum_queues: bool,
 
@@ -263,13 +265,20 @@ pub struct Settings {
         global = true,
         env = "INTROSPECTION",
         default_value_t = true,
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new()
     )]
     pub introspection: bool,
 
     /// Skip creating/updating tables at start and before a rebuild (run
     /// `mallbots migrate` instead).
-    #[arg(long, global = true, env = "NO_MIGRATE", default_value_t = false)]
+    #[arg(
+        long,
+        global = true,
+        env = "NO_MIGRATE",
+        default_value_t = false,
+        value_parser = BoolishValueParser::new()
+    )]
     pub no_migrate: bool,
 }
 

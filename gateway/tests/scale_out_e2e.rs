@@ -16,54 +16,15 @@ use std::time::{Duration, Instant};
 use common::raisers::{Raisers, Unavailable};
 use common::shop::{add_item, authorize_payment, basket, checkout, customer, mall};
 use common::shop::{order_with_status, saga_with_status};
+use common::split::Split;
 use common::{Backend, Process, TestApp, shop, wait_until};
 use serde_json::json;
+use uuid::Uuid;
 
 const CLIENTS: usize = 6;
 /// How long a raise may take to be answered: the command's deadline
 /// (COMMAND_TIMEOUT_MS) and the HTTP round trip.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-
-/// A system as separate processes on the real services: its own database
-/// (migrated once) and broker prefix.
-struct Split {
-    envs: Vec<(&'static str, String)>,
-}
-
-impl Split {
-    async fn new() -> Split {
-        let settings = common::settings(Backend::Real).await;
-        let envs = vec![
-            ("DATABASE_URL", settings.database_url.expect("a database")),
-            ("AMQP_URL", settings.amqp_url.expect("a broker")),
-            ("AMQP_PREFIX", settings.amqp_prefix),
-            ("COMMAND_TIMEOUT_MS", "3000".to_owned()),
-            ("NO_MIGRATE", "true".to_owned()),
-        ];
-        let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
-            .arg("migrate")
-            .envs(envs.iter().map(|(k, v)| (k, v)))
-            .output()
-            .await
-            .expect("run mallbots migrate");
-        assert!(
-            migrated.status.success(),
-            "{}",
-            String::from_utf8_lossy(&migrated.stderr)
-        );
-        Split { envs }
-    }
-
-    /// `mallbots run <parts>` as a process of its own.
-    async fn part(&self, parts: &[&str]) -> Process {
-        let args: Vec<&std::ffi::OsStr> = std::iter::once("run")
-            .chain(parts.iter().copied())
-            .map(std::ffi::OsStr::new)
-            .collect();
-        let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        common::launch(&args, &envs).await
-    }
-}
 
 #[tokio::test]
 async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
@@ -280,6 +241,45 @@ async fn an_unreachable_database_is_named_with_its_cause_at_start() {
     );
     assert!(!said.contains("s3cret"), "{said}");
     let _ = starting.kill().await;
+}
+
+/// A server that answers but refuses the login (here: no such database)
+/// is named at once, its reason said once: waiting for it, as for a server
+/// not up yet, would change nothing.
+#[tokio::test]
+async fn a_refused_login_is_named_at_once_without_waiting() {
+    let admin = common::required_env("TEST_DATABASE_URL");
+    let base = admin.rsplit_once('/').expect("a URL with a path").0;
+    let missing = format!("mallbots_missing_{}", Uuid::new_v4().simple());
+    let asked = Instant::now();
+    let refused = tokio::time::timeout(
+        common::DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+            .arg("run")
+            .env("DATABASE_URL", format!("{base}/{missing}"))
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_BACKTRACE")
+            .output(),
+    )
+    .await
+    .expect("it stops within the deadline")
+    .expect("mallbots runs");
+    assert!(!refused.status.success(), "it ran without its database");
+    // A server not up yet is waited for about 30 s.
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "it waited {:?} for a refusal",
+        asked.elapsed()
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("refused the connection"), "{said}");
+    assert_eq!(
+        said.matches(&format!("\"{missing}\" does not exist"))
+            .count(),
+        1,
+        "{said}"
+    );
 }
 
 /// A setting that would break every request is refused at start, naming

@@ -8,6 +8,7 @@
 pub mod logs;
 pub mod raisers;
 pub mod shop;
+pub mod split;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -133,12 +133,9 @@ impl Aggregate for Basket {
 
 type Decision = Result<Vec<BasketEvent>, BasketsError>;
 
-fn quantity(quantity: i32) -> Result<i32, BasketsError> {
+fn positive(quantity: i32) -> Result<i32, BasketsError> {
     if quantity <= 0 {
         return Err(BasketsError::NonPositiveQuantity);
-    }
-    if quantity > MAX_QUANTITY {
-        return Err(BasketsError::TooMany);
     }
     Ok(quantity)
 }
@@ -174,14 +171,14 @@ impl Basket {
         n: i32,
     ) -> Decision {
         self.open()?;
-        let n = quantity(n)?;
+        let n = positive(n)?;
         let (Some(product), Some(store)) = (product, store) else {
             return Err(BasketsError::ProductNotFound);
         };
         if !store.participating {
             return Err(BasketsError::StoreNotParticipating(store.name.clone()));
         }
-        if self.held(product.product_id) + n > MAX_QUANTITY {
+        if n > MAX_QUANTITY - self.held(product.product_id) {
             return Err(BasketsError::TooMany);
         }
         // Checked: whatever the cache says a price is, the total stays
@@ -208,7 +205,9 @@ impl Basket {
 
     pub fn remove_item(&self, product_id: Uuid, n: i32) -> Decision {
         self.open()?;
-        let n = quantity(n)?;
+        // Past what it holds, whatever the amount: that says more than the
+        // most a basket may hold would.
+        let n = positive(n)?;
         match self.held(product_id) {
             0 => Err(BasketsError::NotInBasket),
             held if held < n => Err(BasketsError::RemovingMoreThanHeld(held)),
@@ -354,6 +353,8 @@ mod tests {
         let (p, s) = catalog(true);
         let emptied = given::<Basket>([started(), line(&p, &s, 2)])
             .when(|b| b.remove_item(p.product_id, 3))
+            .then_refused(BasketsError::RemovingMoreThanHeld(2))
+            .when(|b| b.remove_item(p.product_id, i32::MAX))
             .then_refused(BasketsError::RemovingMoreThanHeld(2))
             .when(|b| b.remove_item(p.product_id, 2))
             .then([BasketEvent::BasketItemRemoved {

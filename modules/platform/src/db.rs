@@ -39,7 +39,7 @@ impl StartupLock {
                 .await
                 .map_err(|err| match crate::error::sqlstate(&err).as_deref() {
                     // lock_not_available: the wait ran out.
-                    Some("55P03") => PlatformError::Unexpected(format!(
+                    Some("55P03") => PlatformError::Setup(format!(
                         "another process has been creating tables for over {wait} s \
                          (stuck?): stop it, or start this one with --no-migrate"
                     )),
@@ -57,23 +57,54 @@ impl StartupLock {
     }
 }
 
+/// Why no connection to a PostgreSQL server opened.
+enum Unreached {
+    /// Not (yet) answering: worth waiting for.
+    Down(String),
+    /// It answered and refused (no such database or role, a wrong
+    /// password): waiting changes nothing.
+    Refused(String),
+}
+
 /// Whether one connection to the PostgreSQL server of `url` opens; if not,
 /// why, with the server's address (never the URL: it may hold a password).
-async fn reach(url: &str) -> Result<(), String> {
+async fn reach(url: &str) -> Result<(), Unreached> {
     use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
     use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
     let options: PgConnectOptions = url
         .parse()
-        .map_err(|err| format!("DATABASE_URL cannot be read: {err}"))?;
+        .map_err(|err| Unreached::Refused(format!("DATABASE_URL cannot be read: {err}")))?;
     let at = format!("{}:{}", options.get_host(), options.get_port());
     match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
         Ok(Ok(connection)) => {
             let _ = PgConnection::close(connection).await;
             Ok(())
         }
-        Ok(Err(err)) => Err(format!("cannot reach PostgreSQL at {at}: {err}")),
-        Err(_) => Err(format!("PostgreSQL at {at} did not answer within 5 s")),
+        Ok(Err(sea_orm::SqlxError::Database(refusal))) => Err(Unreached::Refused(format!(
+            "PostgreSQL at {at} refused the connection: {}",
+            refusal.message()
+        ))),
+        Ok(Err(err)) => Err(Unreached::Down(format!(
+            "cannot reach PostgreSQL at {at}: {err}"
+        ))),
+        Err(_) => Err(Unreached::Down(format!(
+            "PostgreSQL at {at} did not answer within 5 s"
+        ))),
     }
+}
+
+/// Whether `module`'s schema is there already.
+async fn schema_exists(db: &DatabaseConnection, module: &str) -> Result<bool, PlatformError> {
+    Ok(db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS present",
+            [module.into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "present"))
+        .transpose()?
+        .unwrap_or(false))
 }
 
 /// Takes the advisory lock named by the SQL text expression `name` for
@@ -110,7 +141,7 @@ impl DatabaseConfig {
                     url: url.to_owned(),
                 })
             }
-            Some(other) => Err(PlatformError::Unexpected(format!(
+            Some(other) => Err(PlatformError::Setup(format!(
                 "DATABASE_URL must be a postgres:// URL (got {:?}); leave it unset for SQLite",
                 other.split(':').next().unwrap_or_default()
             ))),
@@ -125,37 +156,58 @@ impl DatabaseConfig {
     }
 
     /// The connection pool of `module`, whose tables live apart from every
-    /// other module's.
+    /// other module's; its schema (or file) is made if missing.
     pub async fn connect(&self, module: &str) -> Result<DatabaseConnection, PlatformError> {
+        self.open(module, true).await
+    }
+
+    /// [`DatabaseConfig::connect`] to a schema (or file) made before, by
+    /// a migration: it creates nothing, so the process needs no right to.
+    pub async fn connect_existing(
+        &self,
+        module: &str,
+    ) -> Result<DatabaseConnection, PlatformError> {
+        self.open(module, false).await
+    }
+
+    async fn open(&self, module: &str, create: bool) -> Result<DatabaseConnection, PlatformError> {
         if !module.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            return Err(PlatformError::Unexpected(format!(
-                "bad module name {module:?}"
-            )));
+            return Err(PlatformError::Setup(format!("bad module name {module:?}")));
         }
+        let missing = || PlatformError::NotMigrated(module.to_owned());
         match self {
             DatabaseConfig::Postgres { url } => {
                 let reachable = reach(url).await;
-                if let Err(why) = &reachable {
-                    tracing::warn!(%why, "PostgreSQL cannot be reached yet; waiting for it");
-                }
+                let why = match reachable {
+                    Ok(()) => None,
+                    Err(Unreached::Refused(why)) => return Err(PlatformError::Setup(why)),
+                    Err(Unreached::Down(why)) => {
+                        tracing::warn!(%why, "PostgreSQL cannot be reached yet; waiting for it");
+                        Some(why)
+                    }
+                };
                 // The pool waits for the server a while (a process started
                 // before its database); failing, it says why in its own
                 // words only, so the reason found above goes with it.
-                let admin =
-                    Database::connect(url.as_str())
-                        .await
-                        .map_err(|err| match reachable {
-                            Err(why) => PlatformError::Database(sea_orm::DbErr::Conn(
-                                sea_orm::RuntimeErr::Internal(format!("{why} (then: {err})")),
-                            )),
-                            Ok(()) => err.into(),
-                        })?;
-                // Processes starting at once would race to create it.
-                let lock = StartupLock::take(&admin).await?;
-                admin
-                    .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{module}\""))
-                    .await?;
-                lock.release().await?;
+                let admin = Database::connect(url.as_str())
+                    .await
+                    .map_err(|err| match why {
+                        Some(why) => PlatformError::Setup(format!("{why} (then: {err})")),
+                        None => err.into(),
+                    })?;
+                // Made only where missing: a migrated schema needs no right
+                // to create schemas in the database.
+                if !schema_exists(&admin, module).await? {
+                    if !create {
+                        return Err(missing());
+                    }
+                    // Processes starting at once would race to create it.
+                    let lock = StartupLock::take(&admin).await?;
+                    admin
+                        .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{module}\""))
+                        .await?;
+                    lock.release().await?;
+                }
                 admin.close().await?;
                 let mut options = ConnectOptions::new(url.as_str());
                 options
@@ -172,9 +224,12 @@ impl DatabaseConfig {
             }
             DatabaseConfig::Sqlite { dir } => {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    PlatformError::Unexpected(format!("cannot create {}: {e}", dir.display()))
+                    PlatformError::Setup(format!("cannot create {}: {e}", dir.display()))
                 })?;
                 let file = dir.join(format!("{module}.db"));
+                if !create && !file.exists() {
+                    return Err(missing());
+                }
                 let mut options =
                     ConnectOptions::new(format!("sqlite://{}?mode=rwc", file.display()));
                 // One connection: SQLite has one writer anyway, and a single

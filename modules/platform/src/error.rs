@@ -32,6 +32,14 @@ pub enum PlatformError {
     Concurrency { stream_id: String, expected: i64 },
     #[error("cannot decode {what}: {reason}")]
     Decode { what: String, reason: String },
+    /// What keeps a process from starting, for a person to fix: a setting,
+    /// a login the database refuses, a schema not migrated yet.
+    #[error("{0}")]
+    Setup(String),
+    /// A module's schema (or file) is missing where the process may not
+    /// make it: it waits for a migration.
+    #[error("the {0} tables are not in the database yet, and this process may not create them")]
+    NotMigrated(String),
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
