@@ -29,74 +29,39 @@ pub struct Module {
     pub queue: fn() -> QueueSpec,
 }
 
+/// Module `$krate` as part `$part`: started with its runtime alone, or by
+/// `start`.
+macro_rules! module {
+    ($part:expr, $krate:ident) => {
+        module!($part, $krate, start: |runtime, _| {
+            Box::pin(async move { Ok($krate::start(runtime).await?) })
+        })
+    };
+    ($part:expr, $krate:ident, start: $start:expr) => {
+        Module {
+            part: $part,
+            name: $krate::MODULE,
+            migrate: |db| Box::pin(async move { Ok($krate::migrate(&db).await?) }),
+            start: $start,
+            queue: $krate::queue,
+        }
+    };
+}
+
 pub const MODULES: [Module; 9] = [
-    Module {
-        part: Part::Stores,
-        name: mallbots_stores::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_stores::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_stores::start(runtime).await?) }),
-        queue: mallbots_stores::queue,
-    },
-    Module {
-        part: Part::Customers,
-        name: mallbots_customers::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_customers::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_customers::start(runtime).await?) }),
-        queue: mallbots_customers::queue,
-    },
-    Module {
-        part: Part::Baskets,
-        name: mallbots_baskets::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_baskets::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_baskets::start(runtime).await?) }),
-        queue: mallbots_baskets::queue,
-    },
-    Module {
-        part: Part::Payments,
-        name: mallbots_payments::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_payments::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_payments::start(runtime).await?) }),
-        queue: mallbots_payments::queue,
-    },
-    Module {
-        part: Part::Ordering,
-        name: mallbots_ordering::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_ordering::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_ordering::start(runtime).await?) }),
-        queue: mallbots_ordering::queue,
-    },
-    Module {
-        part: Part::Depot,
-        name: mallbots_depot::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_depot::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_depot::start(runtime).await?) }),
-        queue: mallbots_depot::queue,
-    },
-    Module {
-        part: Part::Cosec,
-        name: mallbots_cosec::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_cosec::migrate(&db).await?) }),
-        start: |runtime, _| Box::pin(async move { Ok(mallbots_cosec::start(runtime).await?) }),
-        queue: mallbots_cosec::queue,
-    },
-    Module {
-        part: Part::Search,
-        name: mallbots_search::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) }),
-        start: |runtime, settings| {
-            Box::pin(
-                async move { Ok(mallbots_search::start(runtime, settings.search_batch).await?) },
-            )
-        },
-        queue: mallbots_search::queue,
-    },
-    Module {
-        part: Part::Notifications,
-        name: mallbots_notifications::MODULE,
-        migrate: |db| Box::pin(async move { Ok(mallbots_notifications::migrate(&db).await?) }),
-        start: |runtime, settings| Box::pin(start_notifications(runtime, settings)),
-        queue: mallbots_notifications::queue,
-    },
+    module!(Part::Stores, mallbots_stores),
+    module!(Part::Customers, mallbots_customers),
+    module!(Part::Baskets, mallbots_baskets),
+    module!(Part::Payments, mallbots_payments),
+    module!(Part::Ordering, mallbots_ordering),
+    module!(Part::Depot, mallbots_depot),
+    module!(Part::Cosec, mallbots_cosec),
+    module!(Part::Search, mallbots_search, start: |runtime, settings| {
+        Box::pin(async move { Ok(mallbots_search::start(runtime, settings.search_batch).await?) })
+    }),
+    module!(Part::Notifications, mallbots_notifications, start: |runtime, settings| {
+        Box::pin(start_notifications(runtime, settings))
+    }),
 ];
 
 async fn start_notifications(runtime: Runtime, settings: Arc<Settings>) -> Tasks {
