@@ -112,6 +112,57 @@ pub fn oversized(document: &ExecutableDocument, settings: &Settings) -> Option<(
     }
 }
 
+/// A subscription operation of `document` that selects more than one
+/// top-level field (fragments expanded): GraphQL allows exactly one
+/// ("Single root field"), and each would be a live stream of its own that
+/// the per-connection subscription limit does not count. The number of
+/// fields it selects.
+pub fn subscription_fields_over_one(document: &ExecutableDocument) -> Option<usize> {
+    use async_graphql::parser::types::OperationType;
+    fn root_keys<'a>(
+        document: &'a ExecutableDocument,
+        set: &'a SelectionSet,
+        seen: &mut HashSet<&'a str>,
+        found: &mut HashSet<&'a str>,
+    ) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let key = field.node.alias.as_ref().unwrap_or(&field.node.name);
+                    found.insert(key.node.as_str());
+                }
+                Selection::InlineFragment(f) => {
+                    root_keys(document, &f.node.selection_set.node, seen, found)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    // Each fragment once: a cycle is validation's to refuse.
+                    if seen.insert(name)
+                        && let Some(fragment) = document.fragments.get(name)
+                    {
+                        root_keys(document, &fragment.node.selection_set.node, seen, found)
+                    }
+                }
+            }
+        }
+    }
+    document
+        .operations
+        .iter()
+        .filter(|(_, op)| op.node.ty == OperationType::Subscription)
+        .map(|(_, op)| {
+            let mut found = HashSet::new();
+            root_keys(
+                document,
+                &op.node.selection_set.node,
+                &mut HashSet::new(),
+                &mut found,
+            );
+            found.len()
+        })
+        .find(|n| *n > 1)
+}
+
 /// The GraphQL error for a document over a limit.
 /// Documents up to this size are parsed on the request's own task.
 pub(crate) const INLINE_PARSE_BYTES: usize = 16 * 1024;
@@ -268,6 +319,35 @@ mod tests {
                 fields: 5,
                 aliases: 2
             }
+        );
+    }
+
+    #[test]
+    fn a_subscription_selects_one_top_level_field() {
+        let over = |query: &str| {
+            subscription_fields_over_one(&async_graphql::parser::parse_query(query).unwrap())
+        };
+        assert_eq!(over("subscription { a { x } }"), None);
+        // The same field twice under one key is one field.
+        assert_eq!(over("subscription { a { x } a { y } }"), None);
+        assert_eq!(over("subscription { a { x } b: a { x } }"), Some(2));
+        assert_eq!(over("subscription { a { x } __typename }"), Some(2));
+        assert_eq!(
+            over(
+                "subscription { ...F ... on Subscription { c } } fragment F on Subscription { a b: a }"
+            ),
+            Some(3)
+        );
+        // A fragment spreading itself is walked once (validation refuses it).
+        assert_eq!(
+            over("subscription { ...F } fragment F on Subscription { a ...F }"),
+            None
+        );
+        // Queries and mutations select as many as they like.
+        assert_eq!(over("query Q { a b c } mutation M { d e }"), None);
+        assert_eq!(
+            over("query Q { a b } subscription S { a b: a c: a }"),
+            Some(3)
         );
     }
 }

@@ -24,6 +24,7 @@ use async_graphql::Data;
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use axum::extract::ws::{CloseFrame, Message as WsFrame, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use mallbots_contracts::ErrorCode;
 use mallbots_platform::Shutdown;
 use serde_json::{Value, json};
 // Its unbounded channel allocates per message, not a block of slots up
@@ -251,18 +252,31 @@ fn inspect(
             }
             // Measured before async-graphql walks it (see limits::oversized).
             let payload = &message["payload"];
-            let (oversized, shareable) = payload["query"]
+            let (oversized, fields, shareable) = payload["query"]
                 .as_str()
                 .and_then(|q| {
                     let measure = || {
                         let document = async_graphql::parser::parse_query(q).ok()?;
                         let oversized = crate::limits::oversized(&document, &door.settings);
+                        let fields = crate::limits::subscription_fields_over_one(&document);
                         let shareable = door.shared.shareable(&document, payload);
-                        Some((oversized, shareable))
+                        Some((oversized, fields, shareable))
                     };
                     crate::limits::off_the_workers(q.len(), measure)
                 })
                 .unwrap_or_default();
+            if let Some(fields) = fields {
+                let refusal = json!({
+                    "type": "error",
+                    "id": id,
+                    "payload": [{
+                        "message": format!("a subscription selects exactly one top-level field; this one selects {fields}: subscribe to each on its own"),
+                        "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
+                    }],
+                });
+                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                return None;
+            }
             if let Some((why, limit)) = oversized {
                 let refusal = json!({
                     "type": "error",

@@ -181,6 +181,57 @@ async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     app.stop().await;
 }
 
+/// A subscription selects exactly one top-level field: one with several
+/// (each a live stream the per-socket limit would not count) is refused
+/// on its own, whatever its fields' names or fragments, and the socket
+/// goes on serving.
+#[tokio::test]
+async fn a_subscription_of_several_top_level_fields_is_refused() {
+    let mut app = app().await;
+    let store = shop::store(&app, "Many Heads", "C").await;
+    let mut ws = initialized(&app).await;
+    for (id, query) in [
+        (
+            "aliased",
+            "subscription($s: ID!) { a: catalogChanged(storeId: $s) { kind } b: catalogChanged(storeId: $s) { kind } }",
+        ),
+        (
+            "spread",
+            "subscription($s: ID!) { ...Twice } fragment Twice on Subscription { catalogChanged(storeId: $s) { kind } again: catalogChanged(storeId: $s) { kind } }",
+        ),
+    ] {
+        ws.send(json!({
+            "type": "subscribe",
+            "id": id,
+            "payload": { "query": query, "variables": { "s": store } },
+        }))
+        .await;
+        let refused = ws.next_message().await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["id"], id);
+        let error = &refused["payload"][0];
+        assert_eq!(
+            error["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{error}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("selects 2"),
+            "{error}"
+        );
+    }
+    // Nothing of them runs; a subscription of one field does.
+    ws.send(subscribe("one", &store)).await;
+    app.wait_for_subscriptions(1).await;
+    shop::product(&app, &store, "Single", "1.00").await;
+    let pushed = ws.next_message().await;
+    assert_eq!(pushed["type"], "next", "{pushed}");
+    assert_eq!(pushed["id"], "one");
+    app.stop().await;
+}
+
 /// Python gql's default client misreads the lower-case subprotocol header,
 /// falls back, and sends the legacy `start` on a graphql-transport-ws
 /// socket: it is served there.
