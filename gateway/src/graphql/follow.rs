@@ -254,10 +254,11 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
             About::Key(key) => Some(changes::About::Key(key)),
             About::Owner(owner) => Some(changes::About::Owner(owner)),
         };
-        let page = s
-            .app
-            .queries
-            .search
+        let search = &s.app.queries.search;
+        // Taken for the page and the checks after it: many replays at once
+        // read in turns, and leave the pool's other connections alone.
+        let _turn = search.replay_turn().await.map_err(ApiError::from)?;
+        let page = search
             .changes(s.topic, about, s.last, REPLAY_PAGE)
             .await
             .map_err(ApiError::from)?;

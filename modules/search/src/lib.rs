@@ -11,7 +11,7 @@ mod application;
 pub mod domain;
 mod infrastructure;
 
-pub use application::queries::{OrderFilter, SearchQueries};
+pub use application::queries::{OrderFilter, ReplayTurn, SearchQueries};
 pub use infrastructure::{BATCH, migrate, migrated, queue, rebuild, start};
 
 /// The module's name: its database schema (or file) and queue prefix.

@@ -1,5 +1,7 @@
 //! The search read side, as the gateway queries it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use mallbots_contracts::search::OrderSummary;
 use mallbots_platform::PlatformError;
@@ -8,6 +10,7 @@ use mallbots_platform::views;
 use rust_decimal::Decimal;
 use sea_orm::entity::prelude::*;
 use sea_orm::{Condition, DatabaseConnection, QueryOrder, QuerySelect, QueryTrait};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::domain::cents;
@@ -26,15 +29,52 @@ pub struct OrderFilter {
     pub status: Option<String>,
 }
 
+/// How many subscription replays read the change log at once, in one
+/// process: fewer than the pool's connections (10 on PostgreSQL, 1 on
+/// SQLite), so that however many replays clients start, queries, the
+/// readiness check and the projection still get theirs.
+fn replays_at_once(db: &DatabaseConnection) -> usize {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => 1,
+        _ => 4,
+    }
+}
+
+/// The longest a replay waits for its turn to read.
+const REPLAY_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The search read side.
 #[derive(Clone)]
 pub struct SearchQueries {
     db: DatabaseConnection,
+    replays: Arc<Semaphore>,
+}
+
+/// A replay's turn to read the change log ([`SearchQueries::replay_turn`]):
+/// held across the reads of one page, given back when dropped.
+pub struct ReplayTurn {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl SearchQueries {
     pub fn new(db: DatabaseConnection) -> Self {
-        SearchQueries { db }
+        SearchQueries {
+            replays: Arc::new(Semaphore::new(replays_at_once(&db))),
+            db,
+        }
+    }
+
+    /// Waits for a replay's turn to read (at most [`REPLAY_TURN_WAIT`];
+    /// then the database counts as unavailable to it, as a pool that had
+    /// no connection to give).
+    pub async fn replay_turn(&self) -> Result<ReplayTurn, PlatformError> {
+        let waited = tokio::time::timeout(REPLAY_TURN_WAIT, self.replays.clone().acquire_owned());
+        match waited.await {
+            Ok(Ok(permit)) => Ok(ReplayTurn { _permit: permit }),
+            Ok(Err(_)) | Err(_) => Err(PlatformError::Database(sea_orm::DbErr::ConnectionAcquire(
+                sea_orm::ConnAcquireErr::Timeout,
+            ))),
+        }
     }
 
     pub async fn order(&self, id: Uuid) -> Result<Option<OrderSummary>, PlatformError> {
@@ -129,5 +169,42 @@ impl SearchQueries {
             Some(about) => changes::since_about(&self.db, topic, about, after, limit).await,
             None => changes::since(&self.db, &[topic], after, limit).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays beyond the allowance wait for a turn, whoever starts them,
+    /// and get one as soon as another replay gives its turn back.
+    #[tokio::test]
+    async fn replays_read_in_turns() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let queries = SearchQueries::new(db);
+        let first = queries.replay_turn().await.unwrap();
+        let second = queries.replay_turn();
+        tokio::pin!(second);
+        assert!(
+            futures_poll_once(second.as_mut()).await.is_none(),
+            "a second replay read beside the first on SQLite's one connection"
+        );
+        drop(first);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), second)
+            .await
+            .expect("the turn given back goes to the waiting replay");
+        assert!(second.is_ok());
+    }
+
+    /// Polls `future` once: its output if it is ready at once.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }
