@@ -391,7 +391,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
         let local = listener.local_addr()?;
         addr = Some(local);
         let router = crate::http::router(state);
-        let mut stop = stopping.clone();
+        let stop = stopping.clone();
         let send_buffer = settings.socket_send_buffer;
         let per_address = settings.max_connections_per_address;
         let listener = listener.tap_io(move |stream| {
@@ -405,17 +405,14 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
                 tracing::warn!(error = %err, "cannot set the socket send buffer");
             }
         });
-        door_tasks.push(tokio::spawn(async move {
-            let served = axum::serve(
-                crate::clients::Capped::new(listener, per_address),
-                router.into_make_service_with_connect_info::<crate::clients::Peer>(),
-            )
-            .with_graceful_shutdown(async move { stop.wait().await })
-            .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "HTTP server failed");
-            }
-        }));
+        let listener = crate::clients::Capped::new(listener, per_address);
+        let read_timeout = settings.http_read_timeout();
+        door_tasks.push(tokio::spawn(crate::serve::serve(
+            listener,
+            router,
+            read_timeout,
+            stop,
+        )));
         tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
     }
     if !runs(parts, Part::Gateway)

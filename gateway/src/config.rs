@@ -158,6 +158,19 @@ pub struct Settings {
     )]
     pub ws_init_timeout_ms: u64,
 
+    /// How long an HTTP client may take to send a request's headers
+    /// (counted from when its connection opens or its last answer went
+    /// out, so an idle connection is closed after it too), and to send a
+    /// request's body, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "HTTP_READ_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub http_read_timeout_ms: u64,
+
     /// Subscriptions open at once on one websocket; one more is refused on
     /// its own (RATE_LIMITED), the others go on.
     #[arg(
@@ -292,5 +305,9 @@ impl Settings {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
+    }
+
+    pub fn http_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_read_timeout_ms)
     }
 }

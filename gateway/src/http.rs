@@ -24,6 +24,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::clients::{Peer, RateLimits, SocketCounts};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
@@ -110,6 +111,9 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // A body sent slower than this is cut off (the headers' own
+        // deadline is the server's, see serve.rs).
+        .layer(RequestBodyTimeoutLayer::new(settings.http_read_timeout()))
         // Large answers (a page of a hundred orders) gzipped for clients
         // that accept it; small ones are not worth the CPU.
         .layer(

@@ -15,6 +15,7 @@ pub mod live;
 mod metrics;
 pub mod modules;
 mod playground;
+mod serve;
 mod shared;
 pub mod state;
 pub mod traces;

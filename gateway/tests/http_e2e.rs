@@ -527,3 +527,60 @@ async fn large_answers_are_compressed_and_catalog_reads_cacheable() {
     assert_eq!(refused.headers()["cache-control"], "no-store");
     app.stop().await;
 }
+
+/// A client that holds a connection without finishing a request is cut
+/// off after `HTTP_READ_TIMEOUT_MS`: one that never sends a byte, one that
+/// sends its headers in part, one that sends less body than it announced.
+/// A websocket, once upgraded, is not held to it.
+#[tokio::test]
+async fn connections_that_do_not_finish_a_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut settings = common::settings(Backend::Embedded).await;
+    settings.http_read_timeout_ms = 500;
+    let mut app = common::start_with(settings).await;
+    let store = common::shop::store(&app, "Patient", "P").await;
+    let mut live = common::WsClient::open(&app.base, "graphql-transport-ws", None).await;
+    live.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(live.next_message().await["type"], "connection_ack");
+    live.send(json!({
+        "type": "subscribe",
+        "id": "1",
+        "payload": {
+            "query": "subscription($s: ID!) { catalogChanged(storeId: $s) { product { name } } }",
+            "variables": { "s": store },
+        },
+    }))
+    .await;
+    app.wait_for_subscriptions(1).await;
+
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let incomplete = [
+        String::new(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n".to_owned(),
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\":".to_owned(),
+    ];
+    for sent in &incomplete {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(sent.as_bytes()).await.unwrap();
+        // The server answers (a body cut off) or just closes: either way
+        // the connection ends, well within the test's deadline.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(common::DEADLINE, stream.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "still open after {:?}: {sent:?}",
+            common::DEADLINE
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{sent:?} got {answer}"
+        );
+    }
+
+    // The websocket outlived those deadlines and still pushes.
+    common::shop::product(&app, &store, "Still listening", "1.00").await;
+    let pushed = live.next_message().await;
+    assert_eq!(pushed["type"], "next", "{pushed}");
+    app.stop().await;
+}

@@ -77,6 +77,7 @@ pub async fn settings(backend: Backend) -> Settings {
         search_batch: mallbots_search::BATCH,
         shutdown_drain_ms: 0,
         ws_init_timeout_ms: 3000,
+        http_read_timeout_ms: 30_000,
         max_query_depth: 10,
         max_query_complexity: 5000,
         max_aliases: 30,
