@@ -113,34 +113,36 @@ pub fn oversized(document: &ExecutableDocument, settings: &Settings) -> Option<(
 }
 
 /// A subscription operation of `document` that selects more than one
-/// top-level field (fragments expanded): GraphQL allows exactly one
-/// ("Single root field"), and each would be a live stream of its own that
-/// the per-connection subscription limit does not count. The number of
-/// fields it selects.
+/// top-level field (fragments expanded, each occurrence counted): GraphQL
+/// allows one ("Single root field"), and async-graphql runs each
+/// occurrence as a live stream of its own, even two of the same field
+/// under one name, which the per-connection subscription limit does not
+/// count. How many it selects (counted up to [`ROOT_FIELDS_COUNTED`]).
 pub fn subscription_fields_over_one(document: &ExecutableDocument) -> Option<usize> {
     use async_graphql::parser::types::OperationType;
-    fn root_keys<'a>(
+    fn count<'a>(
         document: &'a ExecutableDocument,
         set: &'a SelectionSet,
-        seen: &mut HashSet<&'a str>,
-        found: &mut HashSet<&'a str>,
+        open: &mut HashSet<&'a str>,
+        found: &mut usize,
     ) {
         for item in &set.items {
+            if *found >= ROOT_FIELDS_COUNTED {
+                return;
+            }
             match &item.node {
-                Selection::Field(field) => {
-                    let key = field.node.alias.as_ref().unwrap_or(&field.node.name);
-                    found.insert(key.node.as_str());
-                }
+                Selection::Field(_) => *found += 1,
                 Selection::InlineFragment(f) => {
-                    root_keys(document, &f.node.selection_set.node, seen, found)
+                    count(document, &f.node.selection_set.node, open, found)
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
-                    // Each fragment once: a cycle is validation's to refuse.
-                    if seen.insert(name)
-                        && let Some(fragment) = document.fragments.get(name)
+                    // Not into itself: a cycle is validation's to refuse.
+                    if let Some(fragment) = document.fragments.get(name)
+                        && open.insert(name)
                     {
-                        root_keys(document, &fragment.node.selection_set.node, seen, found)
+                        count(document, &fragment.node.selection_set.node, open, found);
+                        open.remove(name);
                     }
                 }
             }
@@ -151,17 +153,21 @@ pub fn subscription_fields_over_one(document: &ExecutableDocument) -> Option<usi
         .iter()
         .filter(|(_, op)| op.node.ty == OperationType::Subscription)
         .map(|(_, op)| {
-            let mut found = HashSet::new();
-            root_keys(
+            let mut found = 0;
+            count(
                 document,
                 &op.node.selection_set.node,
                 &mut HashSet::new(),
                 &mut found,
             );
-            found.len()
+            found
         })
         .find(|n| *n > 1)
 }
+
+/// Where counting a subscription's top-level fields stops: far past one,
+/// and cheap however its fragments double.
+const ROOT_FIELDS_COUNTED: usize = 64;
 
 /// The GraphQL error for a document over a limit.
 /// Documents up to this size are parsed on the request's own task.
@@ -328,8 +334,8 @@ mod tests {
             subscription_fields_over_one(&async_graphql::parser::parse_query(query).unwrap())
         };
         assert_eq!(over("subscription { a { x } }"), None);
-        // The same field twice under one key is one field.
-        assert_eq!(over("subscription { a { x } a { y } }"), None);
+        // The same field twice under one name is two streams all the same.
+        assert_eq!(over("subscription { a { x } a { y } }"), Some(2));
         assert_eq!(over("subscription { a { x } b: a { x } }"), Some(2));
         assert_eq!(over("subscription { a { x } __typename }"), Some(2));
         assert_eq!(
@@ -338,11 +344,26 @@ mod tests {
             ),
             Some(3)
         );
-        // A fragment spreading itself is walked once (validation refuses it).
+        // A fragment spreading itself is walked once (validation refuses it);
+        // one spread twice counts twice.
         assert_eq!(
             over("subscription { ...F } fragment F on Subscription { a ...F }"),
             None
         );
+        assert_eq!(
+            over("subscription { ...F ...F } fragment F on Subscription { a }"),
+            Some(2)
+        );
+        // Doubling fragments are counted only so far.
+        let mut doubling = "subscription { ...F0 } ".to_owned();
+        for i in 0..40 {
+            let n = i + 1;
+            doubling.push_str(&format!(
+                "fragment F{i} on Subscription {{ ...F{n} ...F{n} }} "
+            ));
+        }
+        doubling.push_str("fragment F40 on Subscription { a }");
+        assert_eq!(over(&doubling), Some(ROOT_FIELDS_COUNTED));
         // Queries and mutations select as many as they like.
         assert_eq!(over("query Q { a b c } mutation M { d e }"), None);
         assert_eq!(

@@ -182,9 +182,9 @@ async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
 }
 
 /// A subscription selects exactly one top-level field: one with several
-/// (each a live stream the per-socket limit would not count) is refused
-/// on its own, whatever its fields' names or fragments, and the socket
-/// goes on serving.
+/// (each a live stream the per-socket limit would not count, even the same
+/// field twice under one name) is refused on its own, whatever its fields'
+/// names or fragments, and the socket goes on serving.
 #[tokio::test]
 async fn a_subscription_of_several_top_level_fields_is_refused() {
     let mut app = app().await;
@@ -194,6 +194,10 @@ async fn a_subscription_of_several_top_level_fields_is_refused() {
         (
             "aliased",
             "subscription($s: ID!) { a: catalogChanged(storeId: $s) { kind } b: catalogChanged(storeId: $s) { kind } }",
+        ),
+        (
+            "unaliased",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { kind } catalogChanged(storeId: $s) { product { name } } }",
         ),
         (
             "spread",

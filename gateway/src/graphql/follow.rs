@@ -184,18 +184,9 @@ fn undecodable(position: i64) -> async_graphql::Error {
 }
 
 /// Refuses a replay from before what the change log still keeps (its
-/// retention pruned changes after `s.last`): CURSOR_EXPIRED, never a gap.
-async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
-    if crate::state::ARCHIVE.contains(&s.topic) {
-        return Ok(());
-    }
-    let pruned = s
-        .app
-        .queries
-        .search
-        .pruned_through()
-        .await
-        .map_err(ApiError::from)?;
+/// retention pruned, through `pruned`, changes after `s.last`):
+/// CURSOR_EXPIRED, never a gap.
+fn check_retention<F>(s: &State<F>, pruned: i64) -> async_graphql::Result<()> {
     if s.last >= pruned {
         return Ok(());
     }
@@ -210,11 +201,10 @@ async fn check_retention<F>(s: &State<F>) -> async_graphql::Result<()> {
     Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())))
 }
 
-/// Refuses a cursor beyond the change log's last position (BAD_USER_INPUT).
-async fn check_not_ahead<F>(s: &State<F>) -> async_graphql::Result<()> {
-    let search = &s.app.queries.search;
-    let last = search.last_position().await.map_err(ApiError::from)?;
-    if s.last <= last {
+/// Refuses a cursor beyond the change log's `newest` position
+/// (BAD_USER_INPUT).
+fn check_not_ahead<F>(s: &State<F>, newest: i64) -> async_graphql::Result<()> {
+    if s.last <= newest {
         return Ok(());
     }
     Err(ApiError::bad_input(format!(
@@ -222,6 +212,62 @@ async fn check_not_ahead<F>(s: &State<F>) -> async_graphql::Result<()> {
         s.last
     ))
     .into())
+}
+
+/// One page of a replay: the changes after `after`, the last position
+/// retention pruned (0 for the archive, which is never pruned), and, where
+/// the page is empty, the log's newest position.
+struct ReplayPage {
+    changes: Vec<changes::Change>,
+    pruned: i64,
+    newest: Option<i64>,
+}
+
+/// Reads the page of a replay after `after` in a task of its own, during
+/// its turn ([`mallbots_search::SearchQueries::replay_turn`]): the task
+/// runs to its end and gives the turn back whether or not the subscriber
+/// reads on, so a socket that stops reading cannot keep the other replays
+/// waiting.
+async fn read_page<F>(s: &State<F>) -> async_graphql::Result<ReplayPage> {
+    let search = s.app.queries.search.clone();
+    let (topic, about, after) = (s.topic, s.route.about.clone(), s.last);
+    let read = tokio::spawn(async move {
+        let _turn = search.replay_turn().await?;
+        // A route about one entity or owner replays only its changes.
+        let about = match &about {
+            About::All => None,
+            About::Key(key) => Some(changes::About::Key(key)),
+            About::Owner(owner) => Some(changes::About::Owner(owner)),
+        };
+        let changes = search.changes(topic, about, after, REPLAY_PAGE).await?;
+        // Read after the page: pruning that removed anything the page could
+        // have held shows here, so a gap is refused, never passed over.
+        let pruned = if crate::state::ARCHIVE.contains(&topic) {
+            0
+        } else {
+            search.pruned_through().await?
+        };
+        let newest = match changes.is_empty() {
+            true => Some(search.last_position().await?),
+            false => None,
+        };
+        Ok::<_, mallbots_platform::PlatformError>(ReplayPage {
+            changes,
+            pruned,
+            newest,
+        })
+    });
+    let failed = match read.await {
+        Ok(Ok(page)) => return Ok(page),
+        Ok(Err(err)) => ApiError::from(err),
+        Err(lost) => ApiError::new(
+            ErrorCode::Internal,
+            format!("reading the change log failed: {lost}"),
+        ),
+    };
+    // Where to resume once the log can be read again.
+    let cursor = s.last.to_string();
+    Err(async_graphql::Error::from(failed).extend_with(|_, e| e.set("cursor", cursor.clone())))
 }
 
 /// The next change to consider: from the log while replaying, then live.
@@ -248,31 +294,19 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));
         }
-        // A route about one entity or owner replays only its changes.
-        let about = match &s.route.about {
-            About::All => None,
-            About::Key(key) => Some(changes::About::Key(key)),
-            About::Owner(owner) => Some(changes::About::Owner(owner)),
-        };
-        let search = &s.app.queries.search;
-        // Taken for the page and the checks after it: many replays at once
-        // read in turns, and leave the pool's other connections alone.
-        let _turn = search.replay_turn().await.map_err(ApiError::from)?;
-        let page = search
-            .changes(s.topic, about, s.last, REPLAY_PAGE)
-            .await
-            .map_err(ApiError::from)?;
-        // Read after the page: pruning that removed anything the page could
-        // have held shows here, so a gap is refused, never passed over.
-        check_retention(s).await?;
-        if page.is_empty() {
+        let page = read_page(s).await?;
+        check_retention(s, page.pruned)?;
+        if let Some(newest) = page.newest {
             // Nothing after the cursor: it must be one the log has given out
             // (a cursor from elsewhere would wait forever for its changes).
-            check_not_ahead(s).await?;
+            check_not_ahead(s, newest)?;
             s.replaying = false;
         }
-        s.replay
-            .extend(page.into_iter().map(|c| Arc::new(LiveChange::from(c))));
+        s.replay.extend(
+            page.changes
+                .into_iter()
+                .map(|c| Arc::new(LiveChange::from(c))),
+        );
     }
     let mut stopping = s.app.stopping.clone();
     let received = tokio::select! {
