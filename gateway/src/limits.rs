@@ -167,7 +167,7 @@ pub fn subscription_fields_over_one(document: &ExecutableDocument) -> Option<usi
 
 /// Where counting a subscription's top-level fields stops: far past one,
 /// and cheap however its fragments double.
-const ROOT_FIELDS_COUNTED: usize = 64;
+pub(crate) const ROOT_FIELDS_COUNTED: usize = 64;
 
 /// The GraphQL error for a document over a limit.
 /// Documents up to this size are parsed on the request's own task.

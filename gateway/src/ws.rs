@@ -265,7 +265,20 @@ fn inspect(
                     crate::limits::off_the_workers(q.len(), measure)
                 })
                 .unwrap_or_default();
+            if let Some((why, limit)) = oversized {
+                let refusal = json!({
+                    "type": "error",
+                    "id": id,
+                    "payload": [crate::limits::too_complex(&why, limit)],
+                });
+                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                return None;
+            }
             if let Some(fields) = fields {
+                let fields = match fields >= crate::limits::ROOT_FIELDS_COUNTED {
+                    true => format!("{fields} or more"),
+                    false => fields.to_string(),
+                };
                 let refusal = json!({
                     "type": "error",
                     "id": id,
@@ -273,15 +286,6 @@ fn inspect(
                         "message": format!("a subscription selects exactly one top-level field; this one selects {fields}: subscribe to each on its own"),
                         "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
                     }],
-                });
-                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
-                return None;
-            }
-            if let Some((why, limit)) = oversized {
-                let refusal = json!({
-                    "type": "error",
-                    "id": id,
-                    "payload": [crate::limits::too_complex(&why, limit)],
                 });
                 let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
                 return None;
