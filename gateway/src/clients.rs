@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -212,18 +211,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for CappedIo<I> {
     }
 }
 
-/// The client's address, as handlers extract it (`ConnectInfo<Peer>`).
+/// The client's address, as handlers extract it (`ConnectInfo<Peer>`; the
+/// server puts it in each request, see serve.rs).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
-
-impl<L> Connected<IncomingStream<'_, Capped<L>>> for Peer
-where
-    L: Listener<Addr = SocketAddr>,
-{
-    fn connect_info(stream: IncomingStream<'_, Capped<L>>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,6 @@ pub async fn serve<L>(
     // Every connection holds a receiver; the server is done when all are
     // dropped.
     let (open_tx, open_rx) = watch::channel(());
-    let (closing_tx, closing_rx) = watch::channel(false);
     loop {
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -47,7 +46,7 @@ pub async fn serve<L>(
                 request.map(axum::body::Body::new)
             });
         let service = TowerToHyperService::new(service);
-        let (open, mut closing) = (open_rx.clone(), closing_rx.clone());
+        let (open, mut closing) = (open_rx.clone(), stop.clone());
         tokio::spawn(async move {
             // HTTP/1 alone, as axum is built: hyper's version sniffing
             // (for HTTP/2) would wait for a first byte without a deadline.
@@ -63,8 +62,7 @@ pub async fn serve<L>(
                         tracing::trace!(error = %err, "connection ended");
                     }
                 }
-                // The server stops (its only change of this value).
-                _ = closing.changed() => {
+                _ = closing.wait() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
@@ -73,7 +71,6 @@ pub async fn serve<L>(
         });
     }
     drop(listener);
-    let _ = closing_tx.send(true);
     drop(open_rx);
     open_tx.closed().await;
 }

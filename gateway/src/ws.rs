@@ -236,18 +236,16 @@ fn inspect(
                 door.client,
             );
             if let Err(wait) = door.rate.check(&client) {
-                let refusal = json!({
-                    "type": "error",
-                    "id": id,
-                    "payload": [{
+                let _ = say.unbounded_send(error_frame(
+                    &id,
+                    json!({
                         "message": format!("too many requests: retry in {} ms", wait.as_millis()),
                         "extensions": {
                             "code": "RATE_LIMITED",
                             "retryAfterMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                         },
-                    }],
-                });
-                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                    }),
+                ));
                 return None;
             }
             // Measured before async-graphql walks it (see limits::oversized).
@@ -266,12 +264,8 @@ fn inspect(
                 })
                 .unwrap_or_default();
             if let Some((why, limit)) = oversized {
-                let refusal = json!({
-                    "type": "error",
-                    "id": id,
-                    "payload": [crate::limits::too_complex(&why, limit)],
-                });
-                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                let _ =
+                    say.unbounded_send(error_frame(&id, crate::limits::too_complex(&why, limit)));
                 return None;
             }
             if let Some(fields) = fields {
@@ -279,28 +273,18 @@ fn inspect(
                     true => format!("{fields} or more"),
                     false => fields.to_string(),
                 };
-                let refusal = json!({
-                    "type": "error",
-                    "id": id,
-                    "payload": [{
+                let _ = say.unbounded_send(error_frame(&id, json!({
                         "message": format!("a subscription selects exactly one top-level field; this one selects {fields}: subscribe to each on its own"),
                         "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
-                    }],
-                });
-                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                    })));
                 return None;
             }
             if c.active.len() >= limits.max_subscriptions {
                 let max = limits.max_subscriptions;
-                let refusal = json!({
-                    "type": "error",
-                    "id": id,
-                    "payload": [{
+                let _ = say.unbounded_send(error_frame(&id, json!({
                         "message": format!("at most {max} subscriptions per connection: complete one, or open another connection"),
                         "extensions": { "code": "RATE_LIMITED", "limit": max },
-                    }],
-                });
-                let _ = say.unbounded_send(WsFrame::Text(refusal.to_string().into()));
+                    })));
                 return None;
             }
             if let Some(field) = shareable {
@@ -333,6 +317,12 @@ fn inspect(
         _ => {}
     }
     Some(frame)
+}
+
+/// The `error` message refusing subscription `id` with `error`.
+fn error_frame(id: &str, error: Value) -> WsFrame {
+    let refusal = json!({ "type": "error", "id": id, "payload": [error] });
+    WsFrame::Text(refusal.to_string().into())
 }
 
 /// The close frame for a frame the socket could not read. The websocket

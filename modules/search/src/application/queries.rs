@@ -174,6 +174,8 @@ impl SearchQueries {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     /// Replays beyond the allowance wait for a turn, whoever starts them,
@@ -186,7 +188,7 @@ mod tests {
         let second = queries.replay_turn();
         tokio::pin!(second);
         assert!(
-            futures_poll_once(second.as_mut()).await.is_none(),
+            second.as_mut().now_or_never().is_none(),
             "a second replay read beside the first on SQLite's one connection"
         );
         drop(first);
@@ -194,17 +196,5 @@ mod tests {
             .await
             .expect("the turn given back goes to the waiting replay");
         assert!(second.is_ok());
-    }
-
-    /// Polls `future` once: its output if it is ready at once.
-    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
-        let mut future = future;
-        std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
-                std::task::Poll::Ready(out) => Some(out),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await
     }
 }
