@@ -80,7 +80,11 @@ async fn a_killed_process_of_stores_and_of_search_loses_nothing() {
 /// nothing twice.
 #[tokio::test]
 async fn a_module_process_killed_mid_saga_finishes_after_a_restart() {
-    let split = Split::new().await;
+    let mut split = Split::new().await;
+    // 50 checkouts at once on two cores shared with the other tests: what
+    // this test holds is that every order finishes once, not how fast a
+    // checkout is answered (3 s was missed in CI now and then).
+    split.set_env("COMMAND_TIMEOUT_MS", "15000".to_owned());
     let everything_else: Vec<&str> = ["gateway"]
         .into_iter()
         .chain(common::COMMAND_MODULES)
