@@ -362,6 +362,12 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             search: SearchQueries::new(search),
             notifications: NotificationsQueries::new(notifications),
         };
+        // Subscriptions from now on start at the log's newest change (not
+        // at its beginning, should the live feed reset before any change).
+        match queries.search.last_position().await {
+            Ok(position) => live.begin_at(position),
+            Err(err) => tracing::warn!(error = %err, "the change log's newest position is unknown"),
+        }
         let readers = readers();
         let databases: Vec<_> = MODULES
             .iter()

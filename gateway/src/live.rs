@@ -98,7 +98,15 @@ pub enum About {
 /// The buffer of a route about one order or one customer.
 pub const QUIET_ROUTE_BUFFER: usize = 64;
 
-type Routes = Arc<Mutex<HashMap<Route, broadcast::Sender<Arc<LiveChange>>>>>;
+type Routes = Arc<Mutex<RouteTable>>;
+
+#[derive(Default)]
+struct RouteTable {
+    senders: HashMap<Route, broadcast::Sender<Arc<LiveChange>>>,
+    /// The position of the last change handed out (changes come in
+    /// position order): whoever subscribes now gets every later one.
+    dispatched: i64,
+}
 
 #[derive(Clone)]
 pub struct LiveFeed {
@@ -112,9 +120,7 @@ pub struct LiveFeed {
 /// Routes kept before the first sweep of those nobody listens to.
 const ROUTES_BEFORE_SWEEP: usize = 64;
 
-fn lock(
-    routes: &Routes,
-) -> std::sync::MutexGuard<'_, HashMap<Route, broadcast::Sender<Arc<LiveChange>>>> {
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, RouteTable> {
     routes.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -130,13 +136,14 @@ fn dispatch(routes: &Routes, change: LiveChange) {
     let mut abouts = vec![About::All, About::Key(change.key.clone())];
     abouts.extend(change.owner.clone().map(About::Owner));
     let change = Arc::new(change);
-    let mut routes = lock(routes);
+    let mut table = lock(routes);
+    table.dispatched = table.dispatched.max(change.position);
     for about in abouts {
         let route = Route { topic, about };
-        if let Some(sender) = routes.get(&route)
+        if let Some(sender) = table.senders.get(&route)
             && sender.send(change.clone()).is_err()
         {
-            routes.remove(&route);
+            table.senders.remove(&route);
         }
     }
 }
@@ -163,7 +170,7 @@ impl LiveFeed {
             // Notices were lost while the broker was away: every route is
             // closed, and its subscriptions replay the change log from their
             // own last position before following the new routes.
-            lock(&reset_routes).clear();
+            lock(&reset_routes).senders.clear();
         };
         let on_message = move |envelope: mallbots_platform::Envelope| {
             // Each change's body is decoded on its own: one that cannot be
@@ -197,12 +204,22 @@ impl LiveFeed {
         Ok(feed)
     }
 
+    /// Counts the changes through `position` as handed out: the log's
+    /// newest when the feed starts (its queue bound), so that every change
+    /// after it is handed out through the feed.
+    pub fn begin_at(&self, position: i64) {
+        let mut table = lock(&self.routes);
+        table.dispatched = table.dispatched.max(position);
+    }
+
     /// Whether the gateway is stopping (a closed route then means the end).
     pub fn stopping(&self) -> bool {
         self.shutdown.is_triggered()
     }
 
-    pub fn subscribe(&self, route: Route) -> broadcast::Receiver<Arc<LiveChange>> {
+    /// A receiver of the changes on `route` from now on, and the position
+    /// of the last change handed out before it: it gets every later one.
+    pub fn subscribe(&self, route: Route) -> (broadcast::Receiver<Arc<LiveChange>>, i64) {
         // A broadcast allocates all its slots up front. Busy, shared routes
         // (a topic, a store's catalog) get the whole buffer; the many quiet
         // ones (one order, one customer) get at most QUIET_ROUTE_BUFFER.
@@ -212,7 +229,8 @@ impl LiveFeed {
         } else {
             self.buffer.min(QUIET_ROUTE_BUFFER)
         };
-        let mut routes = lock(&self.routes);
+        let mut table = lock(&self.routes);
+        let routes = &mut table.senders;
         // A route goes when a change finds nobody on it; one that never
         // changes (a client can make one per store id it names) would stay
         // for good, with its buffer. So routes nobody listens to are swept
@@ -222,9 +240,10 @@ impl LiveFeed {
             let kept = routes.len().max(ROUTES_BEFORE_SWEEP / 2);
             self.swept_to.store(kept, Ordering::Relaxed);
         }
-        routes
+        let receiver = routes
             .entry(route)
             .or_insert_with(|| broadcast::channel(capacity).0)
-            .subscribe()
+            .subscribe();
+        (receiver, table.dispatched)
     }
 }

@@ -4,8 +4,18 @@
 //! variables and actor, from now on (no `after`), join one execution: each
 //! change is resolved and serialized once, and only the message's envelope
 //! (its subscription id) is written per socket. A subscription with `after`
-//! replays from its own cursor and runs on its own, as does anything this
-//! module does not recognise (async-graphql serves it, and answers errors).
+//! (given in a variable) replays from its own cursor in an execution of its
+//! own, and once it has caught up joins the execution from now on, or
+//! becomes it: a gateway's clients that all reconnect with their cursors end
+//! up shared again. Anything this module does not recognise (an `after`
+//! written into the document, say) runs on its own: async-graphql serves
+//! it, and answers errors.
+//!
+//! The hand-over loses and repeats nothing. An execution that follows the
+//! live feed has handed out every change on its route through its position
+//! (or holds it in hand) and will hand out every later one; a replaying
+//! subscription joins one whose position is not past its own, and passes
+//! over what it is handed through its own position.
 //!
 //! Each socket keeps its own contract: it counts in `/metrics`, and one that
 //! cannot keep up (its queue reaches the subscription buffer) is closed on
@@ -18,16 +28,19 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
 use async_graphql::http::WebSocketProtocols;
+use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, OperationType, Selection, TypeKind,
-    TypeSystemDefinition,
+    Directive, DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
+    TypeKind, TypeSystemDefinition,
 };
 use async_graphql::{Request, Value as ConstValue};
+use async_graphql_value::Value as AstValue;
 use axum::extract::ws::Message as WsFrame;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use mallbots_contracts::{Actor, ErrorCode};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::graphql::follow::SharedRun;
@@ -68,7 +81,8 @@ pub struct Shared {
 
 /// One execution and the sockets it serves.
 pub struct Group {
-    /// Where the registry has it (it moves once, to [`Whose::Anyone`]).
+    /// Where the registry has it (it moves once, to [`Whose::Anyone`]); a
+    /// replaying execution is not listed until it has caught up.
     key: Mutex<Key>,
     field: &'static str,
     run: Arc<SharedRun>,
@@ -78,6 +92,8 @@ pub struct Group {
 
 struct Member {
     outbox: Arc<Outbox>,
+    /// The execution serving it (a replaying one hands it over).
+    seat: Arc<Seat>,
     id: String,
     /// The message envelope up to its payload: `{"type":"next","id":…,"payload":`.
     prefix: Arc<str>,
@@ -85,12 +101,23 @@ struct Member {
     ticket: u64,
     /// The cursor of the last change handed to this socket.
     last: i64,
+    /// What its own replay handed it already: passed over here.
+    replayed_through: i64,
     _counted: Held,
+}
+
+/// Which execution serves a subscription.
+pub struct Seat(Mutex<Arc<Group>>);
+
+impl Seat {
+    fn group(&self) -> Arc<Group> {
+        lock(&self.0).clone()
+    }
 }
 
 /// A subscription's place in a shared execution.
 pub struct Joined {
-    pub group: Arc<Group>,
+    pub seat: Arc<Seat>,
     pub ticket: u64,
 }
 
@@ -112,6 +139,8 @@ pub struct Outbox {
     queued: AtomicUsize,
     queued_bytes: AtomicUsize,
     protocol: WebSocketProtocols,
+    /// Woken as the socket takes messages off the queue.
+    taken: Notify,
 }
 
 fn size(frame: &WsFrame) -> usize {
@@ -129,6 +158,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             protocol,
+            taken: Notify::new(),
         };
         (Arc::new(outbox), rx)
     }
@@ -146,6 +176,25 @@ impl Outbox {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.queued_bytes
             .fetch_sub(size(&out.frame), Ordering::AcqRel);
+        self.taken.notify_waiters();
+    }
+
+    /// Waits until the socket has at most half of what [`Outbox::behind`]
+    /// allows waiting, or is gone.
+    async fn room(&self, buffer: usize) {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the look, so a message taken in between
+            // wakes it.
+            taken.as_mut().enable();
+            let half = self.queued.load(Ordering::Acquire) < (buffer / 2).max(1)
+                && self.queued_bytes.load(Ordering::Acquire) < MAX_QUEUED_BYTES / 2;
+            if half || self.tx.is_closed() {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// Whether the socket has more waiting than `buffer` messages (or
@@ -176,8 +225,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A subscribe that can be shared: what [`Shared::join`] needs of it.
 pub(crate) struct Subscribe<'a> {
     pub(crate) payload: &'a Value,
-    pub(crate) field: &'static str,
+    pub(crate) shareable: Shareable,
     pub(crate) context: RequestContext,
+}
+
+/// A subscription that can be shared, as [`Shared::shareable`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shareable {
+    pub(crate) field: &'static str,
+    /// The variable its `after` is given in: not part of what makes two
+    /// subscriptions the same (a cursor is where one begins, not what it
+    /// follows).
+    cursor_variable: Option<String>,
+    /// It replays from a cursor before it follows.
+    replays: bool,
 }
 
 impl Shared {
@@ -193,13 +254,14 @@ impl Shared {
         })
     }
 
-    /// The field `payload` (a subscribe's) asks for when it can be shared:
-    /// one field of the subscription type from now on, with no directive.
+    /// Whether `payload` (a subscribe's) can be shared: one field of the
+    /// subscription type, with no directive, from now on or from a cursor
+    /// given in a variable.
     pub(crate) fn shareable(
         &self,
         document: &ExecutableDocument,
         payload: &Value,
-    ) -> Option<&'static str> {
+    ) -> Option<Shareable> {
         if payload.get("extensions").is_some_and(|e| !e.is_null()) {
             return None;
         }
@@ -208,7 +270,8 @@ impl Shared {
     }
 
     /// Joins `outbox`'s subscription `id` to the execution of its kind,
-    /// started now if there is none.
+    /// started now if there is none; one that replays gets an execution of
+    /// its own, until it has caught up.
     pub fn join(
         self: &Arc<Self>,
         subscribe: Subscribe<'_>,
@@ -216,18 +279,24 @@ impl Shared {
         id: &str,
     ) -> Option<Joined> {
         let payload = subscribe.payload;
-        let anyone = Key {
+        let shareable = subscribe.shareable;
+        let mut variables = payload["variables"].clone();
+        if let (Some(name), Some(variables)) =
+            (&shareable.cursor_variable, variables.as_object_mut())
+        {
+            variables.remove(name);
+        }
+        let key = Key {
             query: payload["query"].as_str()?.to_owned(),
             operation_name: payload["operationName"].as_str().map(str::to_owned),
-            variables: payload["variables"].to_string(),
-            whose: Whose::Anyone,
-        };
-        let key = Key {
+            variables: variables.to_string(),
             whose: Whose::Actor(subscribe.context.identity.actor),
-            ..anyone.clone()
         };
         let mut groups = lock(&self.groups);
-        let found = groups.get(&anyone).or_else(|| groups.get(&key)).cloned();
+        let found = match shareable.replays {
+            true => None,
+            false => listed(&groups, &key),
+        };
         let group = match found {
             Some(group) => group,
             None => {
@@ -236,14 +305,17 @@ impl Shared {
                 let request = request.data(subscribe.context).data(run.clone());
                 let group = Arc::new(Group {
                     key: Mutex::new(key.clone()),
-                    field: subscribe.field,
+                    field: shareable.field,
                     run,
                     members: Mutex::new(Vec::new()),
                     task: OnceLock::new(),
                 });
-                let task = tokio::spawn(execute(self.clone(), group.clone(), request));
+                let replays = shareable.replays;
+                let task = tokio::spawn(execute(self.clone(), group.clone(), request, replays));
                 let _ = group.task.set(task.abort_handle());
-                groups.insert(key, group.clone());
+                if !shareable.replays {
+                    groups.insert(key, group.clone());
+                }
                 group
             }
         };
@@ -253,22 +325,33 @@ impl Shared {
         };
         let quoted = Value::from(id).to_string();
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let seat = Arc::new(Seat(Mutex::new(group.clone())));
+        // Where it resumes should it fall behind before its first change.
+        let last = match (shareable.replays, &shareable.cursor_variable) {
+            (true, Some(name)) => payload["variables"][name]
+                .as_str()
+                .and_then(crate::consistency::canonical_position)
+                .unwrap_or_default(),
+            _ => group.run.position.load(Ordering::Acquire),
+        };
         lock(&group.members).push(Member {
             outbox: outbox.clone(),
+            seat: seat.clone(),
             id: id.to_owned(),
             prefix: format!("{{\"type\":\"{kind}\",\"id\":{quoted},\"payload\":").into(),
             ticket,
-            last: group.run.position.load(Ordering::Acquire),
+            last,
+            replayed_through: 0,
             _counted: self.metrics.subscription(group.field),
         });
-        Some(Joined { group, ticket })
+        Some(Joined { seat, ticket })
     }
 
     /// Takes a subscription out of its execution, which stops with its
     /// last member.
     pub fn leave(&self, joined: &Joined) {
         let mut groups = lock(&self.groups);
-        let group = &joined.group;
+        let group = &joined.seat.group();
         let mut members = lock(&group.members);
         members.retain(|m| m.ticket != joined.ticket);
         if members.is_empty() {
@@ -321,6 +404,16 @@ impl Shared {
     }
 }
 
+/// The listed execution a subscription under `key` joins: the one for
+/// anyone, else the actor's.
+fn listed(groups: &HashMap<Key, Arc<Group>>, key: &Key) -> Option<Arc<Group>> {
+    let anyone = Key {
+        whose: Whose::Anyone,
+        ..key.clone()
+    };
+    groups.get(&anyone).or_else(|| groups.get(key)).cloned()
+}
+
 fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
     let key = lock(&group.key);
     if groups.get(&*key).is_some_and(|g| Arc::ptr_eq(g, group)) {
@@ -329,20 +422,47 @@ fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
 }
 
 /// Runs `group`'s execution: each response serialized once and handed to
-/// every member; at its end, each member's subscription completes.
-async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
+/// every member; at its end, each member's subscription completes. A
+/// replaying one, once it has caught up, hands its member over to the
+/// listed execution of its kind, or becomes it.
+async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request, replays: bool) {
     // Counted while it runs (a socket may hold its group a while longer).
     let _counted = shared.metrics.execution(group.field);
     let mut responses = shared.schema.execute_stream(request);
     // The first poll runs the resolver, which says who its items are for.
     let mut first = Some(futures_util::poll!(responses.next()));
+    // A replaying execution, until it has settled (see `Shared::settle`),
+    // and the position of the last response its members were handed.
+    let mut settling = replays;
+    let mut delivered = 0;
     loop {
         shared.open_to_anyone(&group);
+        if settling {
+            match shared.settle(&group, delivered) {
+                Settled::HandedOver => return,
+                Settled::Listed => settling = false,
+                Settled::NotYet => {}
+            }
+        }
         let response = match first.take() {
             Some(Poll::Ready(response)) => response,
+            _ if settling => {
+                // A replay goes at its socket's pace: read from the log, it
+                // would fill the socket's queue faster than any drains it.
+                let pacer = lock(&group.members).first().map(|m| m.outbox.clone());
+                if let Some(outbox) = pacer {
+                    outbox.room(shared.buffer).await;
+                }
+                // It may catch up between two changes: settle then.
+                tokio::select! {
+                    response = responses.next() => response,
+                    _ = group.run.caught_up.notified() => continue,
+                }
+            }
             _ => responses.next().await,
         };
         let Some(response) = response else { break };
+        let position = group.run.position.load(Ordering::Acquire);
         let payload = match serde_json::to_string(&response) {
             Ok(payload) => payload,
             Err(err) => {
@@ -352,12 +472,20 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
         };
         // An error may be the last word (a refused subscription): later
         // subscribers get an execution of their own.
-        if response.is_err() {
+        let error = response.is_err().then_some(&response);
+        if error.is_some() {
             shared.close(&group);
+            settling = false;
         }
-        if !group.deliver(&payload, &shared) && shared.stop_if_empty(&group) {
+        let response = Response {
+            payload: &payload,
+            position,
+            error,
+        };
+        if !group.deliver(response, &shared) && shared.stop_if_empty(&group) {
             return;
         }
+        delivered = position;
     }
     shared.close(&group);
     for member in lock(&group.members).drain(..) {
@@ -365,11 +493,67 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request) {
     }
 }
 
+/// How a replaying execution stands once it has caught up.
+enum Settled {
+    NotYet,
+    /// It is the execution of its kind now.
+    Listed,
+    /// Its members are served by the execution of its kind.
+    HandedOver,
+}
+
+impl Shared {
+    /// Where a replaying execution's members go once it follows the live
+    /// feed. `delivered`: the position of the last response they were
+    /// handed. With no execution of its kind listed, it becomes that one;
+    /// else its members join that one as soon as it is not past what they
+    /// have had (both follow the same feed, so it comes), passing over
+    /// what it hands out through there.
+    fn settle(&self, group: &Arc<Group>, delivered: i64) -> Settled {
+        let run = &group.run;
+        if !run.following.load(Ordering::Acquire) {
+            return Settled::NotYet;
+        }
+        // Every change on the route through here has been handed to the
+        // members (or was not theirs to have).
+        let through = delivered.max(run.caught_up_at.load(Ordering::Acquire));
+        let mut groups = lock(&self.groups);
+        let key = lock(&group.key).clone();
+        let Some(target) = listed(&groups, &key) else {
+            groups.insert(key, group.clone());
+            return Settled::Listed;
+        };
+        let ready = target.run.following.load(Ordering::Acquire)
+            && target.run.position.load(Ordering::Acquire) <= through;
+        if !ready {
+            return Settled::NotYet;
+        }
+        let mut ours = lock(&group.members);
+        let mut theirs = lock(&target.members);
+        for mut member in ours.drain(..) {
+            *lock(&member.seat.0) = target.clone();
+            member.replayed_through = through;
+            member.last = member.last.max(through);
+            theirs.push(member);
+        }
+        Settled::HandedOver
+    }
+}
+
+/// A response of an execution, to hand to its members.
+struct Response<'a> {
+    /// Serialized, once for every member.
+    payload: &'a str,
+    /// The position of the change it answers.
+    position: i64,
+    /// The response itself, when it is an error.
+    error: Option<&'a async_graphql::Response>,
+}
+
 impl Group {
-    /// Hands `payload`, the response to the last change, to every member;
-    /// false when none is left.
-    fn deliver(&self, payload: &str, shared: &Shared) -> bool {
-        let position = self.run.position.load(Ordering::Acquire);
+    /// Hands `response`, the response to the last change, to every
+    /// member; false when none is left.
+    fn deliver(&self, response: Response<'_>, shared: &Shared) -> bool {
         let slow = self.run.closed_slow.swap(false, Ordering::AcqRel);
         let mut members = lock(&self.members);
         if slow {
@@ -379,24 +563,36 @@ impl Group {
         // and id: clients often number their subscriptions from 1) share
         // one message.
         let mut built = None;
-        members.retain_mut(|m| m.push(payload, &mut built, position, shared, self.field));
+        members.retain_mut(|m| m.push(&response, &mut built, shared, self.field));
         !members.is_empty()
     }
 }
 
 impl Member {
-    /// Hands the member a response at `position`; false when it is closed
-    /// (too slow, or its socket is gone).
+    /// Hands the member `response`; false when it is closed (too slow, or
+    /// its socket is gone).
     fn push(
         &mut self,
-        payload: &str,
+        response: &Response<'_>,
         built: &mut Option<(Arc<str>, WsFrame)>,
-        position: i64,
         shared: &Shared,
         field: &'static str,
     ) -> bool {
         if self.outbox.tx.is_closed() {
             return false;
+        }
+        let position = response.position;
+        if position <= self.replayed_through {
+            // Its own replay handed it this change already. An error is
+            // passed on, with a cursor no earlier than the member's own.
+            let Some(error) = response.error else {
+                return true;
+            };
+            let payload = restated(error, position, self.replayed_through);
+            return self.outbox.send(Out {
+                frame: self.message(&payload),
+                ends: None,
+            });
         }
         if self.outbox.behind(shared.buffer) {
             shared.metrics.closed_slow(field, 1);
@@ -420,7 +616,7 @@ impl Member {
         let frame = match built {
             Some((prefix, frame)) if *prefix == self.prefix => frame.clone(),
             _ => {
-                let frame = self.message(payload);
+                let frame = self.message(response.payload);
                 *built = Some((self.prefix.clone(), frame.clone()));
                 frame
             }
@@ -446,15 +642,36 @@ impl Member {
     }
 }
 
-/// The field a subscription asks for when it can be shared: one of
-/// `fields`, alone at the top of the operation, without directives and
-/// without a cursor to replay from.
+/// An error response at cursor `from` as a member whose own replay went on
+/// through `to` must have it: resuming from `from` would repeat changes.
+fn restated(error: &async_graphql::Response, from: i64, to: i64) -> String {
+    let mut errors = error.errors.clone();
+    let (from, to) = (from.to_string(), to.to_string());
+    for e in &mut errors {
+        e.message = e
+            .message
+            .replace(&format!("\"{from}\""), &format!("\"{to}\""));
+        if let Some(extensions) = &mut e.extensions
+            && extensions.get("cursor") == Some(&ConstValue::from(from.as_str()))
+        {
+            extensions.set("cursor", to.as_str());
+        }
+    }
+    serde_json::to_string(&async_graphql::Response::from_errors(errors)).unwrap_or_else(|err| {
+        json!({ "errors": [{ "message": format!("the response cannot be serialized: {err}") }] })
+            .to_string()
+    })
+}
+
+/// Whether a subscription can be shared: one of `fields`, alone at the top
+/// of the operation, without directives, from now on or from a cursor given
+/// in a variable that nothing else uses (the execution it joins has its own).
 fn shareable(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &Value,
     fields: &[&'static str],
-) -> Option<&'static str> {
+) -> Option<Shareable> {
     let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => operation,
         (DocumentOperations::Multiple(operations), Some(name)) => operations
@@ -476,29 +693,92 @@ fn shareable(
     if !field.directives.is_empty() {
         return None;
     }
-    let name = fields.iter().find(|f| **f == field.name.node.as_str())?;
-    let from_cursor = field.arguments.iter().any(|(argument, value)| {
-        if argument.node != "after" {
-            return false;
-        }
-        // `after: $a` counts when given (not null) or defaulted.
-        let resolved = value.node.clone().into_const_with(|variable| {
-            let given = variables
-                .get(variable.as_str())
-                .is_some_and(|v| !v.is_null());
+    let name = *fields.iter().find(|f| **f == field.name.node.as_str())?;
+    let from_now = Shareable {
+        field: name,
+        cursor_variable: None,
+        replays: false,
+    };
+    let Some((_, after)) = field.arguments.iter().find(|(a, _)| a.node == "after") else {
+        return Some(from_now);
+    };
+    match &after.node {
+        AstValue::Null => Some(from_now),
+        AstValue::Variable(variable) => {
             let defaulted = operation
                 .variable_definitions
                 .iter()
-                .any(|d| d.node.name.node == variable && d.node.default_value.is_some());
-            Ok::<_, std::convert::Infallible>(if given || defaulted {
-                ConstValue::Boolean(true)
-            } else {
-                ConstValue::Null
+                .any(|d| d.node.name.node == *variable && d.node.default_value.is_some());
+            let given = variables
+                .get(variable.as_str())
+                .is_some_and(|v| !v.is_null());
+            // A default cursor would be left out of what makes two the same.
+            if defaulted || (given && uses(document, variable) != 1) {
+                return None;
+            }
+            Some(Shareable {
+                cursor_variable: Some(variable.to_string()),
+                replays: given,
+                ..from_now
             })
-        });
-        resolved.is_ok_and(|v| v != ConstValue::Null)
-    });
-    (!from_cursor).then_some(*name)
+        }
+        // A cursor written into the document.
+        _ => None,
+    }
+}
+
+/// How many times `document` uses the variable `name` (in arguments, at
+/// any depth; definitions do not count).
+fn uses(document: &ExecutableDocument, name: &str) -> usize {
+    fn value(v: &AstValue, name: &str) -> usize {
+        match v {
+            AstValue::Variable(v) => usize::from(v.as_str() == name),
+            AstValue::List(items) => items.iter().map(|v| value(v, name)).sum(),
+            AstValue::Object(fields) => fields.values().map(|v| value(v, name)).sum(),
+            _ => 0,
+        }
+    }
+    fn directives(ds: &[Positioned<Directive>], name: &str) -> usize {
+        ds.iter()
+            .flat_map(|d| &d.node.arguments)
+            .map(|(_, v)| value(&v.node, name))
+            .sum()
+    }
+    fn selections(set: &SelectionSet, name: &str) -> usize {
+        set.items
+            .iter()
+            .map(|s| match &s.node {
+                Selection::Field(f) => {
+                    let f = &f.node;
+                    let arguments: usize =
+                        f.arguments.iter().map(|(_, v)| value(&v.node, name)).sum();
+                    arguments
+                        + directives(&f.directives, name)
+                        + selections(&f.selection_set.node, name)
+                }
+                Selection::FragmentSpread(f) => directives(&f.node.directives, name),
+                Selection::InlineFragment(f) => {
+                    directives(&f.node.directives, name)
+                        + selections(&f.node.selection_set.node, name)
+                }
+            })
+            .sum()
+    }
+    let operations: usize = document
+        .operations
+        .iter()
+        .map(|(_, op)| {
+            directives(&op.node.directives, name) + selections(&op.node.selection_set.node, name)
+        })
+        .sum();
+    let fragments: usize = document
+        .fragments
+        .values()
+        .map(|f| {
+            directives(&f.node.directives, name) + selections(&f.node.selection_set.node, name)
+        })
+        .sum();
+    operations + fragments
 }
 
 /// The subscription type's fields, from the schema's own SDL (named once
@@ -546,9 +826,13 @@ mod tests {
 
     const FIELDS: &[&str] = &["catalogChanged", "orderUpdated"];
 
-    fn field(query: &str, operation: Option<&str>, variables: Value) -> Option<&'static str> {
+    fn found(query: &str, operation: Option<&str>, variables: Value) -> Option<Shareable> {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         shareable(&document, operation, &variables, FIELDS)
+    }
+
+    fn field(query: &str, operation: Option<&str>, variables: Value) -> Option<&'static str> {
+        found(query, operation, variables).map(|s| s.field)
     }
 
     #[test]
@@ -560,18 +844,190 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_to_replay_from_is_not_shared() {
+    fn a_cursor_in_a_variable_replays_then_is_shared() {
         let q = "subscription($s: ID!, $a: String) { catalogChanged(storeId: $s, after: $a) { cursor } }";
-        assert_eq!(field(q, None, json!({ "s": "x", "a": "5" })), None);
-        assert_eq!(
-            field(q, None, json!({ "s": "x", "a": null })),
-            Some("catalogChanged")
-        );
-        assert_eq!(field(q, None, json!({ "s": "x" })), Some("catalogChanged"));
+        let shareable = |replays| Shareable {
+            field: "catalogChanged",
+            cursor_variable: Some("a".to_owned()),
+            replays,
+        };
+        let from_cursor = found(q, None, json!({ "s": "x", "a": "5" }));
+        assert_eq!(from_cursor, Some(shareable(true)));
+        let null = found(q, None, json!({ "s": "x", "a": null }));
+        assert_eq!(null, Some(shareable(false)));
+        assert_eq!(found(q, None, json!({ "s": "x" })), Some(shareable(false)));
+    }
+
+    #[test]
+    fn a_cursor_the_execution_could_not_leave_out_is_not_shared() {
         let defaulted = "subscription($a: String = \"5\") { catalogChanged(storeId: \"x\", after: $a) { cursor } }";
         assert_eq!(field(defaulted, None, json!({})), None);
         let literal = "subscription { catalogChanged(storeId: \"x\", after: \"5\") { cursor } }";
         assert_eq!(field(literal, None, json!({})), None);
+        // Used again, the variable is more than a cursor.
+        let twice = "subscription($a: String) { catalogChanged(storeId: \"x\", after: $a) { cursor ...F } } fragment F on CatalogChange { product @include(if: $a) { id } }";
+        assert_eq!(field(twice, None, json!({ "a": "5" })), None);
+        assert_eq!(field(twice, None, json!({})), Some("catalogChanged"));
+        let nested = "subscription($a: String) { catalogChanged(storeId: \"x\", after: $a) { product { name(x: [{ y: $a }]) } } }";
+        assert_eq!(field(nested, None, json!({ "a": "5" })), None);
+    }
+
+    fn executions() -> Arc<Shared> {
+        let schema = crate::graphql::builder().finish();
+        Shared::new(schema, Arc::new(Metrics::new()), 16)
+    }
+
+    /// An execution following the feed from `position`, listed when asked.
+    fn execution(shared: &Shared, position: i64, listed: bool) -> Arc<Group> {
+        let key = Key {
+            query: "subscription { catalogChanged(storeId: \"x\") { cursor } }".to_owned(),
+            operation_name: None,
+            variables: "{}".to_owned(),
+            whose: Whose::Anyone,
+        };
+        let run = SharedRun::default();
+        run.position.store(position, Ordering::Release);
+        run.caught_up_at.store(position, Ordering::Release);
+        run.following.store(true, Ordering::Release);
+        let group = Arc::new(Group {
+            key: Mutex::new(key.clone()),
+            field: "catalogChanged",
+            run: Arc::new(run),
+            members: Mutex::new(Vec::new()),
+            task: OnceLock::new(),
+        });
+        if listed {
+            lock(&shared.groups).insert(key, group.clone());
+        }
+        group
+    }
+
+    /// A subscription `id` of `group`, and what its socket is sent.
+    fn member(
+        shared: &Shared,
+        group: &Arc<Group>,
+        id: &str,
+    ) -> (Joined, mpsc::UnboundedReceiver<Out>) {
+        let (outbox, queued) = Outbox::new(WebSocketProtocols::GraphQLWS);
+        let seat = Arc::new(Seat(Mutex::new(group.clone())));
+        let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
+        lock(&group.members).push(Member {
+            outbox,
+            seat: seat.clone(),
+            id: id.to_owned(),
+            prefix: format!("{{\"type\":\"next\",\"id\":\"{id}\",\"payload\":").into(),
+            ticket,
+            last: group.run.position.load(Ordering::Acquire),
+            replayed_through: 0,
+            _counted: shared.metrics.subscription("catalogChanged"),
+        });
+        (Joined { seat, ticket }, queued)
+    }
+
+    fn sent(queued: &mut mpsc::UnboundedReceiver<Out>) -> Vec<Value> {
+        std::iter::from_fn(|| queued.try_recv().ok())
+            .map(|out| match out.frame {
+                WsFrame::Text(text) => serde_json::from_str(&text).expect("JSON"),
+                other => panic!("not text: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn change(group: &Group, shared: &Shared, position: i64) {
+        let payload = format!("{{\"data\":{{\"cursor\":\"{position}\"}}}}");
+        let response = Response {
+            payload: &payload,
+            position,
+            error: None,
+        };
+        assert!(group.deliver(response, shared));
+    }
+
+    #[test]
+    fn a_caught_up_replay_joins_an_execution_not_past_it() {
+        let shared = executions();
+        let live = execution(&shared, 10, true);
+        let (_, mut ours) = member(&shared, &live, "live");
+        let replaying = execution(&shared, 12, false);
+        let (joined, mut theirs) = member(&shared, &replaying, "replayed");
+
+        assert!(matches!(shared.settle(&replaying, 0), Settled::HandedOver));
+        assert!(Arc::ptr_eq(&joined.seat.group(), &live));
+        assert!(lock(&replaying.members).is_empty());
+        // What it had from its own replay is passed over; the rest comes.
+        for position in 11..=13 {
+            change(&live, &shared, position);
+        }
+        let cursor = |sent: Vec<Value>| -> Vec<Value> {
+            sent.iter()
+                .map(|m| m["payload"]["data"]["cursor"].clone())
+                .collect()
+        };
+        assert_eq!(
+            cursor(sent(&mut ours)),
+            [json!("11"), json!("12"), json!("13")]
+        );
+        assert_eq!(cursor(sent(&mut theirs)), [json!("13")]);
+        // It leaves the execution it was handed to.
+        shared.leave(&joined);
+        assert_eq!(lock(&live.members).len(), 1);
+    }
+
+    #[test]
+    fn an_execution_past_the_replay_is_not_joined_yet() {
+        let shared = executions();
+        let live = execution(&shared, 15, true);
+        let replaying = execution(&shared, 12, false);
+        let (joined, _queued) = member(&shared, &replaying, "replayed");
+        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        // Once it has handed out what the other has, it joins.
+        assert!(matches!(shared.settle(&replaying, 15), Settled::HandedOver));
+        assert!(Arc::ptr_eq(&joined.seat.group(), &live));
+    }
+
+    #[test]
+    fn a_replay_not_caught_up_or_alone_stays_or_is_listed() {
+        let shared = executions();
+        let replaying = execution(&shared, 12, false);
+        let _member = member(&shared, &replaying, "replayed");
+        replaying.run.following.store(false, Ordering::Release);
+        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        replaying.run.following.store(true, Ordering::Release);
+        assert!(matches!(shared.settle(&replaying, 0), Settled::Listed));
+        let key = lock(&replaying.key).clone();
+        let listed = lock(&shared.groups).get(&key).cloned().expect("listed");
+        assert!(Arc::ptr_eq(&listed, &replaying));
+    }
+
+    #[test]
+    fn an_error_before_what_the_replay_had_carries_its_cursor() {
+        let shared = executions();
+        let live = execution(&shared, 10, true);
+        let replaying = execution(&shared, 12, false);
+        let (_, mut queued) = member(&shared, &replaying, "replayed");
+        assert!(matches!(shared.settle(&replaying, 0), Settled::HandedOver));
+        let error = async_graphql::Response::from_errors(vec![{
+            let mut e = async_graphql::ServerError::new(
+                "the server is shutting down; subscribe again with after: \"11\"",
+                None,
+            );
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("cursor", "11");
+            e
+        }]);
+        let payload = serde_json::to_string(&error).expect("JSON");
+        let response = Response {
+            payload: &payload,
+            position: 11,
+            error: Some(&error),
+        };
+        assert!(live.deliver(response, &shared));
+        let sent = sent(&mut queued);
+        let error = &sent[0]["payload"]["errors"][0];
+        assert_eq!(error["extensions"]["cursor"], "12", "{error}");
+        let message = error["message"].as_str().expect("a message");
+        assert!(message.ends_with("after: \"12\""), "{message}");
     }
 
     #[test]

@@ -287,14 +287,14 @@ fn inspect(
                     })));
                 return None;
             }
-            if let Some(field) = shareable {
+            if let Some(shareable) = shareable {
                 let context = crate::graphql::RequestContext {
                     identity: c.identity.clone().unwrap_or(Identity::ANONYMOUS),
                     ..door.context.clone()
                 };
                 let subscribe = Subscribe {
                     payload,
-                    field,
+                    shareable,
                     context,
                 };
                 let outbox = c.outbox.clone();

@@ -967,7 +967,8 @@ async fn repriced(ws: &mut WsClient, id: &str, data: &str) -> (String, String) {
 /// Sockets that ask for the same subscription share one execution: each
 /// subscription still gets every change under its own id, on either
 /// protocol; one that completes leaves the others served; one with a cursor
-/// replays on its own; the execution ends with its last subscriber.
+/// replays on its own, then joins; the execution ends with its last
+/// subscriber.
 async fn the_same_subscription_is_executed_once(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let store = store(&app, "Shared Goods", "Atrium").await;
@@ -1028,9 +1029,147 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
     two.close().await;
     one.close().await;
     legacy.close().await;
-    app.wait_for_shared("catalogChanged", 1.0, 0.0).await;
+    app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
     replaying.close().await;
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
     app.stop().await;
 }
 
 on_both_backends!(the_same_subscription_is_executed_once);
+
+const REPRICE: &str =
+    "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
+
+/// The cursors of the next `n` price changes `ws` gets for subscription "1".
+async fn cursors(ws: &mut WsClient, n: usize) -> Vec<i64> {
+    let mut cursors = Vec::with_capacity(n);
+    while cursors.len() < n {
+        let message = ws.next_data().await;
+        let change = &message["catalogChanged"];
+        if change["kind"] == "PRICE_INCREASED" {
+            let cursor = change["cursor"].as_str().expect("a cursor");
+            cursors.push(cursor.parse().expect("a number"));
+        }
+    }
+    cursors
+}
+
+/// Subscriptions that replay from a cursor while the changes go on coming
+/// join the execution from now on once they have caught up, and get every
+/// change after their cursor exactly once, in order: the one from now on,
+/// next to them, is the measure.
+async fn a_replaying_subscription_joins_without_a_gap_or_a_repeat(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = store(&app, "Handover Goods", "Atrium").await;
+    let mut products = Vec::new();
+    for name in ["Clock", "Watch", "Timer", "Dial"] {
+        products.push(product(&app, &store, name, "1.00").await);
+    }
+    let mut from_now = app
+        .subscribe("graphql-transport-ws", REPRICED, json!({ "s": store }))
+        .await;
+    app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
+    for _ in 0..3 {
+        app.data(REPRICE, json!({ "p": products[0] })).await;
+    }
+    let before = cursors(&mut from_now, 3).await;
+
+    // Changes go on, from one writer a product, while they subscribe one
+    // after the other from the second change's cursor: some catch up while
+    // the execution from now on has had changes they have not.
+    const EACH: usize = 15;
+    let mut writers = Vec::new();
+    for product in &products {
+        let app = common::client_of(app.base.clone()).await;
+        let product = product.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                app.data(REPRICE, json!({ "p": product })).await;
+            }
+        }));
+    }
+    let after = before[1].to_string();
+    let mut replaying = Vec::new();
+    for _ in 0..6 {
+        let variables = json!({ "s": store, "after": after });
+        let mut ws = app
+            .subscribe("graphql-transport-ws", REPRICED, variables)
+            .await;
+        // Subscribed (the first change replayed) before the next one comes.
+        replaying.push((cursors(&mut ws, 1).await, ws));
+    }
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let more = products.len() * EACH;
+    let all = [before.clone(), cursors(&mut from_now, more).await].concat();
+    for (first, ws) in &mut replaying {
+        let rest = cursors(ws, all.len() - 3).await;
+        let got = [first.clone(), rest].concat();
+        assert_eq!(
+            got,
+            all[2..],
+            "every change after the cursor, once, in order"
+        );
+    }
+    app.wait_for_shared("catalogChanged", 7.0, 1.0).await;
+
+    // Served by the one execution now: the next change reaches them all.
+    app.data(REPRICE, json!({ "p": products[0] })).await;
+    let next = cursors(&mut from_now, 1).await;
+    assert!(next[0] > all[all.len() - 1]);
+    for (_, ws) in &mut replaying {
+        assert_eq!(cursors(ws, 1).await, next);
+    }
+    from_now.close().await;
+    for (_, ws) in replaying {
+        ws.close().await;
+    }
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
+    app.stop().await;
+}
+
+on_both_backends!(a_replaying_subscription_joins_without_a_gap_or_a_repeat);
+
+/// With no execution from now on to join, a subscription that caught up
+/// becomes that execution: one from now on that comes later joins it and
+/// gets only what happens after it came.
+async fn a_caught_up_subscription_serves_the_ones_from_now_on(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let store = store(&app, "First Comer Goods", "Atrium").await;
+    let product = product(&app, &store, "Bell", "1.00").await;
+    let mut replaying = app
+        .subscribe(
+            "graphql-transport-ws",
+            REPRICED,
+            json!({ "s": store, "after": "0" }),
+        )
+        .await;
+    let added = replaying.next_data().await;
+    assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
+    app.data(REPRICE, json!({ "p": product })).await;
+    let first = cursors(&mut replaying, 1).await;
+    app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
+
+    let mut from_now = app
+        .subscribe("graphql-transport-ws", REPRICED, json!({ "s": store }))
+        .await;
+    app.wait_for_shared("catalogChanged", 2.0, 1.0).await;
+    app.data(REPRICE, json!({ "p": product })).await;
+    let second = cursors(&mut replaying, 1).await;
+    assert!(second[0] > first[0]);
+    let message = from_now.next_data().await;
+    let change = &message["catalogChanged"];
+    assert_eq!(
+        change["kind"], "PRICE_INCREASED",
+        "nothing from before: {message}"
+    );
+    assert_eq!(change["cursor"], second[0].to_string(), "{message}");
+    assert_eq!(change["product"]["price"], "1.02", "{message}");
+    from_now.close().await;
+    replaying.close().await;
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
+    app.stop().await;
+}
+
+on_both_backends!(a_caught_up_subscription_serves_the_ones_from_now_on);

@@ -12,6 +12,7 @@ use futures_util::Stream;
 use mallbots_contracts::ErrorCode;
 use mallbots_contracts::search::ChangeBody;
 use mallbots_platform::changes;
+use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::dispatch::state;
@@ -35,11 +36,20 @@ pub fn parse_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
 
 /// In the data of a subscription executed once for many sockets (see
 /// `crate::shared`): they count themselves in `/metrics`, and learn from it
-/// the position each item stands at and whether the execution fell behind.
+/// the position each item stands at, whether the execution fell behind,
+/// and when it follows the live feed.
 #[derive(Debug, Default)]
 pub struct SharedRun {
     /// The last position handled: each item's cursor, read as it is pushed.
     pub position: AtomicI64,
+    /// Set once every change on its route after `position` is still to
+    /// come to it: from the start when it follows from now, once its replay
+    /// has caught up otherwise (and woken through `caught_up`).
+    pub following: AtomicBool,
+    /// Where it caught up: every change on its route through here had been
+    /// handed out (or was not its to hand out).
+    pub caught_up_at: AtomicI64,
+    pub caught_up: Notify,
     /// Set when the execution itself fell behind the live feed.
     pub closed_slow: AtomicBool,
     /// Set when its items are the same whoever asks ([`Audience::Anyone`]).
@@ -64,6 +74,9 @@ struct State<F> {
     last: i64,
     replay: VecDeque<Arc<LiveChange>>,
     replaying: bool,
+    /// The last position the live feed had handed out when `receiver`
+    /// subscribed: every later change is in the receiver.
+    since: i64,
     closed: bool,
     select: F,
     /// The subscription's field, as counted in `/metrics`.
@@ -78,6 +91,21 @@ impl<F> State<F> {
         self.last = position;
         if let Some(shared) = &self.shared {
             shared.position.store(position, Ordering::Release);
+        }
+    }
+
+    /// Nothing before the live feed's receiver is left to replay: every
+    /// change on the route through `since` was committed before the replay
+    /// read the log, so it has been handled, and every later one is in the
+    /// receiver.
+    fn caught_up(&mut self) {
+        self.replaying = false;
+        self.last = self.last.max(self.since);
+        if let Some(shared) = &self.shared {
+            shared.position.store(self.last, Ordering::Release);
+            shared.caught_up_at.store(self.last, Ordering::Release);
+            shared.following.store(true, Ordering::Release);
+            shared.caught_up.notify_one();
         }
     }
 }
@@ -105,20 +133,25 @@ where
     let after = parse_cursor(after)?;
     // Subscribed before the replay reads the log: a change committed while
     // replaying is in the buffer, and skipped there if the replay had it.
-    let state = State {
+    let (receiver, since) = app.live.subscribe(route.clone());
+    let mut state = State {
         app: app.clone(),
         topic: route.topic,
-        receiver: app.live.subscribe(route.clone()),
+        receiver,
         route,
-        last: after.unwrap_or(0),
+        last: after.unwrap_or(since),
         replay: VecDeque::new(),
-        replaying: after.is_some(),
+        replaying: true,
+        since,
         closed: false,
         select,
         field,
         _active: shared.is_none().then(|| app.metrics.subscription(field)),
         shared,
     };
+    if after.is_none() {
+        state.caught_up();
+    }
     Ok(futures_util::stream::unfold(state, |mut s| async move {
         if s.closed {
             return None;
@@ -283,7 +316,7 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChang
         // The live feed closed the route: it lost notices (its broker queue
         // was made anew). Follow the new route, then replay the log from the
         // last change handled: no gap, and no duplicate (positions).
-        s.receiver = s.app.live.subscribe(s.route.clone());
+        (s.receiver, s.since) = s.app.live.subscribe(s.route.clone());
         s.replaying = true;
     }
 }
@@ -300,7 +333,7 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
             // Nothing after the cursor: it must be one the log has given out
             // (a cursor from elsewhere would wait forever for its changes).
             check_not_ahead(s, newest)?;
-            s.replaying = false;
+            s.caught_up();
         }
         s.replay.extend(
             page.changes
