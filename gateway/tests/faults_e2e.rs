@@ -53,6 +53,33 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
     let (store, products, mut live) =
         common::followed_catalog(&app, "Faulty Towers", CLIENTS).await;
 
+    // A store with a past, followed from now on by a subscription that
+    // sees no change until after the restarts: each restart makes it
+    // replay from where it began, which is not the start of the log. A
+    // witness (another document, another execution) shows when that past
+    // has reached the gateway.
+    let quiet = shop::store(&app, "Quiet Corner", "Floor").await;
+    let mut witness = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { kind } }",
+            json!({ "s": quiet }),
+        )
+        .await;
+    app.wait_for_shared("catalogChanged", 2.0, 2.0).await;
+    let quiet_product = shop::product(&app, &quiet, "Quiet", "1.00").await;
+    app.data(RAISE_AND_READ, json!({ "p": quiet_product }))
+        .await;
+    while witness.next_data().await["catalogChanged"]["kind"] != "PRICE_INCREASED" {}
+    let mut from_now = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { kind product { price } } }",
+            json!({ "s": quiet }),
+        )
+        .await;
+    app.wait_for_shared("catalogChanged", 3.0, 3.0).await;
+
     // A keyed raise, retried across the restarts: applied once, one answer.
     let keyed_product = shop::product(&app, &store, "Keyed", "1.00").await;
     let keyed_raise = || async {
@@ -150,6 +177,15 @@ async fn a_broker_restarted_again_and_again_loses_nothing_and_leaves_nobody_hang
     // saw every raise of every product, in order, once: 1.01, 1.02, ... up
     // to the final price, across every outage.
     raisers.stop_and_check(&app, &mut live).await;
+
+    app.data(RAISE_AND_READ, json!({ "p": quiet_product }))
+        .await;
+    let first = from_now.next_data().await;
+    assert_eq!(
+        first["catalogChanged"],
+        json!({ "kind": "PRICE_INCREASED", "product": { "price": "1.02" } }),
+        "the first change after it subscribed, not the store's past"
+    );
     app.stop().await;
 }
 
