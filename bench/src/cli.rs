@@ -94,6 +94,9 @@ pub(crate) enum Scenario {
     Query,
     Command,
     FanOut,
+    /// The fan-out's subscriptions resuming from a cursor, as after a
+    /// gateway restart: how soon they share executions again.
+    Resume,
     Projection,
     /// Token verification's cost, refusal times, hostile loads.
     Limits,

@@ -195,16 +195,26 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Live subscriptions the gateway counts (its `/metrics`).
 pub(crate) async fn subscriptions_active(base: &str) -> Option<i64> {
+    gauge_sum(base, "mallbots_subscriptions_active").await
+}
+
+/// Shared executions serving subscriptions now, by the system's `/metrics`.
+pub(crate) async fn executions_active(base: &str) -> Option<i64> {
+    gauge_sum(base, "mallbots_subscription_executions_active").await
+}
+
+/// The sum of a gauge's samples (one per field) in the system's `/metrics`.
+async fn gauge_sum(base: &str, name: &str) -> Option<i64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    // One sample per field: the sum is every subscription.
+    let prefix = format!("{name}{{");
     let samples = text
         .lines()
-        .filter(|l| l.starts_with("mallbots_subscriptions_active{"))
+        .filter(|l| l.starts_with(&prefix))
         .map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<i64>().ok()));
     samples.sum::<Option<i64>>().or(Some(0))
 }

@@ -32,7 +32,7 @@ use client::{Client, free_addr, load, throughput, wait_listening, wait_ready};
 use floor::{FLOOR_STORE, floor_server, request_reply_floor};
 use projection::{broker_floor, postgres_floor, projection};
 use report::{ratio, row};
-use scenarios::{fan_out, round_trips, setup, sweep};
+use scenarios::{Start, fan_out, fan_out_from, round_trips, setup, sweep};
 use system::{fresh_database, services, start_system};
 
 #[tokio::main]
@@ -291,6 +291,28 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         results["fan_out"] = fan;
     }
+    if runs(Scenario::Resume) {
+        eprintln!(
+            "resumed fan-out: {} subscribers over {} stores resume from cursor 0",
+            cli.subscribers, cli.stores
+        );
+        let pid = system.id().context("the system's pid")?;
+        let resumed = fan_out_from(&cli, &base, pid, false, Start::Cursor).await?;
+        table.push(format!(
+            "resumed fan-out: {} subscribers, {} executions while replaying, {} executions after {:.1} s; {}/{} delivered, p50 {:.1} ms, p99 {:.1} ms (from now on: p50 {:.1}, p99 {:.1})",
+            resumed["subscribers"],
+            resumed["executions_when_subscribed"],
+            resumed["executions_shared"],
+            resumed["shared_after_s"].as_f64().unwrap_or(f64::NAN),
+            resumed["delivered"],
+            resumed["expected"],
+            resumed["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            resumed["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            results["fan_out"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            results["fan_out"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        ));
+        results["fan_out_resumed"] = resumed;
+    }
     let mut fan_curve = Value::Null;
     if runs(Scenario::Curves) {
         eprintln!(
@@ -391,7 +413,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             bail!("pushes delivered != expected: {trips}");
         }
     }
-    for fan in ["fan_out", "fan_out_floor"] {
+    for fan in ["fan_out", "fan_out_floor", "fan_out_resumed"] {
         if results[fan]["delivered"] != results[fan]["expected"] {
             bail!("{fan}: delivered != expected: {}", results[fan]);
         }

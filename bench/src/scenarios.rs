@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
 use crate::cli::Cli;
-use crate::client::{Client, Latencies, Ws, cpu_seconds, rss_kib, subscribe, subscriptions_active};
+use crate::client::{
+    Client, Latencies, Ws, cpu_seconds, executions_active, rss_kib, subscribe, subscriptions_active,
+};
 
 /// A store taking part, with 50 products: (store id, first product id).
 pub(crate) async fn setup(client: &Client) -> anyhow::Result<(String, String)> {
@@ -201,11 +203,33 @@ pub(crate) async fn subscriber(
     latencies
 }
 
-/// Fan-out: `subscribers` `catalogChanged` subscriptions spread over
-/// `stores` stores, each store's price changed `rate` times a second.
+/// Fan-out: `subscribers` `catalogChanged` subscriptions from now on spread
+/// over `stores` stores, each store's price changed `rate` times a second.
 /// On the floor server (`floor`), stores need no setting up: a product's id
 /// is its store's.
 pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> anyhow::Result<Value> {
+    fan_out_from(cli, base, pid, floor, Start::Now).await
+}
+
+/// Where the fan-out's subscriptions begin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    Now,
+    /// From the start of the change log (cursor "0"), as clients resuming
+    /// from their cursors after a gateway restart: each replays its store's
+    /// past before it follows.
+    Cursor,
+}
+
+/// [`fan_out`], its subscriptions beginning `from`. Resuming ones are timed
+/// until the system serves them with one execution per store.
+pub(crate) async fn fan_out_from(
+    cli: &Cli,
+    base: &str,
+    pid: u32,
+    floor: bool,
+    from: Start,
+) -> anyhow::Result<Value> {
     let client = Client::new(base);
     let mut products = Vec::new();
     for n in 0..cli.stores {
@@ -241,12 +265,25 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
     let sent: Sent = std::sync::Arc::new((0..cli.stores).map(|_| Default::default()).collect());
     let deadline = Instant::now() + Duration::from_secs(120 + cli.fan_out_seconds);
     let mut tasks = Vec::with_capacity(cli.subscribers);
-    let query =
-        "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { price } } }";
+    let (query, after) = match from {
+        Start::Now => (
+            "subscription($s: ID!) { catalogChanged(storeId: $s) { cursor product { price } } }",
+            Value::Null,
+        ),
+        Start::Cursor => (
+            "subscription($s: ID!, $a: String) { catalogChanged(storeId: $s, after: $a) { cursor product { price } } }",
+            json!("0"),
+        ),
+    };
+    let subscribing = Instant::now();
     for batch in (0..cli.subscribers).collect::<Vec<_>>().chunks(100) {
         let connecting = batch.iter().map(|i| {
             let store = i % cli.stores;
-            subscribe(base, query, json!({ "s": products[store].0 }))
+            let mut variables = json!({ "s": products[store].0 });
+            if !after.is_null() {
+                variables["a"] = after.clone();
+            }
+            subscribe(base, query, variables)
         });
         for (i, ws) in batch
             .iter()
@@ -269,6 +306,22 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Resuming subscriptions replay on their own first; they are served
+    // like the ones from now on once one execution per store is left.
+    let executions_before = executions_active(base).await;
+    let caught_up = match from {
+        Start::Now => None,
+        Start::Cursor => loop {
+            let executions = executions_active(base).await.unwrap_or(i64::MAX);
+            if executions <= cli.stores as i64 {
+                break Some((subscribing.elapsed(), executions));
+            }
+            if Instant::now() > deadline {
+                bail!("{executions} executions still serve the resumed subscriptions");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        },
+    };
     let rss_idle = rss_kib(pid).unwrap_or(0);
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
@@ -314,6 +367,15 @@ pub(crate) async fn fan_out(cli: &Cli, base: &str, pid: u32, floor: bool) -> any
     result["cpu_us_per_delivery"] =
         json!(cpu.map(|cpu| 1e6 * cpu / latencies.0.len().max(1) as f64));
     result["subscribers"] = json!(cli.subscribers);
+    result["from"] = json!(match from {
+        Start::Now => "now",
+        Start::Cursor => "cursor 0",
+    });
+    result["executions_when_subscribed"] = json!(executions_before);
+    if let Some((took, executions)) = caught_up {
+        result["shared_after_s"] = json!(took.as_secs_f64());
+        result["executions_shared"] = json!(executions);
+    }
     result["stores"] = json!(cli.stores);
     result["changes_per_store"] = json!(changes);
     result["gateway_rss_kib"] =

@@ -98,6 +98,7 @@ pub fn router(app: AppState) -> Router {
         ws_schema.clone(),
         app.metrics.clone(),
         settings.subscription_buffer,
+        Some(app.live.clone()),
     );
     Router::new()
         .route("/", get(playground::page))

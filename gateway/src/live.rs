@@ -212,6 +212,11 @@ impl LiveFeed {
         table.dispatched = table.dispatched.max(position);
     }
 
+    /// The position of the last change handed out.
+    pub fn dispatched(&self) -> i64 {
+        lock(&self.routes).dispatched
+    }
+
     /// Whether the gateway is stopping (a closed route then means the end).
     pub fn stopping(&self) -> bool {
         self.shutdown.is_triggered()

@@ -45,6 +45,7 @@ use tokio::task::AbortHandle;
 
 use crate::graphql::follow::SharedRun;
 use crate::graphql::{MallSchema, RequestContext};
+use crate::live::LiveFeed;
 use crate::metrics::{Held, Metrics};
 
 /// What makes two subscriptions the same one.
@@ -74,6 +75,8 @@ pub struct Shared {
     /// What a socket may have waiting before a subscription of it is closed
     /// as too slow (the subscription buffer).
     buffer: usize,
+    /// Where an execution from now on begins, before its resolver says.
+    live: Option<LiveFeed>,
     fields: &'static [&'static str],
     groups: Mutex<HashMap<Key, Arc<Group>>>,
     tickets: std::sync::atomic::AtomicU64,
@@ -242,12 +245,18 @@ pub(crate) struct Shareable {
 }
 
 impl Shared {
-    pub fn new(schema: MallSchema, metrics: Arc<Metrics>, buffer: usize) -> Arc<Self> {
+    pub fn new(
+        schema: MallSchema,
+        metrics: Arc<Metrics>,
+        buffer: usize,
+        live: Option<LiveFeed>,
+    ) -> Arc<Self> {
         let fields = subscription_fields(&schema);
         Arc::new(Shared {
             schema,
             metrics,
             buffer,
+            live,
             fields,
             groups: Mutex::new(HashMap::new()),
             tickets: std::sync::atomic::AtomicU64::new(0),
@@ -301,7 +310,13 @@ impl Shared {
             Some(group) => group,
             None => {
                 let request: Request = serde_json::from_value(payload.clone()).ok()?;
-                let run = Arc::new(SharedRun::default());
+                let run = SharedRun::default();
+                if let Some(live) = self.live.as_ref().filter(|_| !shareable.replays) {
+                    // Its members' cursor until its first change: where
+                    // they would resume should they fall behind before.
+                    run.position.store(live.dispatched(), Ordering::Release);
+                }
+                let run = Arc::new(run);
                 let request = request.data(subscribe.context).data(run.clone());
                 let group = Arc::new(Group {
                     key: Mutex::new(key.clone()),
@@ -874,7 +889,7 @@ mod tests {
 
     fn executions() -> Arc<Shared> {
         let schema = crate::graphql::builder().finish();
-        Shared::new(schema, Arc::new(Metrics::new()), 16)
+        Shared::new(schema, Arc::new(Metrics::new()), 16, None)
     }
 
     /// An execution following the feed from `position`, listed when asked.
