@@ -165,6 +165,20 @@ pub fn subscription_fields_over_one(document: &ExecutableDocument) -> Option<usi
         .find(|n| *n > 1)
 }
 
+/// Whether a subscription selects its top-level field through a fragment:
+/// the subscription type is merged from every module's, and async-graphql
+/// runs no field selected so (the subscription would complete at once,
+/// saying nothing).
+pub fn subscription_root_fragment(document: &ExecutableDocument) -> bool {
+    use async_graphql::parser::types::OperationType;
+    document
+        .operations
+        .iter()
+        .filter(|(_, op)| op.node.ty == OperationType::Subscription)
+        .flat_map(|(_, op)| &op.node.selection_set.node.items)
+        .any(|item| !matches!(item.node, Selection::Field(_)))
+}
+
 /// Where counting a subscription's top-level fields stops: far past one,
 /// and cheap however its fragments double.
 pub(crate) const ROOT_FIELDS_COUNTED: usize = 64;

@@ -223,6 +223,14 @@ impl Metrics {
         )
     }
 
+    /// Live subscriptions to `field` now.
+    #[cfg(test)]
+    pub(crate) fn subscriptions_active(&self, field: &'static str) -> i64 {
+        self.subscriptions
+            .get_or_create(&FieldLabels { field })
+            .get()
+    }
+
     /// Counts an execution of `field` shared by sockets until the returned
     /// guard drops.
     pub fn execution(&self, field: &'static str) -> Held {

@@ -23,7 +23,7 @@
 //! while the others go on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
@@ -82,6 +82,15 @@ pub struct Shared {
     tickets: std::sync::atomic::AtomicU64,
 }
 
+/// A hand-over under way: the members (their tickets) have places held in
+/// `target`, which they take once their replay has handed them everything
+/// through `through`.
+struct HandOver {
+    target: Arc<Group>,
+    through: i64,
+    tickets: Vec<u64>,
+}
+
 /// One execution and the sockets it serves.
 pub struct Group {
     /// Where the registry has it (it moves once, to [`Whose::Anyone`]); a
@@ -90,6 +99,11 @@ pub struct Group {
     field: &'static str,
     run: Arc<SharedRun>,
     members: Mutex<Vec<Member>>,
+    /// The position of the last response handed to the members (written
+    /// under `members`' lock).
+    delivered: AtomicI64,
+    /// A replaying execution handing its members over (see `settle`).
+    handing_to: Mutex<Option<HandOver>>,
     task: OnceLock<AbortHandle>,
 }
 
@@ -106,7 +120,12 @@ struct Member {
     last: i64,
     /// What its own replay handed it already: passed over here.
     replayed_through: i64,
-    _counted: Held,
+    /// Set while its replay has not yet handed it everything through
+    /// `replayed_through`: what it is handed here waits (with each
+    /// change's position), to follow the replay's last message.
+    held: Option<Vec<(i64, WsFrame)>>,
+    /// Counted in `/metrics` (not while held: the replay's own counts).
+    counted: Option<Held>,
 }
 
 /// Which execution serves a subscription.
@@ -323,6 +342,8 @@ impl Shared {
                     field: shareable.field,
                     run,
                     members: Mutex::new(Vec::new()),
+                    delivered: AtomicI64::new(0),
+                    handing_to: Mutex::new(None),
                     task: OnceLock::new(),
                 });
                 let replays = shareable.replays;
@@ -357,7 +378,8 @@ impl Shared {
             ticket,
             last,
             replayed_through: 0,
-            _counted: self.metrics.subscription(group.field),
+            held: None,
+            counted: Some(self.metrics.subscription(group.field)),
         });
         Some(Joined { seat, ticket })
     }
@@ -367,6 +389,9 @@ impl Shared {
     pub fn leave(&self, joined: &Joined) {
         let mut groups = lock(&self.groups);
         let group = &joined.seat.group();
+        if let Some(hand_over) = lock(&group.handing_to).take() {
+            lock(&hand_over.target.members).retain(|m| m.ticket != joined.ticket);
+        }
         let mut members = lock(&group.members);
         members.retain(|m| m.ticket != joined.ticket);
         if members.is_empty() {
@@ -385,6 +410,7 @@ impl Shared {
             return false;
         }
         forget(&mut groups, group);
+        drop_hand_over(group);
         true
     }
 
@@ -427,6 +453,17 @@ fn listed(groups: &HashMap<Key, Arc<Group>>, key: &Key) -> Option<Arc<Group>> {
         ..key.clone()
     };
     groups.get(&anyone).or_else(|| groups.get(key)).cloned()
+}
+
+/// Takes back a hand-over under way: the members' places held in the
+/// other execution go.
+fn drop_hand_over(group: &Group) {
+    if let Some(HandOver {
+        target, tickets, ..
+    }) = lock(&group.handing_to).take()
+    {
+        lock(&target.members).retain(|m| m.held.is_none() || !tickets.contains(&m.ticket));
+    }
 }
 
 fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
@@ -503,8 +540,12 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request, repla
         delivered = position;
     }
     shared.close(&group);
+    drop_hand_over(&group);
     for member in lock(&group.members).drain(..) {
-        member.end(complete(&member.id));
+        // A place held for a replay: the replay's own execution ends it.
+        if member.held.is_none() {
+            member.end(complete(&member.id));
+        }
     }
 }
 
@@ -520,10 +561,14 @@ enum Settled {
 impl Shared {
     /// Where a replaying execution's members go once it follows the live
     /// feed. `delivered`: the position of the last response they were
-    /// handed. With no execution of its kind listed, it becomes that one;
-    /// else its members join that one as soon as it is not past what they
-    /// have had (both follow the same feed, so it comes), passing over
-    /// what it hands out through there.
+    /// handed. With no execution of its kind listed, it becomes that one.
+    /// Else they join that one: at once when it has handed out nothing past
+    /// what they have had (they pass over what it hands out through there);
+    /// otherwise they get places in it that hold what it hands out, the
+    /// replay goes on until it has handed them everything that one had, and
+    /// then they take their places, the held messages first. A replay that
+    /// runs behind the other execution (as it does under a steady stream of
+    /// changes on a busy machine) is handed over all the same.
     fn settle(&self, group: &Arc<Group>, delivered: i64) -> Settled {
         let run = &group.run;
         if !run.following.load(Ordering::Acquire) {
@@ -533,25 +578,91 @@ impl Shared {
         // members (or was not theirs to have).
         let through = delivered.max(run.caught_up_at.load(Ordering::Acquire));
         let mut groups = lock(&self.groups);
+        let mut handing_to = lock(&group.handing_to);
+        if let Some(hand_over) = handing_to.as_ref() {
+            if through < hand_over.through {
+                return Settled::NotYet;
+            }
+            let target = hand_over.target.clone();
+            let mut ours = lock(&group.members);
+            let mut theirs = lock(&target.members);
+            let held = |theirs: &[Member], t: u64| {
+                theirs
+                    .iter()
+                    .position(|m| m.ticket == t && m.held.is_some())
+            };
+            if ours.iter().any(|m| held(&theirs, m.ticket).is_none()) {
+                // A place was given up (it held too much): start over.
+                let tickets = &hand_over.tickets;
+                theirs.retain(|m| m.held.is_none() || !tickets.contains(&m.ticket));
+                *handing_to = None;
+                return Settled::NotYet;
+            }
+            for member in ours.drain(..) {
+                let Some(at) = held(&theirs, member.ticket) else {
+                    continue;
+                };
+                let place = &mut theirs[at];
+                for (position, frame) in place.held.take().unwrap_or_default() {
+                    if position > through {
+                        place.last = position;
+                        place.outbox.send(Out { frame, ends: None });
+                    }
+                }
+                place.last = place.last.max(member.last).max(through);
+                place.replayed_through = place.replayed_through.max(through);
+                place.counted = member.counted;
+                *lock(&member.seat.0) = target.clone();
+            }
+            *handing_to = None;
+            return Settled::HandedOver;
+        }
         let key = lock(&group.key).clone();
         let Some(target) = listed(&groups, &key) else {
             groups.insert(key, group.clone());
             return Settled::Listed;
         };
-        let ready = target.run.following.load(Ordering::Acquire)
-            && target.run.position.load(Ordering::Acquire) <= through;
-        if !ready {
+        if !target.run.following.load(Ordering::Acquire) {
             return Settled::NotYet;
         }
         let mut ours = lock(&group.members);
         let mut theirs = lock(&target.members);
-        for mut member in ours.drain(..) {
-            *lock(&member.seat.0) = target.clone();
-            member.replayed_through = through;
-            member.last = member.last.max(through);
-            theirs.push(member);
+        // What the other execution has handed out, or was never its to:
+        // every later change on the route reaches whoever joins it now.
+        let handed = target
+            .delivered
+            .load(Ordering::Acquire)
+            .max(target.run.caught_up_at.load(Ordering::Acquire));
+        if handed <= through {
+            for mut member in ours.drain(..) {
+                *lock(&member.seat.0) = target.clone();
+                member.replayed_through = through;
+                member.last = member.last.max(through);
+                theirs.push(member);
+            }
+            return Settled::HandedOver;
         }
-        Settled::HandedOver
+        let mut tickets = Vec::with_capacity(ours.len());
+        for member in ours.iter() {
+            tickets.push(member.ticket);
+            theirs.push(Member {
+                outbox: member.outbox.clone(),
+                seat: member.seat.clone(),
+                id: member.id.clone(),
+                prefix: member.prefix.clone(),
+                ticket: member.ticket,
+                last: member.last,
+                replayed_through: handed,
+                held: Some(Vec::new()),
+                counted: None,
+            });
+        }
+        *handing_to = Some(HandOver {
+            target: target.clone(),
+            through: handed,
+            tickets,
+        });
+        Settled::NotYet
     }
 }
 
@@ -579,6 +690,7 @@ impl Group {
         // one message.
         let mut built = None;
         members.retain_mut(|m| m.push(&response, &mut built, shared, self.field));
+        self.delivered.store(response.position, Ordering::Release);
         !members.is_empty()
     }
 }
@@ -597,6 +709,20 @@ impl Member {
             return false;
         }
         let position = response.position;
+        if let Some(held) = &self.held {
+            // A place held for a replay: its messages wait, within the
+            // subscription buffer (past it the place is given up, and the
+            // replay tries again later).
+            if position <= self.replayed_through {
+                return true;
+            }
+            if held.len() >= shared.buffer {
+                return false;
+            }
+            let frame = self.frame(response.payload, built);
+            self.held.get_or_insert_default().push((position, frame));
+            return true;
+        }
         if position <= self.replayed_through {
             // Its own replay handed it this change already. An error is
             // passed on, with a cursor no earlier than the member's own.
@@ -628,15 +754,21 @@ impl Member {
             return false;
         }
         self.last = position;
-        let frame = match built {
+        let frame = self.frame(response.payload, built);
+        self.outbox.send(Out { frame, ends: None })
+    }
+
+    /// The message of `payload` for this member, built once for all whose
+    /// envelope is the same (`built`).
+    fn frame(&self, payload: &str, built: &mut Option<(Arc<str>, WsFrame)>) -> WsFrame {
+        match built {
             Some((prefix, frame)) if *prefix == self.prefix => frame.clone(),
             _ => {
-                let frame = self.message(response.payload);
+                let frame = self.message(payload);
                 *built = Some((self.prefix.clone(), frame.clone()));
                 frame
             }
-        };
-        self.outbox.send(Out { frame, ends: None })
+        }
     }
 
     /// Queues the last message of this joining, after which the socket
@@ -909,6 +1041,8 @@ mod tests {
             field: "catalogChanged",
             run: Arc::new(run),
             members: Mutex::new(Vec::new()),
+            delivered: AtomicI64::new(0),
+            handing_to: Mutex::new(None),
             task: OnceLock::new(),
         });
         if listed {
@@ -934,7 +1068,8 @@ mod tests {
             ticket,
             last: group.run.position.load(Ordering::Acquire),
             replayed_through: 0,
-            _counted: shared.metrics.subscription("catalogChanged"),
+            held: None,
+            counted: Some(shared.metrics.subscription("catalogChanged")),
         });
         (Joined { seat, ticket }, queued)
     }
@@ -949,13 +1084,19 @@ mod tests {
     }
 
     fn change(group: &Group, shared: &Shared, position: i64) {
+        assert!(handed(group, shared, position), "someone is served");
+    }
+
+    /// Whether anyone is left once `group` has handed out the change at
+    /// `position`.
+    fn handed(group: &Group, shared: &Shared, position: i64) -> bool {
         let payload = format!("{{\"data\":{{\"cursor\":\"{position}\"}}}}");
         let response = Response {
             payload: &payload,
             position,
             error: None,
         };
-        assert!(group.deliver(response, shared));
+        group.deliver(response, shared)
     }
 
     #[test]
@@ -988,16 +1129,77 @@ mod tests {
         assert_eq!(lock(&live.members).len(), 1);
     }
 
+    fn cursors(queued: &mut mpsc::UnboundedReceiver<Out>) -> Vec<Value> {
+        sent(queued)
+            .iter()
+            .map(|m| m["payload"]["data"]["cursor"].clone())
+            .collect()
+    }
+
+    fn active(shared: &Shared) -> i64 {
+        shared.metrics.subscriptions_active("catalogChanged")
+    }
+
     #[test]
-    fn an_execution_past_the_replay_is_not_joined_yet() {
+    fn a_replay_behind_the_execution_gets_a_place_that_holds_what_it_misses() {
+        let shared = executions();
+        let live = execution(&shared, 15, true);
+        let replaying = execution(&shared, 12, false);
+        let (joined, mut queued) = member(&shared, &replaying, "replayed");
+        assert_eq!(active(&shared), 1);
+        // The other has handed out through 15: a place that holds.
+        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        assert_eq!(active(&shared), 1, "counted once");
+        change(&live, &shared, 16);
+        assert!(cursors(&mut queued).is_empty(), "held");
+        // The replay hands out what it had, then takes its place.
+        for position in 13..=15 {
+            change(&replaying, &shared, position);
+        }
+        assert!(matches!(shared.settle(&replaying, 14), Settled::NotYet));
+        assert!(matches!(shared.settle(&replaying, 15), Settled::HandedOver));
+        assert!(Arc::ptr_eq(&joined.seat.group(), &live));
+        change(&live, &shared, 17);
+        let got = cursors(&mut queued);
+        assert_eq!(got, ["13", "14", "15", "16", "17"].map(|c| json!(c)));
+        assert_eq!(active(&shared), 1);
+        shared.leave(&joined);
+        assert!(lock(&live.members).is_empty());
+        assert_eq!(active(&shared), 0);
+    }
+
+    #[test]
+    fn a_place_that_holds_too_much_is_given_up_and_tried_again() {
+        let shared = executions();
+        let live = execution(&shared, 15, true);
+        let replaying = execution(&shared, 12, false);
+        let (joined, mut queued) = member(&shared, &replaying, "replayed");
+        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        // More than the buffer (16) while the replay stays behind.
+        for position in 16..=40 {
+            handed(&live, &shared, position);
+        }
+        assert!(lock(&live.members).is_empty(), "the place is given up");
+        assert!(matches!(shared.settle(&replaying, 15), Settled::NotYet));
+        assert!(lock(&replaying.handing_to).is_none());
+        // Tried again, behind what the other has now.
+        assert!(matches!(shared.settle(&replaying, 15), Settled::NotYet));
+        assert!(matches!(shared.settle(&replaying, 40), Settled::HandedOver));
+        assert!(Arc::ptr_eq(&joined.seat.group(), &live));
+        assert!(cursors(&mut queued).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_that_leaves_during_a_hand_over_leaves_both() {
         let shared = executions();
         let live = execution(&shared, 15, true);
         let replaying = execution(&shared, 12, false);
         let (joined, _queued) = member(&shared, &replaying, "replayed");
         assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
-        // Once it has handed out what the other has, it joins.
-        assert!(matches!(shared.settle(&replaying, 15), Settled::HandedOver));
-        assert!(Arc::ptr_eq(&joined.seat.group(), &live));
+        assert_eq!(lock(&live.members).len(), 1);
+        shared.leave(&joined);
+        assert!(lock(&live.members).is_empty());
+        assert!(lock(&replaying.members).is_empty());
     }
 
     #[test]

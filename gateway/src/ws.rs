@@ -250,15 +250,16 @@ fn inspect(
             }
             // Measured before async-graphql walks it (see limits::oversized).
             let payload = &message["payload"];
-            let (oversized, fields, shareable) = payload["query"]
+            let (oversized, fields, through_fragment, shareable) = payload["query"]
                 .as_str()
                 .and_then(|q| {
                     let measure = || {
                         let document = async_graphql::parser::parse_query(q).ok()?;
                         let oversized = crate::limits::oversized(&document, &door.settings);
                         let fields = crate::limits::subscription_fields_over_one(&document);
+                        let fragment = crate::limits::subscription_root_fragment(&document);
                         let shareable = door.shared.shareable(&document, payload);
-                        Some((oversized, fields, shareable))
+                        Some((oversized, fields, fragment, shareable))
                     };
                     crate::limits::off_the_workers(q.len(), measure)
                 })
@@ -275,6 +276,13 @@ fn inspect(
                 };
                 let _ = say.unbounded_send(error_frame(&id, json!({
                         "message": format!("a subscription selects exactly one top-level field; this one selects {fields}: subscribe to each on its own"),
+                        "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
+                    })));
+                return None;
+            }
+            if through_fragment {
+                let _ = say.unbounded_send(error_frame(&id, json!({
+                        "message": "select the subscription's field directly, not through a fragment",
                         "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
                     })));
                 return None;

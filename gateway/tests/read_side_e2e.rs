@@ -1055,9 +1055,9 @@ async fn cursors(ws: &mut WsClient, n: usize) -> Vec<i64> {
 }
 
 /// Subscriptions that replay from a cursor while the changes go on coming
-/// join the execution from now on once they have caught up, and get every
-/// change after their cursor exactly once, in order: the one from now on,
-/// next to them, is the measure.
+/// join the execution from now on once they have caught up (while the
+/// changes still come), and get every change after their cursor exactly
+/// once, in order: the one from now on, next to them, is the measure.
 async fn a_replaying_subscription_joins_without_a_gap_or_a_repeat(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let store = store(&app, "Handover Goods", "Atrium").await;
@@ -1075,22 +1075,29 @@ async fn a_replaying_subscription_joins_without_a_gap_or_a_repeat(backend: Backe
     let before = cursors(&mut from_now, 3).await;
 
     // Changes go on, from one writer a product, while they subscribe one
-    // after the other from the second change's cursor: some catch up while
+    // after the other from the second change's cursor: they catch up while
     // the execution from now on has had changes they have not.
-    const EACH: usize = 15;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for product in &products {
         let app = common::client_of(app.base.clone()).await;
         let product = product.clone();
+        let stop = stop.clone();
         writers.push(tokio::spawn(async move {
-            for _ in 0..EACH {
+            let mut written = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 app.data(REPRICE, json!({ "p": product })).await;
+                written += 1;
             }
+            written
         }));
     }
     let after = before[1].to_string();
     let mut replaying = Vec::new();
-    for _ in 0..6 {
+    // Enough of them that, on two cores, they run behind the execution
+    // from now on for as long as the changes come.
+    const REPLAYING: usize = 12;
+    for _ in 0..REPLAYING {
         let variables = json!({ "s": store, "after": after });
         let mut ws = app
             .subscribe("graphql-transport-ws", REPRICED, variables)
@@ -1098,10 +1105,14 @@ async fn a_replaying_subscription_joins_without_a_gap_or_a_repeat(backend: Backe
         // Subscribed (the first change replayed) before the next one comes.
         replaying.push((cursors(&mut ws, 1).await, ws));
     }
+    let subscriptions = (REPLAYING + 1) as f64;
+    app.wait_for_shared("catalogChanged", subscriptions, 1.0)
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut more = 0;
     for writer in writers {
-        writer.await.expect("a writer");
+        more += writer.await.expect("a writer");
     }
-    let more = products.len() * EACH;
     let all = [before.clone(), cursors(&mut from_now, more).await].concat();
     for (first, ws) in &mut replaying {
         let rest = cursors(ws, all.len() - 3).await;
@@ -1112,7 +1123,6 @@ async fn a_replaying_subscription_joins_without_a_gap_or_a_repeat(backend: Backe
             "every change after the cursor, once, in order"
         );
     }
-    app.wait_for_shared("catalogChanged", 7.0, 1.0).await;
 
     // Served by the one execution now: the next change reaches them all.
     app.data(REPRICE, json!({ "p": products[0] })).await;

@@ -181,10 +181,11 @@ async fn one_subscription_past_the_limit_is_refused_and_the_others_go_on() {
     app.stop().await;
 }
 
-/// A subscription selects exactly one top-level field: one with several
-/// (each a live stream the per-socket limit would not count, even the same
-/// field twice under one name) is refused on its own, whatever its fields'
-/// names or fragments, and the socket goes on serving.
+/// A subscription selects exactly one top-level field, directly: one with
+/// several (each a live stream the per-socket limit would not count, even
+/// the same field twice under one name) is refused on its own, whatever its
+/// fields' names or fragments, as is one field through a fragment, and the
+/// socket goes on serving.
 #[tokio::test]
 async fn a_subscription_of_several_top_level_fields_is_refused() {
     let mut app = app().await;
@@ -223,6 +224,40 @@ async fn a_subscription_of_several_top_level_fields_is_refused() {
                 .as_str()
                 .unwrap_or_default()
                 .contains("selects 2"),
+            "{error}"
+        );
+    }
+    // One field, through a fragment: async-graphql would run nothing and
+    // complete at once; it is refused, saying why.
+    for (id, query) in [
+        (
+            "named",
+            "subscription($s: ID!) { ...One } fragment One on Subscription { catalogChanged(storeId: $s) { kind } }",
+        ),
+        (
+            "inline",
+            "subscription($s: ID!) { ... on Subscription { catalogChanged(storeId: $s) { kind } } }",
+        ),
+    ] {
+        ws.send(json!({
+            "type": "subscribe",
+            "id": id,
+            "payload": { "query": query, "variables": { "s": store } },
+        }))
+        .await;
+        let refused = ws.next_message().await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["id"], id);
+        let error = &refused["payload"][0];
+        assert_eq!(
+            error["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{error}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not through a fragment"),
             "{error}"
         );
     }

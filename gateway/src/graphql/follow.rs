@@ -74,6 +74,9 @@ struct State<F> {
     last: i64,
     replay: VecDeque<Arc<LiveChange>>,
     replaying: bool,
+    /// The replay's last page reached `since`: once it is handed out, the
+    /// subscription follows the receiver.
+    replayed_since: bool,
     /// The last position the live feed had handed out when `receiver`
     /// subscribed: every later change is in the receiver.
     since: i64,
@@ -142,6 +145,7 @@ where
         last: after.unwrap_or(since),
         replay: VecDeque::new(),
         replaying: true,
+        replayed_since: false,
         since,
         closed: false,
         select,
@@ -318,6 +322,7 @@ async fn next<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<LiveChang
         // last change handled: no gap, and no duplicate (positions).
         (s.receiver, s.since) = s.app.live.subscribe(s.route.clone());
         s.replaying = true;
+        s.replayed_since = false;
     }
 }
 
@@ -327,6 +332,14 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         if let Some(change) = s.replay.pop_front() {
             return Ok(Some(change));
         }
+        if s.replayed_since {
+            // The rest is in the receiver: a replay that read on until the
+            // log ran dry would never end while changes keep coming faster
+            // than it takes its turns.
+            s.replayed_since = false;
+            s.caught_up();
+            break;
+        }
         let page = read_page(s).await?;
         check_retention(s, page.pruned)?;
         if let Some(newest) = page.newest {
@@ -335,6 +348,7 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
             check_not_ahead(s, newest)?;
             s.caught_up();
         }
+        s.replayed_since = page.changes.last().is_some_and(|c| c.position >= s.since);
         s.replay.extend(
             page.changes
                 .into_iter()
