@@ -988,15 +988,7 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
     let mut legacy = app
         .subscribe("graphql-ws", REPRICED, json!({ "s": store }))
         .await;
-    let mut replaying = app
-        .subscribe(
-            "graphql-transport-ws",
-            REPRICED,
-            json!({ "s": store, "after": "0" }),
-        )
-        .await;
-    let added = replaying.next_data().await;
-    assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
+    let mut replaying = replaying_from_the_start(&app, &store).await;
     app.wait_for_shared("catalogChanged", 5.0, 1.0).await;
 
     let reprice =
@@ -1036,6 +1028,18 @@ async fn the_same_subscription_is_executed_once(backend: Backend) {
 }
 
 on_both_backends!(the_same_subscription_is_executed_once);
+
+/// A subscription to `store`'s catalog from cursor 0, once it has replayed
+/// the product's addition.
+async fn replaying_from_the_start(app: &TestApp, store: &str) -> WsClient {
+    let variables = json!({ "s": store, "after": "0" });
+    let mut replaying = app
+        .subscribe("graphql-transport-ws", REPRICED, variables)
+        .await;
+    let added = replaying.next_data().await;
+    assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
+    replaying
+}
 
 const REPRICE: &str =
     "mutation($p: ID!) { increaseProductPrice(productId: $p, delta: \"0.01\") { id } }";
@@ -1148,15 +1152,7 @@ async fn a_caught_up_subscription_serves_the_ones_from_now_on(backend: Backend) 
     let mut app = spawn_app(backend).await;
     let store = store(&app, "First Comer Goods", "Atrium").await;
     let product = product(&app, &store, "Bell", "1.00").await;
-    let mut replaying = app
-        .subscribe(
-            "graphql-transport-ws",
-            REPRICED,
-            json!({ "s": store, "after": "0" }),
-        )
-        .await;
-    let added = replaying.next_data().await;
-    assert_eq!(added["catalogChanged"]["kind"], "ADDED", "{added}");
+    let mut replaying = replaying_from_the_start(&app, &store).await;
     app.data(REPRICE, json!({ "p": product })).await;
     let first = cursors(&mut replaying, 1).await;
     app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
