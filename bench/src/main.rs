@@ -7,7 +7,8 @@
 //! Scenarios: query throughput (`store(id)`, `catalog` of 50 products,
 //! against the `{ hello }` and constant-50-object-list floors), command round
 //! trip (mutation to reply, mutation to subscription push, one at a time),
-//! subscription fan-out (latency, delivered vs expected, RSS), and projection
+//! subscription fan-out (latency, delivered vs expected, RSS; also resumed
+//! from cursors, timed until the executions are shared), and projection
 //! catch-up and rebuild (against a raw lapin publish-to-consume floor and a
 //! multi-row upsert floor on PostgreSQL), and the limits (see `limits`).
 //! `--only` picks some of them.
