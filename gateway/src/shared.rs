@@ -389,9 +389,7 @@ impl Shared {
     pub fn leave(&self, joined: &Joined) {
         let mut groups = lock(&self.groups);
         let group = &joined.seat.group();
-        if let Some(hand_over) = lock(&group.handing_to).take() {
-            lock(&hand_over.target.members).retain(|m| m.ticket != joined.ticket);
-        }
+        drop_hand_over(group);
         let mut members = lock(&group.members);
         members.retain(|m| m.ticket != joined.ticket);
         if members.is_empty() {
@@ -462,8 +460,13 @@ fn drop_hand_over(group: &Group) {
         target, tickets, ..
     }) = lock(&group.handing_to).take()
     {
-        lock(&target.members).retain(|m| m.held.is_none() || !tickets.contains(&m.ticket));
+        give_up_places(&mut lock(&target.members), &tickets);
     }
+}
+
+/// Takes out of an execution the places it holds for `tickets`.
+fn give_up_places(members: &mut Vec<Member>, tickets: &[u64]) {
+    members.retain(|m| m.held.is_none() || !tickets.contains(&m.ticket));
 }
 
 fn forget(groups: &mut HashMap<Key, Arc<Group>>, group: &Arc<Group>) {
@@ -483,14 +486,12 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request, repla
     let mut responses = shared.schema.execute_stream(request);
     // The first poll runs the resolver, which says who its items are for.
     let mut first = Some(futures_util::poll!(responses.next()));
-    // A replaying execution, until it has settled (see `Shared::settle`),
-    // and the position of the last response its members were handed.
+    // A replaying execution, until it has settled (see `Shared::settle`).
     let mut settling = replays;
-    let mut delivered = 0;
     loop {
         shared.open_to_anyone(&group);
         if settling {
-            match shared.settle(&group, delivered) {
+            match shared.settle(&group) {
                 Settled::HandedOver => return,
                 Settled::Listed => settling = false,
                 Settled::NotYet => {}
@@ -537,7 +538,6 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request, repla
         if !group.deliver(response, &shared) && shared.stop_if_empty(&group) {
             return;
         }
-        delivered = position;
     }
     shared.close(&group);
     drop_hand_over(&group);
@@ -560,8 +560,7 @@ enum Settled {
 
 impl Shared {
     /// Where a replaying execution's members go once it follows the live
-    /// feed. `delivered`: the position of the last response they were
-    /// handed. With no execution of its kind listed, it becomes that one.
+    /// feed. With no execution of its kind listed, it becomes that one.
     /// Else they join that one: at once when it has handed out nothing past
     /// what they have had (they pass over what it hands out through there);
     /// otherwise they get places in it that hold what it hands out, the
@@ -569,13 +568,14 @@ impl Shared {
     /// then they take their places, the held messages first. A replay that
     /// runs behind the other execution (as it does under a steady stream of
     /// changes on a busy machine) is handed over all the same.
-    fn settle(&self, group: &Arc<Group>, delivered: i64) -> Settled {
+    fn settle(&self, group: &Arc<Group>) -> Settled {
         let run = &group.run;
         if !run.following.load(Ordering::Acquire) {
             return Settled::NotYet;
         }
         // Every change on the route through here has been handed to the
         // members (or was not theirs to have).
+        let delivered = group.delivered.load(Ordering::Acquire);
         let through = delivered.max(run.caught_up_at.load(Ordering::Acquire));
         let mut groups = lock(&self.groups);
         let mut handing_to = lock(&group.handing_to);
@@ -593,8 +593,7 @@ impl Shared {
             };
             if ours.iter().any(|m| held(&theirs, m.ticket).is_none()) {
                 // A place was given up (it held too much): start over.
-                let tickets = &hand_over.tickets;
-                theirs.retain(|m| m.held.is_none() || !tickets.contains(&m.ticket));
+                give_up_places(&mut theirs, &hand_over.tickets);
                 *handing_to = None;
                 return Settled::NotYet;
             }
@@ -1107,7 +1106,10 @@ mod tests {
         let replaying = execution(&shared, 12, false);
         let (joined, mut theirs) = member(&shared, &replaying, "replayed");
 
-        assert!(matches!(shared.settle(&replaying, 0), Settled::HandedOver));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 0),
+            Settled::HandedOver
+        ));
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         assert!(lock(&replaying.members).is_empty());
         // What it had from its own replay is passed over; the rest comes.
@@ -1129,6 +1131,12 @@ mod tests {
         assert_eq!(lock(&live.members).len(), 1);
     }
 
+    /// Settles `group` as if its last response were at `delivered`.
+    fn settle_at(shared: &Shared, group: &Arc<Group>, delivered: i64) -> Settled {
+        group.delivered.store(delivered, Ordering::Release);
+        shared.settle(group)
+    }
+
     fn cursors(queued: &mut mpsc::UnboundedReceiver<Out>) -> Vec<Value> {
         sent(queued)
             .iter()
@@ -1148,7 +1156,7 @@ mod tests {
         let (joined, mut queued) = member(&shared, &replaying, "replayed");
         assert_eq!(active(&shared), 1);
         // The other has handed out through 15: a place that holds.
-        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
         assert_eq!(active(&shared), 1, "counted once");
         change(&live, &shared, 16);
         assert!(cursors(&mut queued).is_empty(), "held");
@@ -1156,8 +1164,14 @@ mod tests {
         for position in 13..=15 {
             change(&replaying, &shared, position);
         }
-        assert!(matches!(shared.settle(&replaying, 14), Settled::NotYet));
-        assert!(matches!(shared.settle(&replaying, 15), Settled::HandedOver));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 14),
+            Settled::NotYet
+        ));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 15),
+            Settled::HandedOver
+        ));
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         change(&live, &shared, 17);
         let got = cursors(&mut queued);
@@ -1174,17 +1188,26 @@ mod tests {
         let live = execution(&shared, 15, true);
         let replaying = execution(&shared, 12, false);
         let (joined, mut queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
         // More than the buffer (16) while the replay stays behind.
         for position in 16..=40 {
             handed(&live, &shared, position);
         }
         assert!(lock(&live.members).is_empty(), "the place is given up");
-        assert!(matches!(shared.settle(&replaying, 15), Settled::NotYet));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 15),
+            Settled::NotYet
+        ));
         assert!(lock(&replaying.handing_to).is_none());
         // Tried again, behind what the other has now.
-        assert!(matches!(shared.settle(&replaying, 15), Settled::NotYet));
-        assert!(matches!(shared.settle(&replaying, 40), Settled::HandedOver));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 15),
+            Settled::NotYet
+        ));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 40),
+            Settled::HandedOver
+        ));
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         assert!(cursors(&mut queued).is_empty());
     }
@@ -1195,7 +1218,7 @@ mod tests {
         let live = execution(&shared, 15, true);
         let replaying = execution(&shared, 12, false);
         let (joined, _queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
         assert_eq!(lock(&live.members).len(), 1);
         shared.leave(&joined);
         assert!(lock(&live.members).is_empty());
@@ -1208,9 +1231,9 @@ mod tests {
         let replaying = execution(&shared, 12, false);
         let _member = member(&shared, &replaying, "replayed");
         replaying.run.following.store(false, Ordering::Release);
-        assert!(matches!(shared.settle(&replaying, 0), Settled::NotYet));
+        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
         replaying.run.following.store(true, Ordering::Release);
-        assert!(matches!(shared.settle(&replaying, 0), Settled::Listed));
+        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::Listed));
         let key = lock(&replaying.key).clone();
         let listed = lock(&shared.groups).get(&key).cloned().expect("listed");
         assert!(Arc::ptr_eq(&listed, &replaying));
@@ -1222,7 +1245,10 @@ mod tests {
         let live = execution(&shared, 10, true);
         let replaying = execution(&shared, 12, false);
         let (_, mut queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(shared.settle(&replaying, 0), Settled::HandedOver));
+        assert!(matches!(
+            settle_at(&shared, &replaying, 0),
+            Settled::HandedOver
+        ));
         let error = async_graphql::Response::from_errors(vec![{
             let mut e = async_graphql::ServerError::new(
                 "the server is shutting down; subscribe again with after: \"11\"",
