@@ -307,10 +307,21 @@ pub(crate) async fn fan_out_from(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Resuming subscriptions replay on their own first; they are served
-    // like the ones from now on once one execution per store is left. A
-    // replay that caught up with the log hands over at its store's next
-    // change, so that is counted once the changes have been sent.
+    // like the ones from now on once one execution per store is left.
     let executions_before = executions_active(base).await;
+    let caught_up = match from {
+        Start::Now => None,
+        Start::Cursor => loop {
+            let executions = executions_active(base).await.unwrap_or(i64::MAX);
+            if executions <= cli.stores as i64 {
+                break Some((subscribing.elapsed(), executions));
+            }
+            if Instant::now() > deadline {
+                bail!("{executions} executions still serve the resumed subscriptions");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        },
+    };
     let rss_idle = rss_kib(pid).unwrap_or(0);
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
@@ -332,19 +343,6 @@ pub(crate) async fn fan_out_from(
         }
     }
     let rss_busy = rss_kib(pid).unwrap_or(0);
-    let caught_up = match from {
-        Start::Now => None,
-        Start::Cursor => loop {
-            let executions = executions_active(base).await.unwrap_or(i64::MAX);
-            if executions <= cli.stores as i64 {
-                break Some((subscribing.elapsed(), executions));
-            }
-            if Instant::now() > deadline {
-                bail!("{executions} executions still serve the resumed subscriptions");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        },
-    };
     let mut latencies = Latencies::default();
     for task in tasks {
         latencies.0.extend(task.await.unwrap_or_default());

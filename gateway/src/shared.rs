@@ -581,6 +581,8 @@ impl Shared {
         let mut handing_to = lock(&group.handing_to);
         if let Some(hand_over) = handing_to.as_ref() {
             if through < hand_over.through {
+                // On a quiet route, only the live feed's position moves it on.
+                run.asked.notify_one();
                 return Settled::NotYet;
             }
             let target = hand_over.target.clone();
@@ -661,6 +663,7 @@ impl Shared {
             through: handed,
             tickets,
         });
+        run.asked.notify_one();
         Settled::NotYet
     }
 }
@@ -969,6 +972,7 @@ fn subscription_fields(schema: &MallSchema) -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     const FIELDS: &[&str] = &["catalogChanged", "orderUpdated"];
 
@@ -1158,6 +1162,9 @@ mod tests {
         // The other has handed out through 15: a place that holds.
         assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
         assert_eq!(active(&shared), 1, "counted once");
+        // On a quiet route only the live feed's position would move it on.
+        let asked = replaying.run.asked.notified().now_or_never();
+        assert!(asked.is_some(), "the replay is asked for its position");
         change(&live, &shared, 16);
         assert!(cursors(&mut queued).is_empty(), "held");
         // The replay hands out what it had, then takes its place.

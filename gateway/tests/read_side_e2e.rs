@@ -1179,3 +1179,65 @@ async fn a_caught_up_subscription_serves_the_ones_from_now_on(backend: Backend) 
 }
 
 on_both_backends!(a_caught_up_subscription_serves_the_ones_from_now_on);
+
+/// A replay that catches up on a quiet store joins the execution from now
+/// on that started after it, without waiting for the store's next change:
+/// changes to other stores moved the live feed on in between, and nothing
+/// on its own store will move the replay on.
+async fn a_replay_on_a_quiet_store_joins_a_later_execution(backend: Backend) {
+    let mut settings = common::settings(backend).await;
+    // A replay goes at its socket's pace: with small buffers and a client
+    // that does not read, it stays behind until the client reads.
+    settings.subscription_buffer = 4;
+    settings.socket_send_buffer = Some(4096);
+    let mut app = common::start_with(settings).await;
+    let quiet = store(&app, "Quiet Goods", "Attic").await;
+    let added = app
+        .data(
+            "mutation($s: ID!, $d: String!) { addProduct(input: {storeId: $s, name: \"Still\", description: $d, price: \"1.00\"}) { id } }",
+            json!({ "s": quiet, "d": "x".repeat(1800) }),
+        )
+        .await;
+    let still = added["addProduct"]["id"].as_str().unwrap().to_owned();
+    const LOGGED: usize = 30;
+    for _ in 0..LOGGED {
+        app.data(REPRICE, json!({ "p": still })).await;
+    }
+    let busy = store(&app, "Busy Goods", "Hall").await;
+    let moving = product(&app, &busy, "Spinner", "1.00").await;
+    let mut elsewhere = app
+        .subscribe("graphql-transport-ws", REPRICED, json!({ "s": busy }))
+        .await;
+    let described = "subscription($s: ID!, $after: String) {
+      catalogChanged(storeId: $s, after: $after) { cursor kind product { price description } } }";
+    let mut replaying = app
+        .subscribe_slow(described, json!({ "s": quiet, "after": "0" }), 2048)
+        .await;
+    app.wait_for_shared("catalogChanged", 2.0, 2.0).await;
+    // The live feed moves on past where the replay subscribed, on another
+    // store; the other subscriber has them once the feed handed them out.
+    for _ in 0..3 {
+        app.data(REPRICE, json!({ "p": moving })).await;
+    }
+    let _ = cursors(&mut elsewhere, 3).await;
+    let mut from_now = app
+        .subscribe("graphql-transport-ws", described, json!({ "s": quiet }))
+        .await;
+    app.wait_for_shared("catalogChanged", 3.0, 3.0).await;
+    // The client reads its replay; once caught up, it joins from now on.
+    let replayed = cursors(&mut replaying, LOGGED).await;
+    assert!(replayed.windows(2).all(|w| w[0] < w[1]), "{replayed:?}");
+    app.wait_for_shared("catalogChanged", 3.0, 2.0).await;
+    // Both get the store's next change once, at the same cursor.
+    app.data(REPRICE, json!({ "p": still })).await;
+    let next = cursors(&mut replaying, 1).await;
+    assert_eq!(cursors(&mut from_now, 1).await, next);
+    assert!(next[0] > replayed[LOGGED - 1]);
+    for ws in [elsewhere, replaying, from_now] {
+        ws.close().await;
+    }
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
+    app.stop().await;
+}
+
+on_both_backends!(a_replay_on_a_quiet_store_joins_a_later_execution);

@@ -50,6 +50,11 @@ pub struct SharedRun {
     /// handed out (or was not its to hand out).
     pub caught_up_at: AtomicI64,
     pub caught_up: Notify,
+    /// Asks a following execution, once its route's receiver is empty, to
+    /// raise `caught_up_at` to the live feed's position and wake
+    /// `caught_up`: on a quiet route nothing else would move it on, and a
+    /// hand-over waiting for it would wait for the route's next change.
+    pub asked: Notify,
     /// Set when the execution itself fell behind the live feed.
     pub closed_slow: AtomicBool,
     /// Set when its items are the same whoever asks ([`Audience::Anyone`]).
@@ -108,6 +113,20 @@ impl<F> State<F> {
             shared.position.store(self.last, Ordering::Release);
             shared.caught_up_at.store(self.last, Ordering::Release);
             shared.following.store(true, Ordering::Release);
+            shared.caught_up.notify_one();
+        }
+    }
+
+    /// Answers [`SharedRun::asked`]: with nothing in the receiver, every
+    /// change on the route through the live feed's position was handled.
+    /// The position is read first: the feed counts a change as handed out
+    /// once it is in every receiver on its routes.
+    fn quiet(&self, shared: &SharedRun) {
+        let dispatched = self.app.live.dispatched();
+        if !self.receiver.is_empty() {
+            return;
+        }
+        if shared.caught_up_at.fetch_max(dispatched, Ordering::AcqRel) < dispatched {
             shared.caught_up.notify_one();
         }
     }
@@ -356,17 +375,32 @@ async fn next_once<F>(s: &mut State<F>) -> async_graphql::Result<Option<Arc<Live
         );
     }
     let mut stopping = s.app.stopping.clone();
-    let received = tokio::select! {
-        received = s.receiver.recv() => received,
-        _ = stopping.wait() => {
-            let cursor = s.last.to_string();
-            let err = async_graphql::Error::from(ApiError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "the server is shutting down; subscribe again (on any replica) with after: \"{cursor}\""
-                ),
-            ));
-            return Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())));
+    let shared = s.shared.clone();
+    let received = loop {
+        let asked = async {
+            match &shared {
+                Some(shared) => shared.asked.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            received = s.receiver.recv() => Some(received),
+            () = asked => None,
+            _ = stopping.wait() => {
+                let cursor = s.last.to_string();
+                let err = async_graphql::Error::from(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the server is shutting down; subscribe again (on any replica) with after: \"{cursor}\""
+                    ),
+                ));
+                return Err(err.extend_with(|_, e| e.set("cursor", cursor.clone())));
+            }
+        };
+        match (received, &shared) {
+            (Some(received), _) => break received,
+            (None, Some(shared)) => s.quiet(shared),
+            (None, None) => {}
         }
     };
     match received {
