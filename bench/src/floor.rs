@@ -227,6 +227,14 @@ impl FloorSubscription {
 /// it. `{ hello }` and a constant list for queries; for fan-out, the
 /// `catalogChanged` subscription fed by one in-memory broadcast, the same
 /// price-change mutation, and `/metrics` with the active subscriptions.
+/// A floor's pool: no ping on checkout, the least a round trip to
+/// PostgreSQL can cost.
+fn unpinged(url: &str) -> sea_orm::ConnectOptions {
+    let mut options = sea_orm::ConnectOptions::new(url);
+    options.test_before_acquire(false).sqlx_logging(false);
+    options
+}
+
 pub(crate) async fn floor_server(
     listen: SocketAddr,
     database_url: Option<String>,
@@ -239,7 +247,7 @@ pub(crate) async fn floor_server(
     };
     let mut schema = Schema::build(FloorQuery, FloorMutation, FloorSubscription).data(feed);
     if let Some(url) = database_url {
-        let db = sea_orm::Database::connect(url.as_str()).await?;
+        let db = sea_orm::Database::connect(unpinged(&url)).await?;
         fill(&db).await?;
         schema = schema.data(db);
     }
@@ -288,7 +296,7 @@ pub(crate) async fn request_reply_floor(
     use lapin::types::FieldTable;
     use sea_orm::TransactionTrait;
 
-    let db = sea_orm::Database::connect(database_url).await?;
+    let db = sea_orm::Database::connect(unpinged(database_url)).await?;
     let connection =
         lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
     let id = uuid::Uuid::new_v4().simple();

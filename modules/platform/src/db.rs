@@ -22,6 +22,10 @@ pub struct StartupLock(Option<DatabaseTransaction>);
 /// creating the tables takes; past it, the holder is stuck.
 const STARTUP_LOCK_WAIT: Duration = Duration::from_secs(120);
 
+/// How long a pooled PostgreSQL connection may sit idle before it is pinged
+/// on checkout (see `connect`).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 impl StartupLock {
     /// Waits for the lock on `db`'s PostgreSQL database, saying so when
     /// another process holds it, for at most [`STARTUP_LOCK_WAIT`].
@@ -218,6 +222,11 @@ impl DatabaseConfig {
                     // consumer retries without blaming its message.
                     .acquire_timeout(Duration::from_secs(1))
                     .connect_timeout(Duration::from_secs(1))
+                    // A ping on every checkout is one more round trip per
+                    // transaction; a connection in steady use has just
+                    // proved itself, and one PostgreSQL dropped while idle
+                    // is found by the ping before its first use.
+                    .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
                     .set_schema_search_path(module)
                     .sqlx_logging(false);
                 Ok(Database::connect(options).await?)
@@ -237,6 +246,8 @@ impl DatabaseConfig {
                 options
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    // A file is never dropped like a server connection.
+                    .test_before_acquire(false)
                     .sqlx_logging(false);
                 let db = Database::connect(options).await?;
                 db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
