@@ -936,6 +936,42 @@ async fn a_cursor_the_log_never_gave_is_refused(backend: Backend) {
 
 on_both_backends!(a_cursor_the_log_never_gave_is_refused);
 
+/// A store that does not exist has no catalog to follow: its subscription
+/// is refused at once, from now on or from a cursor, over either protocol,
+/// instead of staying open and delivering nothing.
+async fn a_catalog_of_a_store_that_does_not_exist_is_refused(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let missing = "00000000-0000-7000-8000-000000000000";
+    for (protocol, after) in [
+        ("graphql-transport-ws", json!(null)),
+        ("graphql-transport-ws", json!("0")),
+        ("graphql-ws", json!(null)),
+    ] {
+        let variables = json!({ "s": missing, "after": after });
+        let mut ws = app.subscribe(protocol, CATALOG_CHANGED, variables).await;
+        let refused = ws.next_message().await;
+        let error = &refused["payload"]["errors"][0];
+        assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{refused}");
+        assert_eq!(ws.next_message().await["type"], "complete");
+        ws.close().await;
+    }
+    app.wait_for_shared("catalogChanged", 0.0, 0.0).await;
+    // The same subscription to a store that exists is served.
+    let store = store(&app, "Found Goods", "Lobby").await;
+    let ws = app
+        .subscribe(
+            "graphql-transport-ws",
+            CATALOG_CHANGED,
+            json!({ "s": store }),
+        )
+        .await;
+    app.wait_for_shared("catalogChanged", 1.0, 1.0).await;
+    ws.close().await;
+    app.stop().await;
+}
+
+on_both_backends!(a_catalog_of_a_store_that_does_not_exist_is_refused);
+
 const REPRICED: &str = "subscription($s: ID!, $after: String) {
   catalogChanged(storeId: $s, after: $after) { cursor kind product { price } }
 }";

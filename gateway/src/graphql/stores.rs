@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Subscription};
 use futures_util::Stream;
 use mallbots_contracts::stores as msg;
-use mallbots_contracts::{Affected, Message, Role};
+use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_stores::{ProductRecord, StoreRecord};
 use uuid::Uuid;
 
@@ -435,7 +435,15 @@ impl StoresSubscription {
         store_id: ID,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<CatalogChange>> + use<>> {
-        let store_id = parse_id(&store_id, "storeId")?.to_string();
+        let id = parse_id(&store_id, "storeId")?;
+        // Stores are never removed, and one is in its read model once its
+        // creation is answered: a catalog nobody can make would never
+        // deliver anything.
+        if find_store(ctx, id).await?.is_none() {
+            let missing = ApiError::new(ErrorCode::NotFound, "the store was not found");
+            return Err(missing.into());
+        }
+        let store_id = id.to_string();
         let route = Route {
             topic: TOPIC_CATALOG,
             about: About::Key(store_id.clone()),
