@@ -122,6 +122,10 @@ impl<F> State<F> {
     /// The position is read first: the feed counts a change as handed out
     /// once it is in every receiver on its routes.
     fn quiet(&self, shared: &SharedRun) {
+        // Checked first too: the feed's lock is taken only when idle.
+        if !self.receiver.is_empty() {
+            return;
+        }
         let dispatched = self.app.live.dispatched();
         if !self.receiver.is_empty() {
             return;
