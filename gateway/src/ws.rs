@@ -93,6 +93,10 @@ struct Conversation {
     outbox: Arc<Outbox>,
     /// The subscriptions served by a shared execution, by id.
     joined: HashMap<String, Joined>,
+    /// Ids the client completed whose end async-graphql still owes (its
+    /// `complete`, or an `error` on its way): graphql-transport-ws sends
+    /// nothing more for such an id, so that end is not passed on.
+    muted: HashSet<String>,
 }
 
 impl Conversation {
@@ -104,20 +108,24 @@ impl Conversation {
             slot: None,
             outbox,
             joined: HashMap::new(),
+            muted: HashSet::new(),
         }
     }
 
-    /// Notes a shared message the socket is about to write.
-    fn taken(&mut self, out: Out) -> WsFrame {
+    /// Notes a shared message the socket is about to write; none when it
+    /// ends a joining the client completed already (nothing more is sent
+    /// for it, and its id may be in use again).
+    fn taken(&mut self, out: Out) -> Option<WsFrame> {
         self.outbox.taken(&out);
-        // Only the joining it ends: the id may be in use again already.
-        if let Some((id, ticket)) = out.ends
-            && self.joined.get(&id).is_some_and(|j| j.ticket == ticket)
-        {
-            self.active.remove(&id);
-            self.joined.remove(&id);
+        let Some((id, ticket)) = out.ends else {
+            return Some(out.frame);
+        };
+        if self.joined.get(&id).is_none_or(|j| j.ticket != ticket) {
+            return None;
         }
-        out.frame
+        self.active.remove(&id);
+        self.joined.remove(&id);
+        Some(out.frame)
     }
 }
 
@@ -314,12 +322,21 @@ fn inspect(
             }
             c.active.insert(id);
         }
-        (Some("complete" | "stop"), Some(id)) => {
-            c.active.remove(&id);
+        (Some(kind @ ("complete" | "stop")), Some(id)) => {
+            // graphql-transport-ws sends nothing more for an id the client
+            // completed; the legacy protocol's servers answered a `stop`
+            // with `complete`.
+            let echoed = kind == "stop";
+            let was_active = c.active.remove(&id);
             if let Some(joined) = c.joined.remove(&id) {
                 door.shared.leave(&joined);
-                c.outbox.complete(&id);
+                if echoed {
+                    c.outbox.complete(&id);
+                }
                 return None;
+            }
+            if was_active && !echoed {
+                c.muted.insert(id);
             }
         }
         _ => {}
@@ -355,24 +372,34 @@ fn refusal(error: &str) -> WsFrame {
     }
 }
 
-/// Notes a subscription the server ended.
-fn ended(frame: &WsFrame, conversation: &Mutex<Conversation>) {
-    let WsFrame::Text(text) = frame else { return };
+/// Notes a subscription async-graphql ended; false for the end of one the
+/// client completed, which is not passed on.
+fn ended(frame: &WsFrame, conversation: &Mutex<Conversation>) -> bool {
+    let WsFrame::Text(text) = frame else {
+        return true;
+    };
     // Only the server's ends need reading; the rest passes untouched.
     if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
-        return;
+        return true;
     }
     if let Ok(message) = serde_json::from_str::<Value>(text)
         && matches!(message["type"].as_str(), Some("complete" | "error"))
         && let Some(id) = message["id"].as_str()
     {
+        let mut c = lock(conversation);
+        // The first end after the client's `complete` is that
+        // subscription's, whichever it is (a `complete`, or an `error` that
+        // was on its way): anything later is a new subscription's.
+        if c.muted.remove(id) {
+            return false;
+        }
         // async-graphql ends only its own subscriptions: an id a shared
         // execution serves now (reused after a `complete`) stays.
-        let mut c = lock(conversation);
         if !c.joined.contains_key(id) {
             c.active.remove(id);
         }
     }
+    true
 }
 
 pub async fn serve(
@@ -446,7 +473,9 @@ pub async fn serve(
                     // async-graphql's ends free their ids (the guard's own
                     // refusals end nothing: a refused id may be in use
                     // again already), and its ack opens the shared queue.
-                    ended(&frame, &conversation);
+                    if !ended(&frame, &conversation) {
+                        continue;
+                    }
                     acked = acked
                         || matches!(&frame, WsFrame::Text(t) if t.contains("\"connection_ack\""));
                     frame
@@ -465,8 +494,10 @@ pub async fn serve(
                 let mut next = Some(out);
                 let mut written = 0;
                 while let Some(out) = next.take() {
-                    let frame = lock(&conversation).taken(out);
-                    if sink.feed(frame).await.is_err() {
+                    let taken = lock(&conversation).taken(out);
+                    if let Some(frame) = taken
+                        && sink.feed(frame).await.is_err()
+                    {
                         return;
                     }
                     written += 1;
@@ -498,13 +529,17 @@ pub async fn serve(
         let quiet = (tokio::time::Instant::now() + FLUSH_QUIET).min(until);
         let frame = tokio::select! {
             frame = output.next(), if !output_ended => match frame {
-                Some(frame) => frame,
+                Some(frame) if ended(&frame, &conversation) => frame,
+                Some(_) => continue,
                 None => {
                     output_ended = true;
                     continue;
                 }
             },
-            Some(out) = queued.next() => lock(&conversation).taken(out),
+            Some(out) = queued.next() => match lock(&conversation).taken(out) {
+                Some(frame) => frame,
+                None => continue,
+            },
             _ = tokio::time::sleep_until(quiet) => break,
         };
         if sink.send(frame).await.is_err() {
