@@ -146,6 +146,9 @@ pub struct Joined {
 /// A message a socket's shared subscriptions queue for it, in order.
 pub struct Out {
     pub frame: WsFrame,
+    /// The joining (its ticket) it is for: once the client completed that
+    /// one, nothing more of it is written.
+    pub of: Option<u64>,
     /// The joining it ends, when it ends one (the socket forgets the id).
     pub ends: Option<(String, u64)>,
 }
@@ -231,6 +234,7 @@ impl Outbox {
     pub fn complete(&self, id: &str) {
         self.send(Out {
             frame: complete(id),
+            of: None,
             ends: None,
         });
     }
@@ -607,7 +611,11 @@ impl Shared {
                 for (position, frame) in place.held.take().unwrap_or_default() {
                     if position > through {
                         place.last = position;
-                        place.outbox.send(Out { frame, ends: None });
+                        place.outbox.send(Out {
+                            frame,
+                            of: Some(place.ticket),
+                            ends: None,
+                        });
                     }
                 }
                 place.last = place.last.max(member.last).max(through);
@@ -734,6 +742,7 @@ impl Member {
             let payload = restated(error, position, self.replayed_through);
             return self.outbox.send(Out {
                 frame: self.message(&payload),
+                of: Some(self.ticket),
                 ends: None,
             });
         }
@@ -750,6 +759,7 @@ impl Member {
             });
             self.outbox.send(Out {
                 frame: self.message(&error.to_string()),
+                of: Some(self.ticket),
                 ends: None,
             });
             self.end(complete(&self.id));
@@ -757,7 +767,11 @@ impl Member {
         }
         self.last = position;
         let frame = self.frame(response.payload, built);
-        self.outbox.send(Out { frame, ends: None })
+        self.outbox.send(Out {
+            frame,
+            of: Some(self.ticket),
+            ends: None,
+        })
     }
 
     /// The message of `payload` for this member, built once for all whose
@@ -778,6 +792,7 @@ impl Member {
     fn end(&self, frame: WsFrame) {
         self.outbox.send(Out {
             frame,
+            of: Some(self.ticket),
             ends: Some((self.id.clone(), self.ticket)),
         });
     }

@@ -113,10 +113,15 @@ impl Conversation {
     }
 
     /// Notes a shared message the socket is about to write; none when it
-    /// ends a joining the client completed already (nothing more is sent
+    /// is for a joining the client completed already (nothing more is sent
     /// for it, and its id may be in use again).
     fn taken(&mut self, out: Out) -> Option<WsFrame> {
         self.outbox.taken(&out);
+        if let Some(ticket) = out.of
+            && !self.joined.values().any(|j| j.ticket == ticket)
+        {
+            return None;
+        }
         let Some((id, ticket)) = out.ends else {
             return Some(out.frame);
         };
