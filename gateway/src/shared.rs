@@ -149,8 +149,9 @@ pub struct Out {
     /// The joining (its ticket) it is for: once the client completed that
     /// one, nothing more of it is written.
     pub of: Option<u64>,
-    /// The joining it ends, when it ends one (the socket forgets the id).
-    pub ends: Option<(String, u64)>,
+    /// The id of the joining (`of`) it ends, when it ends one: the socket
+    /// forgets the id.
+    pub ends: Option<String>,
 }
 
 /// The most bytes a socket may have waiting before its shared
@@ -554,6 +555,7 @@ async fn execute(shared: Arc<Shared>, group: Arc<Group>, request: Request, repla
 }
 
 /// How a replaying execution stands once it has caught up.
+#[derive(Debug, PartialEq)]
 enum Settled {
     NotYet,
     /// It is the execution of its kind now.
@@ -793,7 +795,7 @@ impl Member {
         self.outbox.send(Out {
             frame,
             of: Some(self.ticket),
-            ends: Some((self.id.clone(), self.ticket)),
+            ends: Some(self.id.clone()),
         });
     }
 
@@ -1125,10 +1127,7 @@ mod tests {
         let replaying = execution(&shared, 12, false);
         let (joined, mut theirs) = member(&shared, &replaying, "replayed");
 
-        assert!(matches!(
-            settle_at(&shared, &replaying, 0),
-            Settled::HandedOver
-        ));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::HandedOver);
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         assert!(lock(&replaying.members).is_empty());
         // What it had from its own replay is passed over; the rest comes.
@@ -1175,7 +1174,7 @@ mod tests {
         let (joined, mut queued) = member(&shared, &replaying, "replayed");
         assert_eq!(active(&shared), 1);
         // The other has handed out through 15: a place that holds.
-        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::NotYet);
         assert_eq!(active(&shared), 1, "counted once");
         // On a quiet route only the live feed's position would move it on.
         let asked = replaying.run.asked.notified().now_or_never();
@@ -1186,14 +1185,8 @@ mod tests {
         for position in 13..=15 {
             change(&replaying, &shared, position);
         }
-        assert!(matches!(
-            settle_at(&shared, &replaying, 14),
-            Settled::NotYet
-        ));
-        assert!(matches!(
-            settle_at(&shared, &replaying, 15),
-            Settled::HandedOver
-        ));
+        assert_eq!(settle_at(&shared, &replaying, 14), Settled::NotYet);
+        assert_eq!(settle_at(&shared, &replaying, 15), Settled::HandedOver);
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         change(&live, &shared, 17);
         let got = cursors(&mut queued);
@@ -1210,26 +1203,17 @@ mod tests {
         let live = execution(&shared, 15, true);
         let replaying = execution(&shared, 12, false);
         let (joined, mut queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::NotYet);
         // More than the buffer (16) while the replay stays behind.
         for position in 16..=40 {
             handed(&live, &shared, position);
         }
         assert!(lock(&live.members).is_empty(), "the place is given up");
-        assert!(matches!(
-            settle_at(&shared, &replaying, 15),
-            Settled::NotYet
-        ));
+        assert_eq!(settle_at(&shared, &replaying, 15), Settled::NotYet);
         assert!(lock(&replaying.handing_to).is_none());
         // Tried again, behind what the other has now.
-        assert!(matches!(
-            settle_at(&shared, &replaying, 15),
-            Settled::NotYet
-        ));
-        assert!(matches!(
-            settle_at(&shared, &replaying, 40),
-            Settled::HandedOver
-        ));
+        assert_eq!(settle_at(&shared, &replaying, 15), Settled::NotYet);
+        assert_eq!(settle_at(&shared, &replaying, 40), Settled::HandedOver);
         assert!(Arc::ptr_eq(&joined.seat.group(), &live));
         assert!(cursors(&mut queued).is_empty());
     }
@@ -1240,7 +1224,7 @@ mod tests {
         let live = execution(&shared, 15, true);
         let replaying = execution(&shared, 12, false);
         let (joined, _queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::NotYet);
         assert_eq!(lock(&live.members).len(), 1);
         shared.leave(&joined);
         assert!(lock(&live.members).is_empty());
@@ -1253,9 +1237,9 @@ mod tests {
         let replaying = execution(&shared, 12, false);
         let _member = member(&shared, &replaying, "replayed");
         replaying.run.following.store(false, Ordering::Release);
-        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::NotYet));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::NotYet);
         replaying.run.following.store(true, Ordering::Release);
-        assert!(matches!(settle_at(&shared, &replaying, 0), Settled::Listed));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::Listed);
         let key = lock(&replaying.key).clone();
         let listed = lock(&shared.groups).get(&key).cloned().expect("listed");
         assert!(Arc::ptr_eq(&listed, &replaying));
@@ -1267,10 +1251,7 @@ mod tests {
         let live = execution(&shared, 10, true);
         let replaying = execution(&shared, 12, false);
         let (_, mut queued) = member(&shared, &replaying, "replayed");
-        assert!(matches!(
-            settle_at(&shared, &replaying, 0),
-            Settled::HandedOver
-        ));
+        assert_eq!(settle_at(&shared, &replaying, 0), Settled::HandedOver);
         let error = async_graphql::Response::from_errors(vec![{
             let mut e = async_graphql::ServerError::new(
                 "the server is shutting down; subscribe again with after: \"11\"",

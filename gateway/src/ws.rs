@@ -117,19 +117,16 @@ impl Conversation {
     /// for it, and its id may be in use again).
     fn taken(&mut self, out: Out) -> Option<WsFrame> {
         self.outbox.taken(&out);
+        // A ticket is one joining's: found, it is still the id's joining.
         if let Some(ticket) = out.of
             && !self.joined.values().any(|j| j.ticket == ticket)
         {
             return None;
         }
-        let Some((id, ticket)) = out.ends else {
-            return Some(out.frame);
-        };
-        if self.joined.get(&id).is_none_or(|j| j.ticket != ticket) {
-            return None;
+        if let Some(id) = out.ends {
+            self.active.remove(&id);
+            self.joined.remove(&id);
         }
-        self.active.remove(&id);
-        self.joined.remove(&id);
         Some(out.frame)
     }
 }
