@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use async_graphql::ServerError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+};
 use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;
@@ -27,20 +29,21 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::clients::{Peer, RateLimits, SocketCounts};
+use crate::documents::{self, Checked, Documents, Hash};
 use crate::graphql::{ApiError, MallSchema, RequestContext};
 use crate::identity::{AuthError, Identity};
 use crate::metrics::RequestOutcome;
 use crate::playground;
 use crate::state::AppState;
-use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use axum::Extension;
 use mallbots_contracts::ErrorCode;
 use mallbots_platform::propagation::{HEADER_TRACEPARENT, HEADER_TRACESTATE};
+use std::num::NonZeroUsize;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tracing::Instrument;
 
-#[derive(Clone)]
+/// Shared by every request (one `Arc` clone each).
 struct Http {
     app: AppState,
     schema: MallSchema,
@@ -49,17 +52,18 @@ struct Http {
     sockets: Arc<SocketCounts>,
     /// Subscriptions executed once for every socket that asks for the same.
     shared: Arc<crate::shared::Shared>,
-    /// Apollo's automatic persisted queries, by their SHA-256.
-    persisted: LruCacheStorage,
+    /// Parsed documents by their SHA-256: sent as text or, with Apollo's
+    /// automatic persisted queries, named by the hash alone.
+    documents: Arc<Documents>,
 }
 
 /// Answers smaller than this go out as they are.
 const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
-/// Documents the persisted-query cache keeps (the least recently used go),
-/// each at most this long: a bound on what any client can make it hold.
-const PERSISTED_QUERIES: usize = 1000;
-const PERSISTED_QUERY_BYTES: usize = 8 * 1024;
+/// Documents kept parsed (the least recently used go), each at most this
+/// long: a bound on what any client can make the cache hold.
+const KEPT_DOCUMENTS: NonZeroUsize = NonZeroUsize::new(1000).expect("not zero");
+const KEPT_DOCUMENT_BYTES: usize = 8 * 1024;
 
 /// The schema with the limits of `app`'s settings.
 fn limited_schema(app: &AppState, introspection: bool) -> MallSchema {
@@ -124,15 +128,15 @@ pub fn router(app: AppState) -> Router {
             ),
         )
         .layer(cors)
-        .with_state(Http {
+        .with_state(Arc::new(Http {
             app,
             schema,
             ws_schema,
             rate,
             sockets,
             shared,
-            persisted: LruCacheStorage::new(PERSISTED_QUERIES),
-        })
+            documents: Arc::new(Documents::new(KEPT_DOCUMENTS, KEPT_DOCUMENT_BYTES)),
+        }))
 }
 
 /// Which web pages may call the API from a browser: the listed origins; with
@@ -298,17 +302,12 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
 }
 
-/// Apollo's automatic persisted queries: a query sent with its SHA-256
-/// (`extensions.persistedQuery`) is remembered, and afterwards its hash alone
-/// names it. The document is checked like any other on every use (limits,
-/// introspection, mutations), whoever registered it.
-async fn persisted(
-    cache: &LruCacheStorage,
-    request: &mut async_graphql::Request,
-) -> Result<Option<String>, ApiError> {
-    use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
-    use sha2::{Digest, Sha256};
-
+/// The hash of the document a request names: its text's, or the SHA-256
+/// that Apollo's automatic persisted queries send
+/// (`extensions.persistedQuery`), which must be the text's when both come.
+/// A document is checked like any other on every use (limits,
+/// introspection, mutations), whoever sent it first.
+fn named_document(request: &mut async_graphql::Request) -> Result<Hash, ApiError> {
     #[derive(serde::Deserialize)]
     struct Persisted {
         version: i32,
@@ -316,33 +315,23 @@ async fn persisted(
         hash: String,
     }
     let Some(value) = request.extensions.remove("persistedQuery") else {
-        return Ok(None);
+        return Ok(documents::hash(&request.query));
     };
-    let persisted = async_graphql::from_value::<Persisted>(value)
+    let wanted = async_graphql::from_value::<Persisted>(value)
         .ok()
         .filter(|p| p.version == 1)
-        .filter(|p| p.hash.len() == 64 && p.hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|p| documents::from_hex(&p.hash))
         .ok_or_else(|| {
             ApiError::bad_input(
                 "extensions.persistedQuery is {version: 1, sha256Hash: <64 hex digits>}",
             )
         })?;
-    let wanted = persisted.hash.to_ascii_lowercase();
-    if request.query.is_empty() {
-        let document = cache.get(wanted).await.ok_or_else(|| {
-            ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
-        })?;
-        request.set_parsed_query(document);
-        return Ok(None);
-    }
-    let hash = format!("{:x}", Sha256::digest(request.query.as_bytes()));
-    if hash != wanted {
+    if !request.query.is_empty() && documents::hash(&request.query) != wanted {
         return Err(ApiError::bad_input(
             "extensions.persistedQuery.sha256Hash is not the query's SHA-256",
         ));
     }
-    // Kept once it has run without a request error, if it is small enough.
-    Ok((request.query.len() <= PERSISTED_QUERY_BYTES).then_some(hash))
+    Ok(wanted)
 }
 
 /// Whether an executed request's answer holds errors (for caching it and
@@ -414,36 +403,36 @@ async fn execute_in(
 ) -> Response {
     let identity = context.identity.clone();
     let graphql_response = wants_graphql_response(headers);
-    let to_remember = match persisted(&http.persisted, &mut request).await {
-        Ok(hash) => hash,
-        Err(err) => {
-            // Not found is the protocol's cue to send the query (Apollo's
-            // link reads it from a 200); anything else is a bad request.
-            let status = if err.code == ErrorCode::PersistedQueryNotFound {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return coded_error_response(status, &err, graphql_response);
-        }
+    let key = match named_document(&mut request) {
+        Ok(key) => key,
+        Err(err) => return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response),
     };
-    // Parsed once: the request keeps the document, and execution reuses it.
-    // Every refusal that needs only the document comes before any wait.
+    // Parsed once, or not at all when kept from an earlier request: the
+    // request carries the document, and execution uses it. Every refusal
+    // that needs only the document comes before any wait.
     let settings = &http.app.settings;
     let len = request.query.len();
-    let (parsed, oversized, mutations, introspects, named) =
-        crate::limits::off_the_workers(len, || match request.parsed_query() {
-            Ok(document) => (
-                true,
-                crate::limits::oversized(document, settings),
-                crate::limits::mutations(document),
-                crate::limits::introspects(document),
-                only_operation_name(document),
-            ),
-            Err(_) => (false, None, 0, false, None),
-        });
+    let kept = http.documents.get(&key);
+    let checked = match &kept {
+        Some(kept) => Some(kept.clone()),
+        // A hash alone, of a document not kept: the protocol's cue to send
+        // the query (Apollo's link reads it from a 200).
+        None if request.query.is_empty() => {
+            let err = ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound");
+            return coded_error_response(StatusCode::OK, &err, graphql_response);
+        }
+        None => Checked::parse(&request.query, settings).map(Arc::new),
+    };
+    if let Some(checked) = &checked {
+        http.app.metrics.document(kept.is_some());
+        request.set_parsed_query(checked.document.clone());
+    }
+    let parsed = checked.is_some();
+    let (oversized, mutations, introspects) = checked.as_deref().map_or((None, 0, false), |c| {
+        (c.oversized.clone(), c.mutations, c.introspects)
+    });
     if operation.is_none() {
-        *operation = named;
+        *operation = checked.as_ref().and_then(|c| c.operation_name.clone());
     }
     let trusted = identity.actor.is_some_and(|a| a.is_trusted());
     // `introspects` looks at every selection and fragment: nothing else
@@ -499,9 +488,6 @@ async fn execute_in(
             return coded_error_response(status, &err, graphql_response);
         }
     }
-    // A persisted query's document, kept only once it ran without a
-    // request error (one that fails to parse or validate is not).
-    let remember = to_remember.and_then(|hash| Some((hash, request.parsed_query().ok()?.clone())));
     let mut response = http.schema.execute(request.data(context)).await;
     crate::limits::code_errors(&mut response, settings, parsed);
     // Parse and validation errors carry no path and stop execution (no data):
@@ -513,11 +499,13 @@ async fn execute_in(
             .iter()
             .all(|e: &ServerError| e.path.is_empty());
     let unavailable = unavailable(&response);
-    if let Some((hash, document)) = remember
+    // Kept only once it ran without a request error (one that fails to
+    // parse or validate is not).
+    if kept.is_none()
+        && let Some(checked) = checked
         && !request_error
     {
-        use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
-        http.persisted.set(hash, document).await;
+        http.documents.keep(key, len, checked);
     }
     let answered = Answered {
         errors: !response.errors.is_empty(),
@@ -574,18 +562,8 @@ async fn execute_in(
     }
 }
 
-/// The name of a document's one operation, when it has one and it is named.
-fn only_operation_name(document: &ExecutableDocument) -> Option<String> {
-    match &document.operations {
-        DocumentOperations::Multiple(operations) if operations.len() == 1 => {
-            operations.keys().next().map(|name| name.to_string())
-        }
-        _ => None,
-    }
-}
-
 async fn graphql_post(
-    State(http): State<Http>,
+    State(http): State<Arc<Http>>,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -668,20 +646,24 @@ struct GetParams {
     operation_name: Option<String>,
 }
 
-/// The operation `name` picks in `query` (or its only one).
+/// The operation `name` picks in `query` (or its only one), from the
+/// document kept parsed when there is one.
 fn operation(
+    documents: &Documents,
     query: &str,
     name: Option<&str>,
-) -> Option<async_graphql::parser::types::OperationDefinition> {
-    use async_graphql::parser::types::DocumentOperations;
-    let doc = async_graphql::parser::parse_query(query).ok()?;
-    match (doc.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op.node),
+) -> Option<OperationDefinition> {
+    let pick = |doc: &ExecutableDocument| match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.clone()),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .into_iter()
+            .iter()
             .find(|(n, _)| n.as_str() == name)
-            .map(|(_, op)| op.node),
+            .map(|(_, op)| op.node.clone()),
         _ => None,
+    };
+    match documents.get(&documents::hash(query)) {
+        Some(kept) => pick(&kept.document),
+        None => pick(&async_graphql::parser::parse_query(query).ok()?),
     }
 }
 
@@ -693,7 +675,7 @@ const PUBLIC_MAX_AGE_SECS: u32 = 5;
 
 /// Whether `operation` reads only the public catalog (its top-level fields,
 /// by name; any spread or inline fragment makes it not).
-fn reads_only_public(operation: &async_graphql::parser::types::OperationDefinition) -> bool {
+fn reads_only_public(operation: &OperationDefinition) -> bool {
     use async_graphql::parser::types::Selection;
     operation.ty == OperationType::Query
         && operation
@@ -731,7 +713,7 @@ fn unavailable(response: &async_graphql::Response) -> bool {
 /// a catalog read answered without an error, a few seconds (by anyone
 /// without a token; by its client with one); anything else, not at all.
 async fn graphql_get(
-    State(http): State<Http>,
+    State(http): State<Arc<Http>>,
     connect: ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(params): Query<GetParams>,
@@ -740,7 +722,7 @@ async fn graphql_get(
     let picked = params
         .query
         .as_deref()
-        .and_then(|q| operation(q, params.operation_name.as_deref()));
+        .and_then(|q| operation(&http.documents, q, params.operation_name.as_deref()));
     let public = picked.as_ref().is_some_and(reads_only_public);
     let mut response = answer_get(&http, connect, &headers, params, picked).await;
     let clean = response.status().is_success()
@@ -770,7 +752,7 @@ async fn answer_get(
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: &HeaderMap,
     params: GetParams,
-    picked: Option<async_graphql::parser::types::OperationDefinition>,
+    picked: Option<OperationDefinition>,
 ) -> Response {
     let identity = match admit(http, headers, client.ip()) {
         Ok(identity) => identity,
@@ -819,7 +801,7 @@ const WEBSOCKET_READ_BUFFER: usize = 1024;
 const WEBSOCKET_WRITE_BUFFER: usize = 4 * 1024;
 
 async fn graphql_ws(
-    State(http): State<Http>,
+    State(http): State<Arc<Http>>,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -864,7 +846,15 @@ async fn graphql_ws(
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| async move {
             let _open = http.app.metrics.websocket();
-            crate::ws::serve(socket, http.ws_schema, protocol, door, limits, stopping).await
+            crate::ws::serve(
+                socket,
+                http.ws_schema.clone(),
+                protocol,
+                door,
+                limits,
+                stopping,
+            )
+            .await
         })
 }
 
@@ -896,14 +886,14 @@ async fn asyncapi() -> impl IntoResponse {
     )
 }
 
-async fn sdl(State(http): State<Http>) -> impl IntoResponse {
+async fn sdl(State(http): State<Arc<Http>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         http.schema.sdl(),
     )
 }
 
-async fn ready(State(http): State<Http>) -> Response {
+async fn ready(State(http): State<Arc<Http>>) -> Response {
     if http.app.stopping.is_triggered() || http.app.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -961,7 +951,7 @@ pub fn metrics_only(
 }
 
 async fn metrics(
-    State(http): State<Http>,
+    State(http): State<Arc<Http>>,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
 ) -> Response {
     // Rate limited per address like any request: a scrape is cheap, a

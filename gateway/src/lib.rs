@@ -7,6 +7,7 @@ mod clients;
 pub mod config;
 mod consistency;
 pub mod dead_letters;
+mod documents;
 pub mod graphql;
 mod http;
 pub mod identity;

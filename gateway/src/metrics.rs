@@ -61,6 +61,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DocumentLabels {
+    /// `parsed` for the request, or `kept` from an earlier one.
+    from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabels {
     module: &'static str,
 }
@@ -92,6 +98,7 @@ pub struct Metrics {
     commands_timed_out: Family<CommandLabels, Counter>,
     command_seconds: Durations<CommandLabels>,
     requests: Durations<RequestLabels>,
+    documents: Family<DocumentLabels, Counter>,
     operations: Bounded,
     broker_connected: Gauge,
     outbox_backlog: Family<ModuleLabels, Gauge>,
@@ -118,6 +125,7 @@ impl Metrics {
             commands_timed_out: Family::default(),
             command_seconds: durations(),
             requests: durations(),
+            documents: Family::default(),
             operations: Bounded::default(),
             broker_connected: Gauge::default(),
             outbox_backlog: Family::default(),
@@ -172,6 +180,11 @@ impl Metrics {
             "graphql_request_seconds",
             "GraphQL requests over HTTP and how long they took, by operation name (\"anonymous\" without one, \"other\" past 256 names) and outcome",
             m.requests.clone(),
+        );
+        r.register(
+            "graphql_documents",
+            "GraphQL documents of HTTP requests, by whether each was parsed for its request or kept parsed from an earlier one",
+            m.documents.clone(),
         );
         r.register(
             "broker_connected",
@@ -270,6 +283,12 @@ impl Metrics {
     /// a request that ran gives its name a place among the 256: one
     /// refused before (a name the document does not have, a parse error)
     /// counts under its name only if that name has one already.
+    /// Counts a request's document: parsed for it, or `kept` parsed.
+    pub fn document(&self, kept: bool) {
+        let from = if kept { "kept" } else { "parsed" };
+        self.documents.get_or_create(&DocumentLabels { from }).inc();
+    }
+
     pub fn request(&self, operation: Option<&str>, outcome: RequestOutcome, took: Duration) {
         let operation = operation.map_or("anonymous", |name| match outcome {
             RequestOutcome::refused => self.operations.known(name),

@@ -464,6 +464,69 @@ async fn persisted_queries_round_trip() {
     app.stop().await;
 }
 
+/// A document sent again is not parsed again: the gateway keeps the ones
+/// that ran, by their SHA-256, so a document sent as text can afterwards
+/// be named by its hash alone. One that does not validate is parsed every
+/// time, and a kept one is still validated against each request's
+/// variables.
+#[tokio::test]
+async fn documents_that_ran_are_kept_parsed() {
+    use sha2::{Digest, Sha256};
+
+    let mut app = spawn_app(Backend::Embedded).await;
+    let documents = |from: &'static str| {
+        let app = &app;
+        async move {
+            let text = app.metrics().await;
+            common::metric(&text, "mallbots_graphql_documents_total", &[from]).unwrap_or(0.0)
+        }
+    };
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(format!("{}/graphql", app.base))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let query = "query Few($n: Int) { stores(first: $n) { edges { cursor } } }";
+    let (parsed, kept) = (
+        documents("from=\"parsed\"").await,
+        documents("from=\"kept\"").await,
+    );
+    for _ in 0..3 {
+        let body = post(json!({ "query": query, "variables": { "n": 1 } })).await;
+        assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+    }
+    assert_eq!(documents("from=\"parsed\"").await - parsed, 1.0);
+    assert_eq!(documents("from=\"kept\"").await - kept, 2.0);
+
+    // Its hash alone names it now, as Apollo's persisted queries do.
+    let hash = format!("{:x}", Sha256::digest(query.as_bytes()));
+    let persisted = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let body = post(json!({ "extensions": persisted, "variables": { "n": 1 } })).await;
+    assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+
+    // Kept, and still validated: a variable of the wrong type is refused.
+    let body = post(json!({ "query": query, "variables": { "n": "one" } })).await;
+    assert!(body["data"].is_null(), "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+
+    // Not valid, so not kept: parsed again each time.
+    let parsed = documents("from=\"parsed\"").await;
+    for _ in 0..2 {
+        let body = post(json!({ "query": "{ nosuchfield }" })).await;
+        assert!(body["errors"][0]["message"].is_string(), "{body}");
+    }
+    assert_eq!(documents("from=\"parsed\"").await - parsed, 2.0);
+    app.stop().await;
+}
+
 /// Large answers are gzipped for clients that accept it, small ones are
 /// not; a catalog read over GET may be cached a few seconds by anyone,
 /// anything else only by its client and not kept.

@@ -203,6 +203,8 @@ async fn every_metric_moves_with_a_flow(backend: Backend) {
         "mallbots_graphql_request_seconds_count",
         &["operation=\"anonymous\"", "outcome=\"error\""],
     );
+    at_least_one("mallbots_graphql_documents_total", &["from=\"parsed\""]);
+    at_least_one("mallbots_graphql_documents_total", &["from=\"kept\""]);
     dashboard_queries_only_declared_metrics(&text);
 
     live.close().await;
