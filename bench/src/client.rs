@@ -62,16 +62,26 @@ impl Client {
     }
 }
 
-/// `clients` loops posting `query` for `seconds`: requests/s and latencies.
+/// `clients` loops posting `query` for `seconds` to the server process
+/// `pid`: requests/s, latencies, and the CPU time the server spent per
+/// request (steadier than the rate on a machine whose speed varies).
 pub(crate) async fn throughput(
-    base: &str,
+    (base, pid): (&str, u32),
     query: &'static str,
     variables: Value,
     clients: usize,
     seconds: u64,
 ) -> Value {
     let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    load(base, query, variables, clients, seconds, never).await
+    let before = cpu_seconds(pid);
+    let mut result = load(base, query, variables, clients, seconds, never).await;
+    let requests = result["requests"].as_f64().unwrap_or(0.0);
+    if let (Some(before), Some(after)) = (before, cpu_seconds(pid))
+        && requests > 0.0
+    {
+        result["server_cpu_us_per_request"] = json!(1e6 * (after - before) / requests);
+    }
+    result
 }
 
 /// As [`throughput`], ending early once `stop` is set.
@@ -114,6 +124,7 @@ pub(crate) async fn load(
         }
     }
     let mut result = all.summary();
+    result["requests"] = json!(done);
     result["requests_per_s"] = json!(done as f64 / started.elapsed().as_secs_f64());
     result["failed"] = json!(failed);
     result

@@ -32,7 +32,7 @@ use cli::{Cli, Scenario, Sub};
 use client::{Client, free_addr, load, throughput, wait_listening, wait_ready};
 use floor::{FLOOR_STORE, floor_server, request_reply_floor};
 use projection::{broker_floor, postgres_floor, projection};
-use report::{ratio, row};
+use report::{cpu_row, ratio, row};
 use scenarios::{Start, fan_out, fan_out_from, round_trips, setup, sweep};
 use system::{fresh_database, services, start_system};
 
@@ -104,18 +104,20 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     if runs(Scenario::Query) {
         // The catalog read is served by the stores module's own tables: no wait.
         eprintln!("query throughput: {c} clients x {s} s each");
+        let pid = system.id().context("the system's pid")?;
+        let floor_pid = floor.id().context("the floor's pid")?;
         let store_q = throughput(
-            &base,
+            (&base, pid),
             "query($s: ID!) { store(id: $s) { id name location participating } }",
             json!({ "s": store }),
             c,
             s,
         )
         .await;
-        let hello = throughput(&floor_base, "{ hello }", json!({}), c, s).await;
-        let catalog = throughput(&base, "query($s: ID!) { catalog(storeId: $s, first: 50) { edges { node { id name description sku price } } } }", json!({ "s": store }), c, s).await;
+        let hello = throughput((&floor_base, floor_pid), "{ hello }", json!({}), c, s).await;
+        let catalog = throughput((&base, pid), "query($s: ID!) { catalog(storeId: $s, first: 50) { edges { node { id name description sku price } } } }", json!({ "s": store }), c, s).await;
         let list = throughput(
-            &floor_base,
+            (&floor_base, floor_pid),
             "{ list { id name description sku price } }",
             json!({}),
             c,
@@ -125,7 +127,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         // The database floors: the same stack and one select on equal
         // tables in the same PostgreSQL, nothing else.
         let store_db = throughput(
-            &floor_base,
+            (&floor_base, floor_pid),
             "query($s: ID!) { store(id: $s) { id name location participating } }",
             json!({ "s": FLOOR_STORE }),
             c,
@@ -133,7 +135,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         )
         .await;
         let catalog_db = throughput(
-            &floor_base,
+            (&floor_base, floor_pid),
             "query($s: ID!) { catalog(storeId: $s) { id name description sku price } }",
             json!({ "s": FLOOR_STORE }),
             c,
@@ -144,6 +146,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         table.extend([
             row("store(id)", &store_q, Some(&store_db)),
             row("  floor: graphql + pk select", &store_db, None),
+            cpu_row("store(id)", &store_q, &store_db),
             row("  floor: { hello }", &hello, None),
             format!(
                 "  store(id) vs {{ hello }}: {}",
@@ -151,6 +154,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             ),
             row("catalog(storeId) 50 products", &catalog, Some(&catalog_db)),
             row("  floor: graphql + 50-row select", &catalog_db, None),
+            cpu_row("catalog", &catalog, &catalog_db),
             row("  floor: constant 50-object list", &list, None),
             format!(
                 "  catalog vs the constant list: {}",

@@ -10,6 +10,19 @@ pub(crate) fn ratio(value: &Value, floor: &Value) -> String {
     }
 }
 
+/// The server's CPU per request beside its database floor's: what the
+/// gateway spends on a read beyond the stack and the select.
+pub(crate) fn cpu_row(name: &str, result: &Value, floor: &Value) -> String {
+    let cpu = |v: &Value| v["server_cpu_us_per_request"].clone();
+    let us = |v: &Value| v.as_f64().map_or("-".into(), |us| format!("{us:.0} us"));
+    format!(
+        "  {name}: server CPU per request {} (its database floor's {}): floor / it {}",
+        us(&cpu(result)),
+        us(&cpu(floor)),
+        ratio(&cpu(floor), &cpu(result)),
+    )
+}
+
 /// One line of the table: rate, p50, p99, and the rate beside the floor's.
 pub(crate) fn row(name: &str, result: &Value, floor: Option<&Value>) -> String {
     let rate = result["requests_per_s"].as_f64();

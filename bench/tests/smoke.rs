@@ -49,6 +49,11 @@ fn a_tiny_bench_run_completes() {
             .unwrap()
             > 0.0
     );
+    // The server's CPU per read, beside its database floor's.
+    for read in ["store", "store_db_floor", "catalog", "catalog_db_floor"] {
+        let cpu = &results["query"][read]["server_cpu_us_per_request"];
+        assert!(cpu.as_f64().is_some_and(|us| us > 0.0), "{read}: {cpu}");
+    }
     // Resuming subscriptions end up in one execution per store (2), before
     // any change is sent.
     let resumed = &results["fan_out_resumed"];
