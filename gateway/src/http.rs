@@ -61,9 +61,11 @@ struct Http {
 const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
 /// Documents kept parsed (the least recently used go), each at most this
-/// long: a bound on what any client can make the cache hold.
+/// long, and all together in at most this much memory: a bound on what any
+/// client can make the cache hold.
 const KEPT_DOCUMENTS: NonZeroUsize = NonZeroUsize::new(1000).expect("not zero");
-const KEPT_DOCUMENT_BYTES: usize = 8 * 1024;
+const KEPT_DOCUMENT_TEXT: usize = 8 * 1024;
+const KEPT_DOCUMENTS_MEMORY: usize = 32 * 1024 * 1024;
 
 /// The schema with the limits of `app`'s settings.
 fn limited_schema(app: &AppState, introspection: bool) -> MallSchema {
@@ -135,7 +137,11 @@ pub fn router(app: AppState) -> Router {
             rate,
             sockets,
             shared,
-            documents: Arc::new(Documents::new(KEPT_DOCUMENTS, KEPT_DOCUMENT_BYTES)),
+            documents: Arc::new(Documents::new(
+                KEPT_DOCUMENTS,
+                KEPT_DOCUMENT_TEXT,
+                KEPT_DOCUMENTS_MEMORY,
+            )),
         }))
 }
 
@@ -653,12 +659,17 @@ fn operation(
     query: &str,
     name: Option<&str>,
 ) -> Option<OperationDefinition> {
+    // As async-graphql picks: by name, else a document's only operation
+    // (named or not).
     let pick = |doc: &ExecutableDocument| match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op.node.clone()),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .iter()
             .find(|(n, _)| n.as_str() == name)
             .map(|(_, op)| op.node.clone()),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.clone())
+        }
         _ => None,
     };
     match documents.get(&documents::hash(query)) {

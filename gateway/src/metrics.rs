@@ -216,6 +216,10 @@ impl Metrics {
             "Dead letters kept, by the queue they failed on and their state (dead, replay, replayed)",
             m.dead_letters.clone(),
         );
+        // Both series from the start, at zero.
+        for from in ["parsed", "kept"] {
+            drop(m.documents.get_or_create(&DocumentLabels { from }));
+        }
         Metrics { registry, ..m }
     }
 

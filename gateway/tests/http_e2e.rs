@@ -174,6 +174,28 @@ async fn graphql_over_http_follows_the_spec() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
+    // A document's one operation runs without being named: named or not,
+    // a mutation is refused, and nothing is created.
+    for named in [
+        "mutation Make { createStore(input: {name: \"made by GET\", location: \"y\"}) { id } }",
+        "# a comment\nmutation Make { createStore(input: {name: \"made by GET\", location: \"y\"}) { id } }",
+    ] {
+        let r = app
+            .http
+            .get(&url)
+            .query(&[("query", named)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{named}");
+    }
+    let stores = app
+        .data(
+            "{ stores(first: 50) { edges { node { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(!stores.to_string().contains("made by GET"), "{stores}");
 
     // Bad ids and page sizes are user errors, not crashes.
     let body = app.graphql("{ store(id: \"42\") { id } }", json!({})).await;
