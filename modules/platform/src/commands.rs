@@ -194,11 +194,12 @@ impl CommandProcessor {
         self
     }
 
-    /// Writes the reply to `command` (if it wants one) in `txn`; it is sent
-    /// with [`CommandProcessor::send_replies`] once `txn` commits.
+    /// Writes the reply to `command` (if it wants one) in `txn`, through
+    /// `outbox` (with the rows it kept back, if staging); it is sent with
+    /// [`CommandProcessor::send_replies`] once `txn` commits.
     async fn reply(
         &self,
-        txn: &DatabaseTransaction,
+        (txn, outbox): (&DatabaseTransaction, &Outbox),
         command: &Envelope,
         reply: CommandReply,
     ) -> Result<Option<Express>, PlatformError> {
@@ -206,7 +207,7 @@ impl CommandProcessor {
             return Ok(None);
         };
         let envelope = command.caused(&reply)?;
-        let express = self.outbox.enqueue_express(txn, queue, &envelope).await?;
+        let express = outbox.enqueue_express(txn, queue, &envelope).await?;
         if command.headers.contains_key(HEADER_IDEMPOTENT) {
             let kept = serde_json::to_string(&reply).map_err(|e| PlatformError::Decode {
                 what: "a reply".into(),
@@ -276,19 +277,20 @@ impl CommandProcessor {
         let mut express = None;
         if inbox::record(&txn, &self.name, command.id).await? {
             express = self
-                .reply(&txn, command, CommandReply::Rejected(error))
+                .reply((&txn, &self.outbox), command, CommandReply::Rejected(error))
                 .await?;
         }
-        self.commit(txn, express).await
+        self.commit((txn, &self.outbox), express).await
     }
 
-    /// Commits `txn`, then lets the relay know of its rows and sends its
-    /// reply (if any) at once.
+    /// Writes what `outbox` kept back and commits `txn`, then lets the relay
+    /// know of its rows and sends its reply (if any) at once.
     async fn commit(
         &self,
-        txn: DatabaseTransaction,
+        (txn, outbox): (DatabaseTransaction, &Outbox),
         express: impl IntoIterator<Item = Express>,
     ) -> Result<(), PlatformError> {
+        outbox.write_staged(&txn).await?;
         txn.commit().await?;
         self.outbox.wake();
         self.send_replies(express);
@@ -331,18 +333,20 @@ impl CommandProcessor {
                 // to), or a retry under the same idempotency key.
                 let express = self.reply_again(&txn, command).await.map_err(not_applied)?;
                 return self
-                    .commit(txn, express)
+                    .commit((txn, &self.outbox), express)
                     .await
                     .map_err(|e| Failure::MaybeApplied(retryable(e)));
             }
-            match self.handler.handle(&txn, &self.outbox, command).await {
+            // The handler's outbox rows go out in one statement with the reply.
+            let outbox = self.outbox.staging();
+            match self.handler.handle(&txn, &outbox, command).await {
                 Ok(accepted) => {
                     let express = self
-                        .reply(&txn, command, accepted.into())
+                        .reply((&txn, &outbox), command, accepted.into())
                         .await
                         .map_err(not_applied)?;
                     return self
-                        .commit(txn, express)
+                        .commit((txn, &outbox), express)
                         .await
                         .map_err(|e| Failure::MaybeApplied(retryable(e)));
                 }
@@ -483,7 +487,8 @@ impl Handler for CommandProcessor {
         for command in seen {
             replies.extend(self.reply_again(&txn, command).await.map_err(retryable)?);
         }
-        let accepted = match self.handler.handle_batch(&txn, &self.outbox, &fresh).await {
+        let outbox = self.outbox.staging();
+        let accepted = match self.handler.handle_batch(&txn, &outbox, &fresh).await {
             Ok(accepted) if accepted.len() == fresh.len() => accepted,
             Ok(accepted) => {
                 txn.rollback().await.map_err(retryable)?;
@@ -503,12 +508,14 @@ impl Handler for CommandProcessor {
         };
         for (command, accepted) in fresh.iter().zip(accepted) {
             replies.extend(
-                self.reply(&txn, command, accepted.into())
+                self.reply((&txn, &outbox), command, accepted.into())
                     .await
                     .map_err(retryable)?,
             );
         }
-        self.commit(txn, replies).await.map_err(retryable)
+        self.commit((txn, &outbox), replies)
+            .await
+            .map_err(retryable)
     }
 }
 

@@ -51,6 +51,10 @@ pub struct Outbox {
     wake: Arc<Notify>,
     /// Rows their writers are sending express: the relay skips them.
     express: Arc<Mutex<Claims>>,
+    /// In an outbox [`Outbox::staging`] made for one transaction: its rows,
+    /// kept back to be written in one statement with its reply (or by
+    /// [`Outbox::write_staged`]), a round trip each fewer.
+    staged: Option<Arc<Mutex<Vec<entity::ActiveModel>>>>,
 }
 
 /// The rows sent express. One sent and marked stays here until the relay's
@@ -122,13 +126,25 @@ impl Drop for Express {
     }
 }
 
-fn lock(claims: &Mutex<Claims>) -> std::sync::MutexGuard<'_, Claims> {
+fn lock<T>(claims: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     claims.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
     pub fn new() -> Self {
         Outbox::default()
+    }
+
+    /// This outbox for one transaction: the rows it is given are kept back
+    /// and written together with its reply ([`Outbox::enqueue_express`]),
+    /// or by [`Outbox::write_staged`], which whoever commits the
+    /// transaction must call first. Dropped unwritten (a rollback), they
+    /// are gone with the transaction.
+    pub fn staging(&self) -> Outbox {
+        Outbox {
+            staged: Some(Arc::default()),
+            ..self.clone()
+        }
     }
 
     /// Adds a message to send once `txn` commits.
@@ -139,19 +155,44 @@ impl Outbox {
         routing_key: &str,
         envelope: &Envelope,
     ) -> Result<(), PlatformError> {
-        insert(txn, exchange, routing_key, envelope).await?;
+        let row = row(exchange, routing_key, envelope)?;
+        match &self.staged {
+            Some(staged) => lock(staged).push(row),
+            None => insert(txn, vec![row]).await.map(drop)?,
+        }
         Ok(())
     }
 
+    /// Writes the rows a staging outbox kept back (none: nothing to do).
+    pub async fn write_staged<C: ConnectionTrait>(&self, txn: &C) -> Result<(), PlatformError> {
+        let rows = self.take_staged();
+        if !rows.is_empty() {
+            insert(txn, rows).await?;
+        }
+        Ok(())
+    }
+
+    fn take_staged(&self) -> Vec<entity::ActiveModel> {
+        self.staged
+            .as_ref()
+            .map(|staged| std::mem::take(&mut *lock(staged)))
+            .unwrap_or_default()
+    }
+
     /// Adds a reply to the queue `queue`, to send straight after `txn`
-    /// commits with [`Express::send`] rather than wait for the relay.
+    /// commits with [`Express::send`] rather than wait for the relay. In a
+    /// staging outbox, the rows kept back are written in the same
+    /// statement.
     pub async fn enqueue_express<C: ConnectionTrait>(
         &self,
         txn: &C,
         queue: &str,
         envelope: &Envelope,
     ) -> Result<Express, PlatformError> {
-        let id = insert(txn, Exchange::Queue, queue, envelope).await?;
+        let mut rows = self.take_staged();
+        rows.push(row(Exchange::Queue, queue, envelope)?);
+        // The reply is the last row: its id is the one the insert returns.
+        let id = insert(txn, rows).await?;
         // Claimed before the commit, so the relay never sees it unclaimed.
         lock(&self.express).sending.insert(id);
         Ok(Express {
@@ -250,28 +291,36 @@ impl Outbox {
     }
 }
 
-/// Writes one outbox row; its id.
-async fn insert<C: ConnectionTrait>(
-    txn: &C,
+/// An outbox row for `envelope`, not written yet.
+fn row(
     exchange: Exchange,
     routing_key: &str,
     envelope: &Envelope,
-) -> Result<i64, PlatformError> {
+) -> Result<entity::ActiveModel, PlatformError> {
     let json = serde_json::to_string(envelope).map_err(|e| PlatformError::Decode {
         what: envelope.message_type.clone(),
         reason: e.to_string(),
     })?;
-    let row = entity::ActiveModel {
+    Ok(entity::ActiveModel {
         exchange: Set(exchange.as_str().to_owned()),
         routing_key: Set(routing_key.to_owned()),
         envelope: Set(json),
         created_at: Set(Utc::now()),
         sent_at: Set(None),
         ..Default::default()
-    }
-    .insert(txn)
-    .await?;
-    Ok(row.id)
+    })
+}
+
+/// Writes `rows` (at least one) in one statement, in their order: the id
+/// of the last.
+async fn insert<C: ConnectionTrait>(
+    txn: &C,
+    rows: Vec<entity::ActiveModel>,
+) -> Result<i64, PlatformError> {
+    let inserted = entity::Entity::insert_many(rows).exec(txn).await?;
+    inserted
+        .last_insert_id
+        .ok_or_else(|| PlatformError::Unexpected("an outbox insert of no rows".to_owned()))
 }
 
 async fn mark_sent<C: ConnectionTrait>(conn: &C, ids: Vec<i64>) -> Result<(), PlatformError> {

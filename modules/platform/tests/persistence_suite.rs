@@ -270,6 +270,101 @@ async fn replies_go_out_express_once(db: Db) {
     relay.await.unwrap();
 }
 
+/// Announces notes 1 to 3, then accepts the command, or refuses it when
+/// asked to (`Note { n: 0 }`).
+struct AnnounceThree;
+
+#[async_trait::async_trait]
+impl CommandHandler for AnnounceThree {
+    async fn handle(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        outbox: &Outbox,
+        command: &Envelope,
+    ) -> Result<Accepted, CommandError> {
+        for n in 1..=3 {
+            enqueue_note(outbox, txn, n).await;
+        }
+        let asked: Note = command.decode()?;
+        if asked.n == 0 {
+            return Err(CommandError::rejected(ErrorCode::Conflict, "refused"));
+        }
+        Ok(Accepted::default())
+    }
+}
+
+/// A command's outbox rows are written with its reply (one statement),
+/// after every row of its events; a reaction's (no reply) when it
+/// commits; a refused command's not at all. Each goes out once, in order.
+async fn a_commands_rows_go_out_with_its_reply(db: Db) {
+    let (conn, broker, mut events, outbox) = probed(db, "staged.probe", Exchange::Events).await;
+    let replies = QueueSpec::durable("staged.replies");
+    broker.declare(&replies).await.unwrap();
+    let processor = CommandProcessor::new(
+        "staged",
+        conn.clone(),
+        outbox.clone(),
+        Arc::new(AnnounceThree),
+    );
+    let (command, reaction, refused) = {
+        let with_reply = |n| {
+            let mut envelope = Envelope::new(&note(n)).unwrap();
+            envelope.reply_to = Some(replies.name.clone());
+            envelope
+        };
+        (
+            with_reply(1),
+            Envelope::new(&note(1)).unwrap(),
+            with_reply(0),
+        )
+    };
+    for handled in [&command, &reaction, &refused] {
+        processor.handle(handled).await.unwrap();
+    }
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT id, exchange FROM outbox ORDER BY id",
+        ))
+        .await
+        .unwrap();
+    let exchanges: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "exchange").unwrap())
+        .collect();
+    let (event, reply) = (Exchange::Events.as_str(), Exchange::Queue.as_str());
+    assert_eq!(
+        exchanges,
+        [event, event, event, reply, event, event, event, reply],
+        "the command's notes and its reply, the reaction's notes, the refusal"
+    );
+
+    let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
+    outbox.wake();
+    for n in [1, 2, 3, 1, 2, 3] {
+        let d = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let noted: Note = d.message.decode().unwrap().decode().unwrap();
+        assert_eq!(noted.n, n);
+        d.ack().await.unwrap();
+    }
+    wait_until_sent(&conn).await;
+    trigger.trigger();
+    relay.await.unwrap();
+    assert_eq!(
+        broker.queue_len("staged.probe"),
+        0,
+        "no note of the refused command"
+    );
+    assert_eq!(
+        broker.queue_len(&replies.name),
+        2,
+        "an acceptance and a refusal"
+    );
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StepCommand {
     name: String,
@@ -883,6 +978,7 @@ suite!(
     the_inbox_records_a_batch_in_one_go,
     the_outbox_publishes_only_what_committed,
     replies_go_out_express_once,
+    a_commands_rows_go_out_with_its_reply,
     a_saga_runs_forward_then_compensates_backwards,
     secondary_indexes_are_dropped_and_made_again,
     tables_are_emptied_in_the_transaction,
