@@ -13,10 +13,11 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::Positioned;
+use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+    Directive, DocumentOperations, ExecutableDocument, Selection, SelectionSet,
 };
+use async_graphql_value::{ConstValue, Name, Value};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
@@ -78,40 +79,72 @@ impl Checked {
 /// 350 bytes a field in a document of 2,600 `id` fields.
 const NODE_BYTES: usize = 400;
 
-/// The nodes of `document`, each fragment's once.
+/// The nodes of `document`, each fragment's once, each value's too (a
+/// list of a thousand numbers takes as much as a thousand fields).
 fn nodes(document: &ExecutableDocument) -> usize {
-    fn set(set: &SelectionSet) -> usize {
-        set.items
+    fn value(v: &Value) -> usize {
+        1 + match v {
+            Value::List(items) => items.iter().map(value).sum(),
+            Value::Object(fields) => fields.values().map(value).sum(),
+            _ => 0,
+        }
+    }
+    fn const_value(v: &ConstValue) -> usize {
+        1 + match v {
+            ConstValue::List(items) => items.iter().map(const_value).sum(),
+            ConstValue::Object(fields) => fields.values().map(const_value).sum(),
+            _ => 0,
+        }
+    }
+    fn arguments(arguments: &[(Positioned<Name>, Positioned<Value>)]) -> usize {
+        arguments.iter().map(|(_, v)| 1 + value(&v.node)).sum()
+    }
+    fn directives(directives: &[Positioned<Directive>]) -> usize {
+        directives
+            .iter()
+            .map(|d| 1 + arguments(&d.node.arguments))
+            .sum()
+    }
+    fn set(selections: &Positioned<SelectionSet>) -> usize {
+        selections
+            .node
+            .items
             .iter()
             .map(|item| {
                 1 + match &item.node {
                     Selection::Field(f) => {
                         let f = &f.node;
-                        f.arguments.len() + f.directives.len() + set_of(&f.selection_set)
+                        arguments(&f.arguments) + directives(&f.directives) + set(&f.selection_set)
                     }
                     Selection::InlineFragment(f) => {
-                        f.node.directives.len() + set_of(&f.node.selection_set)
+                        directives(&f.node.directives) + set(&f.node.selection_set)
                     }
-                    Selection::FragmentSpread(s) => s.node.directives.len(),
+                    Selection::FragmentSpread(s) => directives(&s.node.directives),
                 }
             })
             .sum()
-    }
-    fn set_of(selection_set: &Positioned<SelectionSet>) -> usize {
-        set(&selection_set.node)
     }
     let operations: usize = document
         .operations
         .iter()
         .map(|(_, op)| {
             let op = &op.node;
-            1 + op.variable_definitions.len() + op.directives.len() + set_of(&op.selection_set)
+            let variables: usize = op
+                .variable_definitions
+                .iter()
+                .map(|v| {
+                    let v = &v.node;
+                    let default = v.default_value.as_ref().map_or(0, |d| const_value(&d.node));
+                    1 + directives(&v.directives) + default
+                })
+                .sum();
+            1 + variables + directives(&op.directives) + set(&op.selection_set)
         })
         .sum();
     let fragments: usize = document
         .fragments
         .values()
-        .map(|f| 1 + f.node.directives.len() + set_of(&f.node.selection_set))
+        .map(|f| 1 + directives(&f.node.directives) + set(&f.node.selection_set))
         .sum();
     operations + fragments
 }
@@ -253,7 +286,14 @@ mod tests {
             "query Q($n: Int) { a(first: $n) { ...F ...F } } fragment F on T { b c @skip(if: true) }",
         )
         .unwrap();
-        // Q, $n, a, first, two spreads; F, b, c, @skip.
-        assert_eq!(nodes(&document), 10);
+        // Q, $n, a, first: $n (2), two spreads; F, b, c, @skip(if: true) (3).
+        assert_eq!(nodes(&document), 13);
+        let values = async_graphql::parser::parse_query(
+            "query($l: [Int] = [1, 2]) { a(f: {k: [1, 1, 1], j: null}) }",
+        )
+        .unwrap();
+        // The operation; $l and its default (3); a; f (1) and its object (1),
+        // k's list (1) of 3, j's null.
+        assert_eq!(nodes(&values), 1 + 4 + 1 + 1 + 1 + 4 + 1);
     }
 }
