@@ -505,16 +505,7 @@ async fn documents_that_ran_are_kept_parsed() {
     };
     let post = |body: Value| {
         let app = &app;
-        async move {
-            let response = app
-                .http
-                .post(format!("{}/graphql", app.base))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            response.json::<Value>().await.unwrap()
-        }
+        async move { app.post(&body).await.json::<Value>().await.unwrap() }
     };
     let query = "query Few($n: Int) { stores(first: $n) { edges { cursor } } }";
     let (parsed, kept) = (

@@ -621,13 +621,7 @@ async fn refusals_before_graphql_have_codes_and_short_messages() {
         json!({ "query": "{ __typename }", "operationName": huge }),
         json!({ "query": format!("{{ {huge} }}") }),
     ] {
-        let response = app
-            .http
-            .post(format!("{}/graphql", app.base))
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post(&request).await;
         let text = response.text().await.unwrap();
         assert!(text.len() < 2000, "{} bytes back", text.len());
         let body: Value = serde_json::from_str(&text).unwrap();

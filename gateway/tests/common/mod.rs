@@ -255,15 +255,21 @@ impl TestApp {
         }
     }
 
+    /// POSTs `body` (any JSON) to `/graphql`.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/graphql", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /graphql")
+    }
+
     /// POSTs a GraphQL request and returns the JSON response (any status).
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         let response = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("POST /graphql");
+            .post(&json!({ "query": query, "variables": variables }))
+            .await;
         response.json().await.expect("a JSON response")
     }
 

@@ -165,17 +165,12 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     outbox.wake();
     for envelope in &sent {
-        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = next_within_10s(&mut sub).await;
         assert_eq!(&d.message.decode().unwrap(), envelope);
         d.ack().await.unwrap();
     }
     // Marked sent once confirmed.
-    wait_until_sent(&conn).await;
-    trigger.trigger();
-    relay.await.unwrap();
+    stop_when_sent(&conn, (trigger, relay)).await;
     assert_eq!(
         broker.queue_len("outbox.probe"),
         0,
@@ -215,6 +210,27 @@ fn spawn_relay(
     );
     let relay = tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await });
     (trigger, relay)
+}
+
+/// The next delivery on `sub`, failing the test after 10 s.
+async fn next_within_10s(sub: &mut Box<dyn Subscription>) -> mallbots_platform::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the subscription open")
+}
+
+/// Waits until the outbox is all sent, then stops its relay.
+async fn stop_when_sent(
+    conn: &DatabaseConnection,
+    (trigger, relay): (
+        mallbots_platform::shutdown::ShutdownTrigger,
+        tokio::task::JoinHandle<()>,
+    ),
+) {
+    wait_until_sent(conn).await;
+    trigger.trigger();
+    relay.await.unwrap();
 }
 
 async fn wait_until_sent(conn: &DatabaseConnection) {
@@ -342,17 +358,12 @@ async fn a_commands_rows_go_out_with_its_reply(db: Db) {
     let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
     outbox.wake();
     for n in [1, 2, 3, 1, 2, 3] {
-        let d = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = next_within_10s(&mut events).await;
         let noted: Note = d.message.decode().unwrap().decode().unwrap();
         assert_eq!(noted.n, n);
         d.ack().await.unwrap();
     }
-    wait_until_sent(&conn).await;
-    trigger.trigger();
-    relay.await.unwrap();
+    stop_when_sent(&conn, (trigger, relay)).await;
     assert_eq!(
         broker.queue_len("staged.probe"),
         0,
