@@ -313,7 +313,8 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
 /// (`extensions.persistedQuery`), which must be the text's when both come.
 /// A document is checked like any other on every use (limits,
 /// introspection, mutations), whoever sent it first.
-fn named_document(request: &mut async_graphql::Request) -> Result<Hash, ApiError> {
+/// With it, whether the request sent the hash alone, without the text.
+fn named_document(request: &mut async_graphql::Request) -> Result<(Hash, bool), ApiError> {
     #[derive(serde::Deserialize)]
     struct Persisted {
         version: i32,
@@ -321,7 +322,7 @@ fn named_document(request: &mut async_graphql::Request) -> Result<Hash, ApiError
         hash: String,
     }
     let Some(value) = request.extensions.remove("persistedQuery") else {
-        return Ok(documents::hash(&request.query));
+        return Ok((documents::hash(&request.query), false));
     };
     let wanted = async_graphql::from_value::<Persisted>(value)
         .ok()
@@ -332,12 +333,15 @@ fn named_document(request: &mut async_graphql::Request) -> Result<Hash, ApiError
                 "extensions.persistedQuery is {version: 1, sha256Hash: <64 hex digits>}",
             )
         })?;
-    if !request.query.is_empty() && documents::hash(&request.query) != wanted {
+    if request.query.is_empty() {
+        return Ok((wanted, true));
+    }
+    if documents::hash(&request.query) != wanted {
         return Err(ApiError::bad_input(
             "extensions.persistedQuery.sha256Hash is not the query's SHA-256",
         ));
     }
-    Ok(wanted)
+    Ok((wanted, false))
 }
 
 /// Whether an executed request's answer holds errors (for caching it and
@@ -409,8 +413,8 @@ async fn execute_in(
 ) -> Response {
     let identity = context.identity.clone();
     let graphql_response = wants_graphql_response(headers);
-    let key = match named_document(&mut request) {
-        Ok(key) => key,
+    let (key, hash_alone) = match named_document(&mut request) {
+        Ok(named) => named,
         Err(err) => return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response),
     };
     // Parsed once, or not at all when kept from an earlier request: the
@@ -423,7 +427,7 @@ async fn execute_in(
         Some(kept) => Some(kept.clone()),
         // A hash alone, of a document not kept: the protocol's cue to send
         // the query (Apollo's link reads it from a 200).
-        None if request.query.is_empty() => {
+        None if hash_alone => {
             let err = ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound");
             return coded_error_response(StatusCode::OK, &err, graphql_response);
         }

@@ -530,6 +530,21 @@ async fn documents_that_ran_are_kept_parsed() {
     assert!(body["data"].is_null(), "{body}");
     assert!(body["errors"][0]["message"].is_string(), "{body}");
 
+    // An empty text is not a hash alone: its error says what is wrong.
+    let empty = app
+        .http
+        .get(format!("{}/graphql", app.base))
+        .query(&[("query", "")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = empty.json().await.unwrap();
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    assert_ne!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{body}"
+    );
+
     // Not valid, so not kept: parsed again each time.
     let parsed = documents("from=\"parsed\"").await;
     for _ in 0..2 {
