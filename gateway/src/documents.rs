@@ -32,13 +32,13 @@ pub fn hash(query: &str) -> Hash {
 
 /// `hex` (64 hex digits, any case) as a hash.
 pub fn from_hex(hex: &str) -> Option<Hash> {
-    let mut hash = [0u8; 32];
-    if hex.len() != 64 || !hex.is_ascii() {
+    // Digits only: `from_str_radix` would also take a sign.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let pair = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(pair, 16).ok()?;
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(hash)
 }
@@ -227,7 +227,15 @@ mod tests {
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(from_hex(&hex), Some(hash));
         assert_eq!(from_hex(&hex.to_uppercase()), Some(hash));
-        for bad in ["", "abc", &"z".repeat(64), &"0".repeat(65), &"é".repeat(32)] {
+        let signed = format!("+f{}", "0".repeat(62));
+        for bad in [
+            "",
+            "abc",
+            &"z".repeat(64),
+            &"0".repeat(65),
+            &"é".repeat(32),
+            &signed,
+        ] {
             assert_eq!(from_hex(bad), None, "{bad:?}");
         }
     }

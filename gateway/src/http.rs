@@ -54,7 +54,7 @@ struct Http {
     shared: Arc<crate::shared::Shared>,
     /// Parsed documents by their SHA-256: sent as text or, with Apollo's
     /// automatic persisted queries, named by the hash alone.
-    documents: Arc<Documents>,
+    documents: Documents,
 }
 
 /// Answers smaller than this go out as they are.
@@ -137,11 +137,7 @@ pub fn router(app: AppState) -> Router {
             rate,
             sockets,
             shared,
-            documents: Arc::new(Documents::new(
-                KEPT_DOCUMENTS,
-                KEPT_DOCUMENT_TEXT,
-                KEPT_DOCUMENTS_MEMORY,
-            )),
+            documents: Documents::new(KEPT_DOCUMENTS, KEPT_DOCUMENT_TEXT, KEPT_DOCUMENTS_MEMORY),
         }))
 }
 
@@ -308,12 +304,11 @@ fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bo
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()
 }
 
-/// The hash of the document a request names: its text's, or the SHA-256
-/// that Apollo's automatic persisted queries send
-/// (`extensions.persistedQuery`), which must be the text's when both come.
-/// A document is checked like any other on every use (limits,
-/// introspection, mutations), whoever sent it first.
-/// With it, whether the request sent the hash alone, without the text.
+/// The hash of the document a request names, and whether the request sent
+/// that hash alone: its text's, or the SHA-256 that Apollo's automatic
+/// persisted queries send (`extensions.persistedQuery`), which must be the
+/// text's when both come. A document is checked like any other on every
+/// use (limits, introspection, mutations), whoever sent it first.
 fn named_document(request: &mut async_graphql::Request) -> Result<(Hash, bool), ApiError> {
     #[derive(serde::Deserialize)]
     struct Persisted {
@@ -344,6 +339,32 @@ fn named_document(request: &mut async_graphql::Request) -> Result<(Hash, bool), 
     Ok((wanted, false))
 }
 
+/// A request's document, kept from an earlier request or parsed for this
+/// one (`checked` is `None` when it does not parse).
+struct Found {
+    key: Hash,
+    checked: Option<Arc<Checked>>,
+    kept: bool,
+}
+
+impl Http {
+    /// The document `query` (whose hash is `key`), parsed at most once.
+    fn find(&self, key: Hash, query: &str) -> Found {
+        match self.documents.get(&key) {
+            Some(kept) => Found {
+                key,
+                checked: Some(kept),
+                kept: true,
+            },
+            None => Found {
+                key,
+                checked: Checked::parse(query, &self.app.settings).map(Arc::new),
+                kept: false,
+            },
+        }
+    }
+}
+
 /// Whether an executed request's answer holds errors (for caching it and
 /// counting it); a request refused before it ran has none.
 #[derive(Clone, Copy)]
@@ -366,11 +387,12 @@ fn trace_headers(headers: &HeaderMap) -> std::collections::BTreeMap<String, Stri
 
 /// [`execute_in`] within the request's span: every line its work logs
 /// (its commands sent and awaited too) carries its correlation id.
+/// `found`: its document, when the caller looked it up already.
 async fn execute(
     http: &Http,
     headers: &HeaderMap,
     (identity, client): (Identity, IpAddr),
-    request: async_graphql::Request,
+    (request, found): (async_graphql::Request, Option<Found>),
 ) -> Response {
     let context = request_context(headers, identity);
     let operation = request.operation_name.as_deref().unwrap_or("");
@@ -390,9 +412,15 @@ async fn execute(
     mallbots_platform::propagation::continue_from(&span, &trace_headers(headers));
     let started = std::time::Instant::now();
     let mut operation = request.operation_name.clone();
-    let response = execute_in(http, headers, (context, client), request, &mut operation)
-        .instrument(span)
-        .await;
+    let response = execute_in(
+        http,
+        headers,
+        (context, client),
+        (request, found),
+        &mut operation,
+    )
+    .instrument(span)
+    .await;
     let outcome = match response.extensions().get::<Answered>() {
         Some(Answered { invalid: true, .. }) | None => RequestOutcome::refused,
         Some(Answered { errors: true, .. }) => RequestOutcome::error,
@@ -408,33 +436,41 @@ async fn execute_in(
     http: &Http,
     headers: &HeaderMap,
     (context, client): (RequestContext, IpAddr),
-    mut request: async_graphql::Request,
+    (mut request, found): (async_graphql::Request, Option<Found>),
     operation: &mut Option<String>,
 ) -> Response {
     let identity = context.identity.clone();
     let graphql_response = wants_graphql_response(headers);
-    let (key, hash_alone) = match named_document(&mut request) {
-        Ok(named) => named,
-        Err(err) => return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response),
-    };
     // Parsed once, or not at all when kept from an earlier request: the
     // request carries the document, and execution uses it. Every refusal
     // that needs only the document comes before any wait.
+    let Found { key, checked, kept } = match found {
+        Some(found) => found,
+        None => match named_document(&mut request) {
+            Err(err) => {
+                return coded_error_response(StatusCode::BAD_REQUEST, &err, graphql_response);
+            }
+            Ok((key, false)) => http.find(key, &request.query),
+            Ok((key, true)) => match http.documents.get(&key) {
+                Some(kept) => Found {
+                    key,
+                    checked: Some(kept),
+                    kept: true,
+                },
+                // A hash alone, of a document not kept: the protocol's cue
+                // to send the query (Apollo's link reads it from a 200).
+                None => {
+                    let err =
+                        ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound");
+                    return coded_error_response(StatusCode::OK, &err, graphql_response);
+                }
+            },
+        },
+    };
     let settings = &http.app.settings;
     let len = request.query.len();
-    let kept = http.documents.get(&key);
-    let checked = match &kept {
-        Some(kept) => Some(kept.clone()),
-        // A hash alone, of a document not kept: the protocol's cue to send
-        // the query (Apollo's link reads it from a 200).
-        None if hash_alone => {
-            let err = ApiError::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound");
-            return coded_error_response(StatusCode::OK, &err, graphql_response);
-        }
-        None => Checked::parse(&request.query, settings).map(Arc::new),
-    };
     if let Some(checked) = &checked {
-        http.app.metrics.document(kept.is_some());
+        http.app.metrics.document(kept);
         request.set_parsed_query(checked.document.clone());
     }
     let parsed = checked.is_some();
@@ -511,7 +547,7 @@ async fn execute_in(
     let unavailable = unavailable(&response);
     // Kept only once it ran without a request error (one that fails to
     // parse or validate is not).
-    if kept.is_none()
+    if !kept
         && let Some(checked) = checked
         && !request_error
     {
@@ -645,7 +681,7 @@ async fn graphql_post(
             graphql_response,
         );
     }
-    execute(&http, &headers, (identity, client.ip()), request).await
+    execute(&http, &headers, (identity, client.ip()), (request, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -656,16 +692,10 @@ struct GetParams {
     operation_name: Option<String>,
 }
 
-/// The operation `name` picks in `query` (or its only one), from the
-/// document kept parsed when there is one.
-fn operation(
-    documents: &Documents,
-    query: &str,
-    name: Option<&str>,
-) -> Option<OperationDefinition> {
-    // As async-graphql picks: by name, else a document's only operation
-    // (named or not).
-    let pick = |doc: &ExecutableDocument| match (&doc.operations, name) {
+/// The operation `name` picks in `document`, as async-graphql picks it: by
+/// name, else the document's only operation (named or not).
+fn operation(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationDefinition> {
+    match (&document.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op.node.clone()),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .iter()
@@ -675,10 +705,6 @@ fn operation(
             ops.values().next().map(|op| op.node.clone())
         }
         _ => None,
-    };
-    match documents.get(&documents::hash(query)) {
-        Some(kept) => pick(&kept.document),
-        None => pick(&async_graphql::parser::parse_query(query).ok()?),
     }
 }
 
@@ -733,13 +759,18 @@ async fn graphql_get(
     headers: HeaderMap,
     Query(params): Query<GetParams>,
 ) -> Response {
-    // The document is parsed once, here: for the cache and for answer_get.
-    let picked = params
+    // The document is found (or parsed) once, here: for the cache headers
+    // and for answer_get, which executes it.
+    let found = params
         .query
         .as_deref()
-        .and_then(|q| operation(&http.documents, q, params.operation_name.as_deref()));
+        .map(|q| http.find(documents::hash(q), q));
+    let picked = found
+        .as_ref()
+        .and_then(|f| f.checked.as_ref())
+        .and_then(|c| operation(&c.document, params.operation_name.as_deref()));
     let public = picked.as_ref().is_some_and(reads_only_public);
-    let mut response = answer_get(&http, connect, &headers, params, picked).await;
+    let mut response = answer_get(&http, connect, &headers, params, (picked, found)).await;
     let clean = response.status().is_success()
         && response
             .extensions()
@@ -761,13 +792,14 @@ async fn graphql_get(
     response
 }
 
-/// `picked`: the operation the query's `operationName` picks, parsed.
+/// `picked`: the operation the query's `operationName` picks in `found`,
+/// the query's document.
 async fn answer_get(
     http: &Http,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: &HeaderMap,
     params: GetParams,
-    picked: Option<OperationDefinition>,
+    (picked, found): (Option<OperationDefinition>, Option<Found>),
 ) -> Response {
     let identity = match admit(http, headers, client.ip()) {
         Ok(identity) => identity,
@@ -804,7 +836,7 @@ async fn answer_get(
             }
         }
     }
-    execute(http, headers, (identity, client.ip()), request).await
+    execute(http, headers, (identity, client.ip()), (request, found)).await
 }
 
 /// The websocket library's read and write buffers per connection (128 KiB

@@ -283,16 +283,16 @@ impl Metrics {
         }
     }
 
-    /// A GraphQL request over HTTP, named `operation` by its client. Only
-    /// a request that ran gives its name a place among the 256: one
-    /// refused before (a name the document does not have, a parse error)
-    /// counts under its name only if that name has one already.
     /// Counts a request's document: parsed for it, or `kept` parsed.
     pub fn document(&self, kept: bool) {
         let from = if kept { "kept" } else { "parsed" };
         self.documents.get_or_create(&DocumentLabels { from }).inc();
     }
 
+    /// A GraphQL request over HTTP, named `operation` by its client. Only
+    /// a request that ran gives its name a place among the 256: one
+    /// refused before (a name the document does not have, a parse error)
+    /// counts under its name only if that name has one already.
     pub fn request(&self, operation: Option<&str>, outcome: RequestOutcome, took: Duration) {
         let operation = operation.map_or("anonymous", |name| match outcome {
             RequestOutcome::refused => self.operations.known(name),

@@ -518,6 +518,18 @@ async fn documents_that_ran_are_kept_parsed() {
     }
     assert_eq!(documents("from=\"parsed\"").await - parsed, 1.0);
     assert_eq!(documents("from=\"kept\"").await - kept, 2.0);
+    // Over GET too, found once for the whole request.
+    let got = app
+        .http
+        .get(format!("{}/graphql", app.base))
+        .query(&[("query", query), ("variables", "{\"n\": 1}")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = got.json().await.unwrap();
+    assert_eq!(body["data"]["stores"]["edges"], json!([]), "{body}");
+    assert_eq!(documents("from=\"parsed\"").await - parsed, 1.0);
+    assert_eq!(documents("from=\"kept\"").await - kept, 3.0);
 
     // Its hash alone names it now, as Apollo's persisted queries do.
     let hash = format!("{:x}", Sha256::digest(query.as_bytes()));

@@ -126,8 +126,8 @@ impl Drop for Express {
     }
 }
 
-fn lock<T>(claims: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    claims.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
