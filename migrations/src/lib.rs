@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 
 mod actors;
 mod broker;
+mod byte_keys;
 mod change_owners;
 mod columns;
 mod dead_letters;
@@ -43,6 +44,7 @@ impl MigratorTrait for PlatformMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = platform_migrations();
         all.push(Box::new(change_owners::Migration));
+        all.push(Box::new(byte_keys::Migration));
         all
     }
 }
@@ -62,6 +64,7 @@ impl MigratorTrait for StoresMigrator {
             Box::new(actors::Migration),
             Box::new(store_owners::Migration),
             Box::new(change_owners::Migration),
+            Box::new(byte_keys::Migration),
         ]
     }
 }
@@ -74,6 +77,7 @@ impl MigratorTrait for SearchMigrator {
         let mut all = platform_migrations();
         all.push(Box::new(search::Migration));
         all.push(Box::new(change_owners::Migration));
+        all.push(Box::new(byte_keys::Migration));
         all
     }
 }
