@@ -7,7 +7,6 @@ use sea_orm_migration::prelude::*;
 
 mod actors;
 mod broker;
-mod byte_keys;
 mod change_owners;
 mod columns;
 mod dead_letters;
@@ -44,7 +43,6 @@ impl MigratorTrait for PlatformMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = platform_migrations();
         all.push(Box::new(change_owners::Migration));
-        all.push(Box::new(byte_keys::Migration));
         all
     }
 }
@@ -64,7 +62,6 @@ impl MigratorTrait for StoresMigrator {
             Box::new(actors::Migration),
             Box::new(store_owners::Migration),
             Box::new(change_owners::Migration),
-            Box::new(byte_keys::Migration),
         ]
     }
 }
@@ -77,7 +74,6 @@ impl MigratorTrait for SearchMigrator {
         let mut all = platform_migrations();
         all.push(Box::new(search::Migration));
         all.push(Box::new(change_owners::Migration));
-        all.push(Box::new(byte_keys::Migration));
         all
     }
 }

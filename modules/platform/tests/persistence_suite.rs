@@ -960,52 +960,6 @@ async fn a_busy_sqlite_file_is_unavailable() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Ids, kinds, topics and statuses compare byte by byte, whatever the
-/// server's default collation: on PostgreSQL each key column of the
-/// platform's tables is `COLLATE "C"`; SQLite's default already is binary.
-async fn key_columns_compare_by_byte(db: Db) {
-    let conn = database(db).await;
-    let backend = conn.get_database_backend();
-    let keys = [
-        ("inbox", "consumer"),
-        ("inbox", "message_id"),
-        ("events", "stream_id"),
-        ("events", "stream_type"),
-        ("snapshots", "stream_id"),
-        ("views", "kind"),
-        ("views", "id"),
-        ("views", "ref_id"),
-        ("views", "status"),
-        ("sagas", "name"),
-        ("sagas", "id"),
-        ("sagas", "pending_command"),
-        ("changes", "topic"),
-        ("changes", "key"),
-        ("changes", "owner"),
-    ];
-    for (table, column) in keys {
-        let sql = match backend {
-            DbBackend::Postgres => format!(
-                "SELECT coalesce(collation_name, 'default') AS collation \
-                 FROM information_schema.columns WHERE table_schema = current_schema() \
-                 AND table_name = '{table}' AND column_name = '{column}'"
-            ),
-            // A column without its own collation compares as BINARY.
-            _ => format!(
-                "SELECT CASE WHEN instr(upper(sql), 'COLLATE') = 0 THEN 'C' ELSE sql END \
-                 AS collation FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
-            ),
-        };
-        let row = conn
-            .query_one_raw(Statement::from_string(backend, sql))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{table}.{column} is missing"));
-        let collation: String = row.try_get("", "collation").unwrap();
-        assert_eq!(collation, "C", "{table}.{column}");
-    }
-}
-
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -1043,7 +997,6 @@ suite!(
     statements_run_in_order_up_to_the_first_error,
     the_change_log_reads_by_limit_and_by_window,
     retention_prunes_old_rows_but_never_an_unsent_one,
-    key_columns_compare_by_byte,
 );
 
 mod racing {
