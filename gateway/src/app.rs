@@ -140,6 +140,23 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Under `NO_MIGRATE`, refuses tables that lack a migration of this release
+/// (made by an older one, `mallbots migrate` not run since): a query on them
+/// would fail later, at random, instead.
+async fn check_migrated(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
+    for (Module { name, migrated, .. }, db) in MODULES.iter().zip(dbs) {
+        let up_to_date = migrated(db.clone())
+            .await
+            .with_context(|| format!("cannot read which migrations the {name} tables have"))?;
+        if !up_to_date {
+            bail!(
+                "the {name} tables are not up to date with this release, and NO_MIGRATE is set: run `mallbots migrate` first"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The dead-letter store of the system `settings` name (for the
 /// `dead-letters` commands).
 pub async fn dead_letters(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
@@ -164,6 +181,10 @@ async fn dead_letter_store(
             .await
             .context("cannot migrate the dead-letter store")?;
         lock.release().await?;
+    } else if !mallbots_migrations::up_to_date::<DeadLetterMigrator>(&db).await? {
+        bail!(
+            "the dead-letter store is not up to date with this release, and NO_MIGRATE is set: run `mallbots migrate` first"
+        );
     }
     Ok(db)
 }
@@ -286,7 +307,9 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     let draining = Arc::new(AtomicBool::new(false));
 
     let dbs = connect_all(&config, !settings.no_migrate).await?;
-    if !settings.no_migrate {
+    if settings.no_migrate {
+        check_migrated(&dbs).await?;
+    } else {
         migrate_all(&dbs).await?;
     }
     let shared = Arc::new(settings.clone());

@@ -17,6 +17,7 @@ use crate::consistency::Readers;
 pub type Tasks = anyhow::Result<Vec<JoinHandle<()>>>;
 pub type Starter = fn(Runtime, Arc<Settings>) -> BoxFuture<'static, Tasks>;
 pub type Migrator = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>>;
+pub type MigrationCheck = fn(DatabaseConnection) -> BoxFuture<'static, anyhow::Result<bool>>;
 
 /// Every module: its part, its database, how to migrate and start it.
 /// A module as the system runs it.
@@ -24,6 +25,8 @@ pub struct Module {
     pub part: Part,
     pub name: &'static str,
     pub migrate: Migrator,
+    /// Whether its tables have every migration of this release.
+    pub migrated: MigrationCheck,
     pub start: Starter,
     /// Its queue: what it handles and which events it follows.
     pub queue: fn() -> QueueSpec,
@@ -42,6 +45,7 @@ macro_rules! module {
             part: $part,
             name: $krate::MODULE,
             migrate: |db| Box::pin(async move { Ok($krate::migrate(&db).await?) }),
+            migrated: |db| Box::pin(async move { Ok($krate::migrated(&db).await?) }),
             start: $start,
             queue: $krate::queue,
         }

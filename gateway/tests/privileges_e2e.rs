@@ -87,3 +87,40 @@ async fn a_migrated_database_serves_a_role_that_may_create_nothing() {
         .await;
     }
 }
+
+/// Under NO_MIGRATE a process refuses tables that lack one of its release's
+/// migrations (an older release made them, `mallbots migrate` has not run
+/// since), saying what to do, where its queries would otherwise fail later.
+/// Once `mallbots migrate` has run, the same process starts.
+#[tokio::test]
+async fn no_migrate_refuses_tables_an_older_release_made() {
+    let split = Split::new().await;
+    let admin = sea_orm::Database::connect(split.env("DATABASE_URL").as_str())
+        .await
+        .expect("the test database");
+    // As if the last migration had come with a newer release.
+    admin
+        .execute_unprepared(
+            "DELETE FROM payments.seaql_migrations \
+             WHERE version = (SELECT max(version) FROM payments.seaql_migrations)",
+        )
+        .await
+        .expect("a migration forgotten");
+    let refused = split.run_to_end(&["run", "stores"]).await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "it ran: {said}");
+    assert!(
+        said.contains("the payments tables are not up to date")
+            && said.contains("run `mallbots migrate` first"),
+        "{said}"
+    );
+
+    let migrated = split.run_to_end(&["migrate"]).await;
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    // It runs (this waits until its log says so, or panics).
+    let _stores = split.part(&["stores"]).await;
+}

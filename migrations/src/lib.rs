@@ -21,6 +21,14 @@ mod stores_read_model;
 
 pub use sea_orm_migration;
 
+/// Whether `db` has every migration of `M` applied. Changes nothing: where
+/// migrations never ran, their own table is not made.
+pub async fn up_to_date<M: MigratorTrait>(
+    db: &sea_orm_migration::sea_orm::DatabaseConnection,
+) -> Result<bool, DbErr> {
+    Ok(M::get_pending_migrations_read_only(db).await?.is_empty())
+}
+
 /// The platform's migrations written before any module had its own; those
 /// written later follow each module's own, in the order they were written
 /// (history is checked against it).

@@ -19,18 +19,27 @@ impl Split {
             // Any yes/no word reads: 1, true, yes, on.
             ("NO_MIGRATE", "1".to_owned()),
         ];
-        let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
-            .arg("migrate")
-            .envs(envs.iter().map(|(k, v)| (k, v)))
-            .output()
-            .await
-            .expect("run mallbots migrate");
+        let split = Split { envs };
+        let migrated = split.run_to_end(&["migrate"]).await;
         assert!(
             migrated.status.success(),
             "{}",
             String::from_utf8_lossy(&migrated.stderr)
         );
-        Split { envs }
+        split
+    }
+
+    /// `mallbots <args>`, a command that ends by itself (within a minute).
+    pub async fn run_to_end(&self, args: &[&str]) -> std::process::Output {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+            .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(std::time::Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("mallbots {args:?} did not end within a minute"))
+            .unwrap_or_else(|e| panic!("run mallbots {args:?}: {e}"))
     }
 
     /// The value of the variable `name` its processes get.

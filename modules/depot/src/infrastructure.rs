@@ -20,6 +20,11 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     PlatformMigrator::up(db, None).await
 }
 
+/// Whether the module's tables are up to date (no migration left to run).
+pub async fn migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    mallbots_migrations::up_to_date::<PlatformMigrator>(db).await
+}
+
 /// The module's queue: what it handles, and the events it follows.
 pub fn queue() -> QueueSpec {
     // Its commands, the stores' events its cache is kept from, and canceled

@@ -11,7 +11,7 @@ mod infrastructure;
 
 pub use application::{NotificationsQueries, Sender};
 pub use domain::Notification;
-pub use infrastructure::{RecordOnly, Webhook, migrate, queue, start};
+pub use infrastructure::{RecordOnly, Webhook, migrate, migrated, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "notifications";

@@ -9,7 +9,7 @@ pub mod domain;
 mod infrastructure;
 
 pub use application::PaymentsQueries;
-pub use infrastructure::{migrate, queue, start};
+pub use infrastructure::{migrate, migrated, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "payments";

@@ -24,9 +24,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// Whether the module's tables are up to date (no migration left to run).
 /// Changes nothing: where migrations never ran, their own table is not made.
 pub async fn migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    Ok(SearchMigrator::get_pending_migrations_read_only(db)
-        .await?
-        .is_empty())
+    mallbots_migrations::up_to_date::<SearchMigrator>(db).await
 }
 
 /// The events search keeps its model from (never its own: it publishes on

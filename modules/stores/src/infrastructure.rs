@@ -22,6 +22,11 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     StoresMigrator::up(db, None).await
 }
 
+/// Whether the module's tables are up to date (no migration left to run).
+pub async fn migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    mallbots_migrations::up_to_date::<StoresMigrator>(db).await
+}
+
 /// Commands handled at the same time.
 const CONCURRENT_COMMANDS: u16 = 8;
 

@@ -8,7 +8,7 @@ pub mod domain;
 mod infrastructure;
 
 pub use application::queries::{ProductRecord, StoreRecord, StoresQueries};
-pub use infrastructure::{migrate, queue, start};
+pub use infrastructure::{migrate, migrated, queue, start};
 
 /// The module's name: its database schema (or file) and queue prefix.
 pub const MODULE: &str = "stores";
