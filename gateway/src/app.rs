@@ -32,7 +32,7 @@ use crate::consistency::database;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 
-use crate::modules::{DEAD_LETTERS, MODULES, Module, readers};
+use crate::modules::{DEAD_LETTERS, MODULES, Migrator, Module, readers};
 use crate::state::{ARCHIVE, AppState, Queries};
 
 /// A started system; [`Running::stop`] shuts it down gracefully.
@@ -123,7 +123,11 @@ async fn connect_all(
     Ok(all)
 }
 
-async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
+async fn migrate_all(
+    config: &DatabaseConfig,
+    dbs: &[DatabaseConnection],
+    wait: Duration,
+) -> anyhow::Result<()> {
     let Some(first) = dbs.first() else {
         return Ok(());
     };
@@ -131,14 +135,68 @@ async fn migrate_all(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
     let lock = StartupLock::take(first)
         .await
         .context("cannot lock the database to migrate it")?;
+    let deadline = tokio::time::Instant::now() + wait;
     for (Module { name, migrate, .. }, db) in MODULES.iter().zip(dbs) {
-        migrate(db.clone())
-            .await
-            .with_context(|| format!("cannot migrate the {name} tables"))?;
+        migrate_patiently(config, name, db, deadline, *migrate).await?;
     }
     lock.release().await?;
     Ok(())
 }
+
+/// Runs `migrate` on `name`'s tables. A statement that waits for a lock
+/// on a table holds every later query on it up, so it waits a second at a
+/// time ([`DatabaseConfig::migration_pool`]): while running processes hold
+/// the tables (a long transaction), it tries again, saying whom it waits for,
+/// until `deadline`. A try that gave up left nothing behind.
+async fn migrate_patiently(
+    config: &DatabaseConfig,
+    name: &str,
+    db: &DatabaseConnection,
+    deadline: tokio::time::Instant,
+    migrate: Migrator,
+) -> anyhow::Result<()> {
+    let pool = config
+        .migration_pool(name, db)
+        .await
+        .with_context(|| format!("cannot open the {name} tables to migrate them"))?;
+    let migrated = loop {
+        let err = match migrate(pool.clone()).await {
+            Ok(()) => break Ok(()),
+            Err(err) => err,
+        };
+        if !err
+            .downcast_ref()
+            .is_some_and(mallbots_platform::db::is_lock_timeout)
+        {
+            break Err(err.context(format!("cannot migrate the {name} tables")));
+        }
+        let holders = mallbots_platform::db::lock_holders(&pool)
+            .await
+            .map(|holders| holders.join("; "))
+            .unwrap_or_else(|err| format!("(cannot tell: {err})"));
+        if tokio::time::Instant::now() >= deadline {
+            break Err(anyhow!(
+                "migrating the {name} tables gave up waiting for running processes to let go of them \
+                 (MIGRATE_LOCK_WAIT_MS): they hold them in {holders}; end those transactions \
+                 or stop those processes, then migrate again; nothing of the waiting migration was applied"
+            ));
+        }
+        tracing::warn!(
+            module = name,
+            %holders,
+            "a migration waits for running processes to let go of its tables; trying again"
+        );
+        tokio::time::sleep(MIGRATION_PAUSE).await;
+    };
+    if config.is_postgres() {
+        pool.close().await?;
+    }
+    migrated
+}
+
+/// Between two tries of a migration that waited for a lock: queries held up
+/// by the try go through meanwhile.
+const MIGRATION_PAUSE: Duration = Duration::from_secs(1);
 
 /// Under `NO_MIGRATE`, refuses tables that lack a migration of this release
 /// (made by an older one, `mallbots migrate` not run since): a query on them
@@ -157,29 +215,38 @@ async fn check_migrated(dbs: &[DatabaseConnection]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a process that migrates waits for tables held by running
+/// processes; `None` under `NO_MIGRATE`.
+fn migrating(settings: &Settings) -> Option<Duration> {
+    (!settings.no_migrate).then(|| settings.migrate_lock_wait())
+}
+
 /// The dead-letter store of the system `settings` name (for the
 /// `dead-letters` commands).
 pub async fn dead_letters(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    dead_letter_store(&database_config(settings)?, !settings.no_migrate).await
+    dead_letter_store(&database_config(settings)?, migrating(settings)).await
 }
 
-/// The dead-letter store's database (`deadletters`), migrated unless
-/// `migrate` is false (`mallbots migrate` did it: gateways started at once
+/// The dead-letter store's database (`deadletters`), migrated (waiting at
+/// most `migrate` for running processes to let go of its tables) unless
+/// `migrate` is `None` (`mallbots migrate` did it: gateways started at once
 /// must not race to create its tables, nor need the right to).
 async fn dead_letter_store(
     config: &DatabaseConfig,
-    migrate: bool,
+    migrate: Option<Duration>,
 ) -> anyhow::Result<DatabaseConnection> {
     use mallbots_migrations::DeadLetterMigrator;
     use mallbots_migrations::sea_orm_migration::MigratorTrait;
-    let db = open(config, DEAD_LETTERS, migrate)
+    let db = open(config, DEAD_LETTERS, migrate.is_some())
         .await
         .context("cannot open the dead-letter store")?;
-    if migrate {
+    if let Some(wait) = migrate {
         let lock = StartupLock::take(&db).await?;
-        DeadLetterMigrator::up(&db, None)
-            .await
-            .context("cannot migrate the dead-letter store")?;
+        let deadline = tokio::time::Instant::now() + wait;
+        migrate_patiently(config, DEAD_LETTERS, &db, deadline, |db| {
+            Box::pin(async move { Ok(DeadLetterMigrator::up(&db, None).await?) })
+        })
+        .await?;
         lock.release().await?;
     } else if !mallbots_migrations::up_to_date::<DeadLetterMigrator>(&db).await? {
         bail!(
@@ -191,7 +258,10 @@ async fn dead_letter_store(
 
 /// The in-process broker, its durable queues kept in a database of its own
 /// (`broker`: a SQLite file beside the modules', or a PostgreSQL schema).
-async fn in_process_broker(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Broker>> {
+async fn in_process_broker(
+    config: &DatabaseConfig,
+    wait: Duration,
+) -> anyhow::Result<Arc<dyn Broker>> {
     use mallbots_migrations::BrokerMigrator;
     use mallbots_migrations::sea_orm_migration::MigratorTrait;
     let db = config
@@ -199,9 +269,11 @@ async fn in_process_broker(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Br
         .await
         .context("cannot open the in-process broker's database")?;
     let lock = StartupLock::take(&db).await?;
-    BrokerMigrator::up(&db, None)
-        .await
-        .context("cannot migrate the in-process broker's tables")?;
+    let deadline = tokio::time::Instant::now() + wait;
+    migrate_patiently(config, "broker", &db, deadline, |db| {
+        Box::pin(async move { Ok(BrokerMigrator::up(&db, None).await?) })
+    })
+    .await?;
     lock.release().await?;
     let broker = MemoryBroker::durable(db)
         .await
@@ -226,7 +298,7 @@ async fn broker(
                 .context("cannot connect to RabbitMQ (AMQP_URL)")?;
             Ok(Arc::new(broker))
         }
-        None if all_in_one => in_process_broker(config).await,
+        None if all_in_one => in_process_broker(config, settings.migrate_lock_wait()).await,
         None => bail!("running parts of the system alone needs a shared broker: set AMQP_URL"),
     }
 }
@@ -236,8 +308,9 @@ async fn broker(
 /// module first runs waits in its queue instead of being dropped unrouted.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let config = database_config(settings)?;
-    migrate_all(&connect_all(&config, true).await?).await?;
-    dead_letter_store(&config, true).await?;
+    let wait = settings.migrate_lock_wait();
+    migrate_all(&config, &connect_all(&config, true).await?, wait).await?;
+    dead_letter_store(&config, Some(wait)).await?;
     tracing::info!("migrations applied");
     if settings.amqp_url.is_some() {
         let broker = broker(settings, &config, false).await?;
@@ -268,8 +341,12 @@ pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u6
     match model {
         ReadModel::Search => {
             let db = open(&config, mallbots_search::MODULE, !settings.no_migrate).await?;
-            if !settings.no_migrate {
-                mallbots_search::migrate(&db).await?;
+            if let Some(wait) = migrating(settings) {
+                let deadline = tokio::time::Instant::now() + wait;
+                migrate_patiently(&config, mallbots_search::MODULE, &db, deadline, |db| {
+                    Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) })
+                })
+                .await?;
             } else if !mallbots_search::migrated(&db).await? {
                 bail!(
                     "the search tables are missing or not up to date, and NO_MIGRATE is set: run `mallbots migrate` first"
@@ -310,7 +387,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if settings.no_migrate {
         check_migrated(&dbs).await?;
     } else {
-        migrate_all(&dbs).await?;
+        migrate_all(&config, &dbs, settings.migrate_lock_wait()).await?;
     }
     let shared = Arc::new(settings.clone());
     let metrics = Arc::new(Metrics::new());
@@ -346,7 +423,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
         // The gateway keeps the dead letters: operators see and replay them
         // with `mallbots dead-letters`.
-        let dead_letters = dead_letter_store(&config, !settings.no_migrate).await?;
+        let dead_letters = dead_letter_store(&config, migrating(&settings)).await?;
         tasks.extend(
             mallbots_platform::dead_letters::keep(
                 dead_letters.clone(),

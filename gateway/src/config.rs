@@ -293,6 +293,18 @@ pub struct Settings {
         value_parser = BoolishValueParser::new()
     )]
     pub no_migrate: bool,
+
+    /// How long migrating waits in all, in milliseconds, for tables that
+    /// running processes hold (PostgreSQL): it tries for a second at a time,
+    /// so their queries never queue behind it for longer, then gives up
+    /// naming the holders.
+    #[arg(
+        long,
+        global = true,
+        env = "MIGRATE_LOCK_WAIT_MS",
+        default_value_t = 60_000
+    )]
+    pub migrate_lock_wait_ms: u64,
 }
 
 impl Settings {
@@ -301,6 +313,10 @@ impl Settings {
             messages: Duration::from_secs(self.message_retention_secs),
             changes: Duration::from_secs(self.change_log_retention_secs),
         }
+    }
+
+    pub fn migrate_lock_wait(&self) -> Duration {
+        Duration::from_millis(self.migrate_lock_wait_ms)
     }
 
     pub fn command_timeout(&self) -> Duration {

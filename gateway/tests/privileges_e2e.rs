@@ -7,7 +7,7 @@ mod common;
 
 use common::split::Split;
 use common::{shop, wait_until};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -123,4 +123,108 @@ async fn no_migrate_refuses_tables_an_older_release_made() {
     );
     // It runs (this waits until its log says so, or panics).
     let _stores = split.part(&["stores"]).await;
+}
+
+/// A migration that needs a table a running process holds (a long
+/// transaction) waits for it a second at a time, so the table's other
+/// readers are never queued behind it for long, and says whom it waits for;
+/// once the holder lets go it is applied. Past `MIGRATE_LOCK_WAIT_MS` it
+/// gives up naming the holder, and nothing of it is applied.
+#[tokio::test]
+async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
+    let mut split = Split::new().await;
+    let url = split.env("DATABASE_URL");
+    let admin = sea_orm::Database::connect(url.as_str())
+        .await
+        .expect("the test database");
+    // As if payments' last migration (an indexed column on its change log)
+    // had come with a newer release.
+    admin
+        .execute_unprepared(
+            "DROP INDEX payments.changes_topic_owner; \
+             ALTER TABLE payments.changes DROP COLUMN owner; \
+             DELETE FROM payments.seaql_migrations WHERE version = 'change_owners'",
+        )
+        .await
+        .expect("the migration undone");
+    let applied = || async {
+        let row = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT (SELECT count(*) FROM payments.seaql_migrations \
+                         WHERE version = 'change_owners') AS recorded, \
+                        (SELECT count(*) FROM information_schema.columns \
+                         WHERE table_schema = 'payments' AND table_name = 'changes' \
+                         AND column_name = 'owner') AS made",
+            ))
+            .await
+            .expect("the migration's state")
+            .expect("a row");
+        let count = |name| row.try_get::<i64>("", name).expect("a count");
+        (count("recorded"), count("made"))
+    };
+    assert_eq!(applied().await, (0, 0));
+    // A running process's transaction that has read the change log.
+    let holder = admin.begin().await.expect("a transaction");
+    holder
+        .execute_unprepared("SELECT count(*) AS holding FROM payments.changes")
+        .await
+        .expect("a read");
+
+    split.set_env("MIGRATE_LOCK_WAIT_MS", "2500".to_owned());
+    let gave_up = split.run_to_end(&["migrate"]).await;
+    let said = String::from_utf8_lossy(&gave_up.stderr);
+    assert!(!gave_up.status.success(), "it migrated: {said}");
+    assert!(
+        said.contains("migrating the payments tables gave up waiting")
+            && said.contains("SELECT count(*) AS holding FROM payments.changes"),
+        "{said}"
+    );
+    assert_eq!(
+        applied().await,
+        (0, 0),
+        "a migration that gave up left some"
+    );
+
+    split.set_env("MIGRATE_LOCK_WAIT_MS", "60000".to_owned());
+    let reader = sea_orm::Database::connect(url.as_str())
+        .await
+        .expect("a reader");
+    let migrating = split.run_to_end(&["migrate"]);
+    let meanwhile = async {
+        wait_until("the migration waiting for the change log", || async {
+            let waiting = admin
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT count(*) AS waiting FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE \"changes\"%'",
+                ))
+                .await
+                .expect("the sessions")
+                .expect("a row")
+                .try_get::<i64>("", "waiting")
+                .expect("a count");
+            (waiting > 0).then_some(())
+        })
+        .await;
+        // A reader that comes now queues behind the waiting migration, for
+        // a try at most (without one, until the holder let go).
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            reader.execute_unprepared("SELECT count(*) FROM payments.changes"),
+        )
+        .await
+        .expect("a reader held up behind the waiting migration")
+        .expect("a read");
+        holder.commit().await.expect("the holder lets go");
+    };
+    let (migrated, ()) = tokio::join!(migrating, meanwhile);
+    let logged = String::from_utf8_lossy(&migrated.stdout).into_owned()
+        + &String::from_utf8_lossy(&migrated.stderr);
+    assert!(migrated.status.success(), "{logged}");
+    assert!(
+        logged.contains("a migration waits for running processes to let go of its tables"),
+        "{logged}"
+    );
+    assert_eq!(applied().await, (1, 1));
 }

@@ -74,6 +74,7 @@ pub async fn settings(backend: Backend) -> Settings {
         consistency_timeout_ms: 10_000,
         socket_send_buffer: None,
         no_migrate: false,
+        migrate_lock_wait_ms: 60_000,
         search_batch: mallbots_search::BATCH,
         shutdown_drain_ms: 0,
         ws_init_timeout_ms: 3000,

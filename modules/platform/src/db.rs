@@ -213,23 +213,7 @@ impl DatabaseConfig {
                     lock.release().await?;
                 }
                 admin.close().await?;
-                let mut options = ConnectOptions::new(url.as_str());
-                options
-                    .max_connections(10)
-                    .min_connections(0)
-                    // Fail fast when PostgreSQL is down: a request is
-                    // answered UNAVAILABLE within about a second, and a
-                    // consumer retries without blaming its message.
-                    .acquire_timeout(Duration::from_secs(1))
-                    .connect_timeout(Duration::from_secs(1))
-                    // A ping on every checkout is one more round trip per
-                    // transaction; a connection in steady use has just
-                    // proved itself, and one PostgreSQL dropped while idle
-                    // is found by the ping before its first use.
-                    .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
-                    .set_schema_search_path(module)
-                    .sqlx_logging(false);
-                Ok(Database::connect(options).await?)
+                Ok(Database::connect(postgres_pool(url, module)).await?)
             }
             DatabaseConfig::Sqlite { dir } => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -256,6 +240,99 @@ impl DatabaseConfig {
             }
         }
     }
+}
+
+/// The options of `module`'s pool on the PostgreSQL database of `url`.
+fn postgres_pool(url: &str, module: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(10)
+        .min_connections(0)
+        // Fail fast when PostgreSQL is down: a request is answered
+        // UNAVAILABLE within about a second, and a consumer retries without
+        // blaming its message.
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        // A ping on every checkout is one more round trip per transaction;
+        // a connection in steady use has just proved itself, and one
+        // PostgreSQL dropped while idle is found by the ping before its
+        // first use.
+        .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
+        .set_schema_search_path(module)
+        .sqlx_logging(false);
+    options
+}
+
+/// The longest one statement of a migration waits for a lock on a table
+/// (PostgreSQL's `lock_timeout`). A statement that waits for a table holds
+/// up every query on it that comes later, so running processes stall at most
+/// this long each time; past it the migration gives up, and is tried again
+/// (see [`is_lock_timeout`]).
+pub const MIGRATION_LOCK_TRY: Duration = Duration::from_secs(1);
+
+impl DatabaseConfig {
+    /// The connection to run `module`'s migrations on: on PostgreSQL a pool
+    /// of its own whose statements wait at most [`MIGRATION_LOCK_TRY`] for a
+    /// lock; on SQLite `db`, the module's own (one process owns its files,
+    /// and its busy timeout bounds the wait).
+    pub async fn migration_pool(
+        &self,
+        module: &str,
+        db: &DatabaseConnection,
+    ) -> Result<DatabaseConnection, PlatformError> {
+        match self {
+            DatabaseConfig::Postgres { url } => {
+                let mut options = postgres_pool(url, module);
+                let wait = format!("{}ms", MIGRATION_LOCK_TRY.as_millis());
+                options
+                    .max_connections(2)
+                    .map_sqlx_postgres_opts(move |o| o.options([("lock_timeout", wait.as_str())]));
+                Ok(Database::connect(options).await?)
+            }
+            DatabaseConfig::Sqlite { .. } => Ok(db.clone()),
+        }
+    }
+}
+
+/// Whether `err` is a statement that gave up waiting for a lock
+/// (`lock_timeout`): nothing of its transaction is left, and it may be tried
+/// again once the holder lets go.
+pub fn is_lock_timeout(err: &sea_orm::DbErr) -> bool {
+    // lock_not_available
+    crate::error::sqlstate(err).as_deref() == Some("55P03")
+}
+
+/// The other sessions that hold locks on tables of `db`'s schema
+/// (PostgreSQL), the longest-open transaction first, each as "pid N, its
+/// state for S s: its last statement": whom a waiting migration waits for.
+pub async fn lock_holders(db: &DatabaseConnection) -> Result<Vec<String>, PlatformError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT a.pid, coalesce(a.state, '') AS state, \
+                    coalesce(extract(epoch FROM now() - a.xact_start), 0)::bigint AS seconds, \
+                    left(coalesce(a.query, ''), 120) AS query \
+             FROM pg_stat_activity a \
+             WHERE a.pid <> pg_backend_pid() AND a.pid IN ( \
+                 SELECT l.pid FROM pg_locks l \
+                 JOIN pg_class c ON c.oid = l.relation \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE l.granted AND n.nspname = current_schema()) \
+             ORDER BY a.xact_start NULLS LAST LIMIT 5",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| -> Result<String, PlatformError> {
+            let pid: i32 = row.try_get("", "pid")?;
+            let state: String = row.try_get("", "state")?;
+            let seconds: i64 = row.try_get("", "seconds")?;
+            let query: String = row.try_get("", "query")?;
+            Ok(format!("pid {pid}, {state} for {seconds} s: {query}"))
+        })
+        .collect()
 }
 
 /// An upsert's `DO UPDATE ... WHERE` that writes only what is newer: the
