@@ -18,9 +18,7 @@ use uuid::Uuid;
 async fn a_migrated_database_serves_a_role_that_may_create_nothing() {
     let mut split = Split::new().await;
     let url = split.env("DATABASE_URL");
-    let admin = sea_orm::Database::connect(url.as_str())
-        .await
-        .expect("the test database");
+    let admin = split.admin().await;
     let role = format!("mallbots_app_{}", Uuid::new_v4().simple());
     let mut url = reqwest::Url::parse(&url).expect("a URL");
     let database = url.path().trim_start_matches('/').to_owned();
@@ -95,9 +93,7 @@ async fn a_migrated_database_serves_a_role_that_may_create_nothing() {
 #[tokio::test]
 async fn no_migrate_refuses_tables_an_older_release_made() {
     let split = Split::new().await;
-    let admin = sea_orm::Database::connect(split.env("DATABASE_URL").as_str())
-        .await
-        .expect("the test database");
+    let admin = split.admin().await;
     // As if the last migration had come with a newer release.
     admin
         .execute_unprepared(
@@ -134,9 +130,7 @@ async fn no_migrate_refuses_tables_an_older_release_made() {
 async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
     let mut split = Split::new().await;
     let url = split.env("DATABASE_URL");
-    let admin = sea_orm::Database::connect(url.as_str())
-        .await
-        .expect("the test database");
+    let admin = split.admin().await;
     // As if payments' last migration (an indexed column on its change log)
     // had come with a newer release.
     admin

@@ -51,6 +51,13 @@ impl Split {
             .unwrap_or_else(|| panic!("no {name}"))
     }
 
+    /// A connection to its database, as the role that made it.
+    pub async fn admin(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(self.env("DATABASE_URL").as_str())
+            .await
+            .expect("the test database")
+    }
+
     pub fn set_env(&mut self, name: &'static str, value: String) {
         self.envs.retain(|(k, _)| *k != name);
         self.envs.push((name, value));
