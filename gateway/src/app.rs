@@ -132,10 +132,10 @@ async fn migrate_all(
         return Ok(());
     };
     // Every module's schema is in the one database: one lock covers them.
-    let lock = StartupLock::take(first)
+    let deadline = tokio::time::Instant::now() + wait;
+    let lock = StartupLock::take_within(first, wait)
         .await
         .context("cannot lock the database to migrate it")?;
-    let deadline = tokio::time::Instant::now() + wait;
     for (Module { name, migrate, .. }, db) in MODULES.iter().zip(dbs) {
         migrate_patiently(config, name, db, deadline, *migrate).await?;
     }
@@ -160,17 +160,21 @@ async fn migrate_patiently(
         .await
         .with_context(|| format!("cannot open the {name} tables to migrate them"))?;
     let migrated = loop {
+        let tried = tokio::time::Instant::now();
         let err = match migrate(pool.clone()).await {
             Ok(()) => break Ok(()),
             Err(err) => err,
         };
-        if !err
-            .downcast_ref()
-            .is_some_and(mallbots_platform::db::is_lock_timeout)
-        {
+        let db_err = err.downcast_ref::<sea_orm::DbErr>();
+        if db_err.is_some_and(mallbots_platform::database_unreachable) {
+            break Err(err.context(format!(
+                "cannot migrate the {name} tables: the database cannot be reached (or is busy)"
+            )));
+        }
+        if !db_err.is_some_and(mallbots_platform::db::is_lock_timeout) {
             break Err(err.context(format!("cannot migrate the {name} tables")));
         }
-        let holders = mallbots_platform::db::lock_holders(&pool)
+        let holders = mallbots_platform::db::lock_holders(&pool, tried.elapsed())
             .await
             .map(|holders| holders.join("; "))
             .unwrap_or_else(|err| format!("(cannot tell: {err})"));
@@ -241,8 +245,8 @@ async fn dead_letter_store(
         .await
         .context("cannot open the dead-letter store")?;
     if let Some(wait) = migrate {
-        let lock = StartupLock::take(&db).await?;
         let deadline = tokio::time::Instant::now() + wait;
+        let lock = StartupLock::take_within(&db, wait).await?;
         migrate_patiently(config, DEAD_LETTERS, &db, deadline, |db| {
             Box::pin(async move { Ok(DeadLetterMigrator::up(&db, None).await?) })
         })
@@ -268,8 +272,8 @@ async fn in_process_broker(
         .connect("broker")
         .await
         .context("cannot open the in-process broker's database")?;
-    let lock = StartupLock::take(&db).await?;
     let deadline = tokio::time::Instant::now() + wait;
+    let lock = StartupLock::take_within(&db, wait).await?;
     migrate_patiently(config, "broker", &db, deadline, |db| {
         Box::pin(async move { Ok(BrokerMigrator::up(&db, None).await?) })
     })

@@ -180,6 +180,25 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
         "a migration that gave up left some"
     );
 
+    // Nor does it wait past that for another process that migrates.
+    let migrating_elsewhere = admin.begin().await.expect("a transaction");
+    migrating_elsewhere
+        .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
+        .await
+        .expect("the start-up lock");
+    split.set_env("MIGRATE_LOCK_WAIT_MS", "1000".to_owned());
+    let gave_up = split.run_to_end(&["migrate"]).await;
+    let said = String::from_utf8_lossy(&gave_up.stderr);
+    assert!(!gave_up.status.success(), "it migrated: {said}");
+    assert!(
+        said.contains("another process has been creating tables for over 1 s"),
+        "{said}"
+    );
+    migrating_elsewhere
+        .rollback()
+        .await
+        .expect("the lock let go");
+
     split.set_env("MIGRATE_LOCK_WAIT_MS", "60000".to_owned());
     let reader = sea_orm::Database::connect(url.as_str())
         .await

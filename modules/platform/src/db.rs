@@ -30,21 +30,32 @@ impl StartupLock {
     /// Waits for the lock on `db`'s PostgreSQL database, saying so when
     /// another process holds it, for at most [`STARTUP_LOCK_WAIT`].
     pub async fn take(db: &DatabaseConnection) -> Result<Self, PlatformError> {
+        Self::take_within(db, STARTUP_LOCK_WAIT).await
+    }
+
+    /// [`StartupLock::take`], waiting at most `wait` (a process that
+    /// migrates waits so long in all for whatever holds it up).
+    pub async fn take_within(
+        db: &DatabaseConnection,
+        wait: Duration,
+    ) -> Result<Self, PlatformError> {
         if db.get_database_backend() != DbBackend::Postgres {
             return Ok(StartupLock(None));
         }
         let txn = db.begin().await?;
         if !try_advisory_lock(&txn, "'mallbots.startup'").await? {
-            let wait = STARTUP_LOCK_WAIT.as_secs();
-            tracing::info!("another process is creating tables; waiting for it (at most {wait} s)");
-            txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{wait}s'"))
+            let secs = wait.as_secs_f64();
+            tracing::info!("another process is creating tables; waiting for it (at most {secs} s)");
+            // 0 would mean no limit at all.
+            let ms = wait.as_millis().max(1);
+            txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
                 .await?;
             txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
                 .await
                 .map_err(|err| match crate::error::sqlstate(&err).as_deref() {
                     // lock_not_available: the wait ran out.
                     Some("55P03") => PlatformError::Setup(format!(
-                        "another process has been creating tables for over {wait} s \
+                        "another process has been creating tables for over {secs} s \
                          (stuck?): stop it, or start this one with --no-migrate"
                     )),
                     _ => err.into(),
@@ -303,25 +314,35 @@ pub fn is_lock_timeout(err: &sea_orm::DbErr) -> bool {
 }
 
 /// The other sessions that hold locks on tables of `db`'s schema
-/// (PostgreSQL), the longest-open transaction first, each as "pid N, its
-/// state for S s: its last statement": whom a waiting migration waits for.
-pub async fn lock_holders(db: &DatabaseConnection) -> Result<Vec<String>, PlatformError> {
+/// (PostgreSQL) in transactions begun at least `for_at_least` ago, the
+/// longest-open first, each as "pid N, its state for S s: its last
+/// statement": whom a migration that tried for that long waited for (those
+/// that came later were queued behind it, not in its way).
+pub async fn lock_holders(
+    db: &DatabaseConnection,
+    for_at_least: Duration,
+) -> Result<Vec<String>, PlatformError> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(Vec::new());
     }
     let rows = db
-        .query_all_raw(Statement::from_string(
+        .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT a.pid, coalesce(a.state, '') AS state, \
                     coalesce(extract(epoch FROM now() - a.xact_start), 0)::bigint AS seconds, \
-                    left(coalesce(a.query, ''), 120) AS query \
+                    rtrim(left(coalesce(a.query, ''), 120), '; ') AS query \
              FROM pg_stat_activity a \
-             WHERE a.pid <> pg_backend_pid() AND a.pid IN ( \
+             WHERE a.pid <> pg_backend_pid() AND a.datname = current_database() \
+               AND a.xact_start <= now() - make_interval(secs => $1) \
+               AND a.pid IN ( \
                  SELECT l.pid FROM pg_locks l \
                  JOIN pg_class c ON c.oid = l.relation \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE l.granted AND n.nspname = current_schema()) \
-             ORDER BY a.xact_start NULLS LAST LIMIT 5",
+                 WHERE l.granted AND n.nspname = current_schema() \
+                   AND l.database = (SELECT oid FROM pg_database \
+                                     WHERE datname = current_database())) \
+             ORDER BY a.xact_start LIMIT 5",
+            [for_at_least.as_secs_f64().into()],
         ))
         .await?;
     rows.iter()
