@@ -294,10 +294,10 @@ pub struct Settings {
     )]
     pub no_migrate: bool,
 
-    /// How long migrating waits in all, in milliseconds, for tables that
-    /// running processes hold (PostgreSQL): it tries for a second at a time,
-    /// so their queries never queue behind it for longer, then gives up
-    /// naming the holders.
+    /// How long migrating waits in all, in milliseconds, for another process
+    /// that migrates and for tables that running processes hold (PostgreSQL):
+    /// it tries for a table a second at a time, so their queries never queue
+    /// behind it for longer, then gives up naming the holders.
     #[arg(
         long,
         global = true,
