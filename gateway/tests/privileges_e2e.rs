@@ -165,10 +165,7 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
         .await
         .expect("a read");
 
-    split.set_env("MIGRATE_LOCK_WAIT_MS", "2500".to_owned());
-    let gave_up = split.run_to_end(&["migrate"]).await;
-    let said = String::from_utf8_lossy(&gave_up.stderr);
-    assert!(!gave_up.status.success(), "it migrated: {said}");
+    let said = migrate_giving_up_after(&mut split, "2500").await;
     assert!(
         said.contains("migrating the payments tables gave up waiting")
             && said.contains("SELECT count(*) AS holding FROM payments.changes"),
@@ -186,10 +183,7 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
         .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
         .await
         .expect("the start-up lock");
-    split.set_env("MIGRATE_LOCK_WAIT_MS", "1000".to_owned());
-    let gave_up = split.run_to_end(&["migrate"]).await;
-    let said = String::from_utf8_lossy(&gave_up.stderr);
-    assert!(!gave_up.status.success(), "it migrated: {said}");
+    let said = migrate_giving_up_after(&mut split, "1000").await;
     assert!(
         said.contains("another process has been creating tables for over 1 s"),
         "{said}"
@@ -240,4 +234,14 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
         "{logged}"
     );
     assert_eq!(applied().await, (1, 1));
+}
+
+/// `mallbots migrate` with `MIGRATE_LOCK_WAIT_MS` at `wait_ms`, which must
+/// fail; what it said.
+async fn migrate_giving_up_after(split: &mut Split, wait_ms: &str) -> String {
+    split.set_env("MIGRATE_LOCK_WAIT_MS", wait_ms.to_owned());
+    let gave_up = split.run_to_end(&["migrate"]).await;
+    let said = String::from_utf8_lossy(&gave_up.stderr).into_owned();
+    assert!(!gave_up.status.success(), "it migrated: {said}");
+    said
 }
