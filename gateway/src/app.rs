@@ -192,8 +192,11 @@ async fn migrate_patiently(
         );
         tokio::time::sleep(MIGRATION_PAUSE).await;
     };
+    // A pool of its own on PostgreSQL (on SQLite, the module's, kept open);
+    // a failure to close it says less than the migration's own.
     if config.is_postgres() {
-        pool.close().await?;
+        let closed = pool.close().await;
+        return migrated.and_then(|()| closed.map_err(Into::into));
     }
     migrated
 }

@@ -52,13 +52,15 @@ impl StartupLock {
                 .await?;
             txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
                 .await
-                .map_err(|err| match crate::error::sqlstate(&err).as_deref() {
-                    // lock_not_available: the wait ran out.
-                    Some("55P03") => PlatformError::Setup(format!(
-                        "another process has been creating tables for over {secs} s \
-                         (stuck?): stop it, or start this one with --no-migrate"
-                    )),
-                    _ => err.into(),
+                .map_err(|err| {
+                    if is_lock_timeout(&err) {
+                        PlatformError::Setup(format!(
+                            "another process has been creating tables for over {secs} s \
+                             (stuck?): stop it, or start this one with --no-migrate"
+                        ))
+                    } else {
+                        err.into()
+                    }
                 })?;
         }
         Ok(StartupLock(Some(txn)))
