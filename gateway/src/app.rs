@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use mallbots_baskets::BasketsQueries;
 use mallbots_cosec::CosecQueries;
 use mallbots_customers::CustomersQueries;
 use mallbots_depot::DepotQueries;
+use mallbots_migrations::sea_orm_migration::MigratorTrait;
 use mallbots_notifications::NotificationsQueries;
 use mallbots_ordering::OrderingQueries;
 use mallbots_payments::PaymentsQueries;
@@ -128,19 +130,36 @@ async fn migrate_all(
     dbs: &[DatabaseConnection],
     wait: Duration,
 ) -> anyhow::Result<()> {
-    let Some(first) = dbs.first() else {
+    let work = MODULES.iter().zip(dbs);
+    migrate_locked(config, wait, work.map(|(m, db)| (m.name, db, m.migrate))).await
+}
+
+/// Runs each `(name, db, migrate)` in turn under the start-up lock, taken
+/// on the first's database (one lock covers every schema of a database),
+/// waiting at most `wait` in all for the lock and for the tables.
+async fn migrate_locked<'a>(
+    config: &DatabaseConfig,
+    wait: Duration,
+    work: impl IntoIterator<Item = (&'a str, &'a DatabaseConnection, Migrator)>,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut work = work.into_iter().peekable();
+    let Some(&(_, first, _)) = work.peek() else {
         return Ok(());
     };
-    // Every module's schema is in the one database: one lock covers them.
-    let deadline = tokio::time::Instant::now() + wait;
     let lock = StartupLock::take_within(first, wait)
         .await
         .context("cannot lock the database to migrate it")?;
-    for (Module { name, migrate, .. }, db) in MODULES.iter().zip(dbs) {
-        migrate_patiently(config, name, db, deadline, *migrate).await?;
+    for (name, db, migrate) in work {
+        migrate_patiently(config, name, db, deadline, migrate).await?;
     }
     lock.release().await?;
     Ok(())
+}
+
+/// `M`'s migrations, as a [`Migrator`].
+fn up<M: MigratorTrait>(db: DatabaseConnection) -> BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move { Ok(M::up(&db, None).await?) })
 }
 
 /// Runs `migrate` on `name`'s tables. A statement that waits for a lock
@@ -243,18 +262,16 @@ async fn dead_letter_store(
     migrate: Option<Duration>,
 ) -> anyhow::Result<DatabaseConnection> {
     use mallbots_migrations::DeadLetterMigrator;
-    use mallbots_migrations::sea_orm_migration::MigratorTrait;
     let db = open(config, DEAD_LETTERS, migrate.is_some())
         .await
         .context("cannot open the dead-letter store")?;
     if let Some(wait) = migrate {
-        let deadline = tokio::time::Instant::now() + wait;
-        let lock = StartupLock::take_within(&db, wait).await?;
-        migrate_patiently(config, DEAD_LETTERS, &db, deadline, |db| {
-            Box::pin(async move { Ok(DeadLetterMigrator::up(&db, None).await?) })
-        })
+        migrate_locked(
+            config,
+            wait,
+            [(DEAD_LETTERS, &db, up::<DeadLetterMigrator> as Migrator)],
+        )
         .await?;
-        lock.release().await?;
     } else if !mallbots_migrations::up_to_date::<DeadLetterMigrator>(&db).await? {
         bail!(
             "the dead-letter store is not up to date with this release, and NO_MIGRATE is set: run `mallbots migrate` first"
@@ -270,18 +287,16 @@ async fn in_process_broker(
     wait: Duration,
 ) -> anyhow::Result<Arc<dyn Broker>> {
     use mallbots_migrations::BrokerMigrator;
-    use mallbots_migrations::sea_orm_migration::MigratorTrait;
     let db = config
         .connect("broker")
         .await
         .context("cannot open the in-process broker's database")?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let lock = StartupLock::take_within(&db, wait).await?;
-    migrate_patiently(config, "broker", &db, deadline, |db| {
-        Box::pin(async move { Ok(BrokerMigrator::up(&db, None).await?) })
-    })
+    migrate_locked(
+        config,
+        wait,
+        [("broker", &db, up::<BrokerMigrator> as Migrator)],
+    )
     .await?;
-    lock.release().await?;
     let broker = MemoryBroker::durable(db)
         .await
         .context("cannot load the in-process broker's queues")?;
@@ -349,11 +364,9 @@ pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u6
         ReadModel::Search => {
             let db = open(&config, mallbots_search::MODULE, !settings.no_migrate).await?;
             if let Some(wait) = migrating(settings) {
-                let deadline = tokio::time::Instant::now() + wait;
-                migrate_patiently(&config, mallbots_search::MODULE, &db, deadline, |db| {
-                    Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) })
-                })
-                .await?;
+                let migrate: Migrator =
+                    |db| Box::pin(async move { Ok(mallbots_search::migrate(&db).await?) });
+                migrate_locked(&config, wait, [(mallbots_search::MODULE, &db, migrate)]).await?;
             } else if !mallbots_search::migrated(&db).await? {
                 bail!(
                     "the search tables are missing or not up to date, and NO_MIGRATE is set: run `mallbots migrate` first"

@@ -159,11 +159,7 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
     };
     assert_eq!(applied().await, (0, 0));
     // A running process's transaction that has read the change log.
-    let holder = admin.begin().await.expect("a transaction");
-    holder
-        .execute_unprepared("SELECT count(*) AS holding FROM payments.changes")
-        .await
-        .expect("a read");
+    let holder = holding(&admin, "SELECT count(*) AS holding FROM payments.changes").await;
 
     let said = migrate_giving_up_after(&mut split, "2500").await;
     assert!(
@@ -178,11 +174,11 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
     );
 
     // Nor does it wait past that for another process that migrates.
-    let migrating_elsewhere = admin.begin().await.expect("a transaction");
-    migrating_elsewhere
-        .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))")
-        .await
-        .expect("the start-up lock");
+    let migrating_elsewhere = holding(
+        &admin,
+        "SELECT pg_advisory_xact_lock(hashtext('mallbots.startup'))",
+    )
+    .await;
     let said = migrate_giving_up_after(&mut split, "1000").await;
     assert!(
         said.contains("another process has been creating tables for over 1 s"),
@@ -234,6 +230,15 @@ async fn migrating_waits_for_tables_in_use_without_holding_their_readers_up() {
         "{logged}"
     );
     assert_eq!(applied().await, (1, 1));
+}
+
+/// A transaction that has run `sql`, holding what it locked until it ends.
+async fn holding(admin: &sea_orm::DatabaseConnection, sql: &str) -> sea_orm::DatabaseTransaction {
+    let txn = admin.begin().await.expect("a transaction");
+    txn.execute_unprepared(sql)
+        .await
+        .expect("the holding statement");
+    txn
 }
 
 /// `mallbots migrate` with `MIGRATE_LOCK_WAIT_MS` at `wait_ms`, which must

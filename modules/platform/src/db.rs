@@ -281,7 +281,7 @@ fn postgres_pool(url: &str, module: &str) -> ConnectOptions {
 /// up every query on it that comes later, so running processes stall at most
 /// this long each time; past it the migration gives up, and is tried again
 /// (see [`is_lock_timeout`]).
-pub const MIGRATION_LOCK_TRY: Duration = Duration::from_secs(1);
+const MIGRATION_LOCK_TRY: Duration = Duration::from_secs(1);
 
 impl DatabaseConfig {
     /// The connection to run `module`'s migrations on: on PostgreSQL a pool
