@@ -295,10 +295,21 @@ fn error_response(status: StatusCode, message: &str, graphql_response: bool) -> 
     coded_error_response(status, &ApiError::bad_input(message), graphql_response)
 }
 
-fn errors_body(status: StatusCode, body: serde_json::Value, graphql_response: bool) -> Response {
+/// The answer to a request refused before it ran: under plain JSON with
+/// `data: null`, as async-graphql's own such refusals (a parse error)
+/// have, so that clients see one shape; under graphql-response+json
+/// without `data` (GraphQL over HTTP).
+fn errors_body(
+    status: StatusCode,
+    mut body: serde_json::Value,
+    graphql_response: bool,
+) -> Response {
     let kind = if graphql_response {
         GRAPHQL_RESPONSE
     } else {
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("data".to_owned(), serde_json::Value::Null);
+        }
         JSON
     };
     (status, [(header::CONTENT_TYPE, kind)], body.to_string()).into_response()

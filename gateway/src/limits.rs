@@ -242,9 +242,12 @@ pub fn code_errors(response: &mut Response, settings: &Settings, parsed: bool) {
         {
             continue;
         }
+        // The parser gives up past 64 levels, before the schema's check of
+        // 32 would: both are the one nesting limit.
         let limit = if error
             .message
             .starts_with("The recursion depth of the query")
+            || error.message.starts_with("recursion limit exceeded")
         {
             Some(crate::graphql::RECURSION_LIMIT)
         } else if error.message.starts_with("Query is nested too deep") {

@@ -9,7 +9,8 @@
 //! - one identity (or one address without a token) holds at most so many
 //!   sockets (else close 4429);
 //! - a subscription id already in use closes the socket (4409), as does
-//!   one longer than 128 bytes (4400);
+//!   one longer than 128 bytes (4400), as does (on graphql-transport-ws)
+//!   a message that is not one of the protocol's;
 //! - past the limit of subscriptions per socket, a subscribe is refused on
 //!   its own (an `error` for its id) and the others go on;
 //! - when the gateway stops, each subscription ends with an error carrying
@@ -55,6 +56,8 @@ const WRITE_BATCH: usize = 64;
 /// Close codes of the graphql-transport-ws protocol (4429, too many
 /// sockets, is ours: the protocol's own 4429 is "too many inits").
 const BAD_REQUEST: u16 = 4400;
+/// What async-graphql closes with on a message it cannot read.
+const UNREADABLE: u16 = 1002;
 const UNAUTHORIZED: u16 = 4401;
 const FORBIDDEN: u16 = 4403;
 const INIT_TIMEOUT: u16 = 4408;
@@ -455,8 +458,13 @@ pub async fn serve(
     };
     let output = async_graphql::http::WebSocket::new(schema, input, protocol)
         .on_connection_init(on_init)
-        .map(|message| match message {
+        .map(move |message| match message {
             WsMessage::Text(text) => WsFrame::Text(text.into()),
+            // async-graphql closes with 1002 on a message it cannot read;
+            // graphql-transport-ws asks for 4400 there.
+            WsMessage::Close(UNREADABLE, reason) if protocol == WebSocketProtocols::GraphQLWS => {
+                close(BAD_REQUEST, &reason)
+            }
             WsMessage::Close(code, reason) => close(code, &reason),
         });
     futures_util::pin_mut!(output);

@@ -114,6 +114,25 @@ async fn graphql_over_http_follows_the_spec() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body.get("data"), Some(&Value::Null), "{body}");
+    // The gateway's own refusals before a document runs (a limit of its
+    // own, an unknown persisted query) have the same shape.
+    let aliases: String = (0..31).map(|n| format!("a{n}: __typename ")).collect();
+    let persisted = json!({ "extensions": { "persistedQuery": {
+        "version": 1, "sha256Hash": "0".repeat(64) } } });
+    for refused in [json!({ "query": format!("{{ {aliases} }}") }), persisted] {
+        let r = post(refused.to_string(), "application/json", "application/json")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body.get("data"), Some(&Value::Null), "{body}");
+        assert!(
+            body["errors"][0]["extensions"]["code"].is_string(),
+            "{body}"
+        );
+    }
     let r = post_spec(bad).await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(

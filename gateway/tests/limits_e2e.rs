@@ -28,13 +28,20 @@ async fn refused(app: &TestApp, query: &str, limits: &[usize]) -> Value {
 async fn queries_over_a_limit_are_refused_before_they_run() {
     let mut app = spawn_app(Backend::Embedded).await;
 
-    // 50 deep: past even the parser's recursion limit (32).
+    // 50 deep: past the nesting limit (32).
     let deep = format!(
         "{{ stores {{ edges {{ node {{ {} id {} }} }} }} }}",
         "catalog { edges { node { store { ".repeat(12),
         "} } } } ".repeat(12)
     );
     refused(&app, &deep, &[32]).await;
+    // 100 deep: past the parser's own limit (64), the same refusal.
+    let deeper = format!(
+        "{{ stores {{ edges {{ node {{ {} id {} }} }} }} }}",
+        "catalog { edges { node { store { ".repeat(25),
+        "} } } } ".repeat(25)
+    );
+    refused(&app, &deeper, &[32]).await;
     // 11 deep, cheap: the depth limit (10).
     let eleven = "{ stores { edges { node { catalog(first: 1) { edges { node { store {
         catalog(first: 1) { edges { node { name } } } } } } } } } } }";

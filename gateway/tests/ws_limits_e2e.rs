@@ -1,6 +1,7 @@
 //! What a websocket client may hold open, per the graphql-transport-ws
 //! protocol: no `connection_init` in time → 4408; a subscribe before it →
-//! 4401; a subscription id already in use → 4409; one subscription past the
+//! 4401; a subscription id already in use → 4409; a message outside the
+//! protocol → 4400; one subscription past the
 //! limit is refused on its own, and the others go on; a subscription the
 //! client completed hears nothing more; a legacy `start` is served too.
 
@@ -134,6 +135,19 @@ async fn an_id_refused_then_taken_at_once_is_in_use() {
 #[tokio::test]
 async fn a_subscription_id_over_128_bytes_is_closed_4400() {
     second_subscribe_closes(&"i".repeat(128), &"i".repeat(129), 4400).await;
+}
+
+/// A message that is not one of graphql-transport-ws's (not JSON, or of
+/// no type it has) closes the socket with 4400, as the protocol says.
+#[tokio::test]
+async fn a_message_outside_the_protocol_is_closed_4400() {
+    let mut app = app().await;
+    for message in [json!({ "type": "bogus" }), json!("not a message")] {
+        let mut ws = initialized(&app).await;
+        ws.send(message).await;
+        assert_eq!(ws.close_code().await, 4400);
+    }
+    app.stop().await;
 }
 
 #[tokio::test]
