@@ -112,11 +112,40 @@ fn describe(out: &mut String, letter: &DeadLetter) {
         m.correlation_id.as_deref().unwrap_or("-")
     );
     for (name, value) in &m.headers {
+        let (name, value) = (printable(name.as_bytes()), printable(value.as_bytes()));
         let _ = writeln!(out, "header:      {name}: {value}");
     }
     let body = match serde_json::from_slice::<serde_json::Value>(&m.body) {
         Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(&m.body).into_owned(),
+        Err(_) => printable(&m.body),
     };
     let _ = writeln!(out, "body:\n{body}");
+}
+
+/// `bytes` as text a terminal shows as it is: escaped (`\xff`, `\x1b`)
+/// unless they are UTF-8 without control characters but line breaks and
+/// tabs. A message from anywhere must not drive the operator's terminal.
+fn printable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            text.to_owned()
+        }
+        _ => bytes.escape_ascii().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_is_not_plain_text_is_shown_escaped() {
+        assert_eq!(
+            super::printable("plain\ttext\n".as_bytes()),
+            "plain\ttext\n"
+        );
+        assert_eq!(super::printable(b"\x00\xff\x1b[2J"), "\\x00\\xff\\x1b[2J");
+    }
 }

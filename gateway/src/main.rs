@@ -1,9 +1,12 @@
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mallbots_gateway::{Part, Settings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -67,16 +70,40 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // What a command prints for scripts (a schema, a token, dead letters)
+    // goes to stdout alone, its logs to stderr; a process that serves logs
+    // to stdout.
+    let prints = matches!(
+        cli.command,
+        Some(
+            Command::Schema
+                | Command::Asyncapi
+                | Command::Token { .. }
+                | Command::DeadLetters { .. }
+        )
+    );
+    let (writer, ansi) = if prints {
+        let ansi = std::io::stderr().is_terminal();
+        (BoxMakeWriter::new(std::io::stderr), ansi)
+    } else {
+        let ansi = std::io::stdout().is_terminal();
+        (BoxMakeWriter::new(std::io::stdout), ansi)
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Human text by default; one JSON object a line for log collectors,
     // each with the fields of the spans it is in (a request's or a
     // message's correlation id, and trace id when traced).
     let logs = match std::env::var("LOG_FORMAT").as_deref() {
-        Err(_) | Ok("" | "text") => tracing_subscriber::fmt::layer().boxed(),
+        Err(_) | Ok("" | "text") => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed(),
         Ok("json") => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
+            .with_writer(writer)
             .boxed(),
         Ok(other) => anyhow::bail!("LOG_FORMAT is {other:?}: it is text (the default) or json"),
     };
@@ -89,26 +116,31 @@ async fn main() -> anyhow::Result<()> {
         .with(logs.with_filter(filter))
         .with(traced)
         .init();
-    let outcome = run().await;
+    let outcome = run(cli).await;
     if let Some(provider) = traces {
         mallbots_gateway::traces::flush(provider).await;
     }
     outcome
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Prints `text` to stdout. A reader that went away (`| head`) ends the
+/// command quietly, as it does any Unix tool.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("cannot print"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run {
         parts: vec![Part::All],
     }) {
-        Command::Schema => {
-            print!("{}", mallbots_gateway::graphql::sdl());
-            Ok(())
-        }
-        Command::Asyncapi => {
-            print!("{}", mallbots_gateway::asyncapi::document());
-            Ok(())
-        }
+        Command::Schema => emit(&mallbots_gateway::graphql::sdl()),
+        Command::Asyncapi => emit(&mallbots_gateway::asyncapi::document()),
         Command::Migrate => mallbots_gateway::app::migrate(&cli.settings).await,
         Command::Token { role, sub, ttl } => {
             let secret = cli
@@ -120,15 +152,13 @@ async fn run() -> anyhow::Result<()> {
                 format!("{role:?} is not a role: customer, store_owner, bot or operator")
             })?;
             let actor = mallbots_contracts::Actor { id: sub, role };
-            println!("{}", mallbots_gateway::identity::mint(secret, actor, ttl)?);
-            Ok(())
+            emit(&format!(
+                "{}\n",
+                mallbots_gateway::identity::mint(secret, actor, ttl)?
+            ))
         }
         Command::DeadLetters { action } => {
-            print!(
-                "{}",
-                mallbots_gateway::dead_letters::run(&cli.settings, action).await?
-            );
-            Ok(())
+            emit(&mallbots_gateway::dead_letters::run(&cli.settings, action).await?)
         }
         Command::Rebuild { model } => {
             let replayed = mallbots_gateway::app::rebuild(&cli.settings, model).await?;

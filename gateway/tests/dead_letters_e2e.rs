@@ -13,17 +13,24 @@ use mallbots_platform::{Envelope, Exchange};
 use serde_json::json;
 use uuid::Uuid;
 
-/// Runs `mallbots dead-letters <args>` against `app`'s data; its output.
-async fn operator(app: &TestApp, args: &[&str]) -> String {
+/// `mallbots dead-letters <args>` against `app`'s data, logging at the
+/// default level (its logs go to stderr, apart from what it prints).
+fn dead_letters(app: &TestApp, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
     match &app.settings.database_url {
         Some(url) => command.args(["--database-url", url]),
         None => command.arg("--data-dir").arg(&app.settings.data_dir),
     };
-    let output = command
+    command
         .arg("dead-letters")
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// Runs `mallbots dead-letters <args>` against `app`'s data; its output.
+async fn operator(app: &TestApp, args: &[&str]) -> String {
+    let output = dead_letters(app, args)
         .output()
         .await
         .expect("run mallbots dead-letters");
@@ -86,6 +93,19 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
     assert!(line.ends_with("the handler panicked: a bug"), "{line}");
     let shown = operator(&app, &["show", id]).await;
     assert!(shown.contains("\"name\": \"Second Chance\""), "{shown}");
+    // A reader that went away (`| head`) ends it quietly, not in a panic.
+    let mut unread = dead_letters(&app, &["show", id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mallbots dead-letters");
+    drop(unread.stdout.take());
+    let ended = unread.wait_with_output().await.expect("its end");
+    assert!(
+        ended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
     // /metrics reads the store at most once a second: wait for a fresh read.
     wait_until("the dead letter counted in /metrics", || async {
         let text = app.metrics().await;

@@ -789,6 +789,40 @@ impl Pump {
     }
 }
 
+/// A header's value as JSON: strings as text, tables as objects, byte
+/// arrays as (lossy) text.
+fn header_json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value;
+    let text = |bytes: &[u8]| Value::from(String::from_utf8_lossy(bytes).into_owned());
+    match value {
+        AMQPValue::Boolean(b) => Value::from(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Float(n) => Value::from(*n),
+        AMQPValue::Double(n) => Value::from(*n),
+        AMQPValue::DecimalValue(d) => {
+            Value::from(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
+        }
+        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::LongString(s) => text(s.as_bytes()),
+        AMQPValue::ByteArray(b) => text(b.as_slice()),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::FieldArray(a) => a.as_slice().iter().map(header_json).collect(),
+        AMQPValue::FieldTable(t) => t
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), header_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
 /// Deliveries of one queue, fed by its [`Pump`].
 struct RabbitSubscription {
     deliveries: mpsc::Receiver<Delivery>,
@@ -805,7 +839,9 @@ fn wire(prefix: &str, delivery: &lapin::message::Delivery) -> WireMessage {
             let value = match v {
                 AMQPValue::LongString(s) => s.to_string(),
                 AMQPValue::ShortString(s) => s.as_str().to_owned(),
-                other => format!("{other:?}"),
+                // RabbitMQ's own (`x-death`: a list of tables): JSON text,
+                // for an operator to read.
+                other => header_json(other).to_string(),
             };
             headers.insert(k.as_str().to_owned(), value);
         }
@@ -908,5 +944,29 @@ impl Acker for RabbitAcker {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldArray, LongString};
+
+    #[test]
+    fn rabbitmqs_own_headers_read_as_json() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(2));
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString(LongString::from("orders")),
+        );
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        let deaths = AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)]));
+        assert_eq!(
+            header_json(&deaths).to_string(),
+            r#"[{"count":2,"queue":"orders","time":1700000000}]"#
+        );
+        let bytes = AMQPValue::ByteArray(vec![b'o', b'k', 0xff].into());
+        assert_eq!(header_json(&bytes), serde_json::json!("ok\u{fffd}"));
     }
 }
