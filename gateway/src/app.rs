@@ -33,6 +33,7 @@ use crate::config::{Part, Settings};
 use crate::consistency::database;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
+use crate::serve::Starting;
 
 use crate::modules::{DEAD_LETTERS, MODULES, Migrator, Module, readers};
 use crate::state::{ARCHIVE, AppState, Queries};
@@ -377,6 +378,49 @@ pub async fn rebuild(settings: &Settings, model: ReadModel) -> anyhow::Result<u6
     }
 }
 
+/// A door that listens: where, the task serving it, and where to send the
+/// routes it serves once the process has started.
+struct Door {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    routes: tokio::sync::watch::Sender<axum::Router>,
+}
+
+/// Listens on `at` and serves `routes` there until `stopping` (see
+/// [`crate::serve::serve`]).
+async fn open_door(
+    at: SocketAddr,
+    settings: &Settings,
+    routes: axum::Router,
+    stopping: &Shutdown,
+) -> anyhow::Result<Door> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on {at}"))?;
+    let addr = listener.local_addr()?;
+    let send_buffer = settings.socket_send_buffer;
+    let listener = listener.tap_io(move |stream| {
+        // Small responses go out at once, not after the client's delayed ACK.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+        if let Some(bytes) = send_buffer
+            && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
+        {
+            tracing::warn!(error = %err, "cannot set the socket send buffer");
+        }
+    });
+    let listener = crate::clients::Capped::new(listener, settings.max_connections_per_address);
+    let (routes, serving) = tokio::sync::watch::channel(routes);
+    let task = tokio::spawn(crate::serve::serve(
+        listener,
+        serving,
+        settings.http_read_timeout(),
+        stopping.clone(),
+    ));
+    Ok(Door { addr, task, routes })
+}
+
 /// Whether `parts` is the whole system (every part in this process).
 fn all_in_one(parts: &[Part]) -> bool {
     parts.contains(&Part::All)
@@ -397,18 +441,45 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     if !whole && !config.is_postgres() {
         bail!("running parts of the system alone needs a shared database: set DATABASE_URL");
     }
-    let broker = broker(&settings, &config, whole).await?;
+    // The doors open first: while the process waits for the broker or the
+    // databases, or migrates, probes hear that it lives and why it is not
+    // ready yet (and requests that it is starting), not a refused connection.
     let (doors, stopping) = Shutdown::new();
+    let starting = Starting::new("connecting to the broker");
+    let gateway_door = if runs(parts, Part::Gateway) {
+        let routes = crate::http::starting(starting.clone(), true);
+        let door = open_door(settings.listen, &settings, routes, &stopping).await?;
+        let local = door.addr;
+        tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
+        Some(door)
+    } else {
+        None
+    };
+    let metrics_door = match settings.metrics_listen {
+        Some(at) if !runs(parts, Part::Gateway) => {
+            let routes = crate::http::starting(starting.clone(), false);
+            let door = open_door(at, &settings, routes, &stopping)
+                .await
+                .context("for /metrics")?;
+            tracing::info!("/metrics on http://{}/metrics", door.addr);
+            Some(door)
+        }
+        _ => None,
+    };
+    let broker = broker(&settings, &config, whole).await?;
     let (work, shutdown) = Shutdown::new();
     let (mut door_tasks, mut tasks) = (Vec::new(), Vec::new());
     let draining = Arc::new(AtomicBool::new(false));
 
+    starting.set("connecting to the databases");
     let dbs = connect_all(&config, !settings.no_migrate).await?;
     if settings.no_migrate {
         check_migrated(&dbs).await?;
     } else {
+        starting.set("migrating the tables");
         migrate_all(&config, &dbs, settings.migrate_lock_wait()).await?;
     }
+    starting.set("starting the modules");
     let shared = Arc::new(settings.clone());
     let metrics = Arc::new(Metrics::new());
     for (
@@ -438,7 +509,8 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     }
 
     let mut addr = None;
-    if runs(parts, Part::Gateway) {
+    if let Some(door) = gateway_door {
+        starting.set("starting the gateway");
         let bus =
             CommandBus::start(broker.clone(), settings.command_timeout(), shutdown.clone()).await?;
         // The gateway keeps the dead letters: operators see and replay them
@@ -511,39 +583,11 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             stopping: stopping.clone(),
             draining: draining.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let local = listener.local_addr()?;
-        addr = Some(local);
-        let router = crate::http::router(state);
-        let stop = stopping.clone();
-        let send_buffer = settings.socket_send_buffer;
-        let per_address = settings.max_connections_per_address;
-        let listener = listener.tap_io(move |stream| {
-            // Small responses go out at once, not after the client's delayed ACK.
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-            }
-            if let Some(bytes) = send_buffer
-                && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
-            {
-                tracing::warn!(error = %err, "cannot set the socket send buffer");
-            }
-        });
-        let listener = crate::clients::Capped::new(listener, per_address);
-        let read_timeout = settings.http_read_timeout();
-        door_tasks.push(tokio::spawn(crate::serve::serve(
-            listener,
-            router,
-            read_timeout,
-            stop,
-        )));
-        tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
+        let _starting = door.routes.send_replace(crate::http::router(state));
+        addr = Some(door.addr);
+        door_tasks.push(door.task);
     }
-    if !runs(parts, Part::Gateway)
-        && let Some(at) = settings.metrics_listen
-    {
+    if let Some(door) = metrics_door {
         // A process without the gateway still shows what it counts, and
         // how far behind the read models it runs are (their sources' logs
         // are read for that alone).
@@ -566,20 +610,9 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             .filter(|(m, _)| !runs(parts, m.part) && followed_here(m.name))
             .map(named)
             .collect();
-        let listener = tokio::net::TcpListener::bind(at)
-            .await
-            .with_context(|| format!("cannot listen on {at} for /metrics"))?;
         let router = crate::http::metrics_only(metrics, broker.clone(), modules, sources, readers);
-        let mut stop = stopping.clone();
-        door_tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "the /metrics server failed");
-            }
-        }));
-        tracing::info!("/metrics on http://{at}/metrics");
+        let _starting = door.routes.send_replace(router);
+        door_tasks.push(door.task);
     }
     tracing::info!(?parts, "running");
     Ok(Running {

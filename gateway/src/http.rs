@@ -1008,6 +1008,40 @@ pub fn metrics_only(
         .route("/healthz", get(|| async { "ok" }))
 }
 
+/// What a process's door answers while it starts (waits for the broker or
+/// the databases, migrates): alive (`/healthz` 200), not ready (`/readyz`
+/// 503, on a gateway's door), and any other request `UNAVAILABLE` with
+/// `Retry-After: 1`, each saying what it waits for.
+pub fn starting(phase: crate::serve::Starting, readiness: bool) -> Router {
+    let alive = phase.clone();
+    let mut routes = Router::new().route(
+        "/healthz",
+        get(move || async move { format!("ok, starting: {}", alive.now()) }),
+    );
+    if readiness {
+        let waiting = phase.clone();
+        routes = routes.route(
+            "/readyz",
+            get(move || async move {
+                let why = format!("starting: {}", waiting.now());
+                (StatusCode::SERVICE_UNAVAILABLE, why)
+            }),
+        );
+    }
+    routes.fallback(move |headers: HeaderMap| async move {
+        let err = ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the service is starting ({}): retry shortly", phase.now()),
+        );
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = coded_error_response(status, &err, wants_graphql_response(&headers));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        response
+    })
+}
+
 async fn metrics(
     State(http): State<Arc<Http>>,
     ConnectInfo(Peer(client)): ConnectInfo<Peer>,

@@ -4,6 +4,7 @@
 //! sending its headers a byte at a time, never sending a request at all,
 //! or never finishing a body.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,15 +18,37 @@ use tower::ServiceExt;
 
 use crate::clients::{Capped, Peer};
 
-/// Serves `router` on `listener` until `stop` fires; then lets the
-/// connections finish what they are doing and waits for them. A
+/// What a process starting waits for now, for its door to tell
+/// (`http::starting`).
+#[derive(Clone)]
+pub struct Starting(Arc<Mutex<&'static str>>);
+
+impl Starting {
+    pub fn new(what: &'static str) -> Self {
+        Starting(Arc::new(Mutex::new(what)))
+    }
+
+    pub fn now(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, what: &'static str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+}
+
+/// Serves the router `routes` holds on `listener` until `stop` fires; then
+/// lets the connections finish what they are doing and waits for them.
+/// Each request goes to the router `routes` holds when it comes: a
+/// process opens its door with the routes of one starting
+/// (`http::starting`), then sends its own. A
 /// connection has `read_timeout` to send each request's headers, counted
 /// from when it opens or its last response went out: an idle keep-alive
 /// connection is closed after it too. Websockets, once upgraded, are not
 /// held to it.
 pub async fn serve<L>(
     mut listener: Capped<L>,
-    router: Router,
+    routes: watch::Receiver<Router>,
     read_timeout: Duration,
     mut stop: Shutdown,
 ) where
@@ -39,12 +62,12 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             _ = stop.wait() => break,
         };
-        let service = router
-            .clone()
-            .map_request(move |mut request: axum::extract::Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(Peer(peer)));
-                request.map(axum::body::Body::new)
-            });
+        let routes = routes.clone();
+        let service = tower::service_fn(move |mut request: axum::extract::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(Peer(peer)));
+            let router = routes.borrow().clone();
+            router.oneshot(request.map(axum::body::Body::new))
+        });
         let service = TowerToHyperService::new(service);
         let (open, mut closing) = (open_rx.clone(), stop.clone());
         tokio::spawn(async move {

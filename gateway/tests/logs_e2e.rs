@@ -107,6 +107,12 @@ async fn handled_lines(mut child: tokio::process::Child, lines: &Arc<Mutex<Vec<S
         })
     })
     .await;
+    // It listens from the start; it serves once ready.
+    wait_until("the gateway ready", || async {
+        let ready = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        ready.status().is_success().then_some(())
+    })
+    .await;
     let request_id = Uuid::now_v7().to_string();
     let response: Value = reqwest::Client::new()
         .post(format!("{base}/graphql"))

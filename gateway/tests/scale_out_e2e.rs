@@ -247,6 +247,115 @@ async fn an_unreachable_database_is_named_with_its_cause_at_start() {
     let _ = starting.kill().await;
 }
 
+/// A process that starts before its broker is up listens at once: its
+/// probes say it lives and what it waits for, requests are told it is
+/// starting (`UNAVAILABLE`, `Retry-After`), and once the broker comes it
+/// serves, without a restart. Likewise a module process's `/metrics` door.
+#[tokio::test]
+async fn a_process_waiting_for_its_broker_answers_probes_and_serves_once_it_comes() {
+    let mut split = Split::new().await;
+    let broker = reqwest::Url::parse(&split.env("AMQP_URL")).expect("the broker's URL");
+    let upstream = format!(
+        "{}:{}",
+        broker.host_str().expect("a host"),
+        broker.port().unwrap_or(5672)
+    );
+    // The broker, later, on a port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut later = broker.clone();
+    later.set_port(Some(port)).expect("a port");
+    split.set_env("AMQP_URL", later.to_string());
+    split.set_env("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned());
+    let envs: Vec<(&str, String)> = ["DATABASE_URL", "AMQP_URL", "AMQP_PREFIX", "NO_MIGRATE"]
+        .into_iter()
+        .map(|name| (name, split.env(name)))
+        .collect();
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let launch = |part: &'static str| {
+        let args = [std::ffi::OsStr::new("run"), std::ffi::OsStr::new(part)];
+        let mut envs = envs.clone();
+        envs.push(("METRICS_LISTEN_ADDR", "127.0.0.1:0"));
+        async move { common::launch_listening(&args, &envs).await }
+    };
+    let gateway = launch("gateway").await;
+    let module = launch("customers").await;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let answer = http.get(url).send().await.expect("an answer");
+            (
+                answer.status().as_u16(),
+                answer.text().await.expect("a body"),
+            )
+        }
+    };
+
+    let (status, said) = get(format!("{}/healthz", gateway.base)).await;
+    assert_eq!(status, 200, "{said}");
+    let (status, said) = get(format!("{}/readyz", gateway.base)).await;
+    assert_eq!(
+        (status, said.as_str()),
+        (503, "starting: connecting to the broker")
+    );
+    let asked = http
+        .post(format!("{}/graphql", gateway.base))
+        .json(&json!({ "query": "{ stores { edges { cursor } } }" }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(asked.status(), 503);
+    assert_eq!(asked.headers()["retry-after"], "1");
+    let body: serde_json::Value = asked.json().await.expect("JSON");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAVAILABLE",
+        "{body}"
+    );
+    let (status, said) = get(format!("{}/healthz", module.base)).await;
+    assert_eq!(
+        (status, said.as_str()),
+        (200, "ok, starting: connecting to the broker")
+    );
+
+    // The broker comes: a relay to the real one on that port.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the broker's port");
+    let relay = tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.expect("a connection");
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(upstream)
+                    .await
+                    .expect("the broker");
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    wait_until("the gateway ready", || async {
+        (get(format!("{}/readyz", gateway.base)).await.0 == 200).then_some(())
+    })
+    .await;
+    let app = gateway.client().await;
+    // A command through the broker to the module process, and its reply.
+    let customer = shop::customer(&app, "Came Later").await;
+    assert!(!customer.is_empty());
+    wait_until("the module's /metrics served", || async {
+        let (status, said) = get(format!("{}/metrics", module.base)).await;
+        (status == 200 && said.contains("mallbots_")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(format!("{}/healthz", module.base)).await,
+        (200, "ok".to_owned())
+    );
+    relay.abort();
+}
+
 /// A server that answers but refuses the login (here: no such database)
 /// is named at once, its reason said once: waiting for it, as for a server
 /// not up yet, would change nothing.

@@ -562,6 +562,16 @@ pub struct Process {
 }
 
 pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process {
+    launch_until(args, envs, true).await
+}
+
+/// [`launch`], returned as soon as the process listens (its gateway's, or
+/// its `/metrics` door's address in `base`), while it may still be starting.
+pub async fn launch_listening(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process {
+    launch_until(args, envs, false).await
+}
+
+async fn launch_until(args: &[&std::ffi::OsStr], envs: &[(&str, &str)], running: bool) -> Process {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
     command
@@ -585,9 +595,15 @@ pub async fn launch(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Process
     let base = tokio::time::timeout(DEADLINE, async {
         let mut base = String::new();
         while let Some(line) = lines.next_line().await.expect("read its log") {
-            if let Some((_, rest)) = line.split_once("GraphQL gateway on http://") {
+            let door = line
+                .split_once("GraphQL gateway on http://")
+                .or_else(|| line.split_once("/metrics on http://"));
+            if let Some((_, rest)) = door {
                 let addr = rest.split('/').next().expect("an address");
                 base = format!("http://{addr}");
+                if !running {
+                    return base;
+                }
             }
             if line.contains(" running") && line.contains("parts=") {
                 return base;
