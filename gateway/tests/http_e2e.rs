@@ -109,19 +109,18 @@ async fn graphql_over_http_follows_the_spec() {
     );
 
     // A parse error: 200 under application/json, 400 under graphql-response+json.
+    // Under plain JSON it has `data: null`, and so have the gateway's own
+    // refusals before a document runs (a limit of its own, an unknown
+    // persisted query).
     let bad = json!({ "query": "{ stores { " }).to_string();
-    let r = post(bad.clone(), "application/json", "application/json")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body.get("data"), Some(&Value::Null), "{body}");
-    // The gateway's own refusals before a document runs (a limit of its
-    // own, an unknown persisted query) have the same shape.
     let aliases: String = (0..31).map(|n| format!("a{n}: __typename ")).collect();
     let persisted = json!({ "extensions": { "persistedQuery": {
         "version": 1, "sha256Hash": "0".repeat(64) } } });
-    for refused in [json!({ "query": format!("{{ {aliases} }}") }), persisted] {
+    for refused in [
+        json!({ "query": "{ stores { " }),
+        json!({ "query": format!("{{ {aliases} }}") }),
+        persisted,
+    ] {
         let r = post(refused.to_string(), "application/json", "application/json")
             .await
             .unwrap();

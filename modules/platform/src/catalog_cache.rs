@@ -4,7 +4,7 @@
 //! a late event never overwrites a newer state; the cache's checkpoint for
 //! `stores` lets a client wait until it knows a product it just added.
 
-use mallbots_contracts::stores::{CatalogUpdate, ProductView, StoreView};
+use mallbots_contracts::stores::{self, CatalogUpdate, ProductView, StoreView};
 use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
@@ -16,6 +16,9 @@ const STORE: &str = "cache.store";
 const PRODUCT: &str = "cache.product";
 
 /// Applies `envelope` when it is a stores event; false when it is not one.
+/// A stores event of a type the cache has no use for (one a newer release
+/// of stores sends) is passed over, its position seen, as any subscriber
+/// passes over what it does not follow: not dead-lettered.
 pub async fn apply<C: ConnectionTrait>(
     conn: &C,
     envelope: &Envelope,
@@ -25,7 +28,15 @@ pub async fn apply<C: ConnectionTrait>(
         envelope.schema_version,
         envelope.payload.raw(),
     ) else {
-        return Ok(false);
+        let namespace = stores::EVENTS.trim_end_matches('#');
+        if !envelope.message_type.starts_with(namespace) {
+            return Ok(false);
+        }
+        tracing::debug!(message_type = %envelope.message_type, "a stores event the catalog cache does not use: passed over");
+        if let Some(position) = envelope.position() {
+            changes::advance(conn, "stores", position).await?;
+        }
+        return Ok(true);
     };
     let update = update.map_err(|reason| PlatformError::Decode {
         what: envelope.message_type.clone(),

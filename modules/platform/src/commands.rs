@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mallbots_contracts::identity::HEADER_ACTOR;
 use mallbots_contracts::{Actor, Affected, CommandReply, ErrorCode, Message, ReplyError, Role};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
@@ -20,7 +21,10 @@ use uuid::Uuid;
 use crate::consumer::{self, HandleError, Handler, MAX_REASON_BYTES, truncated};
 use crate::envelope::HEADER_IDEMPOTENT;
 use crate::outbox::{Express, Outbox};
-use crate::{Broker, BrokerError, Envelope, Exchange, PlatformError, QueueSpec, Shutdown, inbox};
+use crate::{
+    Broker, BrokerError, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown,
+    WireMessage, inbox,
+};
 
 /// What a command handler produced.
 #[derive(Clone, Debug, Default)]
@@ -60,9 +64,12 @@ impl CommandError {
 /// The actor a public command names. One without an actor (or with one
 /// that cannot be read) is refused: a module never guesses who asks.
 pub fn actor(command: &Envelope) -> Result<Actor, CommandError> {
-    command.actor().ok_or_else(|| {
-        CommandError::rejected(ErrorCode::Unauthenticated, "the command names no actor")
-    })
+    let refused = |why| CommandError::rejected(ErrorCode::Unauthenticated, why);
+    match command.headers.get(HEADER_ACTOR) {
+        None => Err(refused("the command names no actor")),
+        Some(header) => Actor::parse(header)
+            .ok_or_else(|| refused("the command's actor cannot be read (not <role>:<uuid>)")),
+    }
 }
 
 /// Refuses (FORBIDDEN) unless `actor` is trusted or is `owner` in `role`:
@@ -436,6 +443,48 @@ impl Handler for CommandProcessor {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// A command that could not be read at all (not an envelope: its body
+    /// not JSON, a property missing): its sender, if it named itself, hears
+    /// so now instead of timing out. Straight over the broker: there is no
+    /// command to record a reply for.
+    async fn unreadable(&self, message: &WireMessage, reason: &str) {
+        let (Some(broker), Some(queue)) = (&self.direct, &message.reply_to) else {
+            return;
+        };
+        // A sender waits on its command's id.
+        let Some(command_id) = message
+            .message_id
+            .as_deref()
+            .and_then(|id| Uuid::try_parse(id).ok())
+        else {
+            return;
+        };
+        let reply = CommandReply::Rejected(ReplyError {
+            code: ErrorCode::BadUserInput,
+            message: format!("the command cannot be read: {reason}"),
+        });
+        let told = Outgoing::of(&reply).map(|reply| {
+            let mut envelope = Envelope::first(reply);
+            envelope.causation_id = command_id;
+            envelope.correlation_id = message
+                .correlation_id
+                .as_deref()
+                .and_then(|id| Uuid::try_parse(id).ok())
+                .unwrap_or(command_id);
+            envelope
+        });
+        let told = match told {
+            Ok(envelope) => broker
+                .publish(Exchange::Queue, queue, envelope.to_wire())
+                .await
+                .map_err(PlatformError::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = told {
+            tracing::warn!(consumer = %self.name, error = %err, "could not tell the sender of an unreadable command");
         }
     }
 

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
 use crate::propagation;
 use crate::telemetry::{Messaging, OTHER, Outcome};
-use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown};
+use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown, WireMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -56,6 +56,11 @@ pub trait Handler: Send + Sync + 'static {
     /// been dead-lettered, so whoever waits on it can be told (a command's
     /// sender gets a reply instead of a timeout).
     async fn gave_up(&self, _envelope: &Envelope, _reason: &str) {}
+
+    /// Called once a message that could not be read as an envelope (why:
+    /// `reason`) has been dead-lettered, with what of it could be read (its
+    /// properties, no body), so that a sender waiting on it can be told.
+    async fn unreadable(&self, _message: &WireMessage, _reason: &str) {}
 
     /// Whether what the handler stands on (its database) answers right now.
     /// A failure while it does not is not the message's fault: it is retried
@@ -280,7 +285,29 @@ impl Consumer<'_> {
         tracing::warn!(queue = self.queue, %reason, "undecodable message dead-lettered");
         self.messaging
             .settled(self.queue, OTHER, Outcome::DeadLettered);
-        dead_letter(self.broker, self.queue, delivery, reason).await
+        let m = &delivery.message;
+        // Its properties alone: the body may be large, and is unreadable.
+        let sender = m.reply_to.is_some().then(|| WireMessage {
+            message_id: m.message_id.clone(),
+            message_type: m.message_type.clone(),
+            correlation_id: m.correlation_id.clone(),
+            reply_to: m.reply_to.clone(),
+            ..WireMessage::default()
+        });
+        dead_letter(self.broker, self.queue, delivery, reason).await?;
+        if let Some(sender) = sender {
+            let told = AssertUnwindSafe(self.handler.unreadable(&sender, reason))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = told {
+                tracing::error!(
+                    queue = self.queue,
+                    panic = panic_message(panic.as_ref()),
+                    "the unreadable hook panicked"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Hands `envelope` to the handler and settles its delivery by the outcome.
