@@ -51,13 +51,18 @@ pg_control() {
   local bin; bin=$(pg_bin)
   local run_as=()
   if [ "$(id -u)" -eq 0 ]; then run_as=(runuser -u postgres --); fi
+  # Idempotent: starting a running cluster or stopping a stopped one is done.
+  local running=false
+  "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" status >/dev/null 2>&1 && running=true
   case "$1" in
     start)
+      $running && return 0
       "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -l "$MALLBOTS_PG_DIR/log" -w \
         -o "-p $MALLBOTS_PG_PORT -k $MALLBOTS_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" \
         start >/dev/null || { tail -n 30 "$MALLBOTS_PG_DIR/log" >&2; die "PostgreSQL did not start"; }
       ;;
-    stop) "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -w -m fast stop >/dev/null ;;
+    stop) $running || return 0
+      "${run_as[@]}" "$bin/pg_ctl" -D "$MALLBOTS_PG_DIR/data" -w -m fast stop >/dev/null ;;
   esac
 }
 
