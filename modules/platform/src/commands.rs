@@ -466,24 +466,20 @@ impl Handler for CommandProcessor {
             code: ErrorCode::BadUserInput,
             message: format!("the command cannot be read: {reason}"),
         });
-        let told = Outgoing::of(&reply).map(|reply| {
-            let mut envelope = Envelope::first(reply);
+        let told = async {
+            let mut envelope = Envelope::first(Outgoing::of(&reply)?);
             envelope.causation_id = command_id;
             envelope.correlation_id = message
                 .correlation_id
                 .as_deref()
                 .and_then(|id| Uuid::try_parse(id).ok())
                 .unwrap_or(command_id);
-            envelope
-        });
-        let told = match told {
-            Ok(envelope) => broker
+            broker
                 .publish(Exchange::Queue, queue, envelope.to_wire())
-                .await
-                .map_err(PlatformError::from),
-            Err(err) => Err(err),
+                .await?;
+            Ok::<_, PlatformError>(())
         };
-        if let Err(err) = told {
+        if let Err(err) = told.await {
             tracing::warn!(consumer = %self.name, error = %err, "could not tell the sender of an unreadable command");
         }
     }

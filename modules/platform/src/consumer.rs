@@ -296,16 +296,13 @@ impl Consumer<'_> {
         });
         dead_letter(self.broker, self.queue, delivery, reason).await?;
         if let Some(sender) = sender {
-            let told = AssertUnwindSafe(self.handler.unreadable(&sender, reason))
-                .catch_unwind()
-                .await;
-            if let Err(panic) = told {
-                tracing::error!(
-                    queue = self.queue,
-                    panic = panic_message(panic.as_ref()),
-                    "the unreadable hook panicked"
-                );
-            }
+            let told = self.handler.unreadable(&sender, reason);
+            hook_guarded(
+                told,
+                sender.message_type.as_deref().unwrap_or(OTHER),
+                "unreadable",
+            )
+            .await;
         }
         Ok(())
     }
@@ -359,7 +356,8 @@ impl Consumer<'_> {
                     let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
                     tracing::error!(queue, message_type = %envelope.message_type, %reason, "message dead-lettered");
                     dead_letter(self.broker, queue, delivery, &reason).await?;
-                    guarded_gave_up(handler, envelope, &reason).await;
+                    let told = handler.gave_up(envelope, &reason);
+                    hook_guarded(told, &envelope.message_type, "give-up").await;
                     Ok(())
                 } else {
                     count(Outcome::Retried);
@@ -391,13 +389,16 @@ fn message_span(queue: &str, envelope: &Envelope) -> tracing::Span {
     span
 }
 
-/// Tells the handler it gave up on `envelope`; a panic there is only logged.
-async fn guarded_gave_up(handler: &dyn Handler, envelope: &Envelope, reason: &str) {
-    let told = AssertUnwindSafe(handler.gave_up(envelope, reason))
-        .catch_unwind()
-        .await;
-    if let Err(panic) = told {
-        tracing::error!(message_type = %envelope.message_type, panic = panic_message(panic.as_ref()), "the give-up hook panicked");
+/// Runs one of the handler's hooks after a dead-lettering (`hook` names it);
+/// a panic there is only logged: the message is already set aside.
+async fn hook_guarded(told: impl Future<Output = ()>, message_type: &str, hook: &str) {
+    if let Err(panic) = AssertUnwindSafe(told).catch_unwind().await {
+        tracing::error!(
+            message_type,
+            hook,
+            panic = panic_message(panic.as_ref()),
+            "a handler's hook panicked"
+        );
     }
 }
 
