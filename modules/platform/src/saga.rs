@@ -217,16 +217,9 @@ impl<S: Saga> SagaEngine<S> {
             // (nothing was applied): not an answer to the step, so the same
             // command goes again. The refusal itself took the module its
             // pool's acquire timeout, which paces these.
-            (status, CommandReply::Rejected(error)) if error.code == ErrorCode::Unavailable => {
+            (_, CommandReply::Rejected(error)) if error.code == ErrorCode::Unavailable => {
                 tracing::info!(saga = S::NAME, id = %state.id, step = step.name, error = %error.message, "step refused for now; sending it again");
-                let at = state.step;
-                match status {
-                    SagaStatus::Running => self.forward(txn, outbox, reply, &mut state, at).await?,
-                    _ => {
-                        self.backward(txn, outbox, reply, &mut state, Some(at))
-                            .await?
-                    }
-                }
+                self.resend(txn, outbox, reply, &state).await?
             }
             (SagaStatus::Running, CommandReply::Accepted { result, .. }) => {
                 let kept = match step.on_success {
@@ -288,7 +281,10 @@ impl<S: Saga> SagaEngine<S> {
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             if let Some(make) = step.action {
                 state.step = i;
-                state.pending = Some(self.send(txn, outbox, cause, make(&state.data)?).await?);
+                state.pending = Some(
+                    self.send(txn, outbox, cause, make(&state.data)?, None)
+                        .await?,
+                );
                 return Ok(());
             }
         }
@@ -312,7 +308,7 @@ impl<S: Saga> SagaEngine<S> {
                     state.step = i;
                     let why = state.last_error.as_deref().unwrap_or_default();
                     let command = make(&state.data, why)?;
-                    state.pending = Some(self.send(txn, outbox, cause, command).await?);
+                    state.pending = Some(self.send(txn, outbox, cause, command, None).await?);
                     return Ok(());
                 }
             }
@@ -322,15 +318,50 @@ impl<S: Saga> SagaEngine<S> {
         Ok(())
     }
 
+    /// Sends the pending command again under its own id. Another copy of it
+    /// may still arrive (an outbox row published but not yet marked sent
+    /// when the database went away goes out again): the module's inbox
+    /// applies whichever comes first and knows the rest as duplicates.
+    async fn resend(
+        &self,
+        txn: &DatabaseTransaction,
+        outbox: &Outbox,
+        cause: &Envelope,
+        state: &State<S::Data>,
+    ) -> Result<(), PlatformError> {
+        let step = &self.steps[state.step];
+        let command = match state.status {
+            SagaStatus::Running => step.action.map(|make| make(&state.data)),
+            _ => step
+                .compensation
+                .map(|make| make(&state.data, state.last_error.as_deref().unwrap_or_default())),
+        };
+        let (Some(command), Some(id)) = (command, state.pending) else {
+            return Err(PlatformError::Unexpected(format!(
+                "saga {} {} waits on step {:?}, which has no command",
+                S::NAME,
+                state.id,
+                step.name
+            )));
+        };
+        self.send(txn, outbox, cause, command?, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Enqueues `command` under `id` (a new one when `None`); returns its id.
     async fn send(
         &self,
         txn: &DatabaseTransaction,
         outbox: &Outbox,
         cause: &Envelope,
         command: Outgoing,
+        id: Option<Uuid>,
     ) -> Result<Uuid, PlatformError> {
         let key = command.message_type;
         let mut envelope = cause.caused_outgoing(command);
+        if let Some(id) = id {
+            envelope.id = id;
+        }
         // The saga acts on its own account, whoever's request started it.
         envelope.set_actor(&mallbots_contracts::Actor::SYSTEM);
         envelope.reply_to = Some(self.reply_queue.clone());
