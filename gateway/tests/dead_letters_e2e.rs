@@ -1,15 +1,20 @@
 //! The operator's side of dead letters, through the `mallbots dead-letters`
 //! commands against a running system, on both backends: a failed command is
 //! listed with its reason, shown whole, counted in /metrics, replayed (and
-//! then handled), and purged.
+//! then handled), and purged. With two gateways (each keeps the dead
+//! letters), every replay is sent back once.
 
 mod common;
 
-use common::{Backend, TestApp, metric, spawn_app, wait_until};
+use std::collections::HashSet;
+
+use common::split::Split;
+use common::{Backend, DEADLINE, TestApp, metric, spawn_app, wait_until};
 use mallbots_contracts::stores as msg;
 use mallbots_contracts::{Actor, Message};
 use mallbots_platform::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
-use mallbots_platform::{Envelope, Exchange};
+use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
+use mallbots_platform::{Broker, Envelope, Exchange, QueueSpec, WireMessage};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -47,6 +52,22 @@ async fn operator(app: &TestApp, args: &[&str]) -> String {
 /// store's id.
 async fn dead_create_store(app: &TestApp, name: &str, location: &str, reason: &str) -> Uuid {
     let store_id = Uuid::now_v7();
+    let letter = create_store_letter(store_id, name, location, "stores.commands", reason);
+    app.broker()
+        .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
+        .await
+        .unwrap();
+    store_id
+}
+
+/// A `CreateStore` as a broker leaves one that failed on `queue` for `reason`.
+fn create_store_letter(
+    store_id: Uuid,
+    name: &str,
+    location: &str,
+    queue: &str,
+    reason: &str,
+) -> WireMessage {
     let command = msg::CreateStore {
         store_id,
         name: name.into(),
@@ -60,12 +81,8 @@ async fn dead_create_store(app: &TestApp, name: &str, location: &str, reason: &s
         .insert(HEADER_DEAD_LETTER_REASON.into(), reason.into());
     letter
         .headers
-        .insert(HEADER_DEAD_LETTER_QUEUE.into(), "stores.commands".into());
-    app.broker()
-        .publish(Exchange::DeadLetter, msg::CreateStore::TYPE, letter)
-        .await
-        .unwrap();
-    store_id
+        .insert(HEADER_DEAD_LETTER_QUEUE.into(), queue.into());
+    letter
 }
 
 /// The first line `dead-letters list` prints, once it lists a letter of
@@ -184,3 +201,112 @@ async fn an_expired_command_is_kept_apart_from_dead_letters(backend: Backend) {
 }
 
 on_both_backends!(an_expired_command_is_kept_apart_from_dead_letters);
+
+/// Every gateway keeps the dead letters and sends back what operators ask
+/// to replay. With two of them on one database, each letter goes back once:
+/// the one that claims it sends it. Enough letters that one gateway's pass
+/// cannot finish them before the other's begins.
+#[tokio::test]
+async fn with_two_gateways_each_replay_is_sent_once() {
+    const LETTERS: usize = 300;
+    const QUEUE: &str = "replay.probe";
+    let split = Split::new().await;
+    let mut gateways = [
+        split.part(&["gateway"]).await,
+        split.part(&["gateway"]).await,
+    ];
+    let broker = RabbitBroker::connect(RabbitConfig {
+        url: split.env("AMQP_URL"),
+        prefix: split.env("AMQP_PREFIX"),
+        quorum_queues: false,
+    })
+    .await
+    .unwrap();
+    // A queue nobody consumes, where the replays stay to be counted.
+    let target = QueueSpec::durable(QUEUE);
+    broker.declare(&target).await.unwrap();
+    let letters: Vec<WireMessage> = (0..LETTERS)
+        .map(|n| {
+            let name = format!("Replayed {n}");
+            create_store_letter(Uuid::now_v7(), &name, "Twice?", QUEUE, "a bug")
+        })
+        .collect();
+    let sent: HashSet<String> = letters
+        .iter()
+        .map(|letter| letter.message_id.clone().expect("an id"))
+        .collect();
+    let dead = letters
+        .into_iter()
+        .map(|letter| {
+            (
+                Exchange::DeadLetter,
+                msg::CreateStore::TYPE.to_owned(),
+                letter,
+            )
+        })
+        .collect();
+    broker.publish_all(dead).await.unwrap();
+
+    let listed = |state: &'static str| {
+        let split = &split;
+        async move {
+            let out = split
+                .run_to_end(&["dead-letters", "list", "--queue", QUEUE])
+                .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let state = format!("\t{state}\t");
+            let text = String::from_utf8(out.stdout).expect("text");
+            (text.lines().filter(|line| line.contains(&state)).count() == LETTERS).then_some(())
+        }
+    };
+    wait_until("every letter recorded", || listed("dead")).await;
+    let asked = split
+        .run_to_end(&["dead-letters", "replay", "--all", "--queue", QUEUE])
+        .await;
+    let asked = String::from_utf8_lossy(&asked.stdout);
+    assert!(
+        asked.starts_with(&format!("{LETTERS} dead letter(s) to replay")),
+        "{asked}"
+    );
+    wait_until("every letter replayed", || listed("replayed")).await;
+    // Nothing more can be sent once they are gone.
+    for gateway in &mut gateways {
+        gateway.child.start_kill().expect("kill -9");
+        gateway.child.wait().await.expect("gone");
+    }
+
+    // Counted up to a marker sent after everything the gateways sent.
+    let marker = Envelope::new(&msg::CreateStore {
+        store_id: Uuid::now_v7(),
+        name: "marker".into(),
+        location: "end".into(),
+    })
+    .unwrap()
+    .to_wire();
+    let marker_id = marker.message_id.clone();
+    broker
+        .publish(Exchange::Queue, QUEUE, marker)
+        .await
+        .unwrap();
+    let mut replays = broker.consume(&target).await.unwrap();
+    let mut received = Vec::new();
+    loop {
+        let delivery = tokio::time::timeout(DEADLINE, replays.next())
+            .await
+            .expect("the next replay within the deadline")
+            .expect("the queue open");
+        let id = delivery.message.message_id.clone();
+        delivery.ack().await.unwrap();
+        if id == marker_id {
+            break;
+        }
+        received.push(id.expect("an id"));
+    }
+    let once: HashSet<String> = received.iter().cloned().collect();
+    assert_eq!(once, sent, "every letter sent back");
+    assert_eq!(received.len(), LETTERS, "each letter sent back once");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use tokio::task::JoinHandle;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON, REASON_EXPIRED};
@@ -54,7 +54,8 @@ pub enum State {
     /// Kept for the record, not as a failure (a broker or database outage
     /// leaves a few); replayed only when asked for by id.
     Expired,
-    /// An operator asked to send it back; the keeper will.
+    /// An operator asked to send it back; a keeper will (one keeper: it
+    /// claims the letter first, stamping the claim in `replayed_at`).
     Replay,
     /// Sent back to its queue.
     Replayed,
@@ -148,7 +149,9 @@ pub async fn request_replay(
     which: Selection,
 ) -> Result<u64, PlatformError> {
     let update = entity::Entity::update_many()
-        .col_expr(entity::Column::State, Expr::value(State::Replay.as_str()));
+        .col_expr(entity::Column::State, Expr::value(State::Replay.as_str()))
+        // Unclaimed: a keeper stamps its claim here (see `replay_requested`).
+        .col_expr(entity::Column::ReplayedAt, Expr::value(None::<DateTimeUtc>));
     let (dead, expired) = (State::Dead.as_str(), State::Expired.as_str());
     let update = match which {
         Selection::One(id) => update
@@ -283,31 +286,121 @@ fn about_death(name: &str) -> bool {
         || name.starts_with("x-last-death")
 }
 
-/// Sends back what operators asked to replay.
+/// How long a keeper's claim on a replay holds: a keeper that stopped
+/// between claiming a letter and marking it sent leaves it to another (or to
+/// itself, started again) after this. A publish gives up well within it.
+const CLAIM_HOLDS: Duration = Duration::from_secs(60);
+/// The most letters one pass sends back before it lets the others have a go.
+const REPLAY_PER_PASS: usize = 100;
+
+/// Sends back what operators asked to replay. Every gateway runs a keeper,
+/// so each letter is first claimed (the claim stamped in `replayed_at`, its
+/// state still `replay`), by one keeper only; and read whole one at a time,
+/// so a pass holds one message in memory, however many wait.
 async fn replay_requested(
     db: &DatabaseConnection,
     broker: &dyn Broker,
 ) -> Result<(), PlatformError> {
-    let requested = entity::Entity::find()
-        .filter(entity::Column::State.eq(State::Replay.as_str()))
-        .order_by_asc(entity::Column::Id)
-        .limit(100)
-        .all(db)
-        .await?;
-    for row in requested {
-        let (id, queue) = (row.id, row.queue.clone());
-        let mut message = DeadLetter::from_row(row)?.message;
-        message.headers.retain(|name, _| !about_death(name));
-        // Its sender gave up long ago: no expiry on the way back.
-        message.ttl_ms = None;
-        broker.publish(Exchange::Queue, &queue, message).await?;
-        entity::Entity::update_many()
-            .col_expr(entity::Column::State, Expr::value(State::Replayed.as_str()))
-            .col_expr(entity::Column::ReplayedAt, Expr::value(Utc::now()))
-            .filter(entity::Column::Id.eq(id))
-            .exec(db)
-            .await?;
+    for _ in 0..REPLAY_PER_PASS {
+        let Some(id) = claim_next(db).await? else {
+            return Ok(());
+        };
+        let Some(row) = entity::Entity::find_by_id(id).one(db).await? else {
+            continue; // purged meanwhile
+        };
+        let queue = row.queue.clone();
+        let message = match DeadLetter::from_row(row) {
+            Ok(letter) => letter.message,
+            Err(err) => {
+                // It cannot be sent back as it is stored: it stays dead, and
+                // the others go on.
+                tracing::error!(id, error = %err, "a dead letter cannot be replayed");
+                set_state(db, id, State::Dead, None).await?;
+                continue;
+            }
+        };
+        if let Err(err) = send_back(broker, &queue, message).await {
+            // Another pass may take it at once, not after the claim lapses.
+            let released = entity::Entity::update_many()
+                .col_expr(entity::Column::ReplayedAt, Expr::value(None::<DateTimeUtc>))
+                .filter(entity::Column::Id.eq(id))
+                .filter(entity::Column::State.eq(State::Replay.as_str()))
+                .exec(db)
+                .await;
+            if let Err(release) = released {
+                tracing::warn!(id, error = %release, "a failed replay stays claimed until its claim lapses");
+            }
+            return Err(err);
+        }
+        set_state(db, id, State::Replayed, Some(Utc::now())).await?;
         tracing::info!(id, %queue, "dead letter replayed");
     }
+    Ok(())
+}
+
+/// The id of the next letter waiting for a replay that no keeper holds, now
+/// claimed by this one; `None` when there is none.
+async fn claim_next(db: &DatabaseConnection) -> Result<Option<i64>, PlatformError> {
+    loop {
+        let now = Utc::now();
+        let lapsed = now - CLAIM_HOLDS;
+        let unclaimed = || {
+            Condition::all()
+                .add(entity::Column::State.eq(State::Replay.as_str()))
+                .add(
+                    Condition::any()
+                        .add(entity::Column::ReplayedAt.is_null())
+                        .add(entity::Column::ReplayedAt.lt(lapsed)),
+                )
+        };
+        let Some(id) = entity::Entity::find()
+            .select_only()
+            .column(entity::Column::Id)
+            .filter(unclaimed())
+            .order_by_asc(entity::Column::Id)
+            .into_tuple::<i64>()
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        // Only if no other keeper claimed it since it was read.
+        let claimed = entity::Entity::update_many()
+            .col_expr(entity::Column::ReplayedAt, Expr::value(now))
+            .filter(entity::Column::Id.eq(id))
+            .filter(unclaimed())
+            .exec(db)
+            .await?;
+        if claimed.rows_affected == 1 {
+            return Ok(Some(id));
+        }
+    }
+}
+
+/// Publishes a letter back to the queue it failed on.
+async fn send_back(
+    broker: &dyn Broker,
+    queue: &str,
+    mut message: WireMessage,
+) -> Result<(), PlatformError> {
+    message.headers.retain(|name, _| !about_death(name));
+    // Its sender gave up long ago: no expiry on the way back.
+    message.ttl_ms = None;
+    broker.publish(Exchange::Queue, queue, message).await?;
+    Ok(())
+}
+
+async fn set_state(
+    db: &DatabaseConnection,
+    id: i64,
+    state: State,
+    replayed_at: Option<DateTime<Utc>>,
+) -> Result<(), PlatformError> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::State, Expr::value(state.as_str()))
+        .col_expr(entity::Column::ReplayedAt, Expr::value(replayed_at))
+        .filter(entity::Column::Id.eq(id))
+        .exec(db)
+        .await?;
     Ok(())
 }
