@@ -451,6 +451,61 @@ async fn an_order_can_be_canceled_until_ready(backend: Backend) {
 }
 on_both_backends!(an_order_can_be_canceled_until_ready);
 
+/// An order whose shopping list a bot already took can still be canceled
+/// (until it is ready): the bot's list is canceled with it, and completing it
+/// is then a conflict, so the order is not readied behind the customer's back.
+async fn an_order_canceled_while_a_bot_shops_takes_the_list_back(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let ida = customer(&app, "Ida").await;
+    let basket = basket(&app, &ida).await;
+    add_item(&app, &basket, &mall.notebook, 1).await;
+    let payment = authorize_payment(&app, &ida, "4.25").await;
+    let order = checkout(&app, &basket, &payment).await;
+    let approved = order_with_status(&app, &order, "APPROVED").await;
+    let list = approved["shoppingListId"].as_str().unwrap().to_owned();
+    let bot = Uuid::now_v7().to_string();
+    let assigned = app
+        .data(
+            "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) {
+               shoppingList { status } } }",
+            json!({ "id": list, "bot": bot }),
+        )
+        .await;
+    assert_eq!(
+        assigned["assignShoppingList"]["shoppingList"]["status"],
+        "ASSIGNED"
+    );
+    order_with_status(&app, &order, "IN_PROGRESS").await;
+
+    let canceled = app
+        .data(
+            "mutation($id: ID!) { cancelOrder(orderId: $id) { order { status } } }",
+            json!({ "id": order }),
+        )
+        .await;
+    assert_eq!(canceled["cancelOrder"]["order"]["status"], "CANCELED");
+    wait_until("the bot's list to be canceled", || async {
+        (shopping_list(&app, &list).await["status"] == "CANCELED").then_some(())
+    })
+    .await;
+    let complete = app
+        .graphql(
+            "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
+            json!({ "id": list }),
+        )
+        .await;
+    assert_eq!(complete["errors"][0]["extensions"]["code"], "CONFLICT");
+    assert_eq!(
+        complete["errors"][0]["message"],
+        "the shopping list is canceled and cannot be completed"
+    );
+    let order = app.data(ORDER, json!({ "id": order })).await;
+    assert_eq!(order["order"]["status"], "CANCELED");
+    app.stop().await;
+}
+on_both_backends!(an_order_canceled_while_a_bot_shops_takes_the_list_back);
+
 /// A customer's SMS number changes, they are disabled and enabled again;
 /// bad numbers and unknown customers are refused.
 async fn customers_change(backend: Backend) {

@@ -141,7 +141,7 @@ impl CommandHandler for DepotHandler {
                 let list = m.shopping_list_id;
                 execute_owned::<ShoppingList, _>(t, o, c, list, ShoppingList::complete).await
             }
-            // A canceled order's list is canceled too, unless a bot has it.
+            // A canceled order's list is canceled too, a bot's included.
             OrderCanceled::TYPE => {
                 let order = c.decode::<OrderCanceled>()?.0;
                 let lists: Vec<ShoppingListView> = views::by_ref(t, VIEW, order.order_id).await?;

@@ -146,9 +146,13 @@ impl ShoppingList {
         }])
     }
 
+    /// Withdraws the list, a bot's too: its order was canceled (allowed
+    /// until the order is ready) or its saga compensated (a bot may have
+    /// taken the list before the order's approval failed). Nobody shops for
+    /// an order that will not be.
     pub fn cancel(&self) -> Decision {
         use ShoppingListStatus::*;
-        self.expect(&[Pending, Available], "canceled")?;
+        self.expect(&[Pending, Available, Assigned, Active], "canceled")?;
         Ok(vec![ShoppingListEvent::ShoppingListCanceled])
     }
 
@@ -223,6 +227,32 @@ mod tests {
             plan(&[item(&unknown, "w")], &map),
             Err(DepotError::StoreNotFound(unknown.store_id))
         );
+    }
+
+    #[test]
+    fn a_list_a_bot_holds_can_be_canceled_and_then_not_completed() {
+        let a = store("A");
+        let map = MallMap {
+            stores: [(a.store_id, a.clone())].into(),
+            products: HashMap::new(),
+        };
+        let bot = Uuid::now_v7();
+        let items = [item(&a, "x")];
+        let (_, list) = given::<ShoppingList>([])
+            .when(|l| l.create(Uuid::nil(), &items, &map))
+            .then_accepted();
+        let done = list
+            .when(ShoppingList::initiate)
+            .then([ShoppingListEvent::ShoppingListInitiated])
+            .when(|l| l.assign(bot))
+            .then([ShoppingListEvent::ShoppingListAssigned { bot_id: bot }])
+            .when(ShoppingList::cancel)
+            .then([ShoppingListEvent::ShoppingListCanceled])
+            .when(ShoppingList::complete)
+            .then_refused(DepotError::WrongStatus("canceled", "completed"))
+            .when(ShoppingList::cancel)
+            .then_refused(DepotError::WrongStatus("canceled", "canceled"));
+        assert_eq!(done.state().status, Some(ShoppingListStatus::Canceled));
     }
 
     #[test]
