@@ -11,6 +11,10 @@ pub enum BrokerError {
     /// the deadline passed): the message may or may not have been taken.
     #[error("the broker did not confirm the message: {0}")]
     Unconfirmed(String),
+    /// The broker answered and refused (a login, a vhost), or its URL cannot
+    /// be read: waiting changes nothing; a person must fix a setting.
+    #[error("{0}")]
+    Refused(String),
     #[error("unexpected broker error: {0}")]
     Unexpected(String),
 }

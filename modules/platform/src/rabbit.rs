@@ -62,6 +62,20 @@ const FIRST_CONNECT: Duration = Duration::from_secs(30);
 /// makes the broker not ready.
 const RESUME_DEADLINE: Duration = Duration::from_secs(15);
 
+/// A failed connection: [`BrokerError::Refused`] when RabbitMQ answered and
+/// refused the login (403) or the vhost (530, 402), else unavailable.
+fn refused_or_down(err: lapin::Error) -> BrokerError {
+    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind()
+        && matches!(amqp.get_id(), 402 | 403 | 530)
+    {
+        return BrokerError::Refused(format!(
+            "RabbitMQ refused the connection: {}",
+            amqp.get_message()
+        ));
+    }
+    err.into()
+}
+
 /// `call`, failing with [`BrokerError::Unavailable`] after [`RPC_DEADLINE`].
 async fn bounded<T>(
     what: &str,
@@ -157,11 +171,17 @@ impl RabbitBroker {
             down_because: Mutex::new(None),
             pumps: Mutex::new(Vec::new()),
         });
+        if let Err(err) = shared.config.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(BrokerError::Refused(format!(
+                "the broker URL cannot be read: {err}"
+            )));
+        }
         let first_try = tokio::time::Instant::now();
         let mut backoff = RECONNECT_FIRST;
         let session = loop {
             match shared.open_session().await {
                 Ok(session) => break session,
+                Err(err @ BrokerError::Refused(_)) => return Err(err),
                 Err(err) if first_try.elapsed() + backoff < FIRST_CONNECT => {
                     tracing::warn!(error = %err, "RabbitMQ not reachable yet; retrying");
                     tokio::time::sleep(backoff).await;
@@ -241,9 +261,12 @@ impl Shared {
         let opened = tokio::time::timeout(RPC_DEADLINE, async {
             let named =
                 |name: &str| ConnectionProperties::default().with_connection_name(name.into());
-            let connection = Connection::connect(&self.config.url, named("mallbots")).await?;
-            let publishing =
-                Connection::connect(&self.config.url, named("mallbots-publish")).await?;
+            let connection = Connection::connect(&self.config.url, named("mallbots"))
+                .await
+                .map_err(refused_or_down)?;
+            let publishing = Connection::connect(&self.config.url, named("mallbots-publish"))
+                .await
+                .map_err(refused_or_down)?;
             let publisher = publishing.create_channel().await?;
             publisher
                 .confirm_select(ConfirmSelectOptions::default())
