@@ -90,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
         let ansi = std::io::stdout().is_terminal();
         (BoxMakeWriter::new(std::io::stdout), ansi)
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices ("relation ... already exists, skipping" on every
+    // migration check) say nothing an operator acts on.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Human text by default; one JSON object a line for log collectors,
     // each with the fields of the spans it is in (a request's or a
     // message's correlation id, and trace id when traced).

@@ -206,12 +206,12 @@ impl DatabaseConfig {
                 // The pool waits for the server a while (a process started
                 // before its database); failing, it says why in its own
                 // words only, so the reason found above goes with it.
-                let admin = Database::connect(url.as_str())
-                    .await
-                    .map_err(|err| match why {
-                        Some(why) => PlatformError::Setup(format!("{why} (then: {err})")),
-                        None => err.into(),
-                    })?;
+                let mut admin = ConnectOptions::new(url.as_str());
+                admin.sqlx_logging(false);
+                let admin = Database::connect(admin).await.map_err(|err| match why {
+                    Some(why) => PlatformError::Setup(format!("{why} (then: {err})")),
+                    None => err.into(),
+                })?;
                 // Made only where missing: a migrated schema needs no right
                 // to create schemas in the database.
                 if !schema_exists(&admin, module).await? {
