@@ -447,7 +447,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     let (doors, stopping) = Shutdown::new();
     let starting = Starting::new("connecting to the broker");
     let gateway_door = if runs(parts, Part::Gateway) {
-        let routes = crate::http::starting(starting.clone(), true);
+        let routes = crate::http::starting(starting.clone());
         let door = open_door(settings.listen, &settings, routes, &stopping).await?;
         let local = door.addr;
         tracing::info!("GraphQL gateway on http://{local}/ (GraphiQL), http://{local}/graphql");
@@ -457,7 +457,7 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
     };
     let metrics_door = match settings.metrics_listen {
         Some(at) if !runs(parts, Part::Gateway) => {
-            let routes = crate::http::starting(starting.clone(), false);
+            let routes = crate::http::starting(starting.clone());
             let door = open_door(at, &settings, routes, &stopping)
                 .await
                 .context("for /metrics")?;
@@ -610,7 +610,14 @@ pub async fn start(settings: Settings, parts: &[Part]) -> anyhow::Result<Running
             .filter(|(m, _)| !runs(parts, m.part) && followed_here(m.name))
             .map(named)
             .collect();
-        let router = crate::http::metrics_only(metrics, broker.clone(), modules, sources, readers);
+        let router = crate::http::metrics_only(
+            metrics,
+            broker.clone(),
+            modules,
+            sources,
+            readers,
+            stopping.clone(),
+        );
         let _starting = door.routes.send_replace(router);
         door_tasks.push(door.task);
     }

@@ -952,17 +952,28 @@ async fn sdl(State(http): State<Arc<Http>>) -> impl IntoResponse {
 }
 
 async fn ready(State(http): State<Arc<Http>>) -> Response {
-    if http.app.stopping.is_triggered() || http.app.draining.load(Ordering::Relaxed) {
+    let app = &http.app;
+    let stopping = app.stopping.is_triggered() || app.draining.load(Ordering::Relaxed);
+    readiness(stopping, app.broker.as_ref(), &app.databases).await
+}
+
+/// `/readyz`: 200 "ready" while the process can do its work (not shutting
+/// down, the broker connected, each of `databases` answering), else 503 and
+/// what is wrong.
+async fn readiness(
+    stopping: bool,
+    broker: &dyn mallbots_platform::Broker,
+    databases: &[(&'static str, sea_orm::DatabaseConnection)],
+) -> Response {
+    if stopping {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    if let Err(err) = http.app.broker.check().await {
+    if let Err(err) = broker.check().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("broker: {err}")).into_response();
     }
     // All at once, each bounded: the answer comes within a second even when
     // every database is down.
-    let pings = http
-        .app
-        .databases
+    let pings = databases
         .iter()
         .map(|(name, db)| async move { (*name, mallbots_platform::db::ping(db).await) });
     for (name, pinged) in futures_util::future::join_all(pings).await {
@@ -978,16 +989,21 @@ async fn ready(State(http): State<Arc<Http>>) -> Response {
 }
 
 /// The routes of a process that runs modules but no gateway: `/metrics`
-/// (its consumers, and the outboxes and read models of its modules) and
-/// `/healthz`.
+/// (its consumers, and the outboxes and read models of its modules),
+/// `/healthz`, and `/readyz` (its broker and its modules' databases).
 pub fn metrics_only(
     metrics: Arc<crate::metrics::Metrics>,
     broker: Arc<dyn mallbots_platform::Broker>,
     modules: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     sources: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     readers: crate::consistency::Readers,
+    stopping: mallbots_platform::Shutdown,
 ) -> Router {
     let (modules, sources, readers) = (Arc::new(modules), Arc::new(sources), Arc::new(readers));
+    let ready = {
+        let (broker, modules) = (broker.clone(), modules.clone());
+        move || async move { readiness(stopping.is_triggered(), broker.as_ref(), &modules).await }
+    };
     let scrape = move || {
         let (metrics, broker, modules, sources, readers) = (
             metrics.clone(),
@@ -1006,28 +1022,27 @@ pub fn metrics_only(
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
 }
 
 /// What a process's door answers while it starts (waits for the broker or
 /// the databases, migrates): alive (`/healthz` 200), not ready (`/readyz`
-/// 503, on a gateway's door), and any other request `UNAVAILABLE` with
-/// `Retry-After: 1`, each saying what it waits for.
-pub fn starting(phase: crate::serve::Starting, readiness: bool) -> Router {
-    let alive = phase.clone();
-    let mut routes = Router::new().route(
-        "/healthz",
-        get(move || async move { format!("ok, starting: {}", alive.now()) }),
-    );
-    if readiness {
-        let waiting = phase.clone();
-        routes = routes.route(
+/// 503), and any other request `UNAVAILABLE` with `Retry-After: 1`, each
+/// saying what it waits for.
+pub fn starting(phase: crate::serve::Starting) -> Router {
+    let (alive, waiting) = (phase.clone(), phase.clone());
+    let routes = Router::new()
+        .route(
+            "/healthz",
+            get(move || async move { format!("ok, starting: {}", alive.now()) }),
+        )
+        .route(
             "/readyz",
             get(move || async move {
                 let why = format!("starting: {}", waiting.now());
                 (StatusCode::SERVICE_UNAVAILABLE, why)
             }),
         );
-    }
     routes.fallback(move |headers: HeaderMap| async move {
         let err = ApiError::new(
             ErrorCode::Unavailable,

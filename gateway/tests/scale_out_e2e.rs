@@ -319,16 +319,23 @@ async fn a_process_waiting_for_its_broker_answers_probes_and_serves_once_it_come
         (status, said.as_str()),
         (200, "ok, starting: connecting to the broker")
     );
+    let (status, said) = get(format!("{}/readyz", module.base)).await;
+    assert_eq!(
+        (status, said.as_str()),
+        (503, "starting: connecting to the broker")
+    );
 
-    // The broker comes: a relay to the real one on that port.
+    // The broker comes: a relay to the real one on that port (its
+    // connections end with it).
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("the broker's port");
     let relay = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (mut client, _) = listener.accept().await.expect("a connection");
             let upstream = upstream.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let mut server = tokio::net::TcpStream::connect(upstream)
                     .await
                     .expect("the broker");
@@ -353,7 +360,20 @@ async fn a_process_waiting_for_its_broker_answers_probes_and_serves_once_it_come
         get(format!("{}/healthz", module.base)).await,
         (200, "ok".to_owned())
     );
+    assert_eq!(
+        get(format!("{}/readyz", module.base)).await,
+        (200, "ready".to_owned())
+    );
+
+    // The broker goes away: the module process says it is not ready, and
+    // why, while it stays alive.
     relay.abort();
+    wait_until("the module not ready without its broker", || async {
+        let (status, said) = get(format!("{}/readyz", module.base)).await;
+        (status == 503 && said.starts_with("broker: ")).then_some(())
+    })
+    .await;
+    assert_eq!(get(format!("{}/healthz", module.base)).await.0, 200);
 }
 
 /// A server that answers but refuses the login (here: no such database)
