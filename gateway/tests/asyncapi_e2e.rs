@@ -12,7 +12,7 @@ use common::shop::{
     self, ORDER, add_item, authorize_payment, basket, checkout, customer, mall, order_with_status,
 };
 use common::{Backend, TestApp, spawn_app, wait_until};
-use mallbots_contracts::payments::{AdjustInvoice, CancelInvoice};
+use mallbots_contracts::payments::{AdjustInvoice, CancelInvoice, ReleasePayment};
 use mallbots_contracts::stores::CreateStore;
 use mallbots_contracts::{Actor, CommandReply, Message};
 use mallbots_platform::{Envelope, Exchange, QueueSpec, WireMessage};
@@ -282,7 +282,19 @@ async fn every_flow(app: &TestApp) {
         json!({ "id": canceled }),
     )
     .await;
-    order_with_status(app, &canceled, "CANCELED").await;
+    let canceled = order_with_status(app, &canceled, "CANCELED").await;
+    // Its payment is released (PaymentReleased); ReleasePayment, the saga's
+    // compensation of a confirmed payment, is sent here on the broker.
+    let id = |field: &str| canceled[field].as_str().unwrap().parse().unwrap();
+    let (payment_id, order_id) = (id("paymentId"), id("id"));
+    send(
+        app,
+        &ReleasePayment {
+            payment_id,
+            order_id,
+        },
+    )
+    .await;
 
     // Rejected: a wrong payment amount (a list made, then canceled) ...
     let wrong = order_of(app, &ada, &mall.pen, "1.00").await;

@@ -506,6 +506,144 @@ async fn an_order_canceled_while_a_bot_shops_takes_the_list_back(backend: Backen
 }
 on_both_backends!(an_order_canceled_while_a_bot_shops_takes_the_list_back);
 
+/// The payment an order used is free again once that order is canceled:
+/// payments releases it (on the raw event feed), and the customer's next
+/// basket of the same total checks out with it and is approved.
+async fn a_canceled_orders_payment_pays_for_the_next_one(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let eve = customer(&app, "Eve").await;
+    let first = basket(&app, &eve).await;
+    add_item(&app, &first, &mall.notebook, 2).await;
+    let payment = authorize_payment(&app, &eve, "8.50").await;
+    let order = checkout(&app, &first, &payment).await;
+    order_with_status(&app, &order, "APPROVED").await;
+    app.data(
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+        json!({ "id": order }),
+    )
+    .await;
+    let mut feed = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($t: [String!]) { events(types: $t, after: \"0\") { type payload } }",
+            json!({ "t": ["payments.Payment.PaymentReleased"] }),
+        )
+        .await;
+    let released = feed.next_data().await["events"].clone();
+    assert_eq!(
+        released["payload"]["payment_id"],
+        payment.as_str(),
+        "{released}"
+    );
+    assert_eq!(released["payload"]["confirmed"], false, "{released}");
+
+    let second = basket(&app, &eve).await;
+    add_item(&app, &second, &mall.notebook, 2).await;
+    let next = checkout(&app, &second, &payment).await;
+    let approved = order_with_status(&app, &next, "APPROVED").await;
+    assert_eq!(approved["paymentId"], payment.as_str());
+    app.stop().await;
+}
+on_both_backends!(a_canceled_orders_payment_pays_for_the_next_one);
+
+/// The catalog changes between adding to a basket and checking out: a
+/// product removed since, then a store that stopped taking orders, stops the
+/// checkout (CONFLICT, naming what), no order is made, and the basket stays
+/// open; once the customer takes the product out, the rest checks out.
+async fn a_checkout_refuses_what_is_no_longer_sold(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mall = mall(&app).await;
+    let jo = customer(&app, "Jo").await;
+    let basket = basket(&app, &jo).await;
+    add_item(&app, &basket, &mall.notebook, 1).await;
+    add_item(&app, &basket, &mall.tea, 1).await;
+    let payment = authorize_payment(&app, &jo, "7.00").await;
+    let checkout = "mutation($b: ID!, $p: ID!) { checkoutBasket(basketId: $b, paymentId: $p) {
+        basket { status } } }";
+    // Each change's token: the checkout runs once baskets has applied it.
+    let token = |data: &Value, field: &str| {
+        data[field]["consistencyToken"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    };
+    let refused = |token: String| {
+        let app = &app;
+        let vars = json!({ "b": basket, "p": payment });
+        async move {
+            let (status, body) = app
+                .graphql_with(&[("consistency-token", &token)], checkout, vars)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "CONFLICT",
+                "{body}"
+            );
+            body["errors"][0]["message"]
+                .as_str()
+                .expect("a message")
+                .to_owned()
+        }
+    };
+
+    let removed = app
+        .data(
+            "mutation($id: ID!) { removeProduct(productId: $id) { consistencyToken } }",
+            json!({ "id": mall.notebook }),
+        )
+        .await;
+    assert_eq!(
+        refused(token(&removed, "removeProduct")).await,
+        "Notebook is no longer sold; remove it from the basket"
+    );
+    app.data(
+        "mutation($b: ID!, $p: ID!) { removeItem(basketId: $b, productId: $p, quantity: 1) { id } }",
+        json!({ "b": basket, "p": mall.notebook }),
+    )
+    .await;
+    let closed = app
+        .data(
+            "mutation($id: ID!) { disableParticipation(storeId: $id) { consistencyToken } }",
+            json!({ "id": mall.teahouse }),
+        )
+        .await;
+    assert_eq!(
+        refused(token(&closed, "disableParticipation")).await,
+        "the store Leaf & Kettle is not taking orders"
+    );
+    let query = "query($id: ID!) { basket(id: $id) { status items { productName } } }";
+    let open = app.data(query, json!({ "id": basket })).await;
+    assert_eq!(open["basket"]["status"], "OPEN");
+    assert_eq!(
+        open["basket"]["items"],
+        json!([{ "productName": "Sencha" }])
+    );
+
+    let reopened = app
+        .data(
+            "mutation($id: ID!) { enableParticipation(storeId: $id) { consistencyToken } }",
+            json!({ "id": mall.teahouse }),
+        )
+        .await;
+    let (_, body) = app
+        .graphql_with(
+            &[(
+                "consistency-token",
+                &token(&reopened, "enableParticipation"),
+            )],
+            checkout,
+            json!({ "b": basket, "p": payment }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["checkoutBasket"]["basket"]["status"], "CHECKED_OUT",
+        "{body}"
+    );
+    app.stop().await;
+}
+on_both_backends!(a_checkout_refuses_what_is_no_longer_sold);
+
 /// A customer's SMS number changes, they are disabled and enabled again;
 /// bad numbers and unknown customers are refused.
 async fn customers_change(backend: Backend) {

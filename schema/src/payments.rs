@@ -25,8 +25,22 @@ pub struct ConfirmPayment {
     pub payment_id: Uuid,
     pub customer_id: Uuid,
     pub amount: Decimal,
+    /// The order the payment is used by (only that order's cancel or
+    /// compensation releases it). Absent from senders before it was added.
+    #[serde(default)]
+    pub order_id: Option<Uuid>,
 }
 message!(ConfirmPayment, "payments.ConfirmPayment");
+
+/// Saga compensation: `order_id`, which the payment was confirmed for, will
+/// not be, so the payment may be used again. A payment not in use by that
+/// order stays as it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReleasePayment {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+}
+message!(ReleasePayment, "payments.ReleasePayment");
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AdjustInvoice {
@@ -52,6 +66,8 @@ pub struct PaymentView {
     pub payment_id: Uuid,
     pub customer_id: Uuid,
     pub amount: Decimal,
+    /// Used by an order (false again once that order was canceled or
+    /// rejected).
     pub confirmed: bool,
     pub occurred_at: DateTime<Utc>,
 }
@@ -60,6 +76,7 @@ view_events!(
     PaymentView,
     PaymentAuthorized = "payments.Payment.PaymentAuthorized",
     PaymentConfirmed = "payments.Payment.PaymentConfirmed",
+    PaymentReleased = "payments.Payment.PaymentReleased",
 );
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

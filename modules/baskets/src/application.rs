@@ -11,18 +11,20 @@ use mallbots_platform::commands::{
 use mallbots_platform::outbox::Outbox;
 use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
 use mallbots_platform::views::{self};
-use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
+use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache, event_store};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
-use crate::domain::{Basket, BasketEvent, BasketsError};
+use crate::domain::{Basket, BasketEvent, BasketsError, OnSale};
 
 impl DomainError for BasketsError {
     fn code(&self) -> ErrorCode {
         use BasketsError::*;
         match self {
             NotFound | ProductNotFound => ErrorCode::NotFound,
-            AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) => ErrorCode::Conflict,
+            AlreadyStarted | NotOpen(_) | StoreNotParticipating(_) | NoLongerSold(_) => {
+                ErrorCode::Conflict
+            }
             NonPositiveQuantity
             | TooMany
             | TotalTooHigh
@@ -135,8 +137,23 @@ impl CommandHandler for BasketsHandler {
             }
             msg::CheckoutBasket::TYPE => {
                 let m: msg::CheckoutBasket = c.decode()?;
-                execute_owned::<Basket, _>(t, o, c, m.basket_id, |b| {
-                    b.checkout(m.payment_id, m.order_id)
+                // The catalog as it is now, for what the basket holds.
+                let stream = m.basket_id.to_string();
+                let seen = event_store::load::<Basket, _>(t, &stream).await?;
+                let (stores, products) = catalog_cache::known(t, &seen.state.items).await?;
+                let on_sale = OnSale { stores, products };
+                execute_owned::<Basket, CommandError>(t, o, c, m.basket_id, |b| {
+                    // Changed in between (on PostgreSQL a statement sees the
+                    // latest commit): the command is tried again.
+                    if b.items != seen.state.items {
+                        return Err(PlatformError::Concurrency {
+                            stream_id: stream.clone(),
+                            expected: seen.version,
+                        }
+                        .into());
+                    }
+                    b.checkout(m.payment_id, m.order_id, &on_sale)
+                        .map_err(Into::into)
                 })
                 .await
             }

@@ -1,5 +1,7 @@
 //! The pure domain: the Basket aggregate. No I/O, no async.
 
+use std::collections::HashMap;
+
 use mallbots_contracts::baskets::BasketStatus;
 use mallbots_contracts::common::{self, LineItem};
 use mallbots_contracts::stores::{ProductView, StoreView};
@@ -37,6 +39,16 @@ pub enum BasketsError {
     Empty,
     #[error("a checkout needs a payment")]
     NoPayment,
+    #[error("{0} is no longer sold; remove it from the basket")]
+    NoLongerSold(String),
+}
+
+/// What the catalog says now of the stores and products a basket holds (this
+/// module's cache of it), by id: a product it no longer has is not there.
+#[derive(Default)]
+pub struct OnSale {
+    pub stores: HashMap<Uuid, StoreView>,
+    pub products: HashMap<Uuid, ProductView>,
 }
 
 /// `Default`: a basket not started yet.
@@ -223,13 +235,26 @@ impl Basket {
         Ok(vec![BasketEvent::BasketCanceled])
     }
 
-    pub fn checkout(&self, payment_id: Uuid, order_id: Uuid) -> Decision {
+    /// Checks out at the prices the items were added at, if every one is
+    /// still sold by a store that takes orders (`on_sale`): the catalog may
+    /// have changed since they went into the basket.
+    pub fn checkout(&self, payment_id: Uuid, order_id: Uuid, on_sale: &OnSale) -> Decision {
         self.open()?;
         if self.items.is_empty() {
             return Err(BasketsError::Empty);
         }
         if payment_id.is_nil() {
             return Err(BasketsError::NoPayment);
+        }
+        for item in &self.items {
+            if !on_sale.products.contains_key(&item.product_id) {
+                return Err(BasketsError::NoLongerSold(item.product_name.clone()));
+            }
+            match on_sale.stores.get(&item.store_id) {
+                Some(store) if store.participating => {}
+                Some(store) => return Err(BasketsError::StoreNotParticipating(store.name.clone())),
+                None => return Err(BasketsError::StoreNotParticipating(item.store_name.clone())),
+            }
         }
         Ok(vec![BasketEvent::BasketCheckedOut {
             payment_id,
@@ -336,7 +361,7 @@ mod tests {
     fn only_open_non_empty_baskets_check_out() {
         let (p, s) = catalog(true);
         given::<Basket>([started()])
-            .when(|b| b.checkout(Uuid::now_v7(), Uuid::now_v7()))
+            .when(|b| b.checkout(Uuid::now_v7(), Uuid::now_v7(), &OnSale::default()))
             .then_refused(BasketsError::Empty);
         given::<Basket>([started(), BasketEvent::BasketCanceled])
             .when(Basket::cancel)
@@ -346,6 +371,51 @@ mod tests {
         given::<Basket>([])
             .when(Basket::cancel)
             .then_refused(BasketsError::NotFound);
+    }
+
+    /// The catalog may change between adding and checking out: a product
+    /// removed since, or a store that stopped taking orders, stops it.
+    #[test]
+    fn a_checkout_needs_every_item_still_on_sale() {
+        let (p, s) = catalog(true);
+        let (payment, order) = (Uuid::now_v7(), Uuid::now_v7());
+        let basket = given::<Basket>([started(), line(&p, &s, 2)]);
+        let sold = |participating: bool, product: bool| OnSale {
+            stores: [(
+                s.store_id,
+                StoreView {
+                    participating,
+                    ..s.clone()
+                },
+            )]
+            .into(),
+            products: if product {
+                [(p.product_id, p.clone())].into()
+            } else {
+                HashMap::new()
+            },
+        };
+        basket
+            .when(|b| b.checkout(payment, order, &sold(true, false)))
+            .then_refused(BasketsError::NoLongerSold("Pen".into()))
+            .when(|b| b.checkout(payment, order, &sold(false, true)))
+            .then_refused(BasketsError::StoreNotParticipating("Waldorf Books".into()))
+            .when(|b| {
+                b.checkout(
+                    payment,
+                    order,
+                    &OnSale {
+                        stores: HashMap::new(),
+                        ..sold(true, true)
+                    },
+                )
+            })
+            .then_refused(BasketsError::StoreNotParticipating("Waldorf Books".into()))
+            .when(|b| b.checkout(payment, order, &sold(true, true)))
+            .then([BasketEvent::BasketCheckedOut {
+                payment_id: payment,
+                order_id: order,
+            }]);
     }
 
     #[test]

@@ -69,13 +69,21 @@ impl Saga for CreateOrderSaga {
                         shopping_list_id: d.list()?,
                     })
                 }),
-            S::new("confirm payment").action(|d| {
-                Outgoing::of(&payments::ConfirmPayment {
-                    payment_id: d.payment_id,
-                    customer_id: d.customer_id,
-                    amount: d.total,
+            S::new("confirm payment")
+                .action(|d| {
+                    Outgoing::of(&payments::ConfirmPayment {
+                        payment_id: d.payment_id,
+                        customer_id: d.customer_id,
+                        amount: d.total,
+                        order_id: Some(d.order_id),
+                    })
                 })
-            }),
+                .compensation(|d, _| {
+                    Outgoing::of(&payments::ReleasePayment {
+                        payment_id: d.payment_id,
+                        order_id: d.order_id,
+                    })
+                }),
             S::new("initiate shopping").action(|d| {
                 Outgoing::of(&depot::InitiateShopping {
                     shopping_list_id: d.list()?,

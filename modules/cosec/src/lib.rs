@@ -7,7 +7,7 @@
 //! | 0    | -                             | -              | RejectOrder         |
 //! | 1    | AuthorizeCustomer (customers) | next           | -                   |
 //! | 2    | CreateShoppingList (depot)    | keep list id   | CancelShoppingList  |
-//! | 3    | ConfirmPayment (payments)     | next           | -                   |
+//! | 3    | ConfirmPayment (payments)     | next           | ReleasePayment      |
 //! | 4    | InitiateShopping (depot)      | next           | -                   |
 //! | 5    | ApproveOrder (ordering)       | saga done      | -                   |
 //!

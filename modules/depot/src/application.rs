@@ -78,16 +78,8 @@ async fn mall_map<C: ConnectionTrait>(
     conn: &C,
     items: &[mallbots_contracts::common::LineItem],
 ) -> Result<MallMap, PlatformError> {
-    let mut map = MallMap::default();
-    for item in items {
-        if let Some(store) = catalog_cache::store(conn, item.store_id).await? {
-            map.stores.insert(store.store_id, store);
-        }
-        if let Some(product) = catalog_cache::product(conn, item.product_id).await? {
-            map.products.insert(product.product_id, product);
-        }
-    }
-    Ok(map)
+    let (stores, products) = catalog_cache::known(conn, items).await?;
+    Ok(MallMap { stores, products })
 }
 
 impl Owned for ShoppingList {

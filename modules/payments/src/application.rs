@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mallbots_contracts::ordering::OrderReadied;
+use mallbots_contracts::ordering::{OrderCanceled, OrderReadied};
 use mallbots_contracts::payments::{self as msg, InvoiceStatus, InvoiceView, PaymentView};
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{
@@ -64,7 +64,8 @@ impl Recorded for Payment {
     fn announce(event: &PaymentEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
             PaymentEvent::PaymentAuthorized { .. } => Outgoing::of(&msg::PaymentAuthorized(v)),
-            PaymentEvent::PaymentConfirmed => Outgoing::of(&msg::PaymentConfirmed(v)),
+            PaymentEvent::PaymentConfirmed { .. } => Outgoing::of(&msg::PaymentConfirmed(v)),
+            PaymentEvent::PaymentReleased => Outgoing::of(&msg::PaymentReleased(v)),
         })
     }
 }
@@ -141,9 +142,19 @@ impl CommandHandler for PaymentsHandler {
             msg::ConfirmPayment::TYPE => {
                 let m: msg::ConfirmPayment = c.decode()?;
                 execute::<Payment, _>(t, o, c, m.payment_id, |p| {
-                    p.confirm(m.customer_id, m.amount)
+                    p.confirm(m.customer_id, m.amount, m.order_id)
                 })
                 .await
+            }
+            msg::ReleasePayment::TYPE => {
+                let m: msg::ReleasePayment = c.decode()?;
+                execute::<Payment, _>(t, o, c, m.payment_id, |p| p.release(m.order_id)).await
+            }
+            // A canceled order's payment may be used again.
+            OrderCanceled::TYPE => {
+                let order = c.decode::<OrderCanceled>()?.0;
+                execute::<Payment, _>(t, o, c, order.payment_id, |p| p.release(order.order_id))
+                    .await
             }
             msg::AdjustInvoice::TYPE => {
                 let m: msg::AdjustInvoice = c.decode()?;

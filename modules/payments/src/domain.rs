@@ -55,20 +55,32 @@ pub struct Payment {
     pub customer_id: Uuid,
     pub amount: Decimal,
     pub confirmed: bool,
+    /// The order it is confirmed for (unknown for a confirmation sent
+    /// without one, before orders were named).
+    pub used_by: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum PaymentEvent {
-    PaymentAuthorized { customer_id: Uuid, amount: Decimal },
-    PaymentConfirmed,
+    PaymentAuthorized {
+        customer_id: Uuid,
+        amount: Decimal,
+    },
+    PaymentConfirmed {
+        /// Absent from events stored before it was recorded.
+        #[serde(default)]
+        order_id: Option<Uuid>,
+    },
+    PaymentReleased,
 }
 
 impl DomainEvent for PaymentEvent {
     fn event_type(&self) -> &'static str {
         match self {
             PaymentEvent::PaymentAuthorized { .. } => "PaymentAuthorized",
-            PaymentEvent::PaymentConfirmed => "PaymentConfirmed",
+            PaymentEvent::PaymentConfirmed { .. } => "PaymentConfirmed",
+            PaymentEvent::PaymentReleased => "PaymentReleased",
         }
     }
 }
@@ -87,7 +99,14 @@ impl Aggregate for Payment {
                 self.customer_id = *customer_id;
                 self.amount = *amount;
             }
-            PaymentEvent::PaymentConfirmed => self.confirmed = true,
+            PaymentEvent::PaymentConfirmed { order_id } => {
+                self.confirmed = true;
+                self.used_by = *order_id;
+            }
+            PaymentEvent::PaymentReleased => {
+                self.confirmed = false;
+                self.used_by = None;
+            }
         }
     }
 }
@@ -105,7 +124,12 @@ impl Payment {
     }
 
     /// The saga's check that the payment covers exactly the order.
-    pub fn confirm(&self, customer_id: Uuid, total: Decimal) -> Decision<PaymentEvent> {
+    pub fn confirm(
+        &self,
+        customer_id: Uuid,
+        total: Decimal,
+        order_id: Option<Uuid>,
+    ) -> Decision<PaymentEvent> {
         if !self.authorized {
             return Err(PaymentsError::PaymentNotFound);
         }
@@ -121,7 +145,23 @@ impl Payment {
         if self.confirmed {
             return Err(PaymentsError::PaymentUsed);
         }
-        Ok(vec![PaymentEvent::PaymentConfirmed])
+        Ok(vec![PaymentEvent::PaymentConfirmed { order_id }])
+    }
+
+    /// Frees the payment of `order_id`, an order that will not be (canceled,
+    /// or its saga compensated): it may be used again. One not in use by that
+    /// order stays as it is: free already (the cancel and the compensation
+    /// may both ask), or used by another order (one canceled before its
+    /// saga reached the payment must not free a payment its customer used
+    /// elsewhere).
+    pub fn release(&self, order_id: Uuid) -> Decision<PaymentEvent> {
+        if !self.authorized {
+            return Err(PaymentsError::PaymentNotFound);
+        }
+        if !self.confirmed || self.used_by != Some(order_id) {
+            return Ok(vec![]);
+        }
+        Ok(vec![PaymentEvent::PaymentReleased])
     }
 }
 
@@ -277,20 +317,55 @@ mod tests {
     fn a_payment_confirms_only_its_customers_exact_amount_once() {
         let customer = Uuid::now_v7();
         given::<Payment>([authorized(customer, "12.50")])
-            .when(|p| p.confirm(customer, dec("12.00")))
+            .when(|p| p.confirm(customer, dec("12.00"), None))
             .then_refused(PaymentsError::AmountMismatch {
                 authorized: dec("12.50"),
                 total: dec("12.00"),
             })
-            .when(|p| p.confirm(Uuid::now_v7(), dec("12.50")))
+            .when(|p| p.confirm(Uuid::now_v7(), dec("12.50"), None))
             .then_refused(PaymentsError::NotTheCustomersPayment)
-            .when(|p| p.confirm(customer, dec("12.5")))
-            .then([PaymentEvent::PaymentConfirmed])
-            .when(|p| p.confirm(customer, dec("12.50")))
+            .when(|p| p.confirm(customer, dec("12.5"), None))
+            .then([PaymentEvent::PaymentConfirmed { order_id: None }])
+            .when(|p| p.confirm(customer, dec("12.50"), None))
             .then_refused(PaymentsError::PaymentUsed);
         given::<Payment>([])
-            .when(|p| p.confirm(customer, dec("1")))
+            .when(|p| p.confirm(customer, dec("1"), None))
             .then_refused(PaymentsError::PaymentNotFound);
+    }
+
+    #[test]
+    fn a_released_payment_may_be_used_again() {
+        let customer = Uuid::now_v7();
+        let (order, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let confirmed = |order| PaymentEvent::PaymentConfirmed {
+            order_id: Some(order),
+        };
+        given::<Payment>([])
+            .when(|p| p.release(order))
+            .then_refused(PaymentsError::PaymentNotFound);
+        given::<Payment>([authorized(customer, "3.00")])
+            .when(|p| p.release(order))
+            .then([])
+            .when(|p| p.confirm(customer, dec("3.00"), Some(order)))
+            .then([confirmed(order)])
+            // Another order's cancel leaves it in use.
+            .when(|p| p.release(other))
+            .then([])
+            .when(|p| p.confirm(customer, dec("3.00"), Some(other)))
+            .then_refused(PaymentsError::PaymentUsed)
+            .when(|p| p.release(order))
+            .then([PaymentEvent::PaymentReleased])
+            .when(|p| p.release(order))
+            .then([])
+            .when(|p| p.confirm(customer, dec("3.00"), Some(other)))
+            .then([confirmed(other)]);
+    }
+
+    /// Events stored before confirmations named their order still read.
+    #[test]
+    fn a_confirmation_stored_without_its_order_reads() {
+        let old: PaymentEvent = serde_json::from_str(r#"{"type":"PaymentConfirmed"}"#).unwrap();
+        assert_eq!(old, PaymentEvent::PaymentConfirmed { order_id: None });
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use mallbots_contracts::Message;
-use mallbots_contracts::ordering::OrderReadied;
+use mallbots_contracts::ordering::{OrderCanceled, OrderReadied};
 use mallbots_contracts::payments::COMMANDS;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
@@ -29,6 +29,7 @@ pub fn queue() -> QueueSpec {
     QueueSpec::durable("payments.commands")
         .bind(Exchange::Commands, COMMANDS)
         .bind(Exchange::Events, OrderReadied::TYPE)
+        .bind(Exchange::Events, OrderCanceled::TYPE)
 }
 
 /// Runs the module until `shutdown`.

@@ -4,6 +4,9 @@
 //! a late event never overwrites a newer state; the cache's checkpoint for
 //! `stores` lets a client wait until it knows a product it just added.
 
+use std::collections::HashMap;
+
+use mallbots_contracts::common::LineItem;
 use mallbots_contracts::stores::{self, CatalogUpdate, ProductView, StoreView};
 use sea_orm::ConnectionTrait;
 use uuid::Uuid;
@@ -76,6 +79,26 @@ pub async fn apply<C: ConnectionTrait>(
     // A consistency token from stores waits for this cache too.
     changes::advance(conn, "stores", position).await?;
     Ok(true)
+}
+
+/// What the cache knows of the stores and products of `items`, by id (one
+/// it does not know is missing from its map).
+pub async fn known<C: ConnectionTrait>(
+    conn: &C,
+    items: &[LineItem],
+) -> Result<(HashMap<Uuid, StoreView>, HashMap<Uuid, ProductView>), PlatformError> {
+    let (mut stores, mut products) = (HashMap::new(), HashMap::new());
+    for item in items {
+        if !stores.contains_key(&item.store_id)
+            && let Some(store) = store(conn, item.store_id).await?
+        {
+            stores.insert(store.store_id, store);
+        }
+        if let Some(product) = product(conn, item.product_id).await? {
+            products.insert(product.product_id, product);
+        }
+    }
+    Ok((stores, products))
 }
 
 pub async fn store<C: ConnectionTrait>(
