@@ -212,7 +212,7 @@ fn headers() -> Value {
             HEADER_TIMESTAMP: { "type": "string", "format": "date-time", "description": "When it was sent (RFC 3339)." },
             HEADER_POSITION: { "type": "string", "pattern": "^[0-9]+$", "description": "An event's position in its module's event log." },
             HEADER_ACTOR: { "type": "string", "description": "Who caused it: `<role>:<uuid>`." },
-            HEADER_IDEMPOTENT: { "type": "string", "description": "Set on a command retried under one id (an idempotency key): its module keeps the reply." },
+            HEADER_IDEMPOTENT: { "type": "string", "description": "Set on a command retried under one id (an idempotency key): its module keeps the reply. Its value names the request (a digest of the command): another request under the same id is refused BAD_USER_INPUT. `1` matches any request." },
             HEADER_TRACEPARENT: { "type": "string", "maxLength": 256, "description": "W3C trace context: the trace and span that sent it (when the sender was traced)." },
             HEADER_TRACESTATE: { "type": "string", "maxLength": 512, "description": "W3C trace state carried with it." },
         },

@@ -1,5 +1,6 @@
 //! `Idempotency-Key`: a mutation retried under one key is applied once, and
-//! every retry gets the first attempt's answer, on both backends.
+//! every retry gets the first attempt's answer; another request under the
+//! same key is refused; on both backends.
 
 mod common;
 
@@ -66,6 +67,34 @@ async fn a_retried_mutation_is_applied_once(backend: Backend) {
         );
         assert_eq!(again["product"]["price"], "1.50", "applied once");
     }
+    // The same key, field and another request: refused, and not applied.
+    let yoyo = shop::product(&app, &id, "Yoyo", "1.00").await;
+    let (_, other) = keyed(&app, "raise-1", RAISE, json!({ "p": yoyo })).await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{other}"
+    );
+    assert_eq!(
+        other["errors"][0]["message"],
+        "this Idempotency-Key was used for a different request: send a new key with a new request"
+    );
+    let (_, renamed) = keyed(&app, "create-1", CREATE, json!({ "n": "Renamed" })).await;
+    assert_eq!(
+        renamed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{renamed}"
+    );
+    assert_eq!(stores_named(&app, "Renamed").await, 0);
+    let prices = app
+        .data(
+            "query($a: ID!, $b: ID!) { a: product(id: $a) { price } b: product(id: $b) { price } }",
+            json!({ "a": product, "b": yoyo }),
+        )
+        .await;
+    assert_eq!(
+        prices,
+        json!({ "a": { "price": "1.50" }, "b": { "price": "1.00" } })
+    );
+
     // A refusal is kept too: the retry is refused the same way, not applied.
     let missing = "00000000-0000-7000-8000-000000000000";
     let (_, refused) = keyed(&app, "raise-2", RAISE, json!({ "p": missing })).await;

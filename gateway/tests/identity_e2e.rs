@@ -419,7 +419,8 @@ async fn an_idempotency_key_is_its_callers_own_and_names_one_request() {
         other["data"]["startBasket"]["basket"]["customerId"],
         bob.to_string()
     );
-    // The same key with another request is not answered with the first one.
+    // The same key with another request is refused, not answered with the
+    // first one's reply, and not applied.
     let pay = "mutation($c: ID!, $a: Decimal!) { authorizePayment(input: {customerId: $c, amount: $a}) { id payment { amount } } }";
     let key = ("idempotency-key", "shared-key-2");
     let (_, paid) = app
@@ -441,7 +442,12 @@ async fn an_idempotency_key_is_its_callers_own_and_names_one_request() {
         )
         .await;
     assert_eq!(
-        changed["errors"][0]["extensions"]["code"], "CONFLICT",
+        changed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{changed}"
+    );
+    assert_eq!(
+        changed["errors"][0]["message"],
+        "this Idempotency-Key was used for a different request: send a new key with a new request",
         "{changed}"
     );
     app.stop().await;
@@ -634,7 +640,7 @@ async fn refusals_before_graphql_have_codes_and_short_messages() {
 }
 
 #[tokio::test]
-async fn a_key_reused_on_another_checkout_is_another_order() {
+async fn a_key_reused_on_another_checkout_is_refused_and_the_first_order_stands() {
     let mut app = secured(|_| {}).await;
     let customer = Uuid::now_v7();
     let me = format!(
@@ -681,7 +687,8 @@ async fn a_key_reused_on_another_checkout_is_another_order() {
         json!({}),
     )
     .await;
-    let mut orders = Vec::new();
+    let mut answers = Vec::new();
+    let mut baskets = Vec::new();
     for _ in 0..2 {
         let basket = call(
             &me,
@@ -705,27 +712,40 @@ async fn a_key_reused_on_another_checkout_is_another_order() {
                 json!({ "b": basket, "p": payment }),
             )
             .await;
-        assert!(checked["errors"].is_null(), "{checked}");
-        orders.push(
-            checked["data"]["checkoutBasket"]["basket"]["orderId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        answers.push(checked);
+        baskets.push(basket);
     }
-    assert_ne!(orders[0], orders[1], "each checkout has its own order");
-    for order in &orders {
-        common::wait_until("each order to be created", || async {
-            let found = call(
-                &me,
-                "query($o: ID!) { order(id: $o) { status } }",
-                json!({ "o": order }),
-            )
-            .await;
-            found["data"]["order"]["status"].as_str().map(drop)
-        })
+    let (first, second) = (&answers[0], &answers[1]);
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(
+        second["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{second}"
+    );
+    assert_eq!(
+        second["errors"][0]["message"],
+        "this Idempotency-Key was used for a different request: send a new key with a new request"
+    );
+    let order = first["data"]["checkoutBasket"]["basket"]["orderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    common::wait_until("the first order to be created", || async {
+        let found = call(
+            &me,
+            "query($o: ID!) { order(id: $o) { status } }",
+            json!({ "o": order }),
+        )
         .await;
-    }
+        found["data"]["order"]["status"].as_str().map(drop)
+    })
+    .await;
+    let untouched = call(
+        &me,
+        "query($b: ID!) { basket(id: $b) { status } }",
+        json!({ "b": baskets[1] }),
+    )
+    .await;
+    assert_eq!(untouched["data"]["basket"]["status"], "OPEN", "{untouched}");
     app.stop().await;
 }
 

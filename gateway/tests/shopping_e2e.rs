@@ -451,10 +451,11 @@ async fn an_order_can_be_canceled_until_ready(backend: Backend) {
 }
 on_both_backends!(an_order_can_be_canceled_until_ready);
 
-/// An order whose shopping list a bot already took can still be canceled
-/// (until it is ready): the bot's list is canceled with it, and completing it
-/// is then a conflict, so the order is not readied behind the customer's back.
-async fn an_order_canceled_while_a_bot_shops_takes_the_list_back(backend: Backend) {
+/// Once a bot took its shopping list, an order can no longer be canceled
+/// (CONFLICT): the bot may complete the list at any moment, and a cancel
+/// racing that would leave a canceled order with its shopping done. The bot
+/// completes it and the order is readied.
+async fn an_order_a_bot_shops_for_can_no_longer_be_canceled(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let mall = mall(&app).await;
     let ida = customer(&app, "Ida").await;
@@ -478,33 +479,34 @@ async fn an_order_canceled_while_a_bot_shops_takes_the_list_back(backend: Backen
     );
     order_with_status(&app, &order, "IN_PROGRESS").await;
 
-    let canceled = app
-        .data(
+    let cancel = app
+        .graphql(
             "mutation($id: ID!) { cancelOrder(orderId: $id) { order { status } } }",
             json!({ "id": order }),
         )
         .await;
-    assert_eq!(canceled["cancelOrder"]["order"]["status"], "CANCELED");
-    wait_until("the bot's list to be canceled", || async {
-        (shopping_list(&app, &list).await["status"] == "CANCELED").then_some(())
-    })
-    .await;
-    let complete = app
-        .graphql(
-            "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
+    assert_eq!(
+        cancel["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{cancel}"
+    );
+    assert_eq!(
+        cancel["errors"][0]["message"],
+        "a bot is shopping for the order: it can no longer be canceled"
+    );
+    let completed = app
+        .data(
+            "mutation($id: ID!) { completeShoppingList(id: $id) { shoppingList { status } } }",
             json!({ "id": list }),
         )
         .await;
-    assert_eq!(complete["errors"][0]["extensions"]["code"], "CONFLICT");
     assert_eq!(
-        complete["errors"][0]["message"],
-        "the shopping list is canceled and cannot be completed"
+        completed["completeShoppingList"]["shoppingList"]["status"],
+        "COMPLETED"
     );
-    let order = app.data(ORDER, json!({ "id": order })).await;
-    assert_eq!(order["order"]["status"], "CANCELED");
+    order_with_status(&app, &order, "READY").await;
     app.stop().await;
 }
-on_both_backends!(an_order_canceled_while_a_bot_shops_takes_the_list_back);
+on_both_backends!(an_order_a_bot_shops_for_can_no_longer_be_canceled);
 
 /// The payment an order used is free again once that order is canceled:
 /// payments releases it (on the raw event feed), and the customer's next

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use async_graphql::{Context, ID};
 use mallbots_contracts::{Affected, Message, module_of};
-use mallbots_platform::commands::SendError;
+use mallbots_platform::commands::{Idempotent, SendError};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::authz::RequestContext;
@@ -69,18 +70,27 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
     let actor = super::authz::actor(ctx)?;
     let request = ctx.data_opt::<RequestContext>();
     let correlation = request.map(|r| r.correlation_id);
-    // The command's id also holds the command itself: the same key with
-    // another request is another command (a create then finds its entity
-    // exists: CONFLICT), never the first one's reply.
-    let command_id = derived(ctx, || {
+    // The command's id is the key's (for this caller and field); the
+    // request is named by a digest of the command, so the module tells a
+    // retry (the first reply again) from another request under the same
+    // key (refused, never answered with the first one's reply).
+    let idempotent = derived(ctx, || format!("command\n{}", M::TYPE).into_bytes()).map(|id| {
         let body = serde_json::to_vec(&command).unwrap_or_default();
-        [M::TYPE.as_bytes(), b"\n", &body].concat()
+        let digest = Sha256::new()
+            .chain_update(M::TYPE)
+            .chain_update(b"\n")
+            .chain_update(&body)
+            .finalize();
+        Idempotent {
+            id,
+            request: hex(&digest),
+        }
     });
     app.metrics.command_sent(M::TYPE);
     let sent_at = Instant::now();
     let reply = app
         .bus
-        .send_as(&command, correlation, command_id, &actor)
+        .send_as(&command, correlation, idempotent, &actor)
         .await;
     let timed_out = matches!(reply, Err(SendError::Timeout(_)));
     app.metrics
@@ -91,6 +101,11 @@ pub async fn send<M: Message>(ctx: &Context<'_>, command: M) -> Result<Sent, Api
         result,
         token: format!("{}:{}", module_of(M::TYPE), position.unwrap_or(0)),
     })
+}
+
+/// `bytes` in lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A mutation payload: the affected id, the entity as it is now (read back

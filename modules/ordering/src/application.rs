@@ -23,7 +23,9 @@ impl DomainError for OrderingError {
         match self {
             OrderingError::NotFound => ErrorCode::NotFound,
             OrderingError::NoItems => ErrorCode::BadUserInput,
-            OrderingError::AlreadyExists | OrderingError::WrongStatus(..) => ErrorCode::Conflict,
+            OrderingError::AlreadyExists
+            | OrderingError::WrongStatus(..)
+            | OrderingError::BeingShopped => ErrorCode::Conflict,
         }
     }
 }

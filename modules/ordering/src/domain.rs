@@ -17,6 +17,8 @@ pub enum OrderingError {
     NoItems,
     #[error("the order is {0} and cannot be {1}")]
     WrongStatus(&'static str, &'static str),
+    #[error("a bot is shopping for the order: it can no longer be canceled")]
+    BeingShopped,
 }
 
 /// `Default`: an order not created yet.
@@ -152,10 +154,16 @@ impl Order {
         Ok(vec![OrderEvent::OrderCompleted])
     }
 
-    /// Allowed until the order is ready.
+    /// Allowed until a bot takes the order's shopping list. Not after: the
+    /// bot may complete it at any moment, in another module (depot), and a
+    /// cancel racing that completion would leave a canceled order with its
+    /// shopping done and its payment released.
     pub fn cancel(&self) -> Decision {
         use OrderStatus::*;
-        self.expect(&[Pending, Approved, InProgress], "canceled")?;
+        if self.status == Some(InProgress) {
+            return Err(OrderingError::BeingShopped);
+        }
+        self.expect(&[Pending, Approved], "canceled")?;
         Ok(vec![OrderEvent::OrderCanceled])
     }
 }
@@ -194,6 +202,8 @@ mod tests {
             }])
             .when(Order::start)
             .then([OrderEvent::OrderStarted])
+            .when(Order::cancel)
+            .then_refused(OrderingError::BeingShopped)
             .when(Order::ready)
             .then([OrderEvent::OrderReadied])
             .when(Order::cancel)

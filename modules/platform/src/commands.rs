@@ -215,8 +215,12 @@ impl CommandProcessor {
         };
         let envelope = command.caused(&reply)?;
         let express = outbox.enqueue_express(txn, queue, &envelope).await?;
-        if command.headers.contains_key(HEADER_IDEMPOTENT) {
-            let kept = serde_json::to_string(&reply).map_err(|e| PlatformError::Decode {
+        if let Some(request) = command.headers.get(HEADER_IDEMPOTENT) {
+            let kept = Kept::Named {
+                request: request.clone(),
+                reply: reply.clone(),
+            };
+            let kept = serde_json::to_string(&kept).map_err(|e| PlatformError::Decode {
                 what: "a reply".into(),
                 reason: e.to_string(),
             })?;
@@ -255,17 +259,29 @@ impl CommandProcessor {
         let Some(queue) = &command.reply_to else {
             return Ok(None);
         };
-        if !command.headers.contains_key(HEADER_IDEMPOTENT) {
+        let Some(request) = command.headers.get(HEADER_IDEMPOTENT) else {
             return Ok(None);
-        }
+        };
         let Some(kept) = inbox::kept_reply(txn, &self.name, command.id).await? else {
             return Ok(None);
         };
-        let reply: CommandReply =
-            serde_json::from_str(&kept).map_err(|e| PlatformError::Decode {
-                what: "a kept reply".into(),
-                reason: e.to_string(),
-            })?;
+        let kept: Kept = serde_json::from_str(&kept).map_err(|e| PlatformError::Decode {
+            what: "a kept reply".into(),
+            reason: e.to_string(),
+        })?;
+        let reply = match kept {
+            Kept::Named { request: first, .. } if !same_request(&first, request) => {
+                // Its key was used for another request first: that one's
+                // reply would answer a question this one did not ask.
+                CommandReply::Rejected(ReplyError {
+                    code: ErrorCode::BadUserInput,
+                    message: "this Idempotency-Key was used for a different request: \
+                              send a new key with a new request"
+                        .to_owned(),
+                })
+            }
+            Kept::Named { reply, .. } | Kept::Bare(reply) => reply,
+        };
         let envelope = command.caused(&reply)?;
         self.outbox
             .enqueue_express(txn, queue, &envelope)
@@ -303,6 +319,36 @@ impl CommandProcessor {
         self.send_replies(express);
         Ok(())
     }
+}
+
+/// The reply kept for a command sent under an idempotency key, with the
+/// request it answered; `Bare` as kept before requests were named.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Kept {
+    Named {
+        request: String,
+        reply: CommandReply,
+    },
+    Bare(CommandReply),
+}
+
+/// Whether two [`HEADER_IDEMPOTENT`] values name the same request (`1`, from
+/// a sender that names none, matches any).
+fn same_request(first: &str, again: &str) -> bool {
+    first == again || first == ANY_REQUEST || again == ANY_REQUEST
+}
+
+/// The [`HEADER_IDEMPOTENT`] value of a sender that names no request.
+const ANY_REQUEST: &str = "1";
+
+/// A command sent under an idempotency key: the id every send of it has,
+/// and a name of the request (a digest of the command) that tells a retry
+/// from another request under the same key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotent {
+    pub id: Uuid,
+    pub request: String,
 }
 
 /// A failure worth retrying; `Unreachable` when the error itself says the
@@ -643,24 +689,26 @@ impl CommandBus {
         self.send_as(command, correlation_id, None, actor).await
     }
 
-    /// Like [`CommandBus::send`]; with `id`, the command always has that id
-    /// (derived from a client's idempotency key): however often it is sent,
-    /// its module applies it once and answers every send with the same reply.
+    /// Like [`CommandBus::send`]; with `idempotent`, the command always has
+    /// its id (derived from a client's idempotency key): however often it is
+    /// sent, its module applies it once and answers every send of the same
+    /// request with the same reply, and another request under that id with
+    /// BAD_USER_INPUT.
     pub async fn send_as<M: Message>(
         &self,
         command: &M,
         correlation_id: Option<Uuid>,
-        id: Option<Uuid>,
+        idempotent: Option<Idempotent>,
         actor: &Actor,
     ) -> Result<CommandReply, SendError> {
         let mut envelope = Envelope::new(command)?;
         envelope.set_actor(actor);
-        if let Some(id) = id {
+        if let Some(Idempotent { id, request }) = idempotent {
             envelope.id = id;
             envelope.causation_id = id;
             envelope
                 .headers
-                .insert(HEADER_IDEMPOTENT.to_owned(), "1".to_owned());
+                .insert(HEADER_IDEMPOTENT.to_owned(), request);
         }
         envelope.correlation_id = correlation_id.unwrap_or(envelope.id);
         envelope.reply_to = Some(self.reply_queue.clone());

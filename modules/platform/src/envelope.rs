@@ -22,7 +22,10 @@ pub const HEADER_TIMESTAMP: &str = "x-timestamp";
 /// An event's position in its module's event log (the order it was stored in).
 pub const HEADER_POSITION: &str = "x-position";
 /// Set on a command whose sender retries it under one id (an idempotency
-/// key): its module keeps the reply and gives it again to a retry.
+/// key): its module keeps the reply and gives it again to a retry. Its value
+/// names the request (a digest of the command); another request under the
+/// same id is refused. `1` (from senders before requests were named)
+/// matches any.
 pub const HEADER_IDEMPOTENT: &str = "x-idempotent";
 /// Set on a dead-lettered message: why it was dead-lettered.
 pub const HEADER_DEAD_LETTER_REASON: &str = "x-dead-letter-reason";
