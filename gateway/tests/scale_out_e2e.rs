@@ -415,8 +415,9 @@ async fn a_refused_login_is_named_at_once_without_waiting() {
     );
 }
 
-/// RabbitMQ that answers but refuses the login or the vhost, and a broker
-/// URL that cannot be read, are named at once: retrying them for the 30 s
+/// RabbitMQ that answers but refuses the login or the vhost, a broker URL
+/// that cannot be read, and one asking for TLS (not in this build) are
+/// named at once: retrying them for the 30 s
 /// given to a broker not up yet would change nothing.
 #[tokio::test]
 async fn a_broker_refusal_is_named_at_once_without_waiting() {
@@ -433,6 +434,11 @@ async fn a_broker_refusal_is_named_at_once_without_waiting() {
             "RabbitMQ refused the connection: NOT_ALLOWED",
         ),
         (format!("http://{host}/"), "the broker URL cannot be read"),
+        // No TLS in this build: refused, not spoken in the clear.
+        (
+            format!("amqps://guest:wrong@{host}/%2f"),
+            "amqps:// (TLS to RabbitMQ) is not supported by this build",
+        ),
     ] {
         let dir = std::env::temp_dir().join(format!("mallbots-test-{}", Uuid::new_v4().simple()));
         let asked = Instant::now();

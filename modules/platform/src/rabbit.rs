@@ -171,10 +171,23 @@ impl RabbitBroker {
             down_because: Mutex::new(None),
             pumps: Mutex::new(Vec::new()),
         });
-        if let Err(err) = shared.config.url.parse::<lapin::uri::AMQPUri>() {
-            return Err(BrokerError::Refused(format!(
-                "the broker URL cannot be read: {err}"
-            )));
+        match shared.config.url.parse::<lapin::uri::AMQPUri>() {
+            Err(err) => {
+                return Err(BrokerError::Refused(format!(
+                    "the broker URL cannot be read: {err}"
+                )));
+            }
+            // This build has no TLS for RabbitMQ: lapin would speak plain
+            // AMQP to an amqps:// URL, sending the password in the clear
+            // where TLS was asked for.
+            Ok(uri) if uri.scheme == lapin::uri::AMQPScheme::AMQPS => {
+                return Err(BrokerError::Refused(
+                    "amqps:// (TLS to RabbitMQ) is not supported by this build: use amqp:// on a \
+                     trusted network, or a TLS tunnel to RabbitMQ"
+                        .into(),
+                ));
+            }
+            Ok(_) => {}
         }
         let first_try = tokio::time::Instant::now();
         let mut backoff = RECONNECT_FIRST;
