@@ -485,13 +485,10 @@ async fn an_order_a_bot_shops_for_can_no_longer_be_canceled(backend: Backend) {
             json!({ "id": order }),
         )
         .await;
-    assert_eq!(
-        cancel["errors"][0]["extensions"]["code"], "CONFLICT",
-        "{cancel}"
-    );
-    assert_eq!(
-        cancel["errors"][0]["message"],
-        "a bot is shopping for the order: it can no longer be canceled"
+    common::assert_refused(
+        &cancel,
+        "CONFLICT",
+        "a bot is shopping for the order: it can no longer be canceled",
     );
     let completed = app
         .data(

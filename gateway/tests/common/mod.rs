@@ -374,6 +374,16 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Asserts `body` was refused: its first error has `code` and `message`.
+pub fn assert_refused(body: &Value, code: &str, message: &str) {
+    assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+    assert_eq!(body["errors"][0]["message"], message, "{body}");
+}
+
+/// What a request under an `Idempotency-Key` used for another one gets.
+pub const KEY_REUSED: &str =
+    "this Idempotency-Key was used for a different request: send a new key with a new request";
+
 /// Polls `check` until it yields a value, failing the test at the deadline.
 pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
 where

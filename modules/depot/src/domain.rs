@@ -179,7 +179,7 @@ impl ShoppingList {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use mallbots_platform::testing::given;
+    use mallbots_platform::testing::{Given, given};
     use rust_decimal::Decimal;
 
     use super::*;
@@ -229,19 +229,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_list_a_bot_holds_can_be_canceled_and_then_not_completed() {
+    /// A list of one item, as created: what creating it recorded, and it.
+    fn created_list() -> (Vec<ShoppingListEvent>, Given<ShoppingList>) {
         let a = store("A");
         let map = MallMap {
             stores: [(a.store_id, a.clone())].into(),
             products: HashMap::new(),
         };
-        let bot = Uuid::now_v7();
         let items = [item(&a, "x")];
-        let (_, list) = given::<ShoppingList>([])
+        given::<ShoppingList>([])
             .when(|l| l.create(Uuid::nil(), &items, &map))
-            .then_accepted();
-        let done = list
+            .then_accepted()
+    }
+
+    #[test]
+    fn a_list_a_bot_holds_can_be_canceled_and_then_not_completed() {
+        let bot = Uuid::now_v7();
+        let done = created_list()
+            .1
             .when(ShoppingList::initiate)
             .then([ShoppingListEvent::ShoppingListInitiated])
             .when(|l| l.assign(bot))
@@ -257,16 +262,8 @@ mod tests {
 
     #[test]
     fn a_list_goes_pending_available_assigned_completed() {
-        let a = store("A");
-        let map = MallMap {
-            stores: [(a.store_id, a.clone())].into(),
-            products: HashMap::new(),
-        };
         let bot = Uuid::now_v7();
-        let items = [item(&a, "x")];
-        let (created, list) = given::<ShoppingList>([])
-            .when(|l| l.create(Uuid::nil(), &items, &map))
-            .then_accepted();
+        let (created, list) = created_list();
         assert!(
             matches!(&created[..], [ShoppingListEvent::ShoppingListCreated { stops, .. }] if stops.len() == 1)
         );
