@@ -106,3 +106,52 @@ async fn a_retried_mutation_is_applied_once(backend: Backend) {
 }
 
 on_both_backends!(a_retried_mutation_is_applied_once);
+
+/// Two requests raced under one key (while the first is in flight, both wait
+/// on one command id): one is applied, every send of it is answered with its
+/// reply, and every send of the other is refused, never answered with the
+/// winner's reply as if it had been applied.
+async fn requests_raced_under_one_key_get_their_own_answers(backend: Backend) {
+    let mut app = common::spawn_app(backend).await;
+    for round in 0..3 {
+        let key = format!("race-{round}");
+        let names = [format!("Racer A{round}"), format!("Racer B{round}")];
+        let sends = (0..16).map(|n| {
+            let (app, key, name) = (&app, key.clone(), names[n % 2].clone());
+            async move {
+                let (_, body) = keyed(app, &key, CREATE, json!({ "n": name })).await;
+                (name, body)
+            }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let applied: Vec<&String> = names
+            .iter()
+            .filter(|n| answers_named(&answers, n))
+            .collect();
+        assert_eq!(applied.len(), 1, "one request applied: {answers:?}");
+        let winner = applied[0];
+        assert_eq!(stores_named(&app, winner).await, 1);
+        for (name, body) in &answers {
+            if name == winner {
+                assert_eq!(
+                    body["data"]["createStore"]["store"]["name"],
+                    name.as_str(),
+                    "{body}"
+                );
+            } else {
+                assert_refused(body, "BAD_USER_INPUT", KEY_REUSED);
+                assert_eq!(stores_named(&app, name).await, 0);
+            }
+        }
+    }
+    app.stop().await;
+}
+
+/// Whether any answer says `name`'s store was created.
+fn answers_named(answers: &[(String, Value)], name: &str) -> bool {
+    answers
+        .iter()
+        .any(|(_, body)| body["data"]["createStore"]["store"]["name"] == name)
+}
+
+on_both_backends!(requests_raced_under_one_key_get_their_own_answers);

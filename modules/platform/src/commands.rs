@@ -213,7 +213,7 @@ impl CommandProcessor {
         let Some(queue) = &command.reply_to else {
             return Ok(None);
         };
-        let envelope = command.caused(&reply)?;
+        let envelope = reply_envelope(command, &reply)?;
         let express = outbox.enqueue_express(txn, queue, &envelope).await?;
         if let Some(request) = command.headers.get(HEADER_IDEMPOTENT) {
             let kept = Kept::Named {
@@ -282,7 +282,7 @@ impl CommandProcessor {
             }
             Kept::Named { reply, .. } | Kept::Bare(reply) => reply,
         };
-        let envelope = command.caused(&reply)?;
+        let envelope = reply_envelope(command, &reply)?;
         self.outbox
             .enqueue_express(txn, queue, &envelope)
             .await
@@ -319,6 +319,19 @@ impl CommandProcessor {
         self.send_replies(express);
         Ok(())
     }
+}
+
+/// `reply` to `command`, naming the request it answers when the command
+/// named one (a sender matches it to the send it answers: two requests under
+/// one key wait on one command id).
+fn reply_envelope(command: &Envelope, reply: &CommandReply) -> Result<Envelope, PlatformError> {
+    let mut envelope = command.caused(reply)?;
+    if let Some(request) = command.headers.get(HEADER_IDEMPOTENT) {
+        envelope
+            .headers
+            .insert(HEADER_IDEMPOTENT.to_owned(), request.clone());
+    }
+    Ok(envelope)
 }
 
 /// The reply kept for a command sent under an idempotency key, with the
@@ -452,7 +465,7 @@ impl CommandProcessor {
                       retry shortly"
                 .to_owned(),
         });
-        let told = match command.caused(&reply) {
+        let told = match reply_envelope(command, &reply) {
             Ok(envelope) => broker
                 .publish(Exchange::Queue, queue, envelope.to_wire())
                 .await
@@ -622,8 +635,15 @@ pub enum SendError {
 }
 
 /// Who waits for the reply to each command id: several, when a client
-/// retries a command under one idempotency key while the first still waits.
-type Pending = Arc<Mutex<HashMap<Uuid, Vec<oneshot::Sender<CommandReply>>>>>;
+/// retries a command under one idempotency key while the first still waits;
+/// each with the request it sent (see [`HEADER_IDEMPOTENT`]), as another
+/// request under the same key waits on the same id for its own answer.
+type Pending = Arc<Mutex<Waiters>>;
+
+struct Waiter {
+    request: Option<String>,
+    tx: oneshot::Sender<CommandReply>,
+}
 
 /// Sends commands and waits for their replies.
 #[derive(Clone)]
@@ -634,7 +654,28 @@ pub struct CommandBus {
     timeout: Duration,
 }
 
-type Waiters = HashMap<Uuid, Vec<oneshot::Sender<CommandReply>>>;
+type Waiters = HashMap<Uuid, Vec<Waiter>>;
+
+/// Hands `reply` to those waiting on `id` whose request it answers (all of
+/// them when either side names none); the others wait on.
+fn answer(waiters: &mut Waiters, id: Uuid, request: Option<&str>, reply: &CommandReply) {
+    let Some(waiting) = waiters.remove(&id) else {
+        return; // nobody waits any more (timed out)
+    };
+    let (answered, still): (Vec<Waiter>, Vec<Waiter>) =
+        waiting
+            .into_iter()
+            .partition(|w| match (request, &w.request) {
+                (Some(replied), Some(sent)) => same_request(replied, sent),
+                _ => true,
+            });
+    for waiter in answered {
+        let _ = waiter.tx.send(reply.clone());
+    }
+    if !still.is_empty() {
+        waiters.insert(id, still);
+    }
+}
 
 fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Waiters> {
     p.lock().unwrap_or_else(|e| e.into_inner())
@@ -655,14 +696,9 @@ impl CommandBus {
             QueueSpec::transient(&reply_queue),
             shutdown,
             move |envelope| match envelope.decode::<CommandReply>() {
-                // A reply nobody waits for any more (timed out) is dropped.
                 Ok(reply) => {
-                    for waiter in lock(&waiting)
-                        .remove(&envelope.causation_id)
-                        .unwrap_or_default()
-                    {
-                        let _ = waiter.send(reply.clone());
-                    }
+                    let request = envelope.headers.get(HEADER_IDEMPOTENT).map(String::as_str);
+                    answer(&mut lock(&waiting), envelope.causation_id, request, &reply);
                 }
                 Err(err) => tracing::warn!(error = %err, "undecodable reply dropped"),
             },
@@ -703,19 +739,24 @@ impl CommandBus {
     ) -> Result<CommandReply, SendError> {
         let mut envelope = Envelope::new(command)?;
         envelope.set_actor(actor);
-        if let Some(Idempotent { id, request }) = idempotent {
-            envelope.id = id;
-            envelope.causation_id = id;
+        let mut request = None;
+        if let Some(idempotent) = idempotent {
+            envelope.id = idempotent.id;
+            envelope.causation_id = idempotent.id;
             envelope
                 .headers
-                .insert(HEADER_IDEMPOTENT.to_owned(), request);
+                .insert(HEADER_IDEMPOTENT.to_owned(), idempotent.request.clone());
+            request = Some(idempotent.request);
         }
         envelope.correlation_id = correlation_id.unwrap_or(envelope.id);
         envelope.reply_to = Some(self.reply_queue.clone());
         let (tx, rx) = oneshot::channel();
         // One deadline for the publish and the reply together.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        lock(&self.pending).entry(envelope.id).or_default().push(tx);
+        lock(&self.pending)
+            .entry(envelope.id)
+            .or_default()
+            .push(Waiter { request, tx });
         let mut wire = envelope.to_wire();
         wire.ttl_ms = u64::try_from(self.timeout.as_millis()).ok();
         let timeout = SendError::Timeout(self.timeout);
@@ -744,7 +785,7 @@ impl CommandBus {
         // This send's waiter is gone (its receiver dropped): forget it.
         let mut pending = lock(&self.pending);
         if let Some(waiters) = pending.get_mut(&envelope.id) {
-            waiters.retain(|w| !w.is_closed());
+            waiters.retain(|w| !w.tx.is_closed());
             if waiters.is_empty() {
                 pending.remove(&envelope.id);
             }
@@ -762,6 +803,38 @@ impl From<sea_orm::DbErr> for CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two requests under one key wait on one command id: each gets the
+    /// reply that names its own request; a reply naming none answers all.
+    #[test]
+    fn a_reply_goes_to_the_sends_of_the_request_it_answers() {
+        let id = Uuid::now_v7();
+        let mut waiters = Waiters::new();
+        let mut wait = |request: Option<&str>| {
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(id).or_default().push(Waiter {
+                request: request.map(str::to_owned),
+                tx,
+            });
+            rx
+        };
+        let (mut a, mut b, mut any) = (wait(Some("a")), wait(Some("b")), wait(None));
+        let applied = CommandReply::Accepted {
+            result: Affected::Nothing,
+            position: Some(1),
+        };
+        answer(&mut waiters, id, Some("a"), &applied);
+        assert_eq!(a.try_recv().ok(), Some(applied.clone()));
+        assert_eq!(any.try_recv().ok(), Some(applied));
+        assert!(b.try_recv().is_err(), "b waits for its own answer");
+        let refused = CommandReply::Rejected(ReplyError {
+            code: ErrorCode::BadUserInput,
+            message: "another request".into(),
+        });
+        answer(&mut waiters, id, Some("b"), &refused);
+        assert_eq!(b.try_recv().ok(), Some(refused));
+        assert!(waiters.is_empty());
+    }
 
     #[test]
     fn a_lost_database_is_unreachable_a_failed_statement_is_not() {
