@@ -506,7 +506,8 @@ pub struct OrdersMutation;
 
 #[Object]
 impl OrdersMutation {
-    /// Cancels an order that is not ready yet.
+    /// Cancels an order until a bot takes its shopping list (while it is
+    /// PENDING or APPROVED); the list is canceled with it.
     async fn cancel_order(&self, ctx: &Context<'_>, order_id: ID) -> Result<OrderPayload> {
         let order_id = parse_id(&order_id, "orderId")?;
         // The ordering module checks that the order is the actor's.
