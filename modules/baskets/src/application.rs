@@ -9,9 +9,11 @@ use mallbots_platform::commands::{
     self, Accepted, CommandError, CommandHandler, DomainError, Owned, actor,
 };
 use mallbots_platform::outbox::Outbox;
-use mallbots_platform::pipeline::{Document, Recorded, execute, execute_owned};
+use mallbots_platform::pipeline::{
+    self, Document, Recorded, execute, execute_owned, execute_owned_on,
+};
 use mallbots_platform::views::{self};
-use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache, event_store};
+use mallbots_platform::{Envelope, Outgoing, PlatformError, catalog_cache};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use uuid::Uuid;
 
@@ -138,22 +140,11 @@ impl CommandHandler for BasketsHandler {
             msg::CheckoutBasket::TYPE => {
                 let m: msg::CheckoutBasket = c.decode()?;
                 // The catalog as it is now, for what the basket holds.
-                let stream = m.basket_id.to_string();
-                let seen = event_store::load::<Basket, _>(t, &stream).await?;
-                let (stores, products) = catalog_cache::known(t, &seen.state.items).await?;
+                let basket = pipeline::load::<Basket>(t, m.basket_id).await?;
+                let (stores, products) = catalog_cache::known(t, &basket.state.items).await?;
                 let on_sale = OnSale { stores, products };
-                execute_owned::<Basket, CommandError>(t, o, c, m.basket_id, |b| {
-                    // Changed in between (on PostgreSQL a statement sees the
-                    // latest commit): the command is tried again.
-                    if b.items != seen.state.items {
-                        return Err(PlatformError::Concurrency {
-                            stream_id: stream.clone(),
-                            expected: seen.version,
-                        }
-                        .into());
-                    }
+                execute_owned_on(t, o, c, (m.basket_id, basket), |b: &Basket| {
                     b.checkout(m.payment_id, m.order_id, &on_sale)
-                        .map_err(Into::into)
                 })
                 .await
             }

@@ -739,15 +739,14 @@ impl CommandBus {
     ) -> Result<CommandReply, SendError> {
         let mut envelope = Envelope::new(command)?;
         envelope.set_actor(actor);
-        let mut request = None;
-        if let Some(idempotent) = idempotent {
-            envelope.id = idempotent.id;
-            envelope.causation_id = idempotent.id;
+        let request = idempotent.map(|Idempotent { id, request }| {
+            envelope.id = id;
+            envelope.causation_id = id;
             envelope
                 .headers
-                .insert(HEADER_IDEMPOTENT.to_owned(), idempotent.request.clone());
-            request = Some(idempotent.request);
-        }
+                .insert(HEADER_IDEMPOTENT.to_owned(), request.clone());
+            request
+        });
         envelope.correlation_id = correlation_id.unwrap_or(envelope.id);
         envelope.reply_to = Some(self.reply_queue.clone());
         let (tx, rx) = oneshot::channel();

@@ -9,7 +9,7 @@ use sea_orm::DatabaseTransaction;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, Versioned};
 use crate::commands::{self, Accepted, CommandError, Owned};
 use crate::envelope::{HEADER_POSITION, Outgoing};
 use crate::event_store::{self, Cause};
@@ -91,12 +91,34 @@ pub async fn execute_owned<A: Recorded + Owned, E: Into<CommandError>>(
     id: Uuid,
     decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
 ) -> Result<Accepted, CommandError> {
+    let current = load::<A>(txn, id).await?;
+    execute_owned_on(txn, outbox, cause, (id, current), decide).await
+}
+
+/// [`execute_owned`] on aggregate `id` as [`load`]ed already (its handler
+/// looked up what the domain needs by it first).
+pub async fn execute_owned_on<A: Recorded + Owned, E: Into<CommandError>>(
+    txn: &DatabaseTransaction,
+    outbox: &Outbox,
+    cause: &Envelope,
+    (id, current): (Uuid, Versioned<A>),
+    decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Accepted, CommandError> {
     let actor = commands::actor(cause)?;
-    execute::<A, CommandError>(txn, outbox, cause, id, |aggregate| {
+    execute_on::<A, CommandError>(txn, outbox, cause, (id, current), |aggregate| {
         commands::authorize_owner(&actor, aggregate)?;
         decide(aggregate).map_err(Into::into)
     })
     .await
+}
+
+/// Aggregate `id` as of now, for [`execute_on`]: appending what is decided
+/// on it fails as a conflict if it changed meanwhile.
+pub async fn load<A: Aggregate>(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+) -> Result<Versioned<A>, PlatformError> {
+    event_store::load::<A, _>(txn, &id.to_string()).await
 }
 
 /// Runs `decide` on aggregate `id` as of now and records what it decided.
@@ -107,8 +129,19 @@ pub async fn execute<A: Recorded, E: Into<CommandError>>(
     id: Uuid,
     decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
 ) -> Result<Accepted, CommandError> {
+    let current = load::<A>(txn, id).await?;
+    execute_on(txn, outbox, cause, (id, current), decide).await
+}
+
+/// [`execute`] on aggregate `id` as [`load`]ed already.
+pub async fn execute_on<A: Recorded, E: Into<CommandError>>(
+    txn: &DatabaseTransaction,
+    outbox: &Outbox,
+    cause: &Envelope,
+    (id, current): (Uuid, Versioned<A>),
+    decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Accepted, CommandError> {
     let stream = id.to_string();
-    let current = event_store::load::<A, _>(txn, &stream).await?;
     let events = decide(&current.state).map_err(Into::into)?;
     let after = current.applied(&events);
     let result = A::result(id, &after);

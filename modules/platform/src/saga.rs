@@ -147,6 +147,13 @@ struct State<D> {
     last_error: Option<String>,
 }
 
+impl<D> State<D> {
+    /// Why the saga compensates, for its compensations' commands.
+    fn why(&self) -> &str {
+        self.last_error.as_deref().unwrap_or_default()
+    }
+}
+
 pub struct SagaEngine<S: Saga> {
     reply_queue: String,
     steps: Vec<Step<S::Data>>,
@@ -306,8 +313,7 @@ impl<S: Saga> SagaEngine<S> {
             for i in (0..=from).rev() {
                 if let Some(make) = self.steps[i].compensation {
                     state.step = i;
-                    let why = state.last_error.as_deref().unwrap_or_default();
-                    let command = make(&state.data, why)?;
+                    let command = make(&state.data, state.why())?;
                     state.pending = Some(self.send(txn, outbox, cause, command, None).await?);
                     return Ok(());
                 }
@@ -332,9 +338,7 @@ impl<S: Saga> SagaEngine<S> {
         let step = &self.steps[state.step];
         let command = match state.status {
             SagaStatus::Running => step.action.map(|make| make(&state.data)),
-            _ => step
-                .compensation
-                .map(|make| make(&state.data, state.last_error.as_deref().unwrap_or_default())),
+            _ => step.compensation.map(|make| make(&state.data, state.why())),
         };
         let (Some(command), Some(id)) = (command, state.pending) else {
             return Err(PlatformError::Unexpected(format!(
