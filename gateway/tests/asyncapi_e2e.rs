@@ -9,7 +9,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::shop::{
-    self, ORDER, add_item, authorize_payment, basket, checkout, customer, mall, order_with_status,
+    self, ORDER, add_item, authorize_payment, basket, checkout, customer, list_with_status, mall,
+    order_with_status,
 };
 use common::{Backend, TestApp, spawn_app, wait_until};
 use mallbots_contracts::payments::{AdjustInvoice, CancelInvoice, ReleasePayment};
@@ -329,6 +330,7 @@ async fn invoiced(app: &TestApp, order: &str) -> String {
         json!({ "id": list, "bot": bot }),
     )
     .await;
+    list_with_status(app, list, "ACTIVE").await;
     app.data(
         "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
         json!({ "id": list }),

@@ -246,14 +246,9 @@ async fn fixture(app: &TestApp, cast: &Cast) -> Fixture {
         found["order"]["shoppingListId"].as_str().map(str::to_owned)
     })
     .await;
+    let list_query = "query($l: ID!) { shoppingList(id: $l) { status } }";
     wait_until("the list to be available", || async {
-        let found = bot
-            .data(
-                app,
-                "query($l: ID!) { shoppingList(id: $l) { status } }",
-                json!({ "l": list }),
-            )
-            .await;
+        let found = bot.data(app, list_query, json!({ "l": list })).await;
         (found["shoppingList"]["status"] == "AVAILABLE").then_some(())
     })
     .await;
@@ -262,6 +257,11 @@ async fn fixture(app: &TestApp, cast: &Cast) -> Fixture {
         "mutation($l: ID!, $b: ID!) { assignShoppingList(id: $l, botId: $b) { id } }",
         json!({ "l": list, "b": bot.id() }),
     )
+    .await;
+    wait_until("the list to be active", || async {
+        let found = bot.data(app, list_query, json!({ "l": list })).await;
+        (found["shoppingList"]["status"] == "ACTIVE").then_some(())
+    })
     .await;
     bot.data(
         app,
@@ -644,6 +644,16 @@ fn cases(f: &Fixture, cast: &Cast) -> Vec<Case> {
             },
             "subscription { shoppingListsAvailable(after: \"0\") { cursor } }",
             json!({}),
+        ),
+        case(
+            "shoppingListUpdated",
+            Subscription,
+            Rule::For {
+                roles: &[Role::Bot],
+                owned: false,
+            },
+            "subscription($l: ID!) { shoppingListUpdated(id: $l, after: \"0\") { cursor } }",
+            json!({ "l": f.list }),
         ),
         case(
             "events",

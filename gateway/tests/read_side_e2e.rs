@@ -210,9 +210,10 @@ async fn complete(app: &TestApp, order: &str) {
     deliver_and_pay(app, order, &list).await;
 }
 
-/// Completes the assigned shopping `list` of `order`, then pays its
-/// invoice: the order ends COMPLETED.
+/// Completes the assigned shopping `list` of `order` once it is active,
+/// then pays its invoice: the order ends COMPLETED.
 async fn deliver_and_pay(app: &TestApp, order: &str, list: &str) {
+    list_with_status(app, list, "ACTIVE").await;
     app.data(
         "mutation($id: ID!) { completeShoppingList(id: $id) { id } }",
         json!({ "id": list }),

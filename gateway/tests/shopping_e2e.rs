@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::shop::*;
 use common::{Backend, TestApp, spawn_app, wait_until};
 use mallbots_gateway::Part;
@@ -74,7 +76,16 @@ async fn the_whole_flow(backend: Backend) {
         json!([{ "node": { "id": list_id } }])
     );
 
-    // A bot takes the list and walks the mall.
+    // A bot follows the list, takes it, and walks the mall once its order
+    // started (the list is ACTIVE).
+    let mut list_feed = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($id: ID!) { shoppingListUpdated(id: $id) { cursor shoppingList { status botId } } }",
+            json!({ "id": list_id }),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
     let bot = Uuid::now_v7().to_string();
     let assigned = app
         .data(
@@ -92,6 +103,18 @@ async fn the_whole_flow(backend: Backend) {
             .unwrap()
             .starts_with("depot:")
     );
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("ACTIVE") {
+        let change = list_feed.next_data().await["shoppingListUpdated"].clone();
+        assert_eq!(change["shoppingList"]["botId"], bot.as_str(), "{change}");
+        seen.push(
+            change["shoppingList"]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen, ["ASSIGNED", "ACTIVE"]);
     order_with_status(&app, &order, "IN_PROGRESS").await;
     let again = app
         .graphql(
@@ -107,6 +130,22 @@ async fn the_whole_flow(backend: Backend) {
     )
     .await;
     assert_eq!(shopping_list(&app, &list_id).await["status"], "COMPLETED");
+    let completed = list_feed.next_data().await["shoppingListUpdated"].clone();
+    assert_eq!(completed["shoppingList"]["status"], "COMPLETED");
+    list_feed.close().await;
+    let mut unknown = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription($id: ID!) { shoppingListUpdated(id: $id) { cursor } }",
+            json!({ "id": Uuid::now_v7().to_string() }),
+        )
+        .await;
+    let refused = unknown.next_message().await;
+    assert_eq!(refused["type"], "next", "{refused}");
+    let error = &refused["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{refused}");
+    assert_eq!(error["message"], "the shopping list was not found");
+    unknown.close().await;
 
     // Ready: payments invoiced the order's total.
     order_with_status(&app, &order, "READY").await;
@@ -478,6 +517,7 @@ async fn an_order_a_bot_shops_for_can_no_longer_be_canceled(backend: Backend) {
         "ASSIGNED"
     );
     order_with_status(&app, &order, "IN_PROGRESS").await;
+    list_with_status(&app, &list, "ACTIVE").await;
 
     let cancel = app
         .graphql(
@@ -504,6 +544,121 @@ async fn an_order_a_bot_shops_for_can_no_longer_be_canceled(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(an_order_a_bot_shops_for_can_no_longer_be_canceled);
+
+const COMPLETE: &str =
+    "mutation($id: ID!) { completeShoppingList(id: $id) { shoppingList { status } } }";
+
+/// A bot takes `list` and completes it as soon as depot lets it: true when
+/// it completed it, false when the list was canceled first.
+async fn bot_shops(app: &TestApp, list: &str) -> bool {
+    let assigned = app
+        .graphql(
+            "mutation($id: ID!, $bot: ID!) { assignShoppingList(id: $id, botId: $bot) { id } }",
+            json!({ "id": list, "bot": Uuid::now_v7().to_string() }),
+        )
+        .await;
+    if assigned["errors"].is_array() {
+        common::assert_refused(
+            &assigned,
+            "CONFLICT",
+            "the shopping list is canceled and cannot be assigned",
+        );
+        return false;
+    }
+    wait_until("the bot's completion to be decided", || async {
+        let done = app.graphql(COMPLETE, json!({ "id": list })).await;
+        match done["errors"][0]["message"].as_str() {
+            None => Some(true),
+            Some("the order has not started yet: complete the list once it is ACTIVE") => None,
+            Some(_) => {
+                common::assert_refused(
+                    &done,
+                    "CONFLICT",
+                    "the shopping list is canceled and cannot be completed",
+                );
+                Some(false)
+            }
+        }
+    })
+    .await
+}
+
+/// A customer's cancel racing a bot that takes the list the moment it is
+/// offered (`shoppingListsAvailable`, often before the order is approved)
+/// and completes it as soon as it may, over many orders: each ends one way
+/// or the other, never both. Either the cancel won (the order and its list
+/// are CANCELED, the bot's completion refused) or the bot did (the cancel is
+/// refused, the list COMPLETED, the order READY).
+async fn a_cancel_racing_the_bot_ends_one_way_or_the_other(backend: Backend) {
+    use futures_util::StreamExt;
+    const ORDERS: usize = 16;
+    let mut app = spawn_app(backend).await;
+    let offered = app
+        .subscribe(
+            "graphql-transport-ws",
+            "subscription { shoppingListsAvailable { shoppingList { id orderId } } }",
+            json!({}),
+        )
+        .await;
+    app.wait_for_subscriptions(1).await;
+    let app_ref = &app;
+    checkouts_in_flight(app_ref, ORDERS).await;
+    let lists = futures_util::stream::unfold((offered, 0), |(mut feed, n)| async move {
+        if n == ORDERS {
+            return None;
+        }
+        let list = feed.next_data().await["shoppingListsAvailable"]["shoppingList"].clone();
+        let ids = [&list["id"], &list["orderId"]].map(|id| id.as_str().unwrap().to_owned());
+        Some(((n, ids), (feed, n + 1)))
+    });
+    let outcomes: Vec<_> = lists
+        .map(|(n, [list, order])| async move {
+            // Each cancel leaves a little later than the last (0 to 600 ms
+            // after the bot), so that the races end both ways.
+            let cancel = async {
+                tokio::time::sleep(Duration::from_millis(40 * n as u64)).await;
+                app_ref
+                    .graphql(
+                        "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+                        json!({ "id": order }),
+                    )
+                    .await
+            };
+            let (canceled, completed) = tokio::join!(cancel, bot_shops(app_ref, &list));
+            (order, list, canceled, completed)
+        })
+        .buffer_unordered(ORDERS)
+        .collect()
+        .await;
+    let mut bot_won = 0;
+    for (order, list, canceled, completed) in outcomes {
+        if canceled["errors"].is_array() {
+            common::assert_refused(
+                &canceled,
+                "CONFLICT",
+                "a bot is shopping for the order: it can no longer be canceled",
+            );
+            assert!(
+                completed,
+                "order {order}: the cancel was refused, yet the bot could not complete"
+            );
+            order_with_status(&app, &order, "READY").await;
+            assert_eq!(shopping_list(&app, &list).await["status"], "COMPLETED");
+            bot_won += 1;
+        } else {
+            assert!(
+                !completed,
+                "order {order}: canceled, yet its list was completed"
+            );
+            list_with_status(&app, &list, "CANCELED").await;
+            let found = app.data(ORDER, json!({ "id": order })).await;
+            assert_eq!(found["order"]["status"], "CANCELED", "{found}");
+        }
+    }
+    eprintln!("the bot won {bot_won} of {ORDERS} races");
+    app.stop().await;
+}
+on_both_backends!(a_cancel_racing_the_bot_ends_one_way_or_the_other);
 
 /// The payment an order used is free again once that order is canceled:
 /// payments releases it (on the raw event feed), and the customer's next

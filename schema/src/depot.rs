@@ -102,5 +102,7 @@ view_events!(
     ShoppingListCanceled = "depot.ShoppingList.ShoppingListCanceled",
     ShoppingListInitiated = "depot.ShoppingList.ShoppingListInitiated",
     ShoppingListAssigned = "depot.ShoppingList.ShoppingListAssigned",
+    // Its order started (cannot be canceled any more): the bot may complete it.
+    ShoppingListActivated = "depot.ShoppingList.ShoppingListActivated",
     ShoppingListCompleted = "depot.ShoppingList.ShoppingListCompleted",
 );

@@ -209,7 +209,10 @@ pub enum ShoppingListStatus {
     Pending,
     /// Waiting for a bot.
     Available,
+    /// Taken by a bot; its order has not started yet and may still be
+    /// canceled.
     Assigned,
+    /// Its order started and can no longer be canceled: the bot shops.
     Active,
     Completed,
     Canceled,
@@ -515,7 +518,8 @@ impl OrdersMutation {
         OrderPayload::send(ctx, order_id, msg::CancelOrder { order_id }).await
     }
 
-    /// A bot takes an available shopping list.
+    /// A bot takes an available shopping list. It becomes ACTIVE once its
+    /// order started (follow `shoppingListUpdated`).
     async fn assign_shopping_list(
         &self,
         ctx: &Context<'_>,
@@ -533,7 +537,8 @@ impl OrdersMutation {
         ShoppingListPayload::send(ctx, shopping_list_id, command).await
     }
 
-    /// The bot has picked everything up: the order becomes ready.
+    /// The bot has picked everything up: the order becomes ready. Only an
+    /// ACTIVE list: an ASSIGNED one is CONFLICT until its order started.
     async fn complete_shopping_list(
         &self,
         ctx: &Context<'_>,

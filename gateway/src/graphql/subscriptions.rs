@@ -15,7 +15,7 @@ use super::errors::ApiError;
 use super::follow::{Audience, follow};
 use super::orders::{Order, ShoppingList};
 use crate::live::{About, LiveChange, Route};
-use mallbots_contracts::Role;
+use mallbots_contracts::{ErrorCode, Role};
 
 /// An order as it is after a change.
 pub struct OrderChange {
@@ -44,7 +44,7 @@ fn order_change(change: &LiveChange, body: &ChangeBody) -> Option<OrderChange> {
     }
 }
 
-/// A shopping list that became available to the bots.
+/// A shopping list as it is after a change.
 pub struct ShoppingListChange {
     cursor: String,
     list: ShoppingListView,
@@ -186,6 +186,50 @@ impl OrdersSubscription {
                         list: list.clone(),
                     })
                 }
+                _ => None,
+            },
+        )?)
+    }
+
+    /// For bots: one shopping list each time it changes. A bot that took it
+    /// completes it once it is ACTIVE (its order started); CANCELED means
+    /// the order was canceled first. Subscribe, then read `shoppingList` to
+    /// learn a change made before the subscription.
+    async fn shopping_list_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<ShoppingListChange>> + use<>> {
+        let list = parse_id(&id, "id")?;
+        authz::require(ctx, &[Role::Bot])?;
+        let known = state(ctx)?
+            .queries
+            .depot
+            .shopping_list(list)
+            .await
+            .map_err(ApiError::from)?;
+        if known.is_none() {
+            return Err(
+                ApiError::new(ErrorCode::NotFound, "the shopping list was not found").into(),
+            );
+        }
+        let key = list.to_string();
+        let route = Route {
+            topic: TOPIC_SHOPPING_LIST,
+            about: About::Key(key.clone()),
+        };
+        Ok(follow(
+            ctx,
+            "shoppingListUpdated",
+            route,
+            after,
+            Audience::PerActor,
+            move |change, body| match body {
+                ChangeBody::ShoppingList(list) if change.key == key => Some(ShoppingListChange {
+                    cursor: change.position.to_string(),
+                    list: list.clone(),
+                }),
                 _ => None,
             },
         )?)

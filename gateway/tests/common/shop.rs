@@ -179,6 +179,15 @@ pub async fn shopping_list(app: &TestApp, id: &str) -> Value {
         .clone()
 }
 
+/// Waits until the shopping list has `status`: ACTIVE once its order
+/// started, when its bot may complete it.
+pub async fn list_with_status(app: &TestApp, id: &str, status: &str) {
+    wait_until(&format!("shopping list {id} to be {status}"), || async {
+        (shopping_list(app, id).await["status"] == status).then_some(())
+    })
+    .await
+}
+
 /// Checkouts whose sagas are still running: `n` customers each check a
 /// basket with the pen out, all at once; returned as soon as every checkout
 /// is answered.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mallbots_contracts::depot::{self as msg, ShoppingListStatus, ShoppingListView};
-use mallbots_contracts::ordering::OrderCanceled;
+use mallbots_contracts::ordering::{OrderCanceled, OrderStarted};
 use mallbots_contracts::{Affected, ErrorCode, Message, Role};
 use mallbots_platform::commands::{
     self, Accepted, CommandError, CommandHandler, DomainError, Owned,
@@ -22,7 +22,9 @@ impl DomainError for DepotError {
         match self {
             DepotError::NotFound | DepotError::StoreNotFound(_) => ErrorCode::NotFound,
             DepotError::NoItems | DepotError::NoBot => ErrorCode::BadUserInput,
-            DepotError::AlreadyExists | DepotError::WrongStatus(..) => ErrorCode::Conflict,
+            DepotError::AlreadyExists | DepotError::WrongStatus(..) | DepotError::NotStarted => {
+                ErrorCode::Conflict
+            }
         }
     }
 }
@@ -68,6 +70,7 @@ impl Recorded for ShoppingList {
             ShoppingListCanceled => Outgoing::of(&msg::ShoppingListCanceled(v)),
             ShoppingListInitiated => Outgoing::of(&msg::ShoppingListInitiated(v)),
             ShoppingListAssigned { .. } => Outgoing::of(&msg::ShoppingListAssigned(v)),
+            ShoppingListActivated => Outgoing::of(&msg::ShoppingListActivated(v)),
             ShoppingListCompleted => Outgoing::of(&msg::ShoppingListCompleted(v)),
         })
     }
@@ -93,6 +96,23 @@ impl Owned for ShoppingList {
 }
 
 pub(crate) struct DepotHandler;
+
+/// Applies `decide` to each list of `order`: what ordering decided about
+/// the order, onto its shopping.
+async fn for_each_list(
+    t: &DatabaseTransaction,
+    o: &Outbox,
+    c: &Envelope,
+    order: Uuid,
+    decide: fn(&ShoppingList) -> Result<Vec<ShoppingListEvent>, DepotError>,
+) -> Result<Accepted, CommandError> {
+    let lists: Vec<ShoppingListView> = views::by_ref(t, VIEW, order).await?;
+    let mut accepted = Accepted::default();
+    for list in lists {
+        accepted = execute::<ShoppingList, _>(t, o, c, list.shopping_list_id, decide).await?;
+    }
+    Ok(accepted)
+}
 
 #[async_trait]
 impl CommandHandler for DepotHandler {
@@ -135,20 +155,13 @@ impl CommandHandler for DepotHandler {
             }
             // A canceled order's list is canceled too, a bot's included.
             OrderCanceled::TYPE => {
-                let order = c.decode::<OrderCanceled>()?.0;
-                let lists: Vec<ShoppingListView> = views::by_ref(t, VIEW, order.order_id).await?;
-                let mut accepted = Accepted::default();
-                for list in lists {
-                    accepted = execute::<ShoppingList, _>(
-                        t,
-                        o,
-                        c,
-                        list.shopping_list_id,
-                        ShoppingList::cancel,
-                    )
-                    .await?;
-                }
-                Ok(accepted)
+                let order = c.decode::<OrderCanceled>()?.0.order_id;
+                for_each_list(t, o, c, order, ShoppingList::cancel).await
+            }
+            // A started order's list becomes active: its bot may complete it.
+            OrderStarted::TYPE => {
+                let order = c.decode::<OrderStarted>()?.0.order_id;
+                for_each_list(t, o, c, order, ShoppingList::activate).await
             }
             other => {
                 if catalog_cache::apply(t, c).await? {

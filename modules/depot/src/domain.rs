@@ -23,6 +23,8 @@ pub enum DepotError {
     WrongStatus(&'static str, &'static str),
     #[error("a bot id is required")]
     NoBot,
+    #[error("the order has not started yet: complete the list once it is ACTIVE")]
+    NotStarted,
 }
 
 /// What depot knows of the mall, from its cache.
@@ -71,15 +73,28 @@ pub struct ShoppingList {
     pub stops: Vec<Stop>,
     pub status: Option<ShoppingListStatus>,
     pub bot_id: Option<Uuid>,
+    /// Assigned under the rule that the order must start before the list
+    /// is completed. Lists assigned before that rule (stored events without
+    /// the flag) are completed from ASSIGNED, as they were then.
+    #[serde(default)]
+    pub awaits_start: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ShoppingListEvent {
-    ShoppingListCreated { order_id: Uuid, stops: Vec<Stop> },
+    ShoppingListCreated {
+        order_id: Uuid,
+        stops: Vec<Stop>,
+    },
     ShoppingListCanceled,
     ShoppingListInitiated,
-    ShoppingListAssigned { bot_id: Uuid },
+    ShoppingListAssigned {
+        bot_id: Uuid,
+        #[serde(default)]
+        awaits_start: bool,
+    },
+    ShoppingListActivated,
     ShoppingListCompleted,
 }
 
@@ -90,6 +105,7 @@ impl DomainEvent for ShoppingListEvent {
             ShoppingListEvent::ShoppingListCanceled => "ShoppingListCanceled",
             ShoppingListEvent::ShoppingListInitiated => "ShoppingListInitiated",
             ShoppingListEvent::ShoppingListAssigned { .. } => "ShoppingListAssigned",
+            ShoppingListEvent::ShoppingListActivated => "ShoppingListActivated",
             ShoppingListEvent::ShoppingListCompleted => "ShoppingListCompleted",
         }
     }
@@ -109,10 +125,15 @@ impl Aggregate for ShoppingList {
             }
             ShoppingListEvent::ShoppingListCanceled => self.status = Some(Canceled),
             ShoppingListEvent::ShoppingListInitiated => self.status = Some(Available),
-            ShoppingListEvent::ShoppingListAssigned { bot_id } => {
+            ShoppingListEvent::ShoppingListAssigned {
+                bot_id,
+                awaits_start,
+            } => {
                 self.status = Some(Assigned);
                 self.bot_id = Some(*bot_id);
+                self.awaits_start = *awaits_start;
             }
+            ShoppingListEvent::ShoppingListActivated => self.status = Some(Active),
             ShoppingListEvent::ShoppingListCompleted => self.status = Some(Completed),
         }
     }
@@ -146,13 +167,13 @@ impl ShoppingList {
         }])
     }
 
-    /// Withdraws the list, a bot's too: its order was canceled (allowed
-    /// until the order is ready) or its saga compensated (a bot may have
-    /// taken the list before the order's approval failed). Nobody shops for
-    /// an order that will not be.
+    /// Withdraws the list, a bot's too: its order was canceled (before it
+    /// started) or its saga compensated (a bot may have taken the list
+    /// before the order's approval failed). Nobody shops for an order that
+    /// will not be. An active list's order has started and stays.
     pub fn cancel(&self) -> Decision {
         use ShoppingListStatus::*;
-        self.expect(&[Pending, Available, Assigned, Active], "canceled")?;
+        self.expect(&[Pending, Available, Assigned], "canceled")?;
         Ok(vec![ShoppingListEvent::ShoppingListCanceled])
     }
 
@@ -166,11 +187,27 @@ impl ShoppingList {
             return Err(DepotError::NoBot);
         }
         self.expect(&[ShoppingListStatus::Available], "assigned")?;
-        Ok(vec![ShoppingListEvent::ShoppingListAssigned { bot_id }])
+        Ok(vec![ShoppingListEvent::ShoppingListAssigned {
+            bot_id,
+            awaits_start: true,
+        }])
     }
 
+    /// Its order started: ordering decided that it can no longer be
+    /// canceled, so the shopping done for it will count.
+    pub fn activate(&self) -> Decision {
+        self.expect(&[ShoppingListStatus::Assigned], "active")?;
+        Ok(vec![ShoppingListEvent::ShoppingListActivated])
+    }
+
+    /// Only once active. Between the bot taking the list and its order
+    /// starting, the order may still be canceled (ordering decides which
+    /// comes first); a list completed then could belong to a canceled order.
     pub fn complete(&self) -> Decision {
         use ShoppingListStatus::*;
+        if self.status == Some(Assigned) && self.awaits_start {
+            return Err(DepotError::NotStarted);
+        }
         self.expect(&[Assigned, Active], "completed")?;
         Ok(vec![ShoppingListEvent::ShoppingListCompleted])
     }
@@ -229,6 +266,28 @@ mod tests {
         );
     }
 
+    fn assigned(bot: Uuid) -> ShoppingListEvent {
+        ShoppingListEvent::ShoppingListAssigned {
+            bot_id: bot,
+            awaits_start: true,
+        }
+    }
+
+    /// A list assigned before the rule that its order starts first (its
+    /// stored event has no flag) is completed as it was then.
+    #[test]
+    fn a_list_assigned_before_the_start_rule_completes_from_assigned() {
+        let bot = Uuid::now_v7();
+        let stored = serde_json::json!({ "type": "ShoppingListAssigned", "bot_id": bot });
+        let legacy: ShoppingListEvent = serde_json::from_value(stored).unwrap();
+        let (mut history, _) = created_list();
+        history.extend([ShoppingListEvent::ShoppingListInitiated, legacy]);
+        let list = given::<ShoppingList>(history);
+        assert!(!list.state().awaits_start);
+        list.when(ShoppingList::complete)
+            .then([ShoppingListEvent::ShoppingListCompleted]);
+    }
+
     /// A list of one item, as created: what creating it recorded, and it.
     fn created_list() -> (Vec<ShoppingListEvent>, Given<ShoppingList>) {
         let a = store("A");
@@ -250,18 +309,22 @@ mod tests {
             .when(ShoppingList::initiate)
             .then([ShoppingListEvent::ShoppingListInitiated])
             .when(|l| l.assign(bot))
-            .then([ShoppingListEvent::ShoppingListAssigned { bot_id: bot }])
+            .then([assigned(bot)])
+            .when(ShoppingList::complete)
+            .then_refused(DepotError::NotStarted)
             .when(ShoppingList::cancel)
             .then([ShoppingListEvent::ShoppingListCanceled])
             .when(ShoppingList::complete)
             .then_refused(DepotError::WrongStatus("canceled", "completed"))
+            .when(ShoppingList::activate)
+            .then_refused(DepotError::WrongStatus("canceled", "active"))
             .when(ShoppingList::cancel)
             .then_refused(DepotError::WrongStatus("canceled", "canceled"));
         assert_eq!(done.state().status, Some(ShoppingListStatus::Canceled));
     }
 
     #[test]
-    fn a_list_goes_pending_available_assigned_completed() {
+    fn a_list_goes_pending_available_assigned_active_completed() {
         let bot = Uuid::now_v7();
         let (created, list) = created_list();
         assert!(
@@ -272,8 +335,14 @@ mod tests {
             .then_refused(DepotError::WrongStatus("pending", "completed"))
             .when(ShoppingList::initiate)
             .then([ShoppingListEvent::ShoppingListInitiated])
+            .when(ShoppingList::activate)
+            .then_refused(DepotError::WrongStatus("available", "active"))
             .when(|l| l.assign(bot))
-            .then([ShoppingListEvent::ShoppingListAssigned { bot_id: bot }])
+            .then([assigned(bot)])
+            .when(ShoppingList::activate)
+            .then([ShoppingListEvent::ShoppingListActivated])
+            .when(ShoppingList::cancel)
+            .then_refused(DepotError::WrongStatus("active", "canceled"))
             .when(ShoppingList::complete)
             .then([ShoppingListEvent::ShoppingListCompleted])
             .when(ShoppingList::cancel)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use mallbots_contracts::Message;
 use mallbots_contracts::depot::COMMANDS;
-use mallbots_contracts::ordering::OrderCanceled;
+use mallbots_contracts::ordering::{OrderCanceled, OrderStarted};
 use mallbots_contracts::stores;
 use mallbots_migrations::PlatformMigrator;
 use mallbots_migrations::sea_orm_migration::MigratorTrait;
@@ -27,12 +27,13 @@ pub async fn migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
 
 /// The module's queue: what it handles, and the events it follows.
 pub fn queue() -> QueueSpec {
-    // Its commands, the stores' events its cache is kept from, and canceled
-    // orders, on one queue.
+    // Its commands, the stores' events its cache is kept from, and the
+    // orders' cancels and starts, on one queue.
     QueueSpec::durable("depot.commands")
         .bind(Exchange::Commands, COMMANDS)
         .bind(Exchange::Events, stores::EVENTS)
         .bind(Exchange::Events, OrderCanceled::TYPE)
+        .bind(Exchange::Events, OrderStarted::TYPE)
         // The catalog cache follows the stores' events in order.
         .single_active()
 }

@@ -65,6 +65,7 @@ impl Recorded for Order {
 
     fn announce(event: &OrderEvent, v: Self::View) -> Result<Option<Outgoing>, PlatformError> {
         Outgoing::of_some(match event {
+            OrderEvent::ShoppingListTakenEarly => return Ok(None),
             OrderEvent::OrderCreated(_) => Outgoing::of(&msg::OrderCreated(v)),
             OrderEvent::OrderRejected { .. } => Outgoing::of(&msg::OrderRejected(v)),
             OrderEvent::OrderApproved { .. } => Outgoing::of(&msg::OrderApproved(v)),

@@ -32,6 +32,10 @@ pub struct Order {
     pub status: Option<OrderStatus>,
     pub rejection: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
+    /// A bot took the shopping list before the order was approved: the
+    /// order starts as soon as it is.
+    #[serde(default)]
+    pub taken_early: bool,
 }
 
 /// What a checkout orders.
@@ -48,9 +52,16 @@ pub struct NewOrder {
 #[serde(tag = "type")]
 pub enum OrderEvent {
     OrderCreated(NewOrder),
-    OrderRejected { reason: String },
-    OrderApproved { shopping_list_id: Uuid },
+    OrderRejected {
+        reason: String,
+    },
+    OrderApproved {
+        shopping_list_id: Uuid,
+    },
     OrderStarted,
+    /// A bot took the list of an order not approved yet. Kept in the
+    /// order's stream only: no integration event, the status stays.
+    ShoppingListTakenEarly,
     OrderReadied,
     OrderCompleted,
     OrderCanceled,
@@ -63,6 +74,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderRejected { .. } => "OrderRejected",
             OrderEvent::OrderApproved { .. } => "OrderApproved",
             OrderEvent::OrderStarted => "OrderStarted",
+            OrderEvent::ShoppingListTakenEarly => "ShoppingListTakenEarly",
             OrderEvent::OrderReadied => "OrderReadied",
             OrderEvent::OrderCompleted => "OrderCompleted",
             OrderEvent::OrderCanceled => "OrderCanceled",
@@ -94,6 +106,7 @@ impl Aggregate for Order {
                 self.shopping_list_id = Some(*shopping_list_id);
             }
             OrderEvent::OrderStarted => self.status = Some(InProgress),
+            OrderEvent::ShoppingListTakenEarly => self.taken_early = true,
             OrderEvent::OrderReadied => self.status = Some(Ready),
             OrderEvent::OrderCompleted => self.status = Some(Completed),
             OrderEvent::OrderCanceled => self.status = Some(Canceled),
@@ -132,16 +145,33 @@ impl Order {
 
     pub fn approve(&self, shopping_list_id: Uuid) -> Decision {
         self.expect(&[OrderStatus::Pending], "approved")?;
-        Ok(vec![OrderEvent::OrderApproved { shopping_list_id }])
+        let approved = OrderEvent::OrderApproved { shopping_list_id };
+        Ok(if self.taken_early {
+            vec![approved, OrderEvent::OrderStarted]
+        } else {
+            vec![approved]
+        })
     }
 
-    /// A bot took the shopping list.
+    /// A bot took the shopping list. From here the order can no longer be
+    /// canceled, and depot lets the bot complete the list (it does so only
+    /// after this, so a cancel and a completion never both apply). Before
+    /// the approval (the list is offered to the bots one saga step
+    /// earlier), the order remembers it and starts once approved.
     pub fn start(&self) -> Decision {
-        self.expect(&[OrderStatus::Approved], "in progress")?;
-        Ok(vec![OrderEvent::OrderStarted])
+        use OrderStatus::*;
+        match self.status {
+            Some(Pending) if !self.taken_early => Ok(vec![OrderEvent::ShoppingListTakenEarly]),
+            _ => {
+                self.expect(&[Approved], "in progress")?;
+                Ok(vec![OrderEvent::OrderStarted])
+            }
+        }
     }
 
-    /// The shopping list was completed: everything is picked up.
+    /// The shopping list was completed: everything is picked up. Depot
+    /// completes a list once its order started; APPROVED is for lists a bot
+    /// took before that rule, which depot still completes from ASSIGNED.
     pub fn ready(&self) -> Decision {
         use OrderStatus::*;
         self.expect(&[Approved, InProgress], "ready")?;
@@ -230,6 +260,37 @@ mod tests {
         given::<Order>([])
             .when(Order::cancel)
             .then_refused(OrderingError::NotFound);
+    }
+
+    #[test]
+    fn a_list_taken_before_the_approval_starts_the_order_once_approved() {
+        let list = Uuid::now_v7();
+        let started = given::<Order>([created()])
+            .when(Order::start)
+            .then([OrderEvent::ShoppingListTakenEarly])
+            .when(Order::start)
+            .then_refused(OrderingError::WrongStatus("pending", "in progress"))
+            .when(Order::ready)
+            .then_refused(OrderingError::WrongStatus("pending", "ready"))
+            .when(|o| o.approve(list))
+            .then([
+                OrderEvent::OrderApproved {
+                    shopping_list_id: list,
+                },
+                OrderEvent::OrderStarted,
+            ]);
+        assert_eq!(started.state().status, Some(OrderStatus::InProgress));
+        started
+            .when(Order::cancel)
+            .then_refused(OrderingError::BeingShopped);
+        // Canceled before the approval: it never starts.
+        given::<Order>([created(), OrderEvent::ShoppingListTakenEarly])
+            .when(Order::cancel)
+            .then([OrderEvent::OrderCanceled])
+            .when(Order::start)
+            .then_refused(OrderingError::WrongStatus("canceled", "in progress"))
+            .when(|o| o.approve(list))
+            .then_refused(OrderingError::WrongStatus("canceled", "approved"));
     }
 
     #[test]
