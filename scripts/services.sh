@@ -1,7 +1,9 @@
 # Sourced by scripts/test (and usable by hand): installs RabbitMQ and
 # PostgreSQL from the system packages when missing, starts them without
 # systemd, waits until they accept connections, and exports
-# TEST_DATABASE_URL and TEST_AMQP_URL for the test suite.
+# TEST_DATABASE_URL and TEST_AMQP_URL for the test suite. Both also take TLS
+# (PostgreSQL on its port, RabbitMQ on TEST_AMQPS_URL) with a certificate
+# from a private test CA, TEST_TLS_CA_FILE.
 #
 # PostgreSQL runs as a private cluster in $MALLBOTS_PG_DIR on
 # $MALLBOTS_PG_PORT, and RabbitMQ as a private node in $MALLBOTS_RABBIT_DIR
@@ -14,6 +16,7 @@ MALLBOTS_PG_DIR=${MALLBOTS_PG_DIR:-/tmp/mallbots-test-pg}
 MALLBOTS_AMQP_PORT=${MALLBOTS_AMQP_PORT:-5682}
 MALLBOTS_RABBIT_DIR=${MALLBOTS_RABBIT_DIR:-/tmp/mallbots-test-rabbit}
 MALLBOTS_RABBIT_NODE=${MALLBOTS_RABBIT_NODE:-mallbots-test@localhost}
+MALLBOTS_TLS_DIR=${MALLBOTS_TLS_DIR:-/tmp/mallbots-test-tls}
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -44,6 +47,37 @@ ensure_packages() {
   command -v npm >/dev/null || apt_install npm
   # Validates docker-compose.yml (no Docker engine needed).
   command -v docker-compose >/dev/null || apt_install docker-compose
+}
+
+# A private CA, and a certificate for 127.0.0.1 and localhost signed by it
+# for the services' TLS; made once, kept in $MALLBOTS_TLS_DIR.
+make_test_certificates() {
+  local dir=$MALLBOTS_TLS_DIR
+  if [ ! -f "$dir/server.pem" ]; then
+    command -v openssl >/dev/null || apt_install openssl
+    log "making a test CA and a server certificate in $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=MallBots test CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null ||
+      die "could not make the test certificates"
+  fi
+  chmod 755 "$dir"
+  chmod 644 "$dir/ca.pem" "$dir/server.pem"
+  export TEST_TLS_CA_FILE="$dir/ca.pem"
+}
+
+# Copies the server certificate and key into $1 for the service's user $2
+# (the key readable by it alone, as PostgreSQL requires).
+install_server_certificate() {
+  cp "$MALLBOTS_TLS_DIR/server.pem" "$MALLBOTS_TLS_DIR/ca.pem" "$MALLBOTS_TLS_DIR/server.key" "$1/"
+  chmod 600 "$1/server.key"
+  if [ "$(id -u)" -eq 0 ]; then chown "$2:$2" "$1/server.pem" "$1/ca.pem" "$1/server.key"; fi
 }
 
 # pg_ctl start|stop on the cluster in $MALLBOTS_PG_DIR, as its owner.
@@ -101,8 +135,15 @@ start_postgres() {
   done
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" || die "PostgreSQL is not accepting connections"
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$MALLBOTS_PG_PORT/postgres"
-  # Each test makes a database of its own; drop those earlier runs left.
   local psql=("$bin/psql" -q -h 127.0.0.1 -p "$MALLBOTS_PG_PORT" -U postgres -d postgres -At)
+  # TLS beside plain connections. A reload turns it on in a running
+  # cluster too; ALTER SYSTEM keeps it for the fault tests' restarts.
+  install_server_certificate "$MALLBOTS_PG_DIR" postgres
+  "${psql[@]}" -c "ALTER SYSTEM SET ssl_cert_file = '$MALLBOTS_PG_DIR/server.pem'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$MALLBOTS_PG_DIR/server.key'" \
+    -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null ||
+    die "could not turn on TLS in PostgreSQL"
+  # Each test makes a database of its own; drop those earlier runs left.
   "${psql[@]}" -c "SELECT datname FROM pg_database WHERE datname LIKE 'mallbots\_test\_%' OR datname LIKE 'platform\_%'" |
     while read -r db; do "${psql[@]}" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
@@ -136,7 +177,16 @@ rabbit() {
 # the boot takes.
 rabbit_up() { rabbit --within 10 rabbitmqctl -q await_startup >/dev/null 2>&1; }
 
+# Whether something accepts connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start_rabbitmq() {
+  local tls_port=$((MALLBOTS_AMQP_PORT + 2))
+  # A node started before it had a TLS listener gets one by starting anew.
+  if rabbit_up && ! port_open "$tls_port"; then
+    log "RabbitMQ on $MALLBOTS_AMQP_PORT has no TLS listener: restarting it"
+    rabbit --within 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
+  fi
   if rabbit_up; then
     # Leftover queues of earlier runs would pile up: start from none.
     log "RabbitMQ already up on $MALLBOTS_AMQP_PORT: resetting it"
@@ -151,6 +201,15 @@ start_rabbitmq() {
     if [ -f "$pid_file" ]; then kill -9 "$(cat "$pid_file")" 2>/dev/null || true; fi
     rm -rf "$MALLBOTS_RABBIT_DIR"
     mkdir -p "$MALLBOTS_RABBIT_DIR/log"
+    install_server_certificate "$MALLBOTS_RABBIT_DIR" rabbitmq
+    cat >"$MALLBOTS_RABBIT_DIR/rabbitmq.conf" <<CONF
+listeners.ssl.1 = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $MALLBOTS_RABBIT_DIR/ca.pem
+ssl_options.certfile = $MALLBOTS_RABBIT_DIR/server.pem
+ssl_options.keyfile = $MALLBOTS_RABBIT_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
     if [ "$(id -u)" -eq 0 ]; then chown -R rabbitmq:rabbitmq "$MALLBOTS_RABBIT_DIR"; fi
     (ulimit -n 65536 2>/dev/null; rabbit rabbitmq-server -detached >/dev/null 2>&1) || true
     local deadline=$((SECONDS + 90))
@@ -216,9 +275,11 @@ start_fault_rabbitmq() {
 
 start_services() {
   ensure_packages
+  make_test_certificates
   start_postgres
   start_rabbitmq
+  export TEST_AMQPS_URL="amqps://guest:guest@127.0.0.1:$((MALLBOTS_AMQP_PORT + 2))/%2f"
   start_fault_postgres
   start_fault_rabbitmq
-  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL (fault tests: $TEST_FAULT_DATABASE_URL, $TEST_FAULT_AMQP_URL)"
+  log "services ready: $TEST_DATABASE_URL, $TEST_AMQP_URL, $TEST_AMQPS_URL (fault tests: $TEST_FAULT_DATABASE_URL, $TEST_FAULT_AMQP_URL)"
 }

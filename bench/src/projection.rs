@@ -44,6 +44,7 @@ pub(crate) async fn backlog(cli: &Cli, events: usize) -> anyhow::Result<Backlog>
         url: amqp_url.to_owned(),
         prefix: prefix.clone(),
         quorum_queues: false,
+        ca_pem: None,
     })
     .await?;
     // The search module's durable queue as it declares it (for ordering's

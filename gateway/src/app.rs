@@ -311,10 +311,15 @@ async fn broker(
 ) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.amqp_url {
         Some(url) => {
+            let ca_pem = match &settings.amqp_ca_file {
+                Some(path) => Some(read_ca(path)?),
+                None => None,
+            };
             let config = RabbitConfig {
                 url: url.clone(),
                 prefix: settings.amqp_prefix.clone(),
                 quorum_queues: settings.amqp_quorum_queues,
+                ca_pem,
             };
             let broker = RabbitBroker::connect(config)
                 .await
@@ -324,6 +329,20 @@ async fn broker(
         None if all_in_one => in_process_broker(config, settings.migrate_lock_wait()).await,
         None => bail!("running parts of the system alone needs a shared broker: set AMQP_URL"),
     }
+}
+
+/// The certificates of `AMQP_CA_FILE`, refused at start when the file
+/// cannot be read or holds none.
+fn read_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read AMQP_CA_FILE {}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        bail!(
+            "AMQP_CA_FILE {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(pem)
 }
 
 /// `mallbots migrate`: every module's tables and, on RabbitMQ, every

@@ -61,6 +61,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "AMQP_URL")]
     pub amqp_url: Option<String>,
 
+    /// For amqps:// URLs: a PEM file of the private CA that signed
+    /// RabbitMQ's certificate (the public CAs are trusted without it).
+    #[arg(long, global = true, env = "AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+
     /// Prefix of every exchange and queue name on RabbitMQ.
     #[arg(long, global = true, env = "AMQP_PREFIX", default_value = "")]
     pub amqp_prefix: String,

@@ -219,6 +219,7 @@ async fn with_two_gateways_each_replay_is_sent_once() {
         url: split.env("AMQP_URL"),
         prefix: split.env("AMQP_PREFIX"),
         quorum_queues: false,
+        ca_pem: None,
     })
     .await
     .unwrap();

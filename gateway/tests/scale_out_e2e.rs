@@ -434,11 +434,6 @@ async fn a_broker_refusal_is_named_at_once_without_waiting() {
             "RabbitMQ refused the connection: NOT_ALLOWED",
         ),
         (format!("http://{host}/"), "the broker URL cannot be read"),
-        // No TLS in this build: refused, not spoken in the clear.
-        (
-            format!("amqps://guest:wrong@{host}/%2f"),
-            "amqps:// (TLS to RabbitMQ) is not supported by this build",
-        ),
     ] {
         let dir = std::env::temp_dir().join(format!("mallbots-test-{}", Uuid::new_v4().simple()));
         let asked = Instant::now();

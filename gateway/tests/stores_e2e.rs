@@ -358,6 +358,7 @@ async fn a_command_sent_while_the_module_is_down_is_handled_when_it_is_back() {
         url: settings.amqp_url.clone().unwrap(),
         prefix: settings.amqp_prefix.clone(),
         quorum_queues: false,
+        ca_pem: None,
     };
     let broker = mallbots_platform::rabbit::RabbitBroker::connect(config)
         .await

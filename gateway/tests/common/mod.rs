@@ -65,6 +65,7 @@ pub async fn settings(backend: Backend) -> Settings {
         database_url: None,
         data_dir: std::env::temp_dir().join(format!("mallbots-test-{id}")),
         amqp_url: None,
+        amqp_ca_file: None,
         amqp_prefix: String::new(),
         amqp_quorum_queues: false,
         command_timeout_ms: 10_000,

@@ -101,6 +101,16 @@ async fn reach(url: &str) -> Result<(), Unreached> {
             "PostgreSQL at {at} refused the connection: {}",
             refusal.message()
         ))),
+        // A certificate not trusted or not for this host, or a server
+        // without TLS where sslmode asks for it: waiting changes nothing.
+        Ok(Err(sea_orm::SqlxError::Tls(err))) => Err(Unreached::Refused(format!(
+            "TLS to PostgreSQL at {at} failed: {err}"
+        ))),
+        Ok(Err(sea_orm::SqlxError::Io(err))) if err.kind() == std::io::ErrorKind::InvalidData => {
+            Err(Unreached::Refused(format!(
+                "TLS to PostgreSQL at {at} failed: {err}"
+            )))
+        }
         Ok(Err(err)) => Err(Unreached::Down(format!(
             "cannot reach PostgreSQL at {at}: {err}"
         ))),

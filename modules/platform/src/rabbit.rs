@@ -33,6 +33,9 @@ pub struct RabbitConfig {
     pub prefix: String,
     /// Declare durable queues as quorum queues (clustered RabbitMQ).
     pub quorum_queues: bool,
+    /// For amqps:// URLs: the certificates (PEM) of a private CA to trust
+    /// besides the public ones.
+    pub ca_pem: Option<String>,
 }
 
 impl RabbitConfig {
@@ -41,6 +44,7 @@ impl RabbitConfig {
             url: url.into(),
             prefix: String::new(),
             quorum_queues: false,
+            ca_pem: None,
         }
     }
 }
@@ -63,17 +67,22 @@ const FIRST_CONNECT: Duration = Duration::from_secs(30);
 const RESUME_DEADLINE: Duration = Duration::from_secs(15);
 
 /// A failed connection: [`BrokerError::Refused`] when RabbitMQ answered and
-/// refused the login (403) or the vhost (530, 402), else unavailable.
+/// refused the login (403) or the vhost (530, 402), or when TLS failed (a
+/// certificate not trusted or not for this host, a port that does not speak
+/// TLS): waiting would not change either. Else unavailable.
 fn refused_or_down(err: lapin::Error) -> BrokerError {
-    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind()
-        && matches!(amqp.get_id(), 402 | 403 | 530)
-    {
-        return BrokerError::Refused(format!(
-            "RabbitMQ refused the connection: {}",
-            amqp.get_message()
-        ));
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.get_id(), 402 | 403 | 530) => {
+            BrokerError::Refused(format!(
+                "RabbitMQ refused the connection: {}",
+                amqp.get_message()
+            ))
+        }
+        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            BrokerError::Refused(format!("TLS to RabbitMQ failed: {io}"))
+        }
+        _ => err.into(),
     }
-    err.into()
 }
 
 /// `call`, failing with [`BrokerError::Unavailable`] after [`RPC_DEADLINE`].
@@ -171,23 +180,10 @@ impl RabbitBroker {
             down_because: Mutex::new(None),
             pumps: Mutex::new(Vec::new()),
         });
-        match shared.config.url.parse::<lapin::uri::AMQPUri>() {
-            Err(err) => {
-                return Err(BrokerError::Refused(format!(
-                    "the broker URL cannot be read: {err}"
-                )));
-            }
-            // This build has no TLS for RabbitMQ: lapin would speak plain
-            // AMQP to an amqps:// URL, sending the password in the clear
-            // where TLS was asked for.
-            Ok(uri) if uri.scheme == lapin::uri::AMQPScheme::AMQPS => {
-                return Err(BrokerError::Refused(
-                    "amqps:// (TLS to RabbitMQ) is not supported by this build: use amqp:// on a \
-                     trusted network, or a TLS tunnel to RabbitMQ"
-                        .into(),
-                ));
-            }
-            Ok(_) => {}
+        if let Err(err) = shared.config.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(BrokerError::Refused(format!(
+                "the broker URL cannot be read: {err}"
+            )));
         }
         let first_try = tokio::time::Instant::now();
         let mut backoff = RECONNECT_FIRST;
@@ -272,14 +268,8 @@ impl Shared {
     /// declared (exchanges, then every durable queue declared so far).
     async fn open_session(&self) -> Result<Session, BrokerError> {
         let opened = tokio::time::timeout(RPC_DEADLINE, async {
-            let named =
-                |name: &str| ConnectionProperties::default().with_connection_name(name.into());
-            let connection = Connection::connect(&self.config.url, named("mallbots"))
-                .await
-                .map_err(refused_or_down)?;
-            let publishing = Connection::connect(&self.config.url, named("mallbots-publish"))
-                .await
-                .map_err(refused_or_down)?;
+            let connection = self.connect("mallbots").await?;
+            let publishing = self.connect("mallbots-publish").await?;
             let publisher = publishing.create_channel().await?;
             publisher
                 .confirm_select(ConfirmSelectOptions::default())
@@ -305,6 +295,24 @@ impl Shared {
                 RPC_DEADLINE.as_secs()
             )))
         })
+    }
+
+    /// One connection named `name`: TLS for an amqps:// URL, trusting the
+    /// public CAs and the configured one.
+    async fn connect(&self, name: &str) -> Result<Connection, BrokerError> {
+        use lapin::Connect;
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.config.ca_pem.clone(),
+        };
+        let runtime = lapin::runtime::default_runtime()?;
+        self.config
+            .url
+            .as_str()
+            .connect_with_config(properties, tls, runtime)
+            .await
+            .map_err(refused_or_down)
     }
 
     /// The live session for publishing: none while RabbitMQ blocks

@@ -84,6 +84,7 @@ async fn a_broker_restart_is_survived_without_a_process_restart() {
         url: env("TEST_FAULT_AMQP_URL"),
         prefix: format!("restart-{}.", Uuid::new_v4().simple()),
         quorum_queues: false,
+        ca_pem: None,
     };
     let broker: Arc<dyn Broker> = Arc::new(
         RabbitBroker::connect(config)

@@ -32,13 +32,27 @@ impl Message for Counted {
     const TYPE: &'static str = "test.Thing.Counted";
 }
 
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
 async fn rabbit() -> Arc<dyn Broker> {
-    let url = std::env::var("TEST_AMQP_URL")
-        .expect("TEST_AMQP_URL is not set: run the tests with scripts/test");
+    rabbit_at(env("TEST_AMQP_URL"), None).await
+}
+
+/// RabbitMQ over TLS (amqps://), trusting the test CA.
+async fn rabbit_over_tls() -> Arc<dyn Broker> {
+    let ca = std::fs::read_to_string(env("TEST_TLS_CA_FILE")).expect("the test CA");
+    rabbit_at(env("TEST_AMQPS_URL"), Some(ca)).await
+}
+
+async fn rabbit_at(url: String, ca_pem: Option<String>) -> Arc<dyn Broker> {
     let config = RabbitConfig {
         url,
         prefix: format!("suite-{}.", Uuid::new_v4().simple()),
         quorum_queues: false,
+        ca_pem,
     };
     Arc::new(
         RabbitBroker::connect(config)
@@ -567,6 +581,14 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(super::rabbit().await).await;
+                }
+            )*
+        }
+        mod on_rabbitmq_over_tls {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::rabbit_over_tls().await).await;
                 }
             )*
         }

@@ -71,6 +71,7 @@ async fn parts(db: Db) -> (DatabaseConnection, Arc<dyn Broker>) {
                 url,
                 prefix: format!("faults-{}.", Uuid::new_v4().simple()),
                 quorum_queues: false,
+                ca_pem: None,
             };
             Arc::new(RabbitBroker::connect(config).await.unwrap())
         }
