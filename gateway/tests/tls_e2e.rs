@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::shop::{add_item, authorize_payment, basket, checkout, customer, mall};
 use common::shop::{order_with_status, saga_with_status};
 use common::{fresh_database, required_env};
@@ -81,80 +79,47 @@ async fn the_system_runs_over_tls_to_rabbitmq_and_postgresql() {
     admin.close().await.ok();
 }
 
-/// Runs `mallbots run` with `envs` and expects it to stop at once, saying
-/// `said` and never retrying.
-async fn refused_at_start(envs: &[(&str, &str)], said: &str) {
-    let dir = std::env::temp_dir().join(format!("mallbots-test-{}", Uuid::new_v4().simple()));
-    let asked = Instant::now();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
-    command
-        .args(["--listen", "127.0.0.1:0", "run"])
-        .env("DATA_DIR", &dir)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env_remove("DATABASE_URL")
-        .env_remove("AMQP_URL")
-        .env_remove("RUST_BACKTRACE");
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    let refused = tokio::time::timeout(common::DEADLINE, command.output())
-        .await
-        .expect("it stops within the deadline")
-        .expect("mallbots runs");
-    let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "it ran on {said}: {stderr}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "it waited {:?} for: {said}",
-        asked.elapsed()
-    );
-    assert!(stderr.contains(said), "{said}: {stderr}");
-    assert!(!stderr.contains("retrying"), "{said}: {stderr}");
-    assert!(
-        !stderr.contains("guest:guest"),
-        "the password shown: {stderr}"
-    );
-}
-
 #[tokio::test]
 async fn a_tls_failure_ends_start_up_at_once_naming_it() {
     let amqps = required_env("TEST_AMQPS_URL");
     let ca = required_env("TEST_TLS_CA_FILE");
     // RabbitMQ's certificate, without the CA that signed it.
-    refused_at_start(
+    common::refused_at_start(
         &[("AMQP_URL", &amqps)],
         "TLS to RabbitMQ failed: invalid peer certificate: UnknownIssuer",
+        "guest:guest",
     )
     .await;
     // amqps:// to the port that speaks plain AMQP.
     let plain = required_env("TEST_AMQP_URL");
     let host = plain.split_once('@').expect("a login").1;
-    refused_at_start(
+    common::refused_at_start(
         &[
             ("AMQP_URL", &format!("amqps://guest:guest@{host}")),
             ("AMQP_CA_FILE", &ca),
         ],
         "TLS to RabbitMQ failed",
+        "guest:guest",
     )
     .await;
     // A CA file with no certificate in it.
     let not_a_certificate = std::path::Path::new(&ca).with_file_name("server.ext");
-    refused_at_start(
+    common::refused_at_start(
         &[
             ("AMQP_URL", &amqps),
             ("AMQP_CA_FILE", not_a_certificate.to_str().unwrap()),
         ],
         "holds no PEM certificate",
+        "guest:guest",
     )
     .await;
     // PostgreSQL's certificate, checked without the test CA.
     let (database_url, _) = tls_database().await;
     let unchecked = database_url.split_once("&sslrootcert").unwrap().0;
-    refused_at_start(
+    common::refused_at_start(
         &[("DATABASE_URL", unchecked)],
         "TLS to PostgreSQL at 127.0.0.1",
+        "guest:guest",
     )
     .await;
 }

@@ -636,6 +636,41 @@ impl Process {
     }
 }
 
+/// Runs `mallbots run` with `envs` (no other database or broker) and
+/// expects it to stop within 10 s, saying `said`, never retrying, and never
+/// showing `secret` (a password in a URL of `envs`).
+pub async fn refused_at_start(envs: &[(&str, &str)], said: &str, secret: &str) {
+    let dir = std::env::temp_dir().join(format!("mallbots-test-{}", Uuid::new_v4().simple()));
+    let asked = Instant::now();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"));
+    command
+        .args(["--listen", "127.0.0.1:0", "run"])
+        .env("DATA_DIR", &dir)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("RUST_BACKTRACE");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let refused = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("it stops within the deadline")
+        .expect("mallbots runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "it ran on {said}: {stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "it waited {:?} for: {said}",
+        asked.elapsed()
+    );
+    assert!(stderr.contains(said), "{said}: {stderr}");
+    assert!(!stderr.contains("retrying"), "{said}: {stderr}");
+    assert!(!stderr.contains(secret), "the password shown: {stderr}");
+}
+
 /// Sends SIGTERM to `child`, as an operator stopping it would.
 pub async fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("a running process").to_string();
