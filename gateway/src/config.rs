@@ -50,7 +50,7 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
 
     /// PostgreSQL URL (postgres://...). Unset: SQLite files in --data-dir.
-    #[arg(long, global = true, env = "DATABASE_URL")]
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Where the embedded mode keeps its SQLite files (one per module).
@@ -58,7 +58,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
 
     /// RabbitMQ URL (amqp://...). Unset: the in-process broker.
-    #[arg(long, global = true, env = "AMQP_URL")]
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
 
     /// For amqps:// URLs: a PEM file of the private CA that signed
@@ -96,7 +96,12 @@ pub struct Settings {
     pub max_body_bytes: usize,
 
     /// Deliver notifications by POSTing them to this URL (besides recording them).
-    #[arg(long, global = true, env = "NOTIFICATIONS_WEBHOOK_URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "NOTIFICATIONS_WEBHOOK_URL",
+        hide_env_values = true
+    )]
     pub notifications_webhook_url: Option<String>,
 
     /// Live-subscription events buffered per subscriber before a slow one is

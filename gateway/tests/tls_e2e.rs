@@ -79,6 +79,28 @@ async fn the_system_runs_over_tls_to_rabbitmq_and_postgresql() {
     admin.close().await.ok();
 }
 
+/// `--help` shows each setting's value from the environment, but never the
+/// URLs' passwords.
+#[tokio::test]
+async fn help_shows_no_password() {
+    let shown = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://u:db-secret@127.0.0.1:1/x")
+        .env("AMQP_URL", "amqps://u:amqp-secret@127.0.0.1:1/%2f")
+        .env(
+            "NOTIFICATIONS_WEBHOOK_URL",
+            "https://hooks.example/hook-secret",
+        )
+        .output()
+        .await
+        .expect("mallbots runs");
+    let help = String::from_utf8_lossy(&shown.stdout);
+    assert!(help.contains("DATABASE_URL"), "{help}");
+    for secret in ["db-secret", "amqp-secret", "hook-secret"] {
+        assert!(!help.contains(secret), "{secret} shown: {help}");
+    }
+}
+
 #[tokio::test]
 async fn a_tls_failure_ends_start_up_at_once_naming_it() {
     let amqps = required_env("TEST_AMQPS_URL");
@@ -102,6 +124,14 @@ async fn a_tls_failure_ends_start_up_at_once_naming_it() {
         "guest:guest",
     )
     .await;
+    // amqp:// to the TLS port.
+    let tls_host = amqps.split_once('@').expect("a login").1;
+    common::refused_at_start(
+        &[("AMQP_URL", &format!("amqp://guest:guest@{tls_host}"))],
+        "what answers at the broker URL does not speak AMQP (a TLS port needs amqps://)",
+        "guest:guest",
+    )
+    .await;
     // A CA file with no certificate in it.
     let not_a_certificate = std::path::Path::new(&ca).with_file_name("server.ext");
     common::refused_at_start(
@@ -113,9 +143,27 @@ async fn a_tls_failure_ends_start_up_at_once_naming_it() {
         "guest:guest",
     )
     .await;
-    // PostgreSQL's certificate, checked without the test CA.
+    // PostgreSQL's certificate, checked without the test CA, or against a
+    // file that is missing or holds none.
     let (database_url, _) = tls_database().await;
     let unchecked = database_url.split_once("&sslrootcert").unwrap().0;
+    for (root, said) in [
+        (
+            "/nonexistent/ca.pem",
+            "sslrootcert /nonexistent/ca.pem cannot be read",
+        ),
+        (
+            not_a_certificate.to_str().unwrap(),
+            "holds no PEM certificate",
+        ),
+    ] {
+        common::refused_at_start(
+            &[("DATABASE_URL", &format!("{unchecked}&sslrootcert={root}"))],
+            said,
+            "guest:guest",
+        )
+        .await;
+    }
     common::refused_at_start(
         &[("DATABASE_URL", unchecked)],
         "TLS to PostgreSQL at 127.0.0.1",

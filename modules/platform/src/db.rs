@@ -92,6 +92,7 @@ async fn reach(url: &str) -> Result<(), Unreached> {
         .parse()
         .map_err(|err| Unreached::Refused(format!("DATABASE_URL cannot be read: {err}")))?;
     let at = format!("{}:{}", options.get_host(), options.get_port());
+    check_root_certificate(url).map_err(Unreached::Refused)?;
     match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
         Ok(Ok(connection)) => {
             let _ = PgConnection::close(connection).await;
@@ -118,6 +119,26 @@ async fn reach(url: &str) -> Result<(), Unreached> {
             "PostgreSQL at {at} did not answer within 5 s"
         ))),
     }
+}
+
+/// The file a URL's `sslrootcert` names holds a PEM certificate: said here,
+/// naming the setting, rather than as a TLS or I/O failure of the connection.
+fn check_root_certificate(url: &str) -> Result<(), String> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let Some(path) = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("sslrootcert="))
+    else {
+        return Ok(());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|err| format!("DATABASE_URL's sslrootcert {path} cannot be read: {err}"))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "DATABASE_URL's sslrootcert {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `module`'s schema is there already.

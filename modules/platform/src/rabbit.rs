@@ -67,9 +67,10 @@ const FIRST_CONNECT: Duration = Duration::from_secs(30);
 const RESUME_DEADLINE: Duration = Duration::from_secs(15);
 
 /// A failed connection: [`BrokerError::Refused`] when RabbitMQ answered and
-/// refused the login (403) or the vhost (530, 402), or when TLS failed (a
+/// refused the login (403) or the vhost (530, 402), when TLS failed (a
 /// certificate not trusted or not for this host, a port that does not speak
-/// TLS): waiting would not change either. Else unavailable.
+/// TLS), or when the answer is not AMQP: waiting would not change these.
+/// Else unavailable.
 fn refused_or_down(err: lapin::Error) -> BrokerError {
     match err.kind() {
         lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.get_id(), 402 | 403 | 530) => {
@@ -81,6 +82,11 @@ fn refused_or_down(err: lapin::Error) -> BrokerError {
         lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData => {
             BrokerError::Refused(format!("TLS to RabbitMQ failed: {io}"))
         }
+        // What answered does not speak AMQP: most often a TLS port asked
+        // with amqp://.
+        lapin::ErrorKind::ParsingError(_) => BrokerError::Refused(format!(
+            "what answers at the broker URL does not speak AMQP (a TLS port needs amqps://): {err}"
+        )),
         _ => err.into(),
     }
 }
