@@ -22,6 +22,7 @@ use mallbots_platform::memory::MemoryBroker;
 use mallbots_platform::module::Runtime;
 use mallbots_platform::rabbit::{RabbitBroker, RabbitConfig};
 use mallbots_platform::shutdown::ShutdownTrigger;
+use mallbots_platform::tls;
 use mallbots_platform::{Broker, PlatformError, Shutdown};
 use mallbots_search::SearchQueries;
 use mallbots_stores::StoresQueries;
@@ -311,10 +312,12 @@ async fn broker(
 ) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.amqp_url {
         Some(url) => {
-            let ca_pem = match &settings.amqp_ca_file {
-                Some(path) => Some(read_ca(path)?),
-                None => None,
-            };
+            let ca_pem = settings
+                .amqp_ca_file
+                .as_deref()
+                .map(|path| tls::ca_certificates(path, "AMQP_CA_FILE"))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let config = RabbitConfig {
                 url: url.clone(),
                 prefix: settings.amqp_prefix.clone(),
@@ -329,20 +332,6 @@ async fn broker(
         None if all_in_one => in_process_broker(config, settings.migrate_lock_wait()).await,
         None => bail!("running parts of the system alone needs a shared broker: set AMQP_URL"),
     }
-}
-
-/// The certificates of `AMQP_CA_FILE`, refused at start when the file
-/// cannot be read or holds none.
-fn read_ca(path: &std::path::Path) -> anyhow::Result<String> {
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read AMQP_CA_FILE {}", path.display()))?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        bail!(
-            "AMQP_CA_FILE {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        );
-    }
-    Ok(pem)
 }
 
 /// `mallbots migrate`: every module's tables and, on RabbitMQ, every

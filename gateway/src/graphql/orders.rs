@@ -105,14 +105,7 @@ impl Order {
         let Some(id) = self.0.order.shopping_list_id else {
             return Ok(None);
         };
-        let app = state(ctx)?;
-        let found = app
-            .queries
-            .depot
-            .shopping_list(id)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(found.map(ShoppingList))
+        Ok(find_shopping_list(ctx, id).await?)
     }
     /// The invoice, once the order is ready (the customer and operators).
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
@@ -200,6 +193,15 @@ impl Invoice {
     async fn status(&self) -> InvoiceStatus {
         self.0.status.into()
     }
+}
+
+/// Shopping list `id` as depot has it now.
+pub(super) async fn find_shopping_list(
+    ctx: &Context<'_>,
+    id: Uuid,
+) -> Result<Option<ShoppingList>, ApiError> {
+    let found = state(ctx)?.queries.depot.shopping_list(id).await?;
+    Ok(found.map(ShoppingList))
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -441,14 +443,7 @@ impl OrdersQuery {
     async fn shopping_list(&self, ctx: &Context<'_>, id: ID) -> Result<Option<ShoppingList>> {
         let id = parse_id(&id, "id")?;
         authz::require(ctx, &[Role::Bot])?;
-        let app = state(ctx)?;
-        let found = app
-            .queries
-            .depot
-            .shopping_list(id)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(found.map(ShoppingList))
+        Ok(find_shopping_list(ctx, id).await?)
     }
 
     /// Shopping lists, optionally only those with `status`, oldest first.

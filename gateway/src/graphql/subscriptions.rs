@@ -13,7 +13,7 @@ use super::authz;
 use super::dispatch::{parse_id, state};
 use super::errors::ApiError;
 use super::follow::{Audience, follow};
-use super::orders::{Order, ShoppingList};
+use super::orders::{Order, ShoppingList, find_shopping_list};
 use crate::live::{About, LiveChange, Route};
 use mallbots_contracts::{ErrorCode, Role};
 
@@ -57,6 +57,16 @@ impl ShoppingListChange {
     }
     async fn shopping_list(&self) -> ShoppingList {
         ShoppingList(self.list.clone())
+    }
+}
+
+fn list_change(change: &LiveChange, body: &ChangeBody) -> Option<ShoppingListChange> {
+    match body {
+        ChangeBody::ShoppingList(list) => Some(ShoppingListChange {
+            cursor: change.position.to_string(),
+            list: list.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -179,14 +189,8 @@ impl OrdersSubscription {
             route,
             after,
             Audience::PerActor,
-            |change, body| match body {
-                ChangeBody::ShoppingList(list) if list.status == ShoppingListStatus::Available => {
-                    Some(ShoppingListChange {
-                        cursor: change.position.to_string(),
-                        list: list.clone(),
-                    })
-                }
-                _ => None,
+            |change, body| {
+                list_change(change, body).filter(|c| c.list.status == ShoppingListStatus::Available)
             },
         )?)
     }
@@ -203,13 +207,7 @@ impl OrdersSubscription {
     ) -> Result<impl Stream<Item = Result<ShoppingListChange>> + use<>> {
         let list = parse_id(&id, "id")?;
         authz::require(ctx, &[Role::Bot])?;
-        let known = state(ctx)?
-            .queries
-            .depot
-            .shopping_list(list)
-            .await
-            .map_err(ApiError::from)?;
-        if known.is_none() {
+        if find_shopping_list(ctx, list).await?.is_none() {
             return Err(
                 ApiError::new(ErrorCode::NotFound, "the shopping list was not found").into(),
             );
@@ -225,12 +223,10 @@ impl OrdersSubscription {
             route,
             after,
             Audience::PerActor,
-            move |change, body| match body {
-                ChangeBody::ShoppingList(list) if change.key == key => Some(ShoppingListChange {
-                    cursor: change.position.to_string(),
-                    list: list.clone(),
-                }),
-                _ => None,
+            move |change, body| {
+                (change.key == key)
+                    .then(|| list_change(change, body))
+                    .flatten()
             },
         )?)
     }

@@ -125,20 +125,15 @@ async fn reach(url: &str) -> Result<(), Unreached> {
 /// naming the setting, rather than as a TLS or I/O failure of the connection.
 fn check_root_certificate(url: &str) -> Result<(), String> {
     let query = url.split_once('?').map_or("", |(_, q)| q);
-    let Some(path) = query
+    match query
         .split('&')
         .find_map(|p| p.strip_prefix("sslrootcert="))
-    else {
-        return Ok(());
-    };
-    let pem = std::fs::read(path)
-        .map_err(|err| format!("DATABASE_URL's sslrootcert {path} cannot be read: {err}"))?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!(
-            "DATABASE_URL's sslrootcert {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
+    {
+        Some(path) => {
+            crate::tls::ca_certificates(Path::new(path), "DATABASE_URL's sslrootcert").map(drop)
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether `module`'s schema is there already.

@@ -41,6 +41,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod views;
 
 pub use broker::{Binding, Broker, Delivery, Exchange, QueueSpec, Settle, Subscription};
