@@ -280,9 +280,9 @@ start_services() {
   start_rabbitmq
   export TEST_AMQPS_URL="amqps://guest:guest@127.0.0.1:$((MALLBOTS_AMQP_PORT + 2))/%2f"
   # The plain URLs stay plain: with PostgreSQL's default sslmode (prefer)
-  # every connection would take TLS, and each takes about 0.1 s to open
-  # (waiting, not computing), which many tests' start-ups would pay. The
-  # TLS tests say sslmode in their URLs.
+  # every connection would take TLS, a handshake of about 10 ms in a debug
+  # build, and the tests' start-ups open hundreds of connections. The TLS
+  # tests say sslmode in their URLs.
   export PGSSLMODE=disable
   start_fault_postgres
   start_fault_rabbitmq
