@@ -11,11 +11,18 @@ use crate::config::Settings;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// One line per dead letter: id, state, queue, type, when, why.
+    /// One line per dead letter, oldest first: id, state, queue, type,
+    /// when, why. A page at a time: the last line says how to go on.
     List {
         /// Only those that failed on this queue (e.g. stores.commands).
         #[arg(long)]
         queue: Option<String>,
+        /// Start after this id (the next page).
+        #[arg(long)]
+        after: Option<i64>,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        limit: u64,
     },
     /// One dead letter whole: its reason, headers and body.
     Show { id: i64 },
@@ -45,8 +52,20 @@ pub async fn run(settings: &Settings, action: Action) -> anyhow::Result<String> 
     let db = crate::app::dead_letters(settings).await?;
     let mut out = String::new();
     match action {
-        Action::List { queue } => {
-            let letters = dead_letters::list(&db, queue.as_deref()).await?;
+        Action::List {
+            queue,
+            after,
+            limit,
+        } => {
+            // One more than asked says whether there is a next page.
+            let listing = dead_letters::Listing {
+                queue: queue.as_deref(),
+                after,
+                limit: limit + 1,
+            };
+            let mut letters = dead_letters::list(&db, &listing).await?;
+            let more = letters.len() as u64 > limit;
+            letters.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             if letters.is_empty() {
                 out.push_str("no dead letters\n");
             }
@@ -61,6 +80,10 @@ pub async fn run(settings: &Settings, action: Action) -> anyhow::Result<String> 
                     letter.dead_at.to_rfc3339(),
                     letter.reason
                 );
+            }
+            if let (true, Some(last)) = (more, letters.last()) {
+                let queue = queue.map(|q| format!(" --queue {q}")).unwrap_or_default();
+                let _ = writeln!(out, "more: dead-letters list{queue} --after {}", last.id);
             }
         }
         Action::Show { id } => match dead_letters::show(&db, id).await? {

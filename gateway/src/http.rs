@@ -959,7 +959,8 @@ async fn ready(State(http): State<Arc<Http>>) -> Response {
 
 /// `/readyz`: 200 "ready" while the process can do its work (not shutting
 /// down, the broker connected, each of `databases` answering), else 503 and
-/// what is wrong.
+/// everything that is wrong, one cause a line (an operator with several
+/// modules on several servers sees at once which are down).
 async fn readiness(
     stopping: bool,
     broker: &dyn mallbots_platform::Broker,
@@ -968,24 +969,25 @@ async fn readiness(
     if stopping {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    if let Err(err) = broker.check().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("broker: {err}")).into_response();
-    }
     // All at once, each bounded: the answer comes within a second even when
     // every database is down.
     let pings = databases
         .iter()
         .map(|(name, db)| async move { (*name, mallbots_platform::db::ping(db).await) });
-    for (name, pinged) in futures_util::future::join_all(pings).await {
-        if let Err(err) = pinged {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("database of {name}: {err}"),
-            )
-                .into_response();
-        }
+    let (broker, pinged) = tokio::join!(broker.check(), futures_util::future::join_all(pings));
+    let causes: Vec<String> = broker
+        .err()
+        .map(|err| format!("broker: {err}"))
+        .into_iter()
+        .chain(pinged.into_iter().filter_map(|(name, pinged)| {
+            pinged.err().map(|err| format!("database of {name}: {err}"))
+        }))
+        .collect();
+    if causes.is_empty() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, causes.join("\n")).into_response()
     }
-    "ready".into_response()
 }
 
 /// The routes of a process that runs modules but no gateway: `/metrics`

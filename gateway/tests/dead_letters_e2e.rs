@@ -160,6 +160,70 @@ async fn a_dead_letter_is_listed_replayed_and_purged(backend: Backend) {
 
 on_both_backends!(a_dead_letter_is_listed_replayed_and_purged);
 
+/// Many dead letters are listed a page at a time, each page saying how to
+/// get the next, the last one not; a page is oldest first and never
+/// repeats a letter.
+async fn dead_letters_are_listed_a_page_at_a_time(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    for n in 0..5 {
+        dead_create_store(&app, &format!("Page {n}"), "Archive", "poison").await;
+    }
+    wait_until("five dead letters recorded", || async {
+        let out = operator(&app, &["list", "--limit", "10"]).await;
+        (out.lines().filter(|l| l.contains("\tdead\t")).count() == 5).then_some(())
+    })
+    .await;
+    let ids = |page: &str| -> Vec<i64> {
+        page.lines()
+            .filter(|l| l.contains("\tdead\t"))
+            .map(|l| {
+                l.split('\t')
+                    .next()
+                    .and_then(|id| id.parse().ok())
+                    .expect("an id")
+            })
+            .collect()
+    };
+    let first = operator(
+        &app,
+        &["list", "--queue", "stores.commands", "--limit", "2"],
+    )
+    .await;
+    let last_line = first.lines().last().expect("a line");
+    let first_ids = ids(&first);
+    assert_eq!(first_ids.len(), 2, "{first}");
+    assert_eq!(
+        last_line,
+        format!(
+            "more: dead-letters list --queue stores.commands --after {}",
+            first_ids[1]
+        ),
+        "{first}"
+    );
+    let after = first_ids[1].to_string();
+    let rest = operator(&app, &["list", "--after", &after, "--limit", "3"]).await;
+    let rest_ids = ids(&rest);
+    assert_eq!(rest_ids.len(), 3, "{rest}");
+    assert!(
+        !rest.contains("more:"),
+        "the last page says no more: {rest}"
+    );
+    let all: Vec<i64> = first_ids.iter().chain(&rest_ids).copied().collect();
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no repeat: {all:?}"
+    );
+    // A limit out of range is refused before anything is read.
+    let refused = dead_letters(&app, &["list", "--limit", "0"])
+        .output()
+        .await
+        .expect("run mallbots dead-letters");
+    assert!(!refused.status.success());
+    app.stop().await;
+}
+
+on_both_backends!(dead_letters_are_listed_a_page_at_a_time);
+
 /// A command that expired unhandled (its sender answered its client
 /// `TIMEOUT`, as during a broker or database outage) is kept as `expired`,
 /// not `dead`: it is counted apart, so the alert on dead letters stays
@@ -252,7 +316,7 @@ async fn with_two_gateways_each_replay_is_sent_once() {
         let split = &split;
         async move {
             let out = split
-                .run_to_end(&["dead-letters", "list", "--queue", QUEUE])
+                .run_to_end(&["dead-letters", "list", "--queue", QUEUE, "--limit", "1000"])
                 .await;
             assert!(
                 out.status.success(),

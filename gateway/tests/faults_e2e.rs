@@ -216,7 +216,23 @@ async fn a_database_outage_is_reported_at_once_and_recovered_from_by_itself() {
     while down.elapsed() < DB_OUTAGE {
         probes += 1;
         let asked = Instant::now();
-        assert_eq!(app.readyz().await, 503, "not ready without the database");
+        let (status, said) = app.readiness().await;
+        assert_eq!(status, 503, "not ready without the database: {said}");
+        // Every module's database is named, one a line, not only the first.
+        let named: Vec<&str> = said
+            .lines()
+            .map(|l| l.split(':').next().unwrap_or(l))
+            .collect();
+        for module in ["stores", "ordering", "search", "notifications"] {
+            assert!(
+                named.contains(&format!("database of {module}").as_str()),
+                "{said}"
+            );
+        }
+        assert!(
+            named.iter().all(|n| n.starts_with("database of ")),
+            "{said}"
+        );
         assert!(
             asked.elapsed() < FAIL_FAST,
             "/readyz took {:?}",

@@ -11,7 +11,7 @@
 mod common;
 
 use common::shop::{self, add_item, authorize_payment, basket, checkout, customer, mall};
-use common::{Backend, COMMAND_MODULES, DEADLINE, spawn_app, wait_until};
+use common::{Backend, COMMAND_MODULES, DEADLINE, all_letters, spawn_app, wait_until};
 use mallbots_contracts::ordering::OrderCreated;
 use mallbots_contracts::stores::CreateStore;
 use mallbots_contracts::{CommandReply, ErrorCode, Message};
@@ -71,7 +71,7 @@ async fn every_module_survives_a_poison_message(backend: Backend) {
         .chain(["cosec.saga", "search.events", "notifications.events"].map(str::to_owned))
         .collect();
     let letters = wait_until("a dead letter from every module", || async {
-        let letters = dead_letters::list(&store, None).await.ok()?;
+        let letters = dead_letters::list(&store, &all_letters(None)).await.ok()?;
         expected
             .iter()
             .all(|q| letters.iter().any(|l| &l.queue == q))
@@ -166,7 +166,7 @@ async fn an_unreadable_command_is_answered_not_left_to_time_out(backend: Backend
     );
     let store = app.db("deadletters").await;
     wait_until("the command dead-lettered with its reason", || async {
-        let letters = dead_letters::list(&store, Some("stores.commands"))
+        let letters = dead_letters::list(&store, &all_letters(Some("stores.commands")))
             .await
             .ok()?;
         letters

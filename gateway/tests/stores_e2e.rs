@@ -249,13 +249,22 @@ async fn undecodable_commands_are_dead_lettered(backend: Backend) {
     // Both end in the dead-letter store, with their reasons, as sent.
     let store = app.db("deadletters").await;
     let letters = common::wait_until("both dead letters recorded", || async {
-        let letters = dead_letters::list(&store, Some("stores.commands"))
+        let letters = dead_letters::list(&store, &common::all_letters(Some("stores.commands")))
             .await
             .ok()?;
         (letters.len() == 2).then_some(letters)
     })
     .await;
-    let (first, second) = (&letters[0], &letters[1]);
+    let whole = |id| {
+        let store = &store;
+        async move {
+            dead_letters::show(store, id)
+                .await
+                .unwrap()
+                .expect("the letter")
+        }
+    };
+    let (first, second) = (whole(letters[0].id).await, whole(letters[1].id).await);
     assert_eq!(first.reason, "missing message id");
     assert_eq!(first.message.body, b"\x00\xffnot json");
     assert!(

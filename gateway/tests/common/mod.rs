@@ -176,8 +176,15 @@ impl TestApp {
 
     /// `/readyz`'s status.
     pub async fn readyz(&self) -> u16 {
+        self.readiness().await.0
+    }
+
+    /// `/readyz`'s status and what it says.
+    pub async fn readiness(&self) -> (u16, String) {
         let response = self.http.get(format!("{}/readyz", self.base)).send().await;
-        response.expect("/readyz answers").status().as_u16()
+        let response = response.expect("/readyz answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("/readyz's body"))
     }
 }
 
@@ -721,4 +728,13 @@ pub async fn run_tool(dir: &std::path::Path, program: &str, args: &[&str]) -> St
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Every dead letter (of `queue`, or of all) a test leaves, oldest first.
+pub fn all_letters(queue: Option<&str>) -> mallbots_platform::dead_letters::Listing<'_> {
+    mallbots_platform::dead_letters::Listing {
+        queue,
+        after: None,
+        limit: 100_000,
+    }
 }

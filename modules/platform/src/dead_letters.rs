@@ -119,20 +119,66 @@ pub enum Selection {
     },
 }
 
-/// Dead letters, oldest first, of `queue` or of all.
+/// A dead letter as a listing shows it: everything but the message, which
+/// a listing of many letters does not load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listed {
+    pub id: i64,
+    pub state: String,
+    pub queue: String,
+    pub message_type: Option<String>,
+    pub dead_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Which dead letters a listing shows: oldest first, of `queue` or of all,
+/// from the one after `after`, at most `limit`.
+#[derive(Clone, Debug, Default)]
+pub struct Listing<'a> {
+    pub queue: Option<&'a str>,
+    pub after: Option<i64>,
+    pub limit: u64,
+}
+
+/// The dead letters `listing` selects, without their messages.
 pub async fn list(
     db: &DatabaseConnection,
-    queue: Option<&str>,
-) -> Result<Vec<DeadLetter>, PlatformError> {
-    let mut find = entity::Entity::find().order_by_asc(entity::Column::Id);
-    if let Some(queue) = queue {
-        find = find.filter(entity::Column::Queue.eq(queue));
+    listing: &Listing<'_>,
+) -> Result<Vec<Listed>, PlatformError> {
+    use entity::Column as C;
+    let mut find = entity::Entity::find()
+        .select_only()
+        .columns([
+            C::Id,
+            C::State,
+            C::Queue,
+            C::MessageType,
+            C::DeadAt,
+            C::Reason,
+        ])
+        .order_by_asc(C::Id)
+        .limit(listing.limit);
+    if let Some(queue) = listing.queue {
+        find = find.filter(C::Queue.eq(queue));
     }
-    find.all(db)
-        .await?
+    if let Some(after) = listing.after {
+        find = find.filter(C::Id.gt(after));
+    }
+    let rows = find
+        .into_tuple::<(i64, String, String, Option<String>, DateTimeUtc, String)>()
+        .all(db)
+        .await?;
+    Ok(rows
         .into_iter()
-        .map(DeadLetter::from_row)
-        .collect()
+        .map(|(id, state, queue, message_type, dead_at, reason)| Listed {
+            id,
+            state,
+            queue,
+            message_type,
+            dead_at,
+            reason,
+        })
+        .collect())
 }
 
 pub async fn show(db: &DatabaseConnection, id: i64) -> Result<Option<DeadLetter>, PlatformError> {
