@@ -136,7 +136,17 @@ impl Order {
         Ok(vec![OrderEvent::OrderCreated(new)])
     }
 
+    /// The saga rejects an order when a later step of it fails. An order
+    /// that already ended without going ahead (the customer canceled it
+    /// while it was pending, or it was rejected before) stays as it is:
+    /// what the rejection is for holds already, so it is not refused.
     pub fn reject(&self, reason: &str) -> Decision {
+        if matches!(
+            self.status,
+            Some(OrderStatus::Canceled | OrderStatus::Rejected)
+        ) {
+            return Ok(vec![]);
+        }
         self.expect(&[OrderStatus::Pending], "rejected")?;
         Ok(vec![OrderEvent::OrderRejected {
             reason: reason.to_owned(),
@@ -256,7 +266,21 @@ mod tests {
         );
         rejected
             .when(|o| o.approve(Uuid::nil()))
-            .then_refused(OrderingError::WrongStatus("rejected", "approved"));
+            .then_refused(OrderingError::WrongStatus("rejected", "approved"))
+            .when(|o| o.reject("again"))
+            .then([]);
+        // Canceled while pending: the saga's rejection finds it ended.
+        given::<Order>([created(), OrderEvent::OrderCanceled])
+            .when(|o| o.reject("approve order: the order is canceled"))
+            .then([]);
+        given::<Order>([
+            created(),
+            OrderEvent::OrderApproved {
+                shopping_list_id: Uuid::nil(),
+            },
+        ])
+        .when(|o| o.reject("too late"))
+        .then_refused(OrderingError::WrongStatus("approved", "rejected"));
         given::<Order>([])
             .when(Order::cancel)
             .then_refused(OrderingError::NotFound);

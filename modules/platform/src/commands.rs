@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::consumer::{self, HandleError, Handler, MAX_REASON_BYTES, truncated};
 use crate::envelope::HEADER_IDEMPOTENT;
+use crate::lock;
 use crate::outbox::{Express, Outbox};
 use crate::{
     Broker, BrokerError, Envelope, Exchange, Outgoing, PlatformError, QueueSpec, Shutdown,
@@ -675,10 +676,6 @@ fn answer(waiters: &mut Waiters, id: Uuid, request: Option<&str>, reply: &Comman
     if !still.is_empty() {
         waiters.insert(id, still);
     }
-}
-
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Waiters> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CommandBus {

@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::lock;
 use crate::propagation;
+use crate::streak::FailureStreak;
 use crate::telemetry::{Messaging, OTHER, Outcome};
 use crate::{Broker, BrokerError, Delivery, Envelope, Exchange, QueueSpec, Shutdown, WireMessage};
 
@@ -108,7 +110,7 @@ struct Attempts(Mutex<HashMap<String, u32>>);
 
 impl Attempts {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 
     /// Counts one more failure of `key`: how many so far.
@@ -130,6 +132,8 @@ struct Consumer<'a> {
     queue: &'a str,
     handler: &'a dyn Handler,
     attempts: Attempts,
+    /// Deliveries put back because a dependency was away, in a row.
+    unreachable: Mutex<FailureStreak>,
     messaging: &'a Messaging,
 }
 
@@ -156,6 +160,7 @@ pub async fn spawn(
             queue: spec.name.as_str(),
             handler: handler.as_ref(),
             attempts: Attempts::default(),
+            unreachable: Mutex::default(),
             messaging: &messaging,
         };
         let consumer = &consumer;
@@ -307,6 +312,19 @@ impl Consumer<'_> {
         Ok(())
     }
 
+    /// A message was handled: says once that a streak of unreachable
+    /// dependencies ended.
+    fn reached(&self) {
+        if let Some((lasted, failures)) = lock(&self.unreachable).ended() {
+            tracing::info!(
+                queue = self.queue,
+                ?lasted,
+                failures,
+                "handling again after a dependency came back"
+            );
+        }
+    }
+
     /// Hands `envelope` to the handler and settles its delivery by the outcome.
     async fn settle(&self, delivery: Delivery, envelope: &Envelope) -> Result<(), BrokerError> {
         let (queue, handler) = (self.queue, self.handler);
@@ -332,6 +350,7 @@ impl Consumer<'_> {
                 self.attempts.forget(&key);
                 count(Outcome::Handled);
                 tracing::debug!("handled");
+                self.reached();
                 delivery.ack().await
             }
             Err(HandleError::Permanent(reason)) => {
@@ -344,7 +363,15 @@ impl Consumer<'_> {
             // the check may already find the dependency back), or found so.
             Err(HandleError::Unreachable(reason)) => {
                 count(Outcome::Retried);
-                tracing::warn!(queue, %reason, "a dependency is unreachable; retrying without counting an attempt");
+                let (said, failures) = {
+                    let mut streak = lock(&self.unreachable);
+                    (streak.failed(), streak.failures())
+                };
+                if said {
+                    tracing::warn!(queue, %reason, failures, "a dependency is unreachable; retrying without counting an attempt (said again every 30 s while it is)");
+                } else {
+                    tracing::debug!(queue, %reason, failures, "a dependency is still unreachable");
+                }
                 tokio::time::sleep(UNREACHABLE_PAUSE).await;
                 delivery.requeue().await
             }

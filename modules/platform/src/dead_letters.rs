@@ -14,6 +14,7 @@ use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use tokio::task::JoinHandle;
 
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON, REASON_EXPIRED};
+use crate::streak::FailureStreak;
 use crate::{Broker, BrokerError, Exchange, PlatformError, QueueSpec, Shutdown, WireMessage};
 
 mod entity {
@@ -254,6 +255,7 @@ pub async fn keep(
     let recorder = {
         let (db, mut shutdown) = (db.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let mut streak = FailureStreak::default();
             loop {
                 let delivery = tokio::select! {
                     d = dead.next() => d,
@@ -262,12 +264,19 @@ pub async fn keep(
                 let Some(delivery) = delivery else { return };
                 match record(&db, &delivery.message, &delivery.routing_key).await {
                     Ok(()) => {
+                        if let Some((lasted, failures)) = streak.ended() {
+                            tracing::info!(?lasted, failures, "recording dead letters again");
+                        }
                         if let Err(err) = delivery.ack().await {
                             tracing::warn!(error = %err, "could not settle a dead letter");
                         }
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot record a dead letter yet");
+                        if streak.failed() {
+                            tracing::warn!(error = %err, failures = streak.failures(), "cannot record a dead letter yet (said again every 30 s while it fails)");
+                        } else {
+                            tracing::debug!(error = %err, failures = streak.failures(), "cannot record a dead letter yet");
+                        }
                         tokio::time::sleep(RETRY_PAUSE).await;
                         let _ = delivery.requeue().await;
                     }
@@ -277,9 +286,21 @@ pub async fn keep(
     };
     let replayer = tokio::spawn(async move {
         let mut shutdown = shutdown;
+        let mut streak = FailureStreak::default();
         loop {
-            if let Err(err) = replay_requested(&db, broker.as_ref()).await {
-                tracing::warn!(error = %err, "dead-letter replay failed; retrying");
+            match replay_requested(&db, broker.as_ref()).await {
+                Ok(()) => {
+                    if let Some((lasted, failures)) = streak.ended() {
+                        tracing::info!(?lasted, failures, "dead-letter replays working again");
+                    }
+                }
+                Err(err) => {
+                    if streak.failed() {
+                        tracing::warn!(error = %err, failures = streak.failures(), "dead-letter replay failed; retrying (said again every 30 s while it fails)");
+                    } else {
+                        tracing::debug!(error = %err, failures = streak.failures(), "dead-letter replay failed again");
+                    }
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(REPLAY_EVERY) => {}

@@ -38,6 +38,7 @@ pub mod rabbit;
 pub mod retention;
 pub mod saga;
 pub mod shutdown;
+pub mod streak;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -49,3 +50,11 @@ pub use envelope::{Envelope, Outgoing, WireMessage};
 pub use error::{BrokerError, PlatformError, database_unreachable};
 pub use mallbots_contracts::Payload;
 pub use shutdown::Shutdown;
+
+/// `mutex` locked, even when a panic poisoned it: every critical section in
+/// this crate is one small update that a panic cannot leave half-done.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -8,7 +8,7 @@
 //! on restart every message it had not acked, delivered again.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sea_orm::DatabaseConnection;
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::PlatformError;
+use crate::lock;
 
 use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle, topic_matches};
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON, REASON_EXPIRED};
@@ -48,12 +49,6 @@ struct Queued {
     expires_at: Option<Instant>,
     /// Its row in the store (durable queues of a durable broker).
     row: Option<i64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them half-updated (each
-    // critical section is one push/pop), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Queue {

@@ -39,7 +39,8 @@ pub async fn run(
     let relay = {
         let (outbox, db, broker, shutdown) =
             (outbox.clone(), db.clone(), broker.clone(), shutdown.clone());
-        tokio::spawn(async move { outbox.relay(db, broker, shutdown).await })
+        let module = mallbots_contracts::module_of(&queue.name).to_owned();
+        tokio::spawn(async move { outbox.relay(&module, db, broker, shutdown).await })
     };
     let processor = CommandProcessor::new(queue.name.clone(), db, outbox, handler)
         .refusing_when_unreachable(broker.clone());

@@ -21,6 +21,8 @@ use sea_orm::{
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::lock;
+use crate::streak::FailureStreak;
 use crate::{Broker, Envelope, Exchange, PlatformError, Shutdown};
 
 mod entity {
@@ -126,10 +128,6 @@ impl Drop for Express {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Outbox {
     pub fn new() -> Self {
         Outbox::default()
@@ -209,15 +207,22 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Publishes what is committed and unsent, until `shutdown`.
+    /// Publishes what is committed and unsent, until `shutdown`; `module`
+    /// names it in its logs.
     pub async fn relay(
         &self,
+        module: &str,
         db: DatabaseConnection,
         broker: Arc<dyn Broker>,
         mut shutdown: Shutdown,
     ) {
         const IDLE_POLL: Duration = Duration::from_secs(1);
-        let mut failures = 0u32;
+        let mut streak = FailureStreak::default();
+        let worked = |streak: &mut FailureStreak| {
+            if let Some((lasted, failures)) = streak.ended() {
+                tracing::info!(module, ?lasted, failures, "outbox relay working again");
+            }
+        };
         loop {
             if shutdown.is_triggered() {
                 self.flush(&db, broker.as_ref()).await;
@@ -233,20 +238,24 @@ impl Outbox {
                     }
                 }
                 Ok(Some(0)) => {
-                    failures = 0;
+                    worked(&mut streak);
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = shutdown.wait() => {}
                     }
                 }
-                Ok(Some(_)) => failures = 0,
+                Ok(Some(_)) => worked(&mut streak),
                 Err(err) => {
-                    failures += 1;
+                    let said = streak.failed();
                     // Capped low: once the broker is back, replies that
                     // clients are waiting on go out within a second.
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(3)));
-                    tracing::warn!(error = %err, ?backoff, "outbox relay failed; retrying");
+                    let backoff = Duration::from_millis(100 * 2u64.pow(streak.failures().min(3)));
+                    if said {
+                        tracing::warn!(module, error = %err, failures = streak.failures(), "outbox relay failed; retrying (said again every 30 s while it fails)");
+                    } else {
+                        tracing::debug!(module, error = %err, failures = streak.failures(), "outbox relay failed again");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.wait() => {}

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{Acker, DEAD_LETTER_QUEUE, Settle};
 use crate::envelope::{HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_REASON};
+use crate::lock;
 use crate::{Broker, BrokerError, Delivery, Exchange, QueueSpec, Subscription, WireMessage};
 
 #[derive(Clone, Debug)]
@@ -155,10 +156,6 @@ impl PumpHealth {
     fn up(&self) {
         *lock(&self.down_since) = None;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct RabbitBroker {

@@ -178,6 +178,89 @@ async fn the_outbox_publishes_only_what_committed(db: Db) {
     );
 }
 
+/// What a test's thread logs (a current-thread runtime runs the tasks it
+/// spawns there too), one line each, uncolored.
+#[derive(Clone, Default)]
+struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    /// Captures this thread's logs at DEBUG and above until the guard drops.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logged, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// How many lines at `level` say `what`.
+    fn count(&self, level: &str, what: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|line| line.contains(level) && line.contains(what))
+            .count()
+    }
+}
+
+/// While the outbox cannot be read (its table renamed away: a real failure
+/// of the real database), the relay fails at every try but says so once,
+/// not each time (an outage used to log every module's relay about every
+/// second); once it works again it says so, once, and sends what waited.
+async fn a_failing_relay_says_so_once_and_once_when_it_works_again(db: Db) {
+    let (logged, _capturing) = Logged::capture();
+    let (conn, broker, mut sub, outbox) = probed(db, "outbox.probe", Exchange::Events).await;
+    let rename = |from: &str, to: &str| {
+        Statement::from_string(
+            conn.get_database_backend(),
+            format!("ALTER TABLE {from} RENAME TO {to}"),
+        )
+    };
+    conn.execute_raw(rename("outbox", "outbox_away"))
+        .await
+        .unwrap();
+    let (trigger, relay) = spawn_relay(&outbox, &conn, &broker);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while logged.count("DEBUG", "outbox relay failed again") < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never failed 4 times"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        logged.count("WARN", "outbox relay failed; retrying"),
+        1,
+        "said once"
+    );
+
+    conn.execute_raw(rename("outbox_away", "outbox"))
+        .await
+        .unwrap();
+    let txn = conn.begin().await.unwrap();
+    let sent = enqueue_note(&outbox, &txn, 1).await;
+    txn.commit().await.unwrap();
+    outbox.wake();
+    let d = next_within_10s(&mut sub).await;
+    assert_eq!(d.message.decode().unwrap(), sent);
+    d.ack().await.unwrap();
+    stop_when_sent(&conn, (trigger, relay)).await;
+    assert_eq!(logged.count("INFO", "outbox relay working again"), 1);
+    assert_eq!(logged.count("WARN", "outbox relay failed; retrying"), 1);
+}
+
 /// Accepts every command, changing nothing.
 struct AcceptAll;
 
@@ -208,7 +291,7 @@ fn spawn_relay(
         conn.clone(),
         broker.clone() as Arc<dyn Broker>,
     );
-    let relay = tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await });
+    let relay = tokio::spawn(async move { outbox.relay("test", conn, broker, shutdown).await });
     (trigger, relay)
 }
 
@@ -631,7 +714,7 @@ async fn retention_prunes_old_rows_but_never_an_unsent_one(db: Db) {
     let (trigger, shutdown) = Shutdown::new();
     let relay = {
         let (outbox, conn, broker) = (outbox.clone(), conn.clone(), broker.clone());
-        tokio::spawn(async move { outbox.relay(conn, broker, shutdown).await })
+        tokio::spawn(async move { outbox.relay("test", conn, broker, shutdown).await })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while outbox::pending(&conn).await.unwrap() > 0 {
@@ -998,6 +1081,7 @@ macro_rules! suite {
 
 suite!(
     events_fold_back_into_the_aggregate,
+    a_failing_relay_says_so_once_and_once_when_it_works_again,
     a_stale_append_is_a_conflict_not_an_overwrite,
     long_streams_are_snapshotted,
     the_inbox_recognises_a_redelivery,
