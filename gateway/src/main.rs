@@ -90,10 +90,7 @@ async fn main() -> anyhow::Result<()> {
         let ansi = std::io::stdout().is_terminal();
         (BoxMakeWriter::new(std::io::stdout), ansi)
     };
-    // PostgreSQL's notices ("relation ... already exists, skipping" on every
-    // migration check) say nothing an operator acts on.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let filter = log_filter()?;
     // Human text by default; one JSON object a line for log collectors,
     // each with the fields of the spans it is in (a request's or a
     // message's correlation id, and trace id when traced).
@@ -205,4 +202,31 @@ async fn wait_for_signal() -> bool {
         let _ = ctrl_c.await;
         false
     }
+}
+
+/// What RUST_LOG asks for (default `info`), less two sources of lines an
+/// operator does not act on, unless RUST_LOG names them: PostgreSQL's
+/// notices ("relation ... already exists, skipping" on every migration
+/// check) go at WARN, and the AMQP client's own lines not at all (it logs
+/// a lost connection at ERROR, which the broker adapter handles and logs
+/// once itself). A RUST_LOG that cannot be read stops the start rather
+/// than quietly logging something else.
+fn log_filter() -> anyhow::Result<EnvFilter> {
+    const QUIETER: [(&str, &str); 2] = [("sqlx::postgres::notice", "warn"), ("lapin", "off")];
+    let asked = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|asked| !asked.trim().is_empty())
+        .unwrap_or_else(|| "info".to_owned());
+    let mut directives: Vec<String> = QUIETER
+        .iter()
+        .filter(|(target, _)| !asked.contains(target))
+        .map(|(target, level)| format!("{target}={level}"))
+        .collect();
+    directives.push(asked.clone());
+    let directives = directives.join(",");
+    EnvFilter::builder().parse(&directives).map_err(|err| {
+        anyhow::anyhow!(
+            "RUST_LOG is {asked:?}, which cannot be read ({err}): it is like `info` or `info,mallbots_platform=debug`"
+        )
+    })
 }

@@ -174,3 +174,53 @@ async fn an_unknown_log_format_stops_the_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unreadable_rust_log_stops_the_start() {
+    let (mut child, lines) = start(&[("RUST_LOG", "info,mallbots=loud")]);
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("it exits before the deadline")
+        .expect("its status");
+    assert!(!status.success());
+    wait_until("the reason on its output", || async {
+        logged(&lines)
+            .iter()
+            .any(|l| l.contains("RUST_LOG is \"info,mallbots=loud\", which cannot be read"))
+            .then_some(())
+    })
+    .await;
+}
+
+/// At RUST_LOG=info, a start on a migrated PostgreSQL database logs none of
+/// PostgreSQL's notices ("relation ... already exists, skipping"); named
+/// in RUST_LOG, they are logged.
+#[tokio::test]
+async fn postgresql_notices_are_left_out_unless_asked_for() {
+    let url = common::fresh_database("TEST_DATABASE_URL").await;
+    let migrate = |rust_log: &'static str| {
+        let url = url.clone();
+        async move {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mallbots"))
+                .args(["--database-url", &url, "migrate"])
+                .env("RUST_LOG", rust_log)
+                .env("NO_COLOR", "1")
+                .output()
+                .await
+                .expect("run mallbots migrate");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr)
+        }
+    };
+    migrate("info").await;
+    let again = migrate("info").await;
+    assert!(!again.contains("already exists, skipping"), "{again}");
+    assert!(again.contains("INFO"), "it logged at INFO: {again}");
+    let asked = migrate("info,sqlx::postgres::notice=info").await;
+    assert!(asked.contains("already exists, skipping"), "{asked}");
+}

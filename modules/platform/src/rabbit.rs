@@ -720,6 +720,10 @@ impl Pump {
         let mut sessions = self.shared.session.subscribe();
         let mut open = Some(first);
         let mut backoff = RECONNECT_FIRST;
+        // The consumer was lost with the connection, which the supervisor
+        // logs once for all queues: its own lines then go at DEBUG (a
+        // broker restart used to log two lines per queue).
+        let mut lost_with_connection = false;
         loop {
             let Some(current) = open.as_mut() else {
                 self.health.down();
@@ -728,7 +732,11 @@ impl Pump {
                 };
                 match open_consumer(&self.shared, &session, &self.spec).await {
                     Ok(consumer) => {
-                        tracing::info!(queue = %self.spec.name, "consuming again after reconnecting");
+                        if lost_with_connection {
+                            tracing::debug!(queue = %self.spec.name, "consuming again after reconnecting");
+                        } else {
+                            tracing::info!(queue = %self.spec.name, "consuming again after reconnecting");
+                        }
                         if !self.spec.durable {
                             // Told before any delivery from the new queue goes out.
                             self.resets.send_modify(|n| *n += 1);
@@ -760,6 +768,7 @@ impl Pump {
             };
             match next {
                 Some(Some(Ok(delivery))) => {
+                    lost_with_connection = false;
                     let message = wire(&self.shared.config.prefix, &delivery);
                     let delivery = Delivery::new(
                         message,
@@ -791,14 +800,17 @@ impl Pump {
                 }
                 Some(Some(Err(err))) => {
                     tracing::warn!(queue = %self.spec.name, error = %err, "consumer interrupted; waiting for the connection");
+                    lost_with_connection = false;
                     open = None;
                 }
                 Some(None) => {
                     tracing::warn!(queue = %self.spec.name, "consumer ended; waiting for the connection");
+                    lost_with_connection = false;
                     open = None;
                 }
                 None => {
-                    tracing::warn!(queue = %self.spec.name, "connection lost; waiting for it to come back");
+                    tracing::debug!(queue = %self.spec.name, "connection lost; waiting for it to come back");
+                    lost_with_connection = true;
                     open = None;
                 }
             }
