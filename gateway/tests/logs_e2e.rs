@@ -160,34 +160,29 @@ async fn handled_lines(mut child: tokio::process::Child, lines: &Arc<Mutex<Vec<S
 
 #[tokio::test]
 async fn an_unknown_log_format_stops_the_start() {
-    let (mut child, lines) = start(&[("LOG_FORMAT", "yaml")]);
-    let status = tokio::time::timeout(DEADLINE, child.wait())
-        .await
-        .expect("it exits before the deadline")
-        .expect("its status");
-    assert!(!status.success());
-    wait_until("the reason on its output", || async {
-        logged(&lines)
-            .iter()
-            .any(|l| l.contains("LOG_FORMAT is \"yaml\""))
-            .then_some(())
-    })
-    .await;
+    stops_the_start(("LOG_FORMAT", "yaml"), "LOG_FORMAT is \"yaml\"").await;
 }
 
 #[tokio::test]
 async fn an_unreadable_rust_log_stops_the_start() {
-    let (mut child, lines) = start(&[("RUST_LOG", "info,mallbots=loud")]);
+    stops_the_start(
+        ("RUST_LOG", "info,mallbots=loud"),
+        "RUST_LOG is \"info,mallbots=loud\", which cannot be read",
+    )
+    .await;
+}
+
+/// The binary started with `setting` exits before the deadline, unsuccessful,
+/// having said `why`.
+async fn stops_the_start(setting: (&str, &str), why: &str) {
+    let (mut child, lines) = start(&[setting]);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .expect("it exits before the deadline")
         .expect("its status");
     assert!(!status.success());
     wait_until("the reason on its output", || async {
-        logged(&lines)
-            .iter()
-            .any(|l| l.contains("RUST_LOG is \"info,mallbots=loud\", which cannot be read"))
-            .then_some(())
+        logged(&lines).iter().any(|l| l.contains(why)).then_some(())
     })
     .await;
 }

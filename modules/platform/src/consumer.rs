@@ -250,6 +250,7 @@ impl Consumer<'_> {
             .await;
         if outcome.is_ok() {
             span.in_scope(|| tracing::debug!("handled"));
+            self.reached();
             // Each message is counted with its share of the batch's time.
             let share = started.elapsed() / u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
             for envelope in &envelopes {
